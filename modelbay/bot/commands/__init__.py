@@ -1,0 +1,5 @@
+"""Built-in commands; importing this package registers them in COMMANDS."""
+
+from modelbay.bot.commands import help, jobs, models
+
+__all__ = ["help", "jobs", "models"]

@@ -1,0 +1,59 @@
+"""Who is asking and where: the actor, and the context a command handler runs with."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from modelbay.config import ROLES
+
+if TYPE_CHECKING:
+    from modelbay.runtime import Runtime
+
+__all__ = ["Actor", "Context"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A person on a platform, with the platform groups (Discord roles, Slack user groups) they belong to."""
+
+    platform: str
+    user_id: str
+    display_name: str = ""
+    groups: tuple[str, ...] = ()  # e.g. ("role:1234",) on Discord, ("group:S0123",) on Slack
+
+    @property
+    def key(self) -> str:
+        """The stable identity stored with jobs and chats, e.g. 'slack:U123'."""
+        return f"{self.platform}:{self.user_id}"
+
+    def identities(self) -> list[str]:
+        """Every identity a role map entry may name for this actor."""
+        return [self.key, f"{self.platform}:*", *(f"{self.platform}:{g}" for g in self.groups)]
+
+    def role(self, role_map: dict[str, list[str]], default: str) -> str:
+        """Return the highest role the role map grants this actor, or the default."""
+        mine = set(self.identities())
+        granted = [role for role, members in role_map.items() if mine & set(members)]
+        return max([default, *granted], key=ROLES.index)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a handler gets: the runtime, the actor and their role."""
+
+    runtime: Runtime
+    actor: Actor
+    role: str
+
+    def has_role(self, role: str) -> bool:
+        """Whether the actor's role includes role."""
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a synchronous engine call off the event loop."""
+        return await asyncio.to_thread(fn, *args, **kwargs)

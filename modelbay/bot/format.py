@@ -1,0 +1,40 @@
+"""Small formatters shared by command handlers: counts, bytes, durations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+__all__ = ["ago", "human_bytes", "human_count"]
+
+
+def human_count(n: int | None) -> str:
+    """Format a parameter count: 494M, 7.6B."""
+    if n is None:
+        return "?"
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+    return str(n)
+
+
+def human_bytes(n: int | float | None) -> str:
+    """Format a size in bytes with decimal units: 988 MB, 15.2 GB."""
+    if n is None:
+        return "?"
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{int(n)} B"
+
+
+def ago(when: datetime | None, now: datetime | None = None) -> str:
+    """Format how long ago something happened: 5s, 3m, 2h, 4d."""
+    if when is None:
+        return "-"
+    seconds = max(0, int(((now or datetime.now(timezone.utc)) - when).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"

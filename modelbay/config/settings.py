@@ -1,0 +1,164 @@
+"""The one typed Settings object, read from MODELBAY_* environment variables and a .env file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import pydantic_settings
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "SettingsError", "ROLES", "load_settings"]
+
+ENV_PREFIX = "MODELBAY_"
+# Ordered from least to most trusted; a role includes every role before it.
+ROLES = ("viewer", "user", "trainer", "admin")
+_ACCEPTED = {"bool_parsing": "true or false", "int_parsing": "a whole number"}
+_PLACEHOLDERS = {"changeme", "change-me", "secret", "placeholder", "xxx", "todo"}
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "modelbay"
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names the variable and what it accepts."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"{variable}: {problem}")
+
+
+class Settings(BaseSettings):
+    """Everything ModelBay can be configured with; every field is MODELBAY_<FIELD> in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore",
+    )
+
+    environment: Literal["development", "production", "test"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    home: Path = Field(default_factory=_default_home, description="Data directory (XDG data dir by default).")
+    model_store: Path | None = Field(None, description="Where installed models live (default: HOME/models).")
+    database_url: str | None = Field(None, description="SQLAlchemy URL (default: SQLite file in HOME).")
+    redis_url: str | None = Field(None, description="Redis URL for RQ; unset runs jobs in-process.")
+
+    hub_endpoint: str = Field("https://huggingface.co", description="Hugging Face Hub or a mirror.")
+    hub_token: SecretStr | None = Field(None, description="Token for gated or private Hub repos.")
+
+    roles: dict[str, list[str]] = Field(
+        default_factory=lambda: {"admin": ["console:*"]},
+        description='Role -> identities, e.g. {"admin": ["slack:U123", "discord:role:42"]}.',
+    )
+    default_role: Literal["viewer", "user", "trainer", "admin"] = "user"
+
+    slack_api_url: str = "https://slack.com/api/"
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    discord_api_url: str = "https://discord.com/api/v10"
+    discord_token: SecretStr | None = None
+    api_token: SecretStr | None = Field(None, description="Bearer token the HTTP API requires.")
+
+    allow_pickle: bool = Field(False, description="Allow pickle weights (.bin/.pt); off by default.")
+    trust_remote_code: bool = Field(False, description="Run model repos' own code; off by default.")
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _parse_roles(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value)
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(value) - set(ROLES))
+        if unknown:
+            raise ValueError(f"unknown role {unknown[0]!r}; roles are {', '.join(ROLES)}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("use a sqlite:/// or postgresql+psycopg:// URL")
+        if value and value.startswith("postgresql://"):
+            # SQLAlchemy's bare postgresql:// means psycopg2; this project ships psycopg 3.
+            return "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use a redis://host:port/db URL, or leave it unset for in-process jobs")
+        return value or None
+
+    @field_validator("hub_endpoint", "slack_api_url", "discord_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("use an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs(self) -> Settings:
+        if self.environment != "production":
+            return self
+        if not self.database_url or self.database_url.startswith("sqlite"):
+            raise ValueError("MODELBAY_DATABASE_URL: production needs a postgresql+psycopg:// URL")
+        for name in ("api_token", "slack_signing_secret", "slack_bot_token", "discord_token", "hub_token"):
+            secret = getattr(self, name)
+            if secret is not None and secret.get_secret_value().lower() in _PLACEHOLDERS:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}: replace the placeholder secret")
+        return self
+
+    @cached_property
+    def resolved_model_store(self) -> Path:
+        """The model store directory, defaulting to HOME/models."""
+        return self.model_store or self.home / "models"
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in HOME."""
+        return self.database_url or f"sqlite:///{self.home / 'modelbay.db'}"
+
+    @property
+    def embedded_jobs(self) -> bool:
+        """Whether jobs run in-process because no Redis is configured."""
+        return self.redis_url is None
+
+    def ensure_dirs(self) -> None:
+        """Create the data and model store directories."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.resolved_model_store.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings, turning validation errors into one SettingsError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if message.startswith(ENV_PREFIX):
+            variable, _, problem = message.partition(": ")
+            raise SettingsError(variable, problem) from None
+        accepted = error.get("ctx", {}).get("expected") or _ACCEPTED.get(error["type"])
+        problem = f"{message} (accepted: {accepted})" if accepted and accepted not in message else message
+        raise SettingsError(f"{ENV_PREFIX}{field.upper()}", problem) from None
+    except pydantic_settings.SettingsError as exc:
+        # A complex field (roles) whose environment value is not JSON fails in the env source itself.
+        match = re.search(r'field "(\w+)"', str(exc))
+        field = match.group(1) if match else "roles"
+        raise SettingsError(f"{ENV_PREFIX}{field.upper()}", 'must be JSON, e.g. {"admin": ["slack:U123"]}') from None

@@ -1,0 +1,359 @@
+"""Long operations as RQ jobs: kinds with their queue, timeout and retry policy; submit, watch, cancel."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from contextlib import nullcontext
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from sqlalchemy import select
+
+from modelbay.engine.db import Database
+from modelbay.engine.errors import JobNotCancelable, JobNotFound, ModelBayError
+from modelbay.engine.records import JobRecord
+from modelbay.engine.schema import JobRow, JobStatus
+
+__all__ = [
+    "KINDS",
+    "QUEUES",
+    "JobCanceled",
+    "JobKind",
+    "Jobs",
+    "ProgressEvent",
+    "RetryPolicy",
+    "UnknownJobKind",
+    "register_kind",
+]
+
+log = logging.getLogger(__name__)
+
+QueueName = Literal["downloads", "cpu", "gpu"]
+# Downloads have their own queue so they never wait behind training on the gpu queue.
+QUEUES: tuple[QueueName, ...] = ("downloads", "cpu", "gpu")
+RUNNER = "modelbay.workers.runner.execute"
+TERMINAL = frozenset({"finished", "failed", "canceled"})
+
+
+class JobCanceled(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a job when someone asked to cancel it."""
+
+
+class UnknownJobKind(ModelBayError):
+    """No job kind by that name is registered."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"There is no job kind `{kind}`.")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and after which delays a failed job runs again."""
+
+    max: int = 0
+    intervals: tuple[int, ...] = (0,)
+
+    def to_rq(self) -> Retry | None:
+        """Return RQ's Retry for this policy, or None when the job never retries."""
+        return Retry(max=self.max, interval=list(self.intervals)) if self.max else None
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of long operation: the job function and the policy it runs under."""
+
+    name: str
+    func: str  # dotted path of f(ctx: JobContext, **params) -> dict | None, imported inside the job
+    queue: QueueName
+    timeout: int  # seconds before RQ stops the job
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    description: str = ""
+
+
+KINDS: dict[str, JobKind] = {}
+
+
+def register_kind(kind: JobKind) -> JobKind:
+    """Make a job kind available to submit; built-in kinds register the same way as extensions."""
+    if kind.queue not in QUEUES:
+        raise ValueError(f"queue must be one of {QUEUES}")
+    KINDS[kind.name] = kind
+    return kind
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One progress report of a job, as published on its channel."""
+
+    job_id: str
+    status: str
+    progress: float
+    message: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job has ended."""
+        return self.status in TERMINAL
+
+    def to_json(self) -> str:
+        """Serialize for the pub/sub channel."""
+        return json.dumps(
+            {"job_id": self.job_id, "status": self.status, "progress": self.progress,
+             "message": self.message, "detail": self.detail}
+        )
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> ProgressEvent:
+        """Parse a channel message."""
+        raw = json.loads(data)
+        return cls(raw["job_id"], raw["status"], raw["progress"], raw.get("message"), raw.get("detail") or {})
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _record(row: JobRow) -> JobRecord:
+    return JobRecord(
+        id=row.id, kind=row.kind, queue=row.queue, status=row.status.value, progress=row.progress,
+        progress_detail=dict(row.progress_detail or {}), requester=row.requester, params=dict(row.params or {}),
+        result=row.result, error=row.error, attempts=row.attempts, created_at=row.created_at,
+        started_at=row.started_at, ended_at=row.ended_at,
+    )
+
+
+# What an RQ state that has ended means for a job ModelBay still thinks is running.
+_RQ_ENDED = {
+    RQStatus.FINISHED: (JobStatus.FINISHED, None),
+    RQStatus.FAILED: (JobStatus.FAILED, "The worker stopped while running this job. Try it again."),
+    RQStatus.STOPPED: (JobStatus.CANCELED, None),
+    RQStatus.CANCELED: (JobStatus.CANCELED, None),
+}
+
+
+class Jobs:
+    """Submits, tracks and cancels jobs; the database row is the record, RQ runs the work."""
+
+    def __init__(self, db: Database, redis: Redis, *, kinds: dict[str, JobKind] | None = None) -> None:
+        self._db = db
+        self.redis = redis
+        self._kinds = KINDS if kinds is None else kinds
+
+    # -- keys -----------------------------------------------------------------------------------------
+    @staticmethod
+    def channel(job_id: str) -> str:
+        """Return the pub/sub channel a job's progress is published on."""
+        return f"modelbay:job:{job_id}:progress"
+
+    @staticmethod
+    def _cancel_key(job_id: str) -> str:
+        return f"modelbay:job:{job_id}:cancel"
+
+    def queue(self, name: str) -> Queue:
+        """Return the RQ queue by name."""
+        return Queue(name, connection=self.redis)
+
+    # -- submit ---------------------------------------------------------------------------------------
+    def submit(
+        self, kind: str, params: dict[str, Any], *, requester: str, dedup_key: str | None = None
+    ) -> tuple[JobRecord, bool]:
+        """Enqueue a job, or return the active one with the same kind and dedup key; True if new."""
+        spec = self._kinds.get(kind)
+        if spec is None:
+            raise UnknownJobKind(kind)
+        json.dumps(params)  # arguments must stay plain data: fail here, not in the worker
+        lock = self.redis.lock(f"modelbay:lock:submit:{kind}:{dedup_key}", timeout=30, blocking_timeout=15)
+        with lock if dedup_key else nullcontext():
+            if dedup_key:
+                existing = self._active_duplicate(kind, dedup_key)
+                if existing is not None:
+                    return existing, False
+            job_id = secrets.token_hex(5)
+            with self._db.session() as session:
+                row = JobRow(
+                    id=job_id, kind=kind, queue=spec.queue, status=JobStatus.QUEUED, dedup_key=dedup_key,
+                    requester=requester, params=params, progress_detail={},
+                )
+                session.add(row)
+            try:
+                self.queue(spec.queue).enqueue(
+                    RUNNER, spec.func, params, job_id=job_id, job_timeout=spec.timeout,
+                    retry=spec.retry.to_rq(), result_ttl=7 * 86400, failure_ttl=7 * 86400,
+                    description=f"{kind} {json.dumps(params)[:200]}",
+                )
+            except Exception:
+                self.transition(job_id, JobStatus.FAILED, error="The job queue could not be reached. Try again.")
+                raise
+            return self.get(job_id), True
+
+    def _active_duplicate(self, kind: str, dedup_key: str) -> JobRecord | None:
+        with self._db.session() as session:
+            ids = session.scalars(
+                select(JobRow.id).where(
+                    JobRow.kind == kind,
+                    JobRow.dedup_key == dedup_key,
+                    JobRow.status.in_([JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING]),
+                )
+            ).all()
+        for job_id in ids:
+            record = self.get(job_id)
+            if record.active:
+                return record
+        return None
+
+    # -- read -----------------------------------------------------------------------------------------
+    def get(self, job_id: str) -> JobRecord:
+        """Return a job, first reconciling a row that looks active with what RQ knows."""
+        with self._db.session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFound(job_id)
+            if row.status.active:
+                self._reconcile(row)
+            return _record(row)
+
+    def _reconcile(self, row: JobRow) -> None:
+        try:
+            rq_status = Job.fetch(row.id, connection=self.redis).get_status(refresh=True)
+        except NoSuchJobError:
+            rq_status = None
+        if rq_status is None:
+            ended: tuple[JobStatus, str | None] = (JobStatus.FAILED, "The job was lost by the queue. Try it again.")
+        elif rq_status in _RQ_ENDED:
+            ended = _RQ_ENDED[rq_status]
+        else:
+            return
+        row.status, error = ended
+        row.error = row.error or error
+        row.ended_at = row.ended_at or _now()
+        self._publish(ProgressEvent(row.id, row.status.value, row.progress, row.error))
+
+    def list(self, *, requester: str | None = None, active: bool | None = None, limit: int = 20) -> list[JobRecord]:
+        """Return the newest jobs, optionally only one requester's or only active ones."""
+        query = select(JobRow.id).order_by(JobRow.created_at.desc()).limit(limit)
+        if requester:
+            query = query.where(JobRow.requester == requester)
+        if active is not None:
+            states = [JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING]
+            query = query.where(JobRow.status.in_(states) if active else JobRow.status.not_in(states))
+        with self._db.session() as session:
+            ids = session.scalars(query).all()
+        return [self.get(job_id) for job_id in ids]
+
+    # -- cancel ---------------------------------------------------------------------------------------
+    def cancel(self, job_id: str, *, force: bool = False) -> JobRecord:
+        """Cancel a job: a queued one at once, a running one at its next progress report (or now, if forced)."""
+        record = self.get(job_id)
+        if not record.active:
+            raise JobNotCancelable(job_id, record.status)
+        self.redis.set(self._cancel_key(job_id), "1", ex=86400)
+        try:
+            rq_job = Job.fetch(job_id, connection=self.redis)
+        except NoSuchJobError:
+            return self.transition(job_id, JobStatus.CANCELED)
+        if rq_job.get_status(refresh=True) != RQStatus.STARTED:
+            rq_job.cancel()
+            return self.transition(job_id, JobStatus.CANCELED)
+        if force:
+            try:
+                send_stop_job_command(self.redis, job_id)
+            except InvalidJobOperation:
+                pass  # it ended between the two reads; the runner records how
+            else:
+                return self.transition(job_id, JobStatus.CANCELED, message="Stopped by request")
+        self._publish(ProgressEvent(job_id, record.status, record.progress, "Canceling…", record.progress_detail))
+        return record
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked to cancel the job."""
+        return bool(self.redis.exists(self._cancel_key(job_id)))
+
+    # -- state changes, used by the runner inside the worker ------------------------------------------
+    def transition(
+        self, job_id: str, status: JobStatus, *, error: str | None = None, result: dict[str, Any] | None = None,
+        message: str | None = None,
+    ) -> JobRecord:
+        """Move a job to a new status, record when it started or ended, and publish the change."""
+        with self._db.session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFound(job_id)
+            if row.status is JobStatus.CANCELED and status is not JobStatus.CANCELED:
+                return _record(row)  # a canceled job stays canceled whatever its runner says later
+            row.status = status
+            if status is JobStatus.STARTED:
+                row.started_at = row.started_at or _now()
+                row.attempts += 1
+            if status is JobStatus.FINISHED:
+                row.progress = 1.0
+            if not status.active:
+                row.ended_at = _now()
+            row.error = error if error is not None else (None if status is JobStatus.FINISHED else row.error)
+            if result is not None:
+                row.result = result
+            record = _record(row)
+        self._publish(ProgressEvent(job_id, status.value, record.progress, message or error, record.progress_detail))
+        return record
+
+    def save_progress(self, job_id: str, progress: float, message: str | None, detail: dict[str, Any]) -> None:
+        """Store a progress report in the job's row."""
+        with self._db.session() as session:
+            row = session.get(JobRow, job_id)
+            if row is not None and row.status.active:
+                row.progress = progress
+                row.progress_detail = {**detail, "message": message}
+
+    def publish_progress(self, event: ProgressEvent) -> None:
+        """Publish a progress report to the job's channel."""
+        self._publish(event)
+
+    def _publish(self, event: ProgressEvent) -> None:
+        self.redis.publish(self.channel(event.job_id), event.to_json())
+
+    # -- watch ----------------------------------------------------------------------------------------
+    def events(self, job_id: str, *, poll: float = 1.0, stop: Any = None) -> Iterator[ProgressEvent]:
+        """Yield a job's progress until it ends: its current state first, then each report as published."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.channel(job_id))
+        try:
+            record = self.get(job_id)
+            last = ProgressEvent(job_id, record.status, record.progress,
+                                 record.error or record.progress_detail.get("message"), record.progress_detail)
+            yield last
+            while not last.terminal and not (stop is not None and stop.is_set()):
+                message = pubsub.get_message(timeout=poll)
+                if message and message.get("type") == "message":
+                    last = ProgressEvent.from_json(message["data"])
+                    yield last
+                    continue
+                # Nothing published for a while: the worker may have died, so ask the record.
+                record = self.get(job_id)
+                if record.status != last.status:
+                    last = ProgressEvent(job_id, record.status, record.progress, record.error, record.progress_detail)
+                    yield last
+        finally:
+            pubsub.close()
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> JobRecord:
+        """Block until the job ends or timeout passes; return its record."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            record = self.get(job_id)
+            if not record.active:
+                return record
+            time.sleep(0.1)
+        return self.get(job_id)
+

@@ -1,0 +1,81 @@
+"""The composition root: builds the database, Redis, jobs and registry from Settings, once per process."""
+
+from __future__ import annotations
+
+import logging
+
+import fakeredis
+from redis import Redis
+
+from modelbay.config import Settings
+from modelbay.engine.catalog import load_catalog
+from modelbay.engine.db import Database
+from modelbay.engine.errors import ModelBayError
+from modelbay.engine.jobs import Jobs
+from modelbay.engine.registry import Registry
+from modelbay.workers.embedded import EmbeddedWorkers
+from modelbay.workers.runner import install_resources
+
+__all__ = ["Runtime", "SchemaOutdated"]
+
+log = logging.getLogger(__name__)
+
+
+class SchemaOutdated(ModelBayError):
+    """The database schema is behind the code."""
+
+    def __init__(self, current: str | None, head: str) -> None:
+        super().__init__(
+            f"The database schema is at {current or 'nothing'} and this version needs {head}: run `modelbay db upgrade`."
+        )
+
+
+def connect_redis(settings: Settings) -> Redis:
+    """Return a Redis client for MODELBAY_REDIS_URL, or an in-process emulation when it is unset."""
+    if settings.redis_url:
+        return Redis.from_url(settings.redis_url)
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+class Runtime:
+    """Everything a process of ModelBay shares: settings, database, Redis, jobs, registry."""
+
+    def __init__(self, settings: Settings) -> None:
+        settings.ensure_dirs()
+        self.settings = settings
+        self.db = Database(settings.resolved_database_url)
+        self.redis = connect_redis(settings)
+        self.jobs = Jobs(self.db, self.redis)
+        self.registry = Registry(self.db)
+        self._embedded: EmbeddedWorkers | None = None
+
+    def prepare(self) -> None:
+        """Bring the schema up to date (SQLite) or check it is (PostgreSQL), then load the shipped catalog."""
+        if self.db.url.startswith("sqlite"):
+            self.db.upgrade()
+        else:
+            head = self.schema_head()
+            current = self.db.current_revision()
+            if current != head:
+                raise SchemaOutdated(current, head)
+        self.registry.sync_catalog(load_catalog())
+
+    def schema_head(self) -> str:
+        """Return the newest migration revision this code ships."""
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(self.db.alembic_config()).get_current_head() or ""
+
+    def start_embedded_workers(self) -> None:
+        """Run jobs in this process when no Redis is configured."""
+        if self.settings.redis_url or self._embedded is not None:
+            return
+        install_resources(self.settings, self.db, self.redis)
+        self._embedded = EmbeddedWorkers(self.redis).start()
+
+    def close(self) -> None:
+        """Stop embedded workers and release connections."""
+        if self._embedded is not None:
+            self._embedded.stop(timeout=2.0)
+            self._embedded = None
+        self.db.dispose()

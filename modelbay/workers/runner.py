@@ -1,0 +1,91 @@
+"""The one function RQ runs: it wraps every job function with status, progress and error handling."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException
+
+from modelbay.config import Settings
+from modelbay.engine.db import Database
+from modelbay.engine.errors import ModelBayError
+from modelbay.engine.jobs import JobCanceled, Jobs
+from modelbay.engine.schema import JobStatus
+from modelbay.workers.context import JobContext
+
+__all__ = ["WorkerResources", "execute", "install_resources"]
+
+
+
+@dataclass
+class WorkerResources:
+    """The database, Redis and settings a worker process lends to the jobs it runs."""
+
+    settings: Settings
+    db: Database
+    redis: Redis
+    pid: int
+
+
+_resources: WorkerResources | None = None
+
+
+def install_resources(settings: Settings, db: Database, redis: Redis) -> None:
+    """Hand the worker's resources to the jobs it will run (RQ calls jobs by name, not with objects)."""
+    global _resources
+    _resources = WorkerResources(settings, db, redis, os.getpid())
+
+
+def _current_resources() -> WorkerResources:
+    if _resources is None:
+        raise RuntimeError("No worker resources: start jobs with `modelbay worker` or the embedded workers.")
+    if _resources.pid != os.getpid():
+        # RQ forked a work horse: pooled DB connections belong to the parent and must not be reused here.
+        _resources.db.engine.dispose(close=False)
+        _resources.pid = os.getpid()
+    return _resources
+
+
+def _resolve(func_path: str) -> Callable[..., Any]:
+    module_name, _, attr = func_path.rpartition(".")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _user_error(exc: BaseException) -> str:
+    if isinstance(exc, ModelBayError):
+        return str(exc)
+    if isinstance(exc, JobTimeoutException):
+        return "The job ran past its time limit and was stopped."
+    return f"The job failed ({type(exc).__name__}). The worker log has the details."
+
+
+def execute(func_path: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Run one job function, recording its start, progress, result, failure, retry or cancellation."""
+    resources = _current_resources()
+    rq_job = get_current_job()
+    if rq_job is None:
+        raise RuntimeError("execute() runs only inside an RQ job")
+    jobs = Jobs(resources.db, resources.redis)
+    record = jobs.transition(rq_job.id, JobStatus.STARTED, message="Started")
+    ctx = JobContext(rq_job.id, record.attempts, resources.settings, resources.db, jobs)
+    try:
+        ctx.check_canceled()
+        # Heavy libraries (torch, transformers) are imported here, inside the job, never in the worker parent.
+        result = _resolve(func_path)(ctx, **params)
+    except JobCanceled:
+        jobs.transition(rq_job.id, JobStatus.CANCELED, message="Canceled")
+        return {"canceled": True}
+    except BaseException as exc:
+        if isinstance(exc, ModelBayError):
+            rq_job.retries_left = 0  # a user-facing error (bad input, refused) fails the same way every time
+        retrying = bool(rq_job.retries_left)
+        jobs.transition(rq_job.id, JobStatus.RETRYING if retrying else JobStatus.FAILED, error=_user_error(exc))
+        raise
+    jobs.transition(rq_job.id, JobStatus.FINISHED, result=result or {}, message="Done")
+    return result
