@@ -24,7 +24,7 @@ from huggingface_hub.hf_api import RepoFile, RepoFolder
 from huggingface_hub.utils import get_session
 from safetensors.numpy import save
 
-# Imported for runs without a tests/conftest.py providing it.
+# tests/conftest.py provides `hub` too; importing it here keeps this module runnable with --noconftest.
 from tests.support.hub import Fault, HubStandIn, hub  # noqa: F401
 
 REPO = "acme/tiny-llm"
@@ -48,10 +48,12 @@ def _files() -> dict[str, bytes]:
 
 
 @pytest.fixture(autouse=True)
-def _no_ambient_hub(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep a developer's token and Xet out of the way (Xet is never advertised by the stand-in anyway)."""
+def _local_hub_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a developer's token and Xet out of the way, and let the client reach the stand-in even offline."""
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")  # read at import, so this only matters for fresh processes
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")  # read at import; the stand-in never advertises Xet anyway
+    # The suite may import huggingface_hub with HF_HUB_OFFLINE=1; that flag is read at import and would block us.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture
@@ -317,7 +319,8 @@ def test_corrupt_fault_passes_the_clients_size_check(hub: HubStandIn, api: HfApi
     hub.inject(REPO, "model.safetensors", Fault("corrupt", after_bytes=5_000))
 
     got = _download(hub, tmp_path, "model.safetensors")
-    [weights] = [s for s in api.model_info(REPO, files_metadata=True).siblings or [] if s.rfilename == "model.safetensors"]
+    siblings = api.model_info(REPO, files_metadata=True).siblings or []
+    [weights] = [s for s in siblings if s.rfilename == "model.safetensors"]
     assert len(got) == len(files["model.safetensors"])
     assert weights.lfs is not None and hashlib.sha256(got).hexdigest() != weights.lfs.sha256  # ModelBay must verify
     assert got[5_000] == files["model.safetensors"][5_000] ^ 0xFF
@@ -339,6 +342,19 @@ def test_status_faults(hub: HubStandIn, tmp_path: pathlib.Path) -> None:
     for attempt in ("c", "d"):
         with pytest.raises(HfHubHTTPError):
             _download(hub, tmp_path / attempt, "config.json")
+
+
+def test_add_repo_from_a_folder(hub: HubStandIn, api: HfApi, tmp_path: pathlib.Path) -> None:
+    folder = tmp_path / "export"
+    (folder / "tokenizer").mkdir(parents=True)
+    (folder / "config.json").write_bytes(CONFIG)
+    (folder / "tokenizer" / "vocab.txt").write_bytes(b"a\nb\n")
+    (folder / "model.gguf").write_bytes(b"GGUF" * 10)
+
+    hub.add_repo(REPO, folder)
+    assert sorted(api.list_repo_files(REPO)) == ["config.json", "model.gguf", "tokenizer/vocab.txt"]
+    [gguf] = api.get_paths_info(REPO, "model.gguf")
+    assert gguf.lfs is not None and gguf.lfs.sha256 == hashlib.sha256(b"GGUF" * 10).hexdigest()
 
 
 def test_remove_repo_and_reset(hub: HubStandIn, api: HfApi) -> None:

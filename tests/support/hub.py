@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mimetypes
 import pathlib
 import socket
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
-from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import pytest
 
@@ -68,7 +69,7 @@ class _Blob:
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Commit:
     """An immutable snapshot of a repo's files."""
 
@@ -128,6 +129,10 @@ class _Repo:
         """Branch name or full commit sha to a commit."""
         return self.branches.get(revision) or self.commits.get(revision)
 
+    def head(self) -> _Commit:
+        """Head of the default branch, or of the newest branch for repos without "main"."""
+        return self.branches.get("main") or max(self.branches.values(), key=lambda c: c.date)
+
     def summary(self, commit: _Commit) -> dict[str, Any]:
         """The fields /api/models lists for each model."""
         gated = self.meta["gated"]
@@ -155,7 +160,8 @@ class _Repo:
         out["siblings"] = [self._sibling(p, b, blobs) for p, b in sorted(commit.files.items())]
         out["spaces"] = []
         out["cardData"] = {k: self.meta[k] for k in ("tags", "pipeline_tag", "library_name") if self.meta[k]}
-        unique = {b.sha256: len(b.data) for c in self.commits.values() for b in c.files.values()}
+        # list() snapshots the commits in one step, so a concurrent add_repo cannot break the iteration.
+        unique = {b.sha256: len(b.data) for c in list(self.commits.values()) for b in c.files.values()}
         out["usedStorage"] = sum(unique.values())
         if (params := _safetensors_parameters(commit.files)) is not None:
             out["safetensors"] = {"parameters": params, "total": sum(params.values())}
@@ -194,10 +200,7 @@ def _safetensors_parameters(files: dict[str, _Blob]) -> dict[str, int] | None:
         found = True
         for name, tensor in header.items():
             if name != "__metadata__":
-                numel = 1
-                for dim in tensor["shape"]:
-                    numel *= dim
-                counts[tensor["dtype"]] = counts.get(tensor["dtype"], 0) + numel
+                counts[tensor["dtype"]] = counts.get(tensor["dtype"], 0) + math.prod(tensor["shape"])
     return counts if found else None
 
 
@@ -213,7 +216,7 @@ def _model_config(blob: _Blob | None) -> dict[str, Any] | None:
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """Inclusive byte range from a single-range `Range` header; None means the whole file; ValueError if unsatisfiable."""
+    """Inclusive byte range of a single-range `Range` header: None = whole file; ValueError if unsatisfiable."""
     if not header or not header.strip().lower().startswith("bytes=") or "," in header:
         return None
     first, _, last = header.strip()[6:].partition("-")
@@ -244,6 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in separate writes: without NODELAY, Nagle plus delayed ACKs add ~40 ms per request.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.connections.add(self.connection)
 
     def finish(self) -> None:
@@ -303,18 +308,27 @@ class _Handler(BaseHTTPRequestHandler):
         """A boolean query parameter as httpx encodes it ("true"/"True"/"1")."""
         return (self._param(name) or "").lower() in ("1", "true")
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
-        """Answer with `body`, or just its headers for HEAD."""
+    def _start(self, status: int, headers: dict[str, str]) -> None:
+        """Send the status line and headers."""
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        """Answer with `body`, or just its headers for HEAD."""
+        self._start(status, {**headers, "Content-Length": str(len(body))})
         if self.command != "HEAD":
             self.wfile.write(body)
 
     def _json(self, payload: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(200, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, json.dumps(payload).encode())
+        headers = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+        self._send(200, headers, json.dumps(payload).encode())
+
+    def _expanded(self, info: dict[str, Any]) -> dict[str, Any] | None:
+        """Only the fields named by `expand` (the client sends `expand=a&expand=b`), or None when not asked."""
+        expand = self.query.get("expand", []) + self.query.get("expand[]", [])
+        return {"_id": info["_id"], "id": info["id"], **{k: info[k] for k in expand if k in info}} if expand else None
 
     def _api(self, segments: list[str]) -> None:
         """/api/models[/{repo_id}[/revision|tree|paths-info|refs/...]]."""
@@ -337,10 +351,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _list_models(self) -> None:
         """Search, filter, sort and page through the visible repos, paging with a `Link: rel="next"` header."""
-        rows = self.hub._visible_summaries(self._token())
+        heads = self.hub._visible_heads(self._token())
+        rows = [repo.summary(commit) for repo, commit in heads.values()]
         search, author = (self._param("search") or "").lower(), self._param("author")
-        for field_name, wanted in (("pipeline_tag", self._param("pipeline_tag")), ("library_name", self._param("library"))):
-            rows = [r for r in rows if wanted is None or r[field_name] == wanted]
+        for key, param in (("pipeline_tag", "pipeline_tag"), ("library_name", "library")):
+            rows = [r for r in rows if self._param(param) in (None, r[key])]
         rows = [r for r in rows if search in r["id"].lower() and (author is None or r["author"] == author)]
         for wanted in self.query.get("filter", []):
             rows = [r for r in rows if wanted in r["tags"] or wanted in (r["pipeline_tag"], r["library_name"])]
@@ -350,22 +365,17 @@ class _Handler(BaseHTTPRequestHandler):
             rows.sort(key=lambda r: r["id"])  # stable tie-break for equal sort keys
             # Rows lacking the field sort last when descending, without comparing None to values.
             rows.sort(key=lambda r: (r.get(sort) is not None, r.get(sort)), reverse=self._param("direction") != "1")
-        expand = self.query.get("expand", []) + self.query.get("expand[]", [])
-        full = self._flag("full")
-        rows = [self._shape_row(r, expand, full) for r in rows]
         limit = int(self._param("limit") or self.hub.page_size)
-        self._page(rows, min(limit, self.hub.page_size))
+        self._page([self._shape_row(r, *heads[r["id"]]) for r in rows], min(limit, self.hub.page_size))
 
-    def _shape_row(self, row: dict[str, Any], expand: list[str], full: bool) -> dict[str, Any]:
-        """Add what `full`/`cardData`/`config` ask for, or keep only the `expand`ed fields."""
-        if not (expand or full or self._flag("cardData") or self._flag("config")):
+    def _shape_row(self, row: dict[str, Any], repo: _Repo, commit: _Commit) -> dict[str, Any]:
+        """Keep only the `expand`ed fields, or add what `full`/`cardData`/`config` ask for."""
+        extra = [k for k, flag in (("siblings", "full"), ("cardData", "cardData"), ("config", "config"))
+                 if self._flag(flag)]
+        if not extra and "expand" not in self.query and "expand[]" not in self.query:
             return row
-        repo, commit = self.hub._head(row["id"])
         info = repo.info(commit, blobs=False)
-        if expand:
-            return {"_id": row["_id"], "id": row["id"], **{k: info[k] for k in expand if k in info}}
-        extra = ["siblings"] * full + ["cardData"] * self._flag("cardData") + ["config"] * self._flag("config")
-        return {**row, **{k: info[k] for k in extra if k in info}}
+        return self._expanded(info) or {**row, **{k: info[k] for k in extra if k in info}}
 
     def _page(self, items: list[Any], size: int) -> None:
         """Answer one page of `items`, linking to the next page through a `cursor` offset like the Hub does."""
@@ -385,8 +395,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _model_info(self, repo_id: str, revision: str) -> None:
         repo, commit = self.hub._lookup(repo_id, revision, self._token(), files=False)
         info = repo.info(commit, blobs=self._flag("blobs"))
-        expand = self.query.get("expand", []) + self.query.get("expand[]", [])
-        self._json({"_id": info["_id"], "id": info["id"], **{k: info[k] for k in expand if k in info}} if expand else info)
+        self._json(self._expanded(info) or info)
 
     def _tree(self, repo_id: str, revision: str, folder: str) -> None:
         _, commit = self.hub._lookup(repo_id, revision, self._token(), files=False)
@@ -408,7 +417,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _refs(self, repo_id: str) -> None:
         repo, _ = self.hub._lookup(repo_id, "main", self._token(), files=False)
-        branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": c.sha} for n, c in sorted(repo.branches.items())]
+        branches = [
+            {"name": name, "ref": f"refs/heads/{name}", "targetCommit": commit.sha}
+            for name, commit in sorted(repo.branches.items())
+        ]
         self._json({"branches": branches, "converts": [], "tags": [], "pullRequests": []})
 
     def _resolve(self, repo_id: str, rest: list[str]) -> None:
@@ -439,13 +451,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "status":
             retry = {"Retry-After": "1"} if fault.status in (429, 503) else {}
             raise _Reply(fault.status, f"Injected HTTP {fault.status}", headers=retry)
-        self.send_response(206 if byte_range else 200)
-        for name, value in headers.items():
-            self.send_header(name, value)
         if byte_range:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.send_header("Content-Length", str(end - start + 1))
-        self.end_headers()
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        self._start(206 if byte_range else 200, {**headers, "Content-Length": str(end - start + 1)})
         if self.command == "GET":
             self._stream(blob.data, start, end, fault)
 
@@ -502,12 +510,12 @@ class HubStandIn:
     def start(self) -> HubStandIn:
         """Serve on a free 127.0.0.1 port from a daemon thread."""
         self._stopping.clear()
-        self._server = _Server(self)
-        host, port = self._server.server_address[:2]
+        server = self._server = _Server(self)
+        host, port = server.server_address[:2]
         self.endpoint = f"http://{host}:{port}"
-        # A short poll interval keeps stop() (which waits for the serve loop to notice) fast at every teardown.
-        serve = lambda: self._server and self._server.serve_forever(poll_interval=0.02)  # noqa: E731
-        threading.Thread(target=serve, name="hub-stand-in", daemon=True).start()
+        # A short poll interval keeps stop(), which waits for the serve loop to notice, fast at every teardown.
+        serve = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        serve.start()
         return self
 
     def stop(self) -> None:
@@ -601,7 +609,7 @@ class HubStandIn:
         with self._lock:
             if len(segments) >= 2 and "/".join(segments[:2]) in self._repos:
                 return "/".join(segments[:2]), segments[2:]
-            if segments[0] in self._repos or (len(segments) > 1 and segments[1] in ("revision", "tree", "paths-info", "refs")):
+            if segments[0] in self._repos or segments[1:2] in (["revision"], ["tree"], ["paths-info"], ["refs"]):
                 return segments[0], segments[1:]
             return "/".join(segments[:2]), segments[2:]
 
@@ -610,32 +618,30 @@ class HubStandIn:
         with self._lock:
             repo = self._repos.get(repo_id)
             allowed = token is not None and token in self._tokens.get(repo_id, set())
-        if repo is None or (repo.meta["private"] and not allowed):
-            status = 401 if repo is not None and token is None else 404
-            raise _Reply(status, "Repository not found", "RepoNotFound")
+        if repo is None:
+            raise _Reply(404, "Repository not found", "RepoNotFound")
+        if repo.meta["private"] and not allowed:
+            raise _Reply(401, "Repository not found", "RepoNotFound")  # the Hub hides private repos this way
         if files and repo.meta["gated"] and not allowed:
             if token is None:
-                message = f"Access to model {repo_id} is restricted. You must have access to it and be authenticated to access it. Please log in."
-                raise _Reply(401, message, "GatedRepo")
-            message = f"Access to model {repo_id} is restricted and you are not in the authorized list. Visit {self.endpoint}/{repo_id} to ask for access."
-            raise _Reply(403, message, "GatedRepo")
+                raise _Reply(401, f"Access to model {repo_id} is restricted. You must have access to it and be "
+                             "authenticated to access it. Please log in.", "GatedRepo")
+            raise _Reply(403, f"Access to model {repo_id} is restricted and you are not in the authorized list. "
+                         f"Visit {self.endpoint}/{repo_id} to ask for access.", "GatedRepo")
         with self._lock:
             commit = repo.resolve(revision)
         if commit is None:
             raise _Reply(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         return repo, commit
 
-    def _head(self, repo_id: str) -> tuple[_Repo, _Commit]:
-        """A repo and the head of its default branch (falling back to its newest branch)."""
+    def _visible_heads(self, token: str | None) -> dict[str, tuple[_Repo, _Commit]]:
+        """Every repo the token may see with its head commit, in creation order."""
         with self._lock:
-            repo = self._repos[repo_id]
-            return repo, repo.branches.get("main") or max(repo.branches.values(), key=lambda c: c.date)
-
-    def _visible_summaries(self, token: str | None) -> list[dict[str, Any]]:
-        """Listing rows for every repo the token may see, in creation order."""
-        with self._lock:
-            ids = [r for r, repo in self._repos.items() if not repo.meta["private"] or token in self._tokens.get(r, set())]
-        return [repo.summary(commit) for repo, commit in map(self._head, ids)]
+            return {
+                repo_id: (repo, repo.head())
+                for repo_id, repo in self._repos.items()
+                if not repo.meta["private"] or token in self._tokens.get(repo_id, set())
+            }
 
     def _take_fault(self, repo_id: str, path: str) -> Fault | None:
         """The next armed fault for a file, counting this hit against its `times`."""

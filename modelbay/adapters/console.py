@@ -1,0 +1,235 @@
+"""The terminal console: the same slash commands in a REPL, rendered with rich; scriptable on stdin."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import re
+import sys
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory
+from rich.console import Console as RichConsole
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table as RichTable
+
+from modelbay.bot import COMMANDS, Actor, CommandSet, Dispatcher, Reply
+from modelbay.bot.spec import ArgType
+from modelbay.engine.jobs import ProgressEvent
+
+__all__ = ["ConsoleApp", "render"]
+
+_TONES = {"info": "cyan", "success": "green", "warning": "yellow", "error": "red"}
+_QUIT = {"/quit", "/exit", "/q"}
+
+
+def _markup(text: str) -> str:
+    """Escape rich markup in text, then show `code` spans in bold cyan."""
+    return re.sub(r"`([^`]+)`", r"[bold cyan]\1[/]", escape(text))
+
+
+def render(reply: Reply) -> RenderableType:
+    """Render a Reply as rich renderables."""
+    colour = _TONES[reply.tone]
+    parts: list[RenderableType] = []
+    if reply.text:
+        parts.append(_markup(reply.text))
+    if reply.fields:
+        grid = RichTable.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        for f in reply.fields:
+            grid.add_row(escape(f.name), _markup(f.value))
+        parts.append(grid)
+    if reply.table:
+        table = RichTable(header_style="bold", show_edge=False)
+        for column in reply.table.columns:
+            table.add_column(column, overflow="fold")  # scripts need whole names, never an ellipsis
+        for row in reply.table.rows:
+            table.add_row(*(_markup(cell) for cell in row))
+        parts.append(table)
+    for attachment in reply.attachments:
+        parts.append(f"[dim]attachment: {escape(attachment.filename)} ({len(attachment.data)} bytes)[/]")
+    if reply.buttons:
+        parts.append("  ".join(f"[reverse] {escape(b.label)} [/] [dim]{escape(b.command)}[/]" for b in reply.buttons))
+    if reply.footer:
+        parts.append(f"[dim]{_markup(reply.footer)}[/]")
+    body = Group(*parts) if parts else ""
+    if reply.title:
+        return Panel(body, title=f"[bold {colour}]{escape(reply.title)}[/]", title_align="left", border_style=colour,
+                     expand=False)
+    return Group(*[f"[{colour}]{p}[/]" if isinstance(p, str) and reply.tone != "info" else p for p in parts])
+
+
+class _CommandCompleter(Completer):
+    """Completes command names, argument names, choices, model names and job ids."""
+
+    def __init__(self, commands: CommandSet, dispatcher: Dispatcher, actor: Actor) -> None:
+        self._commands = commands
+        self._dispatcher = dispatcher
+        self._actor = actor
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        if not text.startswith("/"):
+            return
+        words = text[1:].split(" ")
+        if len(words) <= 2:
+            typed = " ".join(words)
+            for cmd in self._commands:
+                name = " ".join(cmd.path)
+                if name.startswith(typed) and name != typed:
+                    yield Completion("/" + name, start_position=-len(text))
+        cmd = self._commands.get(tuple(w.lower() for w in words[:2])) or self._commands.get((words[0].lower(),))
+        if cmd is None or not words[-1:]:
+            return
+        current = words[-1]
+        for arg in cmd.args:
+            for value in self._values(arg):
+                if value.startswith(current) and value != current:
+                    yield Completion(value, start_position=-len(current))
+            option = f"{arg.name}:"
+            if option.startswith(current) and current != option and len(words) > len(cmd.path):
+                yield Completion(option, start_position=-len(current))
+
+    def _values(self, arg) -> list[str]:  # noqa: ANN001
+        runtime = self._dispatcher.runtime
+        if arg.choices:
+            return list(arg.choices)
+        if arg.type is ArgType.BOOLEAN:
+            return []
+        if arg.autocomplete == "model":
+            return runtime.registry.names()
+        if arg.autocomplete == "job":
+            return [j.id for j in runtime.jobs.list(requester=self._actor.key, active=True)]
+        return []
+
+
+class _ProgressDisplay:
+    """A live bar on a terminal; on a pipe, one line per status change or quarter of progress."""
+
+    def __init__(self, out: RichConsole, label: str) -> None:
+        self._out = out
+        self._label = label
+        self._bar: Progress | None = None
+        self._seen: tuple[str, int] | None = None
+
+    def __enter__(self) -> _ProgressDisplay:
+        if self._out.is_terminal:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                                 TextColumn("{task.fields[message]}"), TimeElapsedColumn(), console=self._out,
+                                 transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(escape(self._label), total=1.0, message="")
+        return self
+
+    def update(self, event: ProgressEvent) -> None:
+        """Show one progress event."""
+        if self._bar is not None:
+            self._bar.update(self._task, completed=event.progress, message=escape(event.message or ""))
+            return
+        mark = (event.status, int(event.progress * 4))
+        if mark != self._seen:
+            self._seen = mark
+            self._out.print(f"{self._label}: {event.status} {event.progress:.0%} {event.message or ''}".rstrip(),
+                            markup=False, highlight=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+class ConsoleApp:
+    """A REPL over the dispatcher: interactive with history and completion on a TTY, line by line otherwise."""
+
+    def __init__(self, dispatcher: Dispatcher, *, stdin: TextIO | None = None, out: RichConsole | None = None,
+                 history: Path | None = None) -> None:
+        self.dispatcher = dispatcher
+        self.stdin = stdin or sys.stdin
+        self.out = out or RichConsole(width=None if sys.stdout.isatty() else 120)
+        self.history = history
+        self.actor = Actor("console", getpass.getuser(), getpass.getuser())
+
+    @property
+    def interactive(self) -> bool:
+        """Whether a person is typing (stdin is a terminal)."""
+        return self.stdin.isatty()
+
+    def run(self) -> int:
+        """Read and run commands until EOF or /quit; return the exit status."""
+        return asyncio.run(self._loop())
+
+    async def _loop(self) -> int:
+        session = None
+        if self.interactive:
+            session = PromptSession(
+                history=FileHistory(str(self.history)) if self.history else None,
+                completer=_CommandCompleter(COMMANDS, self.dispatcher, self.actor),
+                complete_while_typing=False,
+            )
+        while True:
+            try:
+                line = await self._read(session)
+            except KeyboardInterrupt:
+                continue
+            except EOFError:
+                return 0
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.lower() in _QUIT:
+                return 0
+            await self.handle(line)
+
+    async def _read(self, session: PromptSession | None) -> str:
+        if session is not None:
+            return await session.prompt_async("modelbay> ")
+        line = await asyncio.to_thread(self.stdin.readline)
+        if not line:
+            raise EOFError
+        return line
+
+    async def handle(self, line: str) -> None:
+        """Run one command line and print its reply, following any job it reports progress on."""
+        reply = await self.dispatcher.dispatch_line(line, self.actor)
+        self.out.print(render(reply))
+        if reply.progress and reply.progress.status in ("queued", "started", "retrying"):
+            await self.follow(reply.progress.job_id, reply.progress.label)
+
+    async def follow(self, job_id: str, label: str) -> None:
+        """Show a job's progress until it ends; Ctrl-C asks to cancel it."""
+        jobs = self.dispatcher.runtime.jobs
+        stop = threading.Event()
+        queue: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def pump() -> None:
+            for event in jobs.events(job_id, poll=0.5, stop=stop):
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        thread = threading.Thread(target=pump, name=f"follow-{job_id}", daemon=True)
+        thread.start()
+        last = None
+        try:
+            with _ProgressDisplay(self.out, label) as display:
+                while (event := await queue.get()) is not None:
+                    last = event
+                    display.update(event)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            await self.handle(f"/jobs cancel {job_id}")
+        finally:
+            stop.set()
+        if last is not None and last.terminal:
+            tone = {"finished": "green", "failed": "red", "canceled": "yellow"}[last.status]
+            message = f" - {escape(last.message)}" if last.message and last.status != "finished" else ""
+            self.out.print(f"[{tone}]{escape(label)} {job_id}: {last.status}{message}[/]")

@@ -1,0 +1,138 @@
+"""The `modelbay` command: one subcommand per process (console, api, slack, discord, worker) and db tools."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from modelbay.config import Settings, SettingsError, load_settings
+
+app = typer.Typer(help="ModelBay: find, install, fine-tune, shrink, serve and rate open models from chat.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema tools.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _settings() -> Settings:
+    """Load settings or exit with the one line that names the bad variable."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        typer.echo(f"Configuration problem: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def console() -> None:
+    """Open the terminal console (the embedded default: SQLite, in-process jobs, no services needed)."""
+    from modelbay.adapters.console import ConsoleApp
+    from modelbay.bot import Dispatcher
+    from modelbay.engine.errors import ModelBayError
+    from modelbay.logs import configure_logging
+    from modelbay.runtime import Runtime
+
+    settings = _settings()
+    log_file = configure_logging(settings, to_file=True)
+    runtime = Runtime(settings)
+    try:
+        runtime.prepare()
+    except ModelBayError as exc:
+        raise _fail(str(exc)) from None
+    runtime.start_embedded_workers()
+    app_ = ConsoleApp(Dispatcher(runtime), history=settings.home / "console_history")
+    if app_.interactive:
+        jobs = "in-process" if settings.embedded_jobs else f"Redis at {settings.redis_url}"
+        app_.out.print(f"[bold]ModelBay console[/] · database {runtime.db.engine.url.render_as_string()} · "
+                       f"jobs {jobs} · log {log_file}\nType [bold cyan]/help[/] for commands, Tab to complete, "
+                       "Ctrl-D to leave.")
+    try:
+        code = app_.run()
+    finally:
+        runtime.close()
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to work, in priority order.")] = "downloads,cpu,gpu",
+    burst: Annotated[bool, typer.Option(help="Quit when the queues are empty.")] = False,
+    name: Annotated[str | None, typer.Option(help="Worker name (default: host and pid).")] = None,
+) -> None:
+    """Run an RQ worker for the given queues (needs MODELBAY_REDIS_URL)."""
+    from redis import Redis
+    from rq import Queue, Worker
+
+    from modelbay.engine.db import Database
+    from modelbay.engine.jobs import QUEUES
+    from modelbay.logs import configure_logging
+    from modelbay.workers.runner import install_resources
+
+    settings = _settings()
+    if not settings.redis_url:
+        raise _fail("MODELBAY_REDIS_URL is not set: a worker needs Redis (the console runs jobs in-process).", 2)
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in wanted if q not in QUEUES]
+    if unknown or not wanted:
+        raise _fail(f"Unknown queue {unknown[0] if unknown else '(none)'}: use some of {', '.join(QUEUES)}.", 2)
+    configure_logging(settings, to_file=False)
+    redis = Redis.from_url(settings.redis_url)
+    # No torch or CUDA here: jobs import them in the forked work horse, which frees GPU memory on exit.
+    install_resources(settings, Database(settings.resolved_database_url), redis)
+    rq_worker = Worker([Queue(q, connection=redis) for q in wanted], connection=redis, name=name)
+    rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply the schema migrations to MODELBAY_DATABASE_URL."""
+    from modelbay.engine.db import Database
+
+    settings = _settings()
+    settings.ensure_dirs()
+    database = Database(settings.resolved_database_url)
+    database.upgrade(revision)
+    typer.echo(f"Database at revision {database.current_revision()}.")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema revision the database is at."""
+    from modelbay.engine.db import Database
+
+    settings = _settings()
+    typer.echo(Database(settings.resolved_database_url).current_revision() or "empty")
+
+
+def _not_yet(process: str, issue: str) -> None:
+    raise _fail(f"`modelbay {process}` arrives with {issue}; until then use `modelbay console`.")
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API (FastAPI) and Slack's HTTP events."""
+    _settings()
+    _not_yet("api", "the install issue (#3)")
+
+
+@app.command()
+def slack() -> None:
+    """Run the Slack app in Socket Mode."""
+    _settings()
+    _not_yet("slack", "the Slack issue (#5)")
+
+
+@app.command()
+def discord() -> None:
+    """Run the Discord bot."""
+    _settings()
+    _not_yet("discord", "the Discord issue (#6)")
+
+
+logging.captureWarnings(True)

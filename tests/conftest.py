@@ -1,0 +1,160 @@
+"""Shared fixtures: settings, both databases, the machine's Redis, real RQ worker processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from sqlalchemy import create_engine, text
+
+from modelbay.config import Settings, load_settings
+from modelbay.engine.db import Database
+from modelbay.engine.jobs import KINDS, JobKind, RetryPolicy, register_kind
+from tests.support.hub import hub  # noqa: F401 - fixture
+from tests.support.tinymodel import tiny_chat_model, tiny_model  # noqa: F401 - fixtures
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("MODELBAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("MODELBAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+PG_SCHEMA = "modelbay_test"
+
+# Job kinds the tests submit; the functions live in tests/support/jobs.py.
+TEST_KINDS = [
+    JobKind("test.count", "tests.support.jobs.count", "cpu", timeout=60),
+    JobKind("test.flaky", "tests.support.jobs.flaky", "cpu", timeout=60, retry=RetryPolicy(max=2, intervals=(0,))),
+    JobKind("test.flaky_delayed", "tests.support.jobs.flaky", "cpu", timeout=60,
+            retry=RetryPolicy(max=1, intervals=(1,))),
+    JobKind("test.refuse", "tests.support.jobs.refuse", "cpu", timeout=60, retry=RetryPolicy(max=2)),
+    JobKind("test.sleepy", "tests.support.jobs.sleepy", "cpu", timeout=60),
+    JobKind("test.short_timeout", "tests.support.jobs.sleepy", "cpu", timeout=2),
+    JobKind("test.modules", "tests.support.jobs.modules", "gpu", timeout=120),
+]
+
+
+@pytest.fixture(autouse=True)
+def _test_kinds() -> Iterator[None]:
+    for kind in TEST_KINDS:
+        register_kind(kind)
+    yield
+    for kind in TEST_KINDS:
+        KINDS.pop(kind.name, None)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings for an embedded ModelBay in a fresh data dir, isolated from the developer's environment."""
+    for key in list(os.environ):
+        if key.startswith("MODELBAY_") and not key.startswith("MODELBAY_TEST"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no stray .env file is read
+    return load_settings(home=tmp_path / "home", environment="test")
+
+
+def _reset_pg_schema() -> None:
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+        connection.execute(text(f"CREATE SCHEMA {PG_SCHEMA}"))
+    engine.dispose()
+
+
+def postgres_url() -> str:
+    """The test PostgreSQL URL, confined to its own schema."""
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    return f"{POSTGRES_URL}{sep}options=-csearch_path%3D{PG_SCHEMA}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database URL, once for SQLite and once for the machine's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'modelbay.db'}"
+    _reset_pg_schema()
+    return postgres_url()
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """A migrated database on each backend."""
+    db = Database(database_url)
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def redis() -> Iterator[Redis]:
+    """The machine's Redis (a database of its own), flushed around each test."""
+    connection = Redis.from_url(REDIS_URL)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+    connection.close()
+
+
+class WorkerProcess:
+    """A real `modelbay worker` process, started and stopped by a test."""
+
+    def __init__(self, env: dict[str, str], log: Path, queues: str = "downloads,cpu,gpu") -> None:
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelbay", "worker", "--queues", queues], cwd=ROOT, env=env,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        """Stop the worker (warm shutdown, then kill)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+@pytest.fixture
+def worker_env(tmp_path: Path, redis: Redis, database: Database) -> dict[str, str]:
+    """Environment for worker processes sharing this test's database and Redis."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
+    env.update(
+        MODELBAY_HOME=str(tmp_path / "worker-home"),
+        MODELBAY_DATABASE_URL=database.url,
+        MODELBAY_REDIS_URL=REDIS_URL,
+        MODELBAY_ENVIRONMENT="test",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+@pytest.fixture
+def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator:
+    """Start real worker processes; all are stopped at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(queues: str = "downloads,cpu,gpu") -> WorkerProcess:
+        worker = WorkerProcess(worker_env, tmp_path / f"worker-{len(started)}.log", queues)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):  # noqa: ANN001, ANN201
+    """Poll predicate until it returns something truthy; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
