@@ -6,6 +6,8 @@ from modelbay.bot.errors import render_error
 from modelbay.bot.reply import Attachment, Button, Field, Progress, Reply, Table
 from modelbay.bot.spec import COMMANDS, Arg, ArgType, Command, CommandSet, command
 
+from modelbay.bot import commands  # noqa: E402, I001 - registers the built-in commands last
+
 __all__ = [
     "COMMANDS", "Actor", "Arg", "ArgType", "Attachment", "Button", "Command", "CommandSet", "Context",
     "Dispatcher", "Field", "Progress", "Reply", "Table", "command", "render_error",

@@ -36,10 +36,10 @@ class Actor:
         return [self.key, f"{self.platform}:*", *(f"{self.platform}:{g}" for g in self.groups)]
 
     def role(self, role_map: dict[str, list[str]], default: str) -> str:
-        """Return the highest role the role map grants this actor, or the default."""
+        """Return the highest role the role map grants this actor, or the default when it names them nowhere."""
         mine = set(self.identities())
         granted = [role for role, members in role_map.items() if mine & set(members)]
-        return max([default, *granted], key=ROLES.index)
+        return max(granted, key=ROLES.index) if granted else default
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,6 @@ class Dispatcher:
     """Checks the role, runs the handler and renders any error through the error table."""
 
     def __init__(self, runtime: Runtime, commands: CommandSet = COMMANDS, *, reraise_unknown: bool = False) -> None:
-        import modelbay.bot.commands  # noqa: F401 - registers the built-in commands
-
         self.runtime = runtime
         self.commands = commands
         self.reraise_unknown = reraise_unknown

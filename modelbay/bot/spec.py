@@ -157,7 +157,7 @@ class Command:
         for arg in self.args:
             if arg.name in named:
                 raw = named[arg.name]
-            elif queue:
+            elif queue and arg.type is not ArgType.BOOLEAN:  # flags are named (installed:true, --installed)
                 raw = " ".join(queue) if arg.rest else queue.pop(0)
                 if arg.rest:
                     queue = []
@@ -215,7 +215,7 @@ class CommandSet:
     def suggest(self, typed: str) -> str | None:
         """Return the command nearest to what was typed."""
         names = {" ".join(c.path): c.name for c in self}
-        names.update({" ".join(a): self._aliases[a].name for a in self._aliases})
+        names.update({" ".join(a): "/" + " ".join(a) for a in self._aliases})
         close = difflib.get_close_matches(typed, list(names), n=1, cutoff=0.5)
         if not close and " " in typed:
             close = difflib.get_close_matches(typed.split()[0], list(names), n=1, cutoff=0.5)
