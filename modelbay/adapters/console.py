@@ -93,6 +93,13 @@ class _CommandCompleter(Completer):
         if cmd is None or not words[-1:]:
             return
         current = words[-1]
+        key, sep, prefix = current.partition(":")
+        if sep:  # name:value - complete the value of that argument
+            for arg in cmd.args:
+                if arg.name == key:
+                    yield from (Completion(v, start_position=-len(prefix)) for v in self._values(arg)
+                                if v.startswith(prefix) and v != prefix)
+            return
         for arg in cmd.args:
             for value in self._values(arg):
                 if value.startswith(current) and value != current:
@@ -231,5 +238,6 @@ class ConsoleApp:
             stop.set()
         if last is not None and last.terminal:
             tone = {"finished": "green", "failed": "red", "canceled": "yellow"}[last.status]
-            message = f" - {escape(last.message)}" if last.message and last.status != "finished" else ""
+            said = last.message and last.message.lower() not in (last.status, "done")
+            message = f" - {escape(last.message)}" if said else ""
             self.out.print(f"[{tone}]{escape(label)} {job_id}: {last.status}{message}[/]")

@@ -1,0 +1,56 @@
+"""The `modelbay` command: schema upgrades, the worker's checks, and the processes that arrive later."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelbay.engine.db import Database
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
+    base.update(MODELBAY_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT), **env)
+    return subprocess.run([sys.executable, "-m", "modelbay", *args], capture_output=True, text=True, env=base,
+                          cwd=tmp_path, timeout=120)
+
+
+def test_db_upgrade_on_each_backend(database_url: str, tmp_path: Path) -> None:
+    result = _run(["db", "upgrade"], tmp_path, MODELBAY_DATABASE_URL=database_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Database at revision 0001."
+    assert _run(["db", "current"], tmp_path, MODELBAY_DATABASE_URL=database_url).stdout.strip() == "0001"
+    db = Database(database_url)
+    assert "jobs" in db.table_names()
+    db.dispose()
+
+
+@pytest.mark.postgres
+def test_console_refuses_an_outdated_postgres_schema(tmp_path: Path) -> None:
+    from tests.conftest import _reset_pg_schema, postgres_url
+
+    _reset_pg_schema()
+    result = _run(["console"], tmp_path, MODELBAY_DATABASE_URL=postgres_url())
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("The database schema is at nothing and this version needs 0001: run "
+                                     "`modelbay db upgrade`.")
+
+
+def test_worker_needs_redis_and_known_queues(tmp_path: Path) -> None:
+    result = _run(["worker"], tmp_path)
+    assert result.returncode == 2 and "MODELBAY_REDIS_URL is not set" in result.stderr
+    result = _run(["worker", "--queues", "gpu,tpu"], tmp_path, MODELBAY_REDIS_URL="redis://127.0.0.1:6379/9")
+    assert result.returncode == 2 and result.stderr.strip() == "Unknown queue tpu: use some of downloads, cpu, gpu."
+
+
+@pytest.mark.parametrize(("process", "issue"), [("api", "#3"), ("slack", "#5"), ("discord", "#6")])
+def test_later_processes_say_when_they_arrive(tmp_path: Path, process: str, issue: str) -> None:
+    result = _run([process], tmp_path)
+    assert result.returncode == 1
+    assert issue in result.stderr and "modelbay console" in result.stderr

@@ -1,0 +1,128 @@
+"""The console: driven through a pseudo-terminal, scripted on stdin, and its rendering and job progress."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+from rich.console import Console as RichConsole
+
+from modelbay.adapters.console import ConsoleApp
+from modelbay.bot import Dispatcher
+from modelbay.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = "/help\n/models list category:code\n# a comment\n\n/jobs\n/modle list\n/models info starcoder2-3b\n"
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
+    env.update(MODELBAY_HOME=str(home), TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1", COLUMNS="160", LINES="50", PYTHONPATH=str(ROOT))
+    return env
+
+
+def test_interactive_session_through_a_pty(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    child = pexpect.spawn(sys.executable, ["-m", "modelbay", "console"], env=_env(home), cwd=str(tmp_path),
+                          dimensions=(50, 160), encoding="utf-8", timeout=30)
+    try:
+        child.expect("ModelBay console")
+        child.expect("modelbay>")
+        child.send("/help\r")
+        child.expect("ModelBay commands")
+        child.expect("/models list")
+        child.expect("modelbay>")
+
+        child.send("/models li\t")  # Tab completes the command
+        child.send(" category:emb\t")  # and an argument's choices
+        child.send("\r")
+        child.expect("all-minilm-l6-v2")
+        child.expect("modelbay>")
+
+        child.send("/models info qwen2.5-0.5\r")
+        child.expect("Did you mean")
+        child.expect("qwen2.5-0.5b-instruct")
+        child.expect("modelbay>")
+
+        child.send("/jobs\r")
+        child.expect("No jobs yet")
+        child.expect("modelbay>")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    history = (home / "console_history").read_text()
+    assert "/help" in history and "/models list category:embedding" in history
+    log = (home / "logs" / "modelbay.log").read_text()
+    assert "Running upgrade  -> 0001" in log  # the embedded default migrated its SQLite database
+
+
+def test_scripted_session_prints_the_replies(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "modelbay", "console"], input=SCRIPT, capture_output=True,
+                            text=True, env=_env(tmp_path / "home"), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "ModelBay console" not in out  # no banner when a script is typing
+    for expected in ("ModelBay commands", "/models list [category]", "qwen2.5-coder-7b-instruct", "starcoder2-3b",
+                     "No jobs yet", "Did you mean /models list?", "bigcode-openrail-m", "16,384 tokens"):
+        assert expected in out
+    assert "\x1b[" not in out  # no terminal escapes into a pipe
+    assert "Traceback" not in out + result.stderr
+
+
+def test_a_settings_error_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
+    env = _env(tmp_path / "home") | {"MODELBAY_ROLES": '{"boss": []}'}
+    result = subprocess.run([sys.executable, "-m", "modelbay", "console"], input="", capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("Configuration problem: MODELBAY_ROLES: unknown role 'boss'; roles are viewer, "
+                                     "user, trainer, admin")
+
+
+@pytest.fixture
+def runtime(settings) -> Runtime:
+    runtime = Runtime(settings)
+    runtime.prepare()
+    runtime.start_embedded_workers()
+    yield runtime
+    runtime.close()
+
+
+def _console(runtime: Runtime, terminal: bool, script: str = "") -> tuple[ConsoleApp, io.StringIO]:
+    buffer = io.StringIO()
+    out = RichConsole(file=buffer, force_terminal=terminal, width=120, color_system=None)
+    return ConsoleApp(Dispatcher(runtime, reraise_unknown=True), stdin=io.StringIO(script), out=out), buffer
+
+
+def test_watching_a_job_follows_it_to_the_end(runtime: Runtime) -> None:
+    record, _ = runtime.jobs.submit("test.count", {"n": 40, "delay": 0.02}, requester="console:me")
+    app, buffer = _console(runtime, terminal=False, script=f"/jobs watch {record.id}\n")
+    assert app.run() == 0
+    lines = buffer.getvalue().splitlines()
+    progress = [line for line in lines if line.startswith("test.count: started")]
+    assert len(progress) >= 2  # one line per quarter, not one per report
+    assert lines[-1] == f"test.count {record.id}: finished"
+
+
+def test_a_live_bar_on_a_terminal_and_cancel(runtime: Runtime) -> None:
+    record, _ = runtime.jobs.submit("test.count", {"n": 2000, "delay": 0.01}, requester="console:me")
+    app, buffer = _console(runtime, terminal=True)
+
+    async def watch_then_cancel() -> None:
+        follow = asyncio.create_task(app.handle(f"/jobs watch {record.id}"))
+        while runtime.jobs.get(record.id).progress < 0.01:
+            await asyncio.sleep(0.05)
+        await app.dispatcher.dispatch_line(f"/jobs cancel {record.id}", app.actor)
+        await asyncio.wait_for(follow, 30)
+
+    asyncio.run(watch_then_cancel())
+    text = buffer.getvalue()
+    assert "\x1b[2K" in text and "%" in text  # a live display redrew the bar in place
+    assert f"test.count {record.id}: canceled" in text
