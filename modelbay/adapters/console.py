@@ -6,7 +6,6 @@ import asyncio
 import getpass
 import re
 import sys
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
@@ -23,6 +22,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table as RichTable
 
 from modelbay.bot import COMMANDS, Actor, CommandSet, Dispatcher, Reply
+from modelbay.bot.progress import watch
 from modelbay.bot.spec import ArgType
 from modelbay.engine.jobs import ProgressEvent
 
@@ -214,28 +214,17 @@ class ConsoleApp:
 
     async def follow(self, job_id: str, label: str) -> None:
         """Show a job's progress until it ends; Ctrl-C asks to cancel it."""
-        jobs = self.dispatcher.runtime.jobs
-        stop = threading.Event()
-        queue: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        def pump() -> None:
-            for event in jobs.events(job_id, poll=0.5, stop=stop):
-                loop.call_soon_threadsafe(queue.put_nowait, event)
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        thread = threading.Thread(target=pump, name=f"follow-{job_id}", daemon=True)
-        thread.start()
         last = None
         try:
             with _ProgressDisplay(self.out, label) as display:
-                while (event := await queue.get()) is not None:
+                async for event in watch(self.dispatcher.runtime.jobs, job_id):
                     last = event
                     display.update(event)
         except (KeyboardInterrupt, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # Ctrl-C means "cancel the job", not "leave the console"
             await self.handle(f"/jobs cancel {job_id}")
-        finally:
-            stop.set()
         if last is not None and last.terminal:
             tone = {"finished": "green", "failed": "red", "canceled": "yellow"}[last.status]
             said = last.message and last.message.lower() not in (last.status, "done")

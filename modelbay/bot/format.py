@@ -7,26 +7,26 @@ from datetime import datetime, timezone
 __all__ = ["ago", "human_bytes", "human_count"]
 
 
+def _scaled(n: float, units: tuple[tuple[str, float], ...], sep: str) -> str | None:
+    for unit, size in units:
+        if n >= size:
+            value = n / size
+            return f"{value:.1f}{sep}{unit}" if value < 10 else f"{value:.0f}{sep}{unit}"
+    return None
+
+
 def human_count(n: int | None) -> str:
     """Format a parameter count: 494M, 7.6B."""
     if n is None:
         return "?"
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= size:
-            value = n / size
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
-    return str(n)
+    return _scaled(n, (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)), "") or str(n)
 
 
 def human_bytes(n: int | float | None) -> str:
     """Format a size in bytes with decimal units: 988 MB, 15.2 GB."""
     if n is None:
         return "?"
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            value = n / size
-            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
-    return f"{int(n)} B"
+    return _scaled(n, (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)), " ") or f"{int(n)} B"
 
 
 def ago(when: datetime | None, now: datetime | None = None) -> str:
