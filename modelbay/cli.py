@@ -85,7 +85,9 @@ def worker(
     redis = Redis.from_url(settings.redis_url)
     # No torch or CUDA here: jobs import them in the forked work horse, which frees GPU memory on exit.
     install_resources(settings, Database(settings.resolved_database_url), redis)
-    rq_worker = Worker([Queue(q, connection=redis) for q in wanted], connection=redis, name=name)
+    # A short TTL with frequent heartbeats lets the engine tell a dead worker from a busy one within a minute.
+    rq_worker = Worker([Queue(q, connection=redis) for q in wanted], connection=redis, name=name,
+                       worker_ttl=settings.worker_ttl, job_monitoring_interval=max(5, settings.worker_ttl // 4))
     rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
 
 

@@ -11,6 +11,8 @@ from modelbay.config import Settings
 from modelbay.engine.catalog import load_catalog
 from modelbay.engine.db import Database
 from modelbay.engine.errors import ModelBayError
+from modelbay.engine.hardware import HardwareInfo
+from modelbay.engine.installs import Installs
 from modelbay.engine.jobs import Jobs
 from modelbay.engine.registry import Registry
 from modelbay.workers.embedded import EmbeddedWorkers
@@ -45,8 +47,10 @@ class Runtime:
         self.settings = settings
         self.db = Database(settings.resolved_database_url)
         self.redis = connect_redis(settings)
-        self.jobs = Jobs(self.db, self.redis)
+        self.jobs = Jobs(self.db, self.redis, worker_ttl=None if settings.embedded_jobs else settings.worker_ttl)
         self.registry = Registry(self.db)
+        self.installs = Installs(settings, self.registry, self.jobs)
+        self.hardware = HardwareInfo(self.jobs, self.redis, settings)
         self._embedded: EmbeddedWorkers | None = None
 
     def prepare(self) -> None:

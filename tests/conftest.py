@@ -22,7 +22,7 @@ from tests.support.tinymodel import tiny_chat_model, tiny_model  # noqa: F401 - 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("MODELBAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("MODELBAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-PG_SCHEMA = "modelbay_test"
+PG_SCHEMA = os.environ.get("MODELBAY_TEST_PG_SCHEMA", "modelbay_test")
 
 # Job kinds the tests submit; the functions live in tests/support/jobs.py.
 TEST_KINDS = [

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     discord_token: SecretStr | None = None
     api_token: SecretStr | None = Field(None, description="Bearer token the HTTP API requires.")
 
+    local_models_dir: Path | None = Field(None, description="A folder of model folders (air-gapped source).")
+    disk_margin_bytes: int = Field(2_000_000_000, ge=0, description="Free disk an install must leave.")
+    hub_download_timeout: float = Field(10.0, gt=0, description="Seconds without data before a download retries.")
+    download_workers: int = Field(8, ge=1, le=64, description="Files downloaded in parallel per install.")
+    worker_ttl: int = Field(60, ge=15, description="Seconds after which a silent worker counts as dead.")
+
     allow_pickle: bool = Field(False, description="Allow pickle weights (.bin/.pt); off by default.")
     trust_remote_code: bool = Field(False, description="Run model repos' own code; off by default.")
 

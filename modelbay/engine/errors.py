@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 __all__ = [
+    "ChecksumMismatch",
+    "DownloadFailed",
+    "GatedModel",
+    "HubUnavailable",
+    "InsufficientDisk",
+    "ModelInUse",
+    "NotInstalled",
+    "RemoteCodeRequired",
+    "RepoNotFound",
+    "RevisionMissing",
+    "UnsafeWeights",
     "CatalogInvalid",
     "JobNotFound",
     "JobNotCancelable",
@@ -62,3 +73,127 @@ class CatalogInvalid(ModelBayError):
         self.entry = entry
         self.problem = problem
         super().__init__(f"Catalog entry `{entry}` is invalid: {problem}. Fix it in the catalog YAML.")
+
+
+class HubUnavailable(ModelBayError):
+    """The model hub could not be reached or answered with a server error."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        self.endpoint = endpoint
+        self.reason = reason
+        super().__init__(f"The model hub at {endpoint} can't be reached ({reason}). Try again shortly.")
+
+
+class RepoNotFound(ModelBayError):
+    """The hub has no such repository (or it is private to someone else)."""
+
+    def __init__(self, repo_id: str) -> None:
+        self.repo_id = repo_id
+        super().__init__(
+            f"`{repo_id}` is not on the hub. Check the spelling; if it is private, set MODELBAY_HUB_TOKEN to a token "
+            "that can read it."
+        )
+
+
+class RevisionMissing(ModelBayError):
+    """The repository has no such branch, tag or commit."""
+
+    def __init__(self, repo_id: str, revision: str) -> None:
+        self.repo_id = repo_id
+        self.revision = revision
+        super().__init__(f"`{repo_id}` has no revision `{revision}`. Use a branch, tag or commit sha it has.")
+
+
+class GatedModel(ModelBayError):
+    """The repository needs a licence accepted on the hub and a token of that account."""
+
+    def __init__(self, repo_id: str, url: str, token_set: bool) -> None:
+        self.repo_id = repo_id
+        self.token_set = token_set
+        if token_set:
+            fix = "the token in MODELBAY_HUB_TOKEN has not been granted access: accept the licence with that account"
+        else:
+            fix = "accept its licence with your account, then set MODELBAY_HUB_TOKEN to a read token of that account"
+        super().__init__(f"`{repo_id}` is gated: {fix} ({url}).")
+
+
+class UnsafeWeights(ModelBayError):
+    """The repository ships only pickle weights, which can run code when loaded."""
+
+    def __init__(self, repo_id: str, files: list[str]) -> None:
+        self.repo_id = repo_id
+        self.files = files
+        super().__init__(
+            f"`{repo_id}` ships only pickle weights ({', '.join(files[:3])}), which can run code when loaded, so "
+            "ModelBay installs safetensors only. An operator can allow pickle with MODELBAY_ALLOW_PICKLE=true."
+        )
+
+
+class RemoteCodeRequired(ModelBayError):
+    """The model needs the repository's own Python code to load."""
+
+    def __init__(self, repo_id: str) -> None:
+        self.repo_id = repo_id
+        super().__init__(
+            f"`{repo_id}` needs its repository's own Python code to load, which ModelBay does not run by default. "
+            "An operator who has reviewed it can set MODELBAY_TRUST_REMOTE_CODE=true."
+        )
+
+
+class InsufficientDisk(ModelBayError):
+    """The model store has too little free space for the download."""
+
+    def __init__(self, needed: int, free: int, margin: int, path: str) -> None:
+        self.needed = needed
+        self.free = free
+        self.margin = margin
+        gb = 1e9
+        super().__init__(
+            f"Not enough disk: the download needs {needed / gb:.2f} GB plus a {margin / gb:.1f} GB margin and {path} "
+            f"has {free / gb:.2f} GB free. Free some space (`/models uninstall`) or point MODELBAY_MODEL_STORE at a "
+            "bigger disk."
+        )
+
+
+class ChecksumMismatch(ModelBayError):
+    """A downloaded file does not match the hash the hub published for it."""
+
+    def __init__(self, path: str, expected: str, actual: str) -> None:
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"`{path}` failed its checksum (expected {expected[:12]}…, got {actual[:12]}…), so the download was "
+            "discarded and nothing was installed. Run the install again."
+        )
+
+
+class DownloadFailed(ModelBayError):
+    """The download broke off and the client's own retries did not recover it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"Downloading `{path}` failed ({reason}); the partial files were removed and nothing was installed. "
+            "Run the install again."
+        )
+
+
+class ModelInUse(ModelBayError):
+    """The model is being served or trained and cannot be removed now."""
+
+    def __init__(self, name: str, uses: list[str]) -> None:
+        self.name = name
+        self.uses = uses
+        super().__init__(
+            f"`{name}` is in use ({', '.join(uses)}). Stop that first, or an admin can add `force:true`."
+        )
+
+
+class NotInstalled(ModelBayError):
+    """Nothing to remove: no version of the model is installed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"`{name}` is not installed. `/models info {name}` shows its versions.")

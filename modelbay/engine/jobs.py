@@ -18,6 +18,8 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
+from rq.utils import utcparse
+from rq.worker import BaseWorker
 from sqlalchemy import select
 
 from modelbay.engine.db import Database
@@ -131,7 +133,7 @@ def _record(row: JobRow) -> JobRecord:
         id=row.id, kind=row.kind, queue=row.queue, status=row.status.value, progress=row.progress,
         progress_detail=dict(row.progress_detail or {}), requester=row.requester, params=dict(row.params or {}),
         result=row.result, error=row.error, attempts=row.attempts, created_at=row.created_at,
-        started_at=row.started_at, ended_at=row.ended_at,
+        started_at=row.started_at, ended_at=row.ended_at, model_version_id=row.model_version_id,
     )
 
 
@@ -147,10 +149,15 @@ _RQ_ENDED = {
 class Jobs:
     """Submits, tracks and cancels jobs; the database row is the record, RQ runs the work."""
 
-    def __init__(self, db: Database, redis: Redis, *, kinds: dict[str, JobKind] | None = None) -> None:
+    def __init__(
+        self, db: Database, redis: Redis, *, kinds: dict[str, JobKind] | None = None, worker_ttl: int | None = None
+    ) -> None:
         self._db = db
         self.redis = redis
         self._kinds = KINDS if kinds is None else kinds
+        # Seconds without a heartbeat after which a worker counts as dead; None for in-process workers,
+        # which live exactly as long as this process.
+        self._worker_ttl = worker_ttl
 
     # -- keys -----------------------------------------------------------------------------------------
     @staticmethod
@@ -168,7 +175,8 @@ class Jobs:
 
     # -- submit ---------------------------------------------------------------------------------------
     def submit(
-        self, kind: str, params: dict[str, Any], *, requester: str, dedup_key: str | None = None
+        self, kind: str, params: dict[str, Any], *, requester: str, dedup_key: str | None = None,
+        model_version_id: int | None = None,
     ) -> tuple[JobRecord, bool]:
         """Enqueue a job, or return the active one with the same kind and dedup key; True if new."""
         spec = self._kinds.get(kind)
@@ -185,7 +193,7 @@ class Jobs:
             with self._db.session() as session:
                 row = JobRow(
                     id=job_id, kind=kind, queue=spec.queue, status=JobStatus.QUEUED, dedup_key=dedup_key,
-                    requester=requester, params=params, progress_detail={},
+                    requester=requester, params=params, progress_detail={}, model_version_id=model_version_id,
                 )
                 session.add(row)
             try:
@@ -227,19 +235,34 @@ class Jobs:
 
     def _reconcile(self, row: JobRow) -> None:
         try:
-            rq_status = Job.fetch(row.id, connection=self.redis).get_status(refresh=True)
+            rq_job = Job.fetch(row.id, connection=self.redis)
+            rq_status = rq_job.get_status(refresh=True)
         except NoSuchJobError:
-            rq_status = None
+            rq_job, rq_status = None, None
         if rq_status is None:
             ended: tuple[JobStatus, str | None] = (JobStatus.FAILED, "The job was lost by the queue. Try it again.")
         elif rq_status in _RQ_ENDED:
             ended = _RQ_ENDED[rq_status]
+        elif rq_status == RQStatus.STARTED and rq_job is not None and not self._worker_alive(rq_job):
+            # Its worker died (killed, machine lost) and RQ will notice only at its next maintenance, minutes
+            # away: record the failure now and drop the RQ job so that maintenance does not run it again.
+            rq_job.delete()
+            ended = _RQ_ENDED[RQStatus.FAILED]
         else:
             return
         row.status, error = ended
         row.error = row.error or error
         row.ended_at = row.ended_at or _now()
         self._publish(ProgressEvent(row.id, row.status.value, row.progress, row.error))
+
+    def _worker_alive(self, rq_job: Job) -> bool:
+        if self._worker_ttl is None or not rq_job.worker_name:
+            return True
+        beat = self.redis.hget(BaseWorker.redis_worker_namespace_prefix + rq_job.worker_name, "last_heartbeat")
+        if beat is None:
+            return False
+        age = (datetime.now(timezone.utc) - utcparse(beat.decode()).replace(tzinfo=timezone.utc)).total_seconds()
+        return age < self._worker_ttl
 
     def list(self, *, requester: str | None = None, active: bool | None = None, limit: int = 20) -> list[JobRecord]:
         """Return the newest jobs, optionally only one requester's or only active ones."""

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["JobRecord", "ModelRecord", "VersionRecord"]
+__all__ = ["JobRecord", "ModelQuery", "ModelRecord", "SortKey", "VersionRecord"]
+
+SortKey = Literal["relevance", "downloads", "likes", "size", "rating", "recent", "name"]
+
+# Terms a search text may carry as `key:value`, and the ModelQuery field each one sets.
+_TERMS = {"tag": "tags", "category": "category", "license": "license", "author": "author", "source": "source"}
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,10 @@ class VersionRecord:
     parent_version_id: int | None
     lineage: str | None
     installed_at: datetime | None
+    model_id: int | None = None
+    format: str | None = None
+    files: list[dict[str, Any]] = field(default_factory=list)
+    lineage_params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,11 +57,69 @@ class ModelRecord:
     trust_remote_code: bool
     languages: list[str] = field(default_factory=list)
     versions: list[VersionRecord] = field(default_factory=list)
+    downloads: int = 0
+    likes: int = 0
+    memory_bytes: int | None = None  # what loading needs: the stated requirement, else the weights' size
+    performance: dict[str, Any] = field(default_factory=dict)
+    requirements: dict[str, Any] = field(default_factory=dict)
+    rating: float | None = None  # share of 👍; only a search sorted by rating computes it
+    last_used_at: datetime | None = None  # only a search sorted by recent use computes it
 
     @property
     def installed(self) -> bool:
         """Whether any version is installed."""
         return any(v.install_state == "installed" for v in self.versions)
+
+
+@dataclass(frozen=True)
+class ModelQuery:
+    """What a registry search asks for: free words, filters, an order and a page."""
+
+    text: str = ""
+    category: str | None = None
+    tags: tuple[str, ...] = ()
+    installed: bool | None = None
+    source: str | None = None
+    license: str | None = None
+    author: str | None = None
+    min_parameters: int | None = None
+    max_parameters: int | None = None
+    max_size_bytes: int | None = None
+    max_memory_bytes: int | None = None
+    min_tokens_per_s: float | None = None
+    min_accuracy: float | None = None
+    sort: SortKey | None = None
+    limit: int = 25
+    offset: int = 0
+
+    @classmethod
+    def parse(cls, text: str, **overrides: Any) -> ModelQuery:
+        """Split `tag:x`, `category:x`, `license:x`, `author:x` and `source:x` terms out of text."""
+        words: list[str] = []
+        found: dict[str, Any] = {"tags": ()}
+        for token in text.split():
+            key, sep, value = token.partition(":")
+            field_name = _TERMS.get(key.lower()) if sep and value else None
+            if field_name == "tags":
+                found["tags"] += (value.lower(),)
+            elif field_name:
+                found[field_name] = value.lower()
+            else:
+                words.append(token)
+        query = cls(text=" ".join(words), **found)
+        if "tags" in overrides:  # tags given beside the text add to the parsed ones
+            overrides["tags"] = query.tags + tuple(overrides["tags"])
+        return replace(query, **overrides)
+
+    @property
+    def words(self) -> list[str]:
+        """Return the free words, lowercased."""
+        return self.text.lower().split()
+
+    @property
+    def order(self) -> SortKey:
+        """Return the sort to apply: relevance when there are words, else downloads, unless one is set."""
+        return self.sort or ("relevance" if self.words else "downloads")
 
 
 @dataclass(frozen=True)
@@ -73,6 +140,7 @@ class JobRecord:
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
+    model_version_id: int | None = None
 
     @property
     def active(self) -> bool:

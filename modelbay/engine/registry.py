@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
 
+from modelbay.engine import _search
+from modelbay.engine._registration import MODEL_FIELDS, Registration
 from modelbay.engine.catalog import CatalogEntry
 from modelbay.engine.db import Database
 from modelbay.engine.errors import ModelNotFound
-from modelbay.engine.records import ModelRecord, VersionRecord
+from modelbay.engine.records import ModelQuery, ModelRecord, VersionRecord
 from modelbay.engine.schema import Category, InstallState, Model, ModelVersion
 
 __all__ = ["Registry"]
+
+# What callers may set on a version; the registry keeps ids and timestamps.
+VERSION_FIELDS = frozenset({
+    "revision_sha", "install_state", "local_path", "format", "size_bytes", "files", "installed_at",
+    "parent_version_id", "lineage", "lineage_params",
+})
 
 
 def _version_record(row: ModelVersion) -> VersionRecord:
@@ -28,10 +38,14 @@ def _version_record(row: ModelVersion) -> VersionRecord:
         parent_version_id=row.parent_version_id,
         lineage=row.lineage,
         installed_at=row.installed_at,
+        model_id=row.model_id,
+        format=row.format,
+        files=list(row.files or []),
+        lineage_params=dict(row.lineage_params or {}),
     )
 
 
-def _model_record(row: Model) -> ModelRecord:
+def _model_record(row: Model, **computed: Any) -> ModelRecord:
     return ModelRecord(
         id=row.id,
         name=row.name,
@@ -53,6 +67,12 @@ def _model_record(row: Model) -> ModelRecord:
         trust_remote_code=row.trust_remote_code,
         languages=list(row.languages or []),
         versions=[_version_record(v) for v in row.versions],
+        downloads=row.downloads,
+        likes=row.likes,
+        memory_bytes=row.memory_bytes,
+        performance=dict(row.performance or {}),
+        requirements=dict(row.requirements or {}),
+        **computed,
     )
 
 
@@ -64,20 +84,56 @@ class Registry:
 
     def sync_catalog(self, entries: Iterable[CatalogEntry]) -> int:
         """Insert catalog models that are missing and refresh the metadata of those already there."""
-        count = 0
+        return self._write_many([e.model_dump() for e in entries], source="catalog")
+
+    def upsert(self, values: Mapping[str, Any], *, source: str) -> ModelRecord:
+        """Register a model, or update the one with the same repo id (any case), else the same name."""
+        # An existing model keeps its name and source; a new one whose name is taken gets a suffix (`name-2`).
+        _check_fields(values, MODEL_FIELDS, "model")
+        try:
+            return self._upsert(values, source)
+        except IntegrityError:
+            # Another process registered the same model between our lookup and our insert: update theirs.
+            return self._upsert(values, source)
+
+    def _upsert(self, values: Mapping[str, Any], source: str) -> ModelRecord:
         with self._db.session() as session:
-            existing = {m.name: m for m in session.scalars(select(Model).where(Model.source == "catalog"))}
-            for entry in entries:
-                values = entry.model_dump()
-                values["category"] = Category(values["category"])
-                row = existing.get(entry.name)
-                if row is None:
-                    session.add(Model(source="catalog", **values))
-                else:
-                    for key, value in values.items():
-                        setattr(row, key, value)
-                count += 1
-        return count
+            row = Registration(session, [values]).write(values, source=source)
+            session.flush()
+            return _model_record(row)
+
+    def upsert_many(self, items: Iterable[Mapping[str, Any]], *, source: str) -> int:
+        """Register or update many models in one transaction, as upsert does each, and return how many."""
+        items = list(items)
+        for values in items:
+            _check_fields(values, MODEL_FIELDS, "model")
+        return self._write_many(items, source=source)
+
+    def _write_many(self, items: list[Mapping[str, Any]], *, source: str) -> int:
+        with self._db.session() as session:
+            registration = Registration(session, items)
+            for values in items:
+                registration.write(values, source=source)
+        return len(items)
+
+    def search(self, query: ModelQuery) -> tuple[list[ModelRecord], int]:
+        """Return one page of models matching the query, in its order, and the total that match."""
+        with self._db.session() as session:
+            page = session.execute(_search.page_query(query)).all()
+            if not page:  # past the end, the total still counts what matches
+                return [], (session.scalar(_search.count_query(query)) or 0) if query.offset else 0
+            total = page[0].total if "total" in page[0]._fields else session.scalar(_search.count_query(query))
+            rows = {
+                row.id: row
+                for row in session.scalars(
+                    select(Model).options(selectinload(Model.versions)).where(Model.id.in_([p.id for p in page]))
+                )
+            }
+            records = []
+            for hit in page:
+                computed = {k: v for k, v in hit._mapping.items() if k in ("rating", "last_used_at")}
+                records.append(_model_record(rows[hit.id], **computed))
+            return records, total
 
     def list_models(
         self,
@@ -92,12 +148,7 @@ class Registry:
         if category:
             query = query.where(Model.category == Category(category))
         if installed is not None:
-            is_installed = (
-                select(ModelVersion.id)
-                .where(ModelVersion.model_id == Model.id, ModelVersion.install_state == InstallState.INSTALLED)
-                .exists()
-            )
-            query = query.where(is_installed if installed else ~is_installed)
+            query = query.where(_search.installed_condition(installed))
         with self._db.session() as session:
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
             rows = session.scalars(
@@ -133,3 +184,58 @@ class Registry:
         """Return every model name, sorted."""
         with self._db.session() as session:
             return list(session.scalars(select(Model.name).order_by(Model.name)))
+
+    def add_version(self, model_id: int, revision: str = "main", **fields: Any) -> VersionRecord:
+        """Add a revision of a model, or return the version already at that revision unchanged."""
+        _check_fields(fields, VERSION_FIELDS, "version")
+        with self._db.session() as session:
+            if session.get(Model, model_id) is None:
+                raise ModelNotFound(f"#{model_id}")
+            row = session.scalars(
+                select(ModelVersion).where(ModelVersion.model_id == model_id, ModelVersion.revision == revision)
+            ).first()
+            if row is None:
+                row = ModelVersion(model_id=model_id, revision=revision)
+                _write_version(row, fields)
+                session.add(row)
+                session.flush()
+            return _version_record(row)
+
+    def get_version(self, version_id: int) -> VersionRecord:
+        """Return one model version by id."""
+        with self._db.session() as session:
+            return _version_record(self._version_row(session, version_id))
+
+    def update_version(self, version_id: int, **fields: Any) -> VersionRecord:
+        """Change a version's install state, files or location and return it."""
+        _check_fields(fields, VERSION_FIELDS, "version")
+        with self._db.session() as session:
+            row = self._version_row(session, version_id)
+            _write_version(row, fields)
+            session.flush()
+            return _version_record(row)
+
+    def versions(self, model_id: int) -> list[VersionRecord]:
+        """Return a model's versions, oldest first."""
+        with self._db.session() as session:
+            rows = session.scalars(select(ModelVersion).where(ModelVersion.model_id == model_id)
+                                   .order_by(ModelVersion.id))
+            return [_version_record(r) for r in rows]
+
+    @staticmethod
+    def _version_row(session: Session, version_id: int) -> ModelVersion:
+        row = session.get(ModelVersion, version_id)
+        if row is None:
+            raise LookupError(f"no model version #{version_id}")
+        return row
+
+
+def _check_fields(values: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValueError(f"not {what} fields: {', '.join(sorted(unknown))}")
+
+
+def _write_version(row: ModelVersion, fields: Mapping[str, Any]) -> None:
+    for key, value in fields.items():
+        setattr(row, key, InstallState(value) if key == "install_state" else value)

@@ -149,10 +149,17 @@ class Model(Base):
     languages: Mapped[list[Any]] = mapped_column(default=list)
     requirements: Mapped[dict[str, Any]] = mapped_column(default=dict)
     performance: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    downloads: Mapped[int] = mapped_column(BigInteger, default=0)
+    downloads: Mapped[int] = mapped_column(BigInteger, default=0, index=True)  # the default order of searches
     likes: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Derived from the columns above on every registry write, so searches filter in plain SQL on both backends.
+    # Server defaults let migration 0002 add them NOT NULL on SQLite without rebuilding the table.
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")  # lowercased name, tags, text
+    tags_text: Mapped[str] = mapped_column(Text, default=",", server_default=",")  # ",chat,code,": LIKE '%,code,%'
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
 
     versions: Mapped[list[ModelVersion]] = relationship(
         back_populates="model", cascade="all, delete-orphan", order_by="ModelVersion.id"

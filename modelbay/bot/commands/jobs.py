@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelbay.bot.context import Context
-from modelbay.bot.format import ago
+from modelbay.engine.units import ago
 from modelbay.bot.reply import Button, Reply, Table
 from modelbay.bot.reply import Progress as ProgressView
 from modelbay.bot.spec import Arg, ArgType, command

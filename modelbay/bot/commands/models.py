@@ -1,12 +1,18 @@
-"""/models list and /models info: browse the registry."""
+"""/models list, info, search, install and uninstall: browse the registry and the hub, manage the store."""
 
 from __future__ import annotations
 
+import logging
+
 from modelbay.bot.context import Context
-from modelbay.bot.format import human_bytes, human_count
-from modelbay.bot.reply import Field, Reply, Table
+from modelbay.bot.reply import Button, Field, Progress, Reply, Table
 from modelbay.bot.spec import Arg, ArgType, command
-from modelbay.engine.records import ModelRecord
+from modelbay.engine.errors import ModelBayError
+from modelbay.engine.records import ModelQuery, ModelRecord
+from modelbay.engine.sources import SOURCES
+from modelbay.engine.units import human_bytes, human_count
+
+log = logging.getLogger(__name__)
 
 CATEGORIES = ("chat", "code", "creative", "analysis", "embedding", "domain")
 
@@ -83,3 +89,109 @@ def _versions(m: ModelRecord) -> Table | None:
         for v in m.versions
     ]
     return Table(["Revision", "Commit", "State", "Size", "Lineage"], rows)
+
+
+@command(
+    "models", "search",
+    help="Search the registry and the Hugging Face Hub (`tag:code`, `license:mit` terms work too).",
+    args=(
+        Arg("query", "Words to look for, with optional tag:/license:/author: terms.", required=True, rest=True),
+        Arg("source", "Where to look.", choices=("all", "registry", "huggingface", "local"), default="all"),
+        Arg("category", "Only this category.", choices=CATEGORIES),
+        Arg("fits", "Only models that fit this machine (at 4-bit or better).", type=ArgType.BOOLEAN, default=False),
+        Arg("limit", "How many to show.", type=ArgType.INTEGER, default=15, min=1, max=50),
+    ),
+    slow=True,
+)
+async def search_models(ctx: Context, query: str, source: str, category: str | None, fits: bool, limit: int) -> Reply:
+    """Merge registry and source results, de-duplicated by repo id, marking what is installed."""
+    notices: list[str] = []
+    max_parameters = None
+    if fits:
+        from modelbay.engine.hardware import max_parameters as largest
+
+        hardware, notice = await ctx.call(ctx.runtime.hardware.current)
+        max_parameters = largest(hardware, "4bit")
+        notices += [notice] if notice else []
+    rows: list[list[str]] = []
+    seen: set[str] = set()
+    if source in ("all", "registry"):
+        q = ModelQuery.parse(query, category=category, max_parameters=max_parameters, limit=limit)
+        models, _ = await ctx.call(ctx.runtime.registry.search, q)
+        for m in models:
+            seen.add((m.repo_id or m.name).lower())
+            rows.append([m.name, m.source, m.category, human_count(m.parameter_count), human_bytes(m.size_bytes),
+                         "yes" if m.installed else ""])
+    for name in [s for s in SOURCES if source in ("all", s)]:
+        if name == "local" and not ctx.runtime.settings.local_models_dir:
+            continue
+        try:
+            found = await ctx.call(SOURCES[name](ctx.runtime.settings).search, ModelQuery.parse(query).text,
+                                   category=category, limit=limit)
+        except ModelBayError as exc:
+            log.warning("search of %s failed: %s", name, exc)
+            notices.append(f"{name} could not be searched ({exc}); showing the other results.")
+            continue
+        for remote in found:
+            if remote.repo_id.lower() in seen:
+                continue
+            if max_parameters is not None and (remote.parameter_count or 0) > max_parameters:
+                continue
+            seen.add(remote.repo_id.lower())
+            rows.append([remote.repo_id, name, remote.registry_values()["category"],
+                         human_count(remote.parameter_count), f"{remote.downloads:,} downloads", ""])
+    rows = rows[:limit]
+    if not rows:
+        return Reply(text=f"Nothing matches `{query}`. Try fewer words or another source.", footer=" ".join(notices)
+                     or None)
+    return Reply(
+        title=f"Search: {query}",
+        table=Table(["Name", "Source", "Category", "Params", "Size", "Installed"], rows),
+        footer=" ".join([*notices, "`/models install <name>` installs one; `/models info <name>` tells more."]),
+    )
+
+
+@command(
+    "models", "install",
+    help="Download a model into the store, verified, with live progress.",
+    args=(
+        Arg("model", "Model name or Hugging Face repo id.", required=True, autocomplete="model"),
+        Arg("revision", "Branch, tag or commit (default: main).", max_length=128),
+    ),
+    role="admin",
+    slow=True,
+)
+async def install_model(ctx: Context, model: str, revision: str | None) -> Reply:
+    """Run the pre-flight checks and start (or join) the download."""
+    ticket = await ctx.call(ctx.runtime.installs.request, model, revision, ctx.actor.key)
+    version = ticket.version
+    fields = [Field("Revision", version.revision), Field("Commit", (version.revision_sha or "")[:12]),
+              Field("Download", human_bytes(ticket.total_bytes))]
+    if ticket.job is None:
+        return Reply(title=f"{ticket.model.display_name} is installed", text=" ".join(ticket.notices), fields=fields,
+                     tone="success", footer=version.local_path)
+    joined = "" if ticket.created else " (joining the download already running)"
+    return Reply(
+        title=f"Installing {ticket.model.display_name}{joined}",
+        text=" ".join(ticket.notices), fields=fields,
+        progress=Progress(ticket.job.id, f"install {ticket.model.name}", ticket.job.progress, ticket.job.status),
+        buttons=[Button("Cancel", f"/jobs cancel {ticket.job.id}", "danger")],
+    )
+
+
+@command(
+    "models", "uninstall",
+    help="Remove a model's files (history and analytics stay).",
+    args=(
+        Arg("model", "Model name or repo id.", required=True, autocomplete="model"),
+        Arg("revision", "Only this revision or commit.", max_length=128),
+        Arg("force", "Remove even while it is served or training.", type=ArgType.BOOLEAN, default=False),
+    ),
+    role="admin",
+)
+async def uninstall_model(ctx: Context, model: str, revision: str | None, force: bool) -> Reply:
+    """Remove installed versions from the store."""
+    removed = await ctx.call(ctx.runtime.installs.uninstall, model, revision, force=force)
+    what = ", ".join(f"{v.revision} ({(v.revision_sha or '')[:7]})" for v in removed)
+    return Reply(text=f"Removed `{model}` {what} from the model store; its history and ratings are kept.",
+                 tone="success")

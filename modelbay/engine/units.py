@@ -1,4 +1,4 @@
-"""Small formatters shared by command handlers: counts, bytes, durations."""
+"""Human-readable units shared by replies and progress messages: counts, bytes, durations."""
 
 from __future__ import annotations
 

@@ -1,0 +1,194 @@
+"""SQL for registry searches: derived search columns, filters, relevance and sort orders, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, Subquery, case, false, func, literal, select
+from sqlalchemy.sql.elements import KeyedColumnElement
+
+from modelbay.engine.records import ModelQuery
+from modelbay.engine.schema import (
+    AnalyticsEvent,
+    Category,
+    ChatSession,
+    Feedback,
+    InstallState,
+    Message,
+    Model,
+    ModelVersion,
+)
+
+__all__ = ["count_query", "derived_columns", "installed_condition", "page_query"]
+
+# Relevance points per word, best place first; a word that matches only elsewhere in search_text scores 1.
+_EXACT_NAME, _NAME_PREFIX, _IN_NAME, _TAG, _ELSEWHERE = 100, 30, 20, 10, 1
+_EXACT_PHRASE = 1000
+
+
+def derived_columns(row: Model) -> dict[str, Any]:
+    """Return the search columns that follow from a model's metadata."""
+    tags = [str(t).replace(",", " ").strip().lower() for t in row.tags or []]
+    tags = [t for t in tags if t]
+    parts = (row.repo_id, row.name, row.display_name, row.author, " ".join(tags), row.description)
+    performance = row.performance or {}
+    stated_memory = _number((row.requirements or {}).get("memory_bytes"))
+    return {
+        "search_text": _distinct_words(" ".join(p for p in parts if p).lower()),
+        "tags_text": "," + "".join(f"{t}," for t in tags),
+        "memory_bytes": int(stated_memory) if stated_memory is not None else row.size_bytes,
+        "tokens_per_s": _number(performance.get("tokens_per_s")),
+        "accuracy": _number(performance.get("accuracy")),
+    }
+
+
+def _distinct_words(text: str) -> str:
+    # A word inside text already kept adds no match (query words hold no spaces), only bytes every search scans.
+    kept = ""
+    for word in text.split():
+        if word not in kept:
+            kept = f"{kept} {word}" if kept else word
+    return kept
+
+
+def _number(value: Any) -> float | None:
+    # JSON figures come from catalog files and the Hub: accept numbers, ignore anything else.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _like(column: KeyedColumnElement[str], before: str, text: str, after: str) -> ColumnElement[bool]:
+    # The pattern is built here, not in SQL, so each backend compares against one constant.
+    escaped = text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return column.like(f"{before}{escaped}{after}", escape="/")
+
+
+def installed_condition(installed: bool) -> ColumnElement[bool]:
+    """Return the condition that a model has (or has not) an installed version."""
+    exists = (
+        select(ModelVersion.id)
+        .where(ModelVersion.model_id == Model.id, ModelVersion.install_state == InstallState.INSTALLED)
+        .exists()
+    )
+    return exists if installed else ~exists
+
+
+def _conditions(query: ModelQuery) -> list[ColumnElement[bool]]:
+    conditions = [_like(Model.search_text, "%", word, "%") for word in query.words]
+    conditions += [_like(Model.tags_text, "%,", tag.lower(), ",%") for tag in query.tags]
+    if query.category:
+        try:
+            conditions.append(Model.category == Category(query.category.lower()))
+        except ValueError:
+            conditions.append(false())  # an unknown category matches nothing, as an unknown tag does
+    if query.installed is not None:
+        conditions.append(installed_condition(query.installed))
+    if query.source:
+        conditions.append(Model.source == query.source.lower())
+    if query.license:
+        conditions.append(func.lower(Model.license) == query.license.lower())
+    if query.author:
+        conditions.append(func.lower(Model.author) == query.author.lower())
+    at_least = (
+        (Model.parameter_count, query.min_parameters),
+        (Model.tokens_per_s, query.min_tokens_per_s),
+        (Model.accuracy, query.min_accuracy),
+    )
+    at_most = (
+        (Model.parameter_count, query.max_parameters),
+        (Model.size_bytes, query.max_size_bytes),
+        (Model.memory_bytes, query.max_memory_bytes),
+    )
+    conditions += [column >= bound for column, bound in at_least if bound is not None]
+    conditions += [column <= bound for column, bound in at_most if bound is not None]
+    return conditions
+
+
+def _relevance(words: list[str]) -> ColumnElement[int]:
+    # Names are lowercase slugs (the catalog validates them, registration slugs them), so they need no lower().
+    score: ColumnElement[int] = literal(0)
+    for word in words:
+        score = score + case(
+            (Model.name == word, _EXACT_NAME),
+            (_like(Model.name, "", word, "%"), _NAME_PREFIX),
+            (_like(Model.name, "%", word, "%"), _IN_NAME),
+            (_like(Model.tags_text, "%,", word, ",%"), _TAG),
+            else_=_ELSEWHERE,
+        )
+    phrase = " ".join(words)
+    exact = case(
+        (
+            Model.name.in_([phrase, "-".join(words)])
+            | (func.lower(Model.display_name) == phrase)
+            | (func.lower(Model.repo_id) == phrase),
+            _EXACT_PHRASE,
+        ),
+        else_=0,
+    )
+    return score + exact
+
+
+def _ratings() -> Subquery:
+    # One grouped pass over feedback beats a per-model subquery: chat_sessions has no index on its version.
+    thumbs_up = func.avg(case((Feedback.rating > 0, 1.0), else_=0.0))
+    return (
+        select(ModelVersion.model_id, thumbs_up.label("rating"))
+        .select_from(Feedback)
+        .join(Message, Feedback.message_id == Message.id)
+        .join(ChatSession, Message.session_id == ChatSession.id)
+        .join(ModelVersion, ChatSession.model_version_id == ModelVersion.id)
+        .group_by(ModelVersion.model_id)
+        .subquery("ratings")
+    )
+
+
+def _last_used() -> ColumnElement[Any]:
+    # Per model, a max() over ix_analytics_events_version_time for each of its few versions.
+    return (
+        select(func.max(AnalyticsEvent.created_at))
+        .join(ModelVersion, AnalyticsEvent.model_version_id == ModelVersion.id)
+        .where(ModelVersion.model_id == Model.id)
+        .scalar_subquery()
+    )
+
+
+def page_query(query: ModelQuery) -> Select[Any]:
+    """Return the query for one page of matching ids, with the rating or last use when sorted by it.
+
+    A filtered query also returns the `total`: the scan that finds the page counts it too. An unfiltered one
+    leaves counting to count_query, which reads an index, so its page can come straight off ix_models_downloads.
+    """
+    conditions = _conditions(query)
+    stmt = select(Model.id).where(*conditions)
+    if conditions:
+        stmt = stmt.add_columns(func.count().over().label("total"))
+    order = query.order
+    # Ties go to downloads, then the newer model: that pair reads straight off ix_models_downloads (rowid included),
+    # where a name tie-break would make SQLite fetch every row to sort.
+    tail = (Model.downloads.desc(), Model.id.desc())
+    if order == "relevance":
+        stmt = stmt.order_by(_relevance(query.words).desc(), *tail)
+    elif order == "downloads":
+        stmt = stmt.order_by(*tail)
+    elif order == "likes":
+        stmt = stmt.order_by(Model.likes.desc(), *tail)
+    elif order == "size":
+        stmt = stmt.order_by(Model.size_bytes.asc().nulls_last(), *tail)
+    elif order == "name":
+        stmt = stmt.order_by(Model.name)
+    elif order == "rating":
+        ratings = _ratings()
+        stmt = stmt.add_columns(ratings.c.rating).outerjoin(ratings, ratings.c.model_id == Model.id)
+        stmt = stmt.order_by(ratings.c.rating.desc().nulls_last(), *tail)
+    elif order == "recent":
+        last_used = _last_used().label("last_used_at")
+        stmt = stmt.add_columns(last_used).order_by(last_used.desc().nulls_last(), *tail)
+    else:
+        raise ValueError(f"unknown sort {order!r}")
+    return stmt.limit(query.limit).offset(query.offset)
+
+
+def count_query(query: ModelQuery) -> Select[Any]:
+    """Return the query that counts every match."""
+    return select(func.count(Model.id)).where(*_conditions(query))

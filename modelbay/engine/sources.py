@@ -1,0 +1,302 @@
+"""Model sources: where models are found and fetched from. Built-ins: the Hugging Face Hub and a local folder."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from modelbay.config import Settings
+from modelbay.engine.errors import (
+    DownloadFailed,
+    GatedModel,
+    HubUnavailable,
+    RepoNotFound,
+    RevisionMissing,
+)
+from modelbay.engine.ids import validate_file_path, validate_repo_id, validate_revision
+from modelbay.engine.transfer import ByteMeter
+
+__all__ = ["SOURCES", "HubSource", "LocalFolderSource", "ModelSource", "RemoteFile", "RemoteModel",
+           "guess_category", "register_source"]
+
+_KEEP_TAG = re.compile(r"^[a-z0-9][a-z0-9-]{1,30}$")
+_NOISE_TAGS = {"transformers", "safetensors", "pytorch", "endpoints_compatible", "text-generation-inference",
+               "autotrain_compatible", "region:us", "conversational"}
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a model at a commit: its size, and the hash the source publishes for it."""
+
+    path: str
+    size: int
+    sha256: str | None = None  # LFS files on the hub carry their sha256
+    blob_id: str | None = None  # git blob sha1 of small (non-LFS) files
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """A model as a source describes it at one commit."""
+
+    source: str
+    repo_id: str
+    sha: str
+    files: tuple[RemoteFile, ...] = ()
+    author: str | None = None
+    pipeline_tag: str | None = None
+    tags: tuple[str, ...] = ()
+    library: str | None = None
+    license: str | None = None
+    gated: bool = False
+    downloads: int = 0
+    likes: int = 0
+    parameter_count: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size_bytes(self) -> int:
+        """Total size of every file."""
+        return sum(f.size for f in self.files)
+
+    def registry_values(self) -> dict[str, Any]:
+        """Return the registry fields for this model (for models the catalog does not have)."""
+        name = self.repo_id.split("/", 1)[1]
+        weights = [f for f in self.files if f.path.endswith(".safetensors")]
+        return {
+            "name": name.lower(),
+            "display_name": name,
+            "repo_id": self.repo_id,
+            "category": guess_category(self.pipeline_tag, self.tags),
+            "tags": [t for t in self.tags if _KEEP_TAG.match(t) and t not in _NOISE_TAGS][:12],
+            "description": "",
+            "author": self.author or self.repo_id.split("/", 1)[0],
+            "license": self.license,
+            "parameter_count": self.parameter_count,
+            "size_bytes": sum(f.size for f in weights) or self.size_bytes or None,
+            "format": "safetensors" if weights else None,
+            "pipeline_tag": self.pipeline_tag,
+            "gated": self.gated,
+            "downloads": self.downloads,
+            "likes": self.likes,
+        }
+
+
+def guess_category(pipeline_tag: str | None, tags: tuple[str, ...] | list[str]) -> str:
+    """Map a hub pipeline tag and tags onto ModelBay's categories."""
+    tagset = {t.lower() for t in tags}
+    if pipeline_tag in ("feature-extraction", "sentence-similarity") or "sentence-transformers" in tagset:
+        return "embedding"
+    if tagset & {"code", "coder", "code-generation"}:
+        return "code"
+    if tagset & {"math", "reasoning"}:
+        return "analysis"
+    if tagset & {"medical", "biology", "legal", "finance", "chemistry"}:
+        return "domain"
+    if tagset & {"roleplay", "creative-writing", "storytelling"}:
+        return "creative"
+    return "chat"
+
+
+class ModelSource(ABC):
+    """A place models come from; a new source is a class with these three methods."""
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def search(self, text: str, *, category: str | None = None, limit: int = 20) -> list[RemoteModel]:
+        """Return models matching text, best first."""
+
+    @abstractmethod
+    def info(self, repo_id: str, revision: str | None = None) -> RemoteModel:
+        """Return one model at a revision (default: its main branch), with its files."""
+
+    @abstractmethod
+    def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
+        """Copy one file into dest, feeding meter; return its sha256 if the source computed it while reading."""
+
+    def check_access(self, model: RemoteModel) -> None:  # noqa: B027 - optional hook
+        """Raise if the caller may not download the model's files (gated repos)."""
+
+
+SOURCES: dict[str, type[ModelSource]] = {}
+
+
+def register_source(cls: type[ModelSource]) -> type[ModelSource]:
+    """Make a source available by its name; built-ins register the same way as extensions."""
+    SOURCES[cls.name] = cls
+    return cls
+
+
+# Categories the hub's list endpoint can filter on directly.
+_PIPELINES = {"embedding": "feature-extraction", "chat": "text-generation", "code": "text-generation",
+              "creative": "text-generation", "analysis": "text-generation", "domain": "text-generation"}
+
+
+@register_source
+class HubSource(ModelSource):
+    """The Hugging Face Hub (or a mirror at MODELBAY_HUB_ENDPOINT), through huggingface_hub."""
+
+    name = "huggingface"
+
+    def __init__(self, settings: Settings) -> None:
+        from huggingface_hub import HfApi
+
+        super().__init__(settings)
+        self.endpoint = settings.hub_endpoint.rstrip("/")
+        self._token = settings.hub_token.get_secret_value() if settings.hub_token else None
+        self._api = HfApi(endpoint=self.endpoint, token=self._token or False)
+
+    @contextmanager
+    def _errors(self, repo_id: str, revision: str | None = None) -> Iterator[None]:
+        """Translate huggingface_hub's exceptions into ModelBay's user-facing errors."""
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            HfHubHTTPError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        try:
+            yield
+        except GatedRepoError:
+            raise GatedModel(repo_id, f"{self.endpoint}/{repo_id}", bool(self._token)) from None
+        except RepositoryNotFoundError:
+            raise RepoNotFound(repo_id) from None
+        except RevisionNotFoundError:
+            raise RevisionMissing(repo_id, revision or "main") from None
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else "?"
+            raise HubUnavailable(self.endpoint, f"HTTP {status}") from exc
+        except OSError as exc:  # connection refused, DNS, timeouts (httpx errors are OSError-like here)
+            raise HubUnavailable(self.endpoint, type(exc).__name__) from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith(("httpx", "httpcore")):
+                raise HubUnavailable(self.endpoint, type(exc).__name__) from exc
+            raise
+
+    def search(self, text: str, *, category: str | None = None, limit: int = 20) -> list[RemoteModel]:
+        """Search the hub's model list, most downloaded first."""
+        with self._errors(text):
+            found = self._api.list_models(
+                search=text or None, pipeline_tag=_PIPELINES.get(category or ""), sort="downloads", limit=limit,
+                expand=["author", "downloads", "likes", "tags", "pipeline_tag", "library_name", "gated",
+                        "safetensors", "sha"],
+            )
+            return [self._remote(m) for m in found]
+
+    def info(self, repo_id: str, revision: str | None = None) -> RemoteModel:
+        """Return a model's metadata and file list (with LFS sha256) at a revision."""
+        validate_repo_id(repo_id)
+        if revision:
+            validate_revision(revision)
+        with self._errors(repo_id, revision):
+            return self._remote(self._api.model_info(repo_id, revision=revision, files_metadata=True))
+
+    def _remote(self, info: Any) -> RemoteModel:
+        files = tuple(
+            RemoteFile(s.rfilename, s.size or (s.lfs.size if s.lfs else 0), s.lfs.sha256 if s.lfs else None,
+                       s.blob_id)
+            for s in (info.siblings or [])
+        )
+        tags = tuple(info.tags or ())
+        license_ = next((t.split(":", 1)[1] for t in tags if t.startswith("license:")), None)
+        params = info.safetensors.total if getattr(info, "safetensors", None) else None
+        return RemoteModel(
+            source=self.name, repo_id=info.id, sha=info.sha or "", files=files,
+            author=info.author, pipeline_tag=info.pipeline_tag, tags=tags, library=info.library_name,
+            license=license_, gated=bool(info.gated), downloads=info.downloads or 0, likes=info.likes or 0,
+            parameter_count=params,
+        )
+
+    def check_access(self, model: RemoteModel) -> None:
+        """Ask for one file's metadata, which a gated repo refuses without an approved token."""
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        if not model.gated or not model.files:
+            return
+        url = hf_hub_url(model.repo_id, model.files[0].path, revision=model.sha, endpoint=self.endpoint)
+        with self._errors(model.repo_id, model.sha):
+            get_hf_file_metadata(url, token=self._token or False)
+
+    def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
+        """Download one file at the model's commit into dest with byte-level progress."""
+        from huggingface_hub import constants, hf_hub_download
+
+        validate_file_path(file.path)
+        # Read per call by the downloader: retry a silent connection after this many seconds,
+        # and report (and resume) in 1 MiB steps instead of the default 10 MiB.
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = self.settings.hub_download_timeout
+        constants.DOWNLOAD_CHUNK_SIZE = 1024 * 1024
+        try:
+            with self._errors(model.repo_id, model.sha):
+                hf_hub_download(model.repo_id, file.path, revision=model.sha, local_dir=dest, endpoint=self.endpoint,
+                                token=self._token or False, tqdm_class=meter.tqdm_class(file.path))
+        except HubUnavailable as exc:
+            raise DownloadFailed(file.path, exc.reason) from exc
+        return None
+
+
+@register_source
+class LocalFolderSource(ModelSource):
+    """A folder of model folders (`name/` or `owner/name/`, each with a config.json), for air-gapped sites."""
+
+    name = "local"
+
+    @property
+    def root(self) -> Path | None:
+        """The folder, if one is configured."""
+        return self.settings.local_models_dir
+
+    def _folders(self) -> dict[str, Path]:
+        root = self.root
+        if root is None or not root.is_dir():
+            return {}
+        found: dict[str, Path] = {}
+        for config in sorted(root.glob("*/config.json")) + sorted(root.glob("*/*/config.json")):
+            rel = config.parent.relative_to(root).parts
+            found["/".join(rel) if len(rel) == 2 else f"local/{rel[0]}"] = config.parent
+        return found
+
+    def search(self, text: str, *, category: str | None = None, limit: int = 20) -> list[RemoteModel]:
+        """Return folders whose name contains every word of text."""
+        words = text.lower().split()
+        hits = [repo for repo in self._folders() if all(w in repo.lower() for w in words)]
+        return [self.info(repo) for repo in hits[:limit]]
+
+    def info(self, repo_id: str, revision: str | None = None) -> RemoteModel:
+        """Describe a folder; its revision is a digest of its file names, sizes and times."""
+        validate_repo_id(repo_id)
+        folder = self._folders().get(repo_id)
+        if folder is None:
+            raise RepoNotFound(repo_id)
+        paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files = tuple(RemoteFile(p.relative_to(folder).as_posix(), p.stat().st_size) for p in paths)
+        digest = hashlib.sha1()  # noqa: S324 - an identifier, not a security check
+        for p, f in zip(paths, files, strict=True):
+            digest.update(f"{f.path}\0{f.size}\0{p.stat().st_mtime_ns}\n".encode())
+        if revision and revision not in ("main", digest.hexdigest()):
+            raise RevisionMissing(repo_id, revision)
+        return RemoteModel(source=self.name, repo_id=repo_id, sha=digest.hexdigest(), files=files,
+                           author=repo_id.split("/")[0], tags=("local",))
+
+    def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
+        """Copy one file, hashing what is read so the copy can be verified against it."""
+        validate_file_path(file.path)
+        target = dest / file.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with (self._folders()[model.repo_id] / file.path).open("rb") as src, target.open("wb") as out:
+            while chunk := src.read(1024 * 1024):
+                digest.update(chunk)
+                out.write(chunk)
+                meter.add(file.path, len(chunk))
+        return digest.hexdigest()

@@ -1,0 +1,130 @@
+"""The install job: download a model version into staging, verify every file, then move it into the store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from modelbay.engine.errors import ChecksumMismatch
+from modelbay.engine.installs import Installs
+from modelbay.engine.jobs import JobCanceled
+from modelbay.engine.registry import Registry
+from modelbay.engine.sources import RemoteFile, RemoteModel
+from modelbay.engine.store import git_blob_sha1, sha256_file
+from modelbay.engine.transfer import ByteMeter, TransferStopped
+from modelbay.engine.units import human_bytes
+from modelbay.workers.context import JobContext
+
+__all__ = ["install"]
+
+REPORT_EVERY = 0.5  # seconds between progress reports, so a stalled download still shows its rate falling
+
+
+class _Reporter:
+    """Reports download progress on a timer (bytes, total, rate, ETA) and stops the meter on cancel."""
+
+    def __init__(self, ctx: JobContext, meter: ByteMeter, label: str) -> None:
+        self._ctx = ctx
+        self._meter = meter
+        self._label = label
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="install-progress", daemon=True)
+        self.canceled = False
+
+    def __enter__(self) -> _Reporter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._done.wait(REPORT_EVERY):
+            self.report()
+
+    def report(self) -> None:
+        """Send one progress report; a cancel request stops every download thread at its next chunk."""
+        snap = self._meter.snapshot()
+        eta = f", about {snap['eta']:.0f}s left" if snap["eta"] is not None else ""
+        message = (f"{self._label}: {human_bytes(snap['bytes'])} of {human_bytes(snap['total'])} at "
+                   f"{human_bytes(snap['rate'])}/s{eta}")
+        try:
+            self._ctx.progress(0.95 * snap["bytes"] / max(snap["total"], 1), message, phase="download", **snap)
+        except JobCanceled:
+            self.canceled = True
+            self._meter.stop.set()
+
+
+def _verify(path: Path, file: RemoteFile, read_hash: str | None) -> dict[str, Any]:
+    """Check one downloaded file against its published hash; return its record with sha256."""
+    actual = sha256_file(path)
+    if file.sha256 and actual != file.sha256:
+        raise ChecksumMismatch(file.path, file.sha256, actual)
+    if read_hash and actual != read_hash:
+        raise ChecksumMismatch(file.path, read_hash, actual)
+    if not file.sha256 and file.blob_id and git_blob_sha1(path) != file.blob_id:
+        raise ChecksumMismatch(file.path, file.blob_id, git_blob_sha1(path))
+    if path.stat().st_size != file.size:
+        raise ChecksumMismatch(file.path, f"{file.size} bytes", f"{path.stat().st_size} bytes")
+    return {"path": file.path, "size": file.size, "sha256": actual}
+
+
+def install(ctx: JobContext, version_id: int, source: str, repo_id: str, sha: str,
+            files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Download, verify and install one model version; partial files never outlive a failed attempt."""
+    registry = Registry(ctx.db)
+    installs = Installs(ctx.settings, registry, ctx.jobs)
+    wanted = [RemoteFile(**f) for f in files]
+    model = RemoteModel(source=source, repo_id=repo_id, sha=sha, files=tuple(wanted))
+    fetcher = installs.source(source)
+    meter = ByteMeter({f.path: f.size for f in wanted})
+    started = time.monotonic()
+
+    installs.check_disk(meter.total)  # the disk may have filled since the request
+    staging = installs.store.staging(version_id, sha)
+    registry.update_version(version_id, install_state="downloading")
+    try:
+        def fetch_and_verify(file: RemoteFile) -> dict[str, Any]:
+            read_hash = fetcher.fetch_file(model, file, staging, meter)
+            # Hashing here, while other files still download, keeps verification off the critical path.
+            return _verify(staging / file.path, file, read_hash)
+
+        with _Reporter(ctx, meter, f"Downloading {repo_id}") as reporter:
+            with ThreadPoolExecutor(max_workers=ctx.settings.download_workers) as pool:
+                futures = [pool.submit(fetch_and_verify, f) for f in wanted]
+                try:
+                    records = [future.result() for future in futures]
+                except BaseException:
+                    meter.stop.set()  # stop the other downloads at their next chunk
+                    raise
+        reporter.report()
+        if reporter.canceled:
+            raise JobCanceled(ctx.job_id)
+        ctx.progress(0.97, "Verified every file; moving into the model store", phase="install")
+        final = installs.store.path(repo_id, sha)
+        installs.store.commit(staging, final)
+    except TransferStopped:
+        registry.update_version(version_id, install_state="available")
+        installs.store.remove(staging)
+        raise JobCanceled(ctx.job_id) from None
+    except JobCanceled:
+        registry.update_version(version_id, install_state="available")
+        installs.store.remove(staging)
+        raise
+    except BaseException:
+        registry.update_version(version_id, install_state="failed")
+        installs.store.remove(staging)
+        raise
+    registry.update_version(
+        version_id, install_state="installed", local_path=str(final), files=records, size_bytes=meter.total,
+        installed_at=datetime.now(timezone.utc),
+        format="safetensors" if any(r["path"].endswith(".safetensors") for r in records) else None,
+    )
+    seconds = time.monotonic() - started
+    return {"path": str(final), "files": len(records), "bytes": meter.total, "seconds": round(seconds, 2),
+            "rate": round(meter.total / seconds, 1) if seconds > 0 else None}
