@@ -10,6 +10,7 @@ from redis import Redis
 from modelbay.config import Settings
 from modelbay.engine.catalog import load_catalog
 from modelbay.engine.db import Database
+from modelbay.engine.discovery import Discovery
 from modelbay.engine.errors import ModelBayError
 from modelbay.engine.hardware import HardwareInfo
 from modelbay.engine.installs import Installs
@@ -51,6 +52,7 @@ class Runtime:
         self.registry = Registry(self.db)
         self.installs = Installs(settings, self.registry, self.jobs)
         self.hardware = HardwareInfo(self.jobs, self.redis, settings)
+        self.discovery = Discovery(settings, self.registry, self.hardware)
         self._embedded: EmbeddedWorkers | None = None
 
     def prepare(self) -> None:

@@ -61,6 +61,9 @@ def test_parse_splits_terms_out_of_the_text() -> None:
     assert query.limit == 5 and query.order == "relevance"
     assert ModelQuery().order == "downloads" and ModelQuery.parse("tag:code").order == "downloads"
     assert ModelQuery.parse("x", sort="likes").order == "likes"
+    # An override left at None keeps the term; one given wins over it.
+    assert ModelQuery.parse("category:code", category=None).category == "code"
+    assert ModelQuery.parse("category:code", category="chat").category == "chat"
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ def test_defaults_are_embedded_and_under_the_xdg_data_dir(tmp_path: Path) -> Non
     assert settings.embedded_jobs and settings.redis_url is None
     assert settings.hub_endpoint == "https://huggingface.co"
     assert settings.allow_pickle is False and settings.trust_remote_code is False
-    assert settings.roles == {"admin": ["console:*"]}
+    assert settings.roles == {"admin": ["console:*", "api:*"]}
 
 
 def test_environment_and_dotenv_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

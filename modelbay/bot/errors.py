@@ -11,49 +11,81 @@ from modelbay.bot.spec import ArgumentInvalid, UnknownCommand
 from modelbay.config import SettingsError
 from modelbay.engine.errors import (
     CatalogInvalid,
+    ChecksumMismatch,
+    DownloadFailed,
+    GatedModel,
+    HubUnavailable,
+    InsufficientDisk,
     JobNotCancelable,
     JobNotFound,
     ModelBayError,
+    ModelInUse,
     ModelNotFound,
     NotAllowed,
+    NotInstalled,
+    RemoteCodeRequired,
+    RepoNotFound,
+    RevisionMissing,
+    UnsafeWeights,
 )
+from modelbay.engine.ids import InvalidId
 from modelbay.engine.jobs import UnknownJobKind
 
-__all__ = ["ERRORS", "render_error"]
+__all__ = ["ERRORS", "ErrorStyle", "render_error", "style_of"]
 
 log = logging.getLogger("modelbay.errors")
 
 
 @dataclass(frozen=True)
 class ErrorStyle:
-    """How one error class is shown."""
+    """How one error class is shown: a title and tone in chat, a status code over HTTP."""
 
     title: str
     tone: Tone = "warning"
     ephemeral: bool = True
+    http_status: int = 400
 
 
 ERRORS: dict[type[BaseException], ErrorStyle] = {
-    UnknownCommand: ErrorStyle("Unknown command"),
-    ArgumentInvalid: ErrorStyle("Check the command"),
-    ModelNotFound: ErrorStyle("Model not found"),
-    JobNotFound: ErrorStyle("Job not found"),
-    JobNotCancelable: ErrorStyle("Nothing to cancel", "info"),
-    NotAllowed: ErrorStyle("Not allowed", "error"),
-    UnknownJobKind: ErrorStyle("Unknown job kind", "error"),
-    CatalogInvalid: ErrorStyle("Catalog problem", "error", ephemeral=False),
-    SettingsError: ErrorStyle("Configuration problem", "error", ephemeral=False),
+    UnknownCommand: ErrorStyle("Unknown command", http_status=404),
+    ArgumentInvalid: ErrorStyle("Check the command", http_status=422),
+    InvalidId: ErrorStyle("Check the name", http_status=422),
+    ModelNotFound: ErrorStyle("Model not found", http_status=404),
+    RepoNotFound: ErrorStyle("Model not found", http_status=404),
+    RevisionMissing: ErrorStyle("Revision not found", http_status=404),
+    JobNotFound: ErrorStyle("Job not found", http_status=404),
+    JobNotCancelable: ErrorStyle("Nothing to cancel", "info", http_status=409),
+    NotAllowed: ErrorStyle("Not allowed", "error", http_status=403),
+    GatedModel: ErrorStyle("Gated model", http_status=403),
+    UnsafeWeights: ErrorStyle("Refused: unsafe weights", "error", http_status=422),
+    RemoteCodeRequired: ErrorStyle("Refused: remote code", "error", http_status=422),
+    InsufficientDisk: ErrorStyle("Not enough disk", "error", http_status=507),
+    HubUnavailable: ErrorStyle("Hub unreachable", "error", http_status=502),
+    ChecksumMismatch: ErrorStyle("Download corrupted", "error", http_status=502),
+    DownloadFailed: ErrorStyle("Download failed", "error", http_status=502),
+    ModelInUse: ErrorStyle("Model in use", http_status=409),
+    NotInstalled: ErrorStyle("Not installed", "info", http_status=409),
+    UnknownJobKind: ErrorStyle("Unknown job kind", "error", http_status=500),
+    CatalogInvalid: ErrorStyle("Catalog problem", "error", ephemeral=False, http_status=500),
+    SettingsError: ErrorStyle("Configuration problem", "error", ephemeral=False, http_status=500),
     ModelBayError: ErrorStyle("Something needs attention"),
 }
 
 
+def style_of(exc: BaseException) -> ErrorStyle | None:
+    """Return the table's style for an error (its nearest listed class), or None if it is not a user error."""
+    for cls in type(exc).__mro__:
+        if cls in ERRORS:
+            return ERRORS[cls]
+    return None
+
+
 def render_error(exc: BaseException, *, reraise_unknown: bool = False) -> Reply:
     """Turn an error into a one-line Reply; unknown errors are logged with a reference and never shown raw."""
-    for cls in type(exc).__mro__:
-        style = ERRORS.get(cls)
-        if style is not None:
-            log.info("user error %s: %s", type(exc).__name__, exc)
-            return Reply(text=str(exc), title=style.title, tone=style.tone, ephemeral=style.ephemeral)
+    style = style_of(exc)
+    if style is not None:
+        log.info("user error %s: %s", type(exc).__name__, exc)
+        return Reply(text=str(exc), title=style.title, tone=style.tone, ephemeral=style.ephemeral)
     if reraise_unknown:
         raise exc
     ref = secrets.token_hex(3)

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     hub_token: SecretStr | None = Field(None, description="Token for gated or private Hub repos.")
 
     roles: dict[str, list[str]] = Field(
-        default_factory=lambda: {"admin": ["console:*"]},
+        default_factory=lambda: {"admin": ["console:*", "api:*"]},
         description='Role -> identities, e.g. {"admin": ["slack:U123", "discord:role:42"]}.',
     )
     default_role: Literal["viewer", "user", "trainer", "admin"] = "user"

@@ -370,13 +370,13 @@ class Jobs:
         finally:
             pubsub.close()
 
-    def wait(self, job_id: str, timeout: float = 60.0) -> JobRecord:
+    def wait(self, job_id: str, timeout: float = 60.0, poll: float = 0.1) -> JobRecord:
         """Block until the job ends or timeout passes; return its record."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             record = self.get(job_id)
             if not record.active:
                 return record
-            time.sleep(0.1)
+            time.sleep(poll)
         return self.get(job_id)
 

@@ -95,6 +95,8 @@ class ModelQuery:
     @classmethod
     def parse(cls, text: str, **overrides: Any) -> ModelQuery:
         """Split `tag:x`, `category:x`, `license:x`, `author:x` and `source:x` terms out of text."""
+        # Overrides left at None (an optional command argument not given) keep what the text says.
+        overrides = {key: value for key, value in overrides.items() if value is not None}
         words: list[str] = []
         found: dict[str, Any] = {"tags": ()}
         for token in text.split():

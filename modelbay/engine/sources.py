@@ -20,7 +20,7 @@ from modelbay.engine.errors import (
     RevisionMissing,
 )
 from modelbay.engine.ids import validate_file_path, validate_repo_id, validate_revision
-from modelbay.engine.transfer import ByteMeter
+from modelbay.engine.transfer import ByteMeter, TailHasher
 
 __all__ = ["SOURCES", "HubSource", "LocalFolderSource", "ModelSource", "RemoteFile", "RemoteModel",
            "guess_category", "register_source"]
@@ -121,7 +121,7 @@ class ModelSource(ABC):
 
     @abstractmethod
     def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
-        """Copy one file into dest, feeding meter; return its sha256 if the source computed it while reading."""
+        """Copy one file into dest, feeding meter; return the sha256 of what was written, if it was computed."""
 
     def check_access(self, model: RemoteModel) -> None:  # noqa: B027 - optional hook
         """Raise if the caller may not download the model's files (gated repos)."""
@@ -236,13 +236,18 @@ class HubSource(ModelSource):
         # and report (and resume) in 1 MiB steps instead of the default 10 MiB.
         constants.HF_HUB_DOWNLOAD_TIMEOUT = self.settings.hub_download_timeout
         constants.DOWNLOAD_CHUNK_SIZE = 1024 * 1024
+        # huggingface_hub writes LFS files to .cache/huggingface/download/<dir>/<hash>.<sha256>.<uuid>.incomplete.
+        parent = (dest / ".cache" / "huggingface" / "download" / file.path).parent
+        hasher = TailHasher(parent, f"*.{file.sha256}.*.incomplete", file.size) if file.sha256 else None
         try:
             with self._errors(model.repo_id, model.sha):
                 hf_hub_download(model.repo_id, file.path, revision=model.sha, local_dir=dest, endpoint=self.endpoint,
                                 token=self._token or False, tqdm_class=meter.tqdm_class(file.path))
         except HubUnavailable as exc:
             raise DownloadFailed(file.path, exc.reason) from exc
-        return None
+        finally:
+            digest = hasher.result() if hasher else None
+        return digest
 
 
 @register_source

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
-__all__ = ["ByteMeter", "TransferStopped"]
+__all__ = ["ByteMeter", "TailHasher", "TransferStopped"]
 
 
 class TransferStopped(Exception):  # noqa: N818 - a control-flow signal raised inside download threads
@@ -85,3 +88,64 @@ class ByteMeter:
                 return None
 
         return _FileProgress
+
+
+class TailHasher:
+    """Hashes a file while a downloader writes it, so verification overlaps the download instead of following it.
+
+    It follows the downloader's temporary file (found by a glob, opened once so a rename does not matter) and
+    reads bytes as they land. Anything unexpected (no file found, the file shrinking on a resumed download)
+    makes result() return None, and the caller hashes the finished file instead: correctness never depends
+    on the downloader's private file layout.
+    """
+
+    POLL = 0.01
+
+    def __init__(self, folder: Path, pattern: str, size: int) -> None:
+        self._folder = folder
+        self._pattern = pattern
+        self._size = size
+        self._digest = hashlib.sha256()
+        self._read = 0
+        self._failed = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tail-hasher", daemon=True)
+        self._thread.start()
+
+    def _find(self) -> Path | None:
+        return next(iter(self._folder.glob(self._pattern)), None) if self._folder.is_dir() else None
+
+    def _run(self) -> None:
+        path = None
+        while path is None:
+            if self._done.is_set():
+                self._failed = True
+                return
+            path = self._find()
+            if path is None:
+                time.sleep(self.POLL)
+        try:
+            with path.open("rb") as f:
+                while self._read < self._size:
+                    if os.fstat(f.fileno()).st_size < self._read:
+                        self._failed = True  # rewritten from an earlier offset: what was hashed is stale
+                        return
+                    chunk = f.read(min(4 * 1024 * 1024, self._size - self._read))
+                    if chunk:
+                        self._digest.update(chunk)
+                        self._read += len(chunk)
+                    elif self._done.is_set() and os.fstat(f.fileno()).st_size <= self._read:
+                        self._failed = True  # the download ended short of the size we expect
+                        return
+                    else:
+                        time.sleep(self.POLL)
+        except OSError:
+            self._failed = True
+
+    def result(self, timeout: float = 30.0) -> str | None:
+        """Return the sha256 of the whole file, or None when the caller must hash it itself."""
+        self._done.set()
+        self._thread.join(timeout)
+        if self._failed or self._thread.is_alive() or self._read != self._size:
+            return None
+        return self._digest.hexdigest()

@@ -60,17 +60,24 @@ class _Reporter:
             self._meter.stop.set()
 
 
-def _verify(path: Path, file: RemoteFile, read_hash: str | None) -> dict[str, Any]:
-    """Check one downloaded file against its published hash; return its record with sha256."""
-    actual = sha256_file(path)
-    if file.sha256 and actual != file.sha256:
-        raise ChecksumMismatch(file.path, file.sha256, actual)
-    if read_hash and actual != read_hash:
-        raise ChecksumMismatch(file.path, read_hash, actual)
-    if not file.sha256 and file.blob_id and git_blob_sha1(path) != file.blob_id:
-        raise ChecksumMismatch(file.path, file.blob_id, git_blob_sha1(path))
+def _verify(path: Path, file: RemoteFile, streamed: str | None) -> dict[str, Any]:
+    """Check one downloaded file against its published hash; return its record with sha256.
+
+    `streamed` is the sha256 of the bytes as they arrived. Against a published hash it stands for the file
+    (saving a second read); without one (local copies) the file on disk is read back and must match it.
+    """
     if path.stat().st_size != file.size:
         raise ChecksumMismatch(file.path, f"{file.size} bytes", f"{path.stat().st_size} bytes")
+    if file.sha256:
+        actual = streamed or sha256_file(path)
+        if actual != file.sha256:
+            raise ChecksumMismatch(file.path, file.sha256, actual)
+        return {"path": file.path, "size": file.size, "sha256": actual}
+    actual = sha256_file(path)
+    if streamed and actual != streamed:
+        raise ChecksumMismatch(file.path, streamed, actual)
+    if file.blob_id and (blob := git_blob_sha1(path)) != file.blob_id:
+        raise ChecksumMismatch(file.path, file.blob_id, blob)
     return {"path": file.path, "size": file.size, "sha256": actual}
 
 
@@ -90,9 +97,8 @@ def install(ctx: JobContext, version_id: int, source: str, repo_id: str, sha: st
     registry.update_version(version_id, install_state="downloading")
     try:
         def fetch_and_verify(file: RemoteFile) -> dict[str, Any]:
-            read_hash = fetcher.fetch_file(model, file, staging, meter)
-            # Hashing here, while other files still download, keeps verification off the critical path.
-            return _verify(staging / file.path, file, read_hash)
+            streamed = fetcher.fetch_file(model, file, staging, meter)
+            return _verify(staging / file.path, file, streamed)
 
         with _Reporter(ctx, meter, f"Downloading {repo_id}") as reporter:
             with ThreadPoolExecutor(max_workers=ctx.settings.download_workers) as pool:

@@ -11,6 +11,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -465,7 +466,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = body[:at] + bytes([body[at] ^ 0xFF]) + body[at + 1 :]
         cut = fault.after_bytes if fault is not None and fault.kind in ("drop", "stall") else len(body)
         for offset in range(0, min(cut, len(body)), CHUNK_SIZE):
-            self.wfile.write(body[offset : min(offset + CHUNK_SIZE, cut)])
+            chunk = body[offset : min(offset + CHUNK_SIZE, cut)]
+            self.hub._pace(len(chunk))
+            self.wfile.write(chunk)
         if fault is None or fault.kind == "corrupt":
             return
         if fault.kind == "stall" and not self.hub._stopping.wait(fault.seconds):
@@ -499,6 +502,8 @@ class HubStandIn:
         self.endpoint = ""
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path?query, lower-cased headers)
         self.page_size = 1000  # the Hub's largest page; lower it to exercise Link pagination with few repos
+        self.link_rate: float | None = None  # bytes/s shared by all downloads, to act like a real network link
+        self._link_free_at = 0.0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -506,6 +511,17 @@ class HubStandIn:
         self._faults: dict[tuple[str, str], list[Fault]] = {}
         self._tokens: dict[str, set[str]] = {}
         self._clock = 0
+
+    def _pace(self, n: int) -> None:
+        """Hold a chunk back until a link of link_rate bytes/s shared by every download would have carried it."""
+        if not self.link_rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self._link_free_at = max(now, self._link_free_at) + n / self.link_rate
+            wait = self._link_free_at - now - n / self.link_rate
+        if wait > 0:
+            time.sleep(wait)
 
     def start(self) -> HubStandIn:
         """Serve on a free 127.0.0.1 port from a daemon thread."""

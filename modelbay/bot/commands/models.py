@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Field, Progress, Reply, Table
 from modelbay.bot.spec import Arg, ArgType, command
-from modelbay.engine.errors import ModelBayError
-from modelbay.engine.records import ModelQuery, ModelRecord
-from modelbay.engine.sources import SOURCES
+from modelbay.engine.hardware import fits
+from modelbay.engine.records import ModelRecord
 from modelbay.engine.units import human_bytes, human_count
-
-log = logging.getLogger(__name__)
 
 CATEGORIES = ("chat", "code", "creative", "analysis", "embedding", "domain")
 
@@ -54,12 +49,18 @@ async def list_models(ctx: Context, category: str | None, installed: bool | None
     "models", "info",
     help="Show a model's details, versions and lineage.",
     args=(Arg("model", "Model name or Hugging Face repo id.", required=True, autocomplete="model"),),
+    slow=True,
 )
 async def model_info(ctx: Context, model: str) -> Reply:
-    """Show everything the registry knows about one model."""
+    """Show everything the registry knows about one model, and whether it fits the deployment's hardware."""
     record = await ctx.call(ctx.runtime.registry.get, model)
-    return Reply(title=record.display_name, text=record.description, fields=_fields(record),
-                 table=_versions(record), footer=f"`{record.name}` · source: {record.source}")
+    hardware, notice = await ctx.call(ctx.runtime.hardware.current, wait=3.0)
+    fit = Field("Fits", ", ".join(f"{f.precision} {f.where.upper() if f.where else 'no'} ({human_bytes(f.needed)})"
+                                  for f in fits(record.parameter_count, hardware)) or "unknown size", inline=False)
+    footer = " · ".join(x for x in (f"`{record.name}`", f"source: {record.source}", notice) if x)
+    buttons = [] if record.installed else [Button("Install", f"/models install {record.name}", "primary")]
+    return Reply(title=record.display_name, text=record.description, fields=[*_fields(record), fit],
+                 table=_versions(record), buttons=buttons, footer=footer)
 
 
 def _fields(m: ModelRecord) -> list[Field]:
@@ -105,45 +106,13 @@ def _versions(m: ModelRecord) -> Table | None:
 )
 async def search_models(ctx: Context, query: str, source: str, category: str | None, fits: bool, limit: int) -> Reply:
     """Merge registry and source results, de-duplicated by repo id, marking what is installed."""
-    notices: list[str] = []
-    max_parameters = None
-    if fits:
-        from modelbay.engine.hardware import max_parameters as largest
-
-        hardware, notice = await ctx.call(ctx.runtime.hardware.current)
-        max_parameters = largest(hardware, "4bit")
-        notices += [notice] if notice else []
-    rows: list[list[str]] = []
-    seen: set[str] = set()
-    if source in ("all", "registry"):
-        q = ModelQuery.parse(query, category=category, max_parameters=max_parameters, limit=limit)
-        models, _ = await ctx.call(ctx.runtime.registry.search, q)
-        for m in models:
-            seen.add((m.repo_id or m.name).lower())
-            rows.append([m.name, m.source, m.category, human_count(m.parameter_count), human_bytes(m.size_bytes),
-                         "yes" if m.installed else ""])
-    for name in [s for s in SOURCES if source in ("all", s)]:
-        if name == "local" and not ctx.runtime.settings.local_models_dir:
-            continue
-        try:
-            found = await ctx.call(SOURCES[name](ctx.runtime.settings).search, ModelQuery.parse(query).text,
-                                   category=category, limit=limit)
-        except ModelBayError as exc:
-            log.warning("search of %s failed: %s", name, exc)
-            notices.append(f"{name} could not be searched ({exc}); showing the other results.")
-            continue
-        for remote in found:
-            if remote.repo_id.lower() in seen:
-                continue
-            if max_parameters is not None and (remote.parameter_count or 0) > max_parameters:
-                continue
-            seen.add(remote.repo_id.lower())
-            rows.append([remote.repo_id, name, remote.registry_values()["category"],
-                         human_count(remote.parameter_count), f"{remote.downloads:,} downloads", ""])
-    rows = rows[:limit]
-    if not rows:
-        return Reply(text=f"Nothing matches `{query}`. Try fewer words or another source.", footer=" ".join(notices)
-                     or None)
+    hits, notices = await ctx.call(ctx.runtime.discovery.search, query, source=source, category=category, fits=fits,
+                                   limit=limit)
+    if not hits:
+        return Reply(text=f"Nothing matches `{query}`. Try fewer words or another source.",
+                     footer=" ".join(notices) or None)
+    rows = [[h.name, h.source, h.category, human_count(h.parameter_count), human_bytes(h.size_bytes),
+             "yes" if h.installed else ""] for h in hits]
     return Reply(
         title=f"Search: {query}",
         table=Table(["Name", "Source", "Category", "Params", "Size", "Installed"], rows),

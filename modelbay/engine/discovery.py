@@ -1,0 +1,79 @@
+"""Discovery: one search over the registry and every model source, de-duplicated, marking what is installed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from modelbay.config import Settings
+from modelbay.engine.errors import ModelBayError
+from modelbay.engine.hardware import HardwareInfo, max_parameters
+from modelbay.engine.records import ModelQuery
+from modelbay.engine.registry import Registry
+from modelbay.engine.sources import SOURCES
+
+__all__ = ["Discovery", "SearchHit"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result, from the registry or straight from a source."""
+
+    name: str  # what to type to install it: the registry name, or the repo id for source-only hits
+    repo_id: str | None
+    source: str
+    category: str
+    parameter_count: int | None
+    size_bytes: int | None
+    downloads: int
+    license: str | None
+    installed: bool
+    in_registry: bool
+
+
+class Discovery:
+    """Searches the registry and the sources; a source that fails becomes a notice, not an error."""
+
+    def __init__(self, settings: Settings, registry: Registry, hardware: HardwareInfo) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.hardware = hardware
+
+    def search(self, text: str, *, source: str = "all", category: str | None = None, fits: bool = False,
+               limit: int = 15) -> tuple[list[SearchHit], list[str]]:
+        """Return up to limit hits (registry first, then each source's) and notices about what was left out."""
+        notices: list[str] = []
+        largest = None
+        if fits:
+            hardware, notice = self.hardware.current()
+            largest = max_parameters(hardware, "4bit")
+            notices += [notice] if notice else []
+        query = ModelQuery.parse(text, category=category, max_parameters=largest, limit=limit)
+        hits: list[SearchHit] = []
+        seen: set[str] = set()
+        if source in ("all", "registry"):
+            models, _ = self.registry.search(query)
+            for m in models:
+                seen.add((m.repo_id or m.name).lower())
+                hits.append(SearchHit(m.name, m.repo_id, m.source, m.category, m.parameter_count, m.size_bytes,
+                                      m.downloads, m.license, m.installed, True))
+        for name in [s for s in SOURCES if source in ("all", s)]:
+            if name == "local" and not self.settings.local_models_dir:
+                continue
+            try:
+                found = SOURCES[name](self.settings).search(query.text, category=category, limit=limit)
+            except ModelBayError as exc:
+                log.warning("search of %s failed: %s", name, exc)
+                notices.append(f"{name} could not be searched ({exc}); showing the other results.")
+                continue
+            for remote in found:
+                too_big = largest is not None and (remote.parameter_count or 0) > largest
+                if remote.repo_id.lower() in seen or too_big:
+                    continue
+                seen.add(remote.repo_id.lower())
+                values = remote.registry_values()
+                hits.append(SearchHit(remote.repo_id, remote.repo_id, name, values["category"], remote.parameter_count,
+                                      values["size_bytes"], remote.downloads, remote.license, False, False))
+        return hits[:limit], notices
