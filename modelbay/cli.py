@@ -117,10 +117,33 @@ def _not_yet(process: str, issue: str) -> None:
 
 
 @app.command()
-def api() -> None:
-    """Serve the HTTP API (FastAPI) and Slack's HTTP events."""
-    _settings()
-    _not_yet("api", "the install issue (#3)")
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+) -> None:
+    """Serve the HTTP API (FastAPI; OpenAPI schema at /docs); every request needs MODELBAY_API_TOKEN."""
+    import uvicorn
+
+    from modelbay.adapters.api import configured_token, create_app
+    from modelbay.engine.errors import ModelBayError
+    from modelbay.logs import configure_logging
+    from modelbay.runtime import Runtime
+
+    settings = _settings()
+    if configured_token(settings) is None:
+        raise _fail("MODELBAY_API_TOKEN is not set: the API never runs without a bearer token. Set it and retry.", 2)
+    configure_logging(settings, to_file=False)
+    runtime = Runtime(settings)
+    try:
+        runtime.prepare()
+    except ModelBayError as exc:
+        raise _fail(str(exc)) from None
+    runtime.start_embedded_workers()
+    try:
+        # log_config=None keeps our handler, which redacts secrets, for uvicorn's own logs too.
+        uvicorn.run(create_app(runtime), host=host, port=port, log_config=None)
+    finally:
+        runtime.close()
 
 
 @app.command()

@@ -48,4 +48,11 @@ def configure_logging(settings: Settings, *, to_file: bool) -> Path | None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    # huggingface_hub adds a stderr handler of its own when imported: its warnings belong in our log instead.
+    import huggingface_hub.utils.logging  # noqa: F401 - import first, so its handler exists to remove
+
+    hub_logger = logging.getLogger("huggingface_hub")
+    for own in list(hub_logger.handlers):
+        hub_logger.removeHandler(own)
+    hub_logger.propagate = True
     return path

@@ -49,8 +49,15 @@ def test_worker_needs_redis_and_known_queues(tmp_path: Path) -> None:
     assert result.returncode == 2 and result.stderr.strip() == "Unknown queue tpu: use some of downloads, cpu, gpu."
 
 
-@pytest.mark.parametrize(("process", "issue"), [("api", "#3"), ("slack", "#5"), ("discord", "#6")])
+@pytest.mark.parametrize(("process", "issue"), [("slack", "#5"), ("discord", "#6")])
 def test_later_processes_say_when_they_arrive(tmp_path: Path, process: str, issue: str) -> None:
     result = _run([process], tmp_path)
     assert result.returncode == 1
     assert issue in result.stderr and "modelbay console" in result.stderr
+
+
+def test_api_refuses_to_start_without_a_token(tmp_path: Path) -> None:
+    result = _run(["api"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("MODELBAY_API_TOKEN is not set: the API never runs without a bearer token. "
+                                     "Set it and retry.")

@@ -126,3 +126,41 @@ def test_a_live_bar_on_a_terminal_and_cancel(runtime: Runtime) -> None:
     text = buffer.getvalue()
     assert "\x1b[2K" in text and "%" in text  # a live display redrew the bar in place
     assert f"test.count {record.id}: canceled" in text
+
+
+def test_install_shows_a_live_bar_and_ctrl_c_cancels_it(tmp_path: Path, hub, tiny_model: Path) -> None:
+    from tests.support.hub import Fault
+
+    hub.add_repo("tiny-org/tiny-llama", tiny_model)
+    hub.add_repo("tiny-org/slow", tiny_model)
+    hub.inject("tiny-org/slow", "model.safetensors", Fault("stall", after_bytes=200_000, seconds=60, times=0))
+    env = _env(tmp_path / "home") | {"MODELBAY_HUB_ENDPOINT": hub.endpoint, "MODELBAY_DISK_MARGIN_BYTES": "0",
+                                     "MODELBAY_HUB_DOWNLOAD_TIMEOUT": "2", "HF_HOME": str(tmp_path / "hf"),
+                                     "HF_HUB_DISABLE_XET": "1"}
+    child = pexpect.spawn(sys.executable, ["-m", "modelbay", "console"], env=env, cwd=str(tmp_path),
+                          dimensions=(50, 160), encoding="utf-8", timeout=60)
+    try:
+        child.expect("modelbay>")
+        child.send("/models install tiny-org/tiny-llama\r")
+        child.expect("Installing tiny-llama")
+        child.expect("install tiny-llama \\w+: finished")
+        child.expect("modelbay>")
+
+        child.send("/models install tiny-org/slow\r")
+        child.expect("Installing slow")
+        child.expect("━")  # the live bar
+        child.sendintr()  # Ctrl-C cancels the job being watched, not the console
+        child.expect("will stop at its next checkpoint")
+        child.expect("install \\w+: canceled", timeout=60)
+        child.expect("modelbay>")
+
+        child.send("/models list installed:true\r")
+        child.expect("tiny-llama")
+        child.expect("modelbay>")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    store = tmp_path / "home" / "models"
+    assert (store / "tiny-org--tiny-llama").is_dir() and not (store / "tiny-org--slow").exists()

@@ -229,4 +229,4 @@ class ConsoleApp:
             tone = {"finished": "green", "failed": "red", "canceled": "yellow"}[last.status]
             said = last.message and last.message.lower() not in (last.status, "done")
             message = f" - {escape(last.message)}" if said else ""
-            self.out.print(f"[{tone}]{escape(label)} {job_id}: {last.status}{message}[/]")
+            self.out.print(f"[{tone}]{escape(label)} {job_id}: {last.status}{message}[/]", highlight=False)

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, description="Bearer token the HTTP API requires.")
 
     local_models_dir: Path | None = Field(None, description="A folder of model folders (air-gapped source).")
+    source_search_timeout: float = Field(8.0, gt=0, description="Seconds a search waits for each model source.")
     disk_margin_bytes: int = Field(2_000_000_000, ge=0, description="Free disk an install must leave.")
     hub_download_timeout: float = Field(10.0, gt=0, description="Seconds without data before a download retries.")
     download_workers: int = Field(8, ge=1, le=64, description="Files downloaded in parallel per install.")

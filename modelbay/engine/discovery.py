@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from modelbay.config import Settings
@@ -15,6 +17,7 @@ from modelbay.engine.sources import SOURCES
 __all__ = ["Discovery", "SearchHit"]
 
 log = logging.getLogger(__name__)
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="source-search")
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,14 @@ class Discovery:
         for name in [s for s in SOURCES if source in ("all", s)]:
             if name == "local" and not self.settings.local_models_dir:
                 continue
+            future = _POOL.submit(SOURCES[name](self.settings).search, query.text, category=category, limit=limit)
             try:
-                found = SOURCES[name](self.settings).search(query.text, category=category, limit=limit)
+                # The hub client retries an unreachable server for about 20 s; a person searching won't wait.
+                found = future.result(timeout=self.settings.source_search_timeout)
+            except FutureTimeout:
+                notices.append(f"{name} did not answer within {self.settings.source_search_timeout:g}s; showing the "
+                               "other results.")
+                continue
             except ModelBayError as exc:
                 log.warning("search of %s failed: %s", name, exc)
                 notices.append(f"{name} could not be searched ({exc}); showing the other results.")

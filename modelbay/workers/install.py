@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,30 @@ def _verify(path: Path, file: RemoteFile, streamed: str | None) -> dict[str, Any
     return {"path": file.path, "size": file.size, "sha256": actual}
 
 
+def _download_all(work: Callable[[RemoteFile], dict[str, Any]], files: list[RemoteFile], workers: int,
+                  meter: ByteMeter, reporter: _Reporter) -> list[dict[str, Any]]:
+    """Run work on every file in parallel; on a cancel or the first failure, stop without waiting for the rest.
+
+    A download blocked on a silent connection only notices the meter's stop at its next chunk, which may be
+    a timeout away: the job does not wait for it (its thread ends on its own; a work horse exits anyway).
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
+    futures = [pool.submit(work, f) for f in files]
+    try:
+        while True:
+            done, pending = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in done if f.exception() is not None), None)
+            if reporter.canceled:
+                raise JobCanceled("canceled")
+            if failed is not None:
+                raise failed.exception()  # type: ignore[misc]
+            if not pending:
+                return [f.result() for f in futures]
+    finally:
+        meter.stop.set()  # every download still running stops at its next chunk
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def install(ctx: JobContext, version_id: int, source: str, repo_id: str, sha: str,
             files: list[dict[str, Any]]) -> dict[str, Any]:
     """Download, verify and install one model version; partial files never outlive a failed attempt."""
@@ -101,30 +126,20 @@ def install(ctx: JobContext, version_id: int, source: str, repo_id: str, sha: st
             return _verify(staging / file.path, file, streamed)
 
         with _Reporter(ctx, meter, f"Downloading {repo_id}") as reporter:
-            with ThreadPoolExecutor(max_workers=ctx.settings.download_workers) as pool:
-                futures = [pool.submit(fetch_and_verify, f) for f in wanted]
-                try:
-                    records = [future.result() for future in futures]
-                except BaseException:
-                    meter.stop.set()  # stop the other downloads at their next chunk
-                    raise
+            records = _download_all(fetch_and_verify, wanted, ctx.settings.download_workers, meter, reporter)
         reporter.report()
         if reporter.canceled:
             raise JobCanceled(ctx.job_id)
         ctx.progress(0.97, "Verified every file; moving into the model store", phase="install")
         final = installs.store.path(repo_id, sha)
         installs.store.commit(staging, final)
-    except TransferStopped:
-        registry.update_version(version_id, install_state="available")
+    except BaseException as exc:
+        # A failure that comes from stopping on request (a download cut short) is a cancel, not an error.
+        canceled = isinstance(exc, (JobCanceled, TransferStopped)) or ctx.jobs.cancel_requested(ctx.job_id)
+        registry.update_version(version_id, install_state="available" if canceled else "failed")
         installs.store.remove(staging)
-        raise JobCanceled(ctx.job_id) from None
-    except JobCanceled:
-        registry.update_version(version_id, install_state="available")
-        installs.store.remove(staging)
-        raise
-    except BaseException:
-        registry.update_version(version_id, install_state="failed")
-        installs.store.remove(staging)
+        if canceled:
+            raise JobCanceled(ctx.job_id) from None
         raise
     registry.update_version(
         version_id, install_state="installed", local_path=str(final), files=records, size_bytes=meter.total,

@@ -1,0 +1,494 @@
+"""The REST API (FastAPI): the marketplace endpoints, over the same engine calls the bot makes.
+
+JSON names are snake_case. A model's `id` is its registry name, which the URLs take as do repo ids such as
+`Qwen/Qwen2.5-0.5B-Instruct`; `name` is its display name; sizes and memory are bytes (`size_bytes`). Server paths
+(where a model is stored) are never returned. Every error body is `{"error", "type", "title"}`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from modelbay import __version__
+from modelbay.bot.context import Actor, Context
+from modelbay.bot.errors import render_error, style_of
+from modelbay.bot.progress import watch
+from modelbay.config import Settings
+from modelbay.engine.discovery import SearchHit
+from modelbay.engine.errors import ModelBayError, NotAllowed
+from modelbay.engine import hardware as hw
+from modelbay.engine.installs import InstallTicket
+from modelbay.engine.jobs import ProgressEvent
+from modelbay.engine.records import JobRecord, ModelQuery, ModelRecord, SortKey, VersionRecord
+from modelbay.engine.schema import Category
+from modelbay.runtime import Runtime
+
+__all__ = ["configured_token", "create_app"]
+
+# Everyone holding the token is one caller; MODELBAY_ROLES grants it a role as `api:token` or `api:*`.
+API_ACTOR = Actor("api", "token", "API client")
+HARDWARE_WAIT = 2.0  # seconds a model's detail waits for the GPU workers' hardware before using this machine's
+MODELS = "/api/marketplace/models"
+
+
+# -- what the API returns ----------------------------------------------------------------------------
+
+class ErrorOut(BaseModel):
+    """An error: one sentence that says what to do next, the error's class and a short title."""
+
+    error: str
+    type: str
+    title: str
+
+
+class ModelOut(BaseModel):
+    """A model in the registry."""
+
+    id: str = Field(description="Registry name; the URLs take it or the repo id.")
+    name: str = Field(description="Display name.")
+    repo_id: str | None
+    source: str
+    category: str
+    description: str
+    author: str | None
+    license: str | None
+    tags: list[str]
+    parameter_count: int | None
+    size_bytes: int | None
+    context_length: int | None
+    format: str | None
+    dtype: str | None
+    gated: bool
+    downloads: int
+    likes: int
+    installed: bool
+
+    @classmethod
+    def of(cls, m: ModelRecord) -> ModelOut:
+        """Translate a registry record."""
+        return cls(id=m.name, name=m.display_name, repo_id=m.repo_id, source=m.source, category=m.category,
+                   description=m.description, author=m.author, license=m.license, tags=m.tags,
+                   parameter_count=m.parameter_count, size_bytes=m.size_bytes, context_length=m.context_length,
+                   format=m.format, dtype=m.dtype, gated=m.gated, downloads=m.downloads, likes=m.likes,
+                   installed=m.installed)
+
+
+class VersionOut(BaseModel):
+    """One revision of a model and its install state."""
+
+    id: int
+    revision: str
+    sha: str | None
+    install_state: str
+    size_bytes: int | None
+    installed_at: datetime | None
+    lineage: str | None = Field(description="How it was derived from its parent (e.g. a fine-tune), if it was.")
+    parent_version_id: int | None
+
+    @classmethod
+    def of(cls, v: VersionRecord) -> VersionOut:
+        """Translate a version record, leaving out where it is stored."""
+        return cls(id=v.id, revision=v.revision, sha=v.revision_sha, install_state=v.install_state,
+                   size_bytes=v.size_bytes, installed_at=v.installed_at, lineage=v.lineage,
+                   parent_version_id=v.parent_version_id)
+
+
+class FitOut(BaseModel):
+    """Whether the model fits at one precision: the memory it needs and where it would run (null: nowhere)."""
+
+    precision: str
+    memory_bytes: int
+    where: Literal["gpu", "cpu"] | None
+
+    @classmethod
+    def of(cls, fit: hw.Fit) -> FitOut:
+        """Translate a hardware fit."""
+        return cls(precision=fit.precision, memory_bytes=fit.needed, where=fit.where)
+
+
+class ModelDetailOut(ModelOut):
+    """A model with its versions and whether it fits the GPU workers' hardware."""
+
+    languages: list[str]
+    pipeline_tag: str | None
+    trust_remote_code: bool
+    memory_bytes: int | None
+    performance: dict[str, Any]
+    requirements: dict[str, Any]
+    versions: list[VersionOut]
+    fits: list[FitOut]
+    hardware_notice: str | None = Field(description="Why `fits` used this machine's RAM instead of the GPUs.")
+
+
+class ModelListOut(BaseModel):
+    """One page of models and how many match in all."""
+
+    models: list[ModelOut]
+    total: int
+
+
+class SearchHitOut(BaseModel):
+    """A search result from the registry or straight from a source."""
+
+    id: str = Field(description="What to install: the registry name, or the repo id for source-only hits.")
+    repo_id: str | None
+    source: str
+    category: str
+    parameter_count: int | None
+    size_bytes: int | None
+    downloads: int
+    license: str | None
+    installed: bool
+    in_registry: bool
+
+    @classmethod
+    def of(cls, h: SearchHit) -> SearchHitOut:
+        """Translate a discovery hit."""
+        return cls(id=h.name, repo_id=h.repo_id, source=h.source, category=h.category,
+                   parameter_count=h.parameter_count, size_bytes=h.size_bytes, downloads=h.downloads,
+                   license=h.license, installed=h.installed, in_registry=h.in_registry)
+
+
+class SearchOut(BaseModel):
+    """Search results and notes on what was left out (a source that could not be reached)."""
+
+    results: list[SearchHitOut]
+    notices: list[str]
+
+
+class InstallIn(BaseModel):
+    """What to install."""
+
+    revision: str | None = Field(None, max_length=128, description="Branch, tag or commit (default: main).")
+
+
+class ProgressOut(BaseModel):
+    """A `progress` event of an install stream."""
+
+    job_id: str
+    status: str
+    progress: float
+    message: str | None
+    bytes: int | None
+    total: int | None
+    rate: float | None = Field(description="Bytes per second.")
+    eta: float | None = Field(description="Seconds left.")
+
+    @classmethod
+    def of(cls, e: ProgressEvent) -> ProgressOut:
+        """Translate a job progress event."""
+        d = e.detail
+        return cls(job_id=e.job_id, status=e.status, progress=e.progress, message=e.message, bytes=d.get("bytes"),
+                   total=d.get("total"), rate=d.get("rate"), eta=d.get("eta"))
+
+
+class CompleteOut(BaseModel):
+    """The `complete` event of an install stream: the installed version."""
+
+    model: str
+    revision: str
+    sha: str | None
+    files: int
+    bytes: int | None
+    job_id: str | None = Field(description="The download job; null when it was already installed.")
+    notices: list[str]
+
+
+class StreamErrorOut(BaseModel):
+    """The `error` event of an install stream."""
+
+    error: str
+    job_id: str | None
+
+
+class UninstallOut(BaseModel):
+    """The versions whose files were removed."""
+
+    model: str
+    removed: list[VersionOut]
+
+
+class JobOut(BaseModel):
+    """A job as users see it."""
+
+    id: str
+    kind: str
+    status: str
+    progress: float
+    message: str | None
+    error: str | None
+    attempts: int
+    requester: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+    @classmethod
+    def of(cls, j: JobRecord) -> JobOut:
+        """Translate a job record (its parameters and result stay inside: they hold server paths)."""
+        return cls(id=j.id, kind=j.kind, status=j.status, progress=j.progress,
+                   message=j.progress_detail.get("message"), error=j.error, attempts=j.attempts,
+                   requester=j.requester, created_at=j.created_at, started_at=j.started_at, ended_at=j.ended_at)
+
+
+class HealthOut(BaseModel):
+    """The process answers."""
+
+    status: Literal["ok"] = "ok"
+
+
+# -- who is asking ------------------------------------------------------------------------------------
+
+def configured_token(settings: Settings) -> str | None:
+    """Return the API token, or None when it is unset or blank (the API then refuses every request)."""
+    token = settings.api_token.get_secret_value() if settings.api_token else ""
+    return token or None
+
+
+_bearer = HTTPBearer(auto_error=False, scheme_name="bearer", description="The server's MODELBAY_API_TOKEN.")
+
+
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def _authenticate(request: Request,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Actor:
+    """Accept only the configured bearer token; without one configured, nothing is served."""
+    token = configured_token(_runtime(request).settings)
+    if token is None:
+        raise HTTPException(503, "The API is off: set MODELBAY_API_TOKEN on the server and restart it.")
+    given = credentials.credentials if credentials else ""
+    if not secrets.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(401, "Missing or wrong token: send `Authorization: Bearer <MODELBAY_API_TOKEN>`.",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return API_ACTOR
+
+
+def _caller(needed: str) -> Callable[..., Context]:
+    """Return a dependency that gives the caller's context when their role includes needed."""
+
+    def check(request: Request, actor: Annotated[Actor, Depends(_authenticate)]) -> Context:
+        runtime = _runtime(request)
+        ctx = Context(runtime, actor, actor.role(runtime.settings.roles, runtime.settings.default_role))
+        if not ctx.has_role(needed):
+            raise NotAllowed(f"{request.method} {request.url.path}", ctx.role, needed)
+        return ctx
+
+    return check
+
+
+Viewer = Annotated[Context, Depends(_caller("viewer"))]
+User = Annotated[Context, Depends(_caller("user"))]
+Admin = Annotated[Context, Depends(_caller("admin"))]
+
+
+# -- errors -------------------------------------------------------------------------------------------
+
+def _error(status: int, error: str, type_: str, title: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(ErrorOut(error=error, type=type_, title=title).model_dump(), status, headers=headers)
+
+
+async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
+    """Answer from the error table; anything else is logged with a reference and shown without details."""
+    reply = render_error(exc)
+    style = style_of(exc)
+    status, type_ = (style.http_status, type(exc).__name__) if style else (500, "InternalError")
+    return _error(status, reply.text, type_, reply.title or "Error")
+
+
+async def _handle_http(request: Request, exc: HTTPException) -> JSONResponse:
+    """Answer HTTP-level refusals (auth, unknown route, wrong method) in the same shape."""
+    phrase = HTTPStatus(exc.status_code).phrase
+    return _error(exc.status_code, str(exc.detail), phrase.replace(" ", ""), phrase, exc.headers)
+
+
+async def _handle_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """Answer a malformed request with one line naming the parameter and what it accepts."""
+    return _error(422, _invalid(exc), "RequestValidationError", "Check the request")
+
+
+def _invalid(exc: RequestValidationError) -> str:
+    error = exc.errors()[0]
+    where, *path = error["loc"]
+    if error["type"] == "json_invalid":
+        return f"The request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})."
+    name = ".".join(str(p) for p in path) or where
+    if error["type"] == "missing":
+        return f"The {where} parameter `{name}` is required."
+    problem = str(error["msg"]).removeprefix("Value error, ").replace("Input should", "should", 1)
+    value = error.get("input")
+    got = f" (got {str(value)[:40]!r})" if isinstance(value, (str, int, float)) else ""
+    return f"The {where} parameter `{name}` {problem}{got}."
+
+
+_ERROR_STATUSES = (401, 403, 404, 422, 503)
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in _ERROR_STATUSES}
+# A streaming route's documented media type is its stream's; its refusals come before the stream, as JSON.
+_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Server-Sent Events: `progress` {job_id, status, progress, message, bytes, total, rate, "
+                         "eta} while the download runs, then `complete` {model, revision, sha, files, bytes, job_id, "
+                         "notices} or `error` {error, job_id}; `: ping` comments keep the connection alive."},
+    **{s: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+       for s in (*_ERROR_STATUSES, 409, 502, 507)},
+}
+
+
+# -- endpoints ----------------------------------------------------------------------------------------
+
+system = APIRouter(tags=["system"])
+marketplace = APIRouter(tags=["marketplace"], responses=_ERRORS)
+jobs = APIRouter(tags=["jobs"], responses=_ERRORS)
+
+
+@system.get("/healthz")
+async def healthz() -> HealthOut:
+    """Say the process is up (no token needed)."""
+    return HealthOut()
+
+
+@marketplace.get(MODELS)
+async def list_models(
+    ctx: Viewer,
+    q: Annotated[str, Query(max_length=200, description="Words, with tag:/license:/author: terms.")] = "",
+    category: Category | None = None,
+    tags: Annotated[list[str] | None, Query(description="Repeat for several; all must match.")] = None,
+    installed: bool | None = None,
+    source: Annotated[str | None, Query(max_length=40, description="catalog, huggingface or local.")] = None,
+    license: Annotated[str | None, Query(max_length=80)] = None,  # noqa: A002 - the API's field name
+    min_parameters: Annotated[int | None, Query(ge=0)] = None,
+    max_parameters: Annotated[int | None, Query(ge=0)] = None,
+    max_size_bytes: Annotated[int | None, Query(ge=0)] = None,
+    sort: SortKey | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 25,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ModelListOut:
+    """List and filter the registry's models."""
+    query = ModelQuery.parse(q, category=category.value if category else None, tags=tuple(tags) if tags else None,
+                             installed=installed, source=source, license=license, min_parameters=min_parameters,
+                             max_parameters=max_parameters, max_size_bytes=max_size_bytes, sort=sort, limit=limit,
+                             offset=offset)
+    models, total = await ctx.call(ctx.runtime.registry.search, query)
+    return ModelListOut(models=[ModelOut.of(m) for m in models], total=total)
+
+
+@marketplace.get(MODELS + "/{model_id:path}")
+async def get_model(ctx: Viewer, model_id: str) -> ModelDetailOut:
+    """Show a model by name or repo id, with its versions and whether it fits the GPU workers."""
+    record = await ctx.call(ctx.runtime.registry.get, model_id)
+    hardware, notice = await ctx.call(ctx.runtime.hardware.current, wait=HARDWARE_WAIT)
+    return ModelDetailOut(
+        **ModelOut.of(record).model_dump(), languages=record.languages, pipeline_tag=record.pipeline_tag,
+        trust_remote_code=record.trust_remote_code, memory_bytes=record.memory_bytes,
+        performance=record.performance, requirements=record.requirements,
+        versions=[VersionOut.of(v) for v in record.versions],
+        fits=[FitOut.of(f) for f in hw.fits(record.parameter_count, hardware)], hardware_notice=notice,
+    )
+
+
+async def _start_install(ctx: Admin, model_id: str, body: InstallIn | None = None) -> InstallTicket:
+    """Run the pre-flight checks and start (or join) the download."""
+    # A dependency, not the endpoint: it runs before the stream starts, so a refusal answers as a JSON error.
+    return await ctx.call(ctx.runtime.installs.request, model_id, body.revision if body else None, ctx.actor.key)
+
+
+@marketplace.post(MODELS + "/{model_id:path}/install", response_class=EventSourceResponse,
+                  responses=_STREAM_RESPONSES)
+async def install_model(ctx: Admin, ticket: Annotated[InstallTicket, Depends(_start_install)]
+                        ) -> AsyncIterator[ServerSentEvent]:
+    """Install a model, streaming `progress` events, then `complete` or `error` (with `: ping` keep-alives)."""
+    # FastAPI pings while the job is quiet and cancels this generator when the client leaves; the job,
+    # which other requests may share, keeps running.
+    job_id = ticket.job.id if ticket.job else None
+    try:
+        if job_id is not None:
+            async for event in watch(ctx.runtime.jobs, job_id):
+                if not event.terminal:
+                    yield ServerSentEvent(event="progress", data=ProgressOut.of(event))
+            job = await ctx.call(ctx.runtime.jobs.get, job_id)
+            if job.status != "finished":
+                error = job.error or f"Job `{job_id}` was {job.status}; nothing was installed."
+                yield ServerSentEvent(event="error", data=StreamErrorOut(error=error, job_id=job_id))
+                return
+        version = await ctx.call(ctx.runtime.registry.get_version, ticket.version.id)
+        yield ServerSentEvent(event="complete", data=CompleteOut(
+            model=ticket.model.name, revision=version.revision, sha=version.revision_sha, files=len(version.files),
+            bytes=version.size_bytes, job_id=job_id, notices=ticket.notices))
+    except Exception as exc:  # noqa: BLE001 - the stream has started: errors become its last event
+        yield ServerSentEvent(event="error", data=StreamErrorOut(error=render_error(exc).text, job_id=job_id))
+
+
+@marketplace.delete(MODELS + "/{model_id:path}/install")
+async def uninstall_model(
+    ctx: Admin, model_id: str,
+    revision: Annotated[str | None, Query(max_length=128, description="Only this revision or commit.")] = None,
+    force: Annotated[bool, Query(description="Remove even while it is served or training.")] = False,
+) -> UninstallOut:
+    """Remove a model's installed files; its history and ratings stay."""
+    removed = await ctx.call(ctx.runtime.installs.uninstall, model_id, revision, force=force)
+    return UninstallOut(model=model_id, removed=[VersionOut.of(v) for v in removed])
+
+
+@marketplace.get("/api/marketplace/search")
+async def search(
+    ctx: Viewer,
+    q: Annotated[str, Query(max_length=200, description="Words, with tag:/license:/author: terms.")] = "",
+    source: Literal["all", "registry", "huggingface", "local"] = "all",
+    category: Category | None = None,
+    fits: Annotated[bool, Query(description="Only models that fit the GPU workers at 4-bit or better.")] = False,
+    limit: Annotated[int, Query(ge=1, le=50)] = 15,
+) -> SearchOut:
+    """Search the registry and the model sources together, de-duplicated, marking what is installed."""
+    hits, notices = await ctx.call(ctx.runtime.discovery.search, q, source=source,
+                                   category=category.value if category else None, fits=fits, limit=limit)
+    return SearchOut(results=[SearchHitOut.of(h) for h in hits], notices=notices)
+
+
+@jobs.get("/api/jobs/{job_id}")
+async def get_job(ctx: Viewer, job_id: str) -> JobOut:
+    """Show a job's status and progress."""
+    return JobOut.of(await ctx.call(ctx.runtime.jobs.get, job_id))
+
+
+@jobs.delete("/api/jobs/{job_id}")
+async def cancel_job(ctx: User, job_id: str, force: bool = False) -> JobOut:
+    """Cancel a job: a queued one at once, a running one at its next checkpoint (or now, with force)."""
+    record = await ctx.call(ctx.runtime.jobs.get, job_id)
+    # The same rule as /jobs cancel: your own jobs, or anyone's as an admin; only admins force.
+    if record.requester != ctx.actor.key and not ctx.has_role("admin"):
+        raise NotAllowed(f"cancelling another person's job {job_id}", ctx.role, "admin")
+    if force and not ctx.has_role("admin"):
+        raise NotAllowed("force-cancelling a job", ctx.role, "admin")
+    return JobOut.of(await ctx.call(ctx.runtime.jobs.cancel, job_id, force=force))
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """Build the API over one runtime."""
+    app = FastAPI(
+        title="ModelBay API", version=__version__,
+        description="Find, install and manage open models. Send `Authorization: Bearer <MODELBAY_API_TOKEN>`.",
+        openapi_tags=[{"name": "marketplace", "description": "Browse, search, install and uninstall models."},
+                      {"name": "jobs", "description": "Long operations and their progress."},
+                      {"name": "system", "description": "Health."}],
+    )
+    app.state.runtime = runtime
+    for router in (system, marketplace, jobs):
+        app.include_router(router)
+    # Starlette answers ModelBayError in the routing layer; Exception only in its outermost middleware.
+    app.add_exception_handler(ModelBayError, _handle_error)
+    app.add_exception_handler(Exception, _handle_error)
+    app.add_exception_handler(HTTPException, _handle_http)
+    app.add_exception_handler(RequestValidationError, _handle_invalid)
+    return app
