@@ -35,7 +35,7 @@ def console() -> None:
     from modelbay.adapters.console import ConsoleApp
     from modelbay.bot import Dispatcher
     from modelbay.engine.errors import ModelBayError
-    from modelbay.logs import configure_logging
+    from modelbay.logs import configure_logging, masked_url
     from modelbay.runtime import Runtime
 
     settings = _settings()
@@ -48,7 +48,7 @@ def console() -> None:
     runtime.start_embedded_workers()
     app_ = ConsoleApp(Dispatcher(runtime), history=settings.home / "console_history")
     if app_.interactive:
-        jobs = "in-process" if settings.embedded_jobs else f"Redis at {settings.redis_url}"
+        jobs = "in-process" if settings.embedded_jobs else f"Redis at {masked_url(settings.redis_url or '')}"
         app_.out.print(f"[bold]ModelBay console[/] · database {runtime.db.engine.url.render_as_string()} · "
                        f"jobs {jobs} · log {log_file}\nType [bold cyan]/help[/] for commands, Tab to complete, "
                        "Ctrl-D to leave.")

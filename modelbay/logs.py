@@ -6,34 +6,48 @@ import logging
 import logging.handlers
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 from modelbay.config import Settings
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "masked_url"]
 
 
-class _RedactSecrets(logging.Filter):
-    """Replaces every configured secret in a record's text with ***."""
+class _RedactingFormatter(logging.Formatter):
+    """Formats records, then replaces every configured secret in the whole text (tracebacks included) with ***."""
 
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self._secrets = [s for s in secrets if len(s) >= 4]
+    def __init__(self, fmt: str, secrets: list[str]) -> None:
+        super().__init__(fmt)
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self._secrets:
-            message = record.getMessage()
-            if any(s in message for s in self._secrets):
-                for secret in self._secrets:
-                    message = message.replace(secret, "***")
-                record.msg, record.args = message, None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = [v.get_secret_value() for v in settings.__dict__.values() if isinstance(v, SecretStr)]
+    for url in (settings.database_url, settings.redis_url):
+        password = urlsplit(url).password if url else None
+        if password:
+            values.append(password)
+    return values
+
+
+def masked_url(url: str) -> str:
+    """Return url with its password replaced by ***, for showing on screen."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def configure_logging(settings: Settings, *, to_file: bool) -> Path | None:
     """Send logs to HOME/logs/modelbay.log (to_file) or stderr; return the log file's path if any."""
-    secrets = [v.get_secret_value() for v in settings.__dict__.values() if isinstance(v, SecretStr)]
     path: Path | None = None
     if to_file:
         path = settings.home / "logs" / "modelbay.log"
@@ -41,8 +55,7 @@ def configure_logging(settings: Settings, *, to_file: bool) -> Path | None:
         handler: logging.Handler = logging.handlers.RotatingFileHandler(path, maxBytes=5_000_000, backupCount=3)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_RedactSecrets(secrets))
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", _secrets(settings)))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -48,10 +48,10 @@ class Runtime:
         self.settings = settings
         self.db = Database(settings.resolved_database_url)
         self.redis = connect_redis(settings)
-        self.jobs = Jobs(self.db, self.redis, worker_ttl=None if settings.embedded_jobs else settings.worker_ttl)
+        self.jobs = Jobs(self.db, self.redis, worker_ttl=settings.worker_ttl, in_process=settings.embedded_jobs)
         self.registry = Registry(self.db)
-        self.installs = Installs(settings, self.registry, self.jobs)
         self.hardware = HardwareInfo(self.jobs, self.redis, settings)
+        self.installs = Installs(settings, self.registry, self.jobs, self.hardware)
         self.discovery = Discovery(settings, self.registry, self.hardware)
         self._embedded: EmbeddedWorkers | None = None
 

@@ -465,13 +465,7 @@ async def get_job(ctx: Viewer, job_id: str) -> JobOut:
 @jobs.delete("/api/jobs/{job_id}")
 async def cancel_job(ctx: User, job_id: str, force: bool = False) -> JobOut:
     """Cancel a job: a queued one at once, a running one at its next checkpoint (or now, with force)."""
-    record = await ctx.call(ctx.runtime.jobs.get, job_id)
-    # The same rule as /jobs cancel: your own jobs, or anyone's as an admin; only admins force.
-    if record.requester != ctx.actor.key and not ctx.has_role("admin"):
-        raise NotAllowed(f"cancelling another person's job {job_id}", ctx.role, "admin")
-    if force and not ctx.has_role("admin"):
-        raise NotAllowed("force-cancelling a job", ctx.role, "admin")
-    return JobOut.of(await ctx.call(ctx.runtime.jobs.cancel, job_id, force=force))
+    return JobOut.of(await ctx.cancel_job(job_id, force=force))
 
 
 def create_app(runtime: Runtime) -> FastAPI:

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table as RichTable
 
 from modelbay.bot import COMMANDS, Actor, CommandSet, Dispatcher, Reply
+from modelbay.bot.errors import render_error
 from modelbay.bot.progress import watch
 from modelbay.bot.spec import ArgType
 from modelbay.engine.jobs import ProgressEvent
@@ -225,6 +226,8 @@ class ConsoleApp:
             if task is not None:
                 task.uncancel()  # Ctrl-C means "cancel the job", not "leave the console"
             await self.handle(f"/jobs cancel {job_id}")
+        except Exception as exc:  # the queue or database went away: say so and keep the console running
+            self.out.print(render(render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)))
         if last is not None and last.terminal:
             tone = {"finished": "green", "failed": "red", "canceled": "yellow"}[last.status]
             said = last.message and last.message.lower() not in (last.status, "done")

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelbay.config import ROLES
+from modelbay.engine.errors import NotAllowed
+from modelbay.engine.records import JobRecord
 
 if TYPE_CHECKING:
     from modelbay.runtime import Runtime
@@ -57,3 +59,12 @@ class Context:
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a synchronous engine call off the event loop."""
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def cancel_job(self, job_id: str, *, force: bool) -> JobRecord:
+        """Cancel a job if the actor may: their own, or anyone's as an admin; only admins force."""
+        record = await self.call(self.runtime.jobs.get, job_id)
+        if record.requester != self.actor.key and not self.has_role("admin"):
+            raise NotAllowed(f"cancelling another person's job {job_id}", self.role, "admin")
+        if force and not self.has_role("admin"):
+            raise NotAllowed("force-cancelling a job", self.role, "admin")
+        return await self.call(self.runtime.jobs.cancel, job_id, force=force)

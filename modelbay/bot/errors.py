@@ -12,6 +12,7 @@ from modelbay.config import SettingsError
 from modelbay.engine.errors import (
     CatalogInvalid,
     ChecksumMismatch,
+    DiskFull,
     DownloadFailed,
     GatedModel,
     HubUnavailable,
@@ -60,6 +61,7 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     UnsafeWeights: ErrorStyle("Refused: unsafe weights", "error", http_status=422),
     RemoteCodeRequired: ErrorStyle("Refused: remote code", "error", http_status=422),
     InsufficientDisk: ErrorStyle("Not enough disk", "error", http_status=507),
+    DiskFull: ErrorStyle("Disk full", "error", http_status=507),
     HubUnavailable: ErrorStyle("Hub unreachable", "error", http_status=502),
     ChecksumMismatch: ErrorStyle("Download corrupted", "error", http_status=502),
     DownloadFailed: ErrorStyle("Download failed", "error", http_status=502),

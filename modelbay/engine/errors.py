@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ChecksumMismatch",
+    "DiskFull",
     "DownloadFailed",
     "GatedModel",
     "HubUnavailable",
@@ -25,6 +26,9 @@ __all__ = [
 
 class ModelBayError(Exception):
     """Base of every error a user may see; str() is the user-facing sentence."""
+
+    # Whether running the same job again may succeed (a network hiccup), or fail the same way (bad input).
+    retryable = False
 
 
 class ModelNotFound(ModelBayError):
@@ -77,6 +81,8 @@ class CatalogInvalid(ModelBayError):
 
 class HubUnavailable(ModelBayError):
     """The model hub could not be reached or answered with a server error."""
+
+    retryable = True
 
     def __init__(self, endpoint: str, reason: str) -> None:
         self.endpoint = endpoint
@@ -155,6 +161,17 @@ class InsufficientDisk(ModelBayError):
         )
 
 
+class DiskFull(ModelBayError):
+    """The disk filled up while a download was writing."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"The disk holding {path} filled up during the download; the partial files were removed and nothing was "
+            "installed. Free some space (`/models uninstall`) and run the install again."
+        )
+
+
 class ChecksumMismatch(ModelBayError):
     """A downloaded file does not match the hash the hub published for it."""
 
@@ -170,6 +187,8 @@ class ChecksumMismatch(ModelBayError):
 
 class DownloadFailed(ModelBayError):
     """The download broke off and the client's own retries did not recover it."""
+
+    retryable = True
 
     def __init__(self, path: str, reason: str) -> None:
         self.path = path

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from modelbay.config import Settings
 from modelbay.engine.errors import (
     InsufficientDisk,
+    ModelBayError,
     ModelInUse,
     ModelNotFound,
     NotInstalled,
@@ -16,18 +16,34 @@ from modelbay.engine.errors import (
     UnsafeWeights,
 )
 from modelbay.engine.catalog import SLUG
+from modelbay.engine.db import Database
+from modelbay.engine.hardware import HardwareInfo, fits
 from modelbay.engine.ids import is_repo_id, validate_repo_id, validate_revision
 from modelbay.engine.jobs import JobKind, Jobs, RetryPolicy, register_kind
 from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord
 from modelbay.engine.registry import Registry
 from modelbay.engine.sources import SOURCES, ModelSource, RemoteFile, RemoteModel
 from modelbay.engine.store import ModelStore
+from modelbay.engine.units import human_bytes
 
 __all__ = ["INSTALL", "InstallTicket", "Installs", "select_files"]
 
 # Downloads get their own queue (never behind training), six hours, and two retries for transient errors.
 INSTALL = register_kind(JobKind("install", "modelbay.workers.install.install", "downloads", timeout=6 * 3600,
-                                retry=RetryPolicy(max=2, intervals=(5, 30)), description="Download and verify"))
+                                retry=RetryPolicy(max=2, intervals=(5, 30)), description="Download and verify",
+                                on_end="modelbay.engine.installs.settle"))
+
+_IN_FLIGHT = {"queued", "downloading", "verifying"}
+
+
+def settle(db: Database, job: JobRecord) -> None:
+    """Give a version a resting state when its install job ended without its job function saying how."""
+    if job.model_version_id is None:
+        return
+    registry = Registry(db)
+    if registry.get_version(job.model_version_id).install_state in _IN_FLIGHT:
+        registry.update_version(job.model_version_id,
+                                install_state="available" if job.status == "canceled" else "failed")
 
 PICKLE = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 OTHER_WEIGHTS = (".h5", ".msgpack", ".ot", ".onnx", ".onnx_data", ".gguf", ".tflite", ".mlmodel", ".npz")
@@ -70,10 +86,11 @@ class InstallTicket:
 class Installs:
     """Plans, starts and undoes installs; the download itself runs in workers/install.py."""
 
-    def __init__(self, settings: Settings, registry: Registry, jobs: Jobs) -> None:
+    def __init__(self, settings: Settings, registry: Registry, jobs: Jobs, hardware: HardwareInfo | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.jobs = jobs
+        self.hardware = hardware
         self.store = ModelStore(settings.resolved_model_store)
 
     def source(self, name: str) -> ModelSource:
@@ -89,7 +106,10 @@ class Installs:
         except ModelNotFound:
             if not is_repo_id(name):
                 raise
-            source = "local" if name.startswith("local/") else "huggingface"
+            # A folder of the local source wins over the hub: an air-gapped site must never fetch a
+            # same-named model from the internet instead of its own copy.
+            local = SOURCES["local"](self.settings)
+            source = "local" if name.startswith("local/") or local.has(name) else "huggingface"
             return None, name, source
         if not record.repo_id:
             raise ModelNotFound(name)
@@ -99,30 +119,33 @@ class Installs:
         """Check everything that can fail before downloading, then start (or join) the download job."""
         if revision:
             validate_revision(revision)
-        record, repo_id, source_name = self.resolve(name)
+        record, typed_id, source_name = self.resolve(name)
         source = self.source(source_name)
-        remote = source.info(repo_id, revision)
+        remote = source.info(typed_id, revision)
+        repo_id = remote.repo_id  # the source's spelling: ids typed in another case must share one download
         files = select_files(remote, self.settings, needs_remote_code=bool(record and record.trust_remote_code))
         source.check_access(remote)
         total = sum(f.size for f in files)
         self.check_disk(total)
+        notices = self._notices(record, remote)
         # Requests for one repo register it, add its version and submit the job one at a time.
         with self.jobs.redis.lock(f"modelbay:lock:install:{source_name}:{repo_id.lower()}", timeout=60,
                                   blocking_timeout=60):
             if record is None:
                 record = self.registry.upsert(remote.registry_values(), source=source_name)
             version = self._version(self.registry.get(record.name), revision or "main", remote.sha)
-            notices = self._notices(record, remote)
             if version.install_state == "installed" and self._present(version):
                 return InstallTicket(record, version, None, False, total, ["Already installed.", *notices])
             job, created = self.jobs.submit(
                 INSTALL.name,
                 {"version_id": version.id, "source": source_name, "repo_id": repo_id, "sha": remote.sha,
                  "files": [asdict(f) for f in files]},
-                requester=requester, dedup_key=f"{source_name}:{repo_id}@{remote.sha}", model_version_id=version.id,
+                requester=requester, dedup_key=f"{source_name}:{repo_id.lower()}@{remote.sha}",
+                model_version_id=version.id,
             )
-            if created:
-                version = self.registry.update_version(version.id, install_state="queued")
+            current = self.registry.get_version(version.id)
+            if created and current.install_state not in ("downloading", "verifying", "installed"):
+                version = self.registry.update_version(version.id, install_state="queued")  # unless a worker began
         return InstallTicket(self.registry.get(record.name), version, job, created, total, notices)
 
     def check_disk(self, needed: int) -> None:
@@ -142,13 +165,29 @@ class Installs:
     def _present(self, version: VersionRecord) -> bool:
         return bool(version.local_path) and Path(version.local_path).is_dir()
 
-    def _notices(self, record: ModelRecord, remote: RemoteModel) -> list[str]:
-        notices = []
-        if remote.gated or record.gated:
-            notices.append(f"Gated model: its licence ({record.license or 'see the model card'}) applies to you.")
-        elif record.license and record.license not in ("apache-2.0", "mit"):
-            notices.append(f"Licence {record.license}: read its terms before use.")
+    def _notices(self, record: ModelRecord | None, remote: RemoteModel) -> list[str]:
+        notices = self._fit_notice((record and record.parameter_count) or remote.parameter_count)
+        licence = (record and record.license) or remote.license
+        if remote.gated or (record and record.gated):
+            notices.append(f"Gated model: its licence ({licence or 'see the model card'}) applies to you.")
+        elif licence and licence not in ("apache-2.0", "mit"):
+            notices.append(f"Licence {licence}: read its terms before use.")
         return notices
+
+    def _fit_notice(self, parameter_count: int | None) -> list[str]:
+        if self.hardware is None or not parameter_count:
+            return []
+        try:
+            hardware, _ = self.hardware.current(wait=2.0)
+        except ModelBayError:
+            return []  # a notice is not worth refusing an install over
+        options = fits(parameter_count, hardware)
+        if any(f.where for f in options):
+            best = next(f for f in options if f.where)
+            return [f"Runs at {best.precision} on {best.where.upper()} here (about {human_bytes(best.needed)})."]
+        smallest = options[-1]
+        return [f"Too big for this deployment even at 4-bit (needs about {human_bytes(smallest.needed)}); it will "
+                "install, but serving it needs a bigger machine."]
 
     def uninstall(self, name: str, revision: str | None = None, *, force: bool = False) -> list[VersionRecord]:
         """Remove installed files (all versions, or one revision), keeping history and analytics."""
@@ -173,9 +212,3 @@ class Installs:
         ids = {v.id for v in versions}
         return [f"{job.kind} job {job.id}" for job in self.jobs.list(active=True, limit=200)
                 if job.model_version_id in ids and job.kind != INSTALL.name]
-
-    def describe(self, ticket: InstallTicket) -> dict[str, Any]:
-        """A plain summary of a ticket for APIs."""
-        return {"model": ticket.model.name, "revision": ticket.version.revision, "sha": ticket.version.revision_sha,
-                "job_id": ticket.job.id if ticket.job else None, "created": ticket.created,
-                "total_bytes": ticket.total_bytes, "notices": ticket.notices, "state": ticket.version.install_state}

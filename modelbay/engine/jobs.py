@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import secrets
@@ -9,7 +10,7 @@ import time
 from contextlib import nullcontext
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from redis import Redis
@@ -46,6 +47,8 @@ QueueName = Literal["downloads", "cpu", "gpu"]
 QUEUES: tuple[QueueName, ...] = ("downloads", "cpu", "gpu")
 RUNNER = "modelbay.workers.runner.execute"
 TERMINAL = frozenset({"finished", "failed", "canceled"})
+_WAITING = {RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED}
+_ENQUEUE_GRACE = timedelta(seconds=30)
 
 
 class JobCanceled(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -82,6 +85,7 @@ class JobKind:
     timeout: int  # seconds before RQ stops the job
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     description: str = ""
+    on_end: str | None = None  # dotted path of f(db, JobRecord), called once the job has ended in any way
 
 
 KINDS: dict[str, JobKind] = {}
@@ -150,14 +154,15 @@ class Jobs:
     """Submits, tracks and cancels jobs; the database row is the record, RQ runs the work."""
 
     def __init__(
-        self, db: Database, redis: Redis, *, kinds: dict[str, JobKind] | None = None, worker_ttl: int | None = None
+        self, db: Database, redis: Redis, *, kinds: dict[str, JobKind] | None = None, worker_ttl: int = 60,
+        in_process: bool = False,
     ) -> None:
         self._db = db
         self.redis = redis
         self._kinds = KINDS if kinds is None else kinds
-        # Seconds without a heartbeat after which a worker counts as dead; None for in-process workers,
-        # which live exactly as long as this process.
-        self._worker_ttl = worker_ttl
+        self._worker_ttl = worker_ttl  # seconds without a heartbeat after which a worker counts as dead
+        # In-process workers live exactly as long as this process and have no work horse to kill.
+        self._in_process = in_process
 
     # -- keys -----------------------------------------------------------------------------------------
     @staticmethod
@@ -229,16 +234,22 @@ class Jobs:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise JobNotFound(job_id)
-            if row.status.active:
-                self._reconcile(row)
-            return _record(row)
+            ended = row.status.active and self._reconcile(row)
+            record = _record(row)
+        if ended:  # after the commit, so listeners and the hook see the row as it now is
+            self._publish(ProgressEvent(record.id, record.status, record.progress, record.error))
+            self._ended(record)
+        return record
 
-    def _reconcile(self, row: JobRow) -> None:
+    def _reconcile(self, row: JobRow) -> bool:
+        """Record in row how its job ended if RQ knows it has (or its worker died); return whether it did."""
         try:
             rq_job = Job.fetch(row.id, connection=self.redis)
             rq_status = rq_job.get_status(refresh=True)
         except NoSuchJobError:
             rq_job, rq_status = None, None
+        if rq_status is None and row.status is JobStatus.QUEUED and _now() - row.created_at < _ENQUEUE_GRACE:
+            return False  # submit() writes the row just before it enqueues: not lost, just not there yet
         if rq_status is None:
             ended: tuple[JobStatus, str | None] = (JobStatus.FAILED, "The job was lost by the queue. Try it again.")
         elif rq_status in _RQ_ENDED:
@@ -249,14 +260,14 @@ class Jobs:
             rq_job.delete()
             ended = _RQ_ENDED[RQStatus.FAILED]
         else:
-            return
+            return False
         row.status, error = ended
         row.error = row.error or error
         row.ended_at = row.ended_at or _now()
-        self._publish(ProgressEvent(row.id, row.status.value, row.progress, row.error))
+        return True
 
     def _worker_alive(self, rq_job: Job) -> bool:
-        if self._worker_ttl is None or not rq_job.worker_name:
+        if self._in_process or not rq_job.worker_name:
             return True
         beat = self.redis.hget(BaseWorker.redis_worker_namespace_prefix + rq_job.worker_name, "last_heartbeat")
         if beat is None:
@@ -287,10 +298,14 @@ class Jobs:
             rq_job = Job.fetch(job_id, connection=self.redis)
         except NoSuchJobError:
             return self.transition(job_id, JobStatus.CANCELED)
-        if rq_job.get_status(refresh=True) != RQStatus.STARTED:
-            rq_job.cancel()
+        if rq_job.get_status(refresh=True) in _WAITING:
+            try:
+                rq_job.cancel()
+            except InvalidJobOperation:
+                pass  # canceled or started a moment ago; the record below says which
             return self.transition(job_id, JobStatus.CANCELED)
-        if force:
+        # In-process workers have no work horse to kill: there a forced cancel waits for a checkpoint too.
+        if force and not self._in_process:
             try:
                 send_stop_job_command(self.redis, job_id)
             except InvalidJobOperation:
@@ -314,8 +329,8 @@ class Jobs:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise JobNotFound(job_id)
-            if row.status is JobStatus.CANCELED and status is not JobStatus.CANCELED:
-                return _record(row)  # a canceled job stays canceled whatever its runner says later
+            if not row.status.active:
+                return _record(row)  # an ended job stays ended, whatever a late runner or cancel says
             row.status = status
             if status is JobStatus.STARTED:
                 row.started_at = row.started_at or _now()
@@ -329,7 +344,16 @@ class Jobs:
                 row.result = result
             record = _record(row)
         self._publish(ProgressEvent(job_id, status.value, record.progress, message or error, record.progress_detail))
+        if not status.active:
+            self._ended(record)
         return record
+
+    def _ended(self, record: JobRecord) -> None:
+        """Run the kind's on_end hook, however the job ended (runner, cancel, or a dead worker)."""
+        kind = self._kinds.get(record.kind)
+        if kind is not None and kind.on_end:
+            module_name, _, attr = kind.on_end.rpartition(".")
+            getattr(importlib.import_module(module_name), attr)(self._db, record)
 
     def save_progress(self, job_id: str, progress: float, message: str | None, detail: dict[str, Any]) -> None:
         """Store a progress report in the job's row."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 from abc import ABC, abstractmethod
@@ -136,6 +137,8 @@ def register_source(cls: type[ModelSource]) -> type[ModelSource]:
     return cls
 
 
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
+
 # Categories the hub's list endpoint can filter on directly.
 _PIPELINES = {"embedding": "feature-extraction", "chat": "text-generation", "code": "text-generation",
               "creative": "text-generation", "analysis": "text-generation", "domain": "text-generation"}
@@ -176,8 +179,10 @@ class HubSource(ModelSource):
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
             raise HubUnavailable(self.endpoint, f"HTTP {status}") from exc
-        except OSError as exc:  # connection refused, DNS, timeouts (httpx errors are OSError-like here)
-            raise HubUnavailable(self.endpoint, type(exc).__name__) from exc
+        except OSError as exc:
+            if exc.errno in _LOCAL_ERRNOS:
+                raise  # the model store's disk, not the network: the caller reports it as such
+            raise HubUnavailable(self.endpoint, type(exc).__name__) from exc  # refused, DNS, timeouts
         except Exception as exc:
             if type(exc).__module__.startswith(("httpx", "httpcore")):
                 raise HubUnavailable(self.endpoint, type(exc).__name__) from exc
@@ -210,8 +215,10 @@ class HubSource(ModelSource):
         tags = tuple(info.tags or ())
         license_ = next((t.split(":", 1)[1] for t in tags if t.startswith("license:")), None)
         params = info.safetensors.total if getattr(info, "safetensors", None) else None
+        if not info.sha:
+            raise HubUnavailable(self.endpoint, f"no commit sha for {info.id}")
         return RemoteModel(
-            source=self.name, repo_id=info.id, sha=info.sha or "", files=files,
+            source=self.name, repo_id=info.id, sha=info.sha, files=files,
             author=info.author, pipeline_tag=info.pipeline_tag, tags=tags, library=info.library_name,
             license=license_, gated=bool(info.gated), downloads=info.downloads or 0, likes=info.likes or 0,
             parameter_count=params,
@@ -236,6 +243,9 @@ class HubSource(ModelSource):
         # and report (and resume) in 1 MiB steps instead of the default 10 MiB.
         constants.HF_HUB_DOWNLOAD_TIMEOUT = self.settings.hub_download_timeout
         constants.DOWNLOAD_CHUNK_SIZE = 1024 * 1024
+        # Plain HTTP (with Range resume) even for Xet-backed repos: the Xet path reports progress through
+        # another interface and ignores the timeout and chunk settings above.
+        constants.HF_HUB_DISABLE_XET = True
         # huggingface_hub writes LFS files to .cache/huggingface/download/<dir>/<hash>.<sha256>.<uuid>.incomplete.
         parent = (dest / ".cache" / "huggingface" / "download" / file.path).parent
         hasher = TailHasher(parent, f"*.{file.sha256}.*.incomplete", file.size) if file.sha256 else None
@@ -270,6 +280,10 @@ class LocalFolderSource(ModelSource):
             rel = config.parent.relative_to(root).parts
             found["/".join(rel) if len(rel) == 2 else f"local/{rel[0]}"] = config.parent
         return found
+
+    def has(self, repo_id: str) -> bool:
+        """Whether a folder answers to repo_id."""
+        return repo_id in self._folders()
 
     def search(self, text: str, *, category: str | None = None, limit: int = 20) -> list[RemoteModel]:
         """Return folders whose name contains every word of text."""

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
-from modelbay.engine.ids import validate_file_path, validate_repo_id
+from modelbay.engine.ids import validate_repo_id
 
 __all__ = ["ModelStore", "git_blob_sha1", "sha256_file"]
 
 _CHUNK = 4 * 1024 * 1024
+_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 def sha256_file(path: Path) -> str:
@@ -33,6 +35,13 @@ def git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _commit(sha: str) -> str:
+    """Return sha if it is a full 40-hex commit id, the only folder name a version may have."""
+    if not _SHA.match(sha):
+        raise ValueError(f"not a commit sha: {sha!r}")
+    return sha
+
+
 class ModelStore:
     """Paths under MODELBAY_MODEL_STORE: <owner>--<name>/<sha>/ per version, .staging/ for downloads."""
 
@@ -42,13 +51,11 @@ class ModelStore:
     def path(self, repo_id: str, sha: str) -> Path:
         """Where a version lives once installed."""
         validate_repo_id(repo_id)
-        validate_file_path(sha)
-        return self.root / repo_id.replace("/", "--") / sha
+        return self.root / repo_id.replace("/", "--") / _commit(sha)
 
     def staging(self, version_id: int, sha: str) -> Path:
         """A fresh, empty folder to download a version into (removing any leftover of a dead attempt)."""
-        validate_file_path(sha)
-        folder = self.root / ".staging" / f"{version_id}-{sha[:16]}"
+        folder = self.root / ".staging" / f"{version_id}-{_commit(sha)[:16]}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         return folder
@@ -58,7 +65,7 @@ class ModelStore:
         shutil.rmtree(staging / ".cache", ignore_errors=True)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
-            self.remove(final)
+            shutil.rmtree(final)  # a reinstall of the same commit: the verified copy replaces it
         os.replace(staging, final)
 
     def remove(self, folder: Path) -> None:

@@ -113,7 +113,11 @@ class TailHasher:
         self._thread.start()
 
     def _find(self) -> Path | None:
-        return next(iter(self._folder.glob(self._pattern)), None) if self._folder.is_dir() else None
+        found = list(self._folder.glob(self._pattern)) if self._folder.is_dir() else []
+        if len(found) > 1:  # two files with the same content downloading side by side: can't tell which is ours
+            self._failed = True
+            self._done.set()
+        return found[0] if len(found) == 1 else None
 
     def _run(self) -> None:
         path = None

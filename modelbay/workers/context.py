@@ -30,20 +30,23 @@ class JobContext:
     _stored_at: float = field(default=0.0, repr=False)
     _message: str | None = field(default=None, repr=False)
     _fraction: float = field(default=0.0, repr=False)
+    _phase: str | None = field(default=None, repr=False)
 
     def progress(self, fraction: float | None = None, message: str | None = None, **detail: Any) -> None:
         """Report progress (0..1) with an optional message and details; raises JobCanceled if asked to stop."""
         self.check_canceled()
         if fraction is not None:
             self._fraction = min(max(float(fraction), 0.0), 1.0)
-        changed = message is not None and message != self._message
         if message is not None:
             self._message = message
         now = time.monotonic()
-        if changed or now - self._published_at >= PUBLISH_EVERY:
+        # A new phase goes out at once; anything else (counters in the message included) waits its turn.
+        new_phase = detail.get("phase") is not None and detail.get("phase") != self._phase
+        self._phase = detail.get("phase", self._phase)
+        if new_phase or now - self._published_at >= PUBLISH_EVERY:
             self._published_at = now
             self.jobs.publish_progress(ProgressEvent(self.job_id, "started", self._fraction, self._message, detail))
-        if changed or now - self._stored_at >= STORE_EVERY:
+        if new_phase or now - self._stored_at >= STORE_EVERY:
             self._stored_at = now
             self.jobs.save_progress(self.job_id, self._fraction, self._message, detail)
 

@@ -70,8 +70,3 @@ class EmbeddedWorkers:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-
-    @property
-    def busy(self) -> int:
-        """How many workers are running a job now."""
-        return sum(1 for w in self._workers if w.get_state() == "busy")

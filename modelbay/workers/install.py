@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modelbay.engine.errors import ChecksumMismatch
+from modelbay.engine.errors import ChecksumMismatch, DiskFull
 from modelbay.engine.installs import Installs
 from modelbay.engine.jobs import JobCanceled
 from modelbay.engine.registry import Registry
@@ -140,6 +141,8 @@ def install(ctx: JobContext, version_id: int, source: str, repo_id: str, sha: st
         installs.store.remove(staging)
         if canceled:
             raise JobCanceled(ctx.job_id) from None
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise DiskFull(str(installs.store.root)) from exc
         raise
     registry.update_version(
         version_id, install_state="installed", local_path=str(final), files=records, size_bytes=meter.total,

@@ -82,8 +82,8 @@ def execute(func_path: str, params: dict[str, Any]) -> dict[str, Any] | None:
         jobs.transition(rq_job.id, JobStatus.CANCELED, message="Canceled")
         return {"canceled": True}
     except BaseException as exc:
-        if isinstance(exc, ModelBayError):
-            rq_job.retries_left = 0  # a user-facing error (bad input, refused) fails the same way every time
+        if isinstance(exc, ModelBayError) and not exc.retryable:
+            rq_job.retries_left = 0  # bad input or a refusal fails the same way every time
         retrying = bool(rq_job.retries_left)
         jobs.transition(rq_job.id, JobStatus.RETRYING if retrying else JobStatus.FAILED, error=_user_error(exc))
         raise

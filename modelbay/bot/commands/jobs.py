@@ -47,12 +47,7 @@ async def list_jobs(ctx: Context, active: bool | None, all: bool, limit: int) ->
 )
 async def cancel_job(ctx: Context, job: str, force: bool) -> Reply:
     """Cancel one job; only its requester or an admin may."""
-    record = await ctx.call(ctx.runtime.jobs.get, job)
-    if record.requester != ctx.actor.key and not ctx.has_role("admin"):
-        raise NotAllowed(f"cancelling another person's job {job}", ctx.role, "admin")
-    if force and not ctx.has_role("admin"):
-        raise NotAllowed("/jobs cancel force:true", ctx.role, "admin")
-    record = await ctx.call(ctx.runtime.jobs.cancel, job, force=force)
+    record = await ctx.cancel_job(job, force=force)
     if record.status == "canceled":
         return Reply(text=f"Job `{job}` ({record.kind}) is canceled.", tone="success")
     return Reply(text=f"Job `{job}` ({record.kind}) will stop at its next checkpoint.", tone="info",
