@@ -345,3 +345,28 @@ def test_install_and_search_from_the_bot_in_embedded_mode(settings, repos: HubSt
         assert "huggingface did not answer within 3s" in degraded.footer
     finally:
         runtime.close()
+
+
+def test_a_local_owner_name_folder_is_never_fetched_from_the_hub(runtime: Runtime, repos: HubStandIn,
+                                                                  tiny_model: Path, tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    shutil.copytree(tiny_model, library / "tiny-org" / "tiny-llama")  # same id as a hub repo
+    runtime.installs.settings.local_models_dir = library
+    repos.requests.clear()
+    ticket = runtime.installs.request("tiny-org/tiny-llama", None, "console:root")
+    assert runtime.registry.get(ticket.model.name).source == "local"
+    assert repos.requests == []
+
+
+def test_ids_typed_in_another_case_share_one_download(runtime: Runtime) -> None:
+    first = runtime.installs.request("tiny-org/big-weights", None, "console:root")
+    second = runtime.installs.request("TINY-ORG/Big-Weights", None, "console:root")
+    assert second.job.id == first.job.id and not second.created
+    assert first.job.params["repo_id"] == BIG
+
+
+def test_canceling_a_queued_install_puts_the_version_back(runtime: Runtime) -> None:
+    ticket = runtime.installs.request(BIG, None, "console:root")
+    assert runtime.registry.get_version(ticket.version.id).install_state == "queued"
+    assert runtime.jobs.cancel(ticket.job.id).status == "canceled"
+    assert runtime.registry.get_version(ticket.version.id).install_state == "available"

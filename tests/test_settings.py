@@ -92,10 +92,15 @@ def test_secrets_are_hidden_in_repr_and_logs(tmp_path: Path, monkeypatch: pytest
     log_file = configure_logging(settings, to_file=True)
     try:
         logging.getLogger("modelbay.test").warning("token was %s", settings.hub_token.get_secret_value())
+        try:
+            raise RuntimeError(f"request failed with {settings.hub_token.get_secret_value()}")
+        except RuntimeError:
+            logging.getLogger("modelbay.test").exception("with a traceback")
         for handler in logging.getLogger().handlers:
             handler.flush()
         text = log_file.read_text()
-        assert "token was ***" in text and "hf_supersecretvalue" not in text
+        assert "token was ***" in text and "request failed with ***" in text
+        assert "hf_supersecretvalue" not in text
     finally:
         for handler in list(logging.getLogger().handlers):
             logging.getLogger().removeHandler(handler)
