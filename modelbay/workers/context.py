@@ -32,8 +32,9 @@ class JobContext:
     _fraction: float = field(default=0.0, repr=False)
     _phase: str | None = field(default=None, repr=False)
 
-    def progress(self, fraction: float | None = None, message: str | None = None, **detail: Any) -> None:
-        """Report progress (0..1) with an optional message and details; raises JobCanceled if asked to stop."""
+    def progress(self, fraction: float | None = None, message: str | None = None, *, force: bool = False,
+                 **detail: Any) -> None:
+        """Report progress (0..1), a message and details, throttled unless forced; raise JobCanceled on cancel."""
         self.check_canceled()
         if fraction is not None:
             self._fraction = min(max(float(fraction), 0.0), 1.0)
@@ -43,10 +44,10 @@ class JobContext:
         # A new phase goes out at once; anything else (counters in the message included) waits its turn.
         new_phase = detail.get("phase") is not None and detail.get("phase") != self._phase
         self._phase = detail.get("phase", self._phase)
-        if new_phase or now - self._published_at >= PUBLISH_EVERY:
+        if force or new_phase or now - self._published_at >= PUBLISH_EVERY:
             self._published_at = now
             self.jobs.publish_progress(ProgressEvent(self.job_id, "started", self._fraction, self._message, detail))
-        if new_phase or now - self._stored_at >= STORE_EVERY:
+        if force or new_phase or now - self._stored_at >= STORE_EVERY:
             self._stored_at = now
             self.jobs.save_progress(self.job_id, self._fraction, self._message, detail)
 

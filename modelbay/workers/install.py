@@ -49,14 +49,15 @@ class _Reporter:
         while not self._done.wait(REPORT_EVERY):
             self.report()
 
-    def report(self) -> None:
+    def report(self, *, final: bool = False) -> None:
         """Send one progress report; a cancel request stops every download thread at its next chunk."""
         snap = self._meter.snapshot()
         eta = f", about {snap['eta']:.0f}s left" if snap["eta"] is not None else ""
         message = (f"{self._label}: {human_bytes(snap['bytes'])} of {human_bytes(snap['total'])} at "
                    f"{human_bytes(snap['rate'])}/s{eta}")
         try:
-            self._ctx.progress(0.95 * snap["bytes"] / max(snap["total"], 1), message, phase="download", **snap)
+            self._ctx.progress(0.95 * snap["bytes"] / max(snap["total"], 1), message, force=final, phase="download",
+                               **snap)
         except JobCanceled:
             self.canceled = True
             self._meter.stop.set()
@@ -128,7 +129,7 @@ def install(ctx: JobContext, version_id: int, source: str, repo_id: str, sha: st
 
         with _Reporter(ctx, meter, f"Downloading {repo_id}") as reporter:
             records = _download_all(fetch_and_verify, wanted, ctx.settings.download_workers, meter, reporter)
-        reporter.report()
+        reporter.report(final=True)  # the last count (bytes == total) always goes out
         if reporter.canceled:
             raise JobCanceled(ctx.job_id)
         ctx.progress(0.97, "Verified every file; moving into the model store", phase="install")
