@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from modelbay.config import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from modelbay.runtime import Runtime
 
 app = typer.Typer(help="ModelBay: find, install, fine-tune, shrink, serve and rate open models from chat.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -29,23 +32,30 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-@app.command()
-def console() -> None:
-    """Open the terminal console (the embedded default: SQLite, in-process jobs, no services needed)."""
-    from modelbay.adapters.console import ConsoleApp
-    from modelbay.bot import Dispatcher
+def _runtime(settings: Settings) -> Runtime:
+    """Build the process's runtime, bring the schema and catalog up, and start in-process workers if needed."""
     from modelbay.engine.errors import ModelBayError
-    from modelbay.logs import configure_logging, masked_url
     from modelbay.runtime import Runtime
 
-    settings = _settings()
-    log_file = configure_logging(settings, to_file=True)
     runtime = Runtime(settings)
     try:
         runtime.prepare()
     except ModelBayError as exc:
         raise _fail(str(exc)) from None
     runtime.start_embedded_workers()
+    return runtime
+
+
+@app.command()
+def console() -> None:
+    """Open the terminal console (the embedded default: SQLite, in-process jobs, no services needed)."""
+    from modelbay.adapters.console import ConsoleApp
+    from modelbay.bot import Dispatcher
+    from modelbay.logs import configure_logging, masked_url
+
+    settings = _settings()
+    log_file = configure_logging(settings, to_file=True)
+    runtime = _runtime(settings)
     app_ = ConsoleApp(Dispatcher(runtime), history=settings.home / "console_history")
     if app_.interactive:
         jobs = "in-process" if settings.embedded_jobs else f"Redis at {masked_url(settings.redis_url or '')}"
@@ -125,20 +135,13 @@ def api(
     import uvicorn
 
     from modelbay.adapters.api import configured_token, create_app
-    from modelbay.engine.errors import ModelBayError
     from modelbay.logs import configure_logging
-    from modelbay.runtime import Runtime
 
     settings = _settings()
     if configured_token(settings) is None:
         raise _fail("MODELBAY_API_TOKEN is not set: the API never runs without a bearer token. Set it and retry.", 2)
     configure_logging(settings, to_file=False)
-    runtime = Runtime(settings)
-    try:
-        runtime.prepare()
-    except ModelBayError as exc:
-        raise _fail(str(exc)) from None
-    runtime.start_embedded_workers()
+    runtime = _runtime(settings)
     try:
         # log_config=None keeps our handler, which redacts secrets, for uvicorn's own logs too.
         uvicorn.run(create_app(runtime), host=host, port=port, log_config=None)
