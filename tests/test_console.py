@@ -27,10 +27,15 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
+def _spawn_console(env: dict[str, str], cwd: Path, timeout: int) -> pexpect.spawn:
+    """Start `modelbay console` on a pseudo-terminal, as a person would."""
+    return pexpect.spawn(sys.executable, ["-m", "modelbay", "console"], env=env, cwd=str(cwd), dimensions=(50, 160),
+                         encoding="utf-8", timeout=timeout)
+
+
 def test_interactive_session_through_a_pty(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    child = pexpect.spawn(sys.executable, ["-m", "modelbay", "console"], env=_env(home), cwd=str(tmp_path),
-                          dimensions=(50, 160), encoding="utf-8", timeout=30)
+    child = _spawn_console(_env(home), tmp_path, timeout=30)
     try:
         child.expect("ModelBay console")
         child.expect("modelbay>")
@@ -137,8 +142,7 @@ def test_install_shows_a_live_bar_and_ctrl_c_cancels_it(tmp_path: Path, hub, tin
     env = _env(tmp_path / "home") | {"MODELBAY_HUB_ENDPOINT": hub.endpoint, "MODELBAY_DISK_MARGIN_BYTES": "0",
                                      "MODELBAY_HUB_DOWNLOAD_TIMEOUT": "2", "HF_HOME": str(tmp_path / "hf"),
                                      "HF_HUB_DISABLE_XET": "1"}
-    child = pexpect.spawn(sys.executable, ["-m", "modelbay", "console"], env=env, cwd=str(tmp_path),
-                          dimensions=(50, 160), encoding="utf-8", timeout=60)
+    child = _spawn_console(env, tmp_path, timeout=60)
     try:
         child.expect("modelbay>")
         child.send("/models install tiny-org/tiny-llama\r")
