@@ -25,8 +25,8 @@ from modelbay.engine.schema import (
     ModelVersion,
 )
 
-TABLES = ["alembic_version", "analytics_events", "chat_sessions", "feedback", "jobs", "messages", "model_versions",
-          "models"]
+TABLES = ["alembic_version", "analytics_events", "chat_sessions", "feedback", "jobs", "latency_daily", "latency_hourly", "messages",
+          "model_versions", "models", "privacy_optouts", "servers", "usage_hourly"]
 
 
 def _model(name: str = "tiny") -> Model:
@@ -39,7 +39,7 @@ def test_upgrade_creates_every_table_and_downgrade_removes_them(database_url: st
     try:
         db.upgrade()
         assert db.table_names() == TABLES
-        assert db.current_revision() == "0002"
+        assert db.current_revision() == "0003"
         db.downgrade("base")
         assert db.table_names() == ["alembic_version"]
         db.upgrade()

@@ -35,8 +35,14 @@ __all__ = [
     "JobRow",
     "JobStatus",
     "Message",
+    "LatencyDaily",
+    "LatencyHourly",
     "Model",
     "ModelVersion",
+    "PrivacyOptout",
+    "Server",
+    "ServerState",
+    "UsageHourly",
 ]
 
 
@@ -114,6 +120,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
         return value
+
+
+class ServerState(str, enum.Enum):
+    """Where a model server is in its life."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    DOWN = "down"  # it crashed or its worker was lost
+
+    @property
+    def live(self) -> bool:
+        """Whether the server may answer (or soon will)."""
+        return self in (ServerState.STARTING, ServerState.RUNNING, ServerState.STOPPING)
 
 
 class Base(DeclarativeBase):
@@ -244,8 +265,10 @@ class Message(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("chat_sessions.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(16))  # system | user | assistant
+    user_key: Mapped[str | None] = mapped_column(String(128), index=True)  # who asked (answers: the asker)
     content: Mapped[str | None] = mapped_column(Text)
     tokens: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")  # ok | partial | failed
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -281,5 +304,82 @@ class AnalyticsEvent(Base):
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     total_ms: Mapped[float | None] = mapped_column(Float)
     tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    latency_bucket: Mapped[int | None] = mapped_column(Integer)  # analytics.latency_bucket(total_ms)
+    message_id: Mapped[int | None] = mapped_column(Integer)  # the answer, while it exists (no FK: erasable)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageHourly(Base):
+    """Answers of one model version in one hour, summed: what /analytics reads instead of every event."""
+
+    __tablename__ = "usage_hourly"
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    ttft_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    total_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    tps_sum: Mapped[float] = mapped_column(Float, default=0.0)  # sum of per-answer tokens/s
+    tps_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    ups: Mapped[int] = mapped_column(BigInteger, default=0)
+    downs: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LatencyHourly(Base):
+    """A response-time histogram per model version and hour (log-spaced buckets), for p50/p95 in SQL."""
+
+    __tablename__ = "latency_hourly"
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LatencyDaily(Base):
+    """The same histogram per day: long periods read whole days here and only their ragged ends by the hour."""
+
+    __tablename__ = "latency_daily"
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PrivacyOptout(Base):
+    """A person who asked that their use of ModelBay is not measured."""
+
+    __tablename__ = "privacy_optouts"
+
+    user_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Server(Base):
+    """A model server (vLLM's OpenAI-compatible server) started by a serve job on a gpu worker."""
+
+    __tablename__ = "servers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[ServerState] = mapped_column(_enum(ServerState), default=ServerState.STARTING, index=True)
+    engine: Mapped[str] = mapped_column(String(32), default="vllm")
+    endpoint: Mapped[str | None] = mapped_column(String(256))  # base URL, e.g. http://gpu1:8101/v1
+    served_name: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str | None] = mapped_column(String(200))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    adapters: Mapped[list[Any]] = mapped_column(default=list)  # LoRA adapter names loaded at runtime
+    error: Mapped[str | None] = mapped_column(Text)
+    requester: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ready_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
