@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 __all__ = [
+    "AnswerNotFound",
+    "BackendFailed",
+    "NeedsInstall",
+    "NoChatHere",
+    "NotServed",
+    "ServerFailed",
+    "ServerNotRunning",
+    "WrongReason",
     "ChecksumMismatch",
     "DiskFull",
     "DownloadFailed",
@@ -216,3 +224,78 @@ class NotInstalled(ModelBayError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"`{name}` is not installed. `/models info {name}` shows its versions.")
+
+
+class NeedsInstall(ModelBayError):
+    """A chat or server was asked for a model that has no installed version."""
+
+    def __init__(self, name: str, action: str = "chat with") -> None:
+        self.name = name
+        super().__init__(f"`{name}` is not installed, so there is nothing to {action}. An admin can run "
+                         f"`/models install {name}`; then try again.")
+
+
+class NotServed(ModelBayError):
+    """No server runs the model and in-process answers are turned off or impossible here."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self.name = name
+        self.why = why
+        super().__init__(f"`{name}` is not being served ({why}). An admin can start it with `/models serve {name}`.")
+
+
+class ServerNotRunning(ModelBayError):
+    """Nothing to stop: the model has no live server."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"`{name}` has no running server. `/models servers` lists the ones that run.")
+
+
+class ServerFailed(ModelBayError):
+    """A model server did not start or stopped answering; the message carries the reason."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"The server for `{name}` failed: {reason}. `/models serve {name}` starts it again.")
+
+
+class BackendFailed(ModelBayError):
+    """The model backend failed or timed out while answering."""
+
+    retryable = True
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class NoChatHere(ModelBayError):
+    """A chat message or rating came where no chat is open."""
+
+    def __init__(self) -> None:
+        super().__init__("There is no chat open here. Start one with `/chat <model>`.")
+
+
+class AnswerNotFound(ModelBayError):
+    """A rating named an answer that does not exist (or cannot be rated by this person)."""
+
+    def __init__(self, message_id: int | None, *, theirs: bool = False) -> None:
+        self.message_id = message_id
+        if theirs:
+            text = f"Answer #{message_id} was given to someone else; you can rate only answers to your messages."
+        elif message_id is None:
+            text = "There is no answer to rate yet. Ask something first, then `/rate up` or `/rate down`."
+        else:
+            text = f"There is no answer #{message_id}. Rate the answers you got with their 👍/👎 buttons."
+        super().__init__(text)
+
+
+class WrongReason(ModelBayError):
+    """A rating reason that belongs to the other direction (a 👍 marked 'wrong')."""
+
+    def __init__(self, reason: str, up: bool, allowed: tuple[str, ...]) -> None:
+        self.reason = reason
+        direction = "up" if up else "down"
+        super().__init__(f"`{reason}` is not a reason for rating {direction}; use one of {', '.join(allowed)}.")

@@ -1,0 +1,451 @@
+"""Inference backends: one base class, an OpenAI-compatible HTTP backend (vLLM) and in-process transformers.
+
+A backend turns chat messages into a stream of text pieces and ends it with a `Finished` carrying token
+counts. Failures and timeouts raise `BackendFailed`; the caller keeps whatever text already arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modelbay.engine.errors import BackendFailed, ModelBayError
+
+__all__ = [
+    "Backend",
+    "Finished",
+    "Generation",
+    "InferenceUnavailable",
+    "OpenAIBackend",
+    "Prompt",
+    "TransformersBackend",
+    "fit_to_context",
+    "load_counter",
+]
+
+log = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+
+
+class InferenceUnavailable(ModelBayError):
+    """In-process answers need torch and transformers, which this installation lacks."""
+
+    def __init__(self) -> None:
+        super().__init__("Answering here needs torch and transformers: install them with "
+                         "`pip install torch && pip install 'modelbay[ml]'`, or have an admin `/models serve` it.")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """How to generate one answer."""
+
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    timeout: float = 180.0  # seconds for the whole answer
+    idle_timeout: float = 30.0  # seconds without a new piece of text
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The end of a stream: token counts and why it stopped ("stop" or "length")."""
+
+    input_tokens: int | None
+    output_tokens: int | None
+    reason: str = "stop"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Messages fitted to the context window, with what was cut to fit."""
+
+    messages: Messages
+    tokens: int
+    max_tokens: int
+    notices: list[str] = field(default_factory=list)
+
+
+class Backend(ABC):
+    """Something that answers chat messages, streaming the answer as it is written."""
+
+    name: str = "backend"
+    context_length: int = 2048
+    _template_cost: tuple[int, int] | None = None  # (fixed tokens, tokens per message) the template adds
+
+    @abstractmethod
+    def stream(self, messages: Messages, params: Generation) -> Iterator[str | Finished]:
+        """Yield pieces of the answer, then one Finished; raise BackendFailed on failure or timeout."""
+
+    @abstractmethod
+    def count_tokens(self, messages: Messages) -> int:
+        """Return the prompt length in tokens, with the chat template applied."""
+
+    def prompt(self, messages: Messages, params: Generation) -> Prompt:
+        """Fit messages into the context window, leaving room for the answer."""
+        bound = self.token_bound(messages)
+        reserve = max(1, min(params.max_tokens, self.context_length // 2))
+        if bound <= self.context_length - reserve:
+            # Clearly fits: skip the exact count (a template render per message) on the way to the first token.
+            return Prompt(messages, bound, min(params.max_tokens, self.context_length - bound))
+        return fit_to_context(messages, self.count_tokens, self.context_length, params.max_tokens)
+
+    def token_bound(self, messages: Messages) -> int:
+        """An upper bound of the prompt's tokens: every token covers at least one byte (byte-level BPE,
+        SentencePiece with byte fallback), plus what the chat template adds, measured once."""
+        if self._template_cost is None:
+            one = self.count_tokens([{"role": "user", "content": ""}])
+            three = self.count_tokens([{"role": "user", "content": ""}, {"role": "assistant", "content": ""},
+                                       {"role": "user", "content": ""}])
+            system = self.count_tokens([{"role": "system", "content": ""}, {"role": "user", "content": ""}])
+            self._template_cost = (max(one, system), max(1, (three - one + 1) // 2, system - one))
+        fixed, per_message = self._template_cost
+        return fixed + sum(len(m["content"].encode()) + per_message + 1 for m in messages)
+
+
+def fit_to_context(messages: Messages, count: Callable[[Messages], int], context_length: int,
+                   max_tokens: int) -> Prompt:
+    """Drop the oldest turns (never the system prompt or the newest message), then cut the newest message."""
+    reserve = max(1, min(max_tokens, context_length // 2))
+    budget = context_length - reserve
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    history, last = list(messages[len(system):-1]), dict(messages[-1])
+    notices: list[str] = []
+    tokens = count([*system, *history, last])
+    dropped = 0
+    while tokens > budget and history:
+        # Turns go in pairs (a question and its answer) so the model never sees an answer without its question.
+        cut = 2 if len(history) >= 2 and history[0]["role"] == "user" else 1
+        history, dropped = history[cut:], dropped + cut
+        tokens = count([*system, *history, last])
+    if dropped:
+        notices.append(f"The {dropped} oldest message{'s' if dropped != 1 else ''} of this chat no longer fit the "
+                       f"model's {context_length}-token context and {'were' if dropped != 1 else 'was'} left out.")
+    if tokens > budget:
+        text = last["content"]
+        low, high = 0, len(text)
+        while low < high:  # the longest head of the message that fits
+            mid = (low + high + 1) // 2
+            if count([*system, {**last, "content": text[:mid]}]) <= budget:
+                low = mid
+            else:
+                high = mid - 1
+        if low == 0:
+            raise BackendFailed(f"The system prompt alone fills the model's {context_length}-token context; "
+                                "start a chat with a shorter one.")
+        last["content"] = text[:low]
+        tokens = count([*system, last])
+        notices.append(f"Your message was cut to its first {low:,} of {len(text):,} characters to fit the model's "
+                       f"{context_length}-token context.")
+    return Prompt([*system, *history, last], tokens, max(1, min(max_tokens, context_length - tokens)), notices)
+
+
+# -- token counting ---------------------------------------------------------------------------------------
+_COUNTERS: OrderedDict[str, Callable[[Messages], int]] = OrderedDict()
+_COUNTERS_LOCK = threading.Lock()
+
+
+def _estimate(messages: Messages) -> int:
+    # Without the model's tokenizer: about 3 characters a token errs on the long side for most languages.
+    return sum(len(m["content"]) // 3 + 4 for m in messages) + 2
+
+
+def load_counter(model_path: str | Path | None) -> Callable[[Messages], int]:
+    """Return a prompt-length counter using the model's own tokenizer and chat template, or an estimate."""
+    key = str(model_path or "")
+    with _COUNTERS_LOCK:
+        if key in _COUNTERS:
+            _COUNTERS.move_to_end(key)
+            return _COUNTERS[key]
+    counter = _estimate
+    if model_path and Path(model_path, "tokenizer_config.json").is_file():
+        try:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=False)
+            counter = _template_counter(tokenizer)
+        except ImportError:
+            pass
+        except Exception:  # a tokenizer that does not load: estimate rather than refuse to chat
+            log.warning("could not load the tokenizer at %s; estimating token counts", model_path, exc_info=True)
+    with _COUNTERS_LOCK:
+        _COUNTERS[key] = counter
+        while len(_COUNTERS) > 8:
+            _COUNTERS.popitem(last=False)
+    return counter
+
+
+def _template_counter(tokenizer: Any) -> Callable[[Messages], int]:
+    def count(messages: Messages) -> int:
+        if tokenizer.chat_template:
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+            return len(ids)
+        return len(tokenizer("\n".join(m["content"] for m in messages))["input_ids"])
+
+    return count
+
+
+# -- OpenAI-compatible HTTP (vLLM) --------------------------------------------------------------------------
+class OpenAIBackend(Backend):
+    """Streams from an OpenAI-compatible /v1/chat/completions endpoint, such as vLLM's server."""
+
+    name = "vllm"
+
+    def __init__(self, base_url: str, model: str, *, context_length: int = 2048, model_path: str | None = None,
+                 api_key: str | None = None, client: httpx.Client | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model  # the served name, or a LoRA adapter's name
+        self.context_length = context_length
+        self._count = load_counter(model_path)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = client or httpx.Client(headers=headers, limits=httpx.Limits(max_keepalive_connections=8))
+
+    def count_tokens(self, messages: Messages) -> int:
+        """Count with the model's tokenizer when its files are on this host, else estimate."""
+        return self._count(messages)
+
+    def stream(self, messages: Messages, params: Generation) -> Iterator[str | Finished]:
+        """POST the chat with stream=true and yield each delta; usage arrives in the last chunk."""
+        body: dict[str, Any] = {
+            "model": self.model, "messages": messages, "stream": True, "max_tokens": params.max_tokens,
+            "temperature": params.temperature, "top_p": params.top_p,
+            "stream_options": {"include_usage": True},
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        timeout = httpx.Timeout(connect=5.0, read=params.idle_timeout, write=10.0, pool=5.0)
+        deadline = time.monotonic() + params.timeout
+        usage: dict[str, Any] = {}
+        reason = "stop"
+        done = False
+        try:
+            with self._client.stream("POST", f"{self.base_url}/chat/completions", json=body, timeout=timeout) as resp:
+                if resp.status_code != 200:
+                    raise BackendFailed(f"The model server refused the request: {_server_error(resp)}")
+                for line in resp.iter_lines():
+                    if time.monotonic() > deadline:
+                        raise BackendFailed(f"The answer took longer than {params.timeout:g} s and was stopped.")
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    chunk = json.loads(data)
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            yield piece
+                        reason = choice.get("finish_reason") or reason
+        except httpx.TimeoutException:
+            raise BackendFailed(f"The model server sent nothing for {params.idle_timeout:g} s.") from None
+        except (httpx.TransportError, json.JSONDecodeError) as exc:
+            raise BackendFailed(f"The model server connection failed ({type(exc).__name__}).") from None
+        if not done:  # the server closed a close-delimited stream early: the answer is incomplete
+            raise BackendFailed("The model server connection failed (it closed before the answer was complete).")
+        yield Finished(usage.get("prompt_tokens"), usage.get("completion_tokens"), reason)
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._client.close()
+
+
+def _server_error(resp: httpx.Response) -> str:
+    resp.read()
+    try:
+        error = resp.json()
+        message = (error.get("error") or {}).get("message") if isinstance(error.get("error"), dict) else None
+        message = message or error.get("message") or error.get("detail") or resp.text
+    except ValueError:
+        message = resp.text
+    return f"HTTP {resp.status_code}: {str(message)[:300]}"
+
+
+# -- in-process transformers ------------------------------------------------------------------------------
+class _Loaded:
+    """A model and tokenizer in this process, with a lock so one answer runs on it at a time."""
+
+    def __init__(self, path: str, device: str) -> None:
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+        except ImportError:
+            raise InferenceUnavailable() from None
+        hf_logging.disable_progress_bar()  # a loading bar on stderr would tear through the console's output
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        self.model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, use_safetensors=True,
+                                                          dtype="auto").to(device).eval()
+        self.device = device
+        self.lock = threading.Lock()
+        config = self.model.config
+        self.context_length = int(getattr(config, "max_position_embeddings", None)
+                                  or min(self.tokenizer.model_max_length, 4096))
+
+
+_LOADED: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
+_LOADED_LOCK = threading.Lock()
+KEEP_LOADED = 2  # models kept in memory for in-process answers
+
+
+def _load(path: str, device: str) -> _Loaded:
+    key = (path, device)
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key]
+        loaded = _Loaded(path, device)
+        _LOADED[key] = loaded
+        while len(_LOADED) > KEEP_LOADED:
+            _LOADED.popitem(last=False)
+        return loaded
+
+
+class TransformersBackend(Backend):
+    """Generates in this process with transformers, streaming token by token (CPU or a local GPU)."""
+
+    name = "transformers"
+
+    def __init__(self, model_path: str | Path, *, device: str | None = None) -> None:
+        self.model_path = str(model_path)
+        if device is None:
+            try:
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            except ImportError:
+                raise InferenceUnavailable() from None
+        self._loaded = _load(self.model_path, device)
+        self.context_length = self._loaded.context_length
+        self._count = _template_counter(self._loaded.tokenizer)
+
+    def count_tokens(self, messages: Messages) -> int:
+        """Count with the model's own tokenizer and chat template."""
+        return self._count(messages)
+
+    def stream(self, messages: Messages, params: Generation) -> Iterator[str | Finished]:
+        """Run generate() in a thread and yield text as each token is decoded."""
+        loaded = self._loaded
+        tokenizer = loaded.tokenizer
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
+                                                return_tensors="pt")
+        input_ids = encoded["input_ids"].to(loaded.device)
+        attention = encoded.get("attention_mask")
+        streamer = _TokenStreamer(tokenizer, params.stop)
+        stop = _Stop(streamer, time.monotonic() + params.timeout)
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids, "max_new_tokens": params.max_tokens, "streamer": streamer,
+            "stopping_criteria": [stop], "do_sample": params.temperature > 0,
+        }
+        if attention is not None:
+            kwargs["attention_mask"] = attention.to(loaded.device)
+        if params.temperature > 0:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+
+        def run() -> None:
+            try:
+                with loaded.lock, loaded.torch.inference_mode():
+                    loaded.model.generate(**kwargs)
+            except BaseException as exc:  # handed to the reading side
+                streamer.fail(exc)
+            finally:
+                streamer.end()
+
+        thread = threading.Thread(target=run, name="modelbay-generate", daemon=True)
+        thread.start()
+        try:
+            while True:
+                try:
+                    item = streamer.pieces.get(timeout=params.idle_timeout)
+                except queue.Empty:
+                    raise BackendFailed(f"The model produced nothing for {params.idle_timeout:g} s.") from None
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    log.error("in-process generation failed", exc_info=item)
+                    raise BackendFailed(f"The model failed while answering ({type(item).__name__}).")
+                yield item
+        finally:
+            stop.abort = True  # the reader left (done, failed, or closed early): let generate() return
+        if stop.timed_out:
+            raise BackendFailed(f"The answer took longer than {params.timeout:g} s and was stopped.")
+        reason = "stop" if streamer.stopped or streamer.count < params.max_tokens else "length"
+        yield Finished(int(input_ids.shape[-1]), streamer.count, reason)
+
+
+class _TokenStreamer:
+    """Receives token ids from generate() and queues newly decoded text, one token at a time."""
+
+    def __init__(self, tokenizer: Any, stop: tuple[str, ...]) -> None:
+        self.tokenizer = tokenizer
+        self.stop_strings = stop
+        self.pieces: queue.Queue[str | BaseException | None] = queue.Queue()
+        self.ids: list[int] = []
+        self.sent = ""
+        self.count = 0
+        self.stopped = False
+        self._prompt_seen = False
+        self._special = set(tokenizer.all_special_ids)
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # generate() hands over the prompt first
+            self._prompt_seen = True
+            return
+        if self.stopped:
+            return
+        for token in value.reshape(-1).tolist():
+            self.count += 1
+            if token not in self._special:
+                self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return  # half of a multi-byte character: wait for the rest
+        for stop in self.stop_strings:
+            at = text.find(stop)
+            if at >= 0:
+                text, self.stopped = text[:at], True
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            self.pieces.put(text[len(self.sent):])
+            self.sent = text
+
+    def fail(self, exc: BaseException) -> None:
+        self.pieces.put(exc)
+
+    def end(self) -> None:
+        self.pieces.put(None)
+
+
+class _Stop:
+    """A stopping criterion: a stop string was met, the reader went away, or time ran out."""
+
+    def __init__(self, streamer: _TokenStreamer, deadline: float) -> None:
+        self.streamer = streamer
+        self.deadline = deadline
+        self.abort = False
+        self.timed_out = False
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        if time.monotonic() > self.deadline:
+            self.timed_out = True
+        done = self.abort or self.timed_out or self.streamer.stopped
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
