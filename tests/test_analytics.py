@@ -1,0 +1,127 @@
+"""Analytics: latency buckets, Wilson intervals, rollups against exact figures, periods and ratings, both DBs."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from modelbay.engine.analytics import (
+    Analytics,
+    AnswerEvent,
+    bucket_bounds,
+    latency_bucket,
+    parse_period,
+    wilson,
+)
+from modelbay.engine.db import Database
+from modelbay.engine.registry import Registry
+from modelbay.engine.schema import AnalyticsEvent
+
+
+def test_each_response_time_falls_inside_its_bucket() -> None:
+    for ms in (0.2, 1.0, 1.04, 7.3, 99.9, 1234.5, 10_000.0, 599_999.0):
+        low, high = bucket_bounds(latency_bucket(ms))
+        assert low <= max(ms, 1.0) < high
+        assert high / low == pytest.approx(1.05)
+
+
+def test_wilson_interval_matches_the_textbook_values() -> None:
+    # 8 of 10: the Wilson 95% interval is 0.490 to 0.943 (e.g. Newcombe 1998, method 3).
+    low, high = wilson(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
+    assert wilson(0, 0) == (0.0, 1.0)
+    low, high = wilson(10, 10)
+    assert high == pytest.approx(1.0) and low == pytest.approx(0.7225, abs=1e-3)
+
+
+def test_periods_parse_and_bad_ones_are_named() -> None:
+    now = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+    assert parse_period("24h", now) == now - timedelta(hours=24)
+    assert parse_period("2w", now) == now - timedelta(weeks=2)
+    assert parse_period("all", now) is None
+    with pytest.raises(ValueError, match="24h, 7d"):
+        parse_period("yesterday", now)
+
+
+@pytest.fixture
+def versions(database: Database) -> list[int]:
+    registry = Registry(database)
+    model = registry.upsert({"name": "m", "display_name": "M", "category": "chat"}, source="local")
+    return [registry.add_version(model.id, rev).id for rev in ("main", "v2")]
+
+
+def _events(version_ids: list[int], now: datetime, count: int, days: float) -> list[AnswerEvent]:
+    rng = random.Random(7)
+    return [
+        AnswerEvent(model_version_id=rng.choice(version_ids), user_key=f"t:U{rng.randrange(9)}", session_id=None,
+                    message_id=None, backend="vllm", input_tokens=rng.randrange(10, 90),
+                    output_tokens=rng.randrange(1, 60), ttft_ms=rng.uniform(5, 50),
+                    total_ms=rng.lognormvariate(6, 0.8), failed=rng.random() < 0.05,
+                    at=now - timedelta(seconds=rng.uniform(0, days * 86400)))
+        for _ in range(count)
+    ]
+
+
+def _exact_percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+@pytest.mark.parametrize("period", ["24h", "7d", "all"])
+def test_rollup_metrics_match_the_raw_events(database: Database, versions: list[int], period: str) -> None:
+    analytics = Analytics(database)
+    now = datetime.now(timezone.utc)
+    events = _events(versions, now, 3000, days=10)
+    for start in range(0, len(events), 700):  # several writes, so rollup rows are added to, not only created
+        analytics.record_answers(events[start:start + 700])
+    since = parse_period(period, now)
+    metrics = analytics.metrics(versions, since)
+    hour = since.replace(minute=0, second=0, microsecond=0) if since else None
+    chosen = [e for e in events if hour is None or e.at >= hour]
+    assert metrics.requests == len(chosen)
+    assert metrics.failures == sum(e.failed for e in chosen)
+    assert metrics.output_tokens == sum(e.output_tokens for e in chosen)
+    for q, got in ((0.5, metrics.p50_ms), (0.95, metrics.p95_ms)):
+        exact = _exact_percentile([e.total_ms for e in chosen], q)
+        assert abs(got - exact) / exact < 0.05  # one 5% bucket
+    assert metrics.mean_ttft_ms == pytest.approx(sum(e.ttft_ms for e in chosen) / len(chosen))
+    with database.session() as session:
+        assert session.scalar(select(func.count()).select_from(AnalyticsEvent)) == len(events)
+
+
+def test_one_version_is_measured_apart_from_another(database: Database, versions: list[int]) -> None:
+    analytics = Analytics(database)
+    now = datetime.now(timezone.utc)
+    events = _events(versions, now, 500, days=2)
+    analytics.record_answers(events)
+    only = analytics.metrics(versions[:1], None)
+    assert only.requests == sum(e.model_version_id == versions[0] for e in events)
+    assert analytics.metrics([], None).requests == 0
+
+
+def test_ratings_and_changed_ratings_count_once(database: Database, versions: list[int]) -> None:
+    analytics = Analytics(database)
+    answered = datetime.now(timezone.utc) - timedelta(hours=3)
+    with database.session() as session:
+        for _ in range(7):
+            analytics.add_rating(session, versions[0], answered, ups=1, downs=0)
+        analytics.add_rating(session, versions[0], answered, ups=0, downs=1)
+        analytics.add_rating(session, versions[0], answered, ups=-1, downs=1)  # a 👍 changed to 👎
+    metrics = analytics.metrics(versions, parse_period("24h"))
+    assert (metrics.ups, metrics.downs, metrics.ratings) == (6, 2, 8)
+    assert metrics.satisfaction == pytest.approx(0.75)
+    assert metrics.satisfaction_interval == pytest.approx(wilson(6, 8))
+
+
+def test_opting_out_is_remembered(database: Database) -> None:
+    analytics = Analytics(database)
+    assert not analytics.opted_out("slack:U1")
+    analytics.set_opt_out("slack:U1", True)
+    analytics.set_opt_out("slack:U1", True)
+    assert analytics.opted_out("slack:U1")
+    analytics.set_opt_out("slack:U1", False)
+    assert not analytics.opted_out("slack:U1")
