@@ -1,0 +1,228 @@
+"""Model servers: vLLM's OpenAI-compatible server started and supervised by a serve job on a gpu worker.
+
+`/models serve` submits a `model.serve` job; the job (workers/serve.py) launches vLLM on a free port, waits
+until it is healthy, records the endpoint here and then watches it for as long as it runs. `/models stop`
+asks that job to stop (a cancel request it sees within a second), so stopping never queues behind the very
+job it stops. Whatever way the job ends, the `settle` hook leaves the server row stopped or down.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from modelbay.config import Settings
+from modelbay.engine.db import Database
+from modelbay.engine.errors import NeedsInstall, ServerFailed, ServerNotRunning
+from modelbay.engine.jobs import JobKind, Jobs, register_kind
+from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord
+from modelbay.engine.registry import Registry
+from modelbay.engine.schema import Server, ServerState
+
+__all__ = ["SERVE", "ServerRecord", "Servers", "installed_version", "served_name", "settle"]
+
+log = logging.getLogger(__name__)
+
+SERVE = register_kind(JobKind(
+    "model.serve", "modelbay.workers.serve.serve", "gpu", timeout=-1,  # a server runs until it is stopped
+    description="Start and supervise a vLLM server for an installed model.", on_end="modelbay.engine.serving.settle",
+))
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """A model server as the bot sees it."""
+
+    id: int
+    model_version_id: int
+    job_id: str
+    state: str
+    endpoint: str | None
+    served_name: str
+    host: str | None
+    pid: int | None
+    adapters: list[str] = field(default_factory=list)
+    error: str | None = None
+    requester: str = ""
+    created_at: datetime | None = None
+    ready_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    @property
+    def live(self) -> bool:
+        """Whether it runs or is on its way up or down."""
+        return ServerState(self.state).live
+
+
+def _record(row: Server) -> ServerRecord:
+    return ServerRecord(
+        id=row.id, model_version_id=row.model_version_id, job_id=row.job_id, state=row.state.value,
+        endpoint=row.endpoint, served_name=row.served_name, host=row.host, pid=row.pid,
+        adapters=list(row.adapters or []), error=row.error, requester=row.requester, created_at=row.created_at,
+        ready_at=row.ready_at, ended_at=row.ended_at,
+    )
+
+
+def served_name(model: ModelRecord) -> str:
+    """The name requests use for the base model: the registry name, which clients already know."""
+    return model.name
+
+
+def installed_version(model: ModelRecord, action: str = "chat with") -> VersionRecord:
+    """Return the newest installed version of a model, or raise NeedsInstall."""
+    installed = [v for v in model.versions if v.install_state == "installed" and v.local_path]
+    if not installed:
+        raise NeedsInstall(model.name, action)
+    return max(installed, key=lambda v: (v.installed_at or datetime.min.replace(tzinfo=timezone.utc), v.id))
+
+
+def settle(db: Database, job: JobRecord) -> None:
+    """The serve kind's end hook: a server whose job ended is stopped (asked to) or down (it failed)."""
+    with db.session() as session:
+        row = session.scalars(select(Server).where(Server.job_id == job.id)).first()
+        if row is None or not row.state.live:
+            return
+        if job.status == "failed":
+            row.state, row.error = ServerState.DOWN, row.error or job.error
+        else:
+            row.state = ServerState.STOPPED
+        row.ended_at = row.ended_at or datetime.now(timezone.utc)
+
+
+class Servers:
+    """Starts, finds and stops model servers; the serve job does the process work on a gpu worker."""
+
+    def __init__(self, settings: Settings, db: Database, registry: Registry, jobs: Jobs) -> None:
+        self.settings = settings
+        self._db = db
+        self.registry = registry
+        self.jobs = jobs
+
+    def start(self, name: str, requester: str) -> tuple[ServerRecord, JobRecord, bool]:
+        """Serve the newest installed version of a model (or join the server already live); True if new."""
+        model = self.registry.get(name)
+        version = installed_version(model, "serve")
+        live = self.live_for(version.id)
+        if live is not None:
+            return live, self.jobs.get(live.job_id), False
+        job, created = self.jobs.submit(SERVE.name, {"version_id": version.id}, requester=requester,
+                                        dedup_key=f"version:{version.id}", model_version_id=version.id)
+        if not created:
+            existing = self.for_job(job.id)
+            if existing is not None:
+                return existing, job, False
+        with self._db.session() as session:
+            row = session.scalars(select(Server).where(Server.job_id == job.id)).first()
+            if row is None:
+                row = Server(model_version_id=version.id, job_id=job.id, state=ServerState.STARTING,
+                             served_name=served_name(model), requester=requester, adapters=[])
+                session.add(row)
+                session.flush()
+            record = _record(row)
+        return record, job, created
+
+    def stop(self, name: str) -> ServerRecord:
+        """Ask the live servers of a model to stop; the serve job terminates vLLM and records it."""
+        model = self.registry.get(name)
+        stopping = [s for s in self.list(live=True) if s.model_version_id in {v.id for v in model.versions}]
+        if not stopping:
+            raise ServerNotRunning(model.name)
+        for server in stopping:
+            self._set(server.id, state=ServerState.STOPPING)
+            job = self.jobs.get(server.job_id)
+            if job.active:
+                self.jobs.cancel(server.job_id)
+            else:
+                settle(self._db, job)
+        return self.get(stopping[0].id)
+
+    def get(self, server_id: int) -> ServerRecord:
+        """Return one server."""
+        with self._db.session() as session:
+            row = session.get(Server, server_id)
+            if row is None:
+                raise LookupError(f"no server #{server_id}")
+            return _record(row)
+
+    def for_job(self, job_id: str) -> ServerRecord | None:
+        """Return the server a serve job runs."""
+        with self._db.session() as session:
+            row = session.scalars(select(Server).where(Server.job_id == job_id)).first()
+            return _record(row) if row is not None else None
+
+    def live_for(self, version_id: int) -> ServerRecord | None:
+        """Return the live server of a model version, reconciling it with its job first."""
+        with self._db.session() as session:
+            rows = session.scalars(select(Server).where(
+                Server.model_version_id == version_id,
+                Server.state.in_([ServerState.STARTING, ServerState.RUNNING, ServerState.STOPPING]),
+            ).order_by(Server.id.desc())).all()
+            records = [_record(r) for r in rows]
+        for record in records:
+            self.jobs.get(record.job_id)  # a job whose worker died ends here, and settle() marks it down
+            fresh = self.get(record.id)
+            if fresh.live:
+                return fresh
+        return None
+
+    def running_for(self, version_id: int) -> ServerRecord | None:
+        """Return the server of a version that is ready to answer (state running with an endpoint)."""
+        with self._db.session() as session:
+            row = session.scalars(select(Server).where(
+                Server.model_version_id == version_id, Server.state == ServerState.RUNNING,
+                Server.endpoint.is_not(None),
+            ).order_by(Server.id.desc())).first()
+            return _record(row) if row is not None else None
+
+    def list(self, *, live: bool | None = None, limit: int = 50) -> list[ServerRecord]:
+        """Return servers, newest first."""
+        query = select(Server).order_by(Server.id.desc()).limit(limit)
+        if live is not None:
+            states = [ServerState.STARTING, ServerState.RUNNING, ServerState.STOPPING]
+            query = query.where(Server.state.in_(states) if live else Server.state.not_in(states))
+        with self._db.session() as session:
+            return [_record(r) for r in session.scalars(query)]
+
+    def mark_down(self, server_id: int, reason: str) -> None:
+        """Record that a server stopped answering (a chat found its endpoint dead)."""
+        self._set(server_id, state=ServerState.DOWN, error=reason, ended_at=datetime.now(timezone.utc))
+
+    def _set(self, server_id: int, **values: Any) -> None:
+        with self._db.session() as session:
+            row = session.get(Server, server_id)
+            if row is not None and row.state.live:
+                for key, value in values.items():
+                    setattr(row, key, value)
+
+    # -- LoRA adapters -------------------------------------------------------------------------------------
+    def load_adapter(self, server: ServerRecord, name: str, path: str) -> ServerRecord:
+        """Hot-load a LoRA adapter into a running server; requests then pick it by name."""
+        if not _ADAPTER_NAME.fullmatch(name):
+            raise ValueError(f"adapter names are letters, digits, '.', '_' and '-' (got {name!r})")
+        if name in server.adapters:
+            return server
+        if server.endpoint is None:
+            raise ServerNotRunning(server.served_name)
+        root = server.endpoint.removesuffix("/v1")
+        try:
+            resp = httpx.post(f"{root}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path},
+                              timeout=120.0)
+        except httpx.HTTPError as exc:
+            raise ServerFailed(server.served_name, f"loading adapter {name} failed ({type(exc).__name__})") from None
+        if resp.status_code != 200 and "already been loaded" not in resp.text:
+            raise ServerFailed(server.served_name, f"loading adapter {name} failed: HTTP {resp.status_code} "
+                                                   f"{resp.text[:200]}")
+        with self._db.session() as session:
+            row = session.get(Server, server.id)
+            if row is not None and name not in (row.adapters or []):
+                row.adapters = [*(row.adapters or []), name]
+        return self.get(server.id)
+
+
+_ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

