@@ -8,7 +8,9 @@ import fakeredis
 from redis import Redis
 
 from modelbay.config import Settings
+from modelbay.engine.analytics import Analytics
 from modelbay.engine.catalog import load_catalog
+from modelbay.engine.chat import Chats
 from modelbay.engine.db import Database
 from modelbay.engine.discovery import Discovery
 from modelbay.engine.errors import ModelBayError
@@ -16,6 +18,7 @@ from modelbay.engine.hardware import HardwareInfo
 from modelbay.engine.installs import Installs
 from modelbay.engine.jobs import Jobs
 from modelbay.engine.registry import Registry
+from modelbay.engine.serving import Servers
 from modelbay.workers.embedded import EmbeddedWorkers
 from modelbay.workers.runner import install_resources
 
@@ -53,6 +56,9 @@ class Runtime:
         self.hardware = HardwareInfo(self.jobs, self.redis, settings)
         self.installs = Installs(settings, self.registry, self.jobs, self.hardware)
         self.discovery = Discovery(settings, self.registry, self.hardware)
+        self.servers = Servers(settings, self.db, self.registry, self.jobs)
+        self.analytics = Analytics(self.db)
+        self.chats = Chats(settings, self.db, self.redis, self.registry, self.servers, self.analytics)
         self._embedded: EmbeddedWorkers | None = None
 
     def prepare(self) -> None:

@@ -276,3 +276,25 @@ def test_a_viewer_can_browse_but_not_install(settings: Settings) -> None:
             assert httpx.delete(f"{url}/api/marketplace/models/{REPO}/install", headers=auth).status_code == 403
     finally:
         viewer.close()
+
+
+def test_model_metrics_over_http(client: httpx.Client, runtime: Runtime) -> None:
+    from datetime import datetime, timezone
+
+    from modelbay.engine.analytics import AnswerEvent
+
+    model = runtime.registry.get("qwen2.5-0.5b-instruct")
+    version = runtime.registry.add_version(model.id, "main")
+    now = datetime.now(timezone.utc)
+    runtime.analytics.record_answers([
+        AnswerEvent(version.id, "api:token", None, None, "vllm", 10, 20, 50.0, ms, at=now) for ms in (100.0, 400.0)
+    ])
+    with runtime.db.session() as session:
+        runtime.analytics.add_rating(session, version.id, now, ups=1, downs=0)
+    body = client.get("/api/analytics/models/qwen2.5-0.5b-instruct", params={"period": "24h"}).json()
+    assert (body["requests"], body["ups"], body["downs"], body["satisfaction"]) == (2, 1, 0, 1.0)
+    assert 95 <= body["p50_ms"] <= 105 and 380 <= body["p95_ms"] <= 420
+    assert body["satisfaction_low"] < 1.0 and body["satisfaction_high"] == pytest.approx(1.0)
+    bad = client.get("/api/analytics/models/qwen2.5-0.5b-instruct", params={"period": "forever"})
+    assert bad.status_code == 422 and "period" in bad.json()["error"]
+    assert client.get("/api/analytics/models/nope").status_code == 404

@@ -80,7 +80,7 @@ def test_nul_bytes_and_overlong_text_are_refused() -> None:
 
 def test_help_lists_what_the_caller_may_run(run) -> None:
     everything = run("/help", ADMIN)
-    assert [row[0].split()[0:2] for row in everything.table.rows][:2] == [["/help", "[command]"], ["/jobs", "cancel"]]
+    assert [row[0].split()[0:2] for row in everything.table.rows][:2] == [["/analytics", "model"], ["/chat", "<model>"]]
     viewer = run("/help", VIEWER)
     assert not any(row[0].startswith("/jobs cancel") for row in viewer.table.rows)
     assert "Your role: viewer" in viewer.footer

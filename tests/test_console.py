@@ -168,3 +168,45 @@ def test_install_shows_a_live_bar_and_ctrl_c_cancels_it(tmp_path: Path, hub, tin
     assert child.exitstatus == 0
     store = tmp_path / "home" / "models"
     assert (store / "tiny-org--tiny-llama").is_dir() and not (store / "tiny-org--slow").exists()
+
+
+def test_chat_in_the_console_streams_rates_and_measures(tmp_path: Path, tiny_chat_model: Path) -> None:
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "tiny-chat").symlink_to(tiny_chat_model, target_is_directory=True)
+    env = _env(tmp_path / "home")
+    env.update(MODELBAY_LOCAL_MODELS_DIR=str(library), MODELBAY_CHAT_TEMPERATURE="0")
+    child = _spawn_console(env, tmp_path, timeout=60)
+    try:
+        child.expect("modelbay>")
+        child.send("What color is grass?\r")  # no chat yet: says how to start one
+        child.expect("There is no chat open here. Start one with")
+        child.expect("modelbay>")
+        child.send("/models install local/tiny-chat\r")
+        child.expect("install tiny-chat [0-9a-f]+: finished")
+        child.expect("modelbay>")
+        child.send("/chat tiny-chat You are a helpful assistant.\r")
+        child.expect("Chatting with")
+        child.expect("Answered by")
+        child.expect("transformers")
+        child.expect("modelbay>")
+        child.send("What color is the sky?\r")
+        child.expect(r"\.\r?\n")  # the streamed answer ends its sentence, then the facts line follows
+        child.expect(r"#2 · transformers · \d+ tokens · first token \d+ ms")
+        child.expect("modelbay>")
+        child.send("/rate up helpful\r")
+        child.expect("Rated answer")
+        child.expect("helpful")
+        child.expect("modelbay>")
+        child.send("/analytics model tiny-chat\r")
+        child.expect("Requests")
+        child.expect("100%")
+        child.expect("of 1 rating")
+        child.expect("modelbay>")
+        child.send("/privacy delete\r")
+        child.expect("Erased ratings")
+        child.expect("modelbay>")
+        child.send("/quit\r")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

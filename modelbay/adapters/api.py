@@ -26,6 +26,7 @@ from modelbay.bot.context import Actor, Context
 from modelbay.bot.errors import render_error, style_of
 from modelbay.bot.progress import watch
 from modelbay.config import Settings
+from modelbay.engine.analytics import PERIODS, parse_period
 from modelbay.engine.discovery import SearchHit
 from modelbay.engine.errors import ModelBayError, NotAllowed
 from modelbay.engine import hardware as hw
@@ -243,6 +244,24 @@ class JobOut(BaseModel):
                    requester=j.requester, created_at=j.created_at, started_at=j.started_at, ended_at=j.ended_at)
 
 
+class MetricsOut(BaseModel):
+    """A model's answers over a period: volume, response times, speed and satisfaction."""
+
+    model: str
+    period: str
+    requests: int
+    failures: int
+    p50_ms: float | None
+    p95_ms: float | None
+    mean_ttft_ms: float | None
+    tokens_per_s: float | None
+    ups: int
+    downs: int
+    satisfaction: float | None
+    satisfaction_low: float | None = Field(description="Wilson 95% interval, lower end.")
+    satisfaction_high: float | None = Field(description="Wilson 95% interval, upper end.")
+
+
 class HealthOut(BaseModel):
     """The process answers."""
 
@@ -351,6 +370,7 @@ _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 system = APIRouter(tags=["system"])
 marketplace = APIRouter(tags=["marketplace"], responses=_ERRORS)
 jobs = APIRouter(tags=["jobs"], responses=_ERRORS)
+analytics = APIRouter(tags=["analytics"], responses=_ERRORS)
 
 
 @system.get("/healthz")
@@ -468,6 +488,17 @@ async def cancel_job(ctx: User, job_id: str, force: bool = False) -> JobOut:
     return JobOut.of(await ctx.cancel_job(job_id, force=force))
 
 
+@analytics.get("/api/analytics/models/{model_id}")
+async def model_metrics(ctx: Viewer, model_id: str, period: Literal[PERIODS] = "7d") -> MetricsOut:  # type: ignore[valid-type]
+    """Requests, p50/p95 response time, first-token time, tokens/s and satisfaction of a model's answers."""
+    record = await ctx.call(ctx.runtime.registry.get, model_id)
+    m = await ctx.call(ctx.runtime.analytics.metrics, [v.id for v in record.versions], parse_period(period))
+    low, high = m.satisfaction_interval or (None, None)
+    return MetricsOut(model=record.name, period=period, requests=m.requests, failures=m.failures, p50_ms=m.p50_ms,
+                      p95_ms=m.p95_ms, mean_ttft_ms=m.mean_ttft_ms, tokens_per_s=m.tokens_per_s, ups=m.ups,
+                      downs=m.downs, satisfaction=m.satisfaction, satisfaction_low=low, satisfaction_high=high)
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     """Build the API over one runtime."""
     app = FastAPI(
@@ -475,10 +506,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         description="Find, install and manage open models. Send `Authorization: Bearer <MODELBAY_API_TOKEN>`.",
         openapi_tags=[{"name": "marketplace", "description": "Browse, search, install and uninstall models."},
                       {"name": "jobs", "description": "Long operations and their progress."},
+                      {"name": "analytics", "description": "Per-model metrics from answers and ratings."},
                       {"name": "system", "description": "Health."}],
     )
     app.state.runtime = runtime
-    for router in (system, marketplace, jobs):
+    for router in (system, marketplace, jobs, analytics):
         app.include_router(router)
     # Starlette answers ModelBayError in the routing layer; Exception only in its outermost middleware.
     app.add_exception_handler(ModelBayError, _handle_error)

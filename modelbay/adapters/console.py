@@ -22,9 +22,11 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table as RichTable
 
 from modelbay.bot import COMMANDS, Actor, CommandSet, Dispatcher, Reply
+from modelbay.bot.conversation import answer_footer, converse
 from modelbay.bot.errors import render_error
 from modelbay.bot.progress import watch
 from modelbay.bot.spec import ArgType
+from modelbay.engine.chat import Answered, AnswerRecord, Delta, Notice, Place
 from modelbay.engine.jobs import ProgressEvent
 
 __all__ = ["ConsoleApp", "render"]
@@ -166,6 +168,7 @@ class ConsoleApp:
         self.out = out or RichConsole(width=None if sys.stdout.isatty() else 120)
         self.history = history
         self.actor = Actor("console", getpass.getuser(), getpass.getuser())
+        self.place = Place("console", "terminal")
 
     @property
     def interactive(self) -> bool:
@@ -207,11 +210,40 @@ class ConsoleApp:
         return line
 
     async def handle(self, line: str) -> None:
-        """Run one command line and print its reply, following any job it reports progress on."""
-        reply = await self.dispatcher.dispatch_line(line, self.actor)
+        """Run one command line (or send a chat message) and print its reply, following any job it starts."""
+        if not line.startswith("/"):
+            await self.say(line)
+            return
+        reply = await self.dispatcher.dispatch_line(line, self.actor, self.place)
         self.out.print(render(reply))
         if reply.progress and reply.progress.status in ("queued", "started", "retrying"):
             await self.follow(reply.progress.job_id, reply.progress.label)
+
+    async def say(self, text: str) -> None:
+        """Send a message to the chat open here and print the answer as it streams in."""
+        ctx = self.dispatcher.context(self.actor, self.place)
+        started = False
+        try:
+            async for event in converse(ctx, text):
+                if isinstance(event, Notice):
+                    self.out.print(f"[yellow]{escape(event.text)}[/]", highlight=False)
+                elif isinstance(event, Delta):
+                    started = True
+                    self.out.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+                    self.out.file.flush()
+                elif isinstance(event, Answered):
+                    self._answered(event.answer, started)
+        except Exception as exc:  # nothing streamed yet: the chat could not start (not served, no chat here)
+            if started:
+                self.out.print()
+            self.out.print(render(render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)))
+
+    def _answered(self, answer: AnswerRecord, started: bool) -> None:
+        if started:
+            self.out.print()
+        if answer.note:
+            self.out.print(f"[yellow]{escape(answer.note)}[/]", highlight=False)
+        self.out.print(f"[dim]{escape(answer_footer(answer))} · /rate up|down [reason][/]", highlight=False)
 
     async def follow(self, job_id: str, label: str) -> None:
         """Show a job's progress until it ends; Ctrl-C asks to cancel it."""
@@ -228,6 +260,8 @@ class ConsoleApp:
             await self.handle(f"/jobs cancel {job_id}")
         except Exception as exc:  # the queue or database went away: say so and keep the console running
             self.out.print(render(render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)))
+        if last is not None and last.detail.get("ready") and not last.terminal:
+            self.out.print(f"[green]{escape(label)} {job_id}: {escape(last.message or 'ready')}[/]", highlight=False)
         if last is not None and last.terminal:
             tone = {"finished": "green", "failed": "red", "canceled": "yellow"}[last.status]
             said = last.message and last.message.lower() not in (last.status, "done")

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelbay.config import ROLES
-from modelbay.engine.errors import NotAllowed
+from modelbay.engine.chat import Place
+from modelbay.engine.errors import NoChatHere, NotAllowed
 from modelbay.engine.records import JobRecord
 
 if TYPE_CHECKING:
@@ -46,11 +47,18 @@ class Actor:
 
 @dataclass(frozen=True)
 class Context:
-    """What a handler gets: the runtime, the actor and their role."""
+    """What a handler gets: the runtime, the actor, their role, and where they are (for chats)."""
 
     runtime: Runtime
     actor: Actor
     role: str
+    place: Place | None = None
+
+    def where(self) -> Place:
+        """The place this command came from; commands about chats need one."""
+        if self.place is None:
+            raise NoChatHere()
+        return self.place
 
     def has_role(self, role: str) -> bool:
         """Whether the actor's role includes role."""

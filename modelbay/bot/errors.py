@@ -10,6 +10,14 @@ from modelbay.bot.reply import Reply, Tone
 from modelbay.bot.spec import ArgumentInvalid, UnknownCommand
 from modelbay.config import SettingsError
 from modelbay.engine.errors import (
+    AnswerNotFound,
+    BackendFailed,
+    NeedsInstall,
+    NoChatHere,
+    NotServed,
+    ServerFailed,
+    ServerNotRunning,
+    WrongReason,
     CatalogInvalid,
     ChecksumMismatch,
     DiskFull,
@@ -30,6 +38,7 @@ from modelbay.engine.errors import (
     UnsafeWeights,
 )
 from modelbay.engine.ids import InvalidId
+from modelbay.engine.inference import InferenceUnavailable
 from modelbay.engine.jobs import UnknownJobKind
 
 __all__ = ["ERRORS", "ErrorStyle", "render_error", "style_of"]
@@ -67,6 +76,15 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     DownloadFailed: ErrorStyle("Download failed", "error", http_status=502),
     ModelInUse: ErrorStyle("Model in use", http_status=409),
     NotInstalled: ErrorStyle("Not installed", "info", http_status=409),
+    NeedsInstall: ErrorStyle("Not installed", "info", http_status=409),
+    NotServed: ErrorStyle("Not served", "info", http_status=409),
+    ServerNotRunning: ErrorStyle("Not running", "info", http_status=409),
+    ServerFailed: ErrorStyle("Server failed", "error", ephemeral=False, http_status=502),
+    BackendFailed: ErrorStyle("The model failed", "error", http_status=502),
+    InferenceUnavailable: ErrorStyle("Not available here", "error", http_status=501),
+    NoChatHere: ErrorStyle("No chat here", "info", http_status=409),
+    AnswerNotFound: ErrorStyle("Cannot rate that", http_status=404),
+    WrongReason: ErrorStyle("Check the reason", http_status=422),
     UnknownJobKind: ErrorStyle("Unknown job kind", "error", http_status=500),
     CatalogInvalid: ErrorStyle("Catalog problem", "error", ephemeral=False, http_status=500),
     SettingsError: ErrorStyle("Configuration problem", "error", ephemeral=False, http_status=500),

@@ -12,7 +12,7 @@ __all__ = ["watch"]
 
 
 async def watch(jobs: Jobs, job_id: str, *, poll: float = 0.5) -> AsyncIterator[ProgressEvent]:
-    """Yield a job's progress events until it ends, without blocking the event loop."""
+    """Yield a job's progress events until it ends (or reports `ready`: a server that is up), off the loop."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[ProgressEvent | BaseException | None] = asyncio.Queue()
     stop = threading.Event()
@@ -22,6 +22,8 @@ async def watch(jobs: Jobs, job_id: str, *, poll: float = 0.5) -> AsyncIterator[
         try:
             for event in jobs.events(job_id, poll=poll, stop=stop):
                 loop.call_soon_threadsafe(queue.put_nowait, event)
+                if event.detail.get("ready"):
+                    break  # a long-lived job (a model server) is up: nothing more to follow
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side, which re-raises
             loop.call_soon_threadsafe(queue.put_nowait, exc)
         else:

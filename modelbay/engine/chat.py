@@ -1,0 +1,471 @@
+"""Chat sessions: bound to a platform thread or channel and a model version; answers stream and are measured.
+
+The conversation context lives in Redis (per session, expiring after MODELBAY_CHAT_HISTORY_TTL), so chats
+keep their memory even when the database keeps no text: the database stores prompt and answer text only
+when MODELBAY_STORE_TRANSCRIPTS is on, and always stores each turn's row (ids for ratings, token counts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+from redis import Redis
+from sqlalchemy import delete, select
+
+from modelbay.config import Settings
+from modelbay.engine.analytics import Analytics, AnswerEvent, tokens_per_second
+from modelbay.engine.db import Database
+from modelbay.engine.errors import (
+    AnswerNotFound,
+    BackendFailed,
+    NeedsInstall,
+    NoChatHere,
+    NotServed,
+    WrongReason,
+)
+from modelbay.engine.inference import Backend, Finished, Generation, OpenAIBackend, TransformersBackend
+from modelbay.engine.records import ModelRecord, VersionRecord
+from modelbay.engine.registry import Registry
+from modelbay.engine.schema import AnalyticsEvent, ChatSession, Feedback, Message, Model, ModelVersion
+from modelbay.engine.serving import ServerRecord, Servers, installed_version
+
+__all__ = [
+    "DOWN_REASONS",
+    "UP_REASONS",
+    "Answered",
+    "AnswerRecord",
+    "Chats",
+    "Delta",
+    "Notice",
+    "Place",
+    "RatingRecord",
+    "SessionRecord",
+]
+
+log = logging.getLogger(__name__)
+
+UP_REASONS = ("helpful", "accurate", "followed_instructions", "creative")
+DOWN_REASONS = ("wrong", "didnt_follow", "refused", "too_verbose", "other")
+HISTORY_LIMIT = 200  # turns kept in Redis per session; the context window trims further
+BACKEND_FRESH_FOR = 10.0  # seconds a chosen backend is reused before the server table is read again
+# Seconds this process trusts what it last read of the chat open at a place; opening or closing a chat here
+# updates it at once, another process's change shows after at most this long.
+PLACE_FRESH_FOR = 5.0
+_TURN_POLL = 0.01
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a chat lives: a platform, a channel, and a thread in it (if the platform has threads)."""
+
+    platform: str
+    channel_id: str
+    thread_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A chat session as the bot sees it."""
+
+    id: int
+    place: Place
+    user_key: str
+    model_name: str
+    model_display_name: str
+    model_version_id: int
+    system_prompt: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A new piece of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the asker should know about this answer (history trimmed, input cut)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerRecord:
+    """A finished answer: its message id (for ratings), text, how it ended and its measurements."""
+
+    message_id: int
+    session_id: int
+    text: str
+    status: str  # ok | partial | failed
+    note: str | None
+    backend: str
+    input_tokens: int | None
+    output_tokens: int | None
+    ttft_ms: float | None
+    total_ms: float
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Generation speed of this answer."""
+        return tokens_per_second(self.output_tokens, self.total_ms)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The last event of an answer."""
+
+    answer: AnswerRecord
+
+
+ChatEvent = Delta | Notice | Answered
+
+
+@dataclass(frozen=True)
+class RatingRecord:
+    """A stored rating."""
+
+    message_id: int
+    up: bool
+    reason: str | None
+    comment: str | None
+    changed: bool  # it replaced an earlier rating by the same person
+
+
+class Chats:
+    """Opens sessions, answers messages in order with the right backend, stores turns, takes ratings."""
+
+    def __init__(self, settings: Settings, db: Database, redis: Redis, registry: Registry, servers: Servers,
+                 analytics: Analytics) -> None:
+        self.settings = settings
+        self._db = db
+        self.redis = redis
+        self.registry = registry
+        self.servers = servers
+        self.analytics = analytics
+        self._backends: dict[int, tuple[float, Backend, ServerRecord | None]] = {}
+        self._places: dict[Place, tuple[float, SessionRecord | None]] = {}
+
+    # -- sessions ------------------------------------------------------------------------------------------
+    def open(self, place: Place, user_key: str, model: str, system_prompt: str | None = None) -> SessionRecord:
+        """Start a chat with the newest installed version of a model here, closing any chat open here."""
+        record = self.registry.get(model)
+        version = installed_version(record)
+        self.backend_for(record, version)  # say now, not at the first message, if it cannot be answered
+        with self._db.session() as session:
+            for row in session.scalars(select(ChatSession).where(*self._open_at(place))):
+                row.closed_at = datetime.now(timezone.utc)
+            row = ChatSession(platform=place.platform, channel_id=place.channel_id, thread_id=place.thread_id,
+                              user_key=user_key, model_version_id=version.id, system_prompt=system_prompt or None)
+            session.add(row)
+            session.flush()
+            session_id = row.id
+        opened = self.get(session_id)
+        self._places[place] = (time.monotonic(), opened)
+        return opened
+
+    @staticmethod
+    def _open_at(place: Place) -> list[Any]:
+        return [
+            ChatSession.platform == place.platform, ChatSession.channel_id == place.channel_id,
+            ChatSession.thread_id.is_(None) if place.thread_id is None else ChatSession.thread_id == place.thread_id,
+            ChatSession.closed_at.is_(None),
+        ]
+
+    def current(self, place: Place) -> SessionRecord | None:
+        """Return the chat open at a place, if any."""
+        known = self._places.get(place)
+        if known is not None and time.monotonic() - known[0] < PLACE_FRESH_FOR:
+            return known[1]
+        found = self._find(*self._open_at(place))
+        self._places[place] = (time.monotonic(), found)
+        return found
+
+    def get(self, session_id: int) -> SessionRecord:
+        """Return one open chat session."""
+        found = self._find(ChatSession.id == session_id, ChatSession.closed_at.is_(None))
+        if found is None:
+            raise NoChatHere()
+        return found
+
+    def _find(self, *where: Any) -> SessionRecord | None:
+        with self._db.session() as session:
+            found = session.execute(
+                select(ChatSession, Model).join(ModelVersion, ModelVersion.id == ChatSession.model_version_id)
+                .join(Model, Model.id == ModelVersion.model_id).where(*where).order_by(ChatSession.id.desc()).limit(1)
+            ).first()
+            if found is None:
+                return None
+            row, model = found
+            return SessionRecord(
+                id=row.id, place=Place(row.platform, row.channel_id, row.thread_id), user_key=row.user_key,
+                model_name=model.name, model_display_name=model.display_name, model_version_id=row.model_version_id,
+                system_prompt=row.system_prompt, created_at=row.created_at,
+            )
+
+    def close(self, place: Place) -> SessionRecord:
+        """End the chat open at a place."""
+        current = self.current(place)
+        if current is None:
+            raise NoChatHere()
+        with self._db.session() as session:
+            row = session.get(ChatSession, current.id)
+            row.closed_at = datetime.now(timezone.utc)
+        self._places.pop(place, None)
+        return current
+
+    # -- backends ------------------------------------------------------------------------------------------
+    def backend_for(self, model: ModelRecord, version: VersionRecord) -> Backend:
+        """A running vLLM server of the version if there is one, else in-process transformers if allowed."""
+        cached = self._backends.get(version.id)
+        if cached is not None and time.monotonic() - cached[0] < BACKEND_FRESH_FOR:
+            return cached[1]
+        if version.install_state != "installed" or not version.local_path:
+            raise NeedsInstall(model.name)  # uninstalled since the chat began
+        base, adapter = version, None
+        if version.parent_version_id and version.local_path and Path(version.local_path, "adapter_config.json").is_file():
+            # A LoRA fine-tune: its base model's server answers, with the adapter hot-loaded under its own name.
+            base, adapter = self.registry.get_version(version.parent_version_id), f"{model.name}-v{version.id}"
+        server = self.servers.running_for(base.id)
+        if server is not None and server.endpoint:
+            if adapter is not None:
+                server = self.servers.load_adapter(server, adapter, version.local_path or "")
+            name = adapter or server.served_name
+            backend: Backend = OpenAIBackend(server.endpoint or "", name, model_path=base.local_path,
+                                             context_length=_served_context(server.endpoint or "", server.served_name))
+        elif adapter is not None:
+            raise NotServed(model.name, "a LoRA fine-tune is answered by its base model's vLLM server")
+        elif not self.settings.chat_in_process:
+            raise NotServed(model.name, "answers in this process are turned off by MODELBAY_CHAT_IN_PROCESS")
+        else:
+            backend = TransformersBackend(version.local_path or "")
+        self._forget_backend(version.id)
+        self._backends[version.id] = (time.monotonic(), backend, server)
+        return backend
+
+    def _forget_backend(self, version_id: int) -> None:
+        old = self._backends.pop(version_id, None)
+        if old is not None and isinstance(old[1], OpenAIBackend):
+            old[1].close()
+
+    # -- answering -----------------------------------------------------------------------------------------
+    def generation(self) -> Generation:
+        """The generation settings answers use."""
+        s = self.settings
+        return Generation(max_tokens=s.chat_max_tokens, temperature=s.chat_temperature, timeout=s.chat_timeout,
+                          idle_timeout=s.chat_idle_timeout)
+
+    def answer(self, chat: SessionRecord | int, user_key: str, text: str) -> Iterator[ChatEvent]:
+        """Answer one message: Notices first, then Deltas as the model writes, then Answered."""
+        chat = chat if isinstance(chat, SessionRecord) else self.get(chat)
+        session_id, version_id = chat.id, chat.model_version_id
+        cached = self._backends.get(version_id)
+        if cached is not None and time.monotonic() - cached[0] < BACKEND_FRESH_FOR:
+            backend = cached[1]
+        else:
+            backend = self.backend_for(self.registry.get(chat.model_name), self.registry.get_version(version_id))
+        ticket, history = self._take_turn(session_id)
+        try:
+            messages = ([{"role": "system", "content": chat.system_prompt}] if chat.system_prompt else [])
+            messages += history + [{"role": "user", "content": text}]
+            params = self.generation()
+            prompt = backend.prompt(messages, params)
+            for notice in prompt.notices:
+                yield Notice(notice)
+            params = replace(params, max_tokens=prompt.max_tokens)
+            pieces: list[str] = []
+            finished: Finished | None = None
+            note: str | None = None
+            started = time.monotonic()
+            first: float | None = None
+            try:
+                for item in backend.stream(prompt.messages, params):
+                    if isinstance(item, Finished):
+                        finished = item
+                        continue
+                    if first is None:
+                        first = time.monotonic()
+                    pieces.append(item)
+                    yield Delta(item)
+            except BackendFailed as exc:
+                note = f"The answer stopped early: {exc}" if pieces else f"No answer: {exc}"
+                self._after_failure(version_id, exc)
+            ended = time.monotonic()
+            answer_text = "".join(pieces)
+            status = "ok" if note is None else ("partial" if pieces else "failed")
+            if note is None and finished is not None and finished.reason == "length":
+                note = f"The answer reached the {params.max_tokens}-token limit and was cut there."
+            sent = prompt.messages[-1]["content"]  # the message as the model saw it (cut to fit, maybe)
+            record = self._store(
+                chat, user_key, sent, answer_text, status, note, backend.name,
+                input_tokens=(finished.input_tokens if finished else None) or prompt.tokens,
+                output_tokens=finished.output_tokens if finished else (len(pieces) or None),
+                ttft_ms=(first - started) * 1000 if first is not None else None,
+                total_ms=(ended - started) * 1000, notices=prompt.notices,
+            )
+            yield Answered(record)
+        finally:
+            self._end_turn(session_id, ticket)
+
+    def _after_failure(self, version_id: int, exc: BackendFailed) -> None:
+        cached = self._backends.get(version_id)
+        self._forget_backend(version_id)
+        server = cached[2] if cached else None
+        if server is not None and "connection failed" in exc.reason:
+            # The server process is gone; its supervisor notices too, but the next message should not wait.
+            if not _reachable(server.endpoint or ""):
+                self.servers.mark_down(server.id, exc.reason)
+
+    def _store(self, chat: SessionRecord, user_key: str, question: str, answer: str, status: str, note: str | None,
+               backend: str, *, input_tokens: int | None, output_tokens: int | None, ttft_ms: float | None,
+               total_ms: float, notices: list[str]) -> AnswerRecord:
+        measured = not self.analytics.opted_out(user_key)
+        keep_text = self.settings.store_transcripts and measured
+        with self._db.session() as session:
+            asked = Message(session_id=chat.id, role="user", user_key=user_key, tokens=input_tokens,
+                            content=question if keep_text else None)
+            said = Message(session_id=chat.id, role="assistant", user_key=user_key, tokens=output_tokens,
+                           content=answer if keep_text else None, status=status)
+            session.add_all([asked, said])
+            session.flush()
+            if measured:
+                self.analytics.record_answers([AnswerEvent(
+                    model_version_id=chat.model_version_id, user_key=user_key, session_id=chat.id,
+                    message_id=said.id, backend=backend, input_tokens=input_tokens, output_tokens=output_tokens,
+                    ttft_ms=ttft_ms, total_ms=total_ms, failed=status == "failed",
+                )], session=session)
+            message_id = said.id
+        self._remember(chat.id, question, answer)
+        return AnswerRecord(message_id, chat.id, answer, status, note, backend, input_tokens, output_tokens, ttft_ms,
+                            total_ms, list(notices))
+
+    # -- history and turn order (Redis) --------------------------------------------------------------------
+    @staticmethod
+    def _key(session_id: int, what: str) -> str:
+        return f"modelbay:chat:{session_id}:{what}"
+
+    def _history(self, session_id: int) -> list[dict[str, str]]:
+        return [json.loads(item) for item in self.redis.lrange(self._key(session_id, "history"), 0, -1)]
+
+    def history(self, session_id: int) -> list[dict[str, str]]:
+        """The turns the model will see next (kept in Redis for MODELBAY_CHAT_HISTORY_TTL)."""
+        return self._history(session_id)
+
+    def _remember(self, session_id: int, question: str, answer: str) -> None:
+        key = self._key(session_id, "history")
+        turns = [json.dumps({"role": "user", "content": question})]
+        if answer:
+            turns.append(json.dumps({"role": "assistant", "content": answer}))
+        pipe = self.redis.pipeline()
+        pipe.rpush(key, *turns).ltrim(key, -HISTORY_LIMIT, -1).expire(key, self.settings.chat_history_ttl)
+        pipe.execute()
+
+    def _take_turn(self, session_id: int) -> tuple[int, list[dict[str, str]]]:
+        """Take a ticket, wait until every earlier message of the session is answered, return the history then."""
+        ticket_key, turn_key = self._key(session_id, "ticket"), self._key(session_id, "turn")
+        pipe = self.redis.pipeline(transaction=False)  # one round trip when nobody is ahead (the usual case)
+        pipe.incr(ticket_key).expire(ticket_key, self.settings.chat_history_ttl).get(turn_key)
+        pipe.lrange(self._key(session_id, "history"), 0, -1)
+        ticket, _, turn, raw = pipe.execute()
+        if int(turn or 0) >= ticket - 1:
+            return ticket, [json.loads(item) for item in raw]
+        # A turn held longer than a whole answer may take belongs to a process that died: go ahead then.
+        deadline = time.monotonic() + self.settings.chat_timeout + self.settings.chat_idle_timeout
+        while int(self.redis.get(turn_key) or 0) < ticket - 1 and time.monotonic() < deadline:
+            time.sleep(_TURN_POLL)
+        return ticket, self._history(session_id)
+
+    def _end_turn(self, session_id: int, ticket: int) -> None:
+        turn_key = self._key(session_id, "turn")
+        self.redis.eval(
+            "local t = tonumber(redis.call('GET', KEYS[1]) or '0') "
+            "if t < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end return 1",
+            1, turn_key, ticket, self.settings.chat_history_ttl,
+        )
+
+    # -- ratings -------------------------------------------------------------------------------------------
+    def last_answer(self, place: Place, user_key: str) -> int | None:
+        """The id of the newest answer given to this person in the chat open here."""
+        current = self.current(place)
+        if current is None:
+            raise NoChatHere()
+        with self._db.session() as session:
+            return session.scalars(select(Message.id).where(
+                Message.session_id == current.id, Message.role == "assistant", Message.user_key == user_key,
+            ).order_by(Message.id.desc()).limit(1)).first()
+
+    def rate(self, message_id: int | None, user_key: str, up: bool, reason: str | None = None,
+             comment: str | None = None) -> RatingRecord:
+        """Rate an answer given to this person 👍 or 👎 (rating again replaces the earlier rating)."""
+        allowed = UP_REASONS if up else DOWN_REASONS
+        if reason is not None and reason not in allowed:
+            raise WrongReason(reason, up, allowed)
+        if message_id is None:
+            raise AnswerNotFound(None)
+        with self._db.session() as session:
+            message = session.get(Message, message_id)
+            if message is None or message.role != "assistant":
+                raise AnswerNotFound(message_id)
+            if message.user_key != user_key:
+                raise AnswerNotFound(message_id, theirs=True)
+            chat = session.get(ChatSession, message.session_id)
+            row = session.scalars(select(Feedback).where(Feedback.message_id == message_id,
+                                                         Feedback.user_key == user_key)).first()
+            before = 0 if row is None else row.rating
+            if row is None:
+                row = Feedback(message_id=message_id, user_key=user_key, rating=0)
+                session.add(row)
+            row.rating, row.reason, row.comment = (1 if up else -1), reason, (comment or None)
+            after = row.rating
+            if before != after:
+                self.analytics.add_rating(session, chat.model_version_id, message.created_at,
+                                          ups=(after == 1) - (before == 1), downs=(after == -1) - (before == -1))
+        return RatingRecord(message_id, up, reason, comment or None, changed=before not in (0, after))
+
+    # -- privacy -------------------------------------------------------------------------------------------
+    def forget(self, user_key: str) -> dict[str, int]:
+        """Erase a person's chats, messages, ratings and events; anonymous hourly totals stay."""
+        with self._db.session() as session:
+            sessions = list(session.scalars(select(ChatSession.id).where(ChatSession.user_key == user_key)))
+            counts = {
+                "ratings": session.execute(delete(Feedback).where(Feedback.user_key == user_key)).rowcount,
+                "events": session.execute(delete(AnalyticsEvent).where(AnalyticsEvent.user_key == user_key)).rowcount,
+                "messages": session.execute(delete(Message).where(
+                    (Message.user_key == user_key) | Message.session_id.in_(sessions))).rowcount,
+                "chats": session.execute(delete(ChatSession).where(ChatSession.user_key == user_key)).rowcount,
+            }
+        self._places.clear()
+        for session_id in sessions:
+            self.redis.delete(*(self._key(session_id, what) for what in ("history", "ticket", "turn")))
+        return counts
+
+
+def _served_context(endpoint: str, name: str) -> int:
+    """The context length a vLLM server allows (its /v1/models lists max_model_len)."""
+    try:
+        models = httpx.get(f"{endpoint}/models", timeout=5.0).json().get("data", [])
+    except (httpx.HTTPError, ValueError):
+        return 2048
+    for entry in models:
+        if entry.get("id") == name and entry.get("max_model_len"):
+            return int(entry["max_model_len"])
+    return 2048
+
+
+def _reachable(endpoint: str) -> bool:
+    try:
+        httpx.get(f"{endpoint.removesuffix('/v1')}/health", timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return True
+

@@ -1,0 +1,238 @@
+"""Chat sessions on both databases and the machine's Redis: streaming, order, history, failures, ratings, privacy."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from modelbay.config import load_settings
+from modelbay.engine.chat import Answered, Delta, Notice, Place
+from modelbay.engine.db import Database
+from modelbay.engine.errors import (
+    AnswerNotFound,
+    ModelNotFound,
+    NeedsInstall,
+    NoChatHere,
+    NotServed,
+    WrongReason,
+)
+from modelbay.engine.inference import Backend, Finished, Generation, OpenAIBackend
+from modelbay.engine.schema import AnalyticsEvent, Feedback, Message
+from modelbay.runtime import Runtime
+from tests.conftest import REDIS_URL
+from tests.support.chat import installed
+from tests.support.openai_standin import Script, StandIn
+
+HERE = Place("slack", "C1", "T1")
+ALICE, BOB = "slack:UALICE", "slack:UBOB"
+
+
+@pytest.fixture
+def runtime(database: Database, redis, tmp_path: Path, tiny_chat_model: Path) -> Iterator[Runtime]:
+    settings = load_settings(home=tmp_path / "home", database_url=database.url, redis_url=REDIS_URL,
+                             environment="test", chat_temperature=0.0, chat_max_tokens=48)
+    runtime = Runtime(settings)
+    runtime.prepare()
+    installed(runtime.registry, tiny_chat_model)
+    yield runtime
+    runtime.close()
+
+
+def _answer(runtime: Runtime, session, user: str, text: str) -> tuple[list[object], object]:  # noqa: ANN001
+    events = list(runtime.chats.answer(session, user, text))
+    return events, events[-1].answer
+
+
+def test_an_answer_streams_is_stored_and_measured_without_its_text(runtime: Runtime) -> None:
+    session = runtime.chats.open(HERE, ALICE, "tiny-chat", "You are a helpful assistant.")
+    events, answer = _answer(runtime, session.id, ALICE, "What color is the sky?")
+    deltas = [e for e in events if isinstance(e, Delta)]
+    assert len(deltas) >= 3 and isinstance(events[-1], Answered)
+    assert answer.text == "".join(d.text for d in deltas) and answer.status == "ok" and answer.backend == "transformers"
+    assert answer.ttft_ms > 0 and answer.total_ms >= answer.ttft_ms and answer.output_tokens >= len(deltas)
+    with runtime.db.session() as db:
+        messages = db.scalars(select(Message).order_by(Message.id)).all()
+        assert [(m.role, m.content, m.user_key) for m in messages] == [("user", None, ALICE), ("assistant", None, ALICE)]
+        event = db.scalars(select(AnalyticsEvent)).one()
+        assert (event.message_id, event.backend, event.output_tokens) == (answer.message_id, "transformers",
+                                                                          answer.output_tokens)
+    assert runtime.analytics.metrics([session.model_version_id], None).requests == 1
+
+
+def test_transcripts_are_stored_only_when_the_operator_turns_them_on(runtime: Runtime) -> None:
+    runtime.chats.settings = load_settings(**{**runtime.settings.model_dump(), "store_transcripts": True})
+    session = runtime.chats.open(HERE, ALICE, "tiny-chat")
+    _, answer = _answer(runtime, session.id, ALICE, "What sound does a cow make?")
+    with runtime.db.session() as db:
+        contents = [m.content for m in db.scalars(select(Message).order_by(Message.id))]
+    assert contents == ["What sound does a cow make?", answer.text]
+
+
+def test_the_conversation_carries_its_history(runtime: Runtime) -> None:
+    session = runtime.chats.open(HERE, ALICE, "tiny-chat")
+    _, first = _answer(runtime, session.id, ALICE, "Hello!")
+    _, second = _answer(runtime, session.id, ALICE, "What color is grass?")
+    assert runtime.chats.history(session.id)[:2] == [{"role": "user", "content": "Hello!"},
+                                                     {"role": "assistant", "content": first.text}]
+    assert second.input_tokens > first.input_tokens + 5
+
+
+def test_chatting_needs_an_installed_model_and_a_way_to_answer(runtime: Runtime) -> None:
+    with pytest.raises(ModelNotFound):
+        runtime.chats.open(HERE, ALICE, "no-such-model")
+    runtime.registry.upsert({"name": "not-here", "display_name": "Not here", "category": "chat"}, source="local")
+    with pytest.raises(NeedsInstall, match="`/models install not-here`"):
+        runtime.chats.open(HERE, ALICE, "not-here")
+    runtime.chats.settings = load_settings(**{**runtime.settings.model_dump(), "chat_in_process": False})
+    with pytest.raises(NotServed, match="`/models serve tiny-chat`"):
+        runtime.chats.open(HERE, ALICE, "tiny-chat")
+
+
+def test_a_chat_belongs_to_its_place_and_a_new_one_replaces_it(runtime: Runtime) -> None:
+    assert runtime.chats.current(HERE) is None
+    first = runtime.chats.open(HERE, ALICE, "tiny-chat")
+    other = runtime.chats.open(Place("slack", "C1", "T2"), BOB, "tiny-chat")
+    assert runtime.chats.current(HERE).id == first.id != other.id
+    second = runtime.chats.open(HERE, BOB, "tiny-chat", "Be brief.")
+    assert runtime.chats.current(HERE) == second and second.system_prompt == "Be brief."
+    with pytest.raises(NoChatHere):
+        runtime.chats.answer(first.id, ALICE, "hi").__next__()
+    runtime.chats.close(HERE)
+    assert runtime.chats.current(HERE) is None
+    with pytest.raises(NoChatHere):
+        runtime.chats.close(HERE)
+
+
+def test_over_long_input_is_cut_with_a_notice(runtime: Runtime) -> None:
+    session = runtime.chats.open(HERE, ALICE, "tiny-chat")
+    events, answer = _answer(runtime, session.id, ALICE, "Tell me about the sea. " * 300)
+    notices = [e.text for e in events if isinstance(e, Notice)]
+    assert notices and "cut to its first" in notices[0] and answer.notices == notices
+    assert answer.input_tokens <= 512
+
+
+class _Slow(Backend):
+    """A backend of our own that answers slowly and records when each answer ran."""
+
+    name = "slow"
+    context_length = 512
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, float, float]] = []
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        return sum(len(m["content"]) for m in messages)
+
+    def stream(self, messages: list[dict[str, str]], params: Generation) -> Iterator[str | Finished]:
+        start = time.monotonic()
+        for word in ("one", " two", " three"):
+            time.sleep(0.15)
+            yield word
+        self.spans.append((messages[-1]["content"], start, time.monotonic()))
+        yield Finished(3, 3)
+
+
+def test_two_messages_sent_at_once_are_answered_in_order(runtime: Runtime) -> None:
+    session = runtime.chats.open(HERE, ALICE, "tiny-chat")
+    slow = _Slow()
+    runtime.chats._backends[session.model_version_id] = (time.monotonic(), slow, None)
+    first = threading.Thread(target=lambda: list(runtime.chats.answer(session.id, ALICE, "first")))
+    second = threading.Thread(target=lambda: list(runtime.chats.answer(session.id, ALICE, "second")))
+    first.start()
+    time.sleep(0.05)
+    second.start()
+    first.join(10)
+    second.join(10)
+    (q1, _, end1), (q2, start2, _) = slow.spans
+    assert (q1, q2) == ("first", "second") and start2 >= end1
+    assert [t["content"] for t in runtime.chats.history(session.id)] == ["first", "one two three", "second",
+                                                                        "one two three"]
+
+
+def test_a_backend_failing_mid_answer_keeps_the_partial_text(runtime: Runtime) -> None:
+    session = runtime.chats.open(HERE, ALICE, "tiny-chat")
+    with StandIn() as server:
+        server.script = Script(pieces=["The sky", " is"], end="drop")
+        runtime.chats._backends[session.model_version_id] = (time.monotonic(), OpenAIBackend(server.endpoint, "m"),
+                                                             None)
+        events, answer = _answer(runtime, session.id, ALICE, "What color is the sky?")
+    assert [e.text for e in events if isinstance(e, Delta)] == ["The sky", " is"]
+    assert answer.text == "The sky is" and answer.status == "partial"
+    assert answer.note.startswith("The answer stopped early: The model server connection failed")
+    assert runtime.chats.history(session.id)[-1] == {"role": "assistant", "content": "The sky is"}
+    with runtime.db.session() as db:
+        assert db.get(Message, answer.message_id).status == "partial"
+
+
+def test_ratings_are_for_your_own_answers_and_can_change(runtime: Runtime) -> None:
+    session = runtime.chats.open(HERE, ALICE, "tiny-chat")
+    _, answer = _answer(runtime, session.id, ALICE, "Hello!")
+    assert runtime.chats.last_answer(HERE, ALICE) == answer.message_id
+    first = runtime.chats.rate(answer.message_id, ALICE, True, "helpful")
+    assert not first.changed
+    changed = runtime.chats.rate(answer.message_id, ALICE, False, "too_verbose", "shorter please")
+    assert changed.changed
+    with pytest.raises(AnswerNotFound, match="someone else"):
+        runtime.chats.rate(answer.message_id, BOB, True)
+    with pytest.raises(AnswerNotFound, match="no answer #999999"):
+        runtime.chats.rate(999999, ALICE, True)
+    with pytest.raises(AnswerNotFound):
+        runtime.chats.rate(answer.message_id - 1, ALICE, True)  # the question, not an answer
+    with pytest.raises(WrongReason, match="not a reason for rating up"):
+        runtime.chats.rate(answer.message_id, ALICE, True, "wrong")
+    with runtime.db.session() as db:
+        rows = db.scalars(select(Feedback)).all()
+        assert [(r.rating, r.reason, r.comment) for r in rows] == [(-1, "too_verbose", "shorter please")]
+    metrics = runtime.analytics.metrics([session.model_version_id], None)
+    assert (metrics.ups, metrics.downs) == (0, 1)
+
+
+def test_opted_out_people_are_not_measured_and_delete_erases_them(runtime: Runtime) -> None:
+    session = runtime.chats.open(HERE, ALICE, "tiny-chat")
+    _answer(runtime, session.id, ALICE, "Hello!")
+    runtime.analytics.set_opt_out(BOB, True)
+    bob = runtime.chats.open(Place("slack", "C9"), BOB, "tiny-chat")
+    _answer(runtime, bob.id, BOB, "Hello!")
+    with runtime.db.session() as db:
+        assert [e.user_key for e in db.scalars(select(AnalyticsEvent))] == [ALICE]
+    _, answer = _answer(runtime, session.id, ALICE, "Goodbye.")
+    runtime.chats.rate(answer.message_id, ALICE, True)
+    erased = runtime.chats.forget(ALICE)
+    assert erased == {"ratings": 1, "events": 2, "messages": 4, "chats": 1}
+    assert runtime.chats.current(HERE) is None and runtime.chats.history(session.id) == []
+    with runtime.db.session() as db:
+        assert db.scalars(select(Message).where(Message.user_key == ALICE)).all() == []
+        assert db.scalars(select(Message)).all()  # Bob's turns stay
+
+
+def test_chat_commands_check_roles_and_say_what_to_do(runtime: Runtime) -> None:
+    import asyncio
+
+    from modelbay.bot import Actor, Dispatcher
+
+    runtime.settings.roles["viewer"] = ["slack:UVIEW"]
+    dispatcher = Dispatcher(runtime, reraise_unknown=True)
+    user, viewer = Actor("slack", "UALICE"), Actor("slack", "UVIEW")
+
+    def run(line: str, actor: Actor = user, place: Place | None = HERE):  # noqa: ANN202
+        return asyncio.run(dispatcher.dispatch_line(line, actor, place))
+
+    refused = run("/models serve tiny-chat")
+    assert refused.title == "Not allowed" and "admin" in refused.text
+    assert run("/chat tiny-chat", viewer).title == "Not allowed"
+    assert run("/rate up").title == "No chat here"
+    opened = run("/chat tiny-chat Answer briefly.")
+    assert opened.title == "Chatting with Tiny Chat" and "System prompt: Answer briefly." in opened.plain()
+    assert run("/rate up").text.startswith("There is no answer to rate yet")
+    assert run("/rate sideways").title == "Check the command"
+    assert run("/models stop tiny-chat", Actor("console", "root")).title == "Not running"
+    assert run("/analytics model tiny-chat").text.startswith("No answers recorded yet")
+    assert run("/privacy optout").tone == "success"
+    assert "You opted out" in run("/privacy status").text
+    assert run("/chat end").text.startswith("Chat with `tiny-chat` ended")
+    assert run("/chat end").title == "No chat here"
