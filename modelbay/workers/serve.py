@@ -74,11 +74,15 @@ def vllm_command(settings: Settings, model_dir: str, name: str, port: int) -> tu
     return cmd + list(settings.serve_extra_args), env
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
-    # The server must not outlive the job that supervises it (a killed work horse would orphan it).
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    os.setpgrp()
+    # Runs in the child between fork and exec: only a libc call, nothing that may take a lock. The server must
+    # not outlive the job that supervises it (a killed work horse would otherwise orphan it).
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class VllmProcess:
@@ -95,8 +99,9 @@ class VllmProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("ab")
         log.info("starting vLLM for %s on port %d (log %s)", name, self.port, log_path)
+        # Its own process group, so stopping it also reaches the engine processes vLLM forks.
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                     process_group=0, preexec_fn=_die_with_parent)  # noqa: PLW1509
 
     @property
     def pid(self) -> int:
