@@ -110,3 +110,18 @@ def test_a_crashed_server_is_detected_and_marked_down(runtime: Runtime, gpu_work
     runtime.chats.settings = load_settings(**{**runtime.settings.model_dump(), "chat_in_process": False})
     with pytest.raises(NotServed):
         runtime.chats.open(Place("console", "terminal"), ADMIN.key, "tiny-chat")
+
+
+def test_a_server_that_cannot_start_is_marked_down_with_the_reason(runtime: Runtime, gpu_worker, worker_env,
+                                                                   tmp_path: Path) -> None:  # noqa: ANN001
+    # A Python without vLLM: the server process exits at once, as a broken install or a bad flag makes it do.
+    python = tmp_path / "python-without-vllm"
+    python.write_text("#!/bin/sh\nexec /usr/bin/env -i python3 -I -c 'import vllm_is_not_here' \"$@\"\n")
+    python.chmod(0o755)
+    worker_env["MODELBAY_VLLM_PYTHON"] = str(python)
+    server, job, _ = runtime.servers.start("tiny-chat", ADMIN.key)
+    gpu_worker()
+    failed = runtime.jobs.wait(job.id, timeout=60)
+    assert failed.status == "failed" and "vLLM exited with status 1 while starting" in failed.error
+    down = runtime.servers.get(server.id)
+    assert down.state == "down" and "No module named 'vllm_is_not_here'" in down.error

@@ -60,6 +60,13 @@ BACKEND_FRESH_FOR = 10.0  # seconds a chosen backend is reused before the server
 # updates it at once, another process's change shows after at most this long.
 PLACE_FRESH_FOR = 5.0
 _TURN_POLL = 0.01
+# KEYS: ticket, turn, history; ARGV: ttl. Returns {my ticket, the turn reached, the history}.
+_TAKE_TURN = """
+local ticket = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local turn = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {ticket, turn, redis.call('LRANGE', KEYS[3], 0, -1)}
+"""
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,7 @@ class Chats:
         self.analytics = analytics
         self._backends: dict[int, tuple[float, Backend, ServerRecord | None]] = {}
         self._places: dict[Place, tuple[float, SessionRecord | None]] = {}
+        self._turn_script = redis.register_script(_TAKE_TURN)
 
     # -- sessions ------------------------------------------------------------------------------------------
     def open(self, place: Place, user_key: str, model: str, system_prompt: str | None = None) -> SessionRecord:
@@ -237,6 +245,10 @@ class Chats:
             # A LoRA fine-tune: its base model's server answers, with the adapter hot-loaded under its own name.
             base, adapter = self.registry.get_version(version.parent_version_id), f"{model.name}-v{version.id}"
         server = self.servers.running_for(base.id)
+        if cached is not None and cached[2] == server and server is not None:
+            # The same server as before: keep its backend, whose connections other answers may be using.
+            self._backends[version.id] = (time.monotonic(), cached[1], server)
+            return cached[1]
         if server is not None and server.endpoint:
             if adapter is not None:
                 server = self.servers.load_adapter(server, adapter, version.local_path or "")
@@ -248,15 +260,13 @@ class Chats:
         elif not self.settings.chat_in_process:
             raise NotServed(model.name, "answers in this process are turned off by MODELBAY_CHAT_IN_PROCESS")
         else:
-            backend = TransformersBackend(version.local_path or "")
-        self._forget_backend(version.id)
+            backend = TransformersBackend(version.local_path or "")  # the loaded model is shared, not reloaded
+        # A replaced backend is not closed: an answer may still be streaming through it; its pool goes with it.
         self._backends[version.id] = (time.monotonic(), backend, server)
         return backend
 
     def _forget_backend(self, version_id: int) -> None:
-        old = self._backends.pop(version_id, None)
-        if old is not None and isinstance(old[1], OpenAIBackend):
-            old[1].close()
+        self._backends.pop(version_id, None)
 
     # -- answering -----------------------------------------------------------------------------------------
     def generation(self) -> Generation:
@@ -372,12 +382,13 @@ class Chats:
 
     def _take_turn(self, session_id: int) -> tuple[int, list[dict[str, str]]]:
         """Take a ticket, wait until every earlier message of the session is answered, return the history then."""
-        ticket_key, turn_key = self._key(session_id, "ticket"), self._key(session_id, "turn")
-        pipe = self.redis.pipeline(transaction=False)  # one round trip when nobody is ahead (the usual case)
-        pipe.incr(ticket_key).expire(ticket_key, self.settings.chat_history_ttl).get(turn_key)
-        pipe.lrange(self._key(session_id, "history"), 0, -1)
-        ticket, _, turn, raw = pipe.execute()
-        if int(turn or 0) >= ticket - 1:
+        turn_key = self._key(session_id, "turn")
+        # One round trip when nobody is ahead (the usual case): ticket, whose turn it is, and the history.
+        ticket, turn, raw = self._turn_script(
+            keys=[self._key(session_id, "ticket"), turn_key, self._key(session_id, "history")],
+            args=[self.settings.chat_history_ttl])
+        ticket = int(ticket)
+        if int(turn) >= ticket - 1:
             return ticket, [json.loads(item) for item in raw]
         # A turn held longer than a whole answer may take belongs to a process that died: go ahead then.
         deadline = time.monotonic() + self.settings.chat_timeout + self.settings.chat_idle_timeout

