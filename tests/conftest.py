@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -109,14 +110,19 @@ class WorkerProcess:
         )
 
     def stop(self) -> None:
-        """Stop the worker (warm shutdown, then kill)."""
+        """Stop the worker (warm shutdown, then kill its whole process group: work horse and what it started)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                pass
+        try:
+            # A job that never ends by itself (a model server) keeps its work horse alive through a warm shutdown.
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(5)
         self._log.close()
 
 
