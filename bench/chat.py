@@ -62,7 +62,8 @@ def main() -> None:
 
 async def _measure(runtime, dispatcher, name: str, endpoint: str) -> dict:  # noqa: ANN001
     from modelbay.bot import Actor
-    from modelbay.bot.conversation import converse, in_thread
+    from modelbay.bot.bridge import in_thread
+    from modelbay.bot.conversation import converse
     from modelbay.engine.chat import Delta, Place
     from modelbay.engine.inference import Generation, OpenAIBackend
 

@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Iterator
 
+from modelbay.bot.bridge import in_thread
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Reply
 from modelbay.engine.chat import AnswerRecord, ChatEvent
 from modelbay.engine.errors import NoChatHere, NotAllowed
 
-__all__ = ["answer_footer", "answer_reply", "converse", "in_thread"]
-
-T = TypeVar("T")
-_END = object()
-
-
-async def in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
-    """Run a blocking generator on a thread and yield its items on the event loop as they come."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[object] = asyncio.Queue()
-
-    def pump() -> None:
-        try:
-            for item in make():
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the awaiting side
-            loop.call_soon_threadsafe(queue.put_nowait, _Raised(exc))
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, _END)
-
-    done = loop.run_in_executor(None, pump)  # the loop's pool: no thread start on the way to the first token
-    while (item := await queue.get()) is not _END:
-        if isinstance(item, _Raised):
-            raise item.exc
-        yield item  # type: ignore[misc]
-    await done
-
-
-class _Raised:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
+__all__ = ["answer_footer", "answer_reply", "converse"]
 
 async def converse(ctx: Context, text: str) -> AsyncIterator[ChatEvent]:
     """Answer a plain message sent where a chat is open; errors before the answer starts are raised."""

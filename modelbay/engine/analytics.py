@@ -156,10 +156,12 @@ class Analytics:
         self._dialect = sqlite if db.url.startswith("sqlite") else postgresql
 
     # -- privacy -------------------------------------------------------------------------------------------
-    def opted_out(self, user_key: str) -> bool:
-        """Whether a person asked not to be measured."""
-        with self._db.session() as session:
+    def opted_out(self, user_key: str, session: Session | None = None) -> bool:
+        """Whether a person asked not to be measured (read in the caller's transaction when given one)."""
+        if session is not None:
             return session.get(PrivacyOptout, user_key) is not None
+        with self._db.session() as own:
+            return own.get(PrivacyOptout, user_key) is not None
 
     def set_opt_out(self, user_key: str, out: bool) -> None:
         """Stop (or resume) measuring a person."""

@@ -233,6 +233,13 @@ class Chats:
         return current
 
     # -- backends ------------------------------------------------------------------------------------------
+    def backend_of(self, chat: SessionRecord) -> Backend:
+        """The backend answering a chat: the one chosen in the last BACKEND_FRESH_FOR seconds, else chosen now."""
+        cached = self._backends.get(chat.model_version_id)
+        if cached is not None and time.monotonic() - cached[0] < BACKEND_FRESH_FOR:
+            return cached[1]
+        return self.backend_for(self.registry.get(chat.model_name), self.registry.get_version(chat.model_version_id))
+
     def backend_for(self, model: ModelRecord, version: VersionRecord) -> Backend:
         """A running vLLM server of the version if there is one, else in-process transformers if allowed."""
         cached = self._backends.get(version.id)
@@ -265,9 +272,6 @@ class Chats:
         self._backends[version.id] = (time.monotonic(), backend, server)
         return backend
 
-    def _forget_backend(self, version_id: int) -> None:
-        self._backends.pop(version_id, None)
-
     # -- answering -----------------------------------------------------------------------------------------
     def generation(self) -> Generation:
         """The generation settings answers use."""
@@ -278,12 +282,8 @@ class Chats:
     def answer(self, chat: SessionRecord | int, user_key: str, text: str) -> Iterator[ChatEvent]:
         """Answer one message: Notices first, then Deltas as the model writes, then Answered."""
         chat = chat if isinstance(chat, SessionRecord) else self.get(chat)
-        session_id, version_id = chat.id, chat.model_version_id
-        cached = self._backends.get(version_id)
-        if cached is not None and time.monotonic() - cached[0] < BACKEND_FRESH_FOR:
-            backend = cached[1]
-        else:
-            backend = self.backend_for(self.registry.get(chat.model_name), self.registry.get_version(version_id))
+        session_id = chat.id
+        backend = self.backend_of(chat)
         ticket, history = self._take_turn(session_id)
         try:
             messages = ([{"role": "system", "content": chat.system_prompt}] if chat.system_prompt else [])
@@ -309,7 +309,9 @@ class Chats:
                     yield Delta(item)
             except BackendFailed as exc:
                 note = f"The answer stopped early: {exc}" if pieces else f"No answer: {exc}"
-                self._after_failure(version_id, exc)
+                # Choose again at the next message: the server table says whether the server still runs (its
+                # supervisor owns that state and marks a dead server down within seconds).
+                self._backends.pop(chat.model_version_id, None)
             ended = time.monotonic()
             answer_text = "".join(pieces)
             status = "ok" if note is None else ("partial" if pieces else "failed")
@@ -327,21 +329,12 @@ class Chats:
         finally:
             self._end_turn(session_id, ticket)
 
-    def _after_failure(self, version_id: int, exc: BackendFailed) -> None:
-        cached = self._backends.get(version_id)
-        self._forget_backend(version_id)
-        server = cached[2] if cached else None
-        if server is not None and "connection failed" in exc.reason:
-            # The server process is gone; its supervisor notices too, but the next message should not wait.
-            if not _reachable(server.endpoint or ""):
-                self.servers.mark_down(server.id, exc.reason)
-
     def _store(self, chat: SessionRecord, user_key: str, question: str, answer: str, status: str, note: str | None,
                backend: str, *, input_tokens: int | None, output_tokens: int | None, ttft_ms: float | None,
                total_ms: float, notices: list[str]) -> AnswerRecord:
-        measured = not self.analytics.opted_out(user_key)
-        keep_text = self.settings.store_transcripts and measured
         with self._db.session() as session:
+            measured = not self.analytics.opted_out(user_key, session)
+            keep_text = self.settings.store_transcripts and measured
             asked = Message(session_id=chat.id, role="user", user_key=user_key, tokens=input_tokens,
                             content=question if keep_text else None)
             said = Message(session_id=chat.id, role="assistant", user_key=user_key, tokens=output_tokens,
@@ -364,12 +357,9 @@ class Chats:
     def _key(session_id: int, what: str) -> str:
         return f"modelbay:chat:{session_id}:{what}"
 
-    def _history(self, session_id: int) -> list[dict[str, str]]:
-        return [json.loads(item) for item in self.redis.lrange(self._key(session_id, "history"), 0, -1)]
-
     def history(self, session_id: int) -> list[dict[str, str]]:
         """The turns the model will see next (kept in Redis for MODELBAY_CHAT_HISTORY_TTL)."""
-        return self._history(session_id)
+        return [json.loads(item) for item in self.redis.lrange(self._key(session_id, "history"), 0, -1)]
 
     def _remember(self, session_id: int, question: str, answer: str) -> None:
         key = self._key(session_id, "history")
@@ -394,7 +384,7 @@ class Chats:
         deadline = time.monotonic() + self.settings.chat_timeout + self.settings.chat_idle_timeout
         while int(self.redis.get(turn_key) or 0) < ticket - 1 and time.monotonic() < deadline:
             time.sleep(_TURN_POLL)
-        return ticket, self._history(session_id)
+        return ticket, self.history(session_id)
 
     def _end_turn(self, session_id: int, ticket: int) -> None:
         turn_key = self._key(session_id, "turn")
@@ -471,12 +461,4 @@ def _served_context(endpoint: str, name: str) -> int:
         if entry.get("id") == name and entry.get("max_model_len"):
             return int(entry["max_model_len"])
     return 2048
-
-
-def _reachable(endpoint: str) -> bool:
-    try:
-        httpx.get(f"{endpoint.removesuffix('/v1')}/health", timeout=2.0)
-    except httpx.HTTPError:
-        return False
-    return True
 

@@ -189,10 +189,6 @@ class Servers:
         with self._db.session() as session:
             return [_record(r) for r in session.scalars(query)]
 
-    def mark_down(self, server_id: int, reason: str) -> None:
-        """Record that a server stopped answering (a chat found its endpoint dead)."""
-        self._set(server_id, state=ServerState.DOWN, error=reason, ended_at=datetime.now(timezone.utc))
-
     def _set(self, server_id: int, **values: Any) -> None:
         with self._db.session() as session:
             row = session.get(Server, server_id)

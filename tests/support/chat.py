@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +13,8 @@ from modelbay.engine.registry import Registry
 from modelbay.workers.serve import VllmProcess
 
 __all__ = ["VLLM_SETTINGS", "installed", "start_vllm", "vllm_available"]
+
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # inherited by the servers started here
 
 # What vLLM needs on this machine kind (2 cores, no GPU; see ../shared/NOTES-ML.md).
 VLLM_SETTINGS = dict(serve_enforce_eager=True, serve_max_model_len=512, serve_cpu_kv_cache_gib=1,
@@ -54,12 +55,3 @@ def start_vllm(settings: Settings, folder: Path, name: str, log: Path) -> VllmPr
         time.sleep(0.5)
     return server
 
-
-def copy_model(source: Path, dest: Path) -> Path:
-    """A private copy of a cached model folder (tests must not write into the shared cache)."""
-    if not dest.exists():
-        shutil.copytree(source, dest)
-    return dest
-
-
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")

@@ -22,8 +22,7 @@ async def start_chat(ctx: Context, model: str, system: str | None) -> Reply:
     """Open a session bound to this thread or channel."""
     chats = ctx.runtime.chats
     session = await ctx.call(chats.open, ctx.where(), ctx.actor.key, model, system)
-    backend = await ctx.call(chats.backend_for, await ctx.call(ctx.runtime.registry.get, session.model_name),
-                             await ctx.call(ctx.runtime.registry.get_version, session.model_version_id))
+    backend = await ctx.call(chats.backend_of, session)  # chosen by open() a moment ago: no lookups here
     fields = [Field("Model", f"`{session.model_name}`"), Field("Answered by", backend.name),
               Field("Context", f"{backend.context_length:,} tokens")]
     if system:
