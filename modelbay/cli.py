@@ -151,9 +151,32 @@ def api(
 
 @app.command()
 def slack() -> None:
-    """Run the Slack app in Socket Mode."""
-    _settings()
-    _not_yet("slack", "the Slack issue (#5)")
+    """Run the Slack app in Socket Mode (no public URL needed; `modelbay api` serves HTTP mode instead)."""
+    import asyncio
+
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    from modelbay.adapters.slack import SlackAdapter
+    from modelbay.logs import configure_logging
+
+    settings = _settings()
+    if settings.slack_bot_token is None or settings.slack_app_token is None:
+        raise _fail("MODELBAY_SLACK_BOT_TOKEN (xoxb-...) and MODELBAY_SLACK_APP_TOKEN (xapp-...) are needed for Socket "
+                    "Mode; see the README's Slack steps. For HTTP mode run `modelbay api` instead.", 2)
+    configure_logging(settings, to_file=False)
+    runtime = _runtime(settings)
+
+    async def run() -> None:
+        adapter = SlackAdapter(runtime, socket_mode=True)
+        handler = AsyncSocketModeHandler(adapter.app, settings.slack_app_token.get_secret_value())
+        await handler.start_async()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()
 
 
 @app.command()

@@ -19,6 +19,7 @@ from modelbay.engine.installs import Installs
 from modelbay.engine.jobs import Jobs
 from modelbay.engine.registry import Registry
 from modelbay.engine.serving import Servers
+from modelbay.engine.uploads import Uploads
 from modelbay.workers.embedded import EmbeddedWorkers
 from modelbay.workers.runner import install_resources
 
@@ -59,6 +60,7 @@ class Runtime:
         self.servers = Servers(settings, self.db, self.registry, self.jobs)
         self.analytics = Analytics(self.db)
         self.chats = Chats(settings, self.db, self.redis, self.registry, self.servers, self.analytics)
+        self.uploads = Uploads(settings)
         self._embedded: EmbeddedWorkers | None = None
 
     def prepare(self) -> None:

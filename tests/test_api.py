@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from pydantic import SecretStr
 
 from modelbay.adapters.api import create_app
 from modelbay.config import Settings
 from modelbay.runtime import Runtime
 from tests.conftest import wait_for
+from tests.support.asgi import serve
 from tests.support.hub import Fault, HubStandIn
 
 TOKEN = "test-token"
@@ -26,23 +24,6 @@ PATHS = {
     "/healthz", "/api/marketplace/models", "/api/marketplace/models/{model_id}",
     "/api/marketplace/models/{model_id}/install", "/api/marketplace/search", "/api/jobs/{job_id}",
 }
-
-
-@contextmanager
-def _serve(app: FastAPI) -> Iterator[str]:
-    """Serve app with uvicorn on a free 127.0.0.1 port from a thread; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="api-server", daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, timeout=15)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=15)
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def _events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
@@ -85,7 +66,7 @@ def runtime(settings: Settings, hub: HubStandIn, tiny_model: Path, tmp_path: Pat
 @pytest.fixture
 def client(runtime: Runtime) -> Iterator[httpx.Client]:
     """An HTTP client with the token, against the API served over the runtime."""
-    with _serve(create_app(runtime)) as url:
+    with serve(create_app(runtime)) as url:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as client:
             yield client
 
@@ -111,7 +92,7 @@ def test_the_token_is_required_except_for_health_and_the_schema(client: httpx.Cl
 def test_without_a_configured_token_the_api_serves_nothing(settings: Settings) -> None:
     runtime = Runtime(settings)  # MODELBAY_API_TOKEN unset
     try:
-        with _serve(create_app(runtime)) as url:
+        with serve(create_app(runtime)) as url:
             refused = httpx.get(f"{url}/api/marketplace/models", headers={"Authorization": "Bearer anything"})
             assert refused.status_code == 503 and "set MODELBAY_API_TOKEN" in refused.json()["error"]
             assert httpx.get(f"{url}/healthz").status_code == 200
@@ -267,7 +248,7 @@ def test_leaving_the_stream_keeps_the_job_and_cancel_stops_it(client: httpx.Clie
 def test_a_viewer_can_browse_but_not_install(settings: Settings) -> None:
     viewer = Runtime(settings.model_copy(update={"roles": {"viewer": ["api:*"]}}))
     try:
-        with _serve(create_app(viewer)) as url:
+        with serve(create_app(viewer)) as url:
             auth = {"Authorization": f"Bearer {TOKEN}"}
             assert httpx.get(f"{url}/api/marketplace/models", headers=auth).status_code == 200
             refused = httpx.post(f"{url}/api/marketplace/models/{REPO}/install", headers=auth, json={})

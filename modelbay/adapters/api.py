@@ -36,7 +36,7 @@ from modelbay.engine.records import JobRecord, ModelQuery, ModelRecord, SortKey,
 from modelbay.engine.schema import Category
 from modelbay.runtime import Runtime
 
-__all__ = ["configured_token", "create_app"]
+__all__ = ["configured_token", "create_app", "slack_configured"]
 
 # Everyone holding the token is one caller; MODELBAY_ROLES grants it a role as `api:token` or `api:*`.
 API_ACTOR = Actor("api", "token", "API client")
@@ -499,8 +499,32 @@ async def model_metrics(ctx: Viewer, model_id: str, period: Literal[PERIODS] = "
                       downs=m.downs, satisfaction=m.satisfaction, satisfaction_low=low, satisfaction_high=high)
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    """Build the API over one runtime."""
+def slack_configured(settings: Settings) -> bool:
+    """Whether Slack's HTTP events can be served: they need the bot token and the signing secret."""
+    return settings.slack_bot_token is not None and settings.slack_signing_secret is not None
+
+
+def _slack_route(app: FastAPI, runtime: Runtime, slack: Any) -> None:
+    """Serve Slack's signed requests at /slack/events (no bearer token: Slack signs each request instead)."""
+    handler = None
+    if slack is not None or slack_configured(runtime.settings):
+        from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+
+        from modelbay.adapters.slack import SlackAdapter
+
+        handler = AsyncSlackRequestHandler((slack or SlackAdapter(runtime)).app)
+
+    @app.post("/slack/events", include_in_schema=False)
+    async def slack_events(request: Request) -> Any:
+        if handler is None:
+            return JSONResponse(status_code=503, content={
+                "error": "Slack is not configured here: set MODELBAY_SLACK_BOT_TOKEN and MODELBAY_SLACK_SIGNING_SECRET.",
+                "type": "SlackNotConfigured", "title": "Not configured"})
+        return await handler.handle(request)
+
+
+def create_app(runtime: Runtime, *, slack: Any = None) -> FastAPI:
+    """Build the API over one runtime (with Slack's events route, served by `slack` or one built from settings)."""
     app = FastAPI(
         title="ModelBay API", version=__version__,
         description="Find, install and manage open models. Send `Authorization: Bearer <MODELBAY_API_TOKEN>`.",
@@ -512,6 +536,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     for router in (system, marketplace, jobs, analytics):
         app.include_router(router)
+    _slack_route(app, runtime, slack)
     # Starlette answers ModelBayError in the routing layer; Exception only in its outermost middleware.
     app.add_exception_handler(ModelBayError, _handle_error)
     app.add_exception_handler(Exception, _handle_error)

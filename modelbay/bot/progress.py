@@ -1,14 +1,19 @@
-"""The async progress watcher adapters use to follow a job and update the message that started it."""
+"""Following a job: the async progress watcher, and the reply that started a job advanced to its latest event."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 from modelbay.bot.bridge import in_thread
+from modelbay.bot.reply import Reply
 from modelbay.engine.jobs import Jobs, ProgressEvent
+from modelbay.engine.units import human_bytes
 
-__all__ = ["watch"]
+__all__ = ["advance", "describe", "following", "watch"]
+
+_ENDED = {"finished": ("success", "done"), "failed": ("error", "failed"), "canceled": ("warning", "canceled")}
 
 
 async def watch(jobs: Jobs, job_id: str, *, poll: float = 0.5) -> AsyncIterator[ProgressEvent]:
@@ -27,3 +32,41 @@ async def watch(jobs: Jobs, job_id: str, *, poll: float = 0.5) -> AsyncIterator[
             yield event
     finally:
         stop.set()
+
+
+def following(reply: Reply) -> bool:
+    """Whether a reply shows a job that is still running, so the adapter should keep it up to date."""
+    return reply.progress is not None and reply.progress.status in ("queued", "started", "retrying")
+
+
+def describe(event: ProgressEvent) -> str:
+    """The progress message with its measurements: 'model.safetensors · 1.2 GB of 2.9 GB · 12 MB/s · 2 min left'."""
+    d = event.detail
+    parts = [event.message] if event.message else []
+    if d.get("total"):
+        parts.append(f"{human_bytes(d.get('bytes') or 0)} of {human_bytes(d['total'])}")
+    if d.get("rate"):
+        parts.append(f"{human_bytes(d['rate'])}/s")
+    if d.get("eta") is not None and not event.terminal:
+        eta = float(d["eta"])
+        parts.append(f"{eta:.0f} s left" if eta < 90 else f"{eta / 60:.0f} min left")
+    return " · ".join(parts)
+
+
+def advance(reply: Reply, event: ProgressEvent) -> Reply:
+    """The reply that started a job, showing its latest event; when it ends (or is ready) its `done` buttons."""
+    progress = reply.progress
+    if progress is None:
+        return reply
+    shown = replace(progress, fraction=event.progress, status=event.status, detail=describe(event) or None)
+    ready = bool(event.detail.get("ready")) and not event.terminal
+    if event.status in _ENDED:
+        tone, word = _ENDED[event.status]
+        buttons = list(progress.done) if event.status == "finished" else []
+        footer = f"{progress.label}: {word}" + (f" - {event.message}" if event.status != "finished" and event.message
+                                                 else "")
+        return replace(reply, progress=shown, tone=tone, buttons=buttons, footer=footer)  # type: ignore[arg-type]
+    if ready:
+        return replace(reply, progress=shown, tone="success", buttons=list(progress.done) or reply.buttons,
+                       footer=f"{progress.label}: ready")
+    return replace(reply, progress=shown)

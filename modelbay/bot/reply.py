@@ -28,6 +28,15 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Button:
+    """A button that runs a command line when pressed; the line is all it needs, so it survives restarts."""
+
+    label: str
+    command: str
+    style: Literal["primary", "secondary", "success", "danger"] = "secondary"
+
+
+@dataclass(frozen=True)
 class Progress:
     """A job whose progress the adapter follows and shows, updating in place."""
 
@@ -35,15 +44,8 @@ class Progress:
     label: str
     fraction: float = 0.0
     status: str = "queued"
-
-
-@dataclass(frozen=True)
-class Button:
-    """A button that runs a command line when pressed; the line is all it needs, so it survives restarts."""
-
-    label: str
-    command: str
-    style: Literal["primary", "secondary", "success", "danger"] = "secondary"
+    detail: str | None = None  # the latest progress message: file, bytes, speed, time left
+    done: tuple[Button, ...] = ()  # buttons that replace the reply's own once the job finished (or is ready)
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
+    slack_command: str = Field("/modelbay", pattern=r"^/[a-z0-9_-]{1,31}$", description="The app's slash command.")
+    slack_update_interval: float = Field(1.0, ge=0.2, description="Least seconds between edits of one Slack message.")
     discord_api_url: str = "https://discord.com/api/v10"
     discord_token: SecretStr | None = None
     api_token: SecretStr | None = Field(None, description="Bearer token the HTTP API requires.")
@@ -95,6 +97,8 @@ class Settings(BaseSettings):
     serve_max_lora_rank: int = Field(16, description="Largest LoRA rank a server accepts (1, 8, 16, 32, 64, ...).")
     serve_extra_args: list[str] = Field(default_factory=list, description='More vLLM arguments, JSON: ["--seed", "1"].')
     vllm_python: Path | None = Field(None, description="Python with vLLM installed (default: this one).")
+
+    upload_max_bytes: int = Field(200_000_000, ge=1, description="Largest file (dataset) people may upload.")
 
     allow_pickle: bool = Field(False, description="Allow pickle weights (.bin/.pt); off by default.")
     trust_remote_code: bool = Field(False, description="Run model repos' own code; off by default.")

@@ -90,6 +90,7 @@ class SessionRecord:
     model_version_id: int
     system_prompt: str | None
     created_at: datetime
+    closed: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,19 +208,29 @@ class Chats:
         return found
 
     def _find(self, *where: Any) -> SessionRecord | None:
+        found = self._select(*where, limit=1)
+        return found[0] if found else None
+
+    def _select(self, *where: Any, limit: int) -> list[SessionRecord]:
         with self._db.session() as session:
-            found = session.execute(
+            rows = session.execute(
                 select(ChatSession, Model).join(ModelVersion, ModelVersion.id == ChatSession.model_version_id)
-                .join(Model, Model.id == ModelVersion.model_id).where(*where).order_by(ChatSession.id.desc()).limit(1)
-            ).first()
-            if found is None:
-                return None
-            row, model = found
-            return SessionRecord(
-                id=row.id, place=Place(row.platform, row.channel_id, row.thread_id), user_key=row.user_key,
-                model_name=model.name, model_display_name=model.display_name, model_version_id=row.model_version_id,
-                system_prompt=row.system_prompt, created_at=row.created_at,
-            )
+                .join(Model, Model.id == ModelVersion.model_id).where(*where).order_by(ChatSession.id.desc())
+                .limit(limit)
+            ).all()
+            return [
+                SessionRecord(
+                    id=row.id, place=Place(row.platform, row.channel_id, row.thread_id), user_key=row.user_key,
+                    model_name=model.name, model_display_name=model.display_name,
+                    model_version_id=row.model_version_id, system_prompt=row.system_prompt,
+                    created_at=row.created_at, closed=row.closed_at is not None,
+                )
+                for row, model in rows
+            ]
+
+    def recent(self, user_key: str, limit: int = 5) -> list[SessionRecord]:
+        """The chats a person opened most recently, open or ended."""
+        return self._select(ChatSession.user_key == user_key, limit=limit)
 
     def close(self, place: Place) -> SessionRecord:
         """End the chat open at a place."""

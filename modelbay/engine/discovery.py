@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from modelbay.config import Settings
 from modelbay.engine.errors import ModelBayError
 from modelbay.engine.hardware import HardwareInfo, max_parameters
-from modelbay.engine.records import ModelQuery
+from modelbay.engine.records import ModelQuery, ModelRecord
 from modelbay.engine.registry import Registry
 from modelbay.engine.sources import SOURCES
 
@@ -34,6 +34,12 @@ class SearchHit:
     license: str | None
     installed: bool
     in_registry: bool
+
+    @classmethod
+    def of(cls, m: ModelRecord) -> SearchHit:
+        """A registry model as a hit."""
+        return cls(m.name, m.repo_id, m.source, m.category, m.parameter_count, m.size_bytes, m.downloads, m.license,
+                   m.installed, True)
 
 
 class Discovery:
@@ -60,8 +66,7 @@ class Discovery:
             models, _ = self.registry.search(query)
             for m in models:
                 seen.add((m.repo_id or m.name).lower())
-                hits.append(SearchHit(m.name, m.repo_id, m.source, m.category, m.parameter_count, m.size_bytes,
-                                      m.downloads, m.license, m.installed, True))
+                hits.append(SearchHit.of(m))
         for name in [s for s in SOURCES if source in ("all", s)]:
             if name == "local" and not self.settings.local_models_dir:
                 continue

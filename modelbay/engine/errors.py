@@ -11,6 +11,8 @@ __all__ = [
     "ServerFailed",
     "ServerNotRunning",
     "WrongReason",
+    "UploadNotFound",
+    "UploadRefused",
     "ChecksumMismatch",
     "DiskFull",
     "DownloadFailed",
@@ -299,3 +301,20 @@ class WrongReason(ModelBayError):
         self.reason = reason
         direction = "up" if up else "down"
         super().__init__(f"`{reason}` is not a reason for rating {direction}; use one of {', '.join(allowed)}.")
+
+
+class UploadRefused(ModelBayError):
+    """An uploaded file was not accepted: too large, an unknown kind, or a name that cannot be stored."""
+
+    def __init__(self, filename: str, problem: str) -> None:
+        self.filename = filename
+        self.problem = problem
+        super().__init__(f"`{filename[:80]}` was not saved: {problem}")
+
+
+class UploadNotFound(ModelBayError):
+    """No upload of this person has that id."""
+
+    def __init__(self, upload_id: str) -> None:
+        self.upload_id = upload_id
+        super().__init__(f"You have no upload `{upload_id[:40]}`. `/uploads list` shows yours.")

@@ -139,12 +139,14 @@ async def install_model(ctx: Context, model: str, revision: str | None) -> Reply
               Field("Download", human_bytes(ticket.total_bytes))]
     if ticket.job is None:
         return Reply(title=f"{ticket.model.display_name} is installed", text=" ".join(ticket.notices), fields=fields,
-                     tone="success", footer=version.local_path)
+                     tone="success", footer=version.local_path,
+                     buttons=[Button("Try it", f"/chat {ticket.model.name}", "primary")])
     joined = "" if ticket.created else " (joining the download already running)"
     return Reply(
         title=f"Installing {ticket.model.display_name}{joined}",
         text=" ".join(ticket.notices), fields=fields,
-        progress=Progress(ticket.job.id, f"install {ticket.model.name}", ticket.job.progress, ticket.job.status),
+        progress=Progress(ticket.job.id, f"install {ticket.model.name}", ticket.job.progress, ticket.job.status,
+                          done=(Button("Try it", f"/chat {ticket.model.name}", "primary"),)),
         buttons=[Button("Cancel", f"/jobs cancel {ticket.job.id}", "danger")],
     )
 
@@ -184,9 +186,10 @@ async def serve_model(ctx: Context, model: str) -> Reply:
     return Reply(
         title=f"Starting a server for {server.served_name}{joined}",
         text="vLLM loads the model and warms up; this takes from half a minute to several minutes.",
-        progress=Progress(job.id, f"serve {server.served_name}", job.progress, job.status),
-        buttons=[Button("Try it", f"/chat {server.served_name}", "primary"),
-                 Button("Stop", f"/models stop {server.served_name}", "danger")],
+        progress=Progress(job.id, f"serve {server.served_name}", job.progress, job.status,
+                          done=(Button("Try it", f"/chat {server.served_name}", "primary"),
+                                Button("Stop", f"/models stop {server.served_name}", "danger"))),
+        buttons=[Button("Stop", f"/models stop {server.served_name}", "danger")],
     )
 
 

@@ -1,0 +1,531 @@
+"""The Slack app (slack-bolt): `/modelbay` commands, buttons, modals, shortcuts, App Home, threads and files.
+
+Every listener acknowledges at once and does its work in a bolt lazy listener, so Slack always hears back within
+its 3 seconds. Commands run through the same Dispatcher as every other front end; replies are rendered by
+`blocks.render`, and a reply that follows a job is kept up to date in place by a throttled LiveMessage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import shlex
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from modelbay.adapters.slack import views
+from modelbay.adapters.slack.blocks import (
+    ACTION_PREFIX, STREAM_CHARS, SECTION_CHARS, SlackMessage, mrkdwn, render, split_text,
+)
+from modelbay.adapters.slack.outbox import LiveMessage, Outbox
+from modelbay.bot.context import Actor
+from modelbay.bot.conversation import answer_reply, converse
+from modelbay.bot.dispatcher import Dispatcher
+from modelbay.bot.errors import render_error
+from modelbay.bot.progress import advance, following, watch
+from modelbay.bot.reply import Reply
+from modelbay.engine.chat import Answered, Delta, Notice, Place
+from modelbay.engine.discovery import SearchHit
+from modelbay.engine.errors import UploadRefused
+from modelbay.runtime import Runtime
+
+__all__ = ["SlackAdapter", "Where"]
+
+log = logging.getLogger(__name__)
+GROUPS_FRESH_FOR = 300.0  # seconds a user-group membership list is trusted
+EVENT_SEEN_FOR = 3600  # seconds an event id is remembered, so Slack's retries are not answered twice
+SEED_KEEP = 3600  # seconds a message waits in Redis for its "Ask a model" modal to be submitted
+_CURSOR = " ▍"
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a request came from and where its answer goes: a channel, maybe a thread, the person asking."""
+
+    channel: str
+    user: str
+    thread_ts: str | None = None
+    response_url: str | None = None
+
+    @property
+    def place(self) -> Place:
+        """The chat place this is."""
+        return Place("slack", self.channel, self.thread_ts)
+
+
+_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
+
+
+def _slack_text(text: str, *, command: bool = False) -> str:
+    """Text as the person wrote it, Slack's escapes undone: a message loses mentions of the app, a command line
+    its typographic quotes (which Slack clients type for ")."""
+    text = text.translate(_QUOTES) if command else re.sub(r"<@[A-Z0-9]+>", "", text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
+
+
+class SlackAdapter:
+    """Translates Slack requests into Dispatcher calls and renders the Replies back into Slack."""
+
+    def __init__(self, runtime: Runtime, *, dispatcher: Dispatcher | None = None, socket_mode: bool = False) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.settings = settings
+        self.dispatcher = dispatcher or Dispatcher(runtime)
+        token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+        secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+        self._token = token
+        self.client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
+        self.outbox = Outbox(self.client)
+        # Socket Mode requests come over the app's own authenticated socket; HTTP requests must be signed.
+        self.app = AsyncApp(name="modelbay", client=self.client, signing_secret=secret,
+                            request_verification_enabled=not socket_mode or secret is not None)
+        self._groups: tuple[float, dict[str, list[str]]] = (0.0, {})
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._register()
+
+    # -- listeners ------------------------------------------------------------------------------------------
+    def _register(self) -> None:
+        app = self.app
+        app.command(self.settings.slack_command)(ack=self._ack, lazy=[self._on_command])
+        app.action(re.compile(f"^{ACTION_PREFIX}"))(ack=self._ack_button, lazy=[self._on_button])
+        app.action(views.OPEN_BROWSE)(ack=self._ack, lazy=[self._open_browse])
+        app.action(views.OPEN_UPLOAD)(ack=self._ack, lazy=[self._open_upload])
+        app.action(re.compile(f"^({views.BROWSE_QUERY}|{views.BROWSE_CATEGORY})$"))(ack=self._ack,
+                                                                                     lazy=[self._refresh_browse])
+        app.global_shortcut(views.BROWSE)(ack=self._ack, lazy=[self._open_browse])
+        app.message_shortcut(views.ASK)(ack=self._ack, lazy=[self._open_ask])
+        app.view_submission(views.RATE)(ack=self._ack, lazy=[self._on_rate])
+        app.view_submission(views.ASK)(ack=self._ack, lazy=[self._on_ask])
+        app.view_submission(views.UPLOAD)(ack=self._ack, lazy=[self._on_upload])
+        app.event("app_home_opened")(self._on_home)
+        app.event("message")(self._on_message)
+        app.error(self._on_error)
+
+    async def _ack(self, ack: Any) -> None:
+        await ack()
+
+    async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        log.error("slack listener failed for a %s request", body.get("type") or body.get("command"), exc_info=error)
+
+    async def _on_command(self, command: dict[str, Any]) -> None:
+        where = Where(command["channel_id"], command["user_id"], response_url=command.get("response_url"))
+        actor = await self.actor(command["user_id"], command.get("user_name", ""))
+        text = _slack_text(command.get("text") or "", command=True)
+        await self.run_line("/" + (text or "help"), actor, where)
+
+    async def _ack_button(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        rating = re.fullmatch(r"/rate down message:(\d+)", action.get("value", ""))
+        if rating:  # a 👎 asks why in a small modal; trigger ids live 3 seconds, so it opens here, not lazily
+            where = self._where_of(body)
+            await self.outbox.call("views_open", trigger_id=body["trigger_id"], view=views.rate_modal(
+                int(rating.group(1)), where.channel if where else None, where.thread_ts if where else None))
+
+    async def _on_button(self, body: dict[str, Any], action: dict[str, Any]) -> None:
+        line = action.get("value", "")
+        if re.fullmatch(r"/rate down message:(\d+)", line):
+            return  # answered by the modal
+        actor = await self.actor(body["user"]["id"], body["user"].get("name", ""))
+        where = self._where_of(body) or await self._direct(body["user"]["id"])
+        await self.run_line(line, actor, where)
+
+    def _where_of(self, body: dict[str, Any]) -> Where | None:
+        """Where a button's answer goes: the thread of the message that holds it (None for Home and modals)."""
+        message, channel = body.get("message"), body.get("channel")
+        if not message or not channel:
+            return None
+        return Where(channel["id"], body["user"]["id"], message.get("thread_ts") or message["ts"],
+                     body.get("response_url"))
+
+    async def _direct(self, user: str) -> Where:
+        """The person's direct message channel with the app (for answers to Home tab and modal actions)."""
+        opened = await self.outbox.call("conversations_open", users=user)
+        return Where(opened["channel"]["id"], user)
+
+    # -- commands and replies -------------------------------------------------------------------------------
+    async def run_line(self, line: str, actor: Actor, where: Where) -> None:
+        """Run a command line and deliver its reply; `/chat` opens its chat in a thread."""
+        try:
+            cmd, _ = self.dispatcher.commands.parse(line)
+        except Exception as exc:  # noqa: BLE001 - rendered from the error table
+            await self.deliver(render_error(exc), where)
+            return
+        if cmd.path == ("chat",):
+            await self.start_chat(line, actor, where)
+            return
+        live = None
+        if cmd.slow and self.dispatcher.context(actor).has_role(cmd.role):  # a refusal needs no placeholder
+            live = await self._post_live(where, SlackMessage(
+                [_context(f":hourglass_flowing_sand: Working on `{mrkdwn(line[:200])}`…")], "Working…"))
+        reply = await self.dispatcher.dispatch_line(line, actor, where.place)
+        await self.deliver(reply, where, live)
+
+    async def start_chat(self, line: str, actor: Actor, where: Where, seed: str | None = None) -> None:
+        """Open a chat in a thread (the one the request came from, or a new one under a message posted for it)."""
+        root = None
+        if where.thread_ts is None:
+            root = await self._post_live(where, SlackMessage(
+                [_context(":speech_balloon: Starting a chat…")], "Starting a chat…"))
+            if root is None:
+                return
+            where = Where(where.channel, where.user, root.ts, where.response_url)
+        reply = await self.dispatcher.dispatch_line(line, actor, where.place)
+        if not reply.ephemeral:
+            reply.text = f"{reply.text} Reply in this thread to talk to it.".strip()
+        await self.deliver(reply, where, root)
+        if seed and not reply.ephemeral:
+            await self.answer(actor, where, seed)
+
+    async def deliver(self, reply: Reply, where: Where, live: LiveMessage | None = None) -> None:
+        """Post a reply (privately when ephemeral), continue it in the thread, upload its files, follow its job."""
+        if reply.ephemeral:
+            if live is not None:
+                await self.outbox.call("chat_delete", channel=live.channel, ts=live.ts)
+            for message in render(reply, command=self.settings.slack_command):
+                await self._ephemeral(where, message)
+            return
+        messages = render(reply, command=self.settings.slack_command)
+        if live is None:
+            live = await self._post_live(where, messages[0])
+            if live is None:
+                return
+        else:
+            await live.settle(messages[0])
+        thread = where.thread_ts or live.ts
+        for message in messages[1:]:
+            await self.outbox.post(where.channel, message, thread)
+        for attachment in reply.attachments:
+            await self.outbox.call("files_upload_v2", channel=where.channel, thread_ts=thread, content=attachment.data,
+                                   filename=attachment.filename, title=attachment.filename)
+        if following(reply):
+            self._spawn(self.follow(live, reply))
+
+    async def follow(self, live: LiveMessage, reply: Reply) -> None:
+        """Keep a job's message up to date until the job ends (or its server is ready)."""
+        assert reply.progress is not None
+        try:
+            async for event in watch(self.runtime.jobs, reply.progress.job_id):
+                live.show(render(advance(reply, event), command=self.settings.slack_command)[0])
+            await live.settle()
+        except Exception:  # noqa: BLE001 - the job goes on; only its message stops moving
+            log.exception("following job %s in slack stopped", reply.progress.job_id)
+
+    async def _post_live(self, where: Where, message: SlackMessage) -> LiveMessage | None:
+        """Post a message that will be edited; outside channels the app is in, join (public) or tell how to invite."""
+        interval = self.settings.slack_update_interval
+        try:
+            return await self.outbox.live(where.channel, message, where.thread_ts, interval=interval)
+        except SlackApiError as exc:
+            if exc.response.get("error") not in ("not_in_channel", "channel_not_found"):
+                raise
+        try:
+            await self.outbox.call("conversations_join", channel=where.channel)
+            return await self.outbox.live(where.channel, message, where.thread_ts, interval=interval)
+        except SlackApiError:
+            await self._ephemeral(where, SlackMessage([_section(
+                ":wave: I am not in this channel. Invite me with `/invite @ModelBay` and try again, or use a direct "
+                "message with me.")], "Invite ModelBay to this channel"))
+            return None
+
+    async def _ephemeral(self, where: Where, message: SlackMessage) -> None:
+        """Show a message only to the person asking (through the response URL when the request has one)."""
+        if where.response_url:
+            await AsyncWebhookClient(where.response_url).send(response_type="ephemeral", text=message.text,
+                                                               blocks=message.blocks)
+            return
+        await self.outbox.call("chat_postEphemeral", channel=where.channel, user=where.user,
+                               thread_ts=where.thread_ts, blocks=message.blocks, text=message.text)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+
+    # -- chat in threads ------------------------------------------------------------------------------------
+    async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        if event.get("bot_id") or event.get("subtype") not in (None, "file_share", "thread_broadcast"):
+            return
+        if not await self._first_time(body.get("event_id")):
+            return
+        user, channel = event.get("user"), event.get("channel")
+        if not user or not channel:
+            return
+        actor = await self.actor(user)
+        if event.get("files") and event.get("channel_type") == "im":
+            await self.receive_files(actor, Where(channel, user, event.get("thread_ts")), event["files"])
+            return
+        thread = event.get("thread_ts")
+        if thread is None:
+            return  # chats live in threads; other channel messages are not for ModelBay
+        where = Where(channel, user, thread)
+        if await asyncio.to_thread(self.runtime.chats.current, where.place) is None:
+            return
+        await self.answer(actor, where, _slack_text(event.get("text", "")))
+
+    async def _first_time(self, event_id: str | None) -> bool:
+        """Whether this event is new (Slack retries events it thinks were not received)."""
+        if not event_id:
+            return True
+        key = f"modelbay:slack:event:{event_id}"
+        return bool(await asyncio.to_thread(self.runtime.redis.set, key, 1, nx=True, ex=EVENT_SEEN_FOR))
+
+    async def answer(self, actor: Actor, where: Where, text: str) -> None:
+        """Stream the chat's answer into the thread: edited in place about once a second, continued past 3,500 chars."""
+        ctx = self.dispatcher.context(actor, where.place)
+        live = await self._post_live(where, SlackMessage([_context(":hourglass_flowing_sand: Thinking…")],
+                                                         "Thinking…"))
+        if live is None:
+            return
+        stream = _Stream(self, where, live)
+        try:
+            async for event in converse(ctx, text):
+                if isinstance(event, Notice):
+                    stream.notices.append(event.text)
+                elif isinstance(event, Delta):
+                    await stream.add(event.text)
+                elif isinstance(event, Answered):
+                    await stream.finish(answer_reply(event.answer))
+        except Exception as exc:  # noqa: BLE001 - before the answer started (not served, no chat): one line
+            await stream.fail(render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown))
+
+    # -- shortcuts, modals and Home ---------------------------------------------------------------------------
+    async def _open_browse(self, body: dict[str, Any]) -> None:
+        actor = await self.actor(body["user"]["id"])
+        view = await self._browse_view(actor, "", None)
+        await self.outbox.call("views_open", trigger_id=body["trigger_id"], view=view)
+
+    async def _refresh_browse(self, body: dict[str, Any]) -> None:
+        view = body["view"]
+        state = view.get("state", {}).get("values", {})
+        query = (state.get("query", {}).get(views.BROWSE_QUERY, {}).get("value") or "").strip()
+        chosen = state.get("category", {}).get(views.BROWSE_CATEGORY, {}).get("selected_option") or {}
+        category = chosen.get("value") if chosen.get("value") not in (None, "all") else None
+        actor = await self.actor(body["user"]["id"])
+        fresh = await self._browse_view(actor, query, category)
+        try:
+            await self.outbox.call("views_update", view_id=view["id"], hash=view.get("hash"), view=fresh)
+        except SlackApiError as exc:
+            if exc.response.get("error") != "hash_conflict":  # a newer search already replaced it
+                raise
+
+    async def _browse_view(self, actor: Actor, query: str, category: str | None) -> dict[str, Any]:
+        runtime = self.runtime
+        ctx = self.dispatcher.context(actor)
+        notices: list[str] = []
+        if query:
+            hits, notices = await ctx.call(runtime.discovery.search, query, source="all", category=category, limit=20)
+        else:
+            models, _ = await ctx.call(runtime.registry.list_models, category=category, limit=20, offset=0)
+            hits = [SearchHit.of(m) for m in models]
+        return views.browse_modal(hits, query=query, category=category, notices=notices,
+                                  may_install=ctx.has_role("admin"))
+
+    async def _open_ask(self, body: dict[str, Any], shortcut: dict[str, Any]) -> None:
+        message = shortcut.get("message", {})
+        seed = {"text": _slack_text(message.get("text", "")), "channel": shortcut["channel"]["id"],
+                "thread": message.get("thread_ts") or message.get("ts")}
+        key = secrets.token_urlsafe(12)
+        await asyncio.to_thread(self.runtime.redis.set, f"modelbay:slack:seed:{key}", json.dumps(seed), ex=SEED_KEEP)
+        models, _ = await asyncio.to_thread(self.runtime.registry.list_models, installed=True, limit=100, offset=0)
+        await self.outbox.call("views_open", trigger_id=body["trigger_id"],
+                               view=views.ask_modal(models, key, seed["text"]))
+
+    async def _on_ask(self, body: dict[str, Any], view: dict[str, Any]) -> None:
+        values = view["state"]["values"]
+        key = json.loads(view.get("private_metadata") or "{}").get("seed", "")
+        raw = await asyncio.to_thread(self.runtime.redis.get, f"modelbay:slack:seed:{key}")
+        user = body["user"]["id"]
+        if raw is None:
+            await self.deliver(Reply(text="That request expired; use Ask a model on the message again.",
+                                     tone="warning", ephemeral=True), await self._direct(user))
+            return
+        seed = json.loads(raw)
+        model = values["model"]["model"]["selected_option"]["value"]
+        system = (values.get("system", {}).get("system", {}).get("value") or "").strip()
+        line = f"/chat {shlex.quote(model)}" + (f" system:{shlex.quote(system)}" if system else "")
+        actor = await self.actor(user)
+        await self.start_chat(line, actor, Where(seed["channel"], user, seed["thread"]), seed=seed["text"])
+
+    async def _on_rate(self, body: dict[str, Any], view: dict[str, Any]) -> None:
+        meta = json.loads(view.get("private_metadata") or "{}")
+        values = view["state"]["values"]
+        reason = values["reason"]["reason"]["selected_option"]["value"]
+        comment = (values.get("comment", {}).get("comment", {}).get("value") or "").strip() or None
+        user = body["user"]["id"]
+        actor = await self.actor(user)
+        where = Where(meta["channel"], user, meta.get("thread")) if meta.get("channel") else await self._direct(user)
+        reply = await self.dispatcher.dispatch(("rate",), {"rating": "down", "reason": reason,
+                                                           "message": meta["message"], "comment": comment},
+                                               actor, where.place)
+        await self.deliver(reply, where)
+
+    async def _open_upload(self, body: dict[str, Any]) -> None:
+        await self.outbox.call("views_open", trigger_id=body["trigger_id"], view=views.upload_modal())
+
+    async def _on_upload(self, body: dict[str, Any], view: dict[str, Any]) -> None:
+        files = view["state"]["values"]["file"][views.UPLOAD_FILE].get("files") or []
+        user = body["user"]["id"]
+        await self.receive_files(await self.actor(user), await self._direct(user), files)
+
+    async def _on_home(self, event: dict[str, Any]) -> None:
+        if event.get("tab") != "home":
+            return
+        actor = await self.actor(event["user"])
+        ctx = self.dispatcher.context(actor)
+        runtime = self.runtime
+        installed, _ = await ctx.call(runtime.registry.list_models, installed=True, limit=15, offset=0)
+        requester = None if ctx.has_role("admin") else actor.key
+        jobs = await ctx.call(runtime.jobs.list, requester=requester, active=True, limit=10)
+        chats = await ctx.call(runtime.chats.recent, actor.key, 10)
+        await self.outbox.call("views_publish", user_id=event["user"],
+                               view=views.home_view(installed=installed, jobs=jobs, chats=chats, role=ctx.role))
+
+    # -- files --------------------------------------------------------------------------------------------------
+    async def receive_files(self, actor: Actor, where: Where, files: list[dict[str, Any]]) -> None:
+        """Fetch files shared with the app (with the bot token, from Slack's file host only) into the uploads."""
+        ctx = self.dispatcher.context(actor)
+        lines: list[str] = []
+        for file in files[:5]:
+            name = str(file.get("name") or file.get("title") or "file")
+            try:
+                if not ctx.has_role("user"):
+                    raise UploadRefused(name, f"uploading needs the user role (yours: {ctx.role}).")
+                ctx.runtime.uploads.check(name, file.get("size"))
+                record = await self._fetch(actor, name, file)
+                lines.append(f":white_check_mark: Saved `{mrkdwn(record.filename)}` ({record.size_bytes:,} bytes) as "
+                             f"upload `{record.id}`.")
+            except Exception as exc:  # noqa: BLE001 - each file gets its own one-line answer
+                lines.append(":x: " + render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown).text)
+        footer = "`/modelbay uploads` lists your uploads; fine-tuning reads them from there."
+        await self.deliver(Reply(text="\n".join(lines), footer=footer), where)
+
+    async def _fetch(self, actor: Actor, name: str, file: dict[str, Any]):  # noqa: ANN202 - UploadRecord
+        url = str(file.get("url_private_download") or file.get("url_private") or "")
+        if not self._trusted_file_url(url):
+            raise UploadRefused(name, "its download link is not on Slack's file host.")
+        limit = self.runtime.uploads.max_bytes
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+            size = 0
+            timeout = aiohttp.ClientTimeout(total=600, sock_read=60)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.get(url, headers={"Authorization": f"Bearer {self._token}"},
+                                       allow_redirects=False) as response:
+                    if response.status != 200:
+                        raise UploadRefused(name, f"Slack answered {response.status} when fetching it; try again.")
+                    async for chunk in response.content.iter_chunked(_CHUNK):
+                        size += len(chunk)
+                        if size > limit:
+                            break  # save() refuses it with the limit in the message
+                        spool.write(chunk)
+            spool.seek(0)
+
+            def chunks() -> Iterator[bytes]:
+                while block := spool.read(_CHUNK):
+                    yield block
+                if size > limit:
+                    yield b"\0" * (limit + 1)  # over the limit: let save() say so
+
+            return await asyncio.to_thread(self.runtime.uploads.save, actor.key, name, chunks(), source="slack")
+
+    def _trusted_file_url(self, url: str) -> bool:
+        """Only Slack's own file host (or the configured API host) ever receives the bot token."""
+        parts, api = urlsplit(url), urlsplit(self.settings.slack_api_url)
+        if parts.scheme == "https" and parts.hostname == "files.slack.com":
+            return True
+        return parts.scheme == api.scheme and parts.hostname == api.hostname and parts.port == api.port
+
+    # -- identity ---------------------------------------------------------------------------------------------
+    async def actor(self, user_id: str, name: str = "") -> Actor:
+        """The Slack user as an Actor, with the user groups the role map may name (`slack:group:S0123`)."""
+        groups: tuple[str, ...] = ()
+        if any(member.startswith("slack:group:") for members in self.settings.roles.values() for member in members):
+            groups = tuple(f"group:{g}" for g in (await self._memberships()).get(user_id, []))
+        return Actor("slack", user_id, name, groups)
+
+    async def _memberships(self) -> dict[str, list[str]]:
+        fetched_at, members = self._groups
+        if time.monotonic() - fetched_at < GROUPS_FRESH_FOR:
+            return members
+        fresh: dict[str, list[str]] = {}
+        try:
+            response = await self.outbox.call("usergroups_list", include_users=True)
+            for group in response.get("usergroups", []):
+                for user in group.get("users", []):
+                    fresh.setdefault(user, []).append(group["id"])
+        except Exception as exc:  # noqa: BLE001 - without groups people get the roles named for them alone
+            log.warning("slack user groups unavailable (%s); roles by group are not applied", exc)
+            return members
+        self._groups = (time.monotonic(), fresh)
+        return fresh
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_CHARS]}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:SECTION_CHARS]}]}
+
+
+class _Stream:
+    """One answer streaming into a thread: a message per 3,500 characters, each edited at most once a second."""
+
+    def __init__(self, adapter: SlackAdapter, where: Where, first: LiveMessage) -> None:
+        self.adapter = adapter
+        self.where = where
+        self.messages = [first]
+        self.text = ""
+        self.notices: list[str] = []
+
+    def _message(self, part: str, *, cursor: bool) -> SlackMessage:
+        body = [_section(p) for p in split_text(mrkdwn(part) + (_CURSOR if cursor else ""), SECTION_CHARS)]
+        return SlackMessage(body, part[:3000] or "…")
+
+    async def add(self, piece: str) -> None:
+        self.text += piece
+        parts = split_text(self.text, STREAM_CHARS)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if i < len(self.messages):
+                if last or i == len(self.messages) - 1:
+                    self.messages[i].show(self._message(part, cursor=last))
+            else:
+                await self.messages[i - 1].settle()
+                self.messages.append(await self.adapter.outbox.live(
+                    self.where.channel, self._message(part, cursor=True), self.where.thread_ts,
+                    interval=self.adapter.settings.slack_update_interval))
+
+    async def finish(self, reply: Reply) -> None:
+        parts = split_text(reply.text, STREAM_CHARS)
+        while len(self.messages) < len(parts):
+            self.messages.append(await self.adapter.outbox.live(
+                self.where.channel, SlackMessage([_context("…")], "…"), self.where.thread_ts))
+        for live, part in zip(self.messages, parts, strict=False):
+            if live is self.messages[len(parts) - 1]:
+                reply.text = part
+                final = render(reply)[0]
+                if self.notices:
+                    final.blocks.insert(0, _context(":information_source: " + mrkdwn(" ".join(self.notices))))
+                await live.settle(final)
+            else:
+                await live.settle(self._message(part, cursor=False))
+
+    async def fail(self, reply: Reply) -> None:
+        if self.text:  # cannot happen after the first token (failures then end the answer), kept for safety
+            await self.finish(reply)
+            return
+        await self.adapter.deliver(reply, self.where, self.messages[0])

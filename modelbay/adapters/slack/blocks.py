@@ -1,0 +1,204 @@
+"""Block Kit rendering of a Reply, within Slack's limits: 50 blocks, 3,000 characters a section, ~4,000 a message.
+
+A Reply that does not fit one message becomes several: the first carries the title, progress, buttons and footer
+and as much body as fits; the rest of the body follows as thread messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from modelbay.bot.reply import Button, Progress, Reply, Table
+from modelbay.bot.spec import COMMANDS
+
+__all__ = [
+    "BLOCK_LIMIT", "MESSAGE_CHARS", "SECTION_CHARS", "STREAM_CHARS", "SlackMessage", "button", "mrkdwn",
+    "progress_line", "render", "slash", "split_text",
+]
+
+BLOCK_LIMIT = 50
+SECTION_CHARS = 3000
+FIELD_CHARS = 2000
+FIELDS_PER_SECTION = 10
+HEADER_CHARS = 150
+BUTTON_CHARS = 75
+VALUE_CHARS = 2000
+BUTTONS_PER_ROW = 5
+# chat.update refuses long messages (`msg_too_long`) well before the documented 40,000 characters: every message
+# ModelBay may edit later stays under this many characters of block text.
+MESSAGE_CHARS = 3800
+STREAM_CHARS = 3500  # an answer streams into one message up to this, then continues in the next
+FALLBACK_CHARS = 3000  # the notification text that goes with blocks
+ACTION_PREFIX = "mb_run_"
+_ICONS = {"success": ":white_check_mark: ", "warning": ":warning: ", "error": ":x: ", "info": ""}
+_BOLD = re.compile(r"\*\*(.+?)\*\*", re.S)
+
+
+@dataclass
+class SlackMessage:
+    """One message to post: blocks and the notification text that goes with them."""
+
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    text: str = ""
+
+    def chars(self) -> int:
+        """Characters of text its blocks carry (what chat.update's length limit counts)."""
+        return len(json.dumps(self.blocks, ensure_ascii=False))
+
+
+def mrkdwn(text: str) -> str:
+    """Turn ModelBay's markdown into Slack mrkdwn: escape &, <, > (no stray mentions or links); **b** becomes *b*."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _BOLD.sub(r"*\1*", escaped)
+
+
+def slash(text: str, command: str | None) -> str:
+    """Write ModelBay's command names as Slack users type them: `/models list` becomes `/modelbay models list`."""
+    if not command:
+        return text
+    words = "|".join(sorted({re.escape(c.path[0]) for c in COMMANDS}, key=len, reverse=True))
+    return re.sub(rf"(?<![\w/.-])/({words})\b", rf"{command} \1", text)
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Split text into pieces of at most limit characters, at a paragraph, line or word break when there is one."""
+    pieces: list[str] = []
+    while len(text) > limit:
+        window = text[:limit]
+        cut = max(window.rfind("\n\n"), -1)
+        if cut < limit // 2:
+            cut = window.rfind("\n")
+        if cut < limit // 2:
+            cut = window.rfind(" ")
+        if cut <= 0:
+            cut = limit
+        pieces.append(text[:cut].rstrip())
+        text = text[cut:].lstrip("\n ") if cut < len(text) else ""
+    if text or not pieces:
+        pieces.append(text)
+    return pieces
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:SECTION_CHARS]}]}
+
+
+def button(b: Button, action_id: str) -> dict[str, Any]:
+    """A Block Kit button that runs its command line when pressed (the line is its value)."""
+    element: dict[str, Any] = {"type": "button", "action_id": action_id, "value": b.command[:VALUE_CHARS],
+                               "text": {"type": "plain_text", "text": b.label[:BUTTON_CHARS], "emoji": True}}
+    if b.style in ("primary", "danger"):
+        element["style"] = b.style
+    return element
+
+
+def progress_line(progress: Progress) -> str:
+    """A text progress bar with status and detail: '▰▰▰▱▱▱▱▱▱▱ 30% · started · 1.2 GB of 3.9 GB · 12 MB/s'."""
+    filled = max(0, min(10, round(progress.fraction * 10)))
+    bar = "▰" * filled + "▱" * (10 - filled)
+    parts = [f"`{bar}` {progress.fraction:.0%}", progress.status]
+    if progress.detail:
+        parts.append(mrkdwn(progress.detail))
+    return f"*{mrkdwn(progress.label)}* " + " · ".join(parts)
+
+
+def _table_sections(table: Table) -> list[str]:
+    """A table as monospaced text, cut into code blocks that each fit a section."""
+    cells = [[c.replace("`", "") for c in table.columns], *[[str(c).replace("`", "") for c in r] for r in table.rows]]
+    widths = [min(40, max(len(row[i]) for row in cells)) for i in range(len(table.columns))]
+    lines = ["  ".join(c[:40].ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    chunks, current = [], ""
+    for line in lines:
+        if current and len(current) + len(line) + 8 > SECTION_CHARS:
+            chunks.append(current)
+            current = ""
+        current += mrkdwn(line)[:SECTION_CHARS - 8] + "\n"
+    if current:
+        chunks.append(current)
+    return [f"```{chunk.rstrip()}```" for chunk in chunks]
+
+
+def _body(reply: Reply) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    icon = "" if reply.title else _ICONS[reply.tone]
+    if reply.text:
+        blocks += [_section(piece) for piece in split_text(icon + mrkdwn(reply.text), SECTION_CHARS)]
+    inline = [f for f in reply.fields if f.inline]
+    for start in range(0, len(inline), FIELDS_PER_SECTION):
+        blocks.append({"type": "section", "fields": [
+            {"type": "mrkdwn", "text": f"*{mrkdwn(f.name)}*\n{mrkdwn(f.value)}"[:FIELD_CHARS]}
+            for f in inline[start:start + FIELDS_PER_SECTION]]})
+    for f in reply.fields:
+        if not f.inline:
+            blocks += [_section(p) for p in split_text(f"*{mrkdwn(f.name)}*\n{mrkdwn(f.value)}", SECTION_CHARS)]
+    if reply.table:
+        blocks += [_section(chunk) for chunk in _table_sections(reply.table)]
+    return blocks
+
+
+def _tail(reply: Reply, *, first_action: int) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if reply.progress:
+        blocks.append(_context(progress_line(reply.progress)))
+    for row in range(0, len(reply.buttons), BUTTONS_PER_ROW):
+        chunk = reply.buttons[row:row + BUTTONS_PER_ROW]
+        blocks.append({"type": "actions", "elements": [
+            button(b, f"{ACTION_PREFIX}{first_action + row + i}") for i, b in enumerate(chunk)]})
+    if reply.footer:
+        blocks.append(_context(mrkdwn(reply.footer)))
+    for attachment in reply.attachments:
+        blocks.append(_context(f":paperclip: {mrkdwn(attachment.filename)} ({len(attachment.data):,} bytes)"))
+    return blocks
+
+
+def fallback(reply: Reply) -> str:
+    """The plain notification text of a reply (what Slack shows in notifications and to screen readers)."""
+    return reply.plain()[:FALLBACK_CHARS] or "ModelBay"
+
+
+def _slashed(reply: Reply, command: str | None) -> Reply:
+    if not command:
+        return reply
+    fields = [replace(f, value=slash(f.value, command)) for f in reply.fields]
+    table = reply.table and Table(reply.table.columns, [[slash(c, command) for c in row] for row in reply.table.rows])
+    return replace(reply, text=slash(reply.text, command), fields=fields, table=table,
+                   footer=reply.footer and slash(reply.footer, command))
+
+
+def render(reply: Reply, *, command: str | None = None, budget: int = MESSAGE_CHARS) -> list[SlackMessage]:
+    """Render a reply as one or more messages: the first whole (header, body that fits, tail), the rest continuing.
+
+    With `command` (the app's slash command), command names in the text read as Slack users type them.
+    """
+    reply = _slashed(reply, command)
+    head = []
+    if reply.title:
+        head.append({"type": "header", "text": {"type": "plain_text", "emoji": True,
+                                                "text": (_ICONS[reply.tone] + reply.title)[:HEADER_CHARS]}})
+    tail = _tail(reply, first_action=0)[:BLOCK_LIMIT - len(head) - 1]
+    messages = [SlackMessage(list(head), fallback(reply))]
+    first = True
+    for block in _body(reply):
+        current = messages[-1]
+        reserve = (len(tail) + 1, SlackMessage(tail).chars() + 200) if first else (0, 0)
+        fits = (len(current.blocks) + 1 + reserve[0] <= BLOCK_LIMIT
+                and current.chars() + SlackMessage([block]).chars() + reserve[1] <= budget)
+        if not fits and current.blocks:
+            if first:
+                current.blocks += [*tail, _context(":thread: Continued in the thread.")]
+                first = False
+            messages.append(SlackMessage([], "(continued)"))
+        messages[-1].blocks.append(block)
+    if first:
+        messages[0].blocks += tail
+    if not messages[0].blocks:
+        messages[0].blocks.append(_section(" "))
+    return messages

@@ -1,0 +1,192 @@
+"""Slack surfaces other than messages: the App Home tab and the modals (browse, rate, ask a model, upload)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from modelbay.adapters.slack.blocks import ACTION_PREFIX, button, mrkdwn
+from modelbay.bot.commands.models import CATEGORIES
+from modelbay.bot.reply import Button
+from modelbay.engine.chat import DOWN_REASONS, SessionRecord
+from modelbay.engine.discovery import SearchHit
+from modelbay.engine.records import JobRecord, ModelRecord
+from modelbay.engine.units import ago, human_bytes, human_count
+from modelbay.engine.uploads import DATASET_SUFFIXES
+
+__all__ = [
+    "ASK", "BROWSE", "BROWSE_CATEGORY", "BROWSE_QUERY", "RATE", "UPLOAD", "UPLOAD_FILE",
+    "ask_modal", "browse_modal", "home_view", "rate_modal", "upload_modal",
+]
+
+# callback and action ids the app listens for
+BROWSE = "mb_browse"
+BROWSE_QUERY = "mb_browse_query"
+BROWSE_CATEGORY = "mb_browse_category"
+RATE = "mb_rate"
+ASK = "mb_ask"
+UPLOAD = "mb_upload"
+UPLOAD_FILE = "mb_upload_file"
+OPEN_BROWSE = "mb_open_browse"
+OPEN_UPLOAD = "mb_open_upload"
+VIEW_BLOCKS = 100  # modals and Home tabs hold at most 100 blocks
+BROWSE_RESULTS = 20
+
+
+def _plain(text: str, limit: int = 75) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text[:limit], "emoji": True}
+
+
+def _option(label: str, value: str) -> dict[str, Any]:
+    return {"text": _plain(label), "value": value[:150]}
+
+
+def _section(text: str, accessory: dict[str, Any] | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+    if accessory:
+        block["accessory"] = accessory
+    return block
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
+
+
+def _modal(callback_id: str, title: str, blocks: list[dict[str, Any]], *, submit: str | None = None,
+           metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {"type": "modal", "callback_id": callback_id, "title": _plain(title, 24),
+                            "close": _plain("Close" if submit is None else "Cancel"), "blocks": blocks[:VIEW_BLOCKS]}
+    if submit:
+        view["submit"] = _plain(submit, 24)
+    if metadata is not None:
+        view["private_metadata"] = json.dumps(metadata)[:3000]
+    return view
+
+
+def _model_line(name: str, display: str, source: str, category: str, params: int | None, size: int | None,
+                installed: bool) -> str:
+    state = " · :white_check_mark: installed" if installed else ""
+    return (f"*{mrkdwn(display)}*  `{mrkdwn(name)}`\n{source} · {category} · {human_count(params)} parameters · "
+            f"{human_bytes(size)}{state}")
+
+
+def browse_modal(hits: Sequence[SearchHit], *, query: str, category: str | None, notices: Sequence[str] = (),
+                 may_install: bool) -> dict[str, Any]:
+    """The "Browse models" modal: a search box and a category menu that refresh the results, each with a button."""
+    category_menu: dict[str, Any] = {
+        "type": "static_select", "action_id": BROWSE_CATEGORY, "placeholder": _plain("Any category"),
+        "options": [_option("Any category", "all"), *(_option(c.title(), c) for c in CATEGORIES)],
+    }
+    if category:
+        category_menu["initial_option"] = _option(category.title(), category)
+    search: dict[str, Any] = {"type": "plain_text_input", "action_id": BROWSE_QUERY, "max_length": 200,
+                              "placeholder": _plain("Search the registry and the Hub, e.g. code tag:small"),
+                              "dispatch_action_config": {"trigger_actions_on": ["on_enter_pressed"]}}
+    if query:
+        search["initial_value"] = query
+    blocks: list[dict[str, Any]] = [
+        {"type": "input", "block_id": "query", "dispatch_action": True, "optional": True, "element": search,
+         "label": _plain("Search (Enter to search)")},
+        {"type": "actions", "block_id": "category", "elements": [category_menu]},
+    ]
+    if not hits:
+        blocks.append(_section("Nothing matches. Try fewer words or another category."))
+    for i, hit in enumerate(hits[:BROWSE_RESULTS]):
+        if hit.installed:
+            action = Button("Try it", f"/chat {hit.name}", "primary")
+        elif may_install:
+            action = Button("Install", f"/models install {hit.name}", "primary")
+        else:
+            action = Button("Details", f"/models info {hit.name}")
+        line = _model_line(hit.name, hit.name, hit.source, hit.category, hit.parameter_count, hit.size_bytes,
+                           hit.installed)
+        blocks.append(_section(line, button(action, f"{ACTION_PREFIX}{i}")))
+    footer = "Installs report their progress in your direct messages with ModelBay."
+    if not may_install:
+        footer = "Installing needs the admin role; ask an admin, or use Details to read more."
+    blocks.append(_context(" ".join([*notices, footer])))
+    return _modal(BROWSE, "Browse models", blocks, metadata={"query": query, "category": category})
+
+
+def rate_modal(message_id: int, channel: str | None, thread: str | None) -> dict[str, Any]:
+    """The small 👎 modal: what was wrong, and an optional comment."""
+    reasons = [_option(r.replace("_", " ").capitalize().replace("Didnt", "Didn't"), r) for r in DOWN_REASONS]
+    blocks = [
+        {"type": "input", "block_id": "reason", "label": _plain("What was wrong?"),
+         "element": {"type": "static_select", "action_id": "reason", "options": reasons,
+                     "placeholder": _plain("Pick a reason")}},
+        {"type": "input", "block_id": "comment", "optional": True, "label": _plain("Anything else?"),
+         "element": {"type": "plain_text_input", "action_id": "comment", "multiline": True, "max_length": 1000}},
+    ]
+    return _modal(RATE, f"Rate answer #{message_id}"[:24], blocks, submit="Send",
+                  metadata={"message": message_id, "channel": channel, "thread": thread})
+
+
+def ask_modal(models: Sequence[ModelRecord], seed_key: str, preview: str) -> dict[str, Any]:
+    """The "Ask a model" modal: which installed model answers the message, and an optional system prompt."""
+    quoted = "\n".join(f"> {line}" for line in mrkdwn(preview[:500]).splitlines()) or "> (empty message)"
+    if not models:
+        return _modal(ASK, "Ask a model", [_section(quoted), _section(
+            "No model is installed yet. An admin installs one with `/modelbay models install <model>`.")])
+    options = [_option(f"{m.display_name} ({m.name})", m.name) for m in models[:100]]
+    blocks = [
+        _section(quoted),
+        {"type": "input", "block_id": "model", "label": _plain("Model"),
+         "element": {"type": "static_select", "action_id": "model", "options": options,
+                     "initial_option": options[0]}},
+        {"type": "input", "block_id": "system", "optional": True, "label": _plain("System prompt"),
+         "element": {"type": "plain_text_input", "action_id": "system", "multiline": True, "max_length": 4000}},
+        _context("The answer streams into a thread under the message; reply there to keep talking."),
+    ]
+    return _modal(ASK, "Ask a model", blocks, submit="Ask", metadata={"seed": seed_key})
+
+
+def upload_modal() -> dict[str, Any]:
+    """The dataset upload form: a file input for the kinds of files fine-tuning reads."""
+    blocks = [
+        {"type": "input", "block_id": "file", "label": _plain("Dataset files"),
+         "element": {"type": "file_input", "action_id": UPLOAD_FILE, "max_files": 5,
+                     "filetypes": [s.lstrip(".") for s in DATASET_SUFFIXES]}},
+        _context("JSON Lines with `messages` or `prompt`/`completion` fields, CSV, JSON, text or Parquet. "
+                 "You can also send a file to ModelBay in a direct message."),
+    ]
+    return _modal(UPLOAD, "Upload a dataset", blocks, submit="Upload")
+
+
+def home_view(*, installed: Sequence[ModelRecord], jobs: Sequence[JobRecord], chats: Sequence[SessionRecord],
+              role: str) -> dict[str, Any]:
+    """The App Home tab: actions, installed models, running jobs and the person's recent chats."""
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _plain("ModelBay", 150)},
+        {"type": "actions", "elements": [
+            {"type": "button", "action_id": OPEN_BROWSE, "text": _plain("Browse models"), "style": "primary"},
+            {"type": "button", "action_id": OPEN_UPLOAD, "text": _plain("Upload a dataset")},
+        ]},
+        _context(f"Your role: {role} · `/modelbay help` lists every command."),
+        {"type": "divider"},
+        {"type": "header", "text": _plain("Installed models", 150)},
+    ]
+    if not installed:
+        blocks.append(_section("Nothing installed yet. Browse models to find one."))
+    for i, m in enumerate(installed[:15]):
+        line = _model_line(m.name, m.display_name, m.source, m.category, m.parameter_count, m.size_bytes, False)
+        blocks.append(_section(line, button(Button("Try it", f"/chat {m.name}", "primary"), f"{ACTION_PREFIX}m{i}")))
+    blocks += [{"type": "divider"}, {"type": "header", "text": _plain("Running jobs", 150)}]
+    if not jobs:
+        blocks.append(_section("No jobs are running."))
+    for i, job in enumerate(jobs[:10]):
+        detail = job.progress_detail.get("message") or ""
+        text = f"*{mrkdwn(job.kind)}* `{job.id}` · {job.status} · {job.progress:.0%}" + (
+            f"\n{mrkdwn(str(detail))}" if detail else "")
+        blocks.append(_section(text, button(Button("Cancel", f"/jobs cancel {job.id}", "danger"),
+                                            f"{ACTION_PREFIX}j{i}")))
+    blocks += [{"type": "divider"}, {"type": "header", "text": _plain("Your recent chats", 150)}]
+    if not chats:
+        blocks.append(_section("No chats yet. Press Try it beside a model, or `/modelbay chat <model>`."))
+    for chat in chats[:10]:
+        where = f"<#{chat.place.channel_id}>" if not chat.place.channel_id.startswith("D") else "a direct message"
+        state = "ended" if chat.closed else "open"
+        blocks.append(_section(f"*{mrkdwn(chat.model_display_name)}* in {where} · {state} · "
+                               f"started {ago(chat.created_at)}"))
+    return {"type": "home", "blocks": blocks[:VIEW_BLOCKS]}

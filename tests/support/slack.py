@@ -1,0 +1,371 @@
+"""A recording stand-in for Slack's side: the Web API, response URLs, file hosting and Socket Mode's websocket.
+
+The real slack_sdk clients (pointed here by MODELBAY_SLACK_API_URL) call it; tests read what it received and
+script failures (a 429 with Retry-After). `SignedRequests` sends requests the way Slack does, signed with the
+signing secret, into the app under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+from aiohttp import WSMsgType, web
+
+__all__ = ["BOT_TOKEN", "SIGNING_SECRET", "Call", "SignedRequests", "SlackStandIn"]
+
+BOT_TOKEN = "xoxb-test-bot-token"
+APP_TOKEN = "xapp-test-app-token"
+SIGNING_SECRET = "test-signing-secret"
+BOT_USER = "UMODELBAY"
+
+
+@dataclass
+class Call:
+    """One request the stand-in received."""
+
+    method: str  # a Web API method (chat.update), or "response_url", "upload", "file", "socket_ack"
+    args: dict[str, Any]
+    at: float  # time.monotonic() on arrival
+    headers: dict[str, str] = field(default_factory=dict)
+    status: int = 200
+
+    def text(self) -> str:
+        """Every text in the call's blocks and its fallback text, joined (for assertions)."""
+        blocks = self.args.get("blocks") or []
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        view = self.args.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        return json.dumps([self.args.get("text", ""), blocks, view or {}], ensure_ascii=False)
+
+    def buttons(self) -> list[dict[str, Any]]:
+        """The buttons in the call's blocks (or view)."""
+        found: list[dict[str, Any]] = []
+
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                if node.get("type") == "button":
+                    found.append(node)
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+
+        walk(json.loads(self.text()))
+        return found
+
+
+class SlackStandIn:
+    """Serves the Slack Web API stand-in on a free port from its own thread and event loop."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.usergroups: list[dict[str, Any]] = []
+        self.files: dict[str, bytes] = {}
+        self.uploads: dict[str, bytes] = {}
+        self.base = ""
+        self._faults: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self._lock = threading.Lock()
+        self._ts = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._sockets: list[web.WebSocketResponse] = []
+        self._ready = threading.Event()
+
+    # -- life -------------------------------------------------------------------------------------------------
+    def start(self) -> SlackStandIn:
+        """Serve on 127.0.0.1 from a daemon thread."""
+        thread = threading.Thread(target=self._serve, name="slack-standin", daemon=True)
+        thread.start()
+        if not self._ready.wait(15):
+            raise RuntimeError("the Slack stand-in did not start")
+        return self
+
+    def _serve(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
+        app.router.add_post("/respond/{id}", self._respond)
+        app.router.add_post("/upload/{id}", self._upload)
+        app.router.add_get("/files/{name}", self._file)
+        app.router.add_get("/socket", self._socket)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"http://127.0.0.1:{port}"
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def close() -> None:
+            for ws in list(self._sockets):
+                await ws.close()
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        self._loop = None
+
+    def __enter__(self) -> SlackStandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def api_url(self) -> str:
+        """The Web API base URL (MODELBAY_SLACK_API_URL)."""
+        return f"{self.base}/api/"
+
+    def response_url(self) -> str:
+        """A fresh response URL, like the one each slash command and button payload carries."""
+        return f"{self.base}/respond/{uuid.uuid4().hex[:8]}"
+
+    # -- scripting and reading ----------------------------------------------------------------------------------
+    def fail(self, method: str, status: int = 429, *, retry_after: float | None = 1, times: int = 1) -> None:
+        """Answer the next `times` calls of `method` with `status` (and a Retry-After header)."""
+        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+        with self._lock:
+            self._faults.setdefault(method, []).extend([(status, headers)] * times)
+
+    def add_file(self, name: str, data: bytes) -> str:
+        """Host a file as Slack does (bot token required); return its url_private_download."""
+        self.files[name] = data
+        return f"{self.base}/files/{name}"
+
+    def to(self, method: str) -> list[Call]:
+        """The calls received for one method, in order."""
+        with self._lock:
+            return [c for c in self.calls if c.method == method]
+
+    def wait(self, method: str, predicate: Callable[[Call], bool] = lambda c: True, *, count: int = 1,
+             timeout: float = 30.0) -> list[Call]:
+        """Wait until `count` calls of `method` match `predicate`; return those that match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [c for c in self.to(method) if c.status == 200 and predicate(c)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                seen = [(c.method, c.text()[:300]) for c in self.calls[-15:]]
+                raise AssertionError(f"no {count} {method} call(s) matched within {timeout}s; last calls: {seen}")
+            time.sleep(0.05)
+
+    def send_envelope(self, kind: str, payload: dict[str, Any]) -> str:
+        """Push a Socket Mode envelope to the connected app; return its envelope id."""
+        envelope_id = uuid.uuid4().hex
+        message = json.dumps({"envelope_id": envelope_id, "type": kind, "payload": payload,
+                              "accepts_response_payload": kind != "events_api"})
+        assert self._loop is not None and self._sockets, "no Socket Mode connection"
+        asyncio.run_coroutine_threadsafe(self._sockets[-1].send_str(message), self._loop).result(5)
+        return envelope_id
+
+    @property
+    def socket_connected(self) -> bool:
+        """Whether an app holds a Socket Mode connection."""
+        return any(not ws.closed for ws in self._sockets)
+
+    # -- handlers -----------------------------------------------------------------------------------------------
+    def _record(self, method: str, args: dict[str, Any], headers: dict[str, str], status: int = 200) -> None:
+        with self._lock:
+            self.calls.append(Call(method, args, time.monotonic(), headers, status))
+
+    async def _args(self, request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        args: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json" and raw:
+            args.update(json.loads(raw))
+        elif request.content_type == "application/x-www-form-urlencoded":
+            args.update(parse_qsl(raw.decode()))
+        for key in ("blocks", "view"):
+            if isinstance(args.get(key), str):
+                args[key] = json.loads(args[key])
+        return args
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args = await self._args(request)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        with self._lock:
+            fault = self._faults.get(method, []).pop(0) if self._faults.get(method) else None
+        if fault is not None:
+            status, extra = fault
+            self._record(method, args, headers, status)
+            error = "ratelimited" if status == 429 else "internal_error"
+            return web.json_response({"ok": False, "error": error}, status=status, headers=extra)
+        self._record(method, args, headers)
+        token = headers.get("authorization", "")
+        wanted = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
+        if token != f"Bearer {wanted}":
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        return web.json_response({"ok": True, **self._answer(method, args)})
+
+    def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method == "auth.test":
+            return {"user_id": BOT_USER, "bot_id": "BMODELBAY", "team_id": "T1", "team": "Test", "url": self.base}
+        if method == "chat.postMessage":
+            return {"channel": args.get("channel"), "ts": f"{1700000000 + next(self._ts)}.000100"}
+        if method in ("chat.update", "chat.delete"):
+            return {"channel": args.get("channel"), "ts": args.get("ts")}
+        if method == "chat.postEphemeral":
+            return {"message_ts": f"{1700000000 + next(self._ts)}.000200"}
+        if method == "conversations.open":
+            return {"channel": {"id": "D" + str(args.get("users", "X"))[1:]}}
+        if method == "conversations.join":
+            return {"channel": {"id": args.get("channel")}}
+        if method.startswith("views."):
+            return {"view": {"id": "V1", "hash": "h1"}}
+        if method == "usergroups.list":
+            return {"usergroups": self.usergroups}
+        if method == "files.getUploadURLExternal":
+            file_id = f"F{next(self._ts)}"
+            return {"upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
+        if method == "files.completeUploadExternal":
+            files = args.get("files")
+            files = json.loads(files) if isinstance(files, str) else files or []
+            return {"files": [{"id": f["id"], "title": f.get("title", "")} for f in files]}
+        if method == "apps.connections.open":
+            return {"url": self.base.replace("http://", "ws://") + "/socket"}
+        return {}
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        self._record("response_url", await self._args(request), dict(request.headers))
+        return web.Response(text="ok")
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        data = await request.read()
+        self.uploads[request.match_info["id"]] = data
+        self._record("upload", {"id": request.match_info["id"], "size": len(data)}, dict(request.headers))
+        return web.Response(text="OK")
+
+    async def _file(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        self._record("file", {"name": name}, {k.lower(): v for k, v in request.headers.items()})
+        if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
+            return web.Response(status=302, headers={"Location": f"{self.base}/login"})
+        if name not in self.files:
+            return web.Response(status=404)
+        return web.Response(body=self.files[name], content_type="application/octet-stream")
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_str(json.dumps({"type": "hello", "num_connections": 1}))
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                self._record("socket_ack", json.loads(message.data), {})
+        return ws
+
+
+class SignedRequests:
+    """Sends requests into the app the way Slack does: form or JSON bodies with a v0 HMAC signature."""
+
+    def __init__(self, url: str, standin: SlackStandIn, secret: str = SIGNING_SECRET) -> None:
+        self.url = url
+        self.standin = standin
+        self.secret = secret
+        self.client = httpx.Client(timeout=30)
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self.client.close()
+
+    def sign(self, body: bytes, timestamp: int) -> str:
+        """Slack's request signature of a body at a time."""
+        base = b"v0:" + str(timestamp).encode() + b":" + body
+        return "v0=" + hmac.new(self.secret.encode(), base, hashlib.sha256).hexdigest()
+
+    def post(self, body: bytes, content_type: str, *, timestamp: int | None = None, signature: str | None = None,
+             headers: dict[str, str] | None = None) -> httpx.Response:
+        """POST a raw body, signed (unless a signature is given) at now (or timestamp)."""
+        stamp = int(time.time()) if timestamp is None else timestamp
+        sent = {"Content-Type": content_type, "X-Slack-Request-Timestamp": str(stamp),
+                "X-Slack-Signature": signature or self.sign(body, stamp), **(headers or {})}
+        return self.client.post(self.url, content=body, headers=sent)
+
+    def form(self, fields: dict[str, Any], **kw: Any) -> httpx.Response:
+        """POST form fields."""
+        return self.post(urlencode(fields).encode(), "application/x-www-form-urlencoded", **kw)
+
+    def interactive(self, payload: dict[str, Any], **kw: Any) -> httpx.Response:
+        """POST an interactivity payload (buttons, modals, shortcuts)."""
+        return self.form({"payload": json.dumps(payload)}, **kw)
+
+    def command(self, text: str, *, user: str = "U1", channel: str = "C1", **kw: Any) -> httpx.Response:
+        """Type `/modelbay <text>`."""
+        return self.form({"token": "legacy", "team_id": "T1", "team_domain": "test", "channel_id": channel,
+                          "channel_name": "general", "user_id": user, "user_name": user.lower(),
+                          "command": "/modelbay", "text": text, "api_app_id": "A1",
+                          "response_url": self.standin.response_url(), "trigger_id": f"trig.{uuid.uuid4().hex[:6]}"},
+                         **kw)
+
+    def button(self, button: dict[str, Any], *, user: str = "U1", channel: str = "C1", message_ts: str = "1.0",
+               thread_ts: str | None = None) -> httpx.Response:
+        """Press a button found in a message."""
+        message = {"ts": message_ts, **({"thread_ts": thread_ts} if thread_ts else {})}
+        return self.interactive({
+            "type": "block_actions", "team": {"id": "T1"}, "user": {"id": user, "name": user.lower()},
+            "api_app_id": "A1", "trigger_id": f"trig.{uuid.uuid4().hex[:6]}", "channel": {"id": channel},
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel}, "message": message,
+            "response_url": self.standin.response_url(),
+            "actions": [{"type": "button", "action_id": button["action_id"], "block_id": "b",
+                         "value": button.get("value", ""), "action_ts": str(time.time())}],
+        })
+
+    def view_action(self, view: dict[str, Any], action: dict[str, Any], state: dict[str, Any], *,
+                    user: str = "U1") -> httpx.Response:
+        """Act inside an open modal (type a search, pick a menu item, press a button)."""
+        return self.interactive({
+            "type": "block_actions", "team": {"id": "T1"}, "user": {"id": user, "name": user.lower()},
+            "api_app_id": "A1", "trigger_id": f"trig.{uuid.uuid4().hex[:6]}", "container": {"type": "view"},
+            "view": {**view, "id": "V1", "hash": "h1", "state": {"values": state}}, "actions": [action],
+        })
+
+    def submit(self, view: dict[str, Any], state: dict[str, Any], *, user: str = "U1") -> httpx.Response:
+        """Submit a modal with these input values."""
+        return self.interactive({
+            "type": "view_submission", "team": {"id": "T1"}, "user": {"id": user, "name": user.lower()},
+            "api_app_id": "A1", "trigger_id": f"trig.{uuid.uuid4().hex[:6]}",
+            "view": {**view, "id": "V1", "hash": "h1", "state": {"values": state}},
+        })
+
+    def shortcut(self, callback_id: str, *, user: str = "U1", message: dict[str, Any] | None = None,
+                 channel: str = "C1") -> httpx.Response:
+        """Run a global shortcut, or a message shortcut on `message`."""
+        payload: dict[str, Any] = {"type": "shortcut", "callback_id": callback_id, "team": {"id": "T1"},
+                                   "user": {"id": user, "username": user.lower()}, "api_app_id": "A1",
+                                   "trigger_id": f"trig.{uuid.uuid4().hex[:6]}", "action_ts": str(time.time())}
+        if message is not None:
+            payload.update(type="message_action", channel={"id": channel}, message=message,
+                           message_ts=message["ts"], response_url=self.standin.response_url())
+        return self.interactive(payload)
+
+    def event(self, event: dict[str, Any], *, event_id: str | None = None, **kw: Any) -> httpx.Response:
+        """Deliver an Events API event."""
+        body = {"type": "event_callback", "team_id": "T1", "api_app_id": "A1", "event": event,
+                "event_id": event_id or f"Ev{uuid.uuid4().hex[:8]}", "event_time": int(time.time())}
+        return self.post(json.dumps(body).encode(), "application/json", **kw)
