@@ -170,3 +170,273 @@ def test_long_replies_respect_block_kit_limits() -> None:
         else:
             assert all(f"model-with-a-long-name-{i}" in text for i in range(400))
         assert messages[0].blocks[-1]["type"] == "context" and "Continued in the thread" in json.dumps(messages[0].blocks)
+
+
+def _button(call: Call, label: str) -> dict:
+    return next(b for b in call.buttons() if b["text"]["text"] == label)
+
+
+def test_install_progress_is_one_message_edited_at_most_once_a_second(slack: SignedRequests, standin: SlackStandIn,
+                                                                      hub: HubStandIn, runtime: Runtime) -> None:
+    hub.link_rate = 400_000  # bytes/s: the 2.4 MB tiny model takes about six seconds
+    slack.command(f"models install {REPO}", user=ADMIN)
+    posted = standin.wait("chat.postMessage", lambda c: _in(c, "Working on"))[0]
+    finished = standin.wait("chat.update", lambda c: any(b["text"]["text"] == "Try it" for b in c.buttons()),
+                            timeout=90)[0]
+    edits = [c for c in standin.to("chat.update") if c.status == 200]
+    assert {c.args["ts"] for c in edits} == {finished.args["ts"]} and len(standin.to("chat.postMessage")) == 1
+    moving = [c for c in edits if _in(c, "▰")]
+    assert len(moving) >= 3  # the bar moved in place
+    assert all(b.at - a.at >= 0.95 for a, b in zip([posted, *edits], edits))  # never more than one edit a second
+    assert _in(finished, "install ", "done") and not any(b["text"]["text"] == "Cancel" for b in finished.buttons())
+    model = runtime.registry.get(REPO)
+    assert model.installed and _button(finished, "Try it")["value"] == f"/chat {model.name}"
+
+
+def test_a_chat_lives_in_a_thread_streams_and_takes_ratings(slack: SignedRequests, standin: SlackStandIn,
+                                                           runtime: Runtime) -> None:
+    slack.command("chat tiny-chat", user=USER)
+    root = standin.wait("chat.postMessage", lambda c: _in(c, "Starting a chat"))[0]
+    opened = standin.wait("chat.update", lambda c: _in(c, "Chatting with", "Reply in this thread"))[0]
+    thread = opened.args["ts"]
+    assert root.args.get("thread_ts") is None
+    message = {"type": "message", "channel": "C1", "user": USER, "text": "What color is the sky?", "ts": "1.5",
+               "thread_ts": thread, "channel_type": "channel"}
+    slack.event(message, event_id="EvSKY")
+    slack.event(message, event_id="EvSKY", headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "timeout"})
+    answer = standin.wait("chat.update", lambda c: any("rate up" in b.get("value", "") for b in c.buttons()))[0]
+    thinking = [c for c in standin.to("chat.postMessage") if _in(c, "Thinking")]
+    assert len(thinking) == 1 and thinking[0].args["thread_ts"] == thread  # the retry was not answered again
+    assert answer.args["ts"] != thread and _in(answer, "transformers", "tokens")
+    up, down = _button(answer, "👍"), _button(answer, "👎")
+    message_id = int(up["value"].rsplit(":", 1)[1])
+
+    slack.button(up, user=USER, message_ts=answer.args["ts"], thread_ts=thread)
+    assert standin.wait("response_url", lambda c: _in(c, f"Rated answer #{message_id} 👍"))[0].args[
+        "response_type"] == "ephemeral"
+    slack.button(down, user=USER, message_ts=answer.args["ts"], thread_ts=thread)
+    view = standin.wait("views.open")[0].args["view"]
+    assert view["callback_id"] == "mb_rate" and _in(standin.to("views.open")[0], "Wrong", "Too verbose", "Didn't follow")
+    slack.submit(view, {"reason": {"reason": {"type": "static_select", "selected_option": {"value": "wrong"}}},
+                        "comment": {"comment": {"type": "plain_text_input", "value": "the sky is blue"}}}, user=USER)
+    changed = standin.wait("chat.postEphemeral", lambda c: _in(c, "Changed your rating"))[0]
+    assert changed.args["user"] == USER and changed.args["thread_ts"] == thread
+    with runtime.db.session() as db:
+        rating = db.scalars(select(Feedback)).one()
+        assert (rating.message_id, rating.rating, rating.reason, rating.comment) == (message_id, -1, "wrong",
+                                                                                    "the sky is blue")
+    slack.button(up, user=ADMIN, message_ts=answer.args["ts"], thread_ts=thread)  # not their answer
+    assert standin.wait("response_url", lambda c: _in(c, "someone else"))
+
+
+def _serve_with_standin(runtime: Runtime, endpoint: str) -> None:
+    """Record a running server for tiny-chat at endpoint (the row a serve job writes once vLLM is healthy)."""
+    from modelbay.engine.schema import Server, ServerState
+
+    version = runtime.registry.get("tiny-chat").versions[0]
+    with runtime.db.session() as db:
+        db.add(Server(model_version_id=version.id, job_id="standin", state=ServerState.RUNNING, endpoint=endpoint,
+                      served_name="tiny-chat", requester="test", adapters=[]))
+
+
+def test_a_long_answer_streams_in_place_and_continues_in_new_messages(slack: SignedRequests, standin: SlackStandIn,
+                                                                      runtime: Runtime) -> None:
+    from tests.support.openai_standin import Script, StandIn
+
+    words = [f"word{i:04d} " for i in range(1400)]  # 12,600 characters: four messages
+    with StandIn() as model:
+        model.script = Script(pieces=words, delay=0.003)
+        _serve_with_standin(runtime, model.endpoint)
+        slack.command("chat tiny-chat", user=USER)
+        thread = standin.wait("chat.update", lambda c: _in(c, "Chatting with"))[0].args["ts"]
+        standin.fail("chat.update", 429, retry_after=2)  # the first edit of the answer is refused
+        slack.event({"type": "message", "channel": "C1", "user": USER, "text": "Count.", "ts": "1.6",
+                     "thread_ts": thread, "channel_type": "channel"})
+        final = standin.wait("chat.update", lambda c: any("rate up" in b.get("value", "") for b in c.buttons()),
+                             timeout=60)[0]
+    posts = [c for c in standin.to("chat.postMessage") if c.args.get("thread_ts") == thread]
+    assert len(posts) == 4 and posts[0].text().count("Thinking")
+    edits = [c for c in standin.to("chat.update") if c.args["ts"] in {p_ts(p) for p in posts}]
+    shown = {}
+    for edit in edits:
+        if edit.status == 200:
+            shown[edit.args["ts"]] = edit
+    text = "".join(b["text"]["text"] for ts in sorted(shown) for b in shown[ts].args["blocks"]
+                   if b["type"] == "section")
+    assert all(w.strip() in text for w in words) and "▍" not in text  # all of it, and no cursor left
+    for edit in shown.values():
+        assert sum(len(b["text"]["text"]) for b in edit.args["blocks"] if b["type"] == "section") <= 3600
+    limited = next(c for c in edits if c.status == 429)
+    retried = next(c for c in edits if c.at > limited.at and c.args["ts"] == limited.args["ts"])
+    assert retried.at - limited.at >= 1.9  # Retry-After was honoured
+    per_message = {}
+    for edit in edits:
+        per_message.setdefault(edit.args["ts"], []).append(edit.at)
+    assert all(b - a >= 0.95 for times in per_message.values() for a, b in zip(times, times[1:]))
+    assert final.args["ts"] == max(shown)
+
+
+def p_ts(call: Call) -> str:
+    """The ts the stand-in gave a posted message (the one edits name)."""
+    return call.args["_ts"]
+
+
+def _installed_after(standin: SlackStandIn, channel: str) -> Call:
+    return standin.wait("chat.update", lambda c: c.args["channel"] == channel
+                        and any(b["text"]["text"] == "Try it" for b in c.buttons()), timeout=60)[0]
+
+
+def test_browse_models_searches_in_a_modal_and_installs_into_a_direct_message(
+        slack: SignedRequests, standin: SlackStandIn, runtime: Runtime) -> None:
+    slack.shortcut("mb_browse", user=ADMIN)
+    opened = standin.wait("views.open")[0]
+    view = opened.args["view"]
+    assert view["type"] == "modal" and _in(opened, "Search", "Any category", "Install")
+    assert len(view["blocks"]) <= 100
+    state = {"query": {"mb_browse_query": {"type": "plain_text_input", "value": "tiny-llama"}},
+             "category": {"mb_browse_category": {"type": "static_select", "selected_option": None}}}
+    slack.view_action(view, {"type": "plain_text_input", "action_id": "mb_browse_query", "block_id": "query",
+                             "value": "tiny-llama"}, state, user=ADMIN)
+    updated = standin.wait("views.update", lambda c: _in(c, REPO))[0]
+    assert updated.args["view_id"] == "V1" and updated.args["hash"] == "h1"
+    install = next(b for b in updated.buttons() if b["value"] == f"/models install {REPO}")
+    slack.view_action(updated.args["view"], install, state, user=ADMIN)
+    direct = standin.wait("conversations.open")[0].args["users"]
+    assert direct == ADMIN
+    done = _installed_after(standin, f"D{ADMIN[1:]}")
+    assert _in(done, "done") and runtime.registry.get(REPO).installed
+
+    slack.shortcut("mb_browse", user=USER)  # people who may not install are offered details instead
+    offered = standin.wait("views.open", count=2)[1]
+    assert not any(b["value"].startswith("/models install") for b in offered.buttons())
+    assert _in(offered, "Installing needs the admin role")
+
+
+def test_ask_a_model_starts_a_chat_under_the_message_seeded_with_it(slack: SignedRequests, standin: SlackStandIn,
+                                                                    runtime: Runtime) -> None:
+    message = {"type": "message", "ts": "5.0", "user": "U9", "text": "What color is grass &amp; why?"}
+    slack.shortcut("mb_ask", user=USER, message=message)
+    opened = standin.wait("views.open")[0]
+    view = opened.args["view"]
+    assert view["callback_id"] == "mb_ask" and _in(opened, "tiny-chat", "What color is grass")
+    slack.submit(view, {"model": {"model": {"type": "static_select", "selected_option": {"value": "tiny-chat"}}},
+                        "system": {"system": {"type": "plain_text_input", "value": "Answer in one word."}}},
+                 user=USER)
+    answer = standin.wait("chat.update", lambda c: any("rate up" in b.get("value", "") for b in c.buttons()))[0]
+    opened_chat = standin.wait("chat.postMessage", lambda c: _in(c, "Chatting with"))[0]
+    assert opened_chat.args["thread_ts"] == "5.0" and _in(opened_chat, "Answer in one word.")
+    session = runtime.chats.current(runtime.chats.recent(f"slack:{USER}", 1)[0].place)
+    assert session.place == runtime.chats.recent(f"slack:{USER}", 1)[0].place
+    assert session.place.thread_id == "5.0" and session.system_prompt == "Answer in one word."
+    history = runtime.chats.history(session.id)
+    assert history[0] == {"role": "user", "content": "What color is grass & why?"}  # Slack's escapes undone
+    assert answer.args["channel"] == "C1"
+
+
+def test_the_home_tab_shows_models_jobs_and_your_chats(slack: SignedRequests, standin: SlackStandIn) -> None:
+    slack.command("chat tiny-chat", user=USER)
+    standin.wait("chat.update", lambda c: _in(c, "Chatting with"))
+    slack.event({"type": "app_home_opened", "user": USER, "channel": "D1", "tab": "home"})
+    published = standin.wait("views.publish")[0]
+    view = published.args["view"]
+    assert published.args["user_id"] == USER and view["type"] == "home" and len(view["blocks"]) <= 100
+    assert _in(published, "Installed models", "Tiny Chat", "Running jobs", "Your recent chats", "<#C1>", "open",
+               "Your role: user")
+    try_it = next(b for b in published.buttons() if b.get("value") == "/chat tiny-chat")
+    slack.view_action({"type": "home"}, try_it, {}, user=USER)  # Try it from Home: a chat in the direct message
+    standin.wait("chat.update", lambda c: c.args["channel"] == f"D{USER[1:]}" and _in(c, "Chatting with"))
+
+
+def test_files_sent_in_a_direct_message_are_fetched_with_the_bot_token(slack: SignedRequests, standin: SlackStandIn,
+                                                                       runtime: Runtime) -> None:
+    data = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n' * 50
+    files = [
+        {"id": "F1", "name": "train.jsonl", "size": len(data), "url_private_download": standin.add_file("train.jsonl",
+                                                                                                         data)},
+        {"id": "F2", "name": "weights.bin", "size": 10, "url_private_download": standin.add_file("weights.bin", b"x")},
+        {"id": "F3", "name": "elsewhere.csv", "size": 10, "url_private_download": "http://127.0.0.1:9/elsewhere.csv"},
+    ]
+    slack.event({"type": "message", "subtype": "file_share", "channel": "D1", "channel_type": "im", "user": USER,
+                 "text": "", "ts": "7.0", "files": files})
+    said = standin.wait("chat.postMessage", lambda c: c.args["channel"] == "D1")[0]
+    assert _in(said, "Saved `train.jsonl`", "weights.bin", "datasets are", "not on Slack")
+    fetched = standin.to("file")
+    assert [c.args["name"] for c in fetched] == ["train.jsonl"]  # refused files are never fetched
+    assert fetched[0].headers["authorization"] == f"Bearer {BOT_TOKEN}"
+    [upload] = runtime.uploads.list(f"slack:{USER}")
+    assert Path(upload.path).read_bytes() == data and upload.filename == "train.jsonl" and upload.source == "slack"
+
+    slack.view_action({"type": "home"}, {"type": "button", "action_id": "mb_open_upload", "value": ""}, {}, user=USER)
+    form = standin.wait("views.open")[0].args["view"]
+    assert form["callback_id"] == "mb_upload" and "jsonl" in json.dumps(form)
+    csv = b"prompt,completion\nhi,hello\n"
+    picked = [{"id": "F4", "name": "more.csv", "size": len(csv), "url_private_download": standin.add_file("more.csv",
+                                                                                                         csv)}]
+    slack.submit(form, {"file": {"mb_upload_file": {"type": "file_input", "files": picked}}}, user=USER)
+    standin.wait("chat.postMessage", lambda c: _in(c, "Saved `more.csv`"))
+    assert {u.filename for u in runtime.uploads.list(f"slack:{USER}")} == {"train.jsonl", "more.csv"}
+
+
+def test_slack_user_groups_grant_roles(slack: SignedRequests, standin: SlackStandIn) -> None:
+    standin.usergroups = [{"id": "SADMINS", "handle": "ml-admins", "users": ["UGROUPIE"]}]
+    slack.command("help", user="UGROUPIE")
+    slack.command("help", user=USER)
+    said = standin.wait("chat.postMessage", count=2)
+    roles = sorted("Your role: admin" in c.text() for c in said)
+    assert roles == [False, True]
+    assert len(standin.to("usergroups.list")) == 1  # memberships are cached
+
+
+def test_without_slack_settings_the_route_says_what_to_set(settings: Settings) -> None:
+    runtime = Runtime(settings)
+    try:
+        with serve(create_app(runtime)) as url:
+            import httpx
+
+            refused = httpx.post(f"{url}/slack/events", content=b"{}")
+            assert refused.status_code == 503 and "MODELBAY_SLACK_SIGNING_SECRET" in refused.json()["error"]
+    finally:
+        runtime.close()
+
+
+def test_socket_mode_runs_the_same_app_over_a_websocket(standin: SlackStandIn, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
+    env.update(MODELBAY_HOME=str(tmp_path / "home"), MODELBAY_SLACK_API_URL=standin.api_url,
+               MODELBAY_SLACK_BOT_TOKEN=BOT_TOKEN, MODELBAY_SLACK_APP_TOKEN=APP_TOKEN, MODELBAY_ENVIRONMENT="test",
+               PYTHONPATH=str(ROOT))
+    log = (tmp_path / "slack.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "modelbay", "slack"], cwd=tmp_path, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: standin.socket_connected, timeout=60)
+        envelope = standin.send_envelope("slash_commands", {
+            "command": "/modelbay", "text": "models list category:code", "user_id": "U1", "user_name": "u1",
+            "channel_id": "C1", "team_id": "T1", "response_url": standin.response_url(), "trigger_id": "t"})
+        acked = standin.wait("socket_ack", lambda c: c.args.get("envelope_id") == envelope, timeout=10)[0]
+        assert acked.at  # acknowledged over the socket
+        posted = standin.wait("chat.postMessage", lambda c: _in(c, "Models"), timeout=30)[0]
+        assert _in(posted, "deepseek-coder") and standin.to("apps.connections.open")[0].headers[
+            "authorization"] == f"Bearer {APP_TOKEN}"
+    finally:
+        process.terminate()
+        process.wait(15)
+        log.close()
+    secrets_in_log = (tmp_path / "slack.log").read_text()
+    assert BOT_TOKEN not in secrets_in_log and APP_TOKEN not in secrets_in_log
+
+
+def test_the_manifest_declares_what_the_app_listens_for() -> None:
+    import yaml
+
+    from modelbay.adapters.slack import views
+
+    manifest = yaml.safe_load((ROOT / "modelbay/adapters/slack/manifest.yaml").read_text())
+    [slash] = manifest["features"]["slash_commands"]
+    assert slash["command"] == Settings.model_fields["slack_command"].default
+    assert {s["callback_id"]: s["type"] for s in manifest["features"]["shortcuts"]} == {views.BROWSE: "global",
+                                                                                      views.ASK: "message"}
+    events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
+    assert {"app_home_opened", "message.im", "message.channels"} <= events
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"commands", "chat:write", "im:write", "files:read", "files:write", "usergroups:read"} <= scopes
+    assert manifest["features"]["app_home"]["home_tab_enabled"] and manifest["settings"]["interactivity"]["is_enabled"]

@@ -216,12 +216,16 @@ class SlackStandIn:
             self._record(method, args, headers, status)
             error = "ratelimited" if status == 429 else "internal_error"
             return web.json_response({"ok": False, "error": error}, status=status, headers=extra)
-        self._record(method, args, headers)
         token = headers.get("authorization", "")
         wanted = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
         if token != f"Bearer {wanted}":
+            self._record(method, args, headers, 401)
             return web.json_response({"ok": False, "error": "invalid_auth"})
-        return web.json_response({"ok": True, **self._answer(method, args)})
+        answer = self._answer(method, args)
+        if method == "chat.postMessage":
+            args["_ts"] = answer["ts"]  # the ts later edits name
+        self._record(method, args, headers)
+        return web.json_response({"ok": True, **answer})
 
     def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
