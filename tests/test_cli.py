@@ -49,11 +49,18 @@ def test_worker_needs_redis_and_known_queues(tmp_path: Path) -> None:
     assert result.returncode == 2 and result.stderr.strip() == "Unknown queue tpu: use some of downloads, cpu, gpu."
 
 
-@pytest.mark.parametrize(("process", "issue"), [("slack", "#5"), ("discord", "#6")])
+@pytest.mark.parametrize(("process", "issue"), [("discord", "#6")])
 def test_later_processes_say_when_they_arrive(tmp_path: Path, process: str, issue: str) -> None:
     result = _run([process], tmp_path)
     assert result.returncode == 1
     assert issue in result.stderr and "modelbay console" in result.stderr
+
+
+def test_slack_refuses_to_start_without_its_tokens(tmp_path: Path) -> None:
+    result = _run(["slack"], tmp_path, MODELBAY_SLACK_BOT_TOKEN="xoxb-1")
+    assert result.returncode == 2
+    assert "MODELBAY_SLACK_APP_TOKEN" in result.stderr and "modelbay api" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "xoxb-1" not in result.stderr
 
 
 def test_api_refuses_to_start_without_a_token(tmp_path: Path) -> None:

@@ -228,6 +228,22 @@ def test_a_chat_lives_in_a_thread_streams_and_takes_ratings(slack: SignedRequest
     slack.button(up, user=ADMIN, message_ts=answer.args["ts"], thread_ts=thread)  # not their answer
     assert standin.wait("response_url", lambda c: _in(c, "someone else"))
 
+    slack.button(_button(opened, "End chat"), user=USER, message_ts=thread)
+    ended = standin.wait("chat.postMessage", lambda c: _in(c, "ended"))[0]
+    assert ended.args["thread_ts"] == thread and runtime.chats.recent(f"slack:{USER}", 1)[0].closed
+    slack.event({**message, "ts": "1.7", "text": "Still there?"})
+    time.sleep(1.0)
+    assert len([c for c in standin.to("chat.postMessage") if _in(c, "Thinking")]) == 1  # no chat, no answer
+
+
+def test_when_slack_fails_us_the_person_still_hears_one_line(slack: SignedRequests, standin: SlackStandIn,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    standin.fail("chat.postMessage", 500, retry_after=None, times=3)
+    slack.command("models list")
+    said = standin.wait("response_url")[0]
+    assert _in(said, "Something went wrong on our side (ref") and "Traceback" not in said.text()
+    assert "internal_error" in caplog.text  # the log keeps what happened
+
 
 def _serve_with_standin(runtime: Runtime, endpoint: str) -> None:
     """Record a running server for tiny-chat at endpoint (the row a serve job writes once vLLM is healthy)."""

@@ -158,7 +158,17 @@ class SlackAdapter:
 
     # -- commands and replies -------------------------------------------------------------------------------
     async def run_line(self, line: str, actor: Actor, where: Where) -> None:
-        """Run a command line and deliver its reply; `/chat` opens its chat in a thread."""
+        """Run a command line and deliver its reply; `/chat` opens its chat in a thread. Never raises."""
+        try:
+            await self._run_line(line, actor, where)
+        except Exception as exc:  # noqa: BLE001 - Slack itself failed us: say so privately, keep the traceback
+            reply = render_error(exc)
+            try:
+                await self._ephemeral(where, render(reply)[0])
+            except Exception:  # noqa: BLE001 - nothing more can reach the person; the log has both
+                log.exception("could not tell %s that %s failed", where.user, line[:80])
+
+    async def _run_line(self, line: str, actor: Actor, where: Where) -> None:
         try:
             cmd, _ = self.dispatcher.commands.parse(line)
         except Exception as exc:  # noqa: BLE001 - rendered from the error table

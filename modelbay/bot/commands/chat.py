@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelbay.bot.context import Context
-from modelbay.bot.reply import Field, Reply
+from modelbay.bot.reply import Button, Field, Reply
 from modelbay.bot.spec import Arg, ArgType, command
 from modelbay.engine.chat import DOWN_REASONS, UP_REASONS
 
@@ -29,6 +29,7 @@ async def start_chat(ctx: Context, model: str, system: str | None) -> Reply:
         fields.append(Field("System prompt", system[:300], inline=False))
     return Reply(title=f"Chatting with {session.model_display_name}", tone="success", fields=fields,
                  text="Send messages here; answers stream as they are written.",
+                 buttons=[Button("End chat", "/chat end", "danger")],
                  footer="`/rate up` or `/rate down [reason]` rates the last answer · `/chat end` ends the chat")
 
 
