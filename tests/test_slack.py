@@ -150,7 +150,7 @@ def test_files_in_replies_are_uploaded_to_the_thread(slack: SignedRequests, stan
     upload = standin.to("upload")[0]
     assert standin.uploads[upload.args["id"]] == b"model,requests\ntiny,3\n"
     complete = standin.to("files.completeUploadExternal")[0]
-    assert complete.args["channel_id"] == "C1" and complete.args["thread_ts"]
+    assert complete.args["channel_id"] == "C1" and complete.args["thread_ts"] == posted.args["_ts"]
 
 
 def test_long_replies_respect_block_kit_limits() -> None:
