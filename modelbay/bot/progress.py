@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 from modelbay.bot.bridge import in_thread
+from modelbay.bot.live import LiveMessage
 from modelbay.bot.reply import Reply
 from modelbay.engine.jobs import Jobs, ProgressEvent
 from modelbay.engine.units import human_bytes
 
-__all__ = ["advance", "describe", "following", "watch"]
+__all__ = ["advance", "describe", "follow", "following", "watch"]
 
+log = logging.getLogger(__name__)
 _ENDED = {"finished": ("success", "done"), "failed": ("error", "failed"), "canceled": ("warning", "canceled")}
 
 
@@ -70,3 +74,14 @@ def advance(reply: Reply, event: ProgressEvent) -> Reply:
         return replace(reply, progress=shown, tone="success", buttons=list(progress.done) or reply.buttons,
                        footer=f"{progress.label}: ready")
     return replace(reply, progress=shown)
+
+
+async def follow(jobs: Jobs, live: LiveMessage[Any], reply: Reply, render: Callable[[Reply], Any]) -> None:
+    """Keep the message that shows a job up to date (throttled by the live message) until the job ends or is ready."""
+    assert reply.progress is not None
+    try:
+        async for event in watch(jobs, reply.progress.job_id):
+            live.show(render(advance(reply, event)))
+        await live.settle()
+    except Exception:  # noqa: BLE001 - the job goes on; only its message stops moving
+        log.exception("following job %s stopped", reply.progress.job_id)

@@ -30,12 +30,13 @@ from modelbay.adapters.slack import views
 from modelbay.adapters.slack.blocks import (
     ACTION_PREFIX, STREAM_CHARS, SECTION_CHARS, SlackMessage, mrkdwn, render, split_text,
 )
-from modelbay.adapters.slack.outbox import LiveMessage, Outbox
+from modelbay.adapters.slack.outbox import Outbox
 from modelbay.bot.context import Actor
 from modelbay.bot.conversation import answer_reply, converse
 from modelbay.bot.dispatcher import Dispatcher
 from modelbay.bot.errors import render_error
-from modelbay.bot.progress import advance, following, watch
+from modelbay.bot.live import LiveMessage
+from modelbay.bot.progress import follow, following
 from modelbay.bot.reply import Reply
 from modelbay.engine.chat import Answered, Delta, Notice, Place
 from modelbay.engine.discovery import SearchHit
@@ -192,7 +193,7 @@ class SlackAdapter:
                 [_context(":speech_balloon: Starting a chat…")], "Starting a chat…"))
             if root is None:
                 return
-            where = Where(where.channel, where.user, root.ts, where.response_url)
+            where = Where(where.channel, where.user, root.ref.ts, where.response_url)
         reply = await self.dispatcher.dispatch_line(line, actor, where.place)
         if not reply.ephemeral:
             reply.text = f"{reply.text} Reply in this thread to talk to it.".strip()
@@ -204,7 +205,7 @@ class SlackAdapter:
         """Post a reply (privately when ephemeral), continue it in the thread, upload its files, follow its job."""
         if reply.ephemeral:
             if live is not None:
-                await self.outbox.call("chat_delete", channel=live.channel, ts=live.ts)
+                await self.outbox.call("chat_delete", channel=live.ref.channel, ts=live.ref.ts)
             for message in render(reply, command=self.settings.slack_command):
                 await self._ephemeral(where, message)
             return
@@ -215,24 +216,15 @@ class SlackAdapter:
                 return
         else:
             await live.settle(messages[0])
-        thread = where.thread_ts or live.ts
+        thread = where.thread_ts or live.ref.ts
         for message in messages[1:]:
             await self.outbox.post(where.channel, message, thread)
         for attachment in reply.attachments:
             await self.outbox.call("files_upload_v2", channel=where.channel, thread_ts=thread, content=attachment.data,
                                    filename=attachment.filename, title=attachment.filename)
         if following(reply):
-            self._spawn(self.follow(live, reply))
-
-    async def follow(self, live: LiveMessage, reply: Reply) -> None:
-        """Keep a job's message up to date until the job ends (or its server is ready)."""
-        assert reply.progress is not None
-        try:
-            async for event in watch(self.runtime.jobs, reply.progress.job_id):
-                live.show(render(advance(reply, event), command=self.settings.slack_command)[0])
-            await live.settle()
-        except Exception:  # noqa: BLE001 - the job goes on; only its message stops moving
-            log.exception("following job %s in slack stopped", reply.progress.job_id)
+            self._spawn(follow(self.runtime.jobs, live, reply,
+                               lambda r: render(r, command=self.settings.slack_command)[0]))
 
     async def _post_live(self, where: Where, message: SlackMessage) -> LiveMessage | None:
         """Post a message that will be edited; outside channels the app is in, join (public) or tell how to invite."""

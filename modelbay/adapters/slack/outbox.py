@@ -1,10 +1,11 @@
-"""Web API calls out to Slack: retried after HTTP 429 as Retry-After asks, and messages edited in place, throttled."""
+"""Web API calls out to Slack, retried after HTTP 429 as Retry-After asks; posted messages edited in place."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -12,20 +13,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from modelbay.adapters.slack.blocks import SlackMessage
+from modelbay.bot.live import LiveMessage, RateLimited
 
-__all__ = ["LiveMessage", "Outbox", "RateLimited"]
+__all__ = ["Outbox", "Posted"]
 
 log = logging.getLogger(__name__)
 MAX_RETRY_AFTER = 60.0  # seconds: a longer wait is Slack telling us to stop, not to pause
 
 
-class RateLimited(Exception):
-    """Slack answered 429: wait `retry_after` seconds before the next call of this kind."""
+@dataclass(frozen=True)
+class Posted:
+    """A message ModelBay posted: its channel and ts."""
 
-    def __init__(self, method: str, retry_after: float) -> None:
-        self.method = method
-        self.retry_after = retry_after
-        super().__init__(f"{method} rate limited for {retry_after:g} s")
+    channel: str
+    ts: str
 
 
 def _retry_after(error: SlackApiError) -> float | None:
@@ -69,68 +70,10 @@ class Outbox:
         return str(response["ts"])
 
     async def live(self, channel: str, message: SlackMessage, thread_ts: str | None = None, *,
-                   interval: float = 1.0) -> LiveMessage:
-        """Post a message that will be edited in place."""
+                   interval: float = 1.0) -> LiveMessage[SlackMessage]:
+        """Post a message that will be edited in place (chat.update at most once per interval)."""
         ts = await self.post(channel, message, thread_ts)
-        return LiveMessage(self, channel, ts, message, interval=interval)
+        return LiveMessage(partial(self._update, channel, ts), message, Posted(channel, ts), interval=interval)
 
-
-class LiveMessage:
-    """A posted message kept up to date: at most one chat.update per interval, the newest content always wins.
-
-    `show()` never waits for Slack; a background task sends the newest content once the interval has passed since
-    the last edit (or once a 429's Retry-After has), so a fast producer (tokens, download progress) costs one edit
-    a second whatever its rate.
-    """
-
-    def __init__(self, outbox: Outbox, channel: str, ts: str, shown: SlackMessage, *, interval: float = 1.0) -> None:
-        self.outbox = outbox
-        self.channel = channel
-        self.ts = ts
-        self.interval = interval
-        self.edits = 0
-        self._shown = shown
-        self._wanted: SlackMessage | None = None
-        self._next_at = time.monotonic() + interval  # the post itself counts as the first write
-        self._task: asyncio.Task[None] | None = None
-        self._failed: BaseException | None = None
-
-    def show(self, message: SlackMessage) -> None:
-        """Ask for the message to show this content (soon; nothing is sent if it is what is shown)."""
-        self._wanted = message
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._pump())
-
-    async def settle(self, message: SlackMessage | None = None) -> None:
-        """Show the final content and wait until Slack has it."""
-        if message is not None:
-            self.show(message)
-        if self._task is not None:
-            await self._task
-        if self._failed is not None:
-            raise self._failed
-
-    async def _pump(self) -> None:
-        while self._wanted is not None:
-            wait = self._next_at - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            wanted, self._wanted = self._wanted, None
-            if wanted is None or (wanted.blocks == self._shown.blocks and wanted.text == self._shown.text):
-                continue
-            try:
-                await self.outbox.call("chat_update", retry=False, channel=self.channel, ts=self.ts,
-                                       blocks=wanted.blocks, text=wanted.text)
-            except RateLimited as exc:
-                log.warning("slack chat.update rate limited; next edit in %.1f s", exc.retry_after)
-                self._next_at = time.monotonic() + exc.retry_after
-                if self._wanted is None:
-                    self._wanted = wanted  # nothing newer came meanwhile: this content is still owed
-                continue
-            except Exception as exc:  # noqa: BLE001 - kept for settle(); a failed edit must not kill the producer
-                log.warning("slack chat.update failed: %s", exc)
-                self._failed = exc
-                return
-            self._shown = wanted
-            self.edits += 1
-            self._next_at = time.monotonic() + self.interval
+    async def _update(self, channel: str, ts: str, message: SlackMessage) -> None:
+        await self.call("chat_update", retry=False, channel=channel, ts=ts, blocks=message.blocks, text=message.text)
