@@ -28,7 +28,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from modelbay.adapters.slack import views
 from modelbay.adapters.slack.blocks import (
-    ACTION_PREFIX, STREAM_CHARS, SECTION_CHARS, SlackMessage, mrkdwn, render, split_text,
+    ACTION_PREFIX, STREAM_CHARS, SECTION_CHARS, SlackMessage, mrkdwn, render,
 )
 from modelbay.adapters.slack.outbox import Outbox
 from modelbay.bot.context import Actor
@@ -38,6 +38,7 @@ from modelbay.bot.errors import render_error
 from modelbay.bot.live import LiveMessage
 from modelbay.bot.progress import follow, following
 from modelbay.bot.reply import Reply
+from modelbay.bot.text import split_text
 from modelbay.engine.chat import Answered, Delta, Notice, Place
 from modelbay.engine.discovery import SearchHit
 from modelbay.engine.errors import UploadRefused

@@ -13,10 +13,11 @@ from typing import Any
 
 from modelbay.bot.reply import Button, Progress, Reply, Table
 from modelbay.bot.spec import COMMANDS
+from modelbay.bot.text import bar, split_text, table_lines
 
 __all__ = [
     "BLOCK_LIMIT", "MESSAGE_CHARS", "SECTION_CHARS", "STREAM_CHARS", "SlackMessage", "button", "mrkdwn",
-    "progress_line", "render", "slash", "split_text",
+    "progress_line", "render", "slash",
 ]
 
 BLOCK_LIMIT = 50
@@ -63,25 +64,6 @@ def slash(text: str, command: str | None) -> str:
     return re.sub(rf"(?<![\w/.-])/({words})\b", rf"{command} \1", text)
 
 
-def split_text(text: str, limit: int) -> list[str]:
-    """Split text into pieces of at most limit characters, at a paragraph, line or word break when there is one."""
-    pieces: list[str] = []
-    while len(text) > limit:
-        window = text[:limit]
-        cut = max(window.rfind("\n\n"), -1)
-        if cut < limit // 2:
-            cut = window.rfind("\n")
-        if cut < limit // 2:
-            cut = window.rfind(" ")
-        if cut <= 0:
-            cut = limit
-        pieces.append(text[:cut].rstrip())
-        text = text[cut:].lstrip("\n ") if cut < len(text) else ""
-    if text or not pieces:
-        pieces.append(text)
-    return pieces
-
-
 def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
@@ -101,9 +83,7 @@ def button(b: Button, action_id: str) -> dict[str, Any]:
 
 def progress_line(progress: Progress) -> str:
     """A text progress bar with status and detail: '▰▰▰▱▱▱▱▱▱▱ 30% · started · 1.2 GB of 3.9 GB · 12 MB/s'."""
-    filled = max(0, min(10, round(progress.fraction * 10)))
-    bar = "▰" * filled + "▱" * (10 - filled)
-    parts = [f"`{bar}` {progress.fraction:.0%}", progress.status]
+    parts = [f"`{bar(progress)}` {progress.fraction:.0%}", progress.status]
     if progress.detail:
         parts.append(mrkdwn(progress.detail))
     return f"*{mrkdwn(progress.label)}* " + " · ".join(parts)
@@ -111,12 +91,8 @@ def progress_line(progress: Progress) -> str:
 
 def _table_sections(table: Table) -> list[str]:
     """A table as monospaced text, cut into code blocks that each fit a section."""
-    cells = [[c.replace("`", "") for c in table.columns], *[[str(c).replace("`", "") for c in r] for r in table.rows]]
-    widths = [min(40, max(len(row[i]) for row in cells)) for i in range(len(table.columns))]
-    lines = ["  ".join(c[:40].ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
     chunks, current = [], ""
-    for line in lines:
+    for line in table_lines(table):
         if current and len(current) + len(line) + 8 > SECTION_CHARS:
             chunks.append(current)
             current = ""
