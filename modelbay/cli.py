@@ -122,10 +122,6 @@ def db_current() -> None:
     typer.echo(Database(settings.resolved_database_url).current_revision() or "empty")
 
 
-def _not_yet(process: str, issue: str) -> None:
-    raise _fail(f"`modelbay {process}` arrives with {issue}; until then use `modelbay console`.")
-
-
 @app.command()
 def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -180,10 +176,38 @@ def slack() -> None:
 
 
 @app.command()
-def discord() -> None:
-    """Run the Discord bot."""
-    _settings()
-    _not_yet("discord", "the Discord issue (#6)")
+def discord(
+    sync: Annotated[bool, typer.Option("--sync", help="Register the slash commands with Discord, then exit.")] = False,
+    guild: Annotated[int | None, typer.Option(help="With --sync: only this server (instant; for development).")] = None,
+) -> None:
+    """Run the Discord bot (or, with --sync, register its slash commands globally or in one server)."""
+    import asyncio
+
+    from modelbay.adapters.discord import DiscordAdapter
+    from modelbay.logs import configure_logging
+
+    settings = _settings()
+    if settings.discord_token is None:
+        raise _fail("MODELBAY_DISCORD_TOKEN is not set: copy the bot token from the Discord developer portal "
+                    "(README: Discord) and retry.", 2)
+    configure_logging(settings, to_file=False)
+    runtime = _runtime(settings)
+
+    async def run() -> None:
+        adapter = DiscordAdapter(runtime)
+        if sync:
+            synced = await adapter.sync(guild)
+            where = f"server {guild}" if guild else "every server (global commands take up to an hour to appear)"
+            typer.echo(f"Registered {len(synced)} commands in {where}.")
+            return
+        await adapter.start()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()
 
 
 logging.captureWarnings(True)

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     slack_update_interval: float = Field(1.0, ge=0.2, description="Least seconds between edits of one Slack message.")
     discord_api_url: str = "https://discord.com/api/v10"
     discord_token: SecretStr | None = None
+    discord_gateway_url: str = Field("wss://gateway.discord.gg/", description="Discord gateway (tests: a local one).")
+    discord_edit_interval: float = Field(1.0, ge=0.2, description="Least seconds between message edits of the bot.")
+    discord_allow_dms: bool = Field(True, description="Answer commands and chats in direct messages.")
     api_token: SecretStr | None = Field(None, description="Bearer token the HTTP API requires.")
 
     local_models_dir: Path | None = Field(None, description="A folder of model folders (air-gapped source).")
@@ -141,6 +144,13 @@ class Settings(BaseSettings):
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("use a redis://host:port/db URL, or leave it unset for in-process jobs")
         return value or None
+
+    @field_validator("discord_gateway_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError("use a wss:// (or ws://) URL")
+        return value
 
     @field_validator("hub_endpoint", "slack_api_url", "discord_api_url")
     @classmethod

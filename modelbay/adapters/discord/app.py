@@ -1,0 +1,552 @@
+"""The Discord bot (discord.py): application commands, persistent buttons, modals, threads and attachments.
+
+Interactions are answered within Discord's 3 seconds: slow commands defer at once, others get two seconds and
+defer if not done. Replies are embeds (`embeds.render`); a reply that follows a job, and an answer being
+written, are edited in place by `bot.live.LiveMessage`, at most once a second per message and, with the
+bot-wide `Pace`, once a second across the bot. Buttons carry their whole command line in their custom id
+(`mb:run:<line>`, or a Redis key for long lines) and are registered as dynamic items, so they work after a
+restart. discord.py itself waits out HTTP 429s (Retry-After) before retrying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import discord
+import yarl
+from discord import app_commands
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from modelbay.adapters.discord.embeds import DESCRIPTION_CHARS, DiscordMessage, render
+from modelbay.adapters.discord.tree import build
+from modelbay.bot.context import Actor
+from modelbay.bot.conversation import answer_reply, converse
+from modelbay.bot.dispatcher import Dispatcher
+from modelbay.bot.errors import render_error
+from modelbay.bot.live import LiveMessage, Pace
+from modelbay.bot.progress import follow, following
+from modelbay.bot.reply import Button, Reply
+from modelbay.bot.spec import Arg, Command
+from modelbay.bot.text import split_text
+from modelbay.engine.chat import DOWN_REASONS, Answered, Delta, Notice, Place
+from modelbay.engine.errors import NotAllowed, UploadRefused
+from modelbay.engine.records import ModelQuery
+from modelbay.runtime import Runtime
+
+__all__ = ["DiscordAdapter"]
+
+log = logging.getLogger(__name__)
+ANSWER_WITHIN = 2.0  # seconds a fast command may take before its interaction is deferred (Discord allows 3)
+TOKEN_LIFE = 14 * 60  # seconds an interaction token is used to edit; Discord's last 15 minutes
+KEY_KEEP = 90 * 86400  # seconds a long button line is kept in Redis (buttons older than that say so)
+CUSTOM_ID_CHARS = 100
+_STYLES = {"primary": discord.ButtonStyle.primary, "secondary": discord.ButtonStyle.secondary,
+           "success": discord.ButtonStyle.success, "danger": discord.ButtonStyle.danger}
+_RATE_DOWN = re.compile(r"/rate down message:(\d+)")
+_CURSOR = " ▍"
+_FILE_HOSTS = {"cdn.discordapp.com", "media.discordapp.net"}
+
+
+def _adapter(interaction: discord.Interaction) -> DiscordAdapter:
+    return interaction.client.adapter  # type: ignore[attr-defined]
+
+
+class RunButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:run:(?P<line>/.+)"):
+    """A button that runs the command line in its custom id as the person who presses it."""
+
+    def __init__(self, line: str, label: str = "Run", style: discord.ButtonStyle = discord.ButtonStyle.secondary):
+        super().__init__(discord.ui.Button(label=label[:80], style=style, custom_id=f"mb:run:{line}"))
+        self.line = line
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> RunButton:
+        return cls(match["line"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _adapter(interaction).run_line(interaction, self.line)
+
+
+class KeyButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:key:(?P<key>[A-Za-z0-9_-]+)"):
+    """A button whose command line is too long for a custom id: the id holds a key to it in Redis."""
+
+    def __init__(self, key: str, label: str = "Run", style: discord.ButtonStyle = discord.ButtonStyle.secondary):
+        super().__init__(discord.ui.Button(label=label[:80], style=style, custom_id=f"mb:key:{key}"))
+        self.key = key
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> KeyButton:
+        return cls(match["key"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        adapter = _adapter(interaction)
+        line = await asyncio.to_thread(adapter.runtime.redis.get, f"modelbay:discord:button:{self.key}")
+        if line is None:
+            await interaction.response.send_message("This button has expired; run the command again.",
+                                                    ephemeral=True)
+            return
+        await adapter.run_line(interaction, line.decode())
+
+
+class DownButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:down:(?P<message>\d+)"):
+    """👎 on an answer: asks (privately) for an optional reason."""
+
+    def __init__(self, message_id: int) -> None:
+        super().__init__(discord.ui.Button(label="👎", style=discord.ButtonStyle.danger,
+                                           custom_id=f"mb:down:{message_id}"))
+        self.message_id = message_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> DownButton:
+        return cls(int(match["message"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        view = discord.ui.View(timeout=None)
+        view.add_item(ReasonSelect(self.message_id))
+        await interaction.response.send_message(f"What was wrong with answer #{self.message_id}? (optional)",
+                                                view=view, ephemeral=True)
+
+
+class ReasonSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"mb:why:(?P<message>\d+)"):
+    """The reason menu of a 👎: choosing rates the answer down with that reason (or none)."""
+
+    def __init__(self, message_id: int) -> None:
+        options = [discord.SelectOption(label="No reason, just 👎", value="none")]
+        options += [discord.SelectOption(label=r.replace("_", " ").capitalize().replace("Didnt", "Didn't"), value=r)
+                    for r in DOWN_REASONS]
+        super().__init__(discord.ui.Select(custom_id=f"mb:why:{message_id}", placeholder="Pick a reason",
+                                           options=options, min_values=1, max_values=1))
+        self.message_id = message_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> ReasonSelect:
+        return cls(int(match["message"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        adapter = _adapter(interaction)
+        values = (interaction.data or {}).get("values") or ["none"]
+        options: dict[str, Any] = {"rating": "down", "message": self.message_id}
+        if values[0] != "none":
+            options["reason"] = values[0]
+        reply = await adapter.dispatcher.dispatch(("rate",), options, adapter.actor(interaction.user),
+                                                  adapter.place_of(interaction))
+        await interaction.response.edit_message(content=reply.text[:2000], view=None)
+
+
+class SystemButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:sys:(?P<model>[^\s]+)"):
+    """Opens the system prompt form of the chat in this thread."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(discord.ui.Button(label="System prompt", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"mb:sys:{model}"[:CUSTOM_ID_CHARS]))
+        self.model = model
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> SystemButton:
+        return cls(match["model"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_modal(SystemModal(self.model))
+
+
+class SystemModal(discord.ui.Modal, title="System prompt"):
+    """A form for the system prompt: submitting restarts the chat here with it."""
+
+    prompt: discord.ui.TextInput[SystemModal] = discord.ui.TextInput(
+        label="How should the model behave?", style=discord.TextStyle.paragraph, max_length=4000,
+        placeholder="You are a concise assistant who answers in plain English.")
+
+    def __init__(self, model: str) -> None:
+        super().__init__(custom_id=f"mb:sysform:{model}"[:CUSTOM_ID_CHARS], timeout=None)
+        self.model = model
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        adapter = _adapter(interaction)
+        reply = await adapter.dispatcher.dispatch(("chat",), {"model": self.model, "system": self.prompt.value},
+                                                  adapter.actor(interaction.user), adapter.place_of(interaction))
+        await adapter.respond(interaction, adapter.with_chat_buttons(reply, self.model), deferred=False)
+
+
+class ModelBayClient(discord.Client):
+    """The discord.py client: the command tree, the dynamic buttons, and messages in chat threads."""
+
+    def __init__(self, adapter: DiscordAdapter) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True  # privileged: enable "Message Content Intent" for the bot (README)
+        super().__init__(intents=intents)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = adapter.on_tree_error  # type: ignore[method-assign]
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(RunButton, KeyButton, DownButton, ReasonSelect, SystemButton)
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.adapter.on_message(message)
+
+
+class DiscordAdapter:
+    """Translates Discord interactions and messages into Dispatcher calls and renders Replies back."""
+
+    def __init__(self, runtime: Runtime, *, dispatcher: Dispatcher | None = None,
+                 token_life: float = TOKEN_LIFE) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.settings = settings
+        self.dispatcher = dispatcher or Dispatcher(runtime)
+        self.token_life = token_life
+        # discord.py reads its API base and gateway from class attributes: point them where settings say.
+        Route.BASE = settings.discord_api_url.rstrip("/")
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+        self.client = ModelBayClient(self)
+        self.pace = Pace(settings.discord_edit_interval)
+        self.commands = build(self.client.tree, self.dispatcher.commands, self.run, self.complete)
+        self._add_upload_command()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- running ----------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Log in and hold the gateway connection until closed."""
+        token = self.settings.discord_token.get_secret_value() if self.settings.discord_token else ""
+        await self.client.start(token)
+
+    async def sync(self, guild_id: int | None = None) -> list[app_commands.AppCommand]:
+        """Register the commands with Discord: to one guild (instant, for development) or globally."""
+        token = self.settings.discord_token.get_secret_value() if self.settings.discord_token else ""
+        await self.client.login(token)
+        try:
+            if guild_id is not None:
+                guild = discord.Object(id=guild_id)
+                self.client.tree.copy_global_to(guild=guild)
+                return await self.client.tree.sync(guild=guild)
+            return await self.client.tree.sync()
+        finally:
+            await self.client.close()
+
+    # -- who and where ----------------------------------------------------------------------------------------
+    def actor(self, user: discord.abc.User) -> Actor:
+        """The Discord user as an Actor, with their server roles as groups (`discord:role:<id>`)."""
+        roles = getattr(user, "roles", None) or []
+        groups = tuple(f"role:{r.id}" for r in roles if not r.is_default())
+        return Actor("discord", str(user.id), getattr(user, "display_name", "") or user.name, groups)
+
+    @staticmethod
+    def place_of(source: discord.Interaction | discord.Message) -> Place:
+        """The chat place of an interaction or message: a thread in its channel, or a channel (DMs)."""
+        channel = source.channel
+        if isinstance(channel, discord.Thread):
+            return Place("discord", str(channel.parent_id), str(channel.id))
+        return Place("discord", str(source.channel.id if channel is not None else source.channel_id))  # type: ignore[union-attr]
+
+    def _dm_refused(self, guild: Any) -> bool:
+        return guild is None and not self.settings.discord_allow_dms
+
+    # -- commands -----------------------------------------------------------------------------------------------
+    async def run(self, interaction: discord.Interaction, cmd: Command, options: dict[str, Any]) -> None:
+        """Answer an application command: within 2 s, or defer and edit the answer in."""
+        await self._guarded(interaction, self._run(interaction, cmd, options))
+
+    async def run_line(self, interaction: discord.Interaction, line: str) -> None:
+        """Answer a button press: the command line it carries, run as the person who pressed it."""
+        async def go() -> None:
+            cmd, values = self.dispatcher.commands.parse(line)
+            await self._run(interaction, cmd, values)
+
+        await self._guarded(interaction, go())
+
+    async def _guarded(self, interaction: discord.Interaction, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception as exc:  # noqa: BLE001 - one line to the person; the traceback stays in the log
+            await self.say_error(interaction, exc)
+
+    async def say_error(self, interaction: discord.Interaction, exc: BaseException) -> None:
+        """Tell the person what went wrong in one private line, however far the interaction got."""
+        reply = render_error(exc)
+        try:
+            await self.respond(interaction, reply, deferred=interaction.response.is_done())
+        except Exception:  # noqa: BLE001 - nothing more can reach them
+            log.exception("could not report an error to a Discord interaction")
+
+    async def on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """Errors discord.py raises before our handler runs (bad option values, unknown commands)."""
+        await self.say_error(interaction, getattr(error, "original", error))
+
+    async def _run(self, interaction: discord.Interaction, cmd: Command, options: dict[str, Any]) -> None:
+        if self._dm_refused(interaction.guild):
+            await interaction.response.send_message(
+                "ModelBay does not answer in direct messages on this deployment; use it in a server channel.",
+                ephemeral=True)
+            return
+        actor, place = self.actor(interaction.user), self.place_of(interaction)
+        if cmd.path == ("chat",):
+            await self.start_chat(interaction, actor, options)
+            return
+        task = asyncio.ensure_future(self.dispatcher.dispatch(cmd.path, options, actor, place))
+        deferred = False
+        if cmd.slow and self.dispatcher.context(actor).has_role(cmd.role):
+            await interaction.response.defer(thinking=True)
+            deferred = True
+        elif not (await asyncio.wait({task}, timeout=ANSWER_WITHIN))[0]:
+            await interaction.response.defer(thinking=True)
+            deferred = True
+        await self.respond(interaction, await task, deferred=deferred)
+
+    async def start_chat(self, interaction: discord.Interaction, actor: Actor, options: dict[str, Any]) -> None:
+        """Open a chat in a new thread under the channel (or in the thread or DM the command came from)."""
+        await interaction.response.defer(thinking=True)
+        channel = interaction.channel
+        thread = None
+        if isinstance(channel, discord.TextChannel):
+            name = f"Chat with {options.get('model', 'a model')}"[:100]
+            try:
+                thread = await channel.create_thread(name=name, type=discord.ChannelType.public_thread,
+                                                     auto_archive_duration=1440)
+            except discord.HTTPException as exc:  # no thread permission: chat in the channel itself
+                log.info("could not create a chat thread in %s: %s", channel.id, exc)
+        place = Place("discord", str(channel.id), str(thread.id)) if thread else self.place_of(interaction)  # type: ignore[union-attr]
+        reply = await self.dispatcher.dispatch(("chat",), options, actor, place)
+        if reply.ephemeral or thread is None:
+            if thread is not None:
+                await thread.delete()
+            reply = reply if reply.ephemeral else self.with_chat_buttons(reply, options.get("model", ""))
+            await self.respond(interaction, reply, deferred=True)
+            return
+        first = render(self.with_chat_buttons(reply, options.get("model", "")))[0]
+        await thread.send(**self._send_kwargs(first))
+        await interaction.edit_original_response(content=f"Chat with **{options.get('model')}** started in "
+                                                         f"{thread.mention}: talk to it there.", embeds=[])
+
+    def with_chat_buttons(self, reply: Reply, model: str) -> Reply:
+        """A chat's opening reply with the system prompt button (a modal only Discord has)."""
+        if reply.ephemeral or not model:
+            return reply
+        reply.buttons = [*reply.buttons, Button("System prompt", f"mb:sys:{model}")]
+        return reply
+
+    async def respond(self, interaction: discord.Interaction, reply: Reply, *, deferred: bool) -> None:
+        """Send a reply as the interaction's answer (privately when ephemeral), continue it, follow its job."""
+        messages = render(reply)
+        first = messages[0]
+        if reply.ephemeral:
+            if deferred and interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+                await interaction.delete_original_response()  # the public "thinking…" placeholder
+            send = interaction.followup.send if interaction.response.is_done() else interaction.response.send_message
+            await send(ephemeral=True, **self._send_kwargs(first))
+            for message in messages[1:]:
+                await interaction.followup.send(ephemeral=True, **self._send_kwargs(message))
+            return
+        if interaction.response.is_done():
+            await interaction.edit_original_response(**self._edit_kwargs(first))
+        else:
+            await interaction.response.send_message(**self._send_kwargs(first))
+        for message in messages[1:]:
+            await interaction.followup.send(**self._send_kwargs(message))
+        if reply.attachments:
+            await interaction.followup.send(files=[discord.File(io.BytesIO(a.data), filename=a.filename)
+                                                   for a in reply.attachments[:10]])
+        if following(reply):
+            live = LiveMessage(self._interaction_editor(interaction), first, ref=interaction,
+                               interval=self.settings.discord_edit_interval, pace=self.pace)
+            self._spawn(follow(self.runtime.jobs, live, reply, lambda r: render(r)[0]))
+
+    def _interaction_editor(self, interaction: discord.Interaction) -> Callable[[DiscordMessage], Awaitable[None]]:
+        """Edits through the interaction token while it lives; after that, a plain channel message of the bot."""
+        began = time.monotonic()
+        later: list[discord.Message] = []
+
+        async def edit(message: DiscordMessage) -> None:
+            if time.monotonic() - began < self.token_life:
+                await interaction.edit_original_response(**self._edit_kwargs(message))
+            elif not later:
+                channel = self.client.get_partial_messageable(interaction.channel_id or 0)
+                later.append(await channel.send(**self._send_kwargs(message)))
+            else:
+                await later[0].edit(**self._edit_kwargs(message))
+
+        return edit
+
+    # -- discord.py arguments -----------------------------------------------------------------------------------
+    def _view(self, buttons: tuple[Button, ...] | list[Button]) -> discord.ui.View | None:
+        if not buttons:
+            return None
+        view = discord.ui.View(timeout=None)
+        for b in buttons[:25]:
+            view.add_item(self._item(b))
+        return view
+
+    def _item(self, b: Button) -> discord.ui.Item[Any]:
+        style = _STYLES[b.style]
+        down = _RATE_DOWN.fullmatch(b.command)
+        if down:
+            return DownButton(int(down.group(1)))
+        if b.command.startswith("mb:sys:"):
+            return SystemButton(b.command.removeprefix("mb:sys:"))
+        if len(f"mb:run:{b.command}") <= CUSTOM_ID_CHARS:
+            return RunButton(b.command, b.label, style)
+        key = secrets.token_urlsafe(12)
+        self.runtime.redis.set(f"modelbay:discord:button:{key}", b.command, ex=KEY_KEEP)
+        return KeyButton(key, b.label, style)
+
+    def _send_kwargs(self, message: DiscordMessage) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"embeds": [discord.Embed.from_dict(e) for e in message.embeds]}
+        if message.content:
+            kwargs["content"] = message.content
+        view = self._view(message.buttons)
+        if view is not None:
+            kwargs["view"] = view
+        return kwargs
+
+    def _edit_kwargs(self, message: DiscordMessage) -> dict[str, Any]:
+        return {"content": message.content or None, "embeds": [discord.Embed.from_dict(e) for e in message.embeds],
+                "view": self._view(message.buttons)}
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- autocomplete -----------------------------------------------------------------------------------------
+    async def complete(self, interaction: discord.Interaction, arg: Arg, current: str) -> list[app_commands.Choice[str]]:
+        """Model names from the registry, your job ids, or matching choices: at most 25, answered fast."""
+        current = current.strip()[:100]
+        if arg.autocomplete == "model":
+            query = ModelQuery(text=current, limit=25) if current else ModelQuery(installed=True, limit=25)
+            models, _ = await asyncio.to_thread(self.runtime.registry.search, query)
+            if not models and not current:
+                models, _ = await asyncio.to_thread(self.runtime.registry.search, ModelQuery(limit=25))
+            return [app_commands.Choice(name=f"{m.display_name} ({m.name})"[:100], value=m.name[:100])
+                    for m in models]
+        if arg.autocomplete == "job":
+            jobs = await asyncio.to_thread(self.runtime.jobs.list, requester=self.actor(interaction.user).key,
+                                           limit=25)
+            return [app_commands.Choice(name=f"{j.id} · {j.kind} · {j.status}"[:100], value=j.id)
+                    for j in jobs if j.id.startswith(current)]
+        return [app_commands.Choice(name=c, value=c) for c in arg.choices if current.lower() in c][:25]
+
+    # -- chat in threads --------------------------------------------------------------------------------------
+    async def on_message(self, message: discord.Message) -> None:
+        """A message in a chat's thread (or DM) goes to the chat; the answer streams in by edits."""
+        if message.author.bot or not message.content:
+            return
+        if self._dm_refused(message.guild):
+            return
+        place = self.place_of(message)
+        if await asyncio.to_thread(self.runtime.chats.current, place) is None:
+            return
+        actor = self.actor(message.author)
+        ctx = self.dispatcher.context(actor, place)
+        first = await message.channel.send(embed=discord.Embed(description="_Thinking…_", color=0x5865F2),
+                                           reference=message, mention_author=False)
+        stream = _Stream(self, message.channel, first)
+        try:
+            async for event in converse(ctx, message.content):
+                if isinstance(event, Notice):
+                    stream.notices.append(event.text)
+                elif isinstance(event, Delta):
+                    await stream.add(event.text)
+                elif isinstance(event, Answered):
+                    await stream.finish(answer_reply(event.answer))
+        except Exception as exc:  # noqa: BLE001 - the answer could not start (not served, no role): one line
+            reply = render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)
+            await first.edit(**self._edit_kwargs(render(reply)[0]))
+
+    # -- files ------------------------------------------------------------------------------------------------
+    def _add_upload_command(self) -> None:
+        group = self.commands.get("uploads")
+        adapter = self
+
+        @app_commands.command(name="add", description="Upload a dataset file (.jsonl, .csv, .json, .txt, .parquet).")
+        @app_commands.describe(file="The dataset file.")
+        async def add(interaction: discord.Interaction, file: discord.Attachment) -> None:
+            await adapter._guarded(interaction, adapter.receive_file(interaction, file))
+
+        if isinstance(group, app_commands.Group):
+            group.add_command(add)
+
+    async def receive_file(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
+        """Fetch an attachment (from Discord's CDN only) into the person's uploads."""
+        actor = self.actor(interaction.user)
+        ctx = self.dispatcher.context(actor)
+        if not ctx.has_role("user"):
+            raise NotAllowed("uploading datasets", ctx.role, "user")
+        await interaction.response.defer(thinking=True, ephemeral=True)
+        name = self.runtime.uploads.check(file.filename, file.size)
+        if not self._trusted_file_url(file.url):
+            raise UploadRefused(file.filename, "its link is not on Discord's file host.")
+        data = await file.read()
+        record = await asyncio.to_thread(self.runtime.uploads.save, actor.key, name, [data], source="discord")
+        await interaction.followup.send(
+            f"Saved `{record.filename}` ({record.size_bytes:,} bytes) as upload `{record.id}`. "
+            "`/uploads list` shows your uploads; fine-tuning reads them from there.", ephemeral=True)
+
+    def _trusted_file_url(self, url: str) -> bool:
+        parts, api = urlsplit(url), urlsplit(self.settings.discord_api_url)
+        if parts.scheme == "https" and parts.hostname in _FILE_HOSTS:
+            return True
+        return parts.scheme == api.scheme and parts.hostname == api.hostname and parts.port == api.port
+
+
+class _Stream:
+    """One answer streaming into a channel: one embed per 4,096 characters, each edited about once a second."""
+
+    def __init__(self, adapter: DiscordAdapter, channel: Any, first: discord.Message) -> None:
+        self.adapter = adapter
+        self.channel = channel
+        self.messages = [self._live(first)]
+        self.text = ""
+        self.notices: list[str] = []
+
+    def _live(self, message: discord.Message) -> LiveMessage[DiscordMessage]:
+        async def edit(content: DiscordMessage) -> None:
+            await message.edit(**self.adapter._edit_kwargs(content))
+
+        return LiveMessage(edit, DiscordMessage(), ref=message, interval=self.adapter.settings.discord_edit_interval,
+                           pace=self.adapter.pace)
+
+    @staticmethod
+    def _part(text: str, *, cursor: bool) -> DiscordMessage:
+        return DiscordMessage(embeds=({"type": "rich", "color": 0x5865F2,
+                                       "description": (text + (_CURSOR if cursor else ""))[:DESCRIPTION_CHARS]},))
+
+    async def add(self, piece: str) -> None:
+        self.text += piece
+        parts = split_text(self.text, DESCRIPTION_CHARS - len(_CURSOR))
+        while len(self.messages) < len(parts):
+            i = len(self.messages)
+            await self.messages[-1].settle(self._part(parts[i - 1], cursor=False))
+            posted = await self.channel.send(**self.adapter._send_kwargs(self._part(parts[i], cursor=True)))
+            self.messages.append(self._live(posted))
+        self.messages[len(parts) - 1].show(self._part(parts[-1], cursor=True))
+
+    async def finish(self, reply: Reply) -> None:
+        parts = split_text(reply.text, DESCRIPTION_CHARS - 200)
+        while len(self.messages) < len(parts):
+            posted = await self.channel.send(**self.adapter._send_kwargs(self._part("…", cursor=False)))
+            self.messages.append(self._live(posted))
+        last = len(parts) - 1
+        for i, part in enumerate(parts):
+            if i < last:
+                await self.messages[i].settle(self._part(part, cursor=False))
+                continue
+            reply.text = part
+            final = render(reply)[0]
+            if self.notices:
+                embed = dict(final.embeds[0])
+                embed["description"] = f"_{' '.join(self.notices)}_\n\n{embed.get('description', '')}"[
+                    :DESCRIPTION_CHARS]
+                final = DiscordMessage(final.content, (embed,), final.buttons)
+            await self.messages[i].settle(final)

@@ -1,0 +1,95 @@
+"""Application commands built from the bot's command spec: groups, typed options, choices and autocomplete.
+
+`/models list` becomes the `list` subcommand of a `models` group, with its arguments as typed options. A bare
+command whose name is also a group (`/chat <model>` beside `/chat end`) is that group's `start` subcommand,
+because Discord cannot have both. Aliases are not registered: Discord's command picker makes them needless.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from modelbay.bot.spec import Arg, ArgType, Command, CommandSet
+
+__all__ = ["BARE", "build", "discord_name"]
+
+BARE = "start"  # the subcommand name of a bare command that shares its name with a group
+CHOICES = 25  # Discord's most choices (and autocomplete results) per option
+Run = Callable[[discord.Interaction, Command, dict[str, Any]], Awaitable[None]]
+Complete = Callable[[discord.Interaction, Arg, str], Awaitable[list[app_commands.Choice[str]]]]
+
+
+def discord_name(cmd: Command, groups: set[str]) -> tuple[str | None, str]:
+    """The (group, name) a spec command has in Discord."""
+    if len(cmd.path) == 2:
+        return cmd.path[0], cmd.path[1]
+    return (cmd.path[0], BARE) if cmd.path[0] in groups else (None, cmd.path[0])
+
+
+def _annotation(arg: Arg) -> Any:
+    if arg.type is ArgType.BOOLEAN:
+        return bool
+    if arg.type is ArgType.INTEGER:
+        low = int(arg.min) if arg.min is not None else None
+        high = int(arg.max) if arg.max is not None else None
+        return app_commands.Range[int, low, high] if low is not None or high is not None else int
+    if arg.type is ArgType.NUMBER:
+        return app_commands.Range[float, arg.min, arg.max] if arg.min is not None or arg.max is not None else float
+    return app_commands.Range[str, None, arg.max_length]
+
+
+def _callback(cmd: Command, run: Run) -> Callable[..., Awaitable[None]]:
+    async def callback(interaction: discord.Interaction, **options: Any) -> None:
+        await run(interaction, cmd, options)
+
+    parameters = [inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    annotation=discord.Interaction)]
+    for arg in cmd.args:
+        default = inspect.Parameter.empty if arg.required else None
+        parameters.append(inspect.Parameter(arg.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                                            annotation=_annotation(arg)))
+    callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    return callback
+
+
+def _completer(arg: Arg, complete: Complete) -> Callable[..., Awaitable[list[app_commands.Choice[str]]]]:
+    async def autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return (await complete(interaction, arg, current))[:CHOICES]
+
+    return autocomplete
+
+
+def build(tree: app_commands.CommandTree, commands: CommandSet, run: Run, complete: Complete) -> dict[str, Any]:
+    """Add every spec command to the tree; return the groups and top-level commands by name."""
+    groups_named = {c.path[0] for c in commands if len(c.path) == 2}
+    groups: dict[str, app_commands.Group] = {}
+    top: dict[str, Any] = {}
+    for cmd in commands:
+        group_name, name = discord_name(cmd, groups_named)
+        app_cmd = app_commands.Command(name=name, description=cmd.help[:100], callback=_callback(cmd, run))
+        described = {a.name: a.help[:100] for a in cmd.args}
+        if described:
+            app_commands.describe(**described)(app_cmd)
+        choices = {a.name: [app_commands.Choice(name=c, value=c) for c in a.choices] for a in cmd.args
+                   if a.choices and len(a.choices) <= CHOICES}
+        if choices:
+            app_commands.choices(**choices)(app_cmd)
+        for arg in cmd.args:
+            if arg.autocomplete or (arg.choices and len(arg.choices) > CHOICES):
+                app_cmd.autocomplete(arg.name)(_completer(arg, complete))
+        if group_name is None:
+            tree.add_command(app_cmd)
+            top[name] = app_cmd
+            continue
+        if group_name not in groups:
+            groups[group_name] = app_commands.Group(name=group_name, description=f"ModelBay {group_name} commands")
+        groups[group_name].add_command(app_cmd)
+    for group in groups.values():
+        tree.add_command(group)
+        top[group.name] = group
+    return top
