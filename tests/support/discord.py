@@ -73,6 +73,7 @@ class DiscordStandIn:
         self.calls: list[Call] = []
         self.cdn: dict[str, bytes] = {}
         self.messages: dict[str, dict[str, Any]] = {}  # message id -> the message as Discord would return it
+        self._originals: dict[str, str] = {}  # interaction token -> the id of its response message
         self.base = ""
         self._ids = itertools.count(500000000000000001)
         self._seq = itertools.count(1)
@@ -175,7 +176,11 @@ class DiscordStandIn:
         """Send a gateway DISPATCH event to the connected bot."""
         assert self._loop is not None and self._sockets, "no gateway connection"
         payload = {"op": 0, "t": event, "s": next(self._seq), "d": data}
-        asyncio.run_coroutine_threadsafe(self._sockets[-1].send_str(json.dumps(payload)), self._loop).result(5)
+        send = self._sockets[-1].send_str(json.dumps(payload))
+        if threading.current_thread().name == "discord-standin":
+            self._loop.create_task(send)  # from a request handler: Discord sends the event on its own time
+        else:
+            asyncio.run_coroutine_threadsafe(send, self._loop).result(5)
 
     # -- interactions, shaped as the gateway delivers them --------------------------------------------------------
     def _interaction(self, kind: int, data: dict[str, Any], member: dict[str, Any] | None, channel: dict[str, Any],
@@ -236,6 +241,10 @@ class DiscordStandIn:
         return message_id
 
     # -- HTTP ---------------------------------------------------------------------------------------------------
+    def original(self, token: str) -> dict[str, Any]:
+        """The message an interaction's response created (as last edited)."""
+        return self.messages[self._originals[token]]
+
     def _message(self, channel_id: str, body: dict[str, Any], message_id: str | None = None) -> dict[str, Any]:
         message_id = message_id or str(next(self._ids))
         message = {"id": message_id, "channel_id": channel_id, "author": BOT_USER, "content": body.get("content") or "",
@@ -269,8 +278,11 @@ class DiscordStandIn:
         if retry_after is not None:
             self._record(Call(request.method, path, body, time.monotonic(), 429, headers))
             return _json({"message": "You are being rate limited.", "retry_after": retry_after, "global": False,
-                          "code": 0}, 429, {"Retry-After": f"{retry_after:g}", "X-RateLimit-Scope": "user"})
+                          "code": 0}, 429, {"Retry-After": f"{retry_after:g}", "X-RateLimit-Scope": "user",
+                                            "Via": "1.1 google"})  # discord.py treats a 429 without Via as a ban
         status, answer = self._answer(request.method, path, body)
+        if isinstance(answer, dict) and isinstance(body, dict) and "channel_id" in answer:
+            body["_id"] = answer["id"]  # the message this call created or edited
         self._record(Call(request.method, path, body, time.monotonic(), status, headers))
         if answer is None:
             return web.Response(status=204)
@@ -296,6 +308,7 @@ class DiscordStandIn:
             answer: dict[str, Any] = {"interaction": interaction}
             if kind in (4, 5, 7):
                 message = self._message(CHANNEL, body.get("data") or {})
+                self._originals[parts[2]] = message["id"]
                 interaction["response_message_id"] = message["id"]
                 answer["resource"] = {"type": kind, "message": message}
             return 200, answer
@@ -304,8 +317,8 @@ class DiscordStandIn:
                 return 204, None
             if method == "POST":
                 return 200, self._message(CHANNEL, body)
-            message_id = parts[-1]
-            return 200, self._message(CHANNEL, body, None if message_id == "@original" else message_id)
+            message_id = self._originals.get(parts[2]) if parts[-1] == "@original" else parts[-1]
+            return 200, self._message(CHANNEL, body, message_id)
         if parts[0] == "channels" and parts[-1] == "threads":
             thread = {"id": str(next(self._ids)), "type": 11, "guild_id": GUILD, "parent_id": parts[1],
                       "name": body.get("name", "thread"), "owner_id": BOT_ID, "message_count": 0,

@@ -59,7 +59,8 @@ async def model_info(ctx: Context, model: str) -> Reply:
     fit = Field("Fits", ", ".join(f"{f.precision} {f.where.upper() if f.where else 'no'} ({human_bytes(f.needed)})"
                                   for f in fits(record.parameter_count, hardware)) or "unknown size", inline=False)
     footer = " · ".join(x for x in (f"`{record.name}`", f"source: {record.source}", notice) if x)
-    buttons = [] if record.installed else [Button("Install", f"/models install {record.name}", "primary")]
+    buttons = [Button("Try it", f"/chat {record.name}", "primary") if record.installed
+               else Button("Install", f"/models install {record.name}", "primary")]
     return Reply(title=record.display_name, text=record.description, fields=[*_fields(record), fit],
                  table=_versions(record), buttons=buttons, footer=footer)
 
