@@ -49,11 +49,10 @@ def test_worker_needs_redis_and_known_queues(tmp_path: Path) -> None:
     assert result.returncode == 2 and result.stderr.strip() == "Unknown queue tpu: use some of downloads, cpu, gpu."
 
 
-@pytest.mark.parametrize(("process", "issue"), [("discord", "#6")])
-def test_later_processes_say_when_they_arrive(tmp_path: Path, process: str, issue: str) -> None:
-    result = _run([process], tmp_path)
-    assert result.returncode == 1
-    assert issue in result.stderr and "modelbay console" in result.stderr
+def test_discord_refuses_to_start_without_its_token(tmp_path: Path) -> None:
+    result = _run(["discord"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("MODELBAY_DISCORD_TOKEN is not set") and "README" in result.stderr
 
 
 def test_slack_refuses_to_start_without_its_tokens(tmp_path: Path) -> None:

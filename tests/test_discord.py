@@ -27,7 +27,7 @@ from modelbay.runtime import Runtime
 from tests.conftest import wait_for
 from tests.support.chat import installed
 from tests.support.discord import (
-    ADMIN_ROLE, BOT_TOKEN, CHANNEL, Call, DiscordStandIn, dm_channel, member, text_channel, thread_channel,
+    ADMIN_ROLE, BOT_TOKEN, CHANNEL, Call, DiscordStandIn, dm_channel, member, thread_channel,
 )
 from tests.support.hub import HubStandIn
 
@@ -264,3 +264,142 @@ def _inputs(row: dict) -> list[dict]:
 
 def select_feedback():  # noqa: ANN201
     return select(Feedback)
+
+
+def test_model_names_autocomplete_from_the_registry(bot: Bot, standin: DiscordStandIn) -> None:
+    token = standin.command("models", _sub("info", _opt("model", "qwen", focused=True)), member=member(USER),
+                            focused=True)
+    answered = standin.wait("POST", "/callback", lambda c: token in c.path)[0]
+    assert answered.body["type"] == 8
+    choices = answered.body["data"]["choices"]
+    assert 0 < len(choices) <= 25 and all("qwen" in c["value"] for c in choices)
+    token = standin.command("chat", _sub("start", _opt("model", "", focused=True)), member=member(USER), focused=True)
+    installed_first = standin.wait("POST", "/callback", lambda c: token in c.path)[0].body["data"]["choices"]
+    assert [c["value"] for c in installed_first] == ["tiny-chat"]  # empty input: the installed models
+
+
+def test_long_answers_and_big_search_results_stay_within_embed_limits(bot: Bot, standin: DiscordStandIn,
+                                                                     runtime: Runtime) -> None:
+    rows = [[f"org-{i}/model-with-a-long-name-{i}", "huggingface", "chat", "7.6B", "15 GB", ""] for i in range(400)]
+    replies = [Reply(title="Long", text="\n\n".join(f"Paragraph {i}: " + "word " * 150 for i in range(40))),
+               Reply(title="Search", table=Table(["Name", "Source", "Category", "Params", "Size", "Installed"],
+                                                 rows), footer="footer"),
+               Reply(title="Fields", fields=[Field(f"f{i}", "v" * 1000) for i in range(40)], text="x" * 3000)]
+    for reply in replies:
+        messages = render(reply)
+        assert len(messages) > 1
+        for message in messages:
+            for embed in message.embeds:
+                assert embed_chars(embed) <= EMBED_CHARS and len(embed.get("description", "")) <= DESCRIPTION_CHARS
+                assert len(embed.get("fields", [])) <= FIELD_LIMIT
+                assert embed.get("description", "").count("```") % 2 == 0  # code blocks closed in every piece
+        text = "".join(e.get("description", "") for m in messages for e in m.embeds)
+        if reply.table:
+            assert all(f"model-with-a-long-name-{i}" in text for i in range(400))
+        elif reply.fields:
+            assert sum(len(e.get("fields", [])) for m in messages for e in m.embeds) == 40
+        else:
+            assert text.count("Paragraph") == 40
+
+    from tests.support.openai_standin import Script, StandIn
+
+    words = [f"word{i:04d} " for i in range(1100)]  # 9,900 characters: three messages
+    with StandIn() as model:
+        model.script = Script(pieces=words, delay=0.003)
+        from tests.test_slack import _serve_with_standin
+
+        _serve_with_standin(runtime, model.endpoint)
+        thread_id, _ = _open_chat(standin)
+        standin.say("Count.", author=member(USER)["user"], channel_id=thread_id, member=member(USER))
+        final = standin.wait("PATCH", f"/channels/{thread_id}/messages",
+                             lambda c: any(b.get("label") == "👍" for b in c.components()), timeout=60)[0]
+    posts = [c for c in standin.to("POST", f"/channels/{thread_id}/messages") if "Chatting with" not in c.text()]
+    assert len(posts) == 3
+    last_edit = {}
+    for call in standin.to("PATCH", f"/channels/{thread_id}/messages"):
+        last_edit[call.body["_id"]] = call
+    text = "".join(c.embeds()[0]["description"] for c in sorted(last_edit.values(), key=lambda c: int(c.body["_id"])))
+    assert all(w.strip() in text for w in words) and "▍" not in text
+    assert final.body["_id"] == max(last_edit, key=int)
+    edits = standin.to("PATCH", "/channels/")
+    assert all(b.at - a.at >= 0.95 for a, b in zip(edits, edits[1:]))  # a second apart across the bot
+
+
+def test_dataset_attachments_are_fetched_from_discords_cdn_only(bot: Bot, standin: DiscordStandIn,
+                                                               runtime: Runtime) -> None:
+    data = b'{"prompt": "hi", "completion": "hello"}\n' * 40
+    url = standin.add_file("train.jsonl", data)
+    resolved = {"attachments": {"700": {"id": "700", "filename": "train.jsonl", "size": len(data), "url": url,
+                                        "proxy_url": url, "content_type": "application/jsonl"}}}
+    token = standin.command("uploads", _sub("add", _opt("file", "700", kind=11)), member=member(USER),
+                            resolved=resolved)
+    saved = standin.wait("POST", "/webhooks/", lambda c: token in c.path)[0]
+    assert "Saved `train.jsonl`" in saved.text() and saved.body["flags"] & 64
+    [upload] = runtime.uploads.list(f"discord:{USER}")
+    assert Path(upload.path).read_bytes() == data and upload.source == "discord"
+
+    elsewhere = {"attachments": {"701": {"id": "701", "filename": "x.csv", "size": 10,
+                                         "url": "http://127.0.0.1:9/x.csv", "proxy_url": "http://127.0.0.1:9/x.csv"}}}
+    token = standin.command("uploads", _sub("add", _opt("file", "701", kind=11)), member=member(USER),
+                            resolved=elsewhere)
+    refused = standin.wait("POST", "/webhooks/", lambda c: token in c.path)[0]
+    assert "not on Discord's file host" in refused.text()
+    assert [c.path for c in standin.to("GET", "/cdn/")] == ["/cdn/train.jsonl"]
+
+
+def test_direct_messages_follow_the_setting(runtime: Runtime, standin: DiscordStandIn) -> None:
+    runtime.settings.discord_allow_dms = False
+    bot = Bot(runtime, standin)
+    try:
+        token = standin.command("help", [], member=None, channel=dm_channel())
+        refused = standin.wait("POST", "/callback", lambda c: token in c.path)[0]
+        assert "direct messages" in refused.text() and refused.body["data"]["flags"] & 64
+    finally:
+        bot.stop()
+
+
+def test_after_the_token_expires_progress_moves_to_a_channel_message(runtime: Runtime, standin: DiscordStandIn,
+                                                                     hub: HubStandIn) -> None:
+    hub.link_rate = 400_000
+    bot = Bot(runtime, standin, token_life=2.0)
+    try:
+        token = standin.command("models", _sub("install", _opt("model", REPO)), member=member(ADMIN, ADMIN_ROLE))
+        done = standin.wait("PATCH", f"/channels/{CHANNEL}/messages",
+                            lambda c: any(b.get("label") == "Try it" for b in c.components()), timeout=90)[0]
+        posted = standin.wait("POST", f"/channels/{CHANNEL}/messages")[0]
+        assert done.body["_id"] == posted.body["_id"]  # the channel message the bot posted, edited to the end
+        late = [c for c in standin.to("PATCH", "/messages/@original") if token in c.path and c.at > posted.at]
+        assert not late  # no edits through the expired token
+    finally:
+        bot.stop()
+
+
+def test_commands_sync_to_one_server_with_their_options(runtime: Runtime, standin: DiscordStandIn,
+                                                        tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.support.discord import APP_ID, GUILD
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELBAY_")}
+    env.update(MODELBAY_HOME=str(tmp_path / "home"), MODELBAY_DISCORD_API_URL=standin.api_url,
+               MODELBAY_DISCORD_GATEWAY_URL=standin.gateway_url, MODELBAY_DISCORD_TOKEN=BOT_TOKEN,
+               MODELBAY_ENVIRONMENT="test", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "modelbay", "discord", "--sync", "--guild", GUILD],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"in server {GUILD}" in result.stdout and BOT_TOKEN not in result.stdout + result.stderr
+    [put] = standin.to("PUT", f"/applications/{APP_ID}/guilds/{GUILD}/commands")
+    commands = {c["name"]: c for c in put.body}
+    assert {"models", "chat", "jobs", "rate", "help", "uploads"} <= set(commands)
+    models = {o["name"]: o for o in commands["models"]["options"]}
+    install = {o["name"]: o for o in models["install"]["options"]}
+    assert install["model"]["autocomplete"] and install["model"]["required"]
+    listing = {o["name"]: o for o in models["list"]["options"]}
+    assert listing["limit"]["type"] == 4 and (listing["limit"]["min_value"], listing["limit"]["max_value"]) == (1, 100)
+    assert [c["value"] for c in listing["category"]["choices"]][:2] == ["chat", "code"]
+    assert {o["name"] for o in commands["chat"]["options"]} == {"start", "end"}
+    uploads = {o["name"]: o for o in commands["uploads"]["options"]}
+    assert uploads["add"]["options"][0]["type"] == 11  # an attachment option

@@ -269,7 +269,6 @@ class DiscordStandIn:
     async def _api(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["path"]
         body = await self._body(request)
-        key = f"{request.method} {path}"
         with self._lock:
             fault = next((k for k, v in self._faults.items() if v and k.split(" ", 1)[0] == request.method
                           and k.split(" ", 1)[1] in path), None)
