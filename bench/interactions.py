@@ -53,7 +53,14 @@ def main() -> None:
             await interaction.response.send_message("pong")
 
         loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=lambda: loop.run_until_complete(adapter.start()), daemon=True)
+
+        def run() -> None:
+            try:
+                loop.run_until_complete(adapter.start())
+            finally:
+                loop.run_until_complete(adapter.client.close())  # finishes the close asked for below
+
+        thread = threading.Thread(target=run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 30
         while not adapter.client.is_ready() and time.monotonic() < deadline:
