@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from modelbay.adapters.discord import DiscordAdapter
 from modelbay.adapters.discord.embeds import DESCRIPTION_CHARS, EMBED_CHARS, FIELD_LIMIT, embed_chars, render
-from modelbay.bot import COMMANDS, CommandSet, Dispatcher, Field, Reply, Table, command
+from modelbay.bot import COMMANDS, Attachment, CommandSet, Dispatcher, Field, Reply, Table, command
 from modelbay.bot.context import Context
 from modelbay.config import Settings
 from modelbay.engine.schema import Feedback
@@ -43,6 +43,12 @@ for _cmd in COMMANDS:
 async def _slowpoke(ctx: Context) -> Reply:
     await asyncio.sleep(4)
     return Reply(text="Finally done.", tone="success")
+
+
+@command("report", help="Answers with a file.", registry=COMMANDS_HERE)
+async def _report(ctx: Context) -> Reply:
+    return Reply(text="Here is the report.", attachments=[Attachment("report.csv", b"model,requests\ntiny,3\n",
+                                                                     "text/csv")])
 
 
 @command("dawdle", help="Not marked slow, but takes three seconds.", registry=COMMANDS_HERE)
@@ -137,6 +143,13 @@ def test_commands_answer_in_embeds_and_slow_ones_defer_first(bot: Bot, standin: 
     deferred = standin.wait("POST", "/callback", lambda c: dawdle in c.path)[0]
     assert deferred.body["type"] == 5 and 1.5 <= deferred.at - started < 3.0
     standin.wait("PATCH", "/messages/@original", lambda c: dawdle in c.path and "Dawdled." in c.text())
+
+
+def test_files_in_replies_are_sent_as_attachments(bot: Bot, standin: DiscordStandIn) -> None:
+    token = standin.command("report", [], member=member(USER))
+    standin.wait("POST", "/callback", lambda c: token in c.path and "Here is the report." in c.text())
+    sent = standin.wait("POST", "/webhooks/", lambda c: token in c.path)[0]
+    assert sent.body["_files"] == ["report.csv"] and sent.body["attachments"][0]["filename"] == "report.csv"
 
 
 def test_a_non_admin_install_is_refused_privately(bot: Bot, standin: DiscordStandIn, runtime: Runtime) -> None:

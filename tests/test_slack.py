@@ -238,11 +238,16 @@ def test_a_chat_lives_in_a_thread_streams_and_takes_ratings(slack: SignedRequest
 
 def test_when_slack_fails_us_the_person_still_hears_one_line(slack: SignedRequests, standin: SlackStandIn,
                                                              caplog: pytest.LogCaptureFixture) -> None:
-    standin.fail("chat.postMessage", 500, retry_after=None, times=3)
+    standin.fail("chat.postMessage", 500, retry_after=None)
     slack.command("models list")
     said = standin.wait("response_url")[0]
     assert _in(said, "Something went wrong on our side (ref") and "Traceback" not in said.text()
     assert "internal_error" in caplog.text  # the log keeps what happened
+
+    standin.fail("views.open", 500, retry_after=None)  # a shortcut's modal cannot open
+    slack.shortcut("mb_browse", user=USER)
+    told = standin.wait("chat.postMessage", lambda c: c.args["channel"] == USER)[0]
+    assert _in(told, "Something went wrong on our side (ref")
 
 
 def _serve_with_standin(runtime: Runtime, endpoint: str) -> None:

@@ -90,12 +90,16 @@ class KeyButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:key:(?P
 
     async def callback(self, interaction: discord.Interaction) -> None:
         adapter = _adapter(interaction)
-        line = await asyncio.to_thread(adapter.runtime.redis.get, f"modelbay:discord:button:{self.key}")
-        if line is None:
-            await interaction.response.send_message("This button has expired; run the command again.",
-                                                    ephemeral=True)
-            return
-        await adapter.run_line(interaction, line.decode())
+
+        async def press() -> None:
+            line = await asyncio.to_thread(adapter.runtime.redis.get, f"modelbay:discord:button:{self.key}")
+            if line is None:
+                await interaction.response.send_message("This button has expired; run the command again.",
+                                                        ephemeral=True)
+                return
+            await adapter.run_line(interaction, line.decode())
+
+        await adapter.guarded(interaction, press())
 
 
 class DownButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:down:(?P<message>\d+)"):
@@ -140,9 +144,13 @@ class ReasonSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"mb:why:
         options: dict[str, Any] = {"rating": "down", "message": self.message_id}
         if values[0] != "none":
             options["reason"] = values[0]
-        reply = await adapter.dispatcher.dispatch(("rate",), options, adapter.actor(interaction.user),
-                                                  adapter.place_of(interaction))
-        await interaction.response.edit_message(content=reply.text[:2000], view=None)
+
+        async def rate() -> None:
+            reply = await adapter.dispatcher.dispatch(("rate",), options, adapter.actor(interaction.user),
+                                                      adapter.place_of(interaction))
+            await interaction.response.edit_message(content=reply.text[:2000], view=None)
+
+        await adapter.guarded(interaction, rate())
 
 
 class SystemButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:sys:(?P<model>[^\s]+)"):
@@ -175,9 +183,13 @@ class SystemModal(discord.ui.Modal, title="System prompt"):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         adapter = _adapter(interaction)
-        reply = await adapter.dispatcher.dispatch(("chat",), {"model": self.model, "system": self.prompt.value},
-                                                  adapter.actor(interaction.user), adapter.place_of(interaction))
-        await adapter.respond(interaction, adapter.with_chat_buttons(reply, self.model), deferred=False)
+
+        async def reopen() -> None:
+            reply = await adapter.dispatcher.dispatch(("chat",), {"model": self.model, "system": self.prompt.value},
+                                                      adapter.actor(interaction.user), adapter.place_of(interaction))
+            await adapter.respond(interaction, adapter.with_chat_buttons(reply, self.model), deferred=False)
+
+        await adapter.guarded(interaction, reopen())
 
 
 class ModelBayClient(discord.Client):
@@ -257,7 +269,7 @@ class DiscordAdapter:
     # -- commands -----------------------------------------------------------------------------------------------
     async def run(self, interaction: discord.Interaction, cmd: Command, options: dict[str, Any]) -> None:
         """Answer an application command: within 2 s, or defer and edit the answer in."""
-        await self._guarded(interaction, self._run(interaction, cmd, options))
+        await self.guarded(interaction, self._run(interaction, cmd, options))
 
     async def run_line(self, interaction: discord.Interaction, line: str) -> None:
         """Answer a button press: the command line it carries, run as the person who pressed it."""
@@ -265,9 +277,10 @@ class DiscordAdapter:
             cmd, values = self.dispatcher.commands.parse(line)
             await self._run(interaction, cmd, values)
 
-        await self._guarded(interaction, go())
+        await self.guarded(interaction, go())
 
-    async def _guarded(self, interaction: discord.Interaction, work: Awaitable[None]) -> None:
+    async def guarded(self, interaction: discord.Interaction, work: Awaitable[None]) -> None:
+        """Run an interaction's work; whatever fails becomes one private line to the person."""
         try:
             await work
         except Exception as exc:  # noqa: BLE001 - one line to the person; the traceback stays in the log
@@ -472,7 +485,7 @@ class DiscordAdapter:
         @app_commands.command(name="add", description="Upload a dataset file (.jsonl, .csv, .json, .txt, .parquet).")
         @app_commands.describe(file="The dataset file.")
         async def add(interaction: discord.Interaction, file: discord.Attachment) -> None:
-            await adapter._guarded(interaction, adapter.receive_file(interaction, file))
+            await adapter.guarded(interaction, adapter.receive_file(interaction, file))
 
         if isinstance(group, app_commands.Group):
             group.add_command(add)

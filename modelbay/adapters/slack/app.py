@@ -8,6 +8,7 @@ its 3 seconds. Commands run through the same Dispatcher as every other front end
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -15,7 +16,7 @@ import secrets
 import shlex
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -102,26 +103,45 @@ class SlackAdapter:
     # -- listeners ------------------------------------------------------------------------------------------
     def _register(self) -> None:
         app = self.app
-        app.command(self.settings.slack_command)(ack=self._ack, lazy=[self._on_command])
-        app.action(re.compile(f"^{ACTION_PREFIX}"))(ack=self._ack_button, lazy=[self._on_button])
-        app.action(views.OPEN_BROWSE)(ack=self._ack, lazy=[self._open_browse])
-        app.action(views.OPEN_UPLOAD)(ack=self._ack, lazy=[self._open_upload])
-        app.action(re.compile(f"^({views.BROWSE_QUERY}|{views.BROWSE_CATEGORY})$"))(ack=self._ack,
-                                                                                     lazy=[self._refresh_browse])
-        app.global_shortcut(views.BROWSE)(ack=self._ack, lazy=[self._open_browse])
-        app.message_shortcut(views.ASK)(ack=self._ack, lazy=[self._open_ask])
-        app.view_submission(views.RATE)(ack=self._ack, lazy=[self._on_rate])
-        app.view_submission(views.ASK)(ack=self._ack, lazy=[self._on_ask])
-        app.view_submission(views.UPLOAD)(ack=self._ack, lazy=[self._on_upload])
+        app.command(self.settings.slack_command)(ack=self._ack, lazy=[self._guard(self._on_command)])
+        app.action(re.compile(f"^{ACTION_PREFIX}"))(ack=self._ack_button, lazy=[self._guard(self._on_button)])
+        app.action(views.OPEN_BROWSE)(ack=self._ack, lazy=[self._guard(self._open_browse)])
+        app.action(views.OPEN_UPLOAD)(ack=self._ack, lazy=[self._guard(self._open_upload)])
+        browse_actions = re.compile(f"^({views.BROWSE_QUERY}|{views.BROWSE_CATEGORY})$")
+        app.action(browse_actions)(ack=self._ack, lazy=[self._guard(self._refresh_browse)])
+        app.global_shortcut(views.BROWSE)(ack=self._ack, lazy=[self._guard(self._open_browse)])
+        app.message_shortcut(views.ASK)(ack=self._ack, lazy=[self._guard(self._open_ask)])
+        app.view_submission(views.RATE)(ack=self._ack, lazy=[self._guard(self._on_rate)])
+        app.view_submission(views.ASK)(ack=self._ack, lazy=[self._guard(self._on_ask)])
+        app.view_submission(views.UPLOAD)(ack=self._ack, lazy=[self._guard(self._on_upload)])
         app.event("app_home_opened")(self._on_home)
         app.event("message")(self._on_message)
         app.error(self._on_error)
+
+    def _guard(self, listener: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """A lazy listener whose failure reaches the person as one line (bolt itself would only log it)."""
+        @functools.wraps(listener)  # bolt reads the wrapped listener's argument names to inject them
+        async def guarded(**kwargs: Any) -> None:
+            try:
+                await listener(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - rendered for the person, logged with a reference
+                await self._on_error(exc, kwargs.get("body") or kwargs.get("command") or {})
+
+        return guarded
 
     async def _ack(self, ack: Any) -> None:
         await ack()
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
-        log.error("slack listener failed for a %s request", body.get("type") or body.get("command"), exc_info=error)
+        """A listener failed (a modal, a shortcut): tell the person in one line, in their DM with the app."""
+        reply = render_error(error)  # logs it with a reference
+        user = (body.get("user") or {}).get("id") or body.get("user_id")
+        if not user:
+            return
+        try:
+            await self.outbox.post(user, render(reply, command=self.settings.slack_command)[0])
+        except Exception:  # noqa: BLE001 - nothing more can reach them; the log has the error
+            log.exception("could not tell %s about a failed request", user)
 
     async def _on_command(self, command: dict[str, Any]) -> None:
         where = Where(command["channel_id"], command["user_id"], response_url=command.get("response_url"))
