@@ -1,0 +1,12 @@
+"""Benchmarks: each `python bench/NAME.py` compares against a baseline in the same run and prints a JSON line."""
+
+from __future__ import annotations
+
+import statistics
+
+
+def latency_stats(samples: list[float]) -> dict[str, float]:
+    """Median and 95th percentile of durations in seconds, as milliseconds."""
+    ordered = sorted(samples)
+    return {"p50_ms": round(statistics.median(ordered) * 1000, 2),
+            "p95_ms": round(ordered[max(0, int(len(ordered) * 0.95) - 1)] * 1000, 2)}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -21,14 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import latency_stats  # noqa: E402 - after the path is set
+
 ROUNDS = 100
 WARMUP = 5
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {"p50_ms": round(statistics.median(ordered) * 1000, 2),
-            "p95_ms": round(ordered[int(len(ordered) * 0.95) - 1] * 1000, 2)}
 
 
 def main() -> None:
@@ -82,7 +77,7 @@ def main() -> None:
             asyncio.run_coroutine_threadsafe(adapter.client.close(), loop)
             thread.join(15)
             runtime.close()
-    result = {name: _stats(values) for name, values in samples.items()}
+    result = {name: latency_stats(values) for name, values in samples.items()}
     result["rounds"] = ROUNDS
     overhead = max(result["help"]["p95_ms"], result["models_list"]["p95_ms"]) - result["ping"]["p95_ms"]
     result["p95_overhead_ms"] = round(overhead, 2)

@@ -10,7 +10,6 @@ p95 ack well under 3 s (target 100 ms) whatever the command does. Prints a final
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -18,15 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import latency_stats  # noqa: E402 - after the path is set
+
 ROUNDS = 200
 WARMUP = 10
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {"p50_ms": round(statistics.median(ordered) * 1000, 2),
-            "p95_ms": round(ordered[int(len(ordered) * 0.95) - 1] * 1000, 2),
-            "max_ms": round(ordered[-1] * 1000, 2)}
 
 
 def main() -> None:
@@ -67,7 +61,7 @@ def main() -> None:
                 health.close()
         finally:
             runtime.close()
-    result = {name: _stats(values) for name, values in samples.items()}
+    result = {name: latency_stats(values) for name, values in samples.items()}
     result["rounds"] = ROUNDS
     result["ack_overhead_p50_ms"] = round(result["command"]["p50_ms"] - result["healthz"]["p50_ms"], 2)
     result["goal_met"] = result["command"]["p95_ms"] < 100 and result["button"]["p95_ms"] < 100

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -44,6 +45,18 @@ def _runtime(settings: Settings) -> Runtime:
         raise _fail(str(exc)) from None
     runtime.start_embedded_workers()
     return runtime
+
+
+def _run_until_stopped(runtime: Runtime, main: Callable[[], Awaitable[None]]) -> None:
+    """Run an async front end until it ends or Ctrl-C, then release the runtime."""
+    import asyncio
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()
 
 
 @app.command()
@@ -148,8 +161,6 @@ def api(
 @app.command()
 def slack() -> None:
     """Run the Slack app in Socket Mode (no public URL needed; `modelbay api` serves HTTP mode instead)."""
-    import asyncio
-
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
     from modelbay.adapters.slack import SlackAdapter
@@ -167,12 +178,7 @@ def slack() -> None:
         handler = AsyncSocketModeHandler(adapter.app, settings.slack_app_token.get_secret_value())
         await handler.start_async()
 
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        runtime.close()
+    _run_until_stopped(runtime, run)
 
 
 @app.command()
@@ -181,8 +187,6 @@ def discord(
     guild: Annotated[int | None, typer.Option(help="With --sync: only this server (instant; for development).")] = None,
 ) -> None:
     """Run the Discord bot (or, with --sync, register its slash commands globally or in one server)."""
-    import asyncio
-
     from modelbay.adapters.discord import DiscordAdapter
     from modelbay.logs import configure_logging
 
@@ -202,12 +206,7 @@ def discord(
             return
         await adapter.start()
 
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        runtime.close()
+    _run_until_stopped(runtime, run)
 
 
 logging.captureWarnings(True)

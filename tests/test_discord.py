@@ -19,13 +19,13 @@ from sqlalchemy import select
 
 from modelbay.adapters.discord import DiscordAdapter
 from modelbay.adapters.discord.embeds import DESCRIPTION_CHARS, EMBED_CHARS, FIELD_LIMIT, embed_chars, render
-from modelbay.bot import COMMANDS, Attachment, CommandSet, Dispatcher, Field, Reply, Table, command
-from modelbay.bot.context import Context
+from modelbay.bot import Dispatcher, Field, Reply, Table
 from modelbay.config import Settings
 from modelbay.engine.schema import Feedback
 from modelbay.runtime import Runtime
 from tests.conftest import wait_for
 from tests.support.chat import installed
+from tests.support.commands import COMMANDS_HERE
 from tests.support.discord import (
     ADMIN_ROLE, BOT_TOKEN, CHANNEL, Call, DiscordStandIn, dm_channel, member, thread_channel,
 )
@@ -33,29 +33,6 @@ from tests.support.hub import HubStandIn
 
 REPO = "tiny-org/tiny-llama"
 ADMIN, USER = "500000000000000001", "500000000000000002"
-
-COMMANDS_HERE = CommandSet()
-for _cmd in COMMANDS:
-    COMMANDS_HERE.add(_cmd)
-
-
-@command("slowpoke", help="Takes its time.", slow=True, registry=COMMANDS_HERE)
-async def _slowpoke(ctx: Context) -> Reply:
-    await asyncio.sleep(4)
-    return Reply(text="Finally done.", tone="success")
-
-
-@command("report", help="Answers with a file.", registry=COMMANDS_HERE)
-async def _report(ctx: Context) -> Reply:
-    return Reply(text="Here is the report.", attachments=[Attachment("report.csv", b"model,requests\ntiny,3\n",
-                                                                     "text/csv")])
-
-
-@command("dawdle", help="Not marked slow, but takes three seconds.", registry=COMMANDS_HERE)
-async def _dawdle(ctx: Context) -> Reply:
-    await asyncio.sleep(3)
-    return Reply(text="Dawdled.")
-
 
 class Bot:
     """A DiscordAdapter running its discord.py client on its own thread and event loop."""

@@ -6,7 +6,6 @@ of ModelBay's (engine, jobs, installs from the hub stand-in, in-process answers 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -22,37 +21,19 @@ from sqlalchemy import select
 from modelbay.adapters.api import create_app
 from modelbay.adapters.slack import SlackAdapter
 from modelbay.adapters.slack.blocks import BLOCK_LIMIT, MESSAGE_CHARS, SECTION_CHARS, render
-from modelbay.bot import COMMANDS, Attachment, CommandSet, Dispatcher, Reply, Table, command
-from modelbay.bot.context import Context
+from modelbay.bot import Dispatcher, Reply, Table
 from modelbay.config import Settings
 from modelbay.engine.schema import Feedback
 from modelbay.runtime import Runtime
 from tests.conftest import ROOT, wait_for
 from tests.support.asgi import serve
+from tests.support.commands import COMMANDS_HERE, REPORT
 from tests.support.chat import installed
 from tests.support.hub import HubStandIn
 from tests.support.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, Call, SignedRequests, SlackStandIn
 
 REPO = "tiny-org/tiny-llama"
 ADMIN, USER = "UADMIN", "UUSER"
-
-# The built-in commands plus two of the tests' own: one slow, one answering with a file.
-COMMANDS_HERE = CommandSet()
-for _cmd in COMMANDS:
-    COMMANDS_HERE.add(_cmd)
-
-
-@command("slowpoke", help="Takes its time.", slow=True, registry=COMMANDS_HERE)
-async def _slowpoke(ctx: Context) -> Reply:
-    await asyncio.sleep(5)
-    return Reply(text="Finally done.", tone="success")
-
-
-@command("report", help="Answers with a file.", registry=COMMANDS_HERE)
-async def _report(ctx: Context) -> Reply:
-    return Reply(text="Here is the report.", attachments=[Attachment("report.csv", b"model,requests\ntiny,3\n",
-                                                                     "text/csv")])
-
 
 @pytest.fixture
 def standin() -> Iterator[SlackStandIn]:
@@ -148,7 +129,7 @@ def test_files_in_replies_are_uploaded_to_the_thread(slack: SignedRequests, stan
     posted = standin.wait("chat.postMessage", lambda c: _in(c, "Here is the report."))[0]
     standin.wait("files.completeUploadExternal")
     upload = standin.to("upload")[0]
-    assert standin.uploads[upload.args["id"]] == b"model,requests\ntiny,3\n"
+    assert standin.uploads[upload.args["id"]] == REPORT
     complete = standin.to("files.completeUploadExternal")[0]
     assert complete.args["channel_id"] == "C1" and complete.args["thread_ts"] == posted.args["_ts"]
 

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Protocol
 
 from modelbay.bot.bridge import in_thread
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Reply
-from modelbay.engine.chat import AnswerRecord, ChatEvent
+from modelbay.engine.chat import Answered, AnswerRecord, ChatEvent, Delta, Notice
 from modelbay.engine.errors import NoChatHere, NotAllowed
 
-__all__ = ["answer_footer", "answer_reply", "converse"]
+__all__ = ["AnswerSink", "answer_footer", "answer_reply", "converse", "relay"]
+
+
+class AnswerSink(Protocol):
+    """Where a platform shows an answer as it is written (messages it edits)."""
+
+    notices: list[str]
+
+    async def add(self, piece: str) -> None:
+        """Show a new piece of the answer."""
+
+    async def finish(self, reply: Reply) -> None:
+        """Show the finished answer (its text, note, facts and rating buttons)."""
 
 async def converse(ctx: Context, text: str) -> AsyncIterator[ChatEvent]:
     """Answer a plain message sent where a chat is open; errors before the answer starts are raised."""
@@ -49,3 +62,14 @@ def answer_reply(answer: AnswerRecord) -> Reply:
     buttons = [Button("👍", f"/rate up message:{answer.message_id}", "success"),
                Button("👎", f"/rate down message:{answer.message_id}", "danger")]
     return Reply(text=text, tone=tone, footer=answer_footer(answer), buttons=buttons)
+
+
+async def relay(ctx: Context, text: str, sink: AnswerSink) -> None:
+    """Answer a message into a platform's sink; errors before the answer starts are raised."""
+    async for event in converse(ctx, text):
+        if isinstance(event, Notice):
+            sink.notices.append(event.text)
+        elif isinstance(event, Delta):
+            await sink.add(event.text)
+        elif isinstance(event, Answered):
+            await sink.finish(answer_reply(event.answer))

@@ -20,6 +20,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.support.aioserver import ThreadedServer
+
 __all__ = ["APP_ID", "BOT_TOKEN", "CHANNEL", "GUILD", "Call", "DiscordStandIn", "user"]
 
 BOT_TOKEN = "test.discord.bot-token"
@@ -66,69 +68,28 @@ class Call:
         return [c for row in data.get("components") or [] for c in row.get("components", [])]
 
 
-class DiscordStandIn:
+class DiscordStandIn(ThreadedServer):
     """Discord's HTTP API, gateway and CDN, served from a thread with its own event loop."""
 
+    thread_name = "discord-standin"
+
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[Call] = []
         self.cdn: dict[str, bytes] = {}
         self.messages: dict[str, dict[str, Any]] = {}  # message id -> the message as Discord would return it
         self._originals: dict[str, str] = {}  # interaction token -> the id of its response message
-        self.base = ""
         self._ids = itertools.count(500000000000000001)
         self._seq = itertools.count(1)
         self._faults: dict[str, list[float]] = {}
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._sockets: list[web.WebSocketResponse] = []
-        self._ready = threading.Event()
         self.identified = threading.Event()
 
-    # -- life -------------------------------------------------------------------------------------------------
-    def start(self) -> DiscordStandIn:
-        """Serve on 127.0.0.1 from a daemon thread."""
-        threading.Thread(target=self._serve, name="discord-standin", daemon=True).start()
-        if not self._ready.wait(15):
-            raise RuntimeError("the Discord stand-in did not start")
-        return self
-
-    def _serve(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        app = web.Application(client_max_size=64 << 20)
+    def routes(self, app: web.Application) -> None:
+        """The HTTP API, the gateway websocket and the CDN."""
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/cdn/{name}", self._cdn)
         app.router.add_route("*", "/api/v10/{path:.*}", self._api)
-        self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base = f"http://127.0.0.1:{port}"
-        self._ready.set()
-        self._loop.run_forever()
-
-    def stop(self) -> None:
-        """Close the gateway connections and stop serving."""
-        loop = self._loop
-        if loop is None:
-            return
-
-        async def close() -> None:
-            for ws in list(self._sockets):
-                await ws.close()
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        self._loop = None
-
-    def __enter__(self) -> DiscordStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def api_url(self) -> str:
@@ -177,7 +138,7 @@ class DiscordStandIn:
         assert self._loop is not None and self._sockets, "no gateway connection"
         payload = {"op": 0, "t": event, "s": next(self._seq), "d": data}
         send = self._sockets[-1].send_str(json.dumps(payload))
-        if threading.current_thread().name == "discord-standin":
+        if threading.current_thread().name == self.thread_name:
             self._loop.create_task(send)  # from a request handler: Discord sends the event on its own time
         else:
             asyncio.run_coroutine_threadsafe(send, self._loop).result(5)

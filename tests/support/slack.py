@@ -23,6 +23,8 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 from aiohttp import WSMsgType, web
 
+from tests.support.aioserver import ThreadedServer
+
 __all__ = ["BOT_TOKEN", "SIGNING_SECRET", "Call", "SignedRequests", "SlackStandIn"]
 
 BOT_TOKEN = "xoxb-test-bot-token"
@@ -69,71 +71,29 @@ class Call:
         return found
 
 
-class SlackStandIn:
+class SlackStandIn(ThreadedServer):
     """Serves the Slack Web API stand-in on a free port from its own thread and event loop."""
 
+    thread_name = "slack-standin"
+
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[Call] = []
         self.usergroups: list[dict[str, Any]] = []
         self.files: dict[str, bytes] = {}
         self.uploads: dict[str, bytes] = {}
-        self.base = ""
         self._faults: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._sockets: list[web.WebSocketResponse] = []
-        self._ready = threading.Event()
 
-    # -- life -------------------------------------------------------------------------------------------------
-    def start(self) -> SlackStandIn:
-        """Serve on 127.0.0.1 from a daemon thread."""
-        thread = threading.Thread(target=self._serve, name="slack-standin", daemon=True)
-        thread.start()
-        if not self._ready.wait(15):
-            raise RuntimeError("the Slack stand-in did not start")
-        return self
-
-    def _serve(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        app = web.Application(client_max_size=64 << 20)
+    def routes(self, app: web.Application) -> None:
+        """The Web API, response URLs, uploads, file downloads and the Socket Mode websocket."""
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/respond/{id}", self._respond)
         app.router.add_post("/upload/{id}", self._upload)
         app.router.add_get("/files/{name}", self._file)
         app.router.add_get("/socket", self._socket)
-        self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base = f"http://127.0.0.1:{port}"
-        self._ready.set()
-        self._loop.run_forever()
-
-    def stop(self) -> None:
-        """Stop serving."""
-        loop = self._loop
-        if loop is None:
-            return
-
-        async def close() -> None:
-            for ws in list(self._sockets):
-                await ws.close()
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        self._loop = None
-
-    def __enter__(self) -> SlackStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def api_url(self) -> str:

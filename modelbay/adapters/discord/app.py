@@ -29,7 +29,7 @@ from discord.http import Route
 from modelbay.adapters.discord.embeds import DESCRIPTION_CHARS, DiscordMessage, render
 from modelbay.adapters.discord.tree import build
 from modelbay.bot.context import Actor
-from modelbay.bot.conversation import answer_reply, converse
+from modelbay.bot.conversation import relay
 from modelbay.bot.dispatcher import Dispatcher
 from modelbay.bot.errors import render_error
 from modelbay.bot.live import LiveMessage, Pace
@@ -37,7 +37,7 @@ from modelbay.bot.progress import follow, following
 from modelbay.bot.reply import Button, Reply
 from modelbay.bot.spec import Arg, Command
 from modelbay.bot.text import split_text
-from modelbay.engine.chat import DOWN_REASONS, Answered, Delta, Notice, Place
+from modelbay.engine.chat import DOWN_REASONS, Place
 from modelbay.engine.errors import NotAllowed, UploadRefused
 from modelbay.engine.records import ModelQuery
 from modelbay.runtime import Runtime
@@ -466,13 +466,7 @@ class DiscordAdapter:
                                            reference=message, mention_author=False)
         stream = _Stream(self, message.channel, first)
         try:
-            async for event in converse(ctx, message.content):
-                if isinstance(event, Notice):
-                    stream.notices.append(event.text)
-                elif isinstance(event, Delta):
-                    await stream.add(event.text)
-                elif isinstance(event, Answered):
-                    await stream.finish(answer_reply(event.answer))
+            await relay(ctx, message.content, stream)
         except Exception as exc:  # noqa: BLE001 - the answer could not start (not served, no role): one line
             reply = render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)
             await first.edit(**self._edit_kwargs(render(reply)[0]))

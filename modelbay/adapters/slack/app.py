@@ -33,14 +33,14 @@ from modelbay.adapters.slack.blocks import (
 )
 from modelbay.adapters.slack.outbox import Outbox
 from modelbay.bot.context import Actor
-from modelbay.bot.conversation import answer_reply, converse
+from modelbay.bot.conversation import relay
 from modelbay.bot.dispatcher import Dispatcher
 from modelbay.bot.errors import render_error
 from modelbay.bot.live import LiveMessage
 from modelbay.bot.progress import follow, following
 from modelbay.bot.reply import Reply
 from modelbay.bot.text import split_text
-from modelbay.engine.chat import Answered, Delta, Notice, Place
+from modelbay.engine.chat import Place
 from modelbay.engine.discovery import SearchHit
 from modelbay.engine.errors import UploadRefused
 from modelbay.runtime import Runtime
@@ -315,13 +315,7 @@ class SlackAdapter:
             return
         stream = _Stream(self, where, live)
         try:
-            async for event in converse(ctx, text):
-                if isinstance(event, Notice):
-                    stream.notices.append(event.text)
-                elif isinstance(event, Delta):
-                    await stream.add(event.text)
-                elif isinstance(event, Answered):
-                    await stream.finish(answer_reply(event.answer))
+            await relay(ctx, text, stream)
         except Exception as exc:  # noqa: BLE001 - before the answer started (not served, no chat): one line
             await stream.fail(render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown))
 
