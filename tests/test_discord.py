@@ -24,14 +24,14 @@ from modelbay.config import Settings
 from modelbay.engine.schema import Feedback
 from modelbay.runtime import Runtime
 from tests.conftest import wait_for
-from tests.support.chat import installed
+from tests.support.chat import FRONT_END_REPO as REPO
+from tests.support.chat import front_end_runtime
 from tests.support.commands import COMMANDS_HERE
 from tests.support.discord import (
     ADMIN_ROLE, BOT_TOKEN, CHANNEL, Call, DiscordStandIn, dm_channel, member, thread_channel,
 )
 from tests.support.hub import HubStandIn
 
-REPO = "tiny-org/tiny-llama"
 ADMIN, USER = "500000000000000001", "500000000000000002"
 
 class Bot:
@@ -68,19 +68,9 @@ def standin() -> Iterator[DiscordStandIn]:
 def runtime(settings: Settings, standin: DiscordStandIn, hub: HubStandIn, tiny_model: Path, tiny_chat_model: Path,
             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    hub.add_repo(REPO, tiny_model, tags=["llama"])
-    settings.hub_endpoint = hub.endpoint
-    settings.disk_margin_bytes = 0
-    settings.discord_api_url = standin.api_url
-    settings.discord_gateway_url = standin.gateway_url
-    settings.discord_token = SecretStr(BOT_TOKEN)
-    settings.roles = {"admin": [f"discord:role:{ADMIN_ROLE}"]}
-    settings.chat_temperature = 0.0
-    settings.chat_max_tokens = 24
-    runtime = Runtime(settings)
-    runtime.prepare()
-    runtime.start_embedded_workers()
-    installed(runtime.registry, tiny_chat_model)
+    runtime = front_end_runtime(settings, hub, tiny_model, tiny_chat_model, discord_api_url=standin.api_url,
+                                discord_gateway_url=standin.gateway_url, discord_token=SecretStr(BOT_TOKEN),
+                                roles={"admin": [f"discord:role:{ADMIN_ROLE}"]})
     yield runtime
     runtime.close()
 

@@ -28,12 +28,13 @@ from modelbay.runtime import Runtime
 from tests.conftest import ROOT, wait_for
 from tests.support.asgi import serve
 from tests.support.commands import COMMANDS_HERE, REPORT
-from tests.support.chat import installed
+from tests.support.chat import FRONT_END_REPO as REPO
+from tests.support.chat import front_end_runtime
 from tests.support.hub import HubStandIn
 from tests.support.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, Call, SignedRequests, SlackStandIn
 
-REPO = "tiny-org/tiny-llama"
 ADMIN, USER = "UADMIN", "UUSER"
+
 
 @pytest.fixture
 def standin() -> Iterator[SlackStandIn]:
@@ -46,19 +47,9 @@ def runtime(settings: Settings, standin: SlackStandIn, hub: HubStandIn, tiny_mod
             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     """An embedded runtime (SQLite, in-process jobs) whose Slack settings point at the stand-in."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    hub.add_repo(REPO, tiny_model, tags=["llama"])
-    settings.hub_endpoint = hub.endpoint
-    settings.disk_margin_bytes = 0
-    settings.slack_api_url = standin.api_url
-    settings.slack_bot_token = SecretStr(BOT_TOKEN)
-    settings.slack_signing_secret = SecretStr(SIGNING_SECRET)
-    settings.roles = {"admin": [f"slack:{ADMIN}", "slack:group:SADMINS"]}
-    settings.chat_temperature = 0.0
-    settings.chat_max_tokens = 24
-    runtime = Runtime(settings)
-    runtime.prepare()
-    runtime.start_embedded_workers()
-    installed(runtime.registry, tiny_chat_model)
+    runtime = front_end_runtime(settings, hub, tiny_model, tiny_chat_model, slack_api_url=standin.api_url,
+                                slack_bot_token=SecretStr(BOT_TOKEN), slack_signing_secret=SecretStr(SIGNING_SECRET),
+                                roles={"admin": [f"slack:{ADMIN}", "slack:group:SADMINS"]})
     yield runtime
     runtime.close()
 
@@ -101,6 +92,14 @@ def test_forged_and_replayed_requests_are_refused(slack: SignedRequests, standin
     time.sleep(0.5)
     assert not standin.to("chat.postMessage") and not standin.to("response_url")
     assert slack.post(body, "application/x-www-form-urlencoded", timestamp=now - 60).status_code == 200
+
+
+def test_the_events_url_answers_slacks_challenge(slack: SignedRequests) -> None:
+    body = json.dumps({"type": "url_verification", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+                       "token": "legacy"}).encode()
+    answered = slack.post(body, "application/json")
+    assert answered.status_code == 200 and "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" in answered.text
+    assert slack.post(body, "application/json", signature="v0=" + "1" * 64).status_code == 401
 
 
 def test_the_ack_comes_at_once_while_a_slow_command_runs(slack: SignedRequests, standin: SlackStandIn) -> None:

@@ -10,7 +10,11 @@ from pathlib import Path
 from modelbay.config import Settings
 from modelbay.engine.records import ModelRecord, VersionRecord
 from modelbay.engine.registry import Registry
+from modelbay.runtime import Runtime
 from modelbay.workers.serve import VllmProcess
+from tests.support.hub import HubStandIn
+
+FRONT_END_REPO = "tiny-org/tiny-llama"
 
 __all__ = ["VLLM_SETTINGS", "installed", "start_vllm", "vllm_available"]
 
@@ -55,3 +59,21 @@ def start_vllm(settings: Settings, folder: Path, name: str, log: Path) -> VllmPr
         time.sleep(0.5)
     return server
 
+
+
+def front_end_runtime(settings: Settings, hub: HubStandIn, tiny_model: Path, tiny_chat_model: Path,
+                      **overrides: object) -> Runtime:
+    """An embedded runtime for front-end tests: installs from the hub stand-in (which serves `tiny-org/tiny-llama`),
+    `tiny-chat` installed and answered in-process, short greedy answers, and the given settings."""
+    hub.add_repo(FRONT_END_REPO, tiny_model, tags=["llama"])
+    settings.hub_endpoint = hub.endpoint
+    settings.disk_margin_bytes = 0
+    settings.chat_temperature = 0.0
+    settings.chat_max_tokens = 24
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    runtime = Runtime(settings)
+    runtime.prepare()
+    runtime.start_embedded_workers()
+    installed(runtime.registry, tiny_chat_model)
+    return runtime
