@@ -127,6 +127,13 @@ def test_a_non_admin_install_is_refused_privately(bot: Bot, standin: DiscordStan
     assert "Not allowed" in refused.text() and "admin" in refused.text()
     assert not runtime.jobs.list(limit=5)
 
+    viewer = "500000000000000077"
+    runtime.settings.roles = {**runtime.settings.roles, "viewer": [f"discord:{viewer}"]}
+    token = standin.command("chat", _sub("start", _opt("model", "tiny-chat")), member=member(viewer))
+    refused = standin.wait("POST", "/callback", lambda c: token in c.path)[0]
+    assert refused.body["type"] == 4 and "Not allowed" in refused.text()
+    assert not standin.to("POST", "/threads")
+
 
 def _component(call: Call, label: str) -> dict:
     return next(c for c in call.components() if c.get("label") == label)

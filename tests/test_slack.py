@@ -113,13 +113,18 @@ def test_the_ack_comes_at_once_while_a_slow_command_runs(slack: SignedRequests, 
     assert done.args["channel"] == placeholder.args["channel"] == "C1"
 
 
-def test_errors_are_one_private_line(slack: SignedRequests, standin: SlackStandIn) -> None:
+def test_errors_are_one_private_line(slack: SignedRequests, standin: SlackStandIn, runtime: Runtime) -> None:
     slack.command("models lsit")
     said = standin.wait("response_url")[0]
     assert said.args["response_type"] == "ephemeral" and _in(said, "Unknown command", "/modelbay models list")
     slack.command("models install tiny-org/tiny-llama", user=USER)  # installs need the admin role
     refused = standin.wait("response_url", lambda c: _in(c, "Not allowed"))[0]
     assert _in(refused, "admin") and "Traceback" not in refused.text()
+    assert not standin.to("chat.postMessage")
+
+    runtime.settings.roles = {**runtime.settings.roles, "viewer": ["slack:UVIEW"]}
+    slack.command("chat tiny-chat", user="UVIEW")  # chatting needs the user role: no thread is started
+    assert standin.wait("response_url", lambda c: _in(c, "`/modelbay chat` needs the user role"))
     assert not standin.to("chat.postMessage")
 
 

@@ -305,12 +305,13 @@ class DiscordAdapter:
                 ephemeral=True)
             return
         actor, place = self.actor(interaction.user), self.place_of(interaction)
-        if cmd.path == ("chat",):
+        allowed = self.dispatcher.context(actor).has_role(cmd.role)  # a refusal needs no thread and no deferral
+        if cmd.path == ("chat",) and allowed:
             await self.start_chat(interaction, actor, options)
             return
         task = asyncio.ensure_future(self.dispatcher.dispatch(cmd.path, options, actor, place))
         deferred = False
-        if cmd.slow and self.dispatcher.context(actor).has_role(cmd.role):
+        if cmd.slow and allowed:
             await interaction.response.defer(thinking=True)
             deferred = True
         elif not (await asyncio.wait({task}, timeout=ANSWER_WITHIN))[0]:

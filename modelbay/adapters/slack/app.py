@@ -196,11 +196,12 @@ class SlackAdapter:
         except Exception as exc:  # noqa: BLE001 - rendered from the error table
             await self.deliver(render_error(exc), where)
             return
-        if cmd.path == ("chat",):
+        allowed = self.dispatcher.context(actor).has_role(cmd.role)  # a refusal needs no placeholder or thread
+        if cmd.path == ("chat",) and allowed:
             await self.start_chat(line, actor, where)
             return
         live = None
-        if cmd.slow and self.dispatcher.context(actor).has_role(cmd.role):  # a refusal needs no placeholder
+        if cmd.slow and allowed:
             live = await self._post_live(where, SlackMessage(
                 [_context(f":hourglass_flowing_sand: Working on `{mrkdwn(line[:200])}`…")], "Working…"))
         reply = await self.dispatcher.dispatch_line(line, actor, where.place)
