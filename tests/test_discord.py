@@ -96,6 +96,7 @@ def test_commands_answer_in_embeds_and_slow_ones_defer_first(bot: Bot, standin: 
     assert answered.body["type"] == 4
     embed = answered.embeds()[0]
     assert embed["title"] == "ModelBay commands" and "/models list" in embed["description"]
+    assert "/chat start <model>" in embed["description"] and "/chat end" in embed["description"]
     assert embed_chars(embed) <= EMBED_CHARS
 
     started = time.monotonic()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from modelbay.bot.reply import Progress, Table
+from collections.abc import Callable
+from dataclasses import replace
 
-__all__ = ["bar", "split_text", "table_lines"]
+from modelbay.bot.reply import Progress, Reply, Table
+
+__all__ = ["bar", "rewrite", "split_text", "table_lines"]
 
 CELL_CHARS = 40  # a table cell wider than this is cut, so rows stay readable in a chat window
 
@@ -46,3 +49,12 @@ def bar(progress: Progress, width: int = 10) -> str:
     """A text progress bar: '▰▰▰▱▱▱▱▱▱▱'."""
     filled = max(0, min(width, round(progress.fraction * width)))
     return "▰" * filled + "▱" * (width - filled)
+
+
+def rewrite(reply: Reply, change: Callable[[str], str]) -> Reply:
+    """The reply with `change` applied to every text people read (not to button commands): a platform writing
+    command names the way its users type them."""
+    fields = [replace(f, value=change(f.value)) for f in reply.fields]
+    table = reply.table and Table(reply.table.columns, [[change(c) for c in row] for row in reply.table.rows])
+    return replace(reply, text=change(reply.text), fields=fields, table=table,
+                   footer=reply.footer and change(reply.footer))

@@ -27,7 +27,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from modelbay.adapters.discord.embeds import DESCRIPTION_CHARS, DiscordMessage, render
-from modelbay.adapters.discord.tree import build
+from modelbay.adapters.discord.tree import build, discord_text
 from modelbay.bot.context import Actor
 from modelbay.bot.conversation import relay
 from modelbay.bot.dispatcher import Dispatcher
@@ -226,6 +226,7 @@ class DiscordAdapter:
         self.client = ModelBayClient(self)
         self.pace = Pace(settings.discord_edit_interval)
         self.commands = build(self.client.tree, self.dispatcher.commands, self.run, self.complete)
+        self.text = discord_text(self.dispatcher.commands)  # command names in replies as Discord shows them
         self._add_upload_command()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -339,7 +340,7 @@ class DiscordAdapter:
             reply = reply if reply.ephemeral else self.with_chat_buttons(reply, options.get("model", ""))
             await self.respond(interaction, reply, deferred=True)
             return
-        first = render(self.with_chat_buttons(reply, options.get("model", "")))[0]
+        first = render(self.with_chat_buttons(reply, options.get("model", "")), self.text)[0]
         await thread.send(**self._send_kwargs(first))
         await interaction.edit_original_response(content=f"Chat with **{options.get('model')}** started in "
                                                          f"{thread.mention}: talk to it there.", embeds=[])
@@ -353,7 +354,7 @@ class DiscordAdapter:
 
     async def respond(self, interaction: discord.Interaction, reply: Reply, *, deferred: bool) -> None:
         """Send a reply as the interaction's answer (privately when ephemeral), continue it, follow its job."""
-        messages = render(reply)
+        messages = render(reply, self.text)
         first = messages[0]
         if reply.ephemeral:
             if deferred and interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
@@ -375,7 +376,7 @@ class DiscordAdapter:
         if following(reply):
             live = LiveMessage(self._interaction_editor(interaction), first, ref=interaction,
                                interval=self.settings.discord_edit_interval, pace=self.pace)
-            self._spawn(follow(self.runtime.jobs, live, reply, lambda r: render(r)[0]))
+            self._spawn(follow(self.runtime.jobs, live, reply, lambda r: render(r, self.text)[0]))
 
     def _interaction_editor(self, interaction: discord.Interaction) -> Callable[[DiscordMessage], Awaitable[None]]:
         """Edits through the interaction token while it lives; after that, a plain channel message of the bot."""
@@ -470,7 +471,7 @@ class DiscordAdapter:
             await relay(ctx, message.content, stream)
         except Exception as exc:  # noqa: BLE001 - the answer could not start (not served, no role): one line
             reply = render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)
-            await first.edit(**self._edit_kwargs(render(reply)[0]))
+            await first.edit(**self._edit_kwargs(render(reply, self.text)[0]))
 
     # -- files ------------------------------------------------------------------------------------------------
     def _add_upload_command(self) -> None:

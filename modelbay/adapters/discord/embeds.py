@@ -8,11 +8,12 @@ the text as fits; the rest of the text follows in more messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelbay.bot.reply import Button, Progress, Reply
-from modelbay.bot.text import bar, split_text, table_lines
+from modelbay.bot.text import bar, rewrite, split_text, table_lines
 
 __all__ = [
     "CONTENT_CHARS", "DESCRIPTION_CHARS", "EMBED_CHARS", "FIELD_LIMIT", "DiscordMessage", "embed_chars",
@@ -76,8 +77,11 @@ def _balance_code(pieces: list[str]) -> list[str]:
     return fixed
 
 
-def render(reply: Reply) -> list[DiscordMessage]:
-    """Render a reply as one or more messages of one embed each, within every limit."""
+def render(reply: Reply, change: Callable[[str], str] | None = None) -> list[DiscordMessage]:
+    """Render a reply as one or more messages of one embed each, within every limit (`change` rewrites the text
+    people read, e.g. command names as Discord shows them)."""
+    if change is not None:
+        reply = rewrite(reply, change)
     colour = _COLOURS[reply.tone]
     head: dict[str, Any] = {"type": "rich", "color": colour}
     if reply.title:

@@ -8,6 +8,7 @@ because Discord cannot have both. Aliases are not registered: Discord's command 
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from discord import app_commands
 
 from modelbay.bot.spec import Arg, ArgType, Command, CommandSet
 
-__all__ = ["BARE", "build", "discord_name"]
+__all__ = ["BARE", "build", "discord_name", "discord_text"]
 
 BARE = "start"  # the subcommand name of a bare command that shares its name with a group
 CHOICES = 25  # Discord's most choices (and autocomplete results) per option
@@ -93,3 +94,15 @@ def build(tree: app_commands.CommandTree, commands: CommandSet, run: Run, comple
         tree.add_command(group)
         top[group.name] = group
     return top
+
+
+def discord_text(commands: CommandSet) -> Callable[[str], str]:
+    """Rewrite command names in text as Discord users find them: `/chat <model>` is `/chat start <model>`."""
+    groups = {c.path[0]: {c.path[1] for c in commands if len(c.path) == 2} for c in commands if len(c.path) == 2}
+    bare = sorted({c.path[0] for c in commands if len(c.path) == 1 and c.path[0] in groups}, key=len, reverse=True)
+    if not bare:
+        return lambda text: text
+    names = "|".join(map(re.escape, bare))
+    subcommands = "|".join(sorted({re.escape(s) for subs in groups.values() for s in subs}, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w/.-])/({names})\b(?!\s+({subcommands})\b)")
+    return lambda text: pattern.sub(rf"/\1 {BARE}", text)

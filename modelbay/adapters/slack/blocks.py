@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelbay.bot.reply import Button, Progress, Reply, Table
 from modelbay.bot.spec import COMMANDS
-from modelbay.bot.text import bar, split_text, table_lines
+from modelbay.bot.text import bar, rewrite, split_text, table_lines
 
 __all__ = [
     "BLOCK_LIMIT", "MESSAGE_CHARS", "SECTION_CHARS", "STREAM_CHARS", "SlackMessage", "button", "mrkdwn",
@@ -140,21 +140,13 @@ def fallback(reply: Reply) -> str:
     return reply.plain()[:FALLBACK_CHARS] or "ModelBay"
 
 
-def _slashed(reply: Reply, command: str | None) -> Reply:
-    if not command:
-        return reply
-    fields = [replace(f, value=slash(f.value, command)) for f in reply.fields]
-    table = reply.table and Table(reply.table.columns, [[slash(c, command) for c in row] for row in reply.table.rows])
-    return replace(reply, text=slash(reply.text, command), fields=fields, table=table,
-                   footer=reply.footer and slash(reply.footer, command))
-
-
 def render(reply: Reply, *, command: str | None = None, budget: int = MESSAGE_CHARS) -> list[SlackMessage]:
     """Render a reply as one or more messages: the first whole (header, body that fits, tail), the rest continuing.
 
     With `command` (the app's slash command), command names in the text read as Slack users type them.
     """
-    reply = _slashed(reply, command)
+    if command:
+        reply = rewrite(reply, lambda text: slash(text, command))
     head = []
     if reply.title:
         head.append({"type": "header", "text": {"type": "plain_text", "emoji": True,
