@@ -192,6 +192,31 @@ def test_ratings_are_for_your_own_answers_and_can_change(runtime: Runtime) -> No
     assert (metrics.ups, metrics.downs) == (0, 1)
 
 
+def test_a_double_click_rates_once(runtime: Runtime) -> None:
+    session = runtime.chats.open(HERE, ALICE, "tiny-chat")
+    _, answer = _answer(runtime, session.id, ALICE, "Hello!")
+    clicks = 6
+    together = threading.Barrier(clicks)
+    failures: list[BaseException] = []
+
+    def click() -> None:
+        together.wait()
+        try:
+            runtime.chats.rate(answer.message_id, ALICE, True, "helpful")
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            failures.append(exc)
+
+    threads = [threading.Thread(target=click) for _ in range(clicks)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not failures
+    with runtime.db.session() as db:
+        assert [(r.rating, r.reason) for r in db.scalars(select(Feedback))] == [(1, "helpful")]
+    assert runtime.analytics.metrics([session.model_version_id], None).ups == 1  # counted once
+
+
 def test_opted_out_people_are_not_measured_and_delete_erases_them(runtime: Runtime) -> None:
     session = runtime.chats.open(HERE, ALICE, "tiny-chat")
     _answer(runtime, session.id, ALICE, "Hello!")

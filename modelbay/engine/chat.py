@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from redis import Redis
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from modelbay.config import Settings
 from modelbay.engine.analytics import Analytics, AnswerEvent, tokens_per_second
@@ -424,6 +425,15 @@ class Chats:
             raise WrongReason(reason, up, allowed)
         if message_id is None:
             raise AnswerNotFound(None)
+        try:
+            return self._rate(message_id, user_key, up, reason, comment)
+        except IntegrityError:
+            # The same person's other click (a double click on 👍) inserted the rating between our lookup and our
+            # insert: this one now updates it.
+            return self._rate(message_id, user_key, up, reason, comment)
+
+    def _rate(self, message_id: int, user_key: str, up: bool, reason: str | None,
+              comment: str | None) -> RatingRecord:
         with self._db.session() as session:
             message = session.get(Message, message_id)
             if message is None or message.role != "assistant":
