@@ -19,13 +19,13 @@ from sqlalchemy import select
 
 from modelbay.adapters.discord import DiscordAdapter
 from modelbay.adapters.discord.embeds import DESCRIPTION_CHARS, EMBED_CHARS, FIELD_LIMIT, embed_chars, render
-from modelbay.bot import Dispatcher, Field, Reply, Table
+from modelbay.bot import Button, Dispatcher, Field, Reply, Table
 from modelbay.config import Settings
 from modelbay.engine.schema import Feedback
 from modelbay.runtime import Runtime
 from tests.conftest import wait_for
 from tests.support.chat import FRONT_END_REPO as REPO
-from tests.support.chat import front_end_runtime
+from tests.support.chat import front_end_runtime, served_by
 from tests.support.commands import COMMANDS_HERE
 from tests.support.discord import (
     ADMIN_ROLE, BOT_TOKEN, CHANNEL, Call, DiscordStandIn, dm_channel, member, thread_channel,
@@ -192,6 +192,19 @@ def test_buttons_still_work_after_a_restart_and_open_a_chat_thread(runtime: Runt
         second.stop()
 
 
+def test_a_button_line_too_long_for_a_custom_id_is_kept_once_under_one_key(bot: Bot, standin: DiscordStandIn,
+                                                                        runtime: Runtime) -> None:
+    line = "/help models list" + " " * 100  # over Discord's 100-character custom ids
+    ids = {c.custom_id for _ in range(3) for c in bot.adapter._view([Button("Help", line)]).children}
+    assert len(ids) == 1 and next(iter(ids)).startswith("mb:key:")  # every render of it: the same key
+    assert runtime.redis.keys("modelbay:discord:button:*") == [f"modelbay:discord:button:{next(iter(ids))[7:]}".encode()]
+    button = {"type": 2, "style": 2, "custom_id": next(iter(ids)), "label": "Help"}
+    posted = standin.message_with([button])  # the message a reply with that button would be
+    press = standin.press(button, posted, member=member(USER))
+    shown = standin.wait("POST", "/callback", lambda c: press in c.path)[0]
+    assert "/models list" in shown.embeds()[0]["title"]
+
+
 def _open_chat(standin: DiscordStandIn) -> tuple[str, Call]:
     token = standin.command("chat", _sub("start", _opt("model", "tiny-chat")), member=member(USER))
     started = standin.wait("POST", "/messages", lambda c: "Chatting with" in c.text())[0]
@@ -220,14 +233,14 @@ def test_a_chat_thread_streams_answers_and_takes_ratings_with_a_reason(bot: Bot,
     assert thanks.body["data"]["flags"] & 64 and f"Rated answer #{message_id} 👍" in thanks.text()
     press = standin.press(down, answer_id, member=member(USER), channel=in_thread)
     asked = standin.wait("POST", "/callback", lambda c: press in c.path)[0]
-    select = asked.components()[0]
-    assert select["custom_id"] == f"mb:why:{message_id}" and {"wrong", "none"} <= {o["value"] for o in select["options"]}
-    chose = standin.press(select, standin.original(press)["id"], member=member(USER), channel=in_thread,
+    menu = asked.components()[0]
+    assert menu["custom_id"] == f"mb:why:{message_id}" and {"wrong", "none"} <= {o["value"] for o in menu["options"]}
+    chose = standin.press(menu, standin.original(press)["id"], member=member(USER), channel=in_thread,
                           values=["wrong"])
     changed = standin.wait("POST", "/callback", lambda c: chose in c.path)[0]
     assert changed.body["type"] == 7 and "Changed your rating" in changed.text()
     with runtime.db.session() as db:
-        rating = db.scalars(select_feedback()).one()
+        rating = db.scalars(select(Feedback)).one()
         assert (rating.message_id, rating.rating, rating.reason) == (message_id, -1, "wrong")
 
     sys_button = _component(started, "System prompt")
@@ -249,9 +262,6 @@ def _inputs(row: dict) -> list[dict]:
         found += _inputs(child)
     return found
 
-
-def select_feedback():  # noqa: ANN201
-    return select(Feedback)
 
 
 def test_model_names_autocomplete_from_the_registry(bot: Bot, standin: DiscordStandIn) -> None:
@@ -294,9 +304,7 @@ def test_long_answers_and_big_search_results_stay_within_embed_limits(bot: Bot, 
     words = [f"word{i:04d} " for i in range(1100)]  # 9,900 characters: three messages
     with StandIn() as model:
         model.script = Script(pieces=words, delay=0.003)
-        from tests.test_slack import _serve_with_standin
-
-        _serve_with_standin(runtime, model.endpoint)
+        served_by(runtime, "tiny-chat", model.endpoint)
         thread_id, _ = _open_chat(standin)
         standin.say("Count.", author=member(USER)["user"], channel_id=thread_id, member=member(USER))
         final = standin.wait("PATCH", f"/channels/{thread_id}/messages",

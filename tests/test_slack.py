@@ -29,7 +29,7 @@ from tests.conftest import ROOT, wait_for
 from tests.support.asgi import serve
 from tests.support.commands import COMMANDS_HERE, REPORT
 from tests.support.chat import FRONT_END_REPO as REPO
-from tests.support.chat import front_end_runtime
+from tests.support.chat import front_end_runtime, served_by
 from tests.support.hub import HubStandIn
 from tests.support.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, Call, SignedRequests, SlackStandIn
 
@@ -235,16 +235,6 @@ def test_when_slack_fails_us_the_person_still_hears_one_line(slack: SignedReques
     assert _in(told, "Something went wrong on our side (ref")
 
 
-def _serve_with_standin(runtime: Runtime, endpoint: str) -> None:
-    """Record a running server for tiny-chat at endpoint (the row a serve job writes once vLLM is healthy)."""
-    from modelbay.engine.schema import Server, ServerState
-
-    version = runtime.registry.get("tiny-chat").versions[0]
-    with runtime.db.session() as db:
-        db.add(Server(model_version_id=version.id, job_id="standin", state=ServerState.RUNNING, endpoint=endpoint,
-                      served_name="tiny-chat", requester="test", adapters=[]))
-
-
 def test_a_long_answer_streams_in_place_and_continues_in_new_messages(slack: SignedRequests, standin: SlackStandIn,
                                                                       runtime: Runtime) -> None:
     from tests.support.openai_standin import Script, StandIn
@@ -252,7 +242,7 @@ def test_a_long_answer_streams_in_place_and_continues_in_new_messages(slack: Sig
     words = [f"word{i:04d} " for i in range(1400)]  # 12,600 characters: four messages
     with StandIn() as model:
         model.script = Script(pieces=words, delay=0.003)
-        _serve_with_standin(runtime, model.endpoint)
+        served_by(runtime, "tiny-chat", model.endpoint)
         slack.command("chat tiny-chat", user=USER)
         thread = standin.wait("chat.update", lambda c: _in(c, "Chatting with"))[0].args["ts"]
         standin.fail("chat.update", 429, retry_after=2)  # the first edit of the answer is refused
@@ -262,7 +252,7 @@ def test_a_long_answer_streams_in_place_and_continues_in_new_messages(slack: Sig
                              timeout=60)[0]
     posts = [c for c in standin.to("chat.postMessage") if c.args.get("thread_ts") == thread]
     assert len(posts) == 4 and posts[0].text().count("Thinking")
-    edits = [c for c in standin.to("chat.update") if c.args["ts"] in {p_ts(p) for p in posts}]
+    edits = [c for c in standin.to("chat.update") if c.args["ts"] in {p.args['_ts'] for p in posts}]
     shown = {}
     for edit in edits:
         if edit.status == 200:
@@ -280,11 +270,6 @@ def test_a_long_answer_streams_in_place_and_continues_in_new_messages(slack: Sig
         per_message.setdefault(edit.args["ts"], []).append(edit.at)
     assert all(b - a >= 0.95 for times in per_message.values() for a, b in zip(times, times[1:]))
     assert final.args["ts"] == max(shown)
-
-
-def p_ts(call: Call) -> str:
-    """The ts the stand-in gave a posted message (the one edits name)."""
-    return call.args["_ts"]
 
 
 def _installed_after(standin: SlackStandIn, channel: str) -> Call:

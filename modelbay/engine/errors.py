@@ -11,7 +11,6 @@ __all__ = [
     "ServerFailed",
     "ServerNotRunning",
     "WrongReason",
-    "UploadNotFound",
     "UploadRefused",
     "ChecksumMismatch",
     "DiskFull",
@@ -310,11 +309,3 @@ class UploadRefused(ModelBayError):
         self.filename = filename
         self.problem = problem
         super().__init__(f"`{filename[:80]}` was not saved: {problem}")
-
-
-class UploadNotFound(ModelBayError):
-    """No upload of this person has that id."""
-
-    def __init__(self, upload_id: str) -> None:
-        self.upload_id = upload_id
-        super().__init__(f"You have no upload `{upload_id[:40]}`. `/uploads list` shows yours.")

@@ -17,14 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from modelbay.config import Settings
-from modelbay.engine.errors import UploadNotFound, UploadRefused
+from modelbay.engine.errors import UploadRefused
 from modelbay.engine.units import human_bytes
 
 __all__ = ["DATASET_SUFFIXES", "UploadRecord", "Uploads"]
 
 DATASET_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".parquet")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_ID = re.compile(r"^[0-9a-f]{12}$")
 
 
 @dataclass(frozen=True)
@@ -93,13 +92,6 @@ class Uploads:
         folder = self._folder(owner)
         records = [UploadRecord(**json.loads(p.read_text())) for p in folder.glob("*.json")] if folder.is_dir() else []
         return sorted(records, key=lambda r: r.created_at, reverse=True)
-
-    def get(self, owner: str, upload_id: str) -> UploadRecord:
-        """One of this person's uploads."""
-        meta = self._folder(owner) / f"{upload_id}.json"
-        if not _ID.match(upload_id) or not meta.is_file():
-            raise UploadNotFound(upload_id)
-        return UploadRecord(**json.loads(meta.read_text()))
 
     def forget(self, owner: str) -> int:
         """Delete every upload of this person; return how many there were."""

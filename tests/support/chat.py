@@ -77,3 +77,13 @@ def front_end_runtime(settings: Settings, hub: HubStandIn, tiny_model: Path, tin
     runtime.start_embedded_workers()
     installed(runtime.registry, tiny_chat_model)
     return runtime
+
+
+def served_by(runtime: Runtime, name: str, endpoint: str) -> None:
+    """Record a running server for a model at endpoint (the row a serve job writes once vLLM is healthy)."""
+    from modelbay.engine.schema import Server, ServerState
+
+    version = runtime.registry.get(name).versions[0]
+    with runtime.db.session() as db:
+        db.add(Server(model_version_id=version.id, job_id=f"standin-{name}", state=ServerState.RUNNING,
+                      endpoint=endpoint, served_name=name, requester="test", adapters=[]))

@@ -206,6 +206,10 @@ class DiscordStandIn(ThreadedServer):
         """The message an interaction's response created (as last edited)."""
         return self.messages[self._originals[token]]
 
+    def message_with(self, components: list[dict[str, Any]], channel_id: str = CHANNEL) -> str:
+        """A bot message in the channel holding these components (one row); return its id."""
+        return self._message(channel_id, {"components": [{"type": 1, "components": components}]})["id"]
+
     def _message(self, channel_id: str, body: dict[str, Any], message_id: str | None = None) -> dict[str, Any]:
         message_id = message_id or str(next(self._ids))
         message = {"id": message_id, "channel_id": channel_id, "author": BOT_USER, "content": body.get("content") or "",

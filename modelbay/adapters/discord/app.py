@@ -11,10 +11,10 @@ restart. discord.py itself waits out HTTP 429s (Retry-After) before retrying.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import logging
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -229,6 +229,7 @@ class DiscordAdapter:
         self.text = discord_text(self.dispatcher.commands)  # command names in replies as Discord shows them
         self._add_upload_command()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stored_keys: set[str] = set()
 
     # -- running ----------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -412,8 +413,11 @@ class DiscordAdapter:
             return SystemButton(b.command.removeprefix("mb:sys:"))
         if len(f"mb:run:{b.command}") <= CUSTOM_ID_CHARS:
             return RunButton(b.command, b.label, style)
-        key = secrets.token_urlsafe(12)
-        self.runtime.redis.set(f"modelbay:discord:button:{key}", b.command, ex=KEY_KEEP)
+        # The same line always gets the same key, so re-rendering a message (every progress edit) writes nothing.
+        key = hashlib.sha256(b.command.encode()).hexdigest()[:24]
+        if key not in self._stored_keys:
+            self.runtime.redis.set(f"modelbay:discord:button:{key}", b.command, ex=KEY_KEEP)
+            self._stored_keys.add(key)
         return KeyButton(key, b.label, style)
 
     def _send_kwargs(self, message: DiscordMessage) -> dict[str, Any]:

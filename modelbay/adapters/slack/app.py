@@ -29,7 +29,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from modelbay.adapters.slack import views
 from modelbay.adapters.slack.blocks import (
-    ACTION_PREFIX, STREAM_CHARS, SECTION_CHARS, SlackMessage, mrkdwn, render,
+    ACTION_PREFIX, SECTION_CHARS, STREAM_CHARS, SlackMessage, context, mrkdwn, render, section, slack_text,
 )
 from modelbay.adapters.slack.outbox import Outbox
 from modelbay.bot.context import Actor
@@ -52,6 +52,7 @@ GROUPS_FRESH_FOR = 300.0  # seconds a user-group membership list is trusted
 EVENT_SEEN_FOR = 3600  # seconds an event id is remembered, so Slack's retries are not answered twice
 SEED_KEEP = 3600  # seconds a message waits in Redis for its "Ask a model" modal to be submitted
 _CURSOR = " ▍"
+_RATE_DOWN = re.compile(r"/rate down message:(\d+)")  # a 👎 button: asks why in a modal before rating
 _CHUNK = 1 << 16
 
 
@@ -88,6 +89,7 @@ class SlackAdapter:
         self.runtime = runtime
         self.settings = settings
         self.dispatcher = dispatcher or Dispatcher(runtime)
+        self.text = slack_text(self.dispatcher.commands, settings.slack_command)  # built once, used per render
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
         self._token = token
@@ -139,7 +141,7 @@ class SlackAdapter:
         if not user:
             return
         try:
-            await self.outbox.post(user, render(reply, command=self.settings.slack_command)[0])
+            await self.outbox.post(user, render(reply, self.text)[0])
         except Exception:  # noqa: BLE001 - nothing more can reach them; the log has the error
             log.exception("could not tell %s about a failed request", user)
 
@@ -151,7 +153,7 @@ class SlackAdapter:
 
     async def _ack_button(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        rating = re.fullmatch(r"/rate down message:(\d+)", action.get("value", ""))
+        rating = _RATE_DOWN.fullmatch(action.get("value", ""))
         if rating:  # a 👎 asks why in a small modal; trigger ids live 3 seconds, so it opens here, not lazily
             where = self._where_of(body)
             await self.outbox.call("views_open", trigger_id=body["trigger_id"], view=views.rate_modal(
@@ -159,7 +161,7 @@ class SlackAdapter:
 
     async def _on_button(self, body: dict[str, Any], action: dict[str, Any]) -> None:
         line = action.get("value", "")
-        if re.fullmatch(r"/rate down message:(\d+)", line):
+        if _RATE_DOWN.fullmatch(line):
             return  # answered by the modal
         actor = await self.actor(body["user"]["id"], body["user"].get("name", ""))
         where = self._where_of(body) or await self._direct(body["user"]["id"])
@@ -203,7 +205,7 @@ class SlackAdapter:
         live = None
         if cmd.slow and allowed:
             live = await self._post_live(where, SlackMessage(
-                [_context(f":hourglass_flowing_sand: Working on `{mrkdwn(line[:200])}`…")], "Working…"))
+                [context(f":hourglass_flowing_sand: Working on `{mrkdwn(line[:200])}`…")], "Working…"))
         reply = await self.dispatcher.dispatch_line(line, actor, where.place)
         await self.deliver(reply, where, live)
 
@@ -212,7 +214,7 @@ class SlackAdapter:
         root = None
         if where.thread_ts is None:
             root = await self._post_live(where, SlackMessage(
-                [_context(":speech_balloon: Starting a chat…")], "Starting a chat…"))
+                [context(":speech_balloon: Starting a chat…")], "Starting a chat…"))
             if root is None:
                 return
             where = Where(where.channel, where.user, root.ref.ts, where.response_url)
@@ -228,10 +230,10 @@ class SlackAdapter:
         if reply.ephemeral:
             if live is not None:
                 await self.outbox.call("chat_delete", channel=live.ref.channel, ts=live.ref.ts)
-            for message in render(reply, command=self.settings.slack_command):
+            for message in render(reply, self.text):
                 await self._ephemeral(where, message)
             return
-        messages = render(reply, command=self.settings.slack_command)
+        messages = render(reply, self.text)
         if live is None:
             live = await self._post_live(where, messages[0])
             if live is None:
@@ -246,7 +248,7 @@ class SlackAdapter:
                                    filename=attachment.filename, title=attachment.filename)
         if following(reply):
             self._spawn(follow(self.runtime.jobs, live, reply,
-                               lambda r: render(r, command=self.settings.slack_command)[0]))
+                               lambda r: render(r, self.text)[0]))
 
     async def _post_live(self, where: Where, message: SlackMessage) -> LiveMessage | None:
         """Post a message that will be edited; outside channels the app is in, join (public) or tell how to invite."""
@@ -260,7 +262,7 @@ class SlackAdapter:
             await self.outbox.call("conversations_join", channel=where.channel)
             return await self.outbox.live(where.channel, message, where.thread_ts, interval=interval)
         except SlackApiError:
-            await self._ephemeral(where, SlackMessage([_section(
+            await self._ephemeral(where, SlackMessage([section(
                 ":wave: I am not in this channel. Invite me with `/invite @ModelBay` and try again, or use a direct "
                 "message with me.")], "Invite ModelBay to this channel"))
             return None
@@ -310,7 +312,7 @@ class SlackAdapter:
     async def answer(self, actor: Actor, where: Where, text: str) -> None:
         """Stream the chat's answer into the thread: edited in place about once a second, continued past 3,500 chars."""
         ctx = self.dispatcher.context(actor, where.place)
-        live = await self._post_live(where, SlackMessage([_context(":hourglass_flowing_sand: Thinking…")],
+        live = await self._post_live(where, SlackMessage([context(":hourglass_flowing_sand: Thinking…")],
                                                          "Thinking…"))
         if live is None:
             return
@@ -447,15 +449,13 @@ class SlackAdapter:
                     async for chunk in response.content.iter_chunked(_CHUNK):
                         size += len(chunk)
                         if size > limit:
-                            break  # save() refuses it with the limit in the message
+                            self.runtime.uploads.check(name, size)  # refuses it, naming the limit
                         spool.write(chunk)
             spool.seek(0)
 
             def chunks() -> Iterator[bytes]:
                 while block := spool.read(_CHUNK):
                     yield block
-                if size > limit:
-                    yield b"\0" * (limit + 1)  # over the limit: let save() say so
 
             return await asyncio.to_thread(self.runtime.uploads.save, actor.key, name, chunks(), source="slack")
 
@@ -491,14 +491,6 @@ class SlackAdapter:
         return fresh
 
 
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_CHARS]}}
-
-
-def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:SECTION_CHARS]}]}
-
-
 class _Stream:
     """One answer streaming into a thread: a message per 3,500 characters, each edited at most once a second."""
 
@@ -510,7 +502,7 @@ class _Stream:
         self.notices: list[str] = []
 
     def _message(self, part: str, *, cursor: bool) -> SlackMessage:
-        body = [_section(p) for p in split_text(mrkdwn(part) + (_CURSOR if cursor else ""), SECTION_CHARS)]
+        body = [section(p) for p in split_text(mrkdwn(part) + (_CURSOR if cursor else ""), SECTION_CHARS)]
         return SlackMessage(body, part[:3000] or "…")
 
     async def add(self, piece: str) -> None:
@@ -531,13 +523,13 @@ class _Stream:
         parts = split_text(reply.text, STREAM_CHARS)
         while len(self.messages) < len(parts):
             self.messages.append(await self.adapter.outbox.live(
-                self.where.channel, SlackMessage([_context("…")], "…"), self.where.thread_ts))
+                self.where.channel, SlackMessage([context("…")], "…"), self.where.thread_ts))
         for live, part in zip(self.messages, parts, strict=False):
             if live is self.messages[len(parts) - 1]:
                 reply.text = part
                 final = render(reply)[0]
                 if self.notices:
-                    final.blocks.insert(0, _context(":information_source: " + mrkdwn(" ".join(self.notices))))
+                    final.blocks.insert(0, context(":information_source: " + mrkdwn(" ".join(self.notices))))
                 await live.settle(final)
             else:
                 await live.settle(self._message(part, cursor=False))

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelbay.bot.reply import Button, Progress, Reply, Table
-from modelbay.bot.spec import COMMANDS
+from modelbay.bot.spec import CommandSet
 from modelbay.bot.text import bar, rewrite, split_text, table_lines
 
 __all__ = [
-    "BLOCK_LIMIT", "MESSAGE_CHARS", "SECTION_CHARS", "STREAM_CHARS", "SlackMessage", "button", "mrkdwn",
-    "progress_line", "render", "slash",
+    "BLOCK_LIMIT", "MESSAGE_CHARS", "SECTION_CHARS", "STREAM_CHARS", "SlackMessage", "button", "context", "mrkdwn",
+    "progress_line", "render", "section", "slack_text",
 ]
 
 BLOCK_LIMIT = 50
@@ -56,19 +57,23 @@ def mrkdwn(text: str) -> str:
     return _BOLD.sub(r"*\1*", escaped)
 
 
-def slash(text: str, command: str | None) -> str:
-    """Write ModelBay's command names as Slack users type them: `/models list` becomes `/modelbay models list`."""
-    if not command:
-        return text
-    words = "|".join(sorted({re.escape(c.path[0]) for c in COMMANDS}, key=len, reverse=True))
-    return re.sub(rf"(?<![\w/.-])/({words})\b", rf"{command} \1", text)
+def slack_text(commands: CommandSet, command: str) -> Callable[[str], str]:
+    """Rewrite ModelBay's command names as Slack users type them: `/models list` becomes `/modelbay models list`."""
+    words = "|".join(sorted({re.escape(c.path[0]) for c in commands}, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w/.-])/({words})\b")
+    return lambda text: pattern.sub(rf"{command} \1", text)
 
 
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+def section(text: str, accessory: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A mrkdwn section block (cut to Slack's 3,000 characters), with an optional accessory such as a button."""
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_CHARS]}}
+    if accessory:
+        block["accessory"] = accessory
+    return block
 
 
-def _context(text: str) -> dict[str, Any]:
+def context(text: str) -> dict[str, Any]:
+    """A small-print context block."""
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:SECTION_CHARS]}]}
 
 
@@ -106,7 +111,7 @@ def _body(reply: Reply) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     icon = "" if reply.title else _ICONS[reply.tone]
     if reply.text:
-        blocks += [_section(piece) for piece in split_text(icon + mrkdwn(reply.text), SECTION_CHARS)]
+        blocks += [section(piece) for piece in split_text(icon + mrkdwn(reply.text), SECTION_CHARS)]
     inline = [f for f in reply.fields if f.inline]
     for start in range(0, len(inline), FIELDS_PER_SECTION):
         blocks.append({"type": "section", "fields": [
@@ -114,24 +119,24 @@ def _body(reply: Reply) -> list[dict[str, Any]]:
             for f in inline[start:start + FIELDS_PER_SECTION]]})
     for f in reply.fields:
         if not f.inline:
-            blocks += [_section(p) for p in split_text(f"*{mrkdwn(f.name)}*\n{mrkdwn(f.value)}", SECTION_CHARS)]
+            blocks += [section(p) for p in split_text(f"*{mrkdwn(f.name)}*\n{mrkdwn(f.value)}", SECTION_CHARS)]
     if reply.table:
-        blocks += [_section(chunk) for chunk in _table_sections(reply.table)]
+        blocks += [section(chunk) for chunk in _table_sections(reply.table)]
     return blocks
 
 
 def _tail(reply: Reply, *, first_action: int) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if reply.progress:
-        blocks.append(_context(progress_line(reply.progress)))
+        blocks.append(context(progress_line(reply.progress)))
     for row in range(0, len(reply.buttons), BUTTONS_PER_ROW):
         chunk = reply.buttons[row:row + BUTTONS_PER_ROW]
         blocks.append({"type": "actions", "elements": [
             button(b, f"{ACTION_PREFIX}{first_action + row + i}") for i, b in enumerate(chunk)]})
     if reply.footer:
-        blocks.append(_context(mrkdwn(reply.footer)))
+        blocks.append(context(mrkdwn(reply.footer)))
     for attachment in reply.attachments:
-        blocks.append(_context(f":paperclip: {mrkdwn(attachment.filename)} ({len(attachment.data):,} bytes)"))
+        blocks.append(context(f":paperclip: {mrkdwn(attachment.filename)} ({len(attachment.data):,} bytes)"))
     return blocks
 
 
@@ -140,13 +145,14 @@ def fallback(reply: Reply) -> str:
     return reply.plain()[:FALLBACK_CHARS] or "ModelBay"
 
 
-def render(reply: Reply, *, command: str | None = None, budget: int = MESSAGE_CHARS) -> list[SlackMessage]:
+def render(reply: Reply, change: Callable[[str], str] | None = None, *,
+           budget: int = MESSAGE_CHARS) -> list[SlackMessage]:
     """Render a reply as one or more messages: the first whole (header, body that fits, tail), the rest continuing.
 
-    With `command` (the app's slash command), command names in the text read as Slack users type them.
+    `change` rewrites the text people read (command names as Slack users type them, `slack_text`).
     """
-    if command:
-        reply = rewrite(reply, lambda text: slash(text, command))
+    if change is not None:
+        reply = rewrite(reply, change)
     head = []
     if reply.title:
         head.append({"type": "header", "text": {"type": "plain_text", "emoji": True,
@@ -161,12 +167,12 @@ def render(reply: Reply, *, command: str | None = None, budget: int = MESSAGE_CH
                 and current.chars() + SlackMessage([block]).chars() + reserve[1] <= budget)
         if not fits and current.blocks:
             if first:
-                current.blocks += [*tail, _context(":thread: Continued in the thread.")]
+                current.blocks += [*tail, context(":thread: Continued in the thread.")]
                 first = False
             messages.append(SlackMessage([], "(continued)"))
         messages[-1].blocks.append(block)
     if first:
         messages[0].blocks += tail
     if not messages[0].blocks:
-        messages[0].blocks.append(_section(" "))
+        messages[0].blocks.append(section(" "))
     return messages

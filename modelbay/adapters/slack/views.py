@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from modelbay.adapters.slack.blocks import ACTION_PREFIX, button, mrkdwn
+from modelbay.adapters.slack.blocks import ACTION_PREFIX, button, context, mrkdwn, section
 from modelbay.bot.commands.models import CATEGORIES
 from modelbay.bot.reply import Button
 from modelbay.engine.chat import DOWN_REASONS, SessionRecord
@@ -40,17 +40,6 @@ def _plain(text: str, limit: int = 75) -> dict[str, Any]:
 
 def _option(label: str, value: str) -> dict[str, Any]:
     return {"text": _plain(label), "value": value[:150]}
-
-
-def _section(text: str, accessory: dict[str, Any] | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
-    if accessory:
-        block["accessory"] = accessory
-    return block
-
-
-def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
 
 
 def _modal(callback_id: str, title: str, blocks: list[dict[str, Any]], *, submit: str | None = None,
@@ -91,7 +80,7 @@ def browse_modal(hits: Sequence[SearchHit], *, query: str, category: str | None,
         {"type": "actions", "block_id": "category", "elements": [category_menu]},
     ]
     if not hits:
-        blocks.append(_section("Nothing matches. Try fewer words or another category."))
+        blocks.append(section("Nothing matches. Try fewer words or another category."))
     for i, hit in enumerate(hits[:BROWSE_RESULTS]):
         if hit.installed:
             action = Button("Try it", f"/chat {hit.name}", "primary")
@@ -101,11 +90,11 @@ def browse_modal(hits: Sequence[SearchHit], *, query: str, category: str | None,
             action = Button("Details", f"/models info {hit.name}")
         line = _model_line(hit.name, hit.name, hit.source, hit.category, hit.parameter_count, hit.size_bytes,
                            hit.installed)
-        blocks.append(_section(line, button(action, f"{ACTION_PREFIX}{i}")))
+        blocks.append(section(line, button(action, f"{ACTION_PREFIX}{i}")))
     footer = "Installs report their progress in your direct messages with ModelBay."
     if not may_install:
         footer = "Installing needs the admin role; ask an admin, or use Details to read more."
-    blocks.append(_context(" ".join([*notices, footer])))
+    blocks.append(context(" ".join([*notices, footer])))
     return _modal(BROWSE, "Browse models", blocks, metadata={"query": query, "category": category})
 
 
@@ -127,17 +116,17 @@ def ask_modal(models: Sequence[ModelRecord], seed_key: str, preview: str) -> dic
     """The "Ask a model" modal: which installed model answers the message, and an optional system prompt."""
     quoted = "\n".join(f"> {line}" for line in mrkdwn(preview[:500]).splitlines()) or "> (empty message)"
     if not models:
-        return _modal(ASK, "Ask a model", [_section(quoted), _section(
+        return _modal(ASK, "Ask a model", [section(quoted), section(
             "No model is installed yet. An admin installs one with `/modelbay models install <model>`.")])
     options = [_option(f"{m.display_name} ({m.name})", m.name) for m in models[:100]]
     blocks = [
-        _section(quoted),
+        section(quoted),
         {"type": "input", "block_id": "model", "label": _plain("Model"),
          "element": {"type": "static_select", "action_id": "model", "options": options,
                      "initial_option": options[0]}},
         {"type": "input", "block_id": "system", "optional": True, "label": _plain("System prompt"),
          "element": {"type": "plain_text_input", "action_id": "system", "multiline": True, "max_length": 4000}},
-        _context("The answer streams into a thread under the message; reply there to keep talking."),
+        context("The answer streams into a thread under the message; reply there to keep talking."),
     ]
     return _modal(ASK, "Ask a model", blocks, submit="Ask", metadata={"seed": seed_key})
 
@@ -148,7 +137,7 @@ def upload_modal() -> dict[str, Any]:
         {"type": "input", "block_id": "file", "label": _plain("Dataset files"),
          "element": {"type": "file_input", "action_id": UPLOAD_FILE, "max_files": 5,
                      "filetypes": [s.lstrip(".") for s in DATASET_SUFFIXES]}},
-        _context("JSON Lines with `messages` or `prompt`/`completion` fields, CSV, JSON, text or Parquet. "
+        context("JSON Lines with `messages` or `prompt`/`completion` fields, CSV, JSON, text or Parquet. "
                  "You can also send a file to ModelBay in a direct message."),
     ]
     return _modal(UPLOAD, "Upload a dataset", blocks, submit="Upload")
@@ -163,30 +152,30 @@ def home_view(*, installed: Sequence[ModelRecord], jobs: Sequence[JobRecord], ch
             {"type": "button", "action_id": OPEN_BROWSE, "text": _plain("Browse models"), "style": "primary"},
             {"type": "button", "action_id": OPEN_UPLOAD, "text": _plain("Upload a dataset")},
         ]},
-        _context(f"Your role: {role} · `/modelbay help` lists every command."),
+        context(f"Your role: {role} · `/modelbay help` lists every command."),
         {"type": "divider"},
         {"type": "header", "text": _plain("Installed models", 150)},
     ]
     if not installed:
-        blocks.append(_section("Nothing installed yet. Browse models to find one."))
+        blocks.append(section("Nothing installed yet. Browse models to find one."))
     for i, m in enumerate(installed[:15]):
         line = _model_line(m.name, m.display_name, m.source, m.category, m.parameter_count, m.size_bytes, False)
-        blocks.append(_section(line, button(Button("Try it", f"/chat {m.name}", "primary"), f"{ACTION_PREFIX}m{i}")))
+        blocks.append(section(line, button(Button("Try it", f"/chat {m.name}", "primary"), f"{ACTION_PREFIX}m{i}")))
     blocks += [{"type": "divider"}, {"type": "header", "text": _plain("Running jobs", 150)}]
     if not jobs:
-        blocks.append(_section("No jobs are running."))
+        blocks.append(section("No jobs are running."))
     for i, job in enumerate(jobs[:10]):
         detail = job.progress_detail.get("message") or ""
         text = f"*{mrkdwn(job.kind)}* `{job.id}` · {job.status} · {job.progress:.0%}" + (
             f"\n{mrkdwn(str(detail))}" if detail else "")
-        blocks.append(_section(text, button(Button("Cancel", f"/jobs cancel {job.id}", "danger"),
+        blocks.append(section(text, button(Button("Cancel", f"/jobs cancel {job.id}", "danger"),
                                             f"{ACTION_PREFIX}j{i}")))
     blocks += [{"type": "divider"}, {"type": "header", "text": _plain("Your recent chats", 150)}]
     if not chats:
-        blocks.append(_section("No chats yet. Press Try it beside a model, or `/modelbay chat <model>`."))
+        blocks.append(section("No chats yet. Press Try it beside a model, or `/modelbay chat <model>`."))
     for chat in chats[:10]:
         where = f"<#{chat.place.channel_id}>" if not chat.place.channel_id.startswith("D") else "a direct message"
         state = "ended" if chat.closed else "open"
-        blocks.append(_section(f"*{mrkdwn(chat.model_display_name)}* in {where} · {state} · "
+        blocks.append(section(f"*{mrkdwn(chat.model_display_name)}* in {where} · {state} · "
                                f"started {ago(chat.created_at)}"))
     return {"type": "home", "blocks": blocks[:VIEW_BLOCKS]}
