@@ -1,8 +1,15 @@
-"""Domain errors: each carries its data and one sentence that tells the user what to do next."""
+"""Domain errors: each carries its data and one sentence that tells the user what to do next.
+
+A value the user typed (or a hub listed) is echoed through `shown`: one line, control characters escaped, cut short.
+"""
 
 from __future__ import annotations
 
+import unicodedata
+
 __all__ = [
+    "one_line",
+    "shown",
     "AnswerNotFound",
     "BackendFailed",
     "NeedsInstall",
@@ -33,6 +40,42 @@ __all__ = [
 ]
 
 
+SHOWN_CHARS = 80  # an echoed value is cut to this many characters
+# Characters that end a line, move the cursor or reorder text on a terminal or in a chat client.
+_HIDDEN = {"Cc", "Cs", "Zl", "Zp"}
+_BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    if char in _BIDI or unicodedata.category(char) in _HIDDEN:
+        code = ord(char)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return char
+
+
+def one_line(text: str, limit: int) -> str:
+    """Return text as one line of at most limit characters, control characters escaped (`\\x1b`), cut with `…`."""
+    pieces: list[str] = []
+    size = 0
+    for char in text:
+        piece = _visible(char)
+        if size + len(piece) > limit:
+            while pieces and size + 1 > limit:  # room for the ellipsis, cutting between escapes
+                size -= len(pieces.pop())
+            return "".join(pieces) + "…"
+        pieces.append(piece)
+        size += len(piece)
+    return "".join(pieces)
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """Return a user-given value to echo inside backticks: `one_line` of it with its backticks made quotes."""
+    return one_line(str(value).replace("`", "'"), limit)
+
+
 class ModelBayError(Exception):
     """Base of every error a user may see; str() is the user-facing sentence."""
 
@@ -46,8 +89,8 @@ class ModelNotFound(ModelBayError):
     def __init__(self, name: str, suggestions: list[str] | None = None) -> None:
         self.name = name
         self.suggestions = suggestions or []
-        hint = f" Did you mean {', '.join(f'`{s}`' for s in self.suggestions)}?" if self.suggestions else ""
-        super().__init__(f"No model named `{name}`.{hint} See `/models list` for what is available.")
+        hint = f" Did you mean {', '.join(f'`{shown(s)}`' for s in self.suggestions)}?" if self.suggestions else ""
+        super().__init__(f"No model named `{shown(name)}`.{hint} See `/models list` for what is available.")
 
 
 class JobNotFound(ModelBayError):
@@ -55,7 +98,7 @@ class JobNotFound(ModelBayError):
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        super().__init__(f"No job `{job_id}`. See `/jobs` for your jobs and their ids.")
+        super().__init__(f"No job `{shown(job_id)}`. See `/jobs` for your jobs and their ids.")
 
 
 class JobNotCancelable(ModelBayError):
@@ -64,7 +107,7 @@ class JobNotCancelable(ModelBayError):
     def __init__(self, job_id: str, status: str) -> None:
         self.job_id = job_id
         self.status = status
-        super().__init__(f"Job `{job_id}` has already {status}; there is nothing to cancel.")
+        super().__init__(f"Job `{shown(job_id)}` has already {status}; there is nothing to cancel.")
 
 
 class NotAllowed(ModelBayError):
@@ -75,7 +118,8 @@ class NotAllowed(ModelBayError):
         self.role = role
         self.needed = needed
         super().__init__(
-            f"`{action}` needs the {needed} role and you have {role}. Ask an admin to grant it in MODELBAY_ROLES."
+            f"`{shown(action)}` needs the {needed} role and you have {role}. Ask an admin to grant it in "
+            "MODELBAY_ROLES."
         )
 
 
@@ -85,7 +129,9 @@ class CatalogInvalid(ModelBayError):
     def __init__(self, entry: str, problem: str) -> None:
         self.entry = entry
         self.problem = problem
-        super().__init__(f"Catalog entry `{entry}` is invalid: {problem}. Fix it in the catalog YAML.")
+        super().__init__(
+            f"Catalog entry `{shown(entry)}` is invalid: {one_line(problem, 300)}. Fix it in the catalog YAML."
+        )
 
 
 class HubUnavailable(ModelBayError):
@@ -105,8 +151,8 @@ class RepoNotFound(ModelBayError):
     def __init__(self, repo_id: str) -> None:
         self.repo_id = repo_id
         super().__init__(
-            f"`{repo_id}` is not on the hub. Check the spelling; if it is private, set MODELBAY_HUB_TOKEN to a token "
-            "that can read it."
+            f"`{shown(repo_id)}` is not on the hub. Check the spelling; if it is private, set MODELBAY_HUB_TOKEN to a "
+            "token that can read it."
         )
 
 
@@ -116,7 +162,9 @@ class RevisionMissing(ModelBayError):
     def __init__(self, repo_id: str, revision: str) -> None:
         self.repo_id = repo_id
         self.revision = revision
-        super().__init__(f"`{repo_id}` has no revision `{revision}`. Use a branch, tag or commit sha it has.")
+        super().__init__(
+            f"`{shown(repo_id)}` has no revision `{shown(revision)}`. Use a branch, tag or commit sha it has."
+        )
 
 
 class GatedModel(ModelBayError):
@@ -129,7 +177,7 @@ class GatedModel(ModelBayError):
             fix = "the token in MODELBAY_HUB_TOKEN has not been granted access: accept the licence with that account"
         else:
             fix = "accept its licence with your account, then set MODELBAY_HUB_TOKEN to a read token of that account"
-        super().__init__(f"`{repo_id}` is gated: {fix} ({url}).")
+        super().__init__(f"`{shown(repo_id)}` is gated: {fix} ({shown(url, 200)}).")
 
 
 class UnsafeWeights(ModelBayError):
@@ -139,7 +187,8 @@ class UnsafeWeights(ModelBayError):
         self.repo_id = repo_id
         self.files = files
         super().__init__(
-            f"`{repo_id}` ships only pickle weights ({', '.join(files[:3])}), which can run code when loaded, so "
+            f"`{shown(repo_id)}` ships only pickle weights ({', '.join(shown(f) for f in files[:3])}), which can run "
+            "code when loaded, so "
             "ModelBay installs safetensors only. An operator can allow pickle with MODELBAY_ALLOW_PICKLE=true."
         )
 
@@ -150,7 +199,8 @@ class RemoteCodeRequired(ModelBayError):
     def __init__(self, repo_id: str) -> None:
         self.repo_id = repo_id
         super().__init__(
-            f"`{repo_id}` needs its repository's own Python code to load, which ModelBay does not run by default. "
+            f"`{shown(repo_id)}` needs its repository's own Python code to load, which ModelBay does not run by "
+            "default. "
             "An operator who has reviewed it can set MODELBAY_TRUST_REMOTE_CODE=true."
         )
 
@@ -189,7 +239,8 @@ class ChecksumMismatch(ModelBayError):
         self.expected = expected
         self.actual = actual
         super().__init__(
-            f"`{path}` failed its checksum (expected {expected[:12]}…, got {actual[:12]}…), so the download was "
+            f"`{shown(path)}` failed its checksum (expected {expected[:12]}…, got {actual[:12]}…), so the download "
+            "was "
             "discarded and nothing was installed. Run the install again."
         )
 
@@ -203,7 +254,8 @@ class DownloadFailed(ModelBayError):
         self.path = path
         self.reason = reason
         super().__init__(
-            f"Downloading `{path}` failed ({reason}); the partial files were removed and nothing was installed. "
+            f"Downloading `{shown(path)}` failed ({one_line(reason, 300)}); the partial files were removed and "
+            "nothing was installed. "
             "Run the install again."
         )
 
@@ -215,7 +267,7 @@ class ModelInUse(ModelBayError):
         self.name = name
         self.uses = uses
         super().__init__(
-            f"`{name}` is in use ({', '.join(uses)}). Stop that first, or an admin can add `force:true`."
+            f"`{shown(name)}` is in use ({', '.join(uses)}). Stop that first, or an admin can add `force:true`."
         )
 
 
@@ -224,7 +276,7 @@ class NotInstalled(ModelBayError):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"`{name}` is not installed. `/models info {name}` shows its versions.")
+        super().__init__(f"`{shown(name)}` is not installed. `/models info {shown(name)}` shows its versions.")
 
 
 class NeedsInstall(ModelBayError):
@@ -232,8 +284,8 @@ class NeedsInstall(ModelBayError):
 
     def __init__(self, name: str, action: str = "chat with") -> None:
         self.name = name
-        super().__init__(f"`{name}` is not installed, so there is nothing to {action}. An admin can run "
-                         f"`/models install {name}`; then try again.")
+        super().__init__(f"`{shown(name)}` is not installed, so there is nothing to {action}. An admin can run "
+                         f"`/models install {shown(name)}`; then try again.")
 
 
 class NotServed(ModelBayError):
@@ -242,7 +294,8 @@ class NotServed(ModelBayError):
     def __init__(self, name: str, why: str) -> None:
         self.name = name
         self.why = why
-        super().__init__(f"`{name}` is not being served ({why}). An admin can start it with `/models serve {name}`.")
+        super().__init__(f"`{shown(name)}` is not being served ({why}). An admin can start it with "
+                         f"`/models serve {shown(name)}`.")
 
 
 class ServerNotRunning(ModelBayError):
@@ -250,7 +303,7 @@ class ServerNotRunning(ModelBayError):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"`{name}` has no running server. `/models servers` lists the ones that run.")
+        super().__init__(f"`{shown(name)}` has no running server. `/models servers` lists the ones that run.")
 
 
 class ServerFailed(ModelBayError):
@@ -259,7 +312,8 @@ class ServerFailed(ModelBayError):
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = reason
-        super().__init__(f"The server for `{name}` failed: {reason}. `/models serve {name}` starts it again.")
+        super().__init__(f"The server for `{shown(name)}` failed: {reason}. `/models serve {shown(name)}` starts it "
+                         "again.")
 
 
 class BackendFailed(ModelBayError):
@@ -299,7 +353,7 @@ class WrongReason(ModelBayError):
     def __init__(self, reason: str, up: bool, allowed: tuple[str, ...]) -> None:
         self.reason = reason
         direction = "up" if up else "down"
-        super().__init__(f"`{reason}` is not a reason for rating {direction}; use one of {', '.join(allowed)}.")
+        super().__init__(f"`{shown(reason)}` is not a reason for rating {direction}; use one of {', '.join(allowed)}.")
 
 
 class UploadRefused(ModelBayError):
@@ -308,4 +362,4 @@ class UploadRefused(ModelBayError):
     def __init__(self, filename: str, problem: str) -> None:
         self.filename = filename
         self.problem = problem
-        super().__init__(f"`{filename[:80]}` was not saved: {problem}")
+        super().__init__(f"`{shown(filename)}` was not saved: {problem}")

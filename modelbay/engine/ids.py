@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-from modelbay.engine.errors import ModelBayError
+from modelbay.engine.errors import ModelBayError, shown
 
 __all__ = ["InvalidId", "is_repo_id", "validate_file_path", "validate_repo_id", "validate_revision"]
 
@@ -21,8 +21,7 @@ class InvalidId(ModelBayError):
         self.kind = kind
         self.value = value
         self.reason = reason
-        shown = value.replace("\x00", "\\0")[:80]
-        super().__init__(f"`{shown}` is not a valid {kind}: {reason}. Use {example}.")
+        super().__init__(f"`{shown(value)}` is not a valid {kind}: {reason}. Use {example}.")
 
 
 def _common(kind: str, value: str, example: str) -> None:
