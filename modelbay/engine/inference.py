@@ -172,7 +172,7 @@ def load_counter(model_path: str | Path | None) -> Callable[[Messages], int]:
     counter = _estimate
     if model_path and Path(model_path, "tokenizer_config.json").is_file():
         try:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # extra: ml
 
             tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=False)
             counter = _template_counter(tokenizer)
@@ -281,9 +281,9 @@ class _Loaded:
 
     def __init__(self, path: str, device: str) -> None:
         try:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-            from transformers.utils import logging as hf_logging
+            import torch  # extra: ml
+            from transformers import AutoModelForCausalLM, AutoTokenizer  # extra: ml
+            from transformers.utils import logging as hf_logging  # extra: ml
         except ImportError:
             raise InferenceUnavailable() from None
         hf_logging.disable_progress_bar()  # a loading bar on stderr would tear through the console's output
@@ -325,7 +325,7 @@ class TransformersBackend(Backend):
         self.model_path = str(model_path)
         if device is None:
             try:
-                import torch
+                import torch  # extra: ml
 
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             except ImportError:
@@ -442,7 +442,7 @@ class _Stop:
         self.timed_out = False
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
+        import torch  # extra: ml
 
         if time.monotonic() > self.deadline:
             self.timed_out = True
