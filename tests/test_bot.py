@@ -173,3 +173,89 @@ def test_extensions_register_like_built_ins() -> None:
 
     cmd, values = commands.parse("/hello 2")
     assert cmd.handler is hello and values == {"times": 2}
+
+
+def test_a_lone_surrogate_in_any_argument_is_refused_in_one_line(run) -> None:
+    # A JSON payload from Slack or Discord can carry "\udc7a"; no database stores it (SQLite raised).
+    reply = run("/jobs watch \udc7a")
+    assert reply.title == "Check the command" and reply.text.startswith("`job` must be valid UTF-8 text")
+    assert run("/models info a\ud800b").text.startswith("`model` must be valid UTF-8 text")
+    unknown = run("/\udc7a list")
+    assert unknown.title == "Unknown command" and "\\udc7a" in unknown.text
+    for text in (reply.text, unknown.text):
+        text.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("line", "shown_part"),
+    [
+        ("/models info 'a\x1b[2Jb'", "No model named `a\\x1b[2Jb`."),
+        ("/models install 'a/b\x1b[2J'", "`a/b\\x1b[2J` is not a valid model id"),
+        ("/models info 'two\nlines'", "`two\\nlines`"),
+        ("/jobs cancel '\u202eevil'", "\\u202eevil"),
+        ("/models list installed:" + "y" * 50_000, "(got '" + "y" * 79 + "…')"),
+        ("/jobs watch abc " + "z" * 50_000, "`" + "z" * 79 + "…` is one argument too many"),
+        ("/models list limit:" + "9" * 5_000, "(got '" + "9" * 79 + "…')"),
+        ("/models info 'back`tick'", "`back'tick`"),
+    ],
+)
+def test_error_replies_echo_input_as_one_short_escaped_line(run, line: str, shown_part: str) -> None:
+    reply = run(line, ADMIN)
+    assert shown_part in reply.text, reply.text
+    assert "\n" not in reply.text and "\x1b" not in reply.text and len(reply.text) < 300
+
+
+def test_shown_escapes_and_cuts_between_escapes() -> None:
+    from modelbay.engine.errors import one_line, shown
+
+    assert shown("plain-name") == "plain-name"
+    assert shown("a\nb\r\tc\x00\x1b\x85\u2028\udc7a\u202e") == "a\\nb\\r\\tc\\x00\\x1b\\x85\\u2028\\udc7a\\u202e"
+    assert shown("x" * 80) == "x" * 80 and shown("x" * 81) == "x" * 79 + "…"
+    assert shown("\x00" * 50) == "\\x00" * 19 + "…"  # never half an escape
+    assert shown("`") == "'" and one_line("`kept`", 10) == "`kept`"
+    assert len(one_line("é" * 10_000, 1000)) == 1000
+
+
+def test_rate_takes_a_comment_after_the_reason_and_the_answer_only_by_name() -> None:
+    _, values = COMMANDS.parse("/rate up helpful some comment")
+    assert values == {"rating": "up", "reason": "helpful", "message": None, "comment": "some comment"}
+    _, values = COMMANDS.parse("/rate down wrong message:12 it said 7")
+    assert values == {"rating": "down", "reason": "wrong", "message": 12, "comment": "it said 7"}
+    _, values = COMMANDS.parse("/rate up message:3")  # what the 👍 button sends
+    assert values == {"rating": "up", "reason": None, "message": 3, "comment": None}
+    rate = COMMANDS.get(("rate",))
+    assert rate.usage == "/rate <rating> [reason] [message:N] [comment]"
+    with pytest.raises(ArgumentInvalid, match="`reason` must be one of"):
+        COMMANDS.parse("/rate down 3")
+
+
+def test_rate_stores_the_comment_of_either_form(settings, tiny_chat_model) -> None:
+    from sqlalchemy import select
+
+    from modelbay.engine.chat import Place
+    from modelbay.engine.schema import Feedback
+    from tests.support.chat import installed
+
+    settings.chat_temperature, settings.chat_max_tokens = 0.0, 8
+    runtime = Runtime(settings)
+    try:
+        runtime.prepare()
+        installed(runtime.registry, tiny_chat_model)
+        here = Place("slack", "C1", "T1")
+        dispatcher = Dispatcher(runtime, reraise_unknown=True)
+
+        def run(line: str) -> Reply:
+            return asyncio.run(dispatcher.dispatch_line(line, ALICE, here))
+
+        assert run("/chat tiny-chat").tone == "success"
+        session = runtime.chats.current(here)
+        answers = [list(runtime.chats.answer(session.id, ALICE.key, text))[-1].answer for text in ("Hi", "Bye")]
+        first, last = (a.message_id for a in answers)
+        rated = run("/rate up helpful some comment")
+        assert rated.text == f"Rated answer #{last} 👍 (helpful). Thank you!"
+        assert run(f"/rate down wrong message:{first} it said 7").text == f"Rated answer #{first} 👎 (wrong). Thank you!"
+        with runtime.db.session() as db:
+            stored = {f.message_id: (f.rating, f.reason, f.comment) for f in db.scalars(select(Feedback))}
+        assert stored == {last: (1, "helpful", "some comment"), first: (-1, "wrong", "it said 7")}
+    finally:
+        runtime.close()

@@ -36,6 +36,7 @@ from modelbay.engine.errors import (
     RepoNotFound,
     RevisionMissing,
     UnsafeWeights,
+    one_line,
 )
 from modelbay.engine.ids import InvalidId
 from modelbay.engine.inference import InferenceUnavailable
@@ -44,6 +45,7 @@ from modelbay.engine.jobs import UnknownJobKind
 __all__ = ["ERRORS", "ErrorStyle", "render_error", "style_of"]
 
 log = logging.getLogger("modelbay.errors")
+ERROR_CHARS = 1000  # the longest error line shown; every platform shows this much in one message
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,10 @@ def render_error(exc: BaseException, *, reraise_unknown: bool = False) -> Reply:
     style = style_of(exc)
     if style is not None:
         log.info("user error %s: %s", type(exc).__name__, exc)
-        return Reply(text=str(exc), title=style.title, tone=style.tone, ephemeral=style.ephemeral)
+        # The classes echo input through shown(); this bounds a message that still slipped a line break or a
+        # megabyte through (an exception's reason, an extension's error).
+        return Reply(text=one_line(str(exc), ERROR_CHARS), title=style.title, tone=style.tone,
+                     ephemeral=style.ephemeral)
     if reraise_unknown:
         raise exc
     ref = secrets.token_hex(3)

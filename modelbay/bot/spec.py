@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import math
 import shlex
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
-from modelbay.engine.errors import ModelBayError
+from modelbay.engine.errors import ModelBayError, shown
 
 if TYPE_CHECKING:
     from modelbay.bot.context import Context
@@ -47,7 +48,7 @@ class UnknownCommand(ModelBayError):
         self.typed = typed
         self.suggestion = suggestion
         hint = f" Did you mean `{suggestion}`?" if suggestion else ""
-        super().__init__(f"Unknown command `{typed}`.{hint} Type `/help` to see every command.")
+        super().__init__(f"Unknown command `{shown(typed)}`.{hint} Type `/help` to see every command.")
 
 
 class ArgumentInvalid(ModelBayError):
@@ -57,7 +58,7 @@ class ArgumentInvalid(ModelBayError):
         self.command = command
         self.arg = arg
         self.problem = problem
-        super().__init__(f"`{arg}` {problem}. Usage: `{command.usage}`")
+        super().__init__(f"`{shown(arg)}` {problem}. Usage: `{command.usage}`")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Arg:
     max_length: int = 200
     autocomplete: Literal["model", "job"] | None = None
     rest: bool = False  # takes the rest of the line (free text such as a system prompt)
+    named: bool = False  # given only as name:value, never by position (a number after free words is ambiguous)
 
     def expected(self) -> str:
         """Describe the accepted form in a few words."""
@@ -97,22 +99,25 @@ class Arg:
             text = str(raw).strip().lower()
             if text in _TRUE | _FALSE:
                 return text in _TRUE
-            raise ArgumentInvalid(command, self.name, f"must be true or false (got {str(raw)!r})")
+            raise ArgumentInvalid(command, self.name, f"must be true or false (got '{shown(raw)}')")
         if self.type in (ArgType.INTEGER, ArgType.NUMBER):
             try:
                 value: float = int(str(raw)) if self.type is ArgType.INTEGER else float(str(raw))
-            except ValueError:
-                raise ArgumentInvalid(command, self.name, f"must be {self.expected()} (got {str(raw)!r})") from None
-            if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-                raise ArgumentInvalid(command, self.name, f"must be {self.expected()} (got {raw})")
+            except ValueError:  # also a number of more than 4,300 digits
+                raise ArgumentInvalid(command, self.name, f"must be {self.expected()} (got '{shown(raw)}')") from None
+            if (not math.isfinite(value) or (self.min is not None and value < self.min)
+                    or (self.max is not None and value > self.max)):
+                raise ArgumentInvalid(command, self.name, f"must be {self.expected()} (got {shown(raw)})")
             return value
         text = str(raw).strip()
         if "\x00" in text:
             raise ArgumentInvalid(command, self.name, "must not contain NUL characters")
+        if not _is_utf8(text):
+            raise ArgumentInvalid(command, self.name, "must be valid UTF-8 text (it has a lone surrogate)")
         if len(text) > self.max_length:
             raise ArgumentInvalid(command, self.name, f"must be at most {self.max_length} characters")
         if self.choices and text.lower() not in self.choices:
-            raise ArgumentInvalid(command, self.name, f"must be {self.expected()} (got {text!r})")
+            raise ArgumentInvalid(command, self.name, f"must be {self.expected()} (got '{shown(text)}')")
         return text.lower() if self.choices else text
 
 
@@ -157,7 +162,7 @@ class Command:
         for arg in self.args:
             if arg.name in named:
                 raw = named[arg.name]
-            elif queue and arg.type is not ArgType.BOOLEAN:  # flags are named (installed:true, --installed)
+            elif queue and arg.type is not ArgType.BOOLEAN and not arg.named:  # flags are named (--installed)
                 raw = " ".join(queue) if arg.rest else queue.pop(0)
                 if arg.rest:
                     queue = []
@@ -253,6 +258,15 @@ def _split_args(cmd: Command, tokens: list[str]) -> tuple[list[str], dict[str, s
             positional.append(token)
         i += 1
     return positional, named
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether text encodes as UTF-8 (a JSON payload's lone surrogate does not, and no database stores it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _pair(token: str) -> tuple[str, str]:

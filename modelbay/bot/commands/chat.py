@@ -46,7 +46,7 @@ async def end_chat(ctx: Context) -> Reply:
     args=(
         Arg("rating", "up or down.", required=True, choices=("up", "down")),
         Arg("reason", "Why.", choices=UP_REASONS + DOWN_REASONS),
-        Arg("message", "The answer's number (shown under it).", type=ArgType.INTEGER, min=1, max=2**53),
+        Arg("message", "The answer's number (shown under it).", type=ArgType.INTEGER, min=1, max=2**53, named=True),
         Arg("comment", "Anything else to say about it.", rest=True, max_length=1000),
     ),
     role="user",

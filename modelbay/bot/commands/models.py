@@ -5,6 +5,7 @@ from __future__ import annotations
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Field, Progress, Reply, Table
 from modelbay.bot.spec import Arg, ArgType, command
+from modelbay.engine.errors import shown
 from modelbay.engine.hardware import fits
 from modelbay.engine.records import ModelRecord
 from modelbay.engine.units import human_bytes, human_count
@@ -111,12 +112,12 @@ async def search_models(ctx: Context, query: str, source: str, category: str | N
     hits, notices = await ctx.call(ctx.runtime.discovery.search, query, source=source, category=category, fits=fits,
                                    limit=limit)
     if not hits:
-        return Reply(text=f"Nothing matches `{query}`. Try fewer words or another source.",
+        return Reply(text=f"Nothing matches `{shown(query)}`. Try fewer words or another source.",
                      footer=" ".join(notices) or None)
     rows = [[h.name, h.source, h.category, human_count(h.parameter_count), human_bytes(h.size_bytes),
              "yes" if h.installed else ""] for h in hits]
     return Reply(
-        title=f"Search: {query}",
+        title=f"Search: {shown(query)}",
         table=Table(["Name", "Source", "Category", "Params", "Size", "Installed"], rows),
         footer=" ".join([*notices, "`/models install <name>` installs one; `/models info <name>` tells more."]),
     )
