@@ -125,3 +125,19 @@ def test_opting_out_is_remembered(database: Database) -> None:
     assert analytics.opted_out("slack:U1")
     analytics.set_opt_out("slack:U1", False)
     assert not analytics.opted_out("slack:U1")
+
+
+def test_mean_time_to_first_token_counts_only_answers_that_had_one(database: Database, versions: list[int]) -> None:
+    analytics = Analytics(database)
+    at = datetime.now(timezone.utc)
+    timed = [AnswerEvent(versions[0], "t:U1", None, None, "vllm", 10, 5, ttft, 400.0, at=at) for ttft in (100.0, 300.0)]
+    # A failed answer and one that ended before its first token: no time to first token to average.
+    silent = [AnswerEvent(versions[0], "t:U1", None, None, "vllm", 10, None, None, 900.0, failed=True, at=at),
+              AnswerEvent(versions[0], "t:U1", None, None, "vllm", 10, 0, None, 50.0, at=at)]
+    analytics.record_answers(timed[:1] + silent[:1])
+    analytics.record_answers(timed[1:] + silent[1:])  # added to the same hour's rollup row
+    metrics = analytics.metrics(versions, None)
+    assert metrics.requests == 4 and metrics.failures == 1
+    assert metrics.mean_ttft_ms == pytest.approx(200.0)
+    analytics.record_answers([AnswerEvent(versions[1], "t:U1", None, None, "vllm", 10, None, None, 5.0, at=at)])
+    assert analytics.metrics(versions[1:], None).mean_ttft_ms is None  # no answer had a first token

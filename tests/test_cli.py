@@ -24,8 +24,8 @@ def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedPro
 def test_db_upgrade_on_each_backend(database_url: str, tmp_path: Path) -> None:
     result = _run(["db", "upgrade"], tmp_path, MODELBAY_DATABASE_URL=database_url)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "Database at revision 0003."
-    assert _run(["db", "current"], tmp_path, MODELBAY_DATABASE_URL=database_url).stdout.strip() == "0003"
+    assert result.stdout.strip() == "Database at revision 0004."
+    assert _run(["db", "current"], tmp_path, MODELBAY_DATABASE_URL=database_url).stdout.strip() == "0004"
     db = Database(database_url)
     assert "jobs" in db.table_names()
     db.dispose()
@@ -38,7 +38,7 @@ def test_console_refuses_an_outdated_postgres_schema(tmp_path: Path) -> None:
     _reset_pg_schema()
     result = _run(["console"], tmp_path, MODELBAY_DATABASE_URL=postgres_url())
     assert result.returncode == 1
-    assert result.stderr.strip() == ("The database schema is at nothing and this version needs 0003: run "
+    assert result.stderr.strip() == ("The database schema is at nothing and this version needs 0004: run "
                                      "`modelbay db upgrade`.")
 
 

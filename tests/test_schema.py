@@ -39,7 +39,7 @@ def test_upgrade_creates_every_table_and_downgrade_removes_them(database_url: st
     try:
         db.upgrade()
         assert db.table_names() == TABLES
-        assert db.current_revision() == "0003"
+        assert db.current_revision() == "0004"
         db.downgrade("base")
         assert db.table_names() == ["alembic_version"]
         db.upgrade()

@@ -91,9 +91,10 @@ def _day(at: datetime) -> datetime:
     return _hour(at).replace(hour=0)
 
 
-_USAGE_SUMS = ("requests", "failures", "input_tokens", "output_tokens", "ttft_ms_sum", "total_ms_sum", "tps_sum",
-               "tps_count", "ups", "downs")
-_INTEGER_SUMS = frozenset({"requests", "failures", "input_tokens", "output_tokens", "tps_count", "ups", "downs"})
+_USAGE_SUMS = ("requests", "failures", "input_tokens", "output_tokens", "ttft_ms_sum", "ttft_count", "total_ms_sum",
+               "tps_sum", "tps_count", "ups", "downs")
+_INTEGER_SUMS = frozenset({"requests", "failures", "input_tokens", "output_tokens", "ttft_count", "tps_count", "ups",
+                           "downs"})
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,9 @@ class Analytics:
             sums["failures"] += int(e.failed)
             sums["input_tokens"] += e.input_tokens or 0
             sums["output_tokens"] += e.output_tokens or 0
-            sums["ttft_ms_sum"] += e.ttft_ms or 0.0
+            if e.ttft_ms is not None:  # an answer that produced no token has no time to first token
+                sums["ttft_ms_sum"] += e.ttft_ms
+                sums["ttft_count"] += 1
             sums["total_ms_sum"] += e.total_ms
             if tps is not None:
                 sums["tps_sum"] += tps
@@ -254,17 +257,18 @@ class Analytics:
                 func.coalesce(func.sum(u.requests), 0), func.coalesce(func.sum(u.failures), 0),
                 func.sum(u.ttft_ms_sum), func.coalesce(func.sum(u.output_tokens), 0), func.sum(u.tps_sum),
                 func.coalesce(func.sum(u.tps_count), 0), func.coalesce(func.sum(u.ups), 0),
-                func.coalesce(func.sum(u.downs), 0),
+                func.coalesce(func.sum(u.downs), 0), func.coalesce(func.sum(u.ttft_count), 0),
             ).where(u.model_version_id.in_(ids), *([u.hour >= start] if start else []))).one()
             # PostgreSQL sums BIGINT columns as NUMERIC: plain numbers from here on.
-            requests, failures, output, tps_count, ups, downs = (int(totals[i]) for i in (0, 1, 3, 5, 6, 7))
+            requests, failures, output, tps_count, ups, downs, ttft_count = (int(totals[i])
+                                                                             for i in (0, 1, 3, 5, 6, 7, 8))
             ttft_sum, tps_sum = (float(totals[i]) if totals[i] is not None else None for i in (2, 4))
             p50 = p95 = None
             if requests:
                 p50, p95 = _percentiles(self._histogram(session, ids, start), (0.50, 0.95))
         return Metrics(
             requests=requests, failures=failures, p50_ms=p50, p95_ms=p95,
-            mean_ttft_ms=ttft_sum / requests if requests and ttft_sum is not None else None,
+            mean_ttft_ms=ttft_sum / ttft_count if ttft_count and ttft_sum is not None else None,
             tokens_per_s=tps_sum / tps_count if tps_count and tps_sum is not None else None, output_tokens=output,
             ups=ups, downs=downs,
         )

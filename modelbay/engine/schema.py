@@ -323,6 +323,7 @@ class UsageHourly(Base):
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     ttft_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_count: Mapped[int] = mapped_column(BigInteger, default=0)  # answers with a first token (ttft_ms_sum's)
     total_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
     tps_sum: Mapped[float] = mapped_column(Float, default=0.0)  # sum of per-answer tokens/s
     tps_count: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -377,6 +378,7 @@ class Server(Base):
     served_name: Mapped[str] = mapped_column(String(200))
     host: Mapped[str | None] = mapped_column(String(200))
     pid: Mapped[int | None] = mapped_column(Integer)
+    api_key: Mapped[str | None] = mapped_column(String(128))  # the bearer token this server requires
     adapters: Mapped[list[Any]] = mapped_column(default=list)  # LoRA adapter names loaded at runtime
     error: Mapped[str | None] = mapped_column(Text)
     requester: Mapped[str] = mapped_column(String(128))
