@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from modelbay.config import Settings
@@ -17,7 +17,9 @@ from modelbay.engine.sources import SOURCES
 __all__ = ["Discovery", "SearchHit"]
 
 log = logging.getLogger(__name__)
-_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="source-search")
+# Threads start on demand; room for several searches at once, each asking every source, so a source that hangs
+# in one search does not queue the sources of the next behind it.
+_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="source-search")
 
 
 @dataclass(frozen=True)
@@ -67,14 +69,19 @@ class Discovery:
             for m in models:
                 seen.add((m.repo_id or m.name).lower())
                 hits.append(SearchHit.of(m))
-        for name in [s for s in SOURCES if source in ("all", s)]:
-            if name == "local" and not self.settings.local_models_dir:
-                continue
-            future = _POOL.submit(SOURCES[name](self.settings).search, query.text, category=category, limit=limit)
+        names = [n for n in SOURCES if source in ("all", n) and (n != "local" or self.settings.local_models_dir)]
+        # Every source at once, with one deadline for all: the slowest source bounds the wait, not their sum.
+        futures: dict[str, Future] = {
+            name: _POOL.submit(SOURCES[name](self.settings).search, query.text, category=category, limit=limit)
+            for name in names
+        }
+        # The hub client retries an unreachable server for about 20 s; a person searching won't wait.
+        deadline = time.monotonic() + self.settings.source_search_timeout
+        for name, future in futures.items():
             try:
-                # The hub client retries an unreachable server for about 20 s; a person searching won't wait.
-                found = future.result(timeout=self.settings.source_search_timeout)
-            except FutureTimeout:
+                found = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                future.cancel()  # not started yet (the pool is busy): it never will be
                 notices.append(f"{name} did not answer within {self.settings.source_search_timeout:g}s; showing the "
                                "other results.")
                 continue
