@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +112,94 @@ def test_a_stalled_stream_times_out() -> None:
             for item in backend.stream([{"role": "user", "content": "hi"}], Generation(idle_timeout=0.5)):
                 got.append(item)
         assert got == ["Half"]
+
+
+@pytest.mark.parametrize(("body", "said"), [
+    (b'["context too long", 512]', 'HTTP 500: ["context too long", 512]'),
+    (b'"context too long"', "HTTP 500: context too long"),
+    (b'{"error": "context\\ntoo long"}', "HTTP 500: context too long"),
+    (b'{"detail": [{"msg": "field required"}]}', "HTTP 500: [{'msg': 'field required'}]"),
+    (b"<html>\n<b>Bad\tgateway</b>\x1b[31m\n</html>", "HTTP 500: <html> <b>Bad gateway</b>\\x1b[31m </html>"),
+    (b"\xff\xfe not text", "HTTP 500: \ufffd\ufffd not text"),
+    (b"", "HTTP 500: Internal Server Error"),
+])
+def test_an_error_answer_of_any_shape_is_one_line(body: bytes, said: str) -> None:
+    with StandIn() as server:
+        server.script = Script(status=500, error_body=body)
+        backend = OpenAIBackend(server.endpoint, "m")
+        with pytest.raises(BackendFailed) as raised:
+            list(backend.stream([{"role": "user", "content": "hi"}], Generation()))
+    message = str(raised.value)
+    assert message == f"The model server refused the request: {said}" and "\n" not in message
+
+
+def test_a_long_error_body_is_cut() -> None:
+    with StandIn() as server:
+        server.script = Script(status=503, error_body=b"x" * 5000)
+        with pytest.raises(BackendFailed) as raised:
+            list(OpenAIBackend(server.endpoint, "m").stream([{"role": "user", "content": "hi"}], Generation()))
+    assert len(str(raised.value)) < 400
+
+
+@pytest.mark.parametrize(("end", "raw", "said"), [
+    ("corrupt", "", "connection failed (DecodingError)"),
+    ("raw", "{not json", "chunk that is not JSON: {not json"),
+    ("raw", "[1, 2]", "chunk of an unknown shape: [1, 2]"),
+    ("raw", '"text"', "chunk of an unknown shape"),
+    ("raw", '{"choices": "all of them"}', "chunk of an unknown shape"),
+    ("raw", '{"choices": [{"delta": "Hi"}]}', "chunk of an unknown shape"),
+    ("raw", '{"choices": [{"delta": {"content": 7}}]}', "chunk of an unknown shape"),
+    ("raw", '{"choices": [], "usage": [7]}', "chunk of an unknown shape"),
+])
+def test_a_broken_stream_fails_in_one_line_after_the_text_already_sent(end: str, raw: str, said: str) -> None:
+    with StandIn() as server:
+        server.script = Script(pieces=["One", " two"], end=end, raw=raw)
+        got: list[str] = []
+        with pytest.raises(BackendFailed, match=re.escape(said)) as raised:
+            for item in OpenAIBackend(server.endpoint, "m").stream([{"role": "user", "content": "hi"}], Generation()):
+                got.append(item)
+    assert got == ["One", " two"] and "\n" not in str(raised.value)
+
+
+_EXIT_SCRIPT = """
+import atexit, sys, threading, time
+
+
+def generating() -> int:
+    return sum(t.name == "modelbay-generate" and t.is_alive() for t in threading.enumerate())
+
+
+# Registered before ModelBay's own exit hook, so it runs after it (atexit runs the last registered first).
+atexit.register(lambda: print("generating at exit:", generating(), flush=True))
+
+from modelbay.engine.inference import Generation, TransformersBackend
+
+backend = TransformersBackend(sys.argv[1], device="cpu")
+# Each token takes a while, as on a big model: an answer is still being generated when the script ends.
+backend.model.register_forward_pre_hook(lambda *args: time.sleep(0.05))
+question = [{"role": "user", "content": "Tell me about music."}]
+params = Generation(max_tokens=400, temperature=0, timeout=600)
+if sys.argv[2] == "break":
+    for piece in backend.stream(question, params):
+        break
+    print("generating after break:", generating(), flush=True)
+else:
+    answer = backend.stream(question, params)
+    print("first piece:", next(answer), flush=True)  # the rest is never read: the stream is open at exit
+"""
+
+
+@pytest.mark.parametrize("how", ["leave-open", "break"])
+def test_no_generation_outlives_the_interpreter(tiny_chat_model: Path, tmp_path: Path, how: str) -> None:
+    script = tmp_path / "partial.py"
+    script.write_text(_EXIT_SCRIPT)
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, str(script), str(tiny_chat_model), how], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stderr
+    assert "terminate called" not in result.stderr
+    assert "generating at exit: 0" in result.stdout
+    if how == "break":
+        assert "generating after break: 0" in result.stdout  # leaving the loop stopped and joined it
+    else:
+        assert "first piece:" in result.stdout

@@ -6,6 +6,8 @@ counts. Failures and timeouts raise `BackendFailed`; the caller keeps whatever t
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import logging
 import queue
@@ -244,7 +246,7 @@ class OpenAIBackend(Backend):
                     if data == "[DONE]":
                         done = True
                         break
-                    chunk = json.loads(data)
+                    chunk = _chunk(data)
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or []:
                         piece = (choice.get("delta") or {}).get("content")
@@ -253,26 +255,60 @@ class OpenAIBackend(Backend):
                         reason = choice.get("finish_reason") or reason
         except httpx.TimeoutException:
             raise BackendFailed(f"The model server sent nothing for {params.idle_timeout:g} s.") from None
-        except (httpx.TransportError, json.JSONDecodeError) as exc:
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            # Every transport, decoding or stream-state failure, before or after the first piece.
             raise BackendFailed(f"The model server connection failed ({type(exc).__name__}).") from None
         if not done:  # the server closed a close-delimited stream early: the answer is incomplete
             raise BackendFailed("The model server connection failed (it closed before the answer was complete).")
-        yield Finished(usage.get("prompt_tokens"), usage.get("completion_tokens"), reason)
+        yield Finished(_count(usage, "prompt_tokens"), _count(usage, "completion_tokens"), reason)
 
     def close(self) -> None:
         """Close pooled connections."""
         self._client.close()
 
 
+def _chunk(data: str) -> dict[str, Any]:
+    """One streamed chunk, checked for the shape read from it; anything else fails the answer in one line."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        raise BackendFailed(f"The model server sent a chunk that is not JSON: {_one_line(data)}") from None
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    well_formed = (isinstance(chunk, dict) and isinstance(choices or [], list)
+                   and isinstance(chunk.get("usage") or {}, dict)
+                   and all(isinstance(c, dict) and isinstance(c.get("delta") or {}, dict)
+                           and isinstance((c.get("delta") or {}).get("content") or "", str)
+                           and isinstance(c.get("finish_reason") or "", str) for c in choices or []))
+    if not well_formed:
+        raise BackendFailed(f"The model server sent a chunk of an unknown shape: {_one_line(data)}")
+    return chunk
+
+
+def _count(usage: dict[str, Any], key: str) -> int | None:
+    value = usage.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _server_error(resp: httpx.Response) -> str:
+    """One line saying why the server refused: its error message whatever the body's shape, else its text."""
     resp.read()
     try:
-        error = resp.json()
-        message = (error.get("error") or {}).get("message") if isinstance(error.get("error"), dict) else None
-        message = message or error.get("message") or error.get("detail") or resp.text
-    except ValueError:
-        message = resp.text
-    return f"HTTP {resp.status_code}: {str(message)[:300]}"
+        body = resp.json()
+    except ValueError:  # not JSON, or not text at all
+        body = None
+    message: Any = body if isinstance(body, str) else None
+    if isinstance(body, dict):
+        error = body.get("error")
+        message = (error.get("message") if isinstance(error, dict) else error) or body.get("message") \
+            or body.get("detail")
+    return f"HTTP {resp.status_code}: {_one_line(str(message or resp.text or resp.reason_phrase))}"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """Text as one line: whitespace runs become one space, other control characters are escaped, cut to limit."""
+    flat = " ".join(text.split())
+    flat = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in flat)
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
 # -- in-process transformers ------------------------------------------------------------------------------
@@ -298,26 +334,64 @@ class _Loaded:
                                   or min(self.tokenizer.model_max_length, 4096))
 
 
-_LOADED: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
-_LOADED_LOCK = threading.Lock()
-KEEP_LOADED = 2  # models kept in memory for in-process answers
+JOIN_TIMEOUT = 30.0  # seconds to wait for a generation to finish the token it is computing
 
 
-def _load(path: str, device: str) -> _Loaded:
-    key = (path, device)
-    with _LOADED_LOCK:
-        if key in _LOADED:
-            _LOADED.move_to_end(key)
-            return _LOADED[key]
-        loaded = _Loaded(path, device)
-        _LOADED[key] = loaded
-        while len(_LOADED) > KEEP_LOADED:
-            _LOADED.popitem(last=False)
-        return loaded
+class _Generations:
+    """Generation threads that are running, so that exit (and a closed backend) stops and joins them.
+
+    The threads are daemons: an answer nobody reads any more must not hold the interpreter open until it reaches
+    its token limit. A daemon thread still inside torch when the interpreter finalizes aborts the process
+    ("terminate called without an active exception"), so at exit each one is told to stop at its next token
+    and joined, before finalization begins.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[threading.Thread, _Stop] = {}
+        self._lock = threading.Lock()
+        atexit.register(self.stop_all)
+
+    def start(self, run: Callable[[], None], stop: _Stop) -> threading.Thread:
+        thread = threading.Thread(target=self._run, args=(run,), name="modelbay-generate", daemon=True)
+        with self._lock:
+            self._running[thread] = stop
+        thread.start()
+        return thread
+
+    def _run(self, run: Callable[[], None]) -> None:
+        try:
+            run()
+        finally:
+            with self._lock:
+                self._running.pop(threading.current_thread(), None)
+
+    def stop(self, thread: threading.Thread, timeout: float = JOIN_TIMEOUT) -> None:
+        """Ask one generation to stop at its next token and wait for it (seconds)."""
+        with self._lock:
+            stop = self._running.get(thread)
+        if stop is not None:
+            stop.abort = True
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("a generation did not stop within %g s", timeout)
+
+    def stop_all(self, owner: object | None = None) -> None:
+        """Stop every running generation (or those of one loaded model) and wait for each."""
+        with self._lock:
+            threads = [t for t, stop in self._running.items() if owner is None or stop.owner is owner]
+        for thread in threads:
+            self.stop(thread)
+
+
+_GENERATIONS = _Generations()
 
 
 class TransformersBackend(Backend):
-    """Generates in this process with transformers, streaming token by token (CPU or a local GPU)."""
+    """Generates in this process with transformers, streaming token by token (CPU or a local GPU).
+
+    The backend owns its loaded model: `close()` stops its generations and lets the model's memory go.
+    """
 
     name = "transformers"
 
@@ -330,24 +404,44 @@ class TransformersBackend(Backend):
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             except ImportError:
                 raise InferenceUnavailable() from None
-        self._loaded = _load(self.model_path, device)
+        self._loaded: _Loaded | None = _Loaded(self.model_path, device)
         self.context_length = self._loaded.context_length
         self._count = _template_counter(self._loaded.tokenizer)
+
+    @property
+    def model(self) -> Any:
+        """The loaded transformers model, or None once closed."""
+        return self._loaded.model if self._loaded is not None else None
 
     def count_tokens(self, messages: Messages) -> int:
         """Count with the model's own tokenizer and chat template."""
         return self._count(messages)
 
+    def close(self) -> None:
+        """Stop this backend's generations and release its model (GPU memory too); answering after raises."""
+        loaded, self._loaded = self._loaded, None
+        if loaded is None:
+            return
+        _GENERATIONS.stop_all(owner=loaded)
+        on_gpu = loaded.device.startswith("cuda")
+        torch = loaded.torch
+        del loaded
+        if on_gpu:
+            gc.collect()  # the model's tensors go with its last reference; then the allocator can give memory back
+            torch.cuda.empty_cache()
+
     def stream(self, messages: Messages, params: Generation) -> Iterator[str | Finished]:
         """Run generate() in a thread and yield text as each token is decoded."""
         loaded = self._loaded
+        if loaded is None:
+            raise BackendFailed("The model was unloaded; send the message again.")
         tokenizer = loaded.tokenizer
         encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
                                                 return_tensors="pt")
         input_ids = encoded["input_ids"].to(loaded.device)
         attention = encoded.get("attention_mask")
         streamer = _TokenStreamer(tokenizer, params.stop)
-        stop = _Stop(streamer, time.monotonic() + params.timeout)
+        stop = _Stop(streamer, time.monotonic() + params.timeout, owner=loaded)
         kwargs: dict[str, Any] = {
             "input_ids": input_ids, "max_new_tokens": params.max_tokens, "streamer": streamer,
             "stopping_criteria": [stop], "do_sample": params.temperature > 0,
@@ -362,14 +456,14 @@ class TransformersBackend(Backend):
         def run() -> None:
             try:
                 with loaded.lock, loaded.torch.inference_mode():
-                    loaded.model.generate(**kwargs)
+                    if not stop.abort:  # the reader may have left while another answer held the model
+                        loaded.model.generate(**kwargs)
             except BaseException as exc:  # handed to the reading side
                 streamer.fail(exc)
             finally:
                 streamer.end()
 
-        thread = threading.Thread(target=run, name="modelbay-generate", daemon=True)
-        thread.start()
+        thread = _GENERATIONS.start(run, stop)
         try:
             while True:
                 try:
@@ -383,7 +477,9 @@ class TransformersBackend(Backend):
                     raise BackendFailed(f"The model failed while answering ({type(item).__name__}).")
                 yield item
         finally:
-            stop.abort = True  # the reader left (done, failed, or closed early): let generate() return
+            # The reader left (done, failed, or closed early): generate() returns at its next token; waiting for
+            # it here means no generation outlives its answer.
+            _GENERATIONS.stop(thread)
         if stop.timed_out:
             raise BackendFailed(f"The answer took longer than {params.timeout:g} s and was stopped.")
         reason = "stop" if streamer.stopped or streamer.count < params.max_tokens else "length"
@@ -435,9 +531,10 @@ class _TokenStreamer:
 class _Stop:
     """A stopping criterion: a stop string was met, the reader went away, or time ran out."""
 
-    def __init__(self, streamer: _TokenStreamer, deadline: float) -> None:
+    def __init__(self, streamer: _TokenStreamer, deadline: float, owner: object = None) -> None:
         self.streamer = streamer
         self.deadline = deadline
+        self.owner = owner  # the loaded model it runs on
         self.abort = False
         self.timed_out = False
 

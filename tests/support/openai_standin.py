@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
@@ -23,8 +24,12 @@ class Script:
 
     pieces: list[str] = field(default_factory=lambda: ["Hello", " there", "."])
     delay: float = 0.0  # seconds before each piece
-    end: Literal["done", "drop", "stall"] = "done"
+    # After the pieces: finish, drop the connection, stall, send bytes that do not decode (the stream is gzipped
+    # then), or send one `data:` line of these raw contents.
+    end: Literal["done", "drop", "stall", "corrupt", "raw"] = "done"
+    raw: str = ""
     status: int = 200
+    error_body: bytes | None = None  # the body of a non-200 answer (default: an OpenAI-style error object)
     stall_for: float = 30.0
 
 
@@ -34,6 +39,7 @@ class StandIn:
     def __init__(self) -> None:
         self.script = Script()
         self.bodies: list[dict] = []
+        self.spans: list[tuple[str, float, float]] = []  # (the last message, start, end) of each answered request
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,10 +51,12 @@ class StandIn:
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 standin.bodies.append(body)
+                started = time.monotonic()
                 script = standin.script
                 if script.status != 200:
-                    payload = json.dumps({"error": {"message": "This model's maximum context length is 512 tokens",
-                                                    "type": "BadRequestError"}}).encode()
+                    payload = script.error_body if script.error_body is not None else json.dumps(
+                        {"error": {"message": "This model's maximum context length is 512 tokens",
+                                   "type": "BadRequestError"}}).encode()
                     self.send_response(script.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
@@ -58,12 +66,29 @@ class StandIn:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
+                gzip = zlib.compressobj(wbits=31) if script.end == "corrupt" else None
+                if gzip is not None:
+                    self.send_header("Content-Encoding", "gzip")
                 self.end_headers()
                 for piece in script.pieces:
                     time.sleep(script.delay)
                     chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    data = f"data: {json.dumps(chunk)}\n\n".encode()
+                    if gzip is not None:  # each piece decodable on its own, as a streaming gzip encoder sends it
+                        data = gzip.compress(data) + gzip.flush(zlib.Z_SYNC_FLUSH)
+                    self.wfile.write(data)
                     self.wfile.flush()
+                if script.end == "corrupt":
+                    time.sleep(0.2)  # the pieces arrive (and decode) before the bytes that do not
+                    self.wfile.write(b"\xff" * 64)  # not deflate data: the client cannot decode the rest
+                    self.wfile.flush()
+                    time.sleep(1)
+                    return
+                if script.end == "raw":
+                    self.wfile.write(f"data: {script.raw}\n\n".encode())
+                    self.wfile.flush()
+                    time.sleep(1)
+                    return
                 if script.end == "drop":
                     self.connection.shutdown(2)
                     return
@@ -75,6 +100,7 @@ class StandIn:
                 self.wfile.write(f"data: {json.dumps(last)}\n\ndata: {json.dumps({'choices': [], 'usage': usage})}"
                                  "\n\ndata: [DONE]\n\n".encode())
                 self.wfile.flush()
+                standin.spans.append((body["messages"][-1]["content"], started, time.monotonic()))
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
