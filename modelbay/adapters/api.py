@@ -7,18 +7,20 @@ JSON names are snake_case. A model's `id` is its registry name, which the URLs t
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from modelbay import __version__
@@ -28,7 +30,7 @@ from modelbay.bot.progress import watch
 from modelbay.config import Settings
 from modelbay.engine.analytics import PERIODS, parse_period
 from modelbay.engine.discovery import SearchHit
-from modelbay.engine.errors import ModelBayError, NotAllowed
+from modelbay.engine.errors import ModelBayError, NotAllowed, shown
 from modelbay.engine import hardware as hw
 from modelbay.engine.installs import InstallTicket
 from modelbay.engine.jobs import ProgressEvent
@@ -42,6 +44,25 @@ __all__ = ["configured_token", "create_app", "slack_configured"]
 API_ACTOR = Actor("api", "token", "API client")
 HARDWARE_WAIT = 2.0  # seconds a model's detail waits for the GPU workers' hardware before using this machine's
 MODELS = "/api/marketplace/models"
+# Every integer the API takes stays within what a JSON client holds exactly (JavaScript's safe integers) and what
+# a database's 64-bit integer holds, so a bigger one is refused as a 422 before any query is built.
+MAX_INT = 2**53
+
+
+def _plain(value: str) -> str:
+    """Refuse text no database stores: NUL characters, and lone surrogates (a JSON `\\udc7a`)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid UTF-8 text (it has a lone surrogate)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_plain)]
+ModelId = Annotated[Text, Path(max_length=200, description="Registry name or repo id.")]
+JobId = Annotated[Text, Path(max_length=64)]
 
 
 # -- what the API returns ----------------------------------------------------------------------------
@@ -172,7 +193,7 @@ class SearchOut(BaseModel):
 class InstallIn(BaseModel):
     """What to install."""
 
-    revision: str | None = Field(None, max_length=128, description="Branch, tag or commit (default: main).")
+    revision: Text | None = Field(None, max_length=128, description="Branch, tag or commit (default: main).")
 
 
 class ProgressOut(BaseModel):
@@ -349,7 +370,7 @@ def _invalid(exc: RequestValidationError) -> str:
         return f"The {where} parameter `{name}` is required."
     problem = str(error["msg"]).removeprefix("Value error, ").replace("Input should", "should", 1)
     value = error.get("input")
-    got = f" (got {str(value)[:40]!r})" if isinstance(value, (str, int, float)) else ""
+    got = f" (got '{shown(value, 40)}')" if isinstance(value, (str, int, float)) else ""
     return f"The {where} parameter `{name}` {problem}{got}."
 
 
@@ -382,18 +403,19 @@ async def healthz() -> HealthOut:
 @marketplace.get(MODELS)
 async def list_models(
     ctx: Viewer,
-    q: Annotated[str, Query(max_length=200, description="Words, with tag:/license:/author: terms.")] = "",
+    q: Annotated[Text, Query(max_length=200, description="Words, with tag:/license:/author: terms.")] = "",
     category: Category | None = None,
-    tags: Annotated[list[str] | None, Query(description="Repeat for several; all must match.")] = None,
+    tags: Annotated[list[Annotated[Text, Field(max_length=80)]] | None,
+                    Query(max_length=20, description="Repeat for several; all must match.")] = None,
     installed: bool | None = None,
-    source: Annotated[str | None, Query(max_length=40, description="catalog, huggingface or local.")] = None,
-    license: Annotated[str | None, Query(max_length=80)] = None,  # noqa: A002 - the API's field name
-    min_parameters: Annotated[int | None, Query(ge=0)] = None,
-    max_parameters: Annotated[int | None, Query(ge=0)] = None,
-    max_size_bytes: Annotated[int | None, Query(ge=0)] = None,
+    source: Annotated[Text | None, Query(max_length=40, description="catalog, huggingface or local.")] = None,
+    license: Annotated[Text | None, Query(max_length=80)] = None,  # noqa: A002 - the API's field name
+    min_parameters: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+    max_parameters: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+    max_size_bytes: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     sort: SortKey | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
 ) -> ModelListOut:
     """List and filter the registry's models."""
     query = ModelQuery.parse(q, category=category.value if category else None, tags=tuple(tags) if tags else None,
@@ -405,7 +427,7 @@ async def list_models(
 
 
 @marketplace.get(MODELS + "/{model_id:path}")
-async def get_model(ctx: Viewer, model_id: str) -> ModelDetailOut:
+async def get_model(ctx: Viewer, model_id: ModelId) -> ModelDetailOut:
     """Show a model by name or repo id, with its versions and whether it fits the GPU workers."""
     record = await ctx.call(ctx.runtime.registry.get, model_id)
     hardware, notice = await ctx.call(ctx.runtime.hardware.current, wait=HARDWARE_WAIT)
@@ -418,7 +440,7 @@ async def get_model(ctx: Viewer, model_id: str) -> ModelDetailOut:
     )
 
 
-async def _start_install(ctx: Admin, model_id: str, body: InstallIn | None = None) -> InstallTicket:
+async def _start_install(ctx: Admin, model_id: ModelId, body: InstallIn | None = None) -> InstallTicket:
     """Run the pre-flight checks and start (or join) the download."""
     # A dependency, not the endpoint: it runs before the stream starts, so a refusal answers as a JSON error.
     return await ctx.call(ctx.runtime.installs.request, model_id, body.revision if body else None, ctx.actor.key)
@@ -452,8 +474,8 @@ async def install_model(ctx: Admin, ticket: Annotated[InstallTicket, Depends(_st
 
 @marketplace.delete(MODELS + "/{model_id:path}/install")
 async def uninstall_model(
-    ctx: Admin, model_id: str,
-    revision: Annotated[str | None, Query(max_length=128, description="Only this revision or commit.")] = None,
+    ctx: Admin, model_id: ModelId,
+    revision: Annotated[Text | None, Query(max_length=128, description="Only this revision or commit.")] = None,
     force: Annotated[bool, Query(description="Remove even while it is served or training.")] = False,
 ) -> UninstallOut:
     """Remove a model's installed files; its history and ratings stay."""
@@ -464,7 +486,7 @@ async def uninstall_model(
 @marketplace.get("/api/marketplace/search")
 async def search(
     ctx: Viewer,
-    q: Annotated[str, Query(max_length=200, description="Words, with tag:/license:/author: terms.")] = "",
+    q: Annotated[Text, Query(max_length=200, description="Words, with tag:/license:/author: terms.")] = "",
     source: Literal["all", "registry", "huggingface", "local"] = "all",
     category: Category | None = None,
     fits: Annotated[bool, Query(description="Only models that fit the GPU workers at 4-bit or better.")] = False,
@@ -477,19 +499,19 @@ async def search(
 
 
 @jobs.get("/api/jobs/{job_id}")
-async def get_job(ctx: Viewer, job_id: str) -> JobOut:
+async def get_job(ctx: Viewer, job_id: JobId) -> JobOut:
     """Show a job's status and progress."""
     return JobOut.of(await ctx.call(ctx.runtime.jobs.get, job_id))
 
 
 @jobs.delete("/api/jobs/{job_id}")
-async def cancel_job(ctx: User, job_id: str, force: bool = False) -> JobOut:
+async def cancel_job(ctx: User, job_id: JobId, force: bool = False) -> JobOut:
     """Cancel a job: a queued one at once, a running one at its next checkpoint (or now, with force)."""
     return JobOut.of(await ctx.cancel_job(job_id, force=force))
 
 
 @analytics.get("/api/analytics/models/{model_id}")
-async def model_metrics(ctx: Viewer, model_id: str, period: Literal[PERIODS] = "7d") -> MetricsOut:  # type: ignore[valid-type]
+async def model_metrics(ctx: Viewer, model_id: ModelId, period: Literal[PERIODS] = "7d") -> MetricsOut:  # type: ignore[valid-type]
     """Requests, p50/p95 response time, first-token time, tokens/s and satisfaction of a model's answers."""
     record = await ctx.call(ctx.runtime.registry.get, model_id)
     m = await ctx.call(ctx.runtime.analytics.metrics, [v.id for v in record.versions], parse_period(period))
@@ -506,13 +528,17 @@ def slack_configured(settings: Settings) -> bool:
 
 def _slack_route(app: FastAPI, runtime: Runtime, slack: Any) -> None:
     """Serve Slack's signed requests at /slack/events (no bearer token: Slack signs each request instead)."""
-    handler = None
+    handler = verifier = None
     if slack is not None or slack_configured(runtime.settings):
         from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+        from slack_sdk.signature import SignatureVerifier
 
         from modelbay.adapters.slack import SlackAdapter
 
-        handler = AsyncSlackRequestHandler((slack or SlackAdapter(runtime)).app)
+        adapter = slack or SlackAdapter(runtime)
+        handler = AsyncSlackRequestHandler(adapter.app)
+        secret = adapter.settings.slack_signing_secret
+        verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
 
     @app.post("/slack/events", include_in_schema=False)
     async def slack_events(request: Request) -> Any:
@@ -520,7 +546,42 @@ def _slack_route(app: FastAPI, runtime: Runtime, slack: Any) -> None:
             return JSONResponse(status_code=503, content={
                 "error": "Slack is not configured here: set MODELBAY_SLACK_BOT_TOKEN and MODELBAY_SLACK_SIGNING_SECRET.",
                 "type": "SlackNotConfigured", "title": "Not configured"})
+        body = await request.body()
+        if _ssl_check(request, body):
+            return Response(status_code=200)  # Slack's unsigned SSL check: answered here, nothing is dispatched
+        if not _from_slack(verifier, request, body):
+            return JSONResponse(status_code=401, content={
+                "error": "This request is not signed by Slack.", "type": "Unauthorized", "title": "Unauthorized"})
         return await handler.handle(request)
+
+
+# Slack's headers: a Unix time in seconds and `v0=` with a SHA-256 HMAC in hex.
+_SLACK_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_SLACK_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+
+
+def _from_slack(verifier: Any, request: Request, body: bytes) -> bool:
+    """Whether the request carries one timestamp and one signature, in Slack's shapes, that sign its body."""
+    # Checked before bolt, which parses the body first (a garbled one raised), and in shapes its verifier takes
+    # (it raised on a timestamp that is no integer and a body that is no UTF-8): whatever its shape, a 401.
+    stamps = request.headers.getlist("x-slack-request-timestamp")
+    signatures = request.headers.getlist("x-slack-signature")
+    if (verifier is None or len(stamps) != 1 or len(signatures) != 1 or not _SLACK_TIMESTAMP.fullmatch(stamps[0])
+            or not _SLACK_SIGNATURE.fullmatch(signatures[0])):
+        return False
+    try:
+        text = body.decode("utf-8")  # all Slack sends
+    except UnicodeDecodeError:
+        return False
+    return verifier.is_valid(text, stamps[0], signatures[0])
+
+
+def _ssl_check(request: Request, body: bytes) -> bool:
+    """Whether this is Slack's SSL check, which comes unsigned: a form of only `ssl_check=1` and a token."""
+    if "x-slack-signature" in request.headers:
+        return False
+    form = parse_qs(body.decode("latin-1"), keep_blank_values=True)
+    return form.get("ssl_check") == ["1"] and set(form) <= {"ssl_check", "token"}
 
 
 def create_app(runtime: Runtime, *, slack: Any = None) -> FastAPI:
