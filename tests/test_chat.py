@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from modelbay.config import load_settings
-from modelbay.engine.chat import Answered, Delta, Notice, Place
+from modelbay.engine.chat import Answered, Chats, Delta, Notice, Place
 from modelbay.engine.db import Database
 from modelbay.engine.errors import (
     AnswerNotFound,
@@ -21,11 +23,11 @@ from modelbay.engine.errors import (
     NotServed,
     WrongReason,
 )
-from modelbay.engine.inference import Backend, Finished, Generation, OpenAIBackend
+from modelbay.engine.inference import TransformersBackend
 from modelbay.engine.schema import AnalyticsEvent, Feedback, Message
 from modelbay.runtime import Runtime
 from tests.conftest import REDIS_URL
-from tests.support.chat import installed
+from tests.support.chat import installed, served_by
 from tests.support.openai_standin import Script, StandIn
 
 HERE = Place("slack", "C1", "T1")
@@ -116,38 +118,18 @@ def test_over_long_input_is_cut_with_a_notice(runtime: Runtime) -> None:
     assert answer.input_tokens <= 512
 
 
-class _Slow(Backend):
-    """A backend of our own that answers slowly and records when each answer ran."""
-
-    name = "slow"
-    context_length = 512
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[str, float, float]] = []
-
-    def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        return sum(len(m["content"]) for m in messages)
-
-    def stream(self, messages: list[dict[str, str]], params: Generation) -> Iterator[str | Finished]:
-        start = time.monotonic()
-        for word in ("one", " two", " three"):
-            time.sleep(0.15)
-            yield word
-        self.spans.append((messages[-1]["content"], start, time.monotonic()))
-        yield Finished(3, 3)
-
-
 def test_two_messages_sent_at_once_are_answered_in_order(runtime: Runtime) -> None:
-    session = runtime.chats.open(HERE, ALICE, "tiny-chat")
-    slow = _Slow()
-    runtime.chats._backends[session.model_version_id] = (time.monotonic(), slow, None)
-    first = threading.Thread(target=lambda: list(runtime.chats.answer(session.id, ALICE, "first")))
-    second = threading.Thread(target=lambda: list(runtime.chats.answer(session.id, ALICE, "second")))
-    first.start()
-    time.sleep(0.05)
-    second.start()
-    first.join(10)
-    second.join(10)
+    with StandIn() as slow:
+        slow.script = Script(pieces=["one", " two", " three"], delay=0.15)
+        served_by(runtime, "tiny-chat", slow.endpoint)
+        session = runtime.chats.open(HERE, ALICE, "tiny-chat")
+        first = threading.Thread(target=lambda: list(runtime.chats.answer(session.id, ALICE, "first")))
+        second = threading.Thread(target=lambda: list(runtime.chats.answer(session.id, ALICE, "second")))
+        first.start()
+        time.sleep(0.05)
+        second.start()
+        first.join(10)
+        second.join(10)
     (q1, _, end1), (q2, start2, _) = slow.spans
     assert (q1, q2) == ("first", "second") and start2 >= end1
     assert [t["content"] for t in runtime.chats.history(session.id)] == ["first", "one two three", "second",
@@ -155,11 +137,10 @@ def test_two_messages_sent_at_once_are_answered_in_order(runtime: Runtime) -> No
 
 
 def test_a_backend_failing_mid_answer_keeps_the_partial_text(runtime: Runtime) -> None:
-    session = runtime.chats.open(HERE, ALICE, "tiny-chat")
     with StandIn() as server:
         server.script = Script(pieces=["The sky", " is"], end="drop")
-        runtime.chats._backends[session.model_version_id] = (time.monotonic(), OpenAIBackend(server.endpoint, "m"),
-                                                             None)
+        served_by(runtime, "tiny-chat", server.endpoint)
+        session = runtime.chats.open(HERE, ALICE, "tiny-chat")
         events, answer = _answer(runtime, session.id, ALICE, "What color is the sky?")
     assert [e.text for e in events if isinstance(e, Delta)] == ["The sky", " is"]
     assert answer.text == "The sky is" and answer.status == "partial"
@@ -261,3 +242,64 @@ def test_chat_commands_check_roles_and_say_what_to_do(runtime: Runtime) -> None:
     assert "You opted out" in run("/privacy status").text
     assert run("/chat end").text.startswith("Chat with `tiny-chat` ended")
     assert run("/chat end").title == "No chat here"
+
+
+def _answered(events: list[object]) -> object:
+    return [e for e in events if isinstance(e, Answered)][-1].answer
+
+
+def test_an_evicted_in_process_model_is_closed_once_its_answer_ends_and_then_released(runtime: Runtime,
+                                                                                      tiny_chat_model: Path) -> None:
+    installed(runtime.registry, tiny_chat_model, name="tiny-chat-two")
+    chats = Chats(runtime.settings, runtime.db, runtime.redis, runtime.registry, runtime.servers, runtime.analytics,
+                  keep_in_process=1)
+    first = chats.open(HERE, ALICE, "tiny-chat")
+    backend = chats.backend_of(first)
+    assert isinstance(backend, TransformersBackend)
+    model = weakref.ref(backend.model)
+    answering = chats.answer(first, ALICE, "What color is the sky?")
+    assert isinstance(next(e for e in answering if isinstance(e, Delta)), Delta)  # mid-answer
+    second = chats.open(Place("slack", "C2"), BOB, "tiny-chat-two")  # a cache of 1: the first model is evicted
+    assert chats.backend_of(second) is not backend
+    assert backend.model is not None  # still answering through it
+    assert _answered(list(answering)).status == "ok"
+    assert backend.model is None  # closed when its answer ended
+    del answering
+    gc.collect()
+    assert model() is None  # nothing keeps the evicted model alive
+    # The first chat still answers: its model is loaded again, and the second one's goes in its place.
+    other = chats.backend_of(second)
+    assert _answered(list(chats.answer(first, ALICE, "Hi"))).status == "ok"
+    assert other.model is None and chats.backend_of(first).model is not None
+
+
+def test_ending_the_last_chat_on_a_model_releases_it(runtime: Runtime) -> None:
+    first = runtime.chats.open(HERE, ALICE, "tiny-chat")
+    runtime.chats.open(Place("slack", "C2"), BOB, "tiny-chat")
+    backend = runtime.chats.backend_of(first)
+    model = weakref.ref(backend.model)
+    runtime.chats.close(HERE)
+    assert backend.model is not None  # Bob's chat still uses it
+    runtime.chats.close(Place("slack", "C2"))
+    assert backend.model is None
+    gc.collect()
+    assert model() is None
+
+
+def test_a_stopped_answer_keeps_what_arrived_as_canceled(runtime: Runtime) -> None:
+    with StandIn() as server:
+        server.script = Script(pieces=[f" word{i}" for i in range(50)], delay=0.05)
+        served_by(runtime, "tiny-chat", server.endpoint)
+        session = runtime.chats.open(HERE, ALICE, "tiny-chat")
+        stop = threading.Event()
+        events = []
+        for event in runtime.chats.answer(session, ALICE, "Tell me a story.", stop):
+            events.append(event)
+            if len(events) == 3:
+                stop.set()
+    answer = _answered(events)
+    assert answer.status == "canceled" and answer.text == " word0 word1 word2"
+    assert answer.note == "You stopped this answer; the text so far is kept."
+    assert runtime.chats.history(session.id)[-1] == {"role": "assistant", "content": answer.text}
+    metrics = runtime.analytics.metrics([session.model_version_id], None)
+    assert metrics.requests == 1 and metrics.failures == 0

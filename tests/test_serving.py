@@ -92,7 +92,7 @@ def test_serve_chat_and_stop_through_the_bot_and_a_real_worker(runtime: Runtime,
     with pytest.raises(ServerNotRunning):
         runtime.servers.stop("tiny-chat")
     # With the server gone, the next chat is answered in-process again (the operator allows it here).
-    runtime.chats._backends.clear()
+    runtime.chats.release_all()
     assert list(runtime.chats.answer(session, ADMIN.key, "Hello!"))[-1].answer.backend == "transformers"
 
 

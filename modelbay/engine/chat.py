@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -57,6 +59,8 @@ UP_REASONS = ("helpful", "accurate", "followed_instructions", "creative")
 DOWN_REASONS = ("wrong", "didnt_follow", "refused", "too_verbose", "other")
 HISTORY_LIMIT = 200  # turns kept in Redis per session; the context window trims further
 BACKEND_FRESH_FOR = 10.0  # seconds a chosen backend is reused before the server table is read again
+KEEP_IN_PROCESS = 2  # models kept loaded for in-process answers; the least recently used one goes first
+KEEP_BACKENDS = 16  # backends kept in all (HTTP ones hold only a connection pool)
 # Seconds this process trusts what it last read of the chat open at a place; opening or closing a chat here
 # updates it at once, another process's change shows after at most this long.
 PLACE_FRESH_FOR = 5.0
@@ -115,7 +119,7 @@ class AnswerRecord:
     message_id: int
     session_id: int
     text: str
-    status: str  # ok | partial | failed
+    status: str  # ok | partial | failed | canceled
     note: str | None
     backend: str
     input_tokens: int | None
@@ -151,18 +155,39 @@ class RatingRecord:
     changed: bool  # it replaced an earlier rating by the same person
 
 
+@dataclass
+class _Held:
+    """A backend chosen for a model version, with how many answers stream through it right now."""
+
+    backend: Backend
+    server: ServerRecord | None
+    chosen_at: float
+    streams: int = 0
+    retired: bool = False  # replaced or evicted: closed when its last answer ends
+
+
 class Chats:
-    """Opens sessions, answers messages in order with the right backend, stores turns, takes ratings."""
+    """Opens sessions, answers messages in order with the right backend, stores turns, takes ratings.
+
+    Backends are cached per model version, at most `keep_in_process` of them with a model loaded here; one
+    that is replaced (another server), evicted (other models used since), or no longer needed (its last chat
+    ended, its version uninstalled) is closed as soon as no answer streams through it, releasing its model.
+    """
 
     def __init__(self, settings: Settings, db: Database, redis: Redis, registry: Registry, servers: Servers,
-                 analytics: Analytics) -> None:
+                 analytics: Analytics, *, keep_in_process: int = KEEP_IN_PROCESS,
+                 keep_backends: int = KEEP_BACKENDS) -> None:
         self.settings = settings
         self._db = db
         self.redis = redis
         self.registry = registry
         self.servers = servers
         self.analytics = analytics
-        self._backends: dict[int, tuple[float, Backend, ServerRecord | None]] = {}
+        self.keep_in_process = keep_in_process
+        self.keep_backends = keep_backends
+        self._backends: OrderedDict[int, _Held] = OrderedDict()
+        self._backends_lock = threading.Lock()  # guards _backends and each _Held's counts
+        self._choosing = threading.Lock()  # one backend choice at a time: a model is loaded once, not twice
         self._places: dict[Place, tuple[float, SessionRecord | None]] = {}
         self._turn_script = redis.register_script(_TAKE_TURN)
 
@@ -173,8 +198,10 @@ class Chats:
         version = installed_version(record)
         self.backend_for(record, version)  # say now, not at the first message, if it cannot be answered
         with self._db.session() as session:
+            replaced = set()
             for row in session.scalars(select(ChatSession).where(*self._open_at(place))):
                 row.closed_at = datetime.now(timezone.utc)
+                replaced.add(row.model_version_id)
             row = ChatSession(platform=place.platform, channel_id=place.channel_id, thread_id=place.thread_id,
                               user_key=user_key, model_version_id=version.id, system_prompt=system_prompt or None)
             session.add(row)
@@ -182,6 +209,7 @@ class Chats:
             session_id = row.id
         opened = self.get(session_id)
         self._places[place] = (time.monotonic(), opened)
+        self._release_unused(replaced - {version.id})
         return opened
 
     @staticmethod
@@ -242,47 +270,134 @@ class Chats:
             row = session.get(ChatSession, current.id)
             row.closed_at = datetime.now(timezone.utc)
         self._places.pop(place, None)
+        self._release_unused({current.model_version_id})
         return current
 
     # -- backends ------------------------------------------------------------------------------------------
     def backend_of(self, chat: SessionRecord) -> Backend:
         """The backend answering a chat: the one chosen in the last BACKEND_FRESH_FOR seconds, else chosen now."""
-        cached = self._backends.get(chat.model_version_id)
-        if cached is not None and time.monotonic() - cached[0] < BACKEND_FRESH_FOR:
-            return cached[1]
+        held = self._fresh(chat.model_version_id)
+        if held is not None:
+            return held.backend
         return self.backend_for(self.registry.get(chat.model_name), self.registry.get_version(chat.model_version_id))
+
+    def _fresh(self, version_id: int) -> _Held | None:
+        with self._backends_lock:
+            held = self._backends.get(version_id)
+            if held is None or time.monotonic() - held.chosen_at >= BACKEND_FRESH_FOR:
+                return None
+            self._backends.move_to_end(version_id)
+            return held
 
     def backend_for(self, model: ModelRecord, version: VersionRecord) -> Backend:
         """A running vLLM server of the version if there is one, else in-process transformers if allowed."""
-        cached = self._backends.get(version.id)
-        if cached is not None and time.monotonic() - cached[0] < BACKEND_FRESH_FOR:
-            return cached[1]
-        if version.install_state != "installed" or not version.local_path:
-            raise NeedsInstall(model.name)  # uninstalled since the chat began
-        base, adapter = version, None
-        if version.parent_version_id and version.local_path and Path(version.local_path, "adapter_config.json").is_file():
-            # A LoRA fine-tune: its base model's server answers, with the adapter hot-loaded under its own name.
-            base, adapter = self.registry.get_version(version.parent_version_id), f"{model.name}-v{version.id}"
-        server = self.servers.running_for(base.id)
-        if cached is not None and cached[2] == server and server is not None:
-            # The same server as before: keep its backend, whose connections other answers may be using.
-            self._backends[version.id] = (time.monotonic(), cached[1], server)
-            return cached[1]
-        if server is not None and server.endpoint:
-            if adapter is not None:
-                server = self.servers.load_adapter(server, adapter, version.local_path or "")
-            name = adapter or server.served_name
-            backend: Backend = OpenAIBackend(server.endpoint or "", name, model_path=base.local_path,
-                                             context_length=_served_context(server.endpoint or "", server.served_name))
-        elif adapter is not None:
-            raise NotServed(model.name, "a LoRA fine-tune is answered by its base model's vLLM server")
-        elif not self.settings.chat_in_process:
-            raise NotServed(model.name, "answers in this process are turned off by MODELBAY_CHAT_IN_PROCESS")
-        else:
-            backend = TransformersBackend(version.local_path or "")  # the loaded model is shared, not reloaded
-        # A replaced backend is not closed: an answer may still be streaming through it; its pool goes with it.
-        self._backends[version.id] = (time.monotonic(), backend, server)
-        return backend
+        with self._choosing:
+            held = self._fresh(version.id)
+            if held is not None:
+                return held.backend
+            if version.install_state != "installed" or not version.local_path:
+                self.release(version.id)  # uninstalled since the chat began: its loaded model goes too
+                raise NeedsInstall(model.name)
+            base, adapter = version, None
+            if version.parent_version_id and Path(version.local_path, "adapter_config.json").is_file():
+                # A LoRA fine-tune: its base model's server answers, with the adapter hot-loaded under its own name.
+                base, adapter = self.registry.get_version(version.parent_version_id), f"{model.name}-v{version.id}"
+            server = self.servers.running_for(base.id)
+            with self._backends_lock:
+                cached = self._backends.get(version.id)
+                if cached is not None and cached.server == server:
+                    # The same server as before (or still none): keep its backend, whose connections or loaded model
+                    # other answers may be using.
+                    cached.chosen_at = time.monotonic()
+                    self._backends.move_to_end(version.id)
+                    return cached.backend
+            if server is not None and server.endpoint:
+                if adapter is not None:
+                    server = self.servers.load_adapter(server, adapter, version.local_path)
+                name = adapter or server.served_name
+                backend: Backend = OpenAIBackend(
+                    server.endpoint, name, model_path=base.local_path, api_key=server.api_key,
+                    context_length=_served_context(server.endpoint, server.served_name, server.api_key))
+            elif adapter is not None:
+                raise NotServed(model.name, "a LoRA fine-tune is answered by its base model's vLLM server")
+            elif not self.settings.chat_in_process:
+                raise NotServed(model.name, "answers in this process are turned off by MODELBAY_CHAT_IN_PROCESS")
+            else:
+                self._make_room_for_a_model()
+                backend = TransformersBackend(version.local_path)
+            with self._backends_lock:
+                replaced = self._backends.pop(version.id, None)
+                self._backends[version.id] = _Held(backend, server, time.monotonic())
+                evicted = self._evict()
+            self._retire([h for h in (replaced, *evicted) if h is not None])
+            return backend
+
+    def _make_room_for_a_model(self) -> None:
+        """Evict in-process backends down to one below the bound before loading another model (memory peaks)."""
+        with self._backends_lock:
+            loaded = [v for v, h in self._backends.items() if isinstance(h.backend, TransformersBackend)]
+            evicted = [self._backends.pop(v) for v in loaded[:max(0, len(loaded) - self.keep_in_process + 1)]]
+        self._retire(evicted)
+
+    def _evict(self) -> list[_Held]:
+        """Take the least recently used backends out of the cache past its bounds (call with the lock held)."""
+        evicted = []
+        while len(self._backends) > self.keep_backends:
+            evicted.append(self._backends.popitem(last=False)[1])
+        loaded = [v for v, h in self._backends.items() if isinstance(h.backend, TransformersBackend)]
+        for version_id in loaded[:max(0, len(loaded) - self.keep_in_process)]:
+            evicted.append(self._backends.pop(version_id))
+        return evicted
+
+    def _retire(self, held: list[_Held]) -> None:
+        """Close backends no longer cached, now or when the last answer streaming through them ends."""
+        for h in held:
+            with self._backends_lock:
+                h.retired = True
+                idle = h.streams == 0
+            if idle:
+                _close(h.backend)
+
+    def release(self, version_id: int) -> None:
+        """Forget a version's backend and close it once no answer uses it (its chats ended, it was uninstalled)."""
+        with self._backends_lock:
+            held = self._backends.pop(version_id, None)
+        self._retire([held] if held is not None else [])
+
+    def release_all(self) -> None:
+        """Close every cached backend (at shutdown)."""
+        with self._backends_lock:
+            held = list(self._backends.values())
+            self._backends.clear()
+        self._retire(held)
+
+    def _release_unused(self, version_ids: set[int]) -> None:
+        """Release the backends of versions that no open chat uses any more."""
+        if not version_ids:
+            return
+        with self._db.session() as session:
+            used = set(session.scalars(select(ChatSession.model_version_id).where(
+                ChatSession.model_version_id.in_(version_ids), ChatSession.closed_at.is_(None))))
+        for version_id in version_ids - used:
+            self.release(version_id)
+
+    def _lease(self, chat: SessionRecord) -> _Held:
+        """The chat's backend, counted as in use until _unlease (so it is not closed under the answer)."""
+        while True:
+            backend = self.backend_of(chat)
+            with self._backends_lock:
+                held = self._backends.get(chat.model_version_id)
+                if held is not None and held.backend is backend and not held.retired:
+                    held.streams += 1
+                    return held
+            # Replaced between the choice and the lease (another thread chose again): take the new one.
+
+    def _unlease(self, held: _Held) -> None:
+        with self._backends_lock:
+            held.streams -= 1
+            idle = held.retired and held.streams == 0
+        if idle:
+            _close(held.backend)
 
     # -- answering -----------------------------------------------------------------------------------------
     def generation(self) -> Generation:
@@ -291,12 +406,21 @@ class Chats:
         return Generation(max_tokens=s.chat_max_tokens, temperature=s.chat_temperature, timeout=s.chat_timeout,
                           idle_timeout=s.chat_idle_timeout)
 
-    def answer(self, chat: SessionRecord | int, user_key: str, text: str) -> Iterator[ChatEvent]:
-        """Answer one message: Notices first, then Deltas as the model writes, then Answered."""
+    def answer(self, chat: SessionRecord | int, user_key: str, text: str,
+               stop: threading.Event | None = None) -> Iterator[ChatEvent]:
+        """Answer one message: Notices first, then Deltas as the model writes, then Answered.
+
+        Setting `stop` ends the answer after the piece being written: what arrived is kept, stored as canceled.
+        """
         chat = chat if isinstance(chat, SessionRecord) else self.get(chat)
         session_id = chat.id
-        backend = self.backend_of(chat)
-        ticket, history = self._take_turn(session_id)
+        held = self._lease(chat)
+        backend = held.backend
+        try:
+            ticket, history = self._take_turn(session_id)
+        except BaseException:
+            self._unlease(held)
+            raise
         try:
             messages = ([{"role": "system", "content": chat.system_prompt}] if chat.system_prompt else [])
             messages += history + [{"role": "user", "content": text}]
@@ -310,8 +434,10 @@ class Chats:
             note: str | None = None
             started = time.monotonic()
             first: float | None = None
+            canceled = stop is not None and stop.is_set()
+            stream = backend.stream(prompt.messages, params)
             try:
-                for item in backend.stream(prompt.messages, params):
+                for item in () if canceled else stream:
                     if isinstance(item, Finished):
                         finished = item
                         continue
@@ -319,15 +445,22 @@ class Chats:
                         first = time.monotonic()
                     pieces.append(item)
                     yield Delta(item)
+                    if stop is not None and stop.is_set():
+                        canceled = True
+                        break
             except BackendFailed as exc:
                 note = f"The answer stopped early: {exc}" if pieces else f"No answer: {exc}"
                 # Choose again at the next message: the server table says whether the server still runs (its
                 # supervisor owns that state and marks a dead server down within seconds).
-                self._backends.pop(chat.model_version_id, None)
+                self._forget_choice(chat.model_version_id, held)
+            finally:
+                stream.close()  # a canceled answer stops generating (in-process) or drops its connection (HTTP)
             ended = time.monotonic()
             answer_text = "".join(pieces)
             status = "ok" if note is None else ("partial" if pieces else "failed")
-            if note is None and finished is not None and finished.reason == "length":
+            if canceled:
+                status, note = "canceled", "You stopped this answer; the text so far is kept."
+            elif note is None and finished is not None and finished.reason == "length":
                 note = f"The answer reached the {params.max_tokens}-token limit and was cut there."
             sent = prompt.messages[-1]["content"]  # the message as the model saw it (cut to fit, maybe)
             record = self._store(
@@ -340,6 +473,13 @@ class Chats:
             yield Answered(record)
         finally:
             self._end_turn(session_id, ticket)
+            self._unlease(held)
+
+    def _forget_choice(self, version_id: int, held: _Held) -> None:
+        """Make the next message choose its backend again (kept if still the same: a loaded model stays)."""
+        with self._backends_lock:
+            if self._backends.get(version_id) is held:
+                held.chosen_at = float("-inf")
 
     def _store(self, chat: SessionRecord, user_key: str, question: str, answer: str, status: str, note: str | None,
                backend: str, *, input_tokens: int | None, output_tokens: int | None, ttft_ms: float | None,
@@ -472,14 +612,25 @@ class Chats:
         return counts
 
 
-def _served_context(endpoint: str, name: str) -> int:
-    """The context length a vLLM server allows (its /v1/models lists max_model_len)."""
+def _close(backend: Backend) -> None:
+    close = getattr(backend, "close", None)
+    if close is None:
+        return
     try:
-        models = httpx.get(f"{endpoint}/models", timeout=5.0).json().get("data", [])
-    except (httpx.HTTPError, ValueError):
-        return 2048
-    for entry in models:
-        if entry.get("id") == name and entry.get("max_model_len"):
-            return int(entry["max_model_len"])
+        close()
+    except Exception:  # closing is best effort: the backend is out of use either way
+        log.warning("closing the %s backend failed", backend.name, exc_info=True)
+
+
+def _served_context(endpoint: str, name: str, api_key: str | None = None) -> int:
+    """The context length a vLLM server allows (its /v1/models lists max_model_len)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        models = httpx.get(f"{endpoint}/models", headers=headers, timeout=5.0).json().get("data", [])
+        for entry in models:
+            if entry.get("id") == name and entry.get("max_model_len"):
+                return int(entry["max_model_len"])
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError):  # not the shape vLLM answers with
+        pass
     return 2048
 

@@ -48,6 +48,7 @@ class ServerRecord:
     host: str | None
     pid: int | None
     adapters: list[str] = field(default_factory=list)
+    api_key: str | None = field(default=None, repr=False)  # the bearer token the server requires
     error: str | None = None
     requester: str = ""
     created_at: datetime | None = None
@@ -64,7 +65,7 @@ def _record(row: Server) -> ServerRecord:
     return ServerRecord(
         id=row.id, model_version_id=row.model_version_id, job_id=row.job_id, state=row.state.value,
         endpoint=row.endpoint, served_name=row.served_name, host=row.host, pid=row.pid,
-        adapters=list(row.adapters or []), error=row.error, requester=row.requester, created_at=row.created_at,
+        adapters=list(row.adapters or []), api_key=row.api_key, error=row.error, requester=row.requester, created_at=row.created_at,
         ready_at=row.ready_at, ended_at=row.ended_at,
     )
 
