@@ -210,3 +210,48 @@ def test_chat_in_the_console_streams_rates_and_measures(tmp_path: Path, tiny_cha
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+def test_ctrl_c_stops_an_answer_keeps_its_text_and_returns_to_the_prompt(tmp_path: Path, tiny_chat_model: Path) -> None:
+    from modelbay.config import load_settings
+    from modelbay.engine.schema import Message
+    from tests.support.chat import installed, served_by
+    from tests.support.openai_standin import Script, StandIn
+
+    home = tmp_path / "home"
+    with StandIn() as server:
+        # A slow model server: one word every 0.3 s, sixty words in all.
+        server.script = Script(pieces=[f" word{i}" for i in range(60)], delay=0.3)
+        runtime = Runtime(load_settings(home=home))
+        runtime.prepare()
+        installed(runtime.registry, tiny_chat_model)
+        served_by(runtime, "tiny-chat", server.endpoint)
+        runtime.close()
+        child = _spawn_console(_env(home), tmp_path, timeout=60)
+        try:
+            child.expect("modelbay>")
+            child.send("/chat tiny-chat\r")
+            child.expect("Chatting with")
+            child.expect("modelbay>")
+            for question in ("Tell me a long story.", "And another one."):  # Ctrl-C works every time, not once
+                child.send(f"{question}\r")
+                child.expect(" word2")
+                child.sendintr()
+                child.expect("You stopped this answer; the text so far is kept.")
+                child.expect("modelbay>")
+            child.send("/jobs\r")  # the console still runs commands
+            child.expect("No jobs yet")
+            child.expect("modelbay>")
+            child.sendeof()
+            child.expect(pexpect.EOF)
+        finally:
+            child.close()
+    assert child.exitstatus == 0
+    runtime = Runtime(load_settings(home=home))
+    try:
+        with runtime.db.session() as db:
+            answers = [m for m in db.query(Message).order_by(Message.id) if m.role == "assistant"]
+        assert [m.status for m in answers] == ["canceled", "canceled"]
+        assert all(3 <= (m.tokens or 0) < 60 for m in answers)  # what arrived before Ctrl-C, not the whole answer
+    finally:
+        runtime.close()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import getpass
 import re
+import signal
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -71,6 +74,26 @@ def render(reply: Reply) -> RenderableType:
         return Panel(body, title=f"[bold {colour}]{escape(reply.title)}[/]", title_align="left", border_style=colour,
                      expand=False)
     return Group(*[f"[{colour}]{p}[/]" if isinstance(p, str) and reply.tone != "info" else p for p in parts])
+
+
+@contextmanager
+def _on_ctrl_c(action: Callable[[], None]) -> Iterator[None]:
+    """Make Ctrl-C run action (each time it is pressed) instead of interrupting the console, for the block.
+
+    asyncio.run's own handler cancels the whole console on Ctrl-C and raises KeyboardInterrupt at the second one
+    in a session; an answer or a job being followed needs Ctrl-C to mean "stop that" every time.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signals arrive only on the main thread
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGINT)
+    # The handler runs between two bytecodes of the main thread: hand the action to the loop, which it wakes.
+    signal.signal(signal.SIGINT, lambda signum, frame: loop.call_soon_threadsafe(action))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _CommandCompleter(Completer):
@@ -220,19 +243,21 @@ class ConsoleApp:
             await self.follow(reply.progress.job_id, reply.progress.label)
 
     async def say(self, text: str) -> None:
-        """Send a message to the chat open here and print the answer as it streams in."""
+        """Send a message to the chat open here and print the answer as it streams in; Ctrl-C stops the answer."""
         ctx = self.dispatcher.context(self.actor, self.place)
+        stop = threading.Event()
         started = False
         try:
-            async for event in converse(ctx, text):
-                if isinstance(event, Notice):
-                    self.out.print(f"[yellow]{escape(event.text)}[/]", highlight=False)
-                elif isinstance(event, Delta):
-                    started = True
-                    self.out.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
-                    self.out.file.flush()
-                elif isinstance(event, Answered):
-                    self._answered(event.answer, started)
+            with _on_ctrl_c(stop.set):
+                async for event in converse(ctx, text, stop):
+                    if isinstance(event, Notice):
+                        self.out.print(f"[yellow]{escape(event.text)}[/]", highlight=False)
+                    elif isinstance(event, Delta):
+                        started = True
+                        self.out.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+                        self.out.file.flush()
+                    elif isinstance(event, Answered):
+                        self._answered(event.answer, started)
         except Exception as exc:  # nothing streamed yet: the chat could not start (not served, no chat here)
             if started:
                 self.out.print()
@@ -248,13 +273,14 @@ class ConsoleApp:
     async def follow(self, job_id: str, label: str) -> None:
         """Show a job's progress until it ends; Ctrl-C asks to cancel it."""
         last = None
+        task = asyncio.current_task()
         try:
-            with _ProgressDisplay(self.out, label) as display:
+            with _on_ctrl_c(task.cancel if task is not None else lambda: None), \
+                    _ProgressDisplay(self.out, label) as display:
                 async for event in watch(self.dispatcher.runtime.jobs, job_id):
                     last = event
                     display.update(event)
         except (KeyboardInterrupt, asyncio.CancelledError):
-            task = asyncio.current_task()
             if task is not None:
                 task.uncancel()  # Ctrl-C means "cancel the job", not "leave the console"
             await self.handle(f"/jobs cancel {job_id}")

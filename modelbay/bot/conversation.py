@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Protocol
 
 from modelbay.bot.bridge import in_thread
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Reply
+from modelbay.bot.text import Part, fence_after
 from modelbay.engine.chat import Answered, AnswerRecord, ChatEvent, Delta, Notice
 from modelbay.engine.errors import NoChatHere, NotAllowed
 
@@ -25,8 +27,11 @@ class AnswerSink(Protocol):
     async def finish(self, reply: Reply) -> None:
         """Show the finished answer (its text, note, facts and rating buttons)."""
 
-async def converse(ctx: Context, text: str) -> AsyncIterator[ChatEvent]:
-    """Answer a plain message sent where a chat is open; errors before the answer starts are raised."""
+async def converse(ctx: Context, text: str, stop: threading.Event | None = None) -> AsyncIterator[ChatEvent]:
+    """Answer a plain message sent where a chat is open; errors before the answer starts are raised.
+
+    Setting `stop` ends the answer early, keeping what arrived (`Chats.answer`).
+    """
     if not ctx.has_role("user"):
         raise NotAllowed("chatting with models", ctx.role, "user")
     chats, place = ctx.runtime.chats, ctx.where()
@@ -35,7 +40,7 @@ async def converse(ctx: Context, text: str) -> AsyncIterator[ChatEvent]:
         session = chats.current(place)  # on the same thread as the answer: one hand-off before the first token
         if session is None:
             raise NoChatHere()
-        return chats.answer(session, ctx.actor.key, text)
+        return chats.answer(session, ctx.actor.key, text, stop)
 
     async for event in in_thread(answer):
         yield event
@@ -56,8 +61,8 @@ def answer_footer(answer: AnswerRecord) -> str:
 def answer_reply(answer: AnswerRecord) -> Reply:
     """A finished answer as a Reply: its text, any note, the facts and 👍/👎 buttons."""
     text = answer.text
-    if answer.note:
-        text = f"{text}\n\n_{answer.note}_" if text else answer.note
+    if answer.note:  # after the answer's code block, if it stopped inside one
+        text = f"{Part(text, close=fence_after(text))}\n\n_{answer.note}_" if text else answer.note
     tone = "info" if answer.status == "ok" else "warning"
     buttons = [Button("👍", f"/rate up message:{answer.message_id}", "success"),
                Button("👎", f"/rate down message:{answer.message_id}", "danger")]
