@@ -227,6 +227,8 @@ def test_rate_takes_a_comment_after_the_reason_and_the_answer_only_by_name() -> 
     assert rate.usage == "/rate <rating> [reason] [message:N] [comment]"
     with pytest.raises(ArgumentInvalid, match="`reason` must be one of"):
         COMMANDS.parse("/rate down 3")
+    with pytest.raises(ArgumentInvalid, match="from 1 to 9,007,199,254,740,992 \\(got 0\\)"):
+        COMMANDS.parse("/rate up message:0")
 
 
 def test_rate_stores_the_comment_of_either_form(settings, tiny_chat_model) -> None:

@@ -87,7 +87,7 @@ class Arg:
         if self.type in (ArgType.INTEGER, ArgType.NUMBER):
             kind = "a whole number" if self.type is ArgType.INTEGER else "a number"
             if self.min is not None and self.max is not None:
-                return f"{kind} from {self.min:g} to {self.max:g}"
+                return f"{kind} from {_number(self.min)} to {_number(self.max)}"
             return kind
         return f"text of at most {self.max_length} characters"
 
@@ -258,6 +258,10 @@ def _split_args(cmd: Command, tokens: list[str]) -> tuple[list[str], dict[str, s
             positional.append(token)
         i += 1
     return positional, named
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"  # 2**53 reads 9,007,199,254,740,992
 
 
 def _is_utf8(text: str) -> bool:
