@@ -1,15 +1,150 @@
-"""Text helpers every chat front end shares: splitting long text, tables as aligned lines, progress bars."""
+"""Text helpers every chat front end shares: splitting long text, tables as aligned lines, progress bars.
+
+`split_parts` cuts Markdown into messages losslessly: every character lands in exactly one part, in order, and a
+fenced code block a cut falls inside is closed at the end of one part and reopened (with its opening line, so its
+language) at the start of the next, so each part renders on its own. Cuts prefer paragraph and line breaks
+outside code, then line breaks inside code, then a space, and never fall inside a fence line.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from modelbay.bot.reply import Progress, Reply, Table
 
-__all__ = ["bar", "rewrite", "split_text", "table_lines"]
+__all__ = ["Fence", "Part", "bar", "fence_after", "rewrite", "split_parts", "split_text", "table_lines"]
 
 CELL_CHARS = 40  # a table cell wider than this is cut, so rows stay readable in a chat window
+# A fence line as CommonMark reads it: up to 3 spaces, 3 or more backticks or tildes, then the info string.
+_FENCE = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)")
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A fenced code block left open: the line that opened it (`opening`) and the line that closes it."""
+
+    opening: str  # as written, e.g. "```python"
+    closing: str  # e.g. "```"
+
+    def closes(self, line: str) -> bool:
+        """Whether a line (without its newline) closes this block."""
+        match = _FENCE.fullmatch(line.rstrip("\r"))
+        run = self.closing.strip()
+        return bool(match and match[2][0] == run[0] and len(match[2]) >= len(run) and not match[3].strip())
+
+
+@dataclass(frozen=True)
+class Part:
+    """One message's share of a text: `text` is the share itself; `reopen` and `close` are the code block open
+    where it starts and where it ends, whose fence lines `str()` adds so the part renders on its own."""
+
+    text: str
+    reopen: Fence | None = None
+    close: Fence | None = None
+
+    def __str__(self) -> str:
+        head = self.reopen.opening + "\n" if self.reopen else ""
+        return head + self.text + _closer(self.text, self.close)
+
+
+def _closer(text: str, fence: Fence | None) -> str:
+    """The fence line that closes a part ending inside `fence` (on a line of its own)."""
+    if fence is None:
+        return ""
+    return fence.closing if text.endswith("\n") or not text else "\n" + fence.closing
+
+
+def _fence_line(line: str) -> bool:
+    return _FENCE.fullmatch(line.rstrip("\r\n")) is not None
+
+
+def _after(fence: Fence | None, line: str) -> Fence | None:
+    """The code block open after one more line (with or without its newline)."""
+    line = line.rstrip("\n")
+    if fence is not None:
+        return None if fence.closes(line) else fence
+    match = _FENCE.fullmatch(line.rstrip("\r"))
+    if match is None or (match[2][0] == "`" and "`" in match[3]):  # a backtick fence's info has no backtick
+        return None
+    return Fence(line.rstrip("\r"), match[1] + match[2])
+
+
+def fence_after(text: str, fence: Fence | None = None) -> Fence | None:
+    """The code block open at the end of `text` (which starts inside `fence`), or None."""
+    for line in text.splitlines(keepends=True):
+        fence = _after(fence, line)
+    return fence
+
+
+def split_parts(text: str, limit: int, weigh: Callable[[str], int] = len, *,
+                fence: Fence | None = None) -> list[Part]:
+    """Cut text (which starts inside `fence`) into parts whose `str()` weighs at most `limit` each.
+
+    `weigh` says what a text costs once sent (its length by default; Slack's escaped length); it must add up:
+    weigh(a + b) == weigh(a) + weigh(b). Joining the parts' `text` gives back `text` exactly. The cut of a text's
+    beginning never moves as more text is appended, so a streamed answer can be cut into messages as it grows.
+    """
+    parts: list[Part] = []
+    while True:
+        head = weigh(fence.opening + "\n") if fence else 0
+        end_fence = fence_after(text, fence)
+        if head + weigh(text) + weigh(_closer(text, end_fence)) <= limit:
+            parts.append(Part(text, fence, end_fence))
+            return parts
+        cut, after = _cut(text, fence, limit - head, weigh)
+        parts.append(Part(text[:cut], fence, after))
+        text, fence = text[cut:], after
+
+
+def _cut(text: str, fence: Fence | None, room: int, weigh: Callable[[str], int]) -> tuple[int, Fence | None]:
+    """Where the first part of a text too long for `room` ends, and the code block open there."""
+    lines: list[tuple[int, int, int, Fence | None]] = []  # cuts at line starts: (rank, index, weight before, fence)
+    used, start, state = 0, 0, fence
+    while (newline := text.find("\n", start)) >= 0:  # the last line, maybe still being written, is never taken whole
+        line = text[start:newline + 1]
+        after = _after(state, line)
+        if used + weigh(line) + weigh(_closer("\n", after)) > room:
+            break
+        state, used, start = after, used + weigh(line), newline + 1
+        if start < len(text):
+            lines.append((_rank(text, start, state), start, used, state))
+    half = room // 2
+    late = [c for c in lines if c[2] >= half]
+    if late:
+        _, index, _, after = min(late, key=lambda c: (c[0], -c[1]))
+        return index, after
+    # No line break in the second half: cut inside the line that does not fit, at a space late enough; else at the
+    # last line break; else where the room ends. Never inside a fence line.
+    end = text.find("\n", start)
+    line = text[start:] if end < 0 else text[start:end + 1]
+    fence_line = _fence_line(line)
+    free, fits = room - used - weigh(_closer("x", state)), 0
+    for char in line:
+        free -= weigh(char)
+        if free < 0:
+            break
+        fits += 1
+    space = line.rfind(" ", 0, fits)
+    if not fence_line and space >= 0 and used + weigh(line[:space + 1]) >= half:
+        return start + space + 1, state
+    if lines:
+        _, index, _, after = max(lines, key=lambda c: c[1])
+        return index, after
+    return start + max(1, min(fits, len(line) - 1)), state
+
+
+def _rank(text: str, start: int, fence: Fence | None) -> int:
+    """How good a cut before the line at `start` is: 0 between paragraphs or next to a code block, 1 between lines,
+    2 between lines of code, 3 right after a block's opening line or right before its closing line (either would
+    leave an empty block in one of the two messages)."""
+    newline = text.find("\n", start)
+    line = text[start:] if newline < 0 else text[start:newline]
+    previous = text[text.rfind("\n", 0, start - 1) + 1:start].rstrip("\r\n")
+    if fence is None:
+        return 0 if text.endswith("\n\n", 0, start) or _fence_line(line) or _fence_line(previous) else 1
+    return 3 if previous == fence.opening or (newline >= 0 and fence.closes(line)) else 2
 
 
 def split_text(text: str, limit: int) -> list[str]:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelbay.bot.reply import Button, Progress, Reply
-from modelbay.bot.text import bar, rewrite, split_text, table_lines
+from modelbay.bot.text import bar, rewrite, split_parts, table_lines
 
 __all__ = [
-    "CONTENT_CHARS", "DESCRIPTION_CHARS", "EMBED_CHARS", "FIELD_LIMIT", "DiscordMessage", "embed_chars",
-    "progress_value", "render",
+    "COLOURS", "CONTENT_CHARS", "DESCRIPTION_CHARS", "EMBED_CHARS", "FIELD_LIMIT", "FIELD_VALUE_CHARS",
+    "FOOTER_CHARS", "DiscordMessage", "embed_chars", "progress_value", "render",
 ]
 
 TITLE_CHARS = 256
@@ -30,7 +30,7 @@ EMBED_CHARS = 6000
 CONTENT_CHARS = 2000
 BUTTONS = 25
 BUTTON_LABEL_CHARS = 80
-_COLOURS = {"info": 0x5865F2, "success": 0x57F287, "warning": 0xFEE75C, "error": 0xED4245}
+COLOURS = {"info": 0x5865F2, "success": 0x57F287, "warning": 0xFEE75C, "error": 0xED4245}
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,13 @@ def _body(reply: Reply) -> str:
     return text
 
 
-def _balance_code(pieces: list[str]) -> list[str]:
-    """Close a ``` code block that a cut falls inside, and reopen it in the next piece."""
-    fixed, open_block = [], False
-    for piece in pieces:
-        if open_block:
-            piece = "```\n" + piece
-        open_block = piece.count("```") % 2 == 1
-        fixed.append(piece + ("\n```" if open_block else ""))
-    return fixed
+def _pieces(body: str, first_room: int) -> list[str]:
+    """The body cut into descriptions (the first with less room), code blocks closed and reopened at each cut."""
+    if not body:
+        return []
+    first = split_parts(body, first_room)[0]
+    rest = body[len(first.text):]
+    return [str(first)] + ([str(p) for p in split_parts(rest, DESCRIPTION_CHARS, fence=first.close)] if rest else [])
 
 
 def render(reply: Reply, change: Callable[[str], str] | None = None) -> list[DiscordMessage]:
@@ -82,7 +80,7 @@ def render(reply: Reply, change: Callable[[str], str] | None = None) -> list[Dis
     people read, e.g. command names as Discord shows them)."""
     if change is not None:
         reply = rewrite(reply, change)
-    colour = _COLOURS[reply.tone]
+    colour = COLOURS[reply.tone]
     head: dict[str, Any] = {"type": "rich", "color": colour}
     if reply.title:
         head["title"] = reply.title[:TITLE_CHARS]
@@ -98,11 +96,8 @@ def render(reply: Reply, change: Callable[[str], str] | None = None) -> list[Dis
         head["footer"] = {"text": reply.footer[:FOOTER_CHARS]}
     groups = _pack(fields, EMBED_CHARS - embed_chars(head) - 500)  # the first embed keeps room for some text
     head["fields"] = groups[0] if groups else []
-    room = min(DESCRIPTION_CHARS, EMBED_CHARS - embed_chars(head) - 40) - 8  # 8: room to balance a code block
-    body = _body(reply)
-    pieces = split_text(body, max(200, room)) if body else []
-    rest = split_text("\n".join(pieces[1:]), DESCRIPTION_CHARS - 8) if len(pieces) > 1 else []
-    pieces = _balance_code(pieces[:1] + rest)
+    room = min(DESCRIPTION_CHARS, EMBED_CHARS - embed_chars(head) - 40)
+    pieces = _pieces(_body(reply), max(200, room))
     first = dict(head)
     if pieces:
         first["description"] = pieces[0]

@@ -14,11 +14,11 @@ from typing import Any
 
 from modelbay.bot.reply import Button, Progress, Reply, Table
 from modelbay.bot.spec import CommandSet
-from modelbay.bot.text import bar, rewrite, split_text, table_lines
+from modelbay.bot.text import bar, rewrite, split_parts, split_text, table_lines
 
 __all__ = [
-    "BLOCK_LIMIT", "MESSAGE_CHARS", "SECTION_CHARS", "STREAM_CHARS", "SlackMessage", "button", "context", "mrkdwn",
-    "progress_line", "render", "section", "slack_text",
+    "BLOCK_LIMIT", "MESSAGE_CHARS", "SECTION_CHARS", "STREAM_CHARS", "SlackMessage", "button", "context", "escape",
+    "escaped_chars", "mrkdwn", "progress_line", "render", "section", "slack_text", "tail",
 ]
 
 BLOCK_LIMIT = 50
@@ -37,6 +37,9 @@ FALLBACK_CHARS = 3000  # the notification text that goes with blocks
 ACTION_PREFIX = "mb_run_"
 _ICONS = {"success": ":white_check_mark: ", "warning": ":warning: ", "error": ":x: ", "info": ""}
 _BOLD = re.compile(r"\*\*(.+?)\*\*", re.S)
+# Code as Slack's mrkdwn reads it: a ``` block (to the next ```, or the end) or an inline `span`; left as written.
+_CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]+`", re.S)
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
 @dataclass
@@ -51,10 +54,25 @@ class SlackMessage:
         return len(json.dumps(self.blocks, ensure_ascii=False))
 
 
+def escape(text: str) -> str:
+    """Text with &, < and > escaped as Slack asks, so it can never mention people or make links."""
+    return text.translate(_ESCAPES)
+
+
+def escaped_chars(text: str) -> int:
+    """The characters a text takes once escaped (adds up over pieces of a text, as `split_parts` needs)."""
+    return len(text) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
+
+
 def mrkdwn(text: str) -> str:
-    """Turn ModelBay's markdown into Slack mrkdwn: escape &, <, > (no stray mentions or links); **b** becomes *b*."""
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _BOLD.sub(r"*\1*", escaped)
+    """Turn ModelBay's markdown into Slack mrkdwn: escape &, <, > (no stray mentions or links); **b** becomes *b*
+    outside code (code, inline or fenced, stays as written)."""
+    escaped, out, at = escape(text), [], 0
+    for code in _CODE.finditer(escaped):
+        out += [_BOLD.sub(r"*\1*", escaped[at:code.start()]), code.group()]
+        at = code.end()
+    out.append(_BOLD.sub(r"*\1*", escaped[at:]))
+    return "".join(out)
 
 
 def slack_text(commands: CommandSet, command: str) -> Callable[[str], str]:
@@ -111,7 +129,7 @@ def _body(reply: Reply) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     icon = "" if reply.title else _ICONS[reply.tone]
     if reply.text:
-        blocks += [section(piece) for piece in split_text(icon + mrkdwn(reply.text), SECTION_CHARS)]
+        blocks += [section(mrkdwn(str(part))) for part in split_parts(icon + reply.text, SECTION_CHARS, escaped_chars)]
     inline = [f for f in reply.fields if f.inline]
     for start in range(0, len(inline), FIELDS_PER_SECTION):
         blocks.append({"type": "section", "fields": [
@@ -125,7 +143,8 @@ def _body(reply: Reply) -> list[dict[str, Any]]:
     return blocks
 
 
-def _tail(reply: Reply, *, first_action: int) -> list[dict[str, Any]]:
+def tail(reply: Reply, *, first_action: int = 0) -> list[dict[str, Any]]:
+    """The blocks that end a reply: progress, buttons, footer and attachment names."""
     blocks: list[dict[str, Any]] = []
     if reply.progress:
         blocks.append(context(progress_line(reply.progress)))
@@ -141,8 +160,8 @@ def _tail(reply: Reply, *, first_action: int) -> list[dict[str, Any]]:
 
 
 def fallback(reply: Reply) -> str:
-    """The plain notification text of a reply (what Slack shows in notifications and to screen readers)."""
-    return reply.plain()[:FALLBACK_CHARS] or "ModelBay"
+    """The plain notification text of a reply (what Slack shows in notifications and to screen readers), escaped."""
+    return escape(reply.plain()[:FALLBACK_CHARS]) or "ModelBay"
 
 
 def render(reply: Reply, change: Callable[[str], str] | None = None, *,
@@ -157,22 +176,22 @@ def render(reply: Reply, change: Callable[[str], str] | None = None, *,
     if reply.title:
         head.append({"type": "header", "text": {"type": "plain_text", "emoji": True,
                                                 "text": (_ICONS[reply.tone] + reply.title)[:HEADER_CHARS]}})
-    tail = _tail(reply, first_action=0)[:BLOCK_LIMIT - len(head) - 1]
+    ending = tail(reply)[:BLOCK_LIMIT - len(head) - 1]
     messages = [SlackMessage(list(head), fallback(reply))]
     first = True
     for block in _body(reply):
         current = messages[-1]
-        reserve = (len(tail) + 1, SlackMessage(tail).chars() + 200) if first else (0, 0)
+        reserve = (len(ending) + 1, SlackMessage(ending).chars() + 200) if first else (0, 0)
         fits = (len(current.blocks) + 1 + reserve[0] <= BLOCK_LIMIT
                 and current.chars() + SlackMessage([block]).chars() + reserve[1] <= budget)
         if not fits and current.blocks:
             if first:
-                current.blocks += [*tail, context(":thread: Continued in the thread.")]
+                current.blocks += [*ending, context(":thread: Continued in the thread.")]
                 first = False
             messages.append(SlackMessage([], "(continued)"))
         messages[-1].blocks.append(block)
     if first:
-        messages[0].blocks += tail
+        messages[0].blocks += ending
     if not messages[0].blocks:
         messages[0].blocks.append(section(" "))
     return messages
