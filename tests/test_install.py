@@ -10,8 +10,11 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,19 +23,30 @@ from safetensors.numpy import save_file
 
 from modelbay.bot import Actor, Dispatcher
 from modelbay.config import load_settings
+from modelbay.engine.chat import Place
 from modelbay.engine.db import Database
 from modelbay.engine.errors import (
+    ChecksumMismatch,
     GatedModel,
+    HubUnavailable,
+    IncompleteModel,
     InsufficientDisk,
     ModelInUse,
     NotInstalled,
+    RemoteCodeRequired,
     RepoNotFound,
+    UnsafeRepoFile,
     UnsafeWeights,
 )
 from modelbay.engine.ids import InvalidId
+from modelbay.engine.installs import INSTALL
+from modelbay.engine.sources import HubSource, RemoteFile
+from modelbay.engine.transfer import ByteMeter, TransferStopped
 from modelbay.runtime import Runtime
+from modelbay.workers.install import _download_all
 from tests.conftest import REDIS_URL, wait_for
-from tests.support.hub import Fault, HubStandIn
+from tests.support.chat import installed
+from tests.support.hub import Fault, HubStandIn, SilentHub
 
 REPO = "tiny-org/tiny-llama"
 BIG = "tiny-org/big-weights"
@@ -370,3 +384,191 @@ def test_canceling_a_queued_install_puts_the_version_back(runtime: Runtime) -> N
     assert runtime.registry.get_version(ticket.version.id).install_state == "queued"
     assert runtime.jobs.cancel(ticket.job.id).status == "canceled"
     assert runtime.registry.get_version(ticket.version.id).install_state == "available"
+
+
+# -- installed means complete and loadable ---------------------------------------------------------------------------
+
+def _repo_files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _sharded(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The tiny model with its weights renamed to the first of two shards its index names; the second is absent."""
+    files = dict(files)
+    files["model-00001-of-00002.safetensors"] = files.pop("model.safetensors")
+    index = {"metadata": {}, "weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+                                            "lm_head.weight": "model-00002-of-00002.safetensors"}}
+    files["model.safetensors.index.json"] = json.dumps(index).encode()
+    return files
+
+
+def _without(files: dict[str, bytes], *names: str) -> dict[str, bytes]:
+    return {k: v for k, v in files.items() if k not in names}
+
+
+def _with_json(files: dict[str, bytes], name: str, **extra: object) -> dict[str, bytes]:
+    return {**files, name: json.dumps({**json.loads(files[name]), **extra}).encode()}
+
+
+INCOMPLETE_REPOS = {
+    "missing shard": (_sharded, "model-00002-of-00002.safetensors (named by model.safetensors.index.json)"),
+    "missing tokenizer": (lambda f: _without(f, "tokenizer.json", "tokenizer_config.json"), "a tokenizer ("),
+    "missing config": (lambda f: _without(f, "config.json"), "missing config.json"),
+    "only another framework's weights (ONNX)": (
+        lambda f: {**_without(f, "model.safetensors"), "model.onnx": b"onnx"}, "weights (model.safetensors"),
+}
+
+
+@pytest.mark.parametrize(("build", "missing"), INCOMPLETE_REPOS.values(), ids=INCOMPLETE_REPOS.keys())
+def test_a_repo_that_cannot_load_is_refused_before_downloading(runtime: Runtime, repos: HubStandIn, tiny_model: Path,
+                                                               build, missing: str) -> None:
+    repos.add_repo("odd/incomplete", build(_repo_files(tiny_model)))
+    repos.requests.clear()
+    with pytest.raises(IncompleteModel) as caught:
+        runtime.installs.request("odd/incomplete", None, "console:root")
+    message = str(caught.value)
+    assert message.startswith("`odd/incomplete` cannot be loaded as published (missing ") and missing in message
+    assert "nothing was installed" in message and "\n" not in message
+    assert runtime.jobs.list() == []
+    fetched = {r[1].split("/resolve/")[1].split("/", 1)[1] for r in repos.requests if "/resolve/" in r[1]}
+    assert fetched <= {"config.json", "tokenizer_config.json", "model.safetensors.index.json"}  # small JSON only
+
+
+@pytest.mark.parametrize(("name", "auto_map", "code_from"), [
+    ("config.json", {"AutoModelForCausalLM": "modeling_tiny.TinyForCausalLM"}, None),
+    ("config.json", {"AutoConfig": "other-org/code-repo--configuration_tiny.TinyConfig"}, "other-org/code-repo"),
+    ("tokenizer_config.json", {"AutoTokenizer": [None, "other-org/code-repo--tokenization.TinyFast"]},
+     "other-org/code-repo"),
+])
+def test_auto_map_is_remote_code(runtime: Runtime, repos: HubStandIn, tiny_model: Path, name: str, auto_map: dict,
+                                 code_from: str | None) -> None:
+    repos.add_repo("odd/custom", _with_json(_repo_files(tiny_model), name, auto_map=auto_map))
+    with pytest.raises(RemoteCodeRequired) as caught:
+        runtime.installs.request("odd/custom", None, "console:root")
+    assert caught.value.code_from == code_from and "MODELBAY_TRUST_REMOTE_CODE=true" in str(caught.value)
+    if code_from:
+        assert f"Python code from `{code_from}`" in str(caught.value)
+    assert runtime.jobs.list() == []
+    runtime.installs.settings.trust_remote_code = True  # an operator who reviewed the code
+    assert runtime.installs.request("odd/custom", None, "console:root").created
+
+
+HOSTILE_PATHS = ["/etc/passwd", "weights\x00.safetensors", "x" * 5000, "../../escape.json", "a/../../b.json",
+                 "dir\\..\\up.json", "\x1b[2Jclear.md", "line\nbreak.md"]
+
+
+@pytest.mark.parametrize("bad", HOSTILE_PATHS, ids=[repr(p[:12]) for p in HOSTILE_PATHS])
+def test_a_hostile_listing_is_refused_in_one_line_before_any_download(runtime: Runtime, repos: HubStandIn,
+                                                                      tiny_model: Path, store: Path, bad: str) -> None:
+    repos.add_repo("odd/hostile", {**_repo_files(tiny_model), bad: b"{}"})
+    repos.requests.clear()
+    with pytest.raises(UnsafeRepoFile) as caught:
+        runtime.installs.request("odd/hostile", None, "console:root")
+    message = str(caught.value)
+    assert message.startswith("`odd/hostile` lists a file ModelBay cannot store safely (`")
+    assert len(message) < 400 and message.isprintable()  # one line: NUL, escapes and line breaks shown as \x..
+    assert caught.value.path == bad
+    assert runtime.jobs.list() == [] and not [r for r in repos.requests if "/resolve/" in r[1]]
+    assert not store.exists() or not any(store.rglob("*"))
+
+
+def test_dots_inside_a_file_name_install(runtime: Runtime, worker, repos: HubStandIn, tiny_model: Path) -> None:
+    repos.add_repo("odd/dots", {**_repo_files(tiny_model), "docs/thanks...md": b"thanks", "a..b.txt": b"ab"})
+    ticket = runtime.installs.request("odd/dots", None, "console:root")
+    worker()
+    assert runtime.jobs.wait(ticket.job.id, 60).status == "finished"
+    folder = Path(runtime.registry.get_version(ticket.version.id).local_path)
+    assert (folder / "docs" / "thanks...md").read_bytes() == b"thanks" and (folder / "a..b.txt").is_file()
+
+
+@pytest.mark.parametrize(("build", "expected"), [
+    (lambda f: _without(f, "tokenizer.json", "tokenizer_config.json"),
+     "`odd/late` cannot be loaded as published (missing a tokenizer ("),
+    (lambda f: _with_json(f, "config.json", auto_map={"AutoConfig": "configuration_x.XConfig"}),
+     "`odd/late` needs its repository's own Python code to load"),
+], ids=["missing tokenizer", "auto_map"])
+def test_the_worker_checks_the_files_before_installing_and_does_not_retry(
+    runtime: Runtime, worker, repos: HubStandIn, tiny_model: Path, store: Path, build, expected: str
+) -> None:
+    # A job queued without pre-flight's reading of the files (a source that can only list them): the worker's own
+    # check on disk is what keeps it from being marked installed.
+    repos.add_repo("odd/late", build(_repo_files(tiny_model)))
+    remote = runtime.installs.source("huggingface").info("odd/late")
+    model = runtime.registry.upsert(remote.registry_values(), source="huggingface")
+    version = runtime.registry.add_version(model.id, "main", revision_sha=remote.sha)
+    job, _ = runtime.jobs.submit(INSTALL.name, {"version_id": version.id, "source": "huggingface",
+                                                "repo_id": remote.repo_id, "sha": remote.sha,
+                                                "files": [asdict(f) for f in remote.files]},
+                                 requester="console:root", model_version_id=version.id)
+    worker()
+    done = runtime.jobs.wait(job.id, 60)
+    assert done.status == "failed" and done.attempts == 1, done  # a refusal fails the same way every time
+    assert done.error.startswith(expected) and "\n" not in done.error
+    assert runtime.registry.get_version(version.id).install_state == "failed"
+    assert not (store / "odd--late").exists() and _no_partial_files(store)
+
+
+def test_a_failed_job_stops_its_downloads_before_removing_staging(runtime: Runtime, worker, repos: HubStandIn,
+                                                                  store: Path) -> None:
+    # tokenizer.json's metadata answer is slow, so its download is still starting when chat_template.jinja fails
+    # its checksum; a download thread left running would then create its lock file in a staging folder removed.
+    repos.inject(REPO, "chat_template.jinja", Fault("corrupt", after_bytes=3, times=0))
+    repos.inject(REPO, "tokenizer.json", Fault("delay", seconds=3, method="HEAD"))
+    ticket = runtime.installs.request(REPO, None, "console:root")
+    worker()
+    done = runtime.jobs.wait(ticket.job.id, 60)
+    assert done.status == "failed" and done.error.startswith("`chat_template.jinja` failed its checksum")
+    assert _no_partial_files(store)
+    time.sleep(5)  # longer than the slow answer: nothing comes back to life in staging
+    assert _no_partial_files(store)
+
+
+def test_a_failure_is_raised_only_after_the_other_downloads_stopped() -> None:
+    # A download notices the stop at its next chunk; staging is removed right after _download_all raises.
+    meter = ByteMeter({"slow.safetensors": 100, "bad.json": 1})
+    stopped = threading.Event()
+
+    def work(file: RemoteFile) -> dict:
+        if file.path == "bad.json":
+            raise ChecksumMismatch(file.path, "a" * 64, "b" * 64)
+        while True:
+            time.sleep(0.3)  # the next chunk
+            try:
+                meter.add(file.path, 1)
+            except TransferStopped:
+                stopped.set()
+                raise
+
+    files = [RemoteFile("slow.safetensors", 100), RemoteFile("bad.json", 1)]
+    with pytest.raises(ChecksumMismatch):
+        _download_all(work, files, 2, meter, SimpleNamespace(canceled=False), grace=30)
+    assert stopped.is_set()
+
+
+def test_a_hub_that_never_answers_is_given_up_on(runtime: Runtime) -> None:
+    runtime.installs.settings.hub_timeout = 1
+    with SilentHub() as silent:
+        runtime.installs.settings.hub_endpoint = silent.endpoint
+        started = time.monotonic()
+        with pytest.raises(HubUnavailable, match="did not answer within 1s"):
+            runtime.installs.request("tiny-org/anything", None, "console:root")
+        with pytest.raises(HubUnavailable, match="did not answer within 1s"):
+            HubSource(runtime.installs.settings).search("tiny")
+        assert time.monotonic() - started < 60 and silent.accepted >= 2
+    assert runtime.jobs.list() == []
+
+
+def test_an_install_incomplete_on_disk_says_so_at_chat(settings, tiny_chat_model: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(tiny_chat_model, tmp_path / "tiny-chat")
+    runtime = Runtime(settings)
+    runtime.prepare()
+    try:
+        installed(runtime.registry, folder)
+        (folder / "model.safetensors").unlink()  # removed by hand after the install
+        reply = asyncio.run(Dispatcher(runtime, reraise_unknown=True).dispatch_line("/chat tiny-chat", ADMIN,
+                                                                                    Place("slack", "C1")))
+        assert reply.title == "Incomplete model"
+        assert reply.text.startswith("`tiny-chat` is installed but incomplete on disk (missing weights (")
+        assert "`/models install tiny-chat`" in reply.text and "\n" not in reply.text
+    finally:
+        runtime.close()

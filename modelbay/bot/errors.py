@@ -36,6 +36,8 @@ from modelbay.engine.errors import (
     RepoNotFound,
     RevisionMissing,
     UnsafeWeights,
+    IncompleteModel,
+    UnsafeRepoFile,
     one_line,
 )
 from modelbay.engine.ids import InvalidId
@@ -90,6 +92,8 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     UnknownJobKind: ErrorStyle("Unknown job kind", "error", http_status=500),
     CatalogInvalid: ErrorStyle("Catalog problem", "error", ephemeral=False, http_status=500),
     SettingsError: ErrorStyle("Configuration problem", "error", ephemeral=False, http_status=500),
+    IncompleteModel: ErrorStyle("Incomplete model", "error", http_status=422),
+    UnsafeRepoFile: ErrorStyle("Refused: unsafe file name", "error", http_status=422),
     ModelBayError: ErrorStyle("Something needs attention"),
 }
 

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     source_search_timeout: float = Field(8.0, gt=0, description="Seconds a search waits for each model source.")
     disk_margin_bytes: int = Field(2_000_000_000, ge=0, description="Free disk an install must leave.")
     hub_download_timeout: float = Field(10.0, gt=0, description="Seconds without data before a download retries.")
+    hub_timeout: float = Field(15.0, gt=0, description="Seconds a hub metadata call waits for an answer.")
     download_workers: int = Field(8, ge=1, le=64, description="Files downloaded in parallel per install.")
     worker_ttl: int = Field(60, ge=15, description="Seconds after which a silent worker counts as dead.")
 

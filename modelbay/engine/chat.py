@@ -35,6 +35,7 @@ from modelbay.engine.errors import (
     WrongReason,
 )
 from modelbay.engine.inference import Backend, Finished, Generation, OpenAIBackend, TransformersBackend
+from modelbay.engine.loadable import check_folder
 from modelbay.engine.records import ModelRecord, VersionRecord
 from modelbay.engine.registry import Registry
 from modelbay.engine.schema import AnalyticsEvent, ChatSession, Feedback, Message, Model, ModelVersion
@@ -323,6 +324,7 @@ class Chats:
             elif not self.settings.chat_in_process:
                 raise NotServed(model.name, "answers in this process are turned off by MODELBAY_CHAT_IN_PROCESS")
             else:
+                check_folder(Path(version.local_path), model.name)  # files removed since: one line, not a traceback
                 self._make_room_for_a_model()
                 backend = TransformersBackend(version.local_path)
             with self._backends_lock:

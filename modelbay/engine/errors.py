@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from modelbay.engine.units import human_bytes, human_bytes_apart
+
 __all__ = [
     "one_line",
     "shown",
@@ -19,6 +21,8 @@ __all__ = [
     "ServerNotRunning",
     "WrongReason",
     "UploadRefused",
+    "IncompleteModel",
+    "UnsafeRepoFile",
     "ChecksumMismatch",
     "DiskFull",
     "DownloadFailed",
@@ -196,10 +200,12 @@ class UnsafeWeights(ModelBayError):
 class RemoteCodeRequired(ModelBayError):
     """The model needs the repository's own Python code to load."""
 
-    def __init__(self, repo_id: str) -> None:
+    def __init__(self, repo_id: str, code_from: str | None = None) -> None:
         self.repo_id = repo_id
+        self.code_from = code_from  # another repo whose code it names (auto_map "owner/name--module.Class")
+        code = f"Python code from `{shown(code_from)}`" if code_from else "its repository's own Python code"
         super().__init__(
-            f"`{shown(repo_id)}` needs its repository's own Python code to load, which ModelBay does not run by "
+            f"`{shown(repo_id)}` needs {code} to load, which ModelBay does not run by "
             "default. "
             "An operator who has reviewed it can set MODELBAY_TRUST_REMOTE_CODE=true."
         )
@@ -212,10 +218,13 @@ class InsufficientDisk(ModelBayError):
         self.needed = needed
         self.free = free
         self.margin = margin
-        gb = 1e9
+        # The two sizes the reader compares are shown in one unit, precise enough to tell them apart.
+        wanted, has = human_bytes_apart(needed + margin, free)
+        if margin:
+            wanted = f"{human_bytes(needed)} plus a {human_bytes(margin)} margin ({wanted} in all)"
         super().__init__(
-            f"Not enough disk: the download needs {needed / gb:.2f} GB plus a {margin / gb:.1f} GB margin and {path} "
-            f"has {free / gb:.2f} GB free. Free some space (`/models uninstall`) or point MODELBAY_MODEL_STORE at a "
+            f"Not enough disk: the download needs {wanted} and {path} "
+            f"has {has} free. Free some space (`/models uninstall`) or point MODELBAY_MODEL_STORE at a "
             "bigger disk."
         )
 
@@ -363,3 +372,33 @@ class UploadRefused(ModelBayError):
         self.filename = filename
         self.problem = problem
         super().__init__(f"`{shown(filename)}` was not saved: {problem}")
+
+
+class IncompleteModel(ModelBayError):
+    """A model version lacks what loading it needs: a config, a tokenizer, or weights its index names."""
+
+    def __init__(self, name: str, missing: list[str], *, installed: bool = False) -> None:
+        self.name = name
+        self.missing = missing
+        self.installed = installed
+        what = "; ".join(shown(m, 120) for m in missing[:4]) + ("; …" if len(missing) > 4 else "")
+        if installed:
+            text = (f"`{shown(name)}` is installed but incomplete on disk (missing {what}). Install it again with "
+                    f"`/models install {shown(name)}`.")
+        else:
+            text = (f"`{shown(name)}` cannot be loaded as published (missing {what}), so nothing was installed. "
+                    "Install a revision that has them, or ask the repo's owner to add them.")
+        super().__init__(text)
+
+
+class UnsafeRepoFile(ModelBayError):
+    """A repository lists a file whose name could reach outside its folder or cannot be stored."""
+
+    def __init__(self, repo_id: str, path: str, reason: str) -> None:
+        self.repo_id = repo_id
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"`{shown(repo_id)}` lists a file ModelBay cannot store safely (`{shown(path)}`: {one_line(reason, 80)}), "
+            "so nothing was installed. Install another revision, or ask the repo's owner to rename the file."
+        )

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+import unicodedata
 
 from modelbay.engine.errors import ModelBayError, shown
 
-__all__ = ["InvalidId", "is_repo_id", "validate_file_path", "validate_repo_id", "validate_revision"]
+__all__ = ["MAX_PATH_CHARS", "MAX_PATH_PART_BYTES", "InvalidId", "is_repo_id", "validate_file_path",
+           "validate_repo_id", "validate_revision"]
 
 _PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$")
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+# Most file systems cap a name at 255 bytes; a repo path longer than this is no model file but an attack.
+MAX_PATH_PART_BYTES = 255
+MAX_PATH_CHARS = 1024
 
 
 class InvalidId(ModelBayError):
@@ -24,21 +28,33 @@ class InvalidId(ModelBayError):
         super().__init__(f"`{shown(value)}` is not a valid {kind}: {reason}. Use {example}.")
 
 
-def _common(kind: str, value: str, example: str) -> None:
+def _traversal(kind: str, value: str, example: str) -> None:
+    """Refuse what could step outside a folder: NUL, backslashes, absolute paths and `..` components."""
     if "\x00" in value:
         raise InvalidId(kind, value, "it contains a NUL byte", example)
+    if "\\" in value:
+        raise InvalidId(kind, value, "it may not contain backslashes", example)
+    if value.startswith("/"):
+        raise InvalidId(kind, value, "absolute paths are not accepted", example)
+    if ".." in value.split("/"):
+        raise InvalidId(kind, value, "'..' may not be a part of it", example)
+
+
+def _id(kind: str, value: str, example: str) -> None:
+    """Refuse, in a model id or revision, traversal plus URLs, home and drive paths, and '..' anywhere."""
+    _traversal(kind, value, example)
     if "://" in value or value.lower().startswith(("file:", "http:", "https:")):
         raise InvalidId(kind, value, "URLs are not accepted", example)
-    if value.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", value):
+    if value.startswith("~") or re.match(r"^[A-Za-z]:", value):
         raise InvalidId(kind, value, "absolute paths are not accepted", example)
-    if ".." in value.split("/") or "\\" in value or ".." in value:
-        raise InvalidId(kind, value, "it may not contain '..' or backslashes", example)
+    if ".." in value:  # neither the hub's repo names nor git refs may contain it
+        raise InvalidId(kind, value, "it may not contain '..'", example)
 
 
 def validate_repo_id(value: str) -> str:
     """Return value if it is a Hugging Face style owner/name id, else raise InvalidId."""
     example = "owner/name, e.g. Qwen/Qwen2.5-0.5B-Instruct"
-    _common("model id", value, example)
+    _id("model id", value, example)
     parts = value.split("/")
     if len(parts) != 2 or not all(_PART.match(p) for p in parts):
         raise InvalidId("model id", value, "it must be owner/name with letters, digits, '.', '_' or '-'", example)
@@ -57,17 +73,27 @@ def is_repo_id(value: str) -> bool:
 def validate_revision(value: str) -> str:
     """Return value if it is a branch, tag or commit sha, else raise InvalidId."""
     example = "a branch, tag or 40-character commit sha, e.g. main"
-    _common("revision", value, example)
+    _id("revision", value, example)
     if not (_SHA.match(value) or _REVISION.match(value)) or value.endswith("/") or "//" in value:
         raise InvalidId("revision", value, "it has characters a git ref cannot have", example)
     return value
 
 
 def validate_file_path(value: str) -> str:
-    """Return value if it is a relative path inside a repo, else raise InvalidId."""
+    """Return value if it is a relative path that stays inside a model's folder, else raise InvalidId.
+
+    Dots inside a name (`docs/thanks...md`) are fine; only a `..` component steps out. Control characters and
+    names longer than a file system holds are refused too: they are never a model's file, only a way in.
+    """
     example = "a relative path such as model.safetensors"
-    _common("file path", value, example)
-    path = PurePosixPath(value)
-    if path.is_absolute() or any(part in ("", ".", "..") for part in path.parts):
-        raise InvalidId("file path", value, "it must stay inside the model's folder", example)
+    _traversal("file path", value, example)
+    if len(value) > MAX_PATH_CHARS:
+        raise InvalidId("file path", value, f"it is longer than {MAX_PATH_CHARS} characters", example)
+    parts = value.split("/")
+    if any(part in ("", ".") for part in parts):
+        raise InvalidId("file path", value, "it has an empty or '.' part", example)
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_PATH_PART_BYTES for part in parts):
+        raise InvalidId("file path", value, f"a part of it is longer than {MAX_PATH_PART_BYTES} bytes", example)
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+        raise InvalidId("file path", value, "it contains control characters", example)
     return value

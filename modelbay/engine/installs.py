@@ -7,26 +7,29 @@ from pathlib import Path
 
 from modelbay.config import Settings
 from modelbay.engine.errors import (
+    IncompleteModel,
     InsufficientDisk,
     ModelBayError,
     ModelInUse,
     ModelNotFound,
     NotInstalled,
     RemoteCodeRequired,
+    UnsafeRepoFile,
     UnsafeWeights,
 )
 from modelbay.engine.catalog import SLUG
 from modelbay.engine.db import Database
 from modelbay.engine.hardware import HardwareInfo, fits
-from modelbay.engine.ids import is_repo_id, validate_repo_id, validate_revision
+from modelbay.engine.ids import InvalidId, is_repo_id, validate_file_path, validate_repo_id, validate_revision
 from modelbay.engine.jobs import JobKind, Jobs, RetryPolicy, register_kind
+from modelbay.engine.loadable import PICKLE, inspect
 from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord
 from modelbay.engine.registry import Registry
 from modelbay.engine.sources import SOURCES, ModelSource, RemoteFile, RemoteModel
 from modelbay.engine.store import ModelStore
 from modelbay.engine.units import human_bytes
 
-__all__ = ["INSTALL", "InstallTicket", "Installs", "select_files"]
+__all__ = ["INSTALL", "InstallTicket", "Installs", "check_listing", "select_files"]
 
 # Downloads get their own queue (never behind training), six hours, and two retries for transient errors.
 INSTALL = register_kind(JobKind("install", "modelbay.workers.install.install", "downloads", timeout=6 * 3600,
@@ -45,9 +48,17 @@ def settle(db: Database, job: JobRecord) -> None:
         registry.update_version(job.model_version_id,
                                 install_state="available" if job.status == "canceled" else "failed")
 
-PICKLE = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 OTHER_WEIGHTS = (".h5", ".msgpack", ".ot", ".onnx", ".onnx_data", ".gguf", ".tflite", ".mlmodel", ".npz")
 _CATALOG_SOURCES = {"catalog": "huggingface"}
+
+
+def check_listing(model: RemoteModel) -> None:
+    """Refuse a repo if any file it lists could not be stored safely inside its folder (UnsafeRepoFile)."""
+    for file in model.files:
+        try:
+            validate_file_path(file.path)
+        except InvalidId as exc:
+            raise UnsafeRepoFile(model.repo_id, file.path, exc.reason) from None
 
 
 def select_files(model: RemoteModel, settings: Settings, *, needs_remote_code: bool = False) -> list[RemoteFile]:
@@ -123,8 +134,10 @@ class Installs:
         source = self.source(source_name)
         remote = source.info(typed_id, revision)
         repo_id = remote.repo_id  # the source's spelling: ids typed in another case must share one download
+        check_listing(remote)
         files = select_files(remote, self.settings, needs_remote_code=bool(record and record.trust_remote_code))
         source.check_access(remote)
+        self._check_loadable(source, remote, files)
         total = sum(f.size for f in files)
         self.check_disk(total)
         notices = self._notices(record, remote)
@@ -147,6 +160,16 @@ class Installs:
             if created and current.install_state not in ("downloading", "verifying", "installed"):
                 version = self.registry.update_version(version.id, install_state="queued")  # unless a worker began
         return InstallTicket(self.registry.get(record.name), version, job, created, total, notices)
+
+    def _check_loadable(self, source: ModelSource, remote: RemoteModel, files: list[RemoteFile]) -> None:
+        """Refuse a version whose chosen files cannot load: a config, a tokenizer, complete weights, no remote code."""
+        chosen = {f.path: f for f in files}
+        found = inspect(chosen, lambda path: source.read_file(remote, chosen[path]),
+                        allow_pickle=self.settings.allow_pickle)
+        if found.remote_code and not self.settings.trust_remote_code:
+            raise RemoteCodeRequired(remote.repo_id, found.code_from)
+        if found.missing:
+            raise IncompleteModel(remote.repo_id, found.missing)
 
     def check_disk(self, needed: int) -> None:
         """Refuse a download that would leave less than the configured margin free."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from modelbay.engine.errors import (
     RevisionMissing,
 )
 from modelbay.engine.ids import validate_file_path, validate_repo_id, validate_revision
+from modelbay.engine.loadable import READ_LIMIT
 from modelbay.engine.transfer import ByteMeter, TailHasher
 
 __all__ = ["SOURCES", "HubSource", "LocalFolderSource", "ModelSource", "RemoteFile", "RemoteModel",
@@ -127,6 +129,13 @@ class ModelSource(ABC):
     def check_access(self, model: RemoteModel) -> None:  # noqa: B027 - optional hook
         """Raise if the caller may not download the model's files (gated repos)."""
 
+    def read_file(self, model: RemoteModel, file: RemoteFile) -> bytes | None:
+        """Return a small file's bytes before the download, or None where this source cannot (optional hook).
+
+        Pre-flight reads config and index files with it; without it, the check after the download still runs.
+        """
+        return None
+
 
 SOURCES: dict[str, type[ModelSource]] = {}
 
@@ -137,7 +146,39 @@ def register_source(cls: type[ModelSource]) -> type[ModelSource]:
     return cls
 
 
-_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM}
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.ENAMETOOLONG}
+
+_timeout_lock = threading.Lock()
+_timeout_set: float | None = None
+
+
+def _bound_hub_timeouts(seconds: float) -> None:
+    """Give every huggingface_hub request that sets no timeout of its own a `seconds` limit.
+
+    The client huggingface_hub shares across the process has no timeout, and some calls (list_models, pagination)
+    pass none: a hub that accepts the connection and never answers would hold them forever. The client is
+    process-wide, so this limit is too; it is set through the library's own client factory hook.
+    """
+    global _timeout_set
+    with _timeout_lock:
+        if _timeout_set == seconds:
+            return
+        from huggingface_hub import set_client_factory
+        from huggingface_hub.utils import _http  # its default client, which the factory hook can only replace
+
+        def bounded(request: Any) -> None:
+            limits = request.extensions.get("timeout")
+            if isinstance(limits, dict) and None in limits.values():
+                request.extensions["timeout"] = {k: seconds if v is None else v for k, v in limits.items()}
+
+        def factory() -> Any:
+            client = _http.default_client_factory()
+            hooks = client.event_hooks
+            client.event_hooks = {**hooks, "request": [*hooks.get("request", []), bounded]}
+            return client
+
+        set_client_factory(factory)
+        _timeout_set = seconds
 
 # Categories the hub's list endpoint can filter on directly.
 _PIPELINES = {"embedding": "feature-extraction", "chat": "text-generation", "code": "text-generation",
@@ -157,6 +198,8 @@ class HubSource(ModelSource):
         self.endpoint = settings.hub_endpoint.rstrip("/")
         self._token = settings.hub_token.get_secret_value() if settings.hub_token else None
         self._api = HfApi(endpoint=self.endpoint, token=self._token or False)
+        self.timeout = settings.hub_timeout
+        _bound_hub_timeouts(self.timeout)
 
     @contextmanager
     def _errors(self, repo_id: str, revision: str | None = None) -> Iterator[None]:
@@ -180,13 +223,18 @@ class HubSource(ModelSource):
             status = exc.response.status_code if exc.response is not None else "?"
             raise HubUnavailable(self.endpoint, f"HTTP {status}") from exc
         except OSError as exc:
-            if exc.errno in _LOCAL_ERRNOS:
+            if exc.errno in _LOCAL_ERRNOS or exc.filename is not None:
                 raise  # the model store's disk, not the network: the caller reports it as such
-            raise HubUnavailable(self.endpoint, type(exc).__name__) from exc  # refused, DNS, timeouts
+            raise HubUnavailable(self.endpoint, self._reason(exc)) from exc  # refused, DNS, timeouts
         except Exception as exc:
             if type(exc).__module__.startswith(("httpx", "httpcore")):
-                raise HubUnavailable(self.endpoint, type(exc).__name__) from exc
+                raise HubUnavailable(self.endpoint, self._reason(exc)) from exc
             raise
+
+    def _reason(self, exc: BaseException) -> str:
+        if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+            return f"it did not answer within {self.timeout:g}s"
+        return type(exc).__name__
 
     def search(self, text: str, *, category: str | None = None, limit: int = 20) -> list[RemoteModel]:
         """Search the hub's model list, most downloaded first."""
@@ -204,7 +252,8 @@ class HubSource(ModelSource):
         if revision:
             validate_revision(revision)
         with self._errors(repo_id, revision):
-            return self._remote(self._api.model_info(repo_id, revision=revision, files_metadata=True))
+            info = self._api.model_info(repo_id, revision=revision, files_metadata=True, timeout=self.timeout)
+            return self._remote(info)
 
     def _remote(self, info: Any) -> RemoteModel:
         files = tuple(
@@ -232,7 +281,30 @@ class HubSource(ModelSource):
             return
         url = hf_hub_url(model.repo_id, model.files[0].path, revision=model.sha, endpoint=self.endpoint)
         with self._errors(model.repo_id, model.sha):
-            get_hf_file_metadata(url, token=self._token or False)
+            get_hf_file_metadata(url, token=self._token or False, timeout=self.timeout)
+
+    def read_file(self, model: RemoteModel, file: RemoteFile) -> bytes | None:
+        """Fetch a small file (config, shard index) at the model's commit, giving up after the hub timeout."""
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+        if file.size > READ_LIMIT:
+            return None  # checked once downloaded
+        url = hf_hub_url(model.repo_id, file.path, revision=model.sha, endpoint=self.endpoint)
+        chunks: list[bytes] = []
+        with self._errors(model.repo_id, model.sha):
+            headers = build_hf_headers(token=self._token or False)
+            with get_session().stream("GET", url, headers=headers, timeout=self.timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    hf_raise_for_status(response)
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > READ_LIMIT:
+                        return None  # larger than listed: the check after the download reads it from disk
+                    chunks.append(chunk)
+        return b"".join(chunks)
 
     def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
         """Download one file at the model's commit into dest with byte-level progress."""
@@ -252,7 +324,8 @@ class HubSource(ModelSource):
         try:
             with self._errors(model.repo_id, model.sha):
                 hf_hub_download(model.repo_id, file.path, revision=model.sha, local_dir=dest, endpoint=self.endpoint,
-                                token=self._token or False, tqdm_class=meter.tqdm_class(file.path))
+                                token=self._token or False, tqdm_class=meter.tqdm_class(file.path),
+                                etag_timeout=self.timeout)
         except HubUnavailable as exc:
             raise DownloadFailed(file.path, exc.reason) from exc
         finally:
@@ -306,6 +379,12 @@ class LocalFolderSource(ModelSource):
             raise RevisionMissing(repo_id, revision)
         return RemoteModel(source=self.name, repo_id=repo_id, sha=digest.hexdigest(), files=files,
                            author=repo_id.split("/")[0], tags=("local",))
+
+    def read_file(self, model: RemoteModel, file: RemoteFile) -> bytes | None:
+        """Return a small file of the folder."""
+        validate_file_path(file.path)
+        path = self._folders()[model.repo_id] / file.path
+        return path.read_bytes() if path.stat().st_size <= READ_LIMIT else None
 
     def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
         """Copy one file, hashing what is read so the copy can be verified against it."""

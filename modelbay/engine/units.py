@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-__all__ = ["ago", "human_bytes", "human_count"]
+__all__ = ["ago", "human_bytes", "human_bytes_apart", "human_count"]
+
+
+_BYTE_UNITS = (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3))
 
 
 def _scaled(n: float, units: tuple[tuple[str, float], ...], sep: str) -> str | None:
@@ -26,7 +29,23 @@ def human_bytes(n: int | float | None) -> str:
     """Format a size in bytes with decimal units: 988 MB, 15.2 GB."""
     if n is None:
         return "?"
-    return _scaled(n, (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)), " ") or f"{int(n)} B"
+    return _scaled(n, _BYTE_UNITS, " ") or f"{int(n)} B"
+
+
+def human_bytes_apart(*sizes: int) -> list[str]:
+    """Format sizes in bytes in one unit with enough decimals (up to 3) that unequal sizes read unequal.
+
+    12,600,000 and 8,400,000 read `12.6 MB` and `8.4 MB`; sizes no 3 decimals tell apart are given in bytes
+    (`1,000,000,001 B`), so a comparison the reader is asked to make can always be made.
+    """
+    largest = max(sizes, default=0)
+    unit, size = next(((u, s) for u, s in _BYTE_UNITS if largest >= s), ("B", 1))
+    if unit != "B":
+        for decimals in (1, 2, 3):
+            shown = [f"{n / size:.{decimals}f} {unit}" for n in sizes]
+            if all((a == b) == (x == y) for a, x in zip(shown, sizes) for b, y in zip(shown, sizes)):
+                return shown
+    return [f"{n:,} B" for n in sizes]
 
 
 def ago(when: datetime | None, now: datetime | None = None) -> str:

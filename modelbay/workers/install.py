@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -11,9 +12,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modelbay.engine.errors import ChecksumMismatch, DiskFull
+from modelbay.engine.errors import ChecksumMismatch, DiskFull, RemoteCodeRequired
 from modelbay.engine.installs import Installs
 from modelbay.engine.jobs import JobCanceled
+from modelbay.engine.loadable import check_folder
 from modelbay.engine.registry import Registry
 from modelbay.engine.sources import RemoteFile, RemoteModel
 from modelbay.engine.store import git_blob_sha1, sha256_file
@@ -24,6 +26,9 @@ from modelbay.workers.context import JobContext
 __all__ = ["install"]
 
 REPORT_EVERY = 0.5  # seconds between progress reports, so a stalled download still shows its rate falling
+STOP_GRACE = 5.0  # seconds, beyond one read timeout, a stopped download thread gets to end before staging goes
+
+log = logging.getLogger("modelbay.install")
 
 
 class _Reporter:
@@ -85,11 +90,12 @@ def _verify(path: Path, file: RemoteFile, streamed: str | None) -> dict[str, Any
 
 
 def _download_all(work: Callable[[RemoteFile], dict[str, Any]], files: list[RemoteFile], workers: int,
-                  meter: ByteMeter, reporter: _Reporter) -> list[dict[str, Any]]:
-    """Run work on every file in parallel; on a cancel or the first failure, stop without waiting for the rest.
+                  meter: ByteMeter, reporter: _Reporter, grace: float) -> list[dict[str, Any]]:
+    """Run work on every file in parallel; on a cancel or the first failure, stop the rest and wait for them.
 
-    A download blocked on a silent connection only notices the meter's stop at its next chunk, which may be
-    a timeout away: the job does not wait for it (its thread ends on its own; a work horse exits anyway).
+    The caller removes the staging folder next, so no download may still be writing there (a late thread would
+    leave a lock or partial file behind). A download blocked on a silent connection notices the meter's stop
+    only at its next chunk, at most one read timeout away: it gets `grace` seconds, then is left to end alone.
     """
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
     futures = [pool.submit(work, f) for f in files]
@@ -106,6 +112,9 @@ def _download_all(work: Callable[[RemoteFile], dict[str, Any]], files: list[Remo
     finally:
         meter.stop.set()  # every download still running stops at its next chunk
         pool.shutdown(wait=False, cancel_futures=True)
+        _, running = wait(futures, timeout=grace)
+        if running:
+            log.warning("%d download threads still running %.0fs after the stop", len(running), grace)
 
 
 def install(ctx: JobContext, version_id: int, source: str, repo_id: str, sha: str,
@@ -128,10 +137,15 @@ def install(ctx: JobContext, version_id: int, source: str, repo_id: str, sha: st
             return _verify(staging / file.path, file, streamed)
 
         with _Reporter(ctx, meter, f"Downloading {repo_id}") as reporter:
-            records = _download_all(fetch_and_verify, wanted, ctx.settings.download_workers, meter, reporter)
+            records = _download_all(fetch_and_verify, wanted, ctx.settings.download_workers, meter, reporter,
+                                    grace=ctx.settings.hub_download_timeout + STOP_GRACE)
         reporter.report(final=True)  # the last count (bytes == total) always goes out
         if reporter.canceled:
             raise JobCanceled(ctx.job_id)
+        # What pre-flight saw in the listing, now on disk: nothing that cannot load is marked installed.
+        found = check_folder(staging, repo_id, allow_pickle=ctx.settings.allow_pickle, installed=False)
+        if found.remote_code and not ctx.settings.trust_remote_code:
+            raise RemoteCodeRequired(repo_id, found.code_from)
         ctx.progress(0.97, "Verified every file; moving into the model store", phase="install")
         final = installs.store.path(repo_id, sha)
         installs.store.commit(staging, final)

@@ -29,13 +29,14 @@ EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 @dataclass
 class Fault:
-    """One injected failure on a file download (GET resolve)."""
+    """One injected failure on a file download (GET resolve), or a slow answer to its metadata request (HEAD)."""
 
-    kind: Literal["drop", "stall", "corrupt", "status"]
+    kind: Literal["drop", "stall", "corrupt", "status", "delay"]
     after_bytes: int = 0  # drop/stall: bytes sent before the fault; corrupt: file offset of the flipped byte
-    seconds: float = 30.0  # stall: how long the server stops sending while keeping the socket open
+    seconds: float = 30.0  # stall: how long the server stops sending, keeping the socket open; delay: before answering
     status: int = 500  # status: HTTP status answered instead of the file
     times: int = 1  # requests it hits before it disarms; 0 = forever
+    method: Literal["GET", "HEAD"] = "GET"  # the request it hits
 
 
 @dataclass(frozen=True)
@@ -448,7 +449,10 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise _Reply(416, "Requested range not satisfiable", headers={"Content-Range": f"bytes */{size}"})
         start, end = byte_range or (0, size - 1)
-        fault = self.hub._take_fault(repo_id, path) if self.command == "GET" else None
+        fault = self.hub._take_fault(repo_id, path, self.command)
+        if fault is not None and fault.kind == "delay":
+            self.hub._stopping.wait(fault.seconds)
+            fault = None
         if fault is not None and fault.kind == "status":
             retry = {"Retry-After": "1"} if fault.status in (429, 503) else {}
             raise _Reply(fault.status, f"Injected HTTP {fault.status}", headers=retry)
@@ -659,11 +663,11 @@ class HubStandIn:
                 if not repo.meta["private"] or token in self._tokens.get(repo_id, set())
             }
 
-    def _take_fault(self, repo_id: str, path: str) -> Fault | None:
-        """The next armed fault for a file, counting this hit against its `times`."""
+    def _take_fault(self, repo_id: str, path: str, method: str) -> Fault | None:
+        """The next armed fault for a file and request method, counting this hit against its `times`."""
         with self._lock:
             queue = self._faults.get((repo_id, path))
-            if not queue:
+            if not queue or queue[0].method != method:
                 return None
             fault = queue[0]
             if fault.times > 0:
@@ -671,6 +675,40 @@ class HubStandIn:
                 if fault.times == 0:
                     queue.pop(0)
             return fault
+
+
+class SilentHub:
+    """A hub that accepts every connection and never answers: the client must give up on its own."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._held: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self.accepted = 0
+        host, port = self._listener.getsockname()[:2]
+        self.endpoint = f"http://{host}:{port}"
+
+    def _serve(self) -> None:
+        self._listener.settimeout(0.05)
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._held.append(conn)  # kept open, never read from or written to
+            self.accepted += 1
+
+    def __enter__(self) -> SilentHub:
+        threading.Thread(target=self._serve, name="silent-hub", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._listener.close()
+        for conn in self._held:
+            conn.close()
 
 
 @pytest.fixture
