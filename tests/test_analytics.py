@@ -7,6 +7,7 @@ import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import func, select
 
 from modelbay.engine.analytics import (
@@ -141,3 +142,18 @@ def test_mean_time_to_first_token_counts_only_answers_that_had_one(database: Dat
     assert metrics.mean_ttft_ms == pytest.approx(200.0)
     analytics.record_answers([AnswerEvent(versions[1], "t:U1", None, None, "vllm", 10, None, None, 5.0, at=at)])
     assert analytics.metrics(versions[1:], None).mean_ttft_ms is None  # no answer had a first token
+
+
+def test_migration_counts_the_first_tokens_of_existing_rollups(database: Database, versions: list[int]) -> None:
+    database.downgrade("0003")
+    hour = datetime(2026, 11, 20, 9, tzinfo=timezone.utc)
+    usage = sa.table("usage_hourly", *(sa.column(c) for c in (
+        "model_version_id", "hour", "requests", "failures", "input_tokens", "output_tokens", "ttft_ms_sum",
+        "total_ms_sum", "tps_sum", "tps_count", "ups", "downs")))
+    with database.engine.begin() as connection:
+        # Four answers before 0004: three produced tokens (100, 200 and 300 ms to the first), one failed silent.
+        connection.execute(usage.insert().values(
+            model_version_id=versions[0], hour=hour, requests=4, failures=1, input_tokens=40, output_tokens=30,
+            ttft_ms_sum=600.0, total_ms_sum=4000.0, tps_sum=30.0, tps_count=3, ups=0, downs=0))
+    database.upgrade()
+    assert Analytics(database).metrics(versions, None).mean_ttft_ms == pytest.approx(200.0)

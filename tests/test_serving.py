@@ -17,6 +17,7 @@ from modelbay.engine.chat import Place
 from modelbay.engine.db import Database
 from modelbay.engine.errors import ModelInUse, NotServed, ServerNotRunning
 from modelbay.runtime import Runtime
+from modelbay.workers.serve import server_environment
 from tests.conftest import REDIS_URL, wait_for
 from tests.support.chat import VLLM_START_TIMEOUT, installed, vllm_available
 
@@ -55,6 +56,25 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as handle:
+        return dict(e.split("=", 1) for e in handle.read().decode().split("\0") if "=" in e)
+
+
+def test_a_server_inherits_what_it_needs_and_no_secret() -> None:
+    worker = {"PATH": "/usr/bin", "HOME": "/home/mb", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HF_HOME": "/hf",
+              "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_x", "HUGGING_FACE_HUB_TOKEN": "hf_y",
+              "CUDA_VISIBLE_DEVICES": "1", "NVIDIA_VISIBLE_DEVICES": "all", "VLLM_LOGGING_LEVEL": "INFO",
+              "VLLM_API_KEY": "the-workers", "LD_LIBRARY_PATH": "/usr/local/cuda/lib64",
+              "MODELBAY_DATABASE_URL": "postgresql://u:p@db/m", "MODELBAY_SLACK_BOT_TOKEN": "xoxb",
+              "MODELBAY_API_TOKEN": "t", "AWS_SECRET_ACCESS_KEY": "a", "DATABASE_URL": "d", "REDIS_URL": "r"}
+    env = server_environment(worker, "key-1")
+    assert env == {"PATH": "/usr/bin", "HOME": "/home/mb", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HF_HOME": "/hf",
+                   "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "1", "NVIDIA_VISIBLE_DEVICES": "all",
+                   "VLLM_LOGGING_LEVEL": "INFO", "LD_LIBRARY_PATH": "/usr/local/cuda/lib64", "VLLM_API_KEY": "key-1",
+                   "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+
+
 def _running(runtime: Runtime, server_id: int):  # noqa: ANN202
     server = runtime.servers.get(server_id)
     assert server.state in ("starting", "running"), server.error
@@ -75,6 +95,14 @@ def test_serve_chat_and_stop_through_the_bot_and_a_real_worker(runtime: Runtime,
     assert runtime.jobs.get(server.job_id).progress_detail["ready"] is True
     listed = asyncio.run(dispatcher.dispatch_line("/models servers", ADMIN)).plain()
     assert f"tiny-chat | running | {server.endpoint}" in listed
+    assert server.api_key not in listed
+    # Its own key guards it, and it runs without the worker's settings and secrets (its database URL here).
+    assert httpx.get(f"{server.endpoint}/models").status_code == 401
+    assert httpx.get(f"{server.endpoint}/models", headers={"Authorization": f"Bearer {server.api_key}"}).is_success
+    environ = _environ(server.pid)
+    assert environ["VLLM_API_KEY"] == server.api_key and environ["HF_HUB_OFFLINE"] == "1"
+    assert not [k for k in environ if k.startswith("MODELBAY_")]
+    assert runtime.settings.resolved_database_url not in "\n".join(environ.values())
 
     place = Place("console", "terminal")
     session = runtime.chats.open(place, ADMIN.key, "tiny-chat")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from modelbay.bot import Actor, Dispatcher
 from modelbay.bot.conversation import converse
 from modelbay.config import load_settings
 from modelbay.engine.chat import Answered, Delta, Place
+from modelbay.engine.errors import BackendFailed
 from modelbay.engine.inference import Finished, Generation, OpenAIBackend
 from modelbay.engine.schema import Server, ServerState
 from modelbay.runtime import Runtime
@@ -31,7 +33,19 @@ def vllm_server(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory)
     """One vLLM server for the session, serving the tiny chat model as `tiny-chat`."""
     home = tmp_path_factory.mktemp("vllm")
     settings = load_settings(home=home, environment="test", **VLLM_SETTINGS)
-    server = start_vllm(settings, tiny_chat_model, "tiny-chat", home / "vllm.log")
+    # Secrets a worker holds in its environment, which a server it starts must not inherit.
+    secrets = {"MODELBAY_DATABASE_URL": "postgresql://modelbay:hunter2@db/modelbay",
+               "MODELBAY_DISCORD_TOKEN": "discord-secret", "HF_TOKEN": "hf_secret"}
+    saved = {k: os.environ.get(k) for k in secrets}
+    os.environ.update(secrets)
+    try:
+        server = start_vllm(settings, tiny_chat_model, "tiny-chat", home / "vllm.log")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     yield server
     assert server.stop() is not None
 
@@ -52,13 +66,35 @@ def adapter(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
+def _backend(server: VllmProcess, name: str = "tiny-chat", **kwargs: object) -> OpenAIBackend:
+    return OpenAIBackend(server.endpoint, name, api_key=server.api_key, **kwargs)
+
+
+def test_the_server_wants_its_key_and_has_none_of_the_workers_secrets(vllm_server: VllmProcess) -> None:
+    with pytest.raises(BackendFailed, match="HTTP 401: Unauthorized"):
+        list(OpenAIBackend(vllm_server.endpoint, "tiny-chat").stream(QUESTION, Generation(max_tokens=4)))
+    with pytest.raises(BackendFailed, match="HTTP 401"):
+        list(OpenAIBackend(vllm_server.endpoint, "tiny-chat", api_key="guess").stream(QUESTION,
+                                                                                      Generation(max_tokens=4)))
+    assert httpx.get(f"{vllm_server.endpoint}/models").status_code == 401
+    assert _text(_backend(vllm_server), QUESTION, max_tokens=4)[0]
+    environ = dict(entry.split("=", 1) for entry in
+                   open(f"/proc/{vllm_server.pid}/environ", "rb").read().decode().split("\0") if "=" in entry)
+    assert not [k for k in environ if k.startswith("MODELBAY_")] and "HF_TOKEN" not in environ
+    assert not any(secret in value for value in environ.values()
+                   for secret in ("hunter2", "discord-secret", "hf_secret"))
+    assert environ["HF_HUB_OFFLINE"] == "1" and environ["PATH"] and environ["VLLM_API_KEY"] == vllm_server.api_key
+    cmdline = open(f"/proc/{vllm_server.pid}/cmdline", "rb").read().decode()
+    assert vllm_server.api_key not in cmdline  # any local user can read a command line
+
+
 def _text(backend: OpenAIBackend, messages: list[dict[str, str]], **params: object) -> tuple[str, Finished]:
     items = list(backend.stream(messages, Generation(temperature=0, **params)))
     return "".join(i for i in items if isinstance(i, str)), items[-1]
 
 
 def test_vllm_streams_through_the_models_chat_template(vllm_server: VllmProcess, tiny_chat_model: Path) -> None:
-    backend = OpenAIBackend(vllm_server.endpoint, "tiny-chat", model_path=str(tiny_chat_model))
+    backend = _backend(vllm_server, model_path=str(tiny_chat_model))
     items = list(backend.stream(QUESTION, Generation(max_tokens=40, temperature=0)))
     pieces, finished = items[:-1], items[-1]
     assert len(pieces) >= 3 and all(isinstance(p, str) for p in pieces)
@@ -83,11 +119,12 @@ def runtime(tmp_path: Path, redis) -> Iterator[Runtime]:  # noqa: ANN001
     runtime.close()
 
 
-def _serving(runtime: Runtime, version_id: int, endpoint: str, name: str = "tiny-chat") -> int:
+def _serving(runtime: Runtime, version_id: int, server: VllmProcess, name: str = "tiny-chat") -> int:
     """Record a running server for a version, as a finished start-up of the serve job leaves it."""
     with runtime.db.session() as session:
         row = Server(model_version_id=version_id, job_id=f"test-{version_id}", state=ServerState.RUNNING,
-                     endpoint=endpoint, served_name=name, requester="test", adapters=[])
+                     endpoint=server.endpoint, served_name=name, requester="test", adapters=[],
+                     api_key=server.api_key)
         session.add(row)
         session.flush()
         return row.id
@@ -96,7 +133,7 @@ def _serving(runtime: Runtime, version_id: int, endpoint: str, name: str = "tiny
 def test_a_chat_uses_the_running_server_and_streams_from_the_bot(runtime: Runtime, vllm_server: VllmProcess,
                                                                  tiny_chat_model: Path) -> None:
     model, version = installed(runtime.registry, tiny_chat_model)
-    _serving(runtime, version.id, vllm_server.endpoint)
+    _serving(runtime, version.id, vllm_server)
     place = Place("discord", "G1", "thread-7")
     dispatcher = Dispatcher(runtime)
     actor = Actor("discord", "U7")
@@ -110,7 +147,7 @@ def test_a_chat_uses_the_running_server_and_streams_from_the_bot(runtime: Runtim
     answer = events[-1].answer
     assert isinstance(events[-1], Answered) and answer.backend == "vllm" and answer.status == "ok"
     assert answer.text == "".join(e.text for e in events if isinstance(e, Delta))
-    direct, _ = _text(OpenAIBackend(vllm_server.endpoint, "tiny-chat"), QUESTION, max_tokens=40)
+    direct, _ = _text(_backend(vllm_server), QUESTION, max_tokens=40)
     assert answer.text == direct  # greedy: the bot sent exactly the prompt a direct call sends
     metrics = runtime.analytics.metrics([version.id], None)
     assert metrics.requests == 1 and metrics.p50_ms is not None
@@ -123,14 +160,15 @@ def test_a_chat_uses_the_running_server_and_streams_from_the_bot(runtime: Runtim
 def test_a_lora_adapter_is_loaded_at_runtime_and_selected_by_name(runtime: Runtime, vllm_server: VllmProcess,
                                                                   tiny_chat_model: Path, adapter: Path) -> None:
     model, version = installed(runtime.registry, tiny_chat_model)
-    server = runtime.servers.get(_serving(runtime, version.id, vllm_server.endpoint))
+    server = runtime.servers.get(_serving(runtime, version.id, vllm_server))
     loaded = runtime.servers.load_adapter(server, "tiny-lora", str(adapter))
     assert loaded.adapters == ["tiny-lora"]
     assert runtime.servers.load_adapter(loaded, "tiny-lora", str(adapter)) == loaded  # loading twice is fine
-    served = {m["id"] for m in httpx.get(f"{vllm_server.endpoint}/models").json()["data"]}
+    served = {m["id"] for m in httpx.get(f"{vllm_server.endpoint}/models",
+                                         headers={"Authorization": f"Bearer {vllm_server.api_key}"}).json()["data"]}
     assert {"tiny-chat", "tiny-lora"} <= served
-    base, _ = _text(OpenAIBackend(vllm_server.endpoint, "tiny-chat"), QUESTION, max_tokens=12)
-    tuned, finished = _text(OpenAIBackend(vllm_server.endpoint, "tiny-lora"), QUESTION, max_tokens=12)
+    base, _ = _text(_backend(vllm_server), QUESTION, max_tokens=12)
+    tuned, finished = _text(_backend(vllm_server, "tiny-lora"), QUESTION, max_tokens=12)
     assert tuned and tuned != base and finished.output_tokens
 
     # A fine-tuned version (what the training issue will register) is answered by its base's server.

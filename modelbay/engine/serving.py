@@ -207,9 +207,10 @@ class Servers:
         if server.endpoint is None:
             raise ServerNotRunning(server.served_name)
         root = server.endpoint.removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
         try:
             resp = httpx.post(f"{root}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path},
-                              timeout=120.0)
+                              headers=headers, timeout=120.0)
         except httpx.HTTPError as exc:
             raise ServerFailed(server.served_name, f"loading adapter {name} failed ({type(exc).__name__})") from None
         if resp.status_code != 200 and "already been loaded" not in resp.text:

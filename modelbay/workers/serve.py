@@ -7,12 +7,14 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from modelbay.engine.schema import ModelVersion, Server, ServerState
 from modelbay.engine.serving import SERVE  # noqa: F401 - registers the kind, whose end hook settles the row
 from modelbay.workers.context import JobContext
 
-__all__ = ["VllmProcess", "free_port", "serve", "vllm_command"]
+__all__ = ["VllmProcess", "free_port", "serve", "server_environment", "vllm_command"]
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +54,36 @@ def _cpu_build() -> bool:
     return True
 
 
-def vllm_command(settings: Settings, model_dir: str, name: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """Return the command line and environment that start vLLM's server for a model folder."""
+# What a vLLM server inherits from the worker: what it needs to run (paths, locale, caches, GPUs, its own and the
+# hub's offline settings), never the worker's own settings and secrets (MODELBAY_*: database URLs, tokens).
+_ENV_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "PYTHONPATH",
+                        "VIRTUAL_ENV", "XDG_CACHE_HOME", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM"})
+_ENV_PREFIXES = ("LC_", "HF_", "CUDA_", "NVIDIA_", "NCCL_", "VLLM_", "TORCH_", "TRITON_")
+_ENV_SECRETS = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY"})  # offline: no hub token needed
+
+
+def server_environment(worker_env: Mapping[str, str], api_key: str) -> dict[str, str]:
+    """Return the environment of a vLLM server: the allowed part of the worker's, offline, with its API key."""
+    env = {k: v for k, v in worker_env.items()
+           if (k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)) and k not in _ENV_SECRETS}
+    env.update(VLLM_ALLOW_RUNTIME_LORA_UPDATING="True", VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1",
+               DO_NOT_TRACK="1", VLLM_API_KEY=api_key)
+    return env
+
+
+def vllm_command(settings: Settings, model_dir: str, name: str, port: int,
+                 api_key: str) -> tuple[list[str], dict[str, str]]:
+    """Return the command line and environment that start vLLM's server for a model folder.
+
+    The API key goes in the environment (VLLM_API_KEY), not on the command line, which every local user can read.
+    """
     python = str(settings.vllm_python or sys.executable)
     cmd = [
         python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--served-model-name", name,
         "--host", settings.serve_host, "--port", str(port), "--enable-lora",
         "--max-lora-rank", str(settings.serve_max_lora_rank), "--max-loras", "4",
     ]
-    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_NO_USAGE_STATS": "1",
-           "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+    env = server_environment(os.environ, api_key)
     if settings.trust_remote_code:
         cmd.append("--trust-remote-code")
     if settings.serve_max_model_len:
@@ -87,16 +109,20 @@ def _die_with_parent() -> None:
 
 
 class VllmProcess:
-    """One vLLM server process: start, wait until healthy, check, stop."""
+    """One vLLM server process: start, wait until healthy, check, stop.
+
+    Each server gets its own API key (`api_key`): requests to its /v1 routes carry it as a bearer token.
+    """
 
     def __init__(self, settings: Settings, model_dir: str, name: str, log_path: Path) -> None:
         self.settings = settings
         self.name = name
+        self.api_key = secrets.token_urlsafe(32)
         self.port = free_port(settings.serve_host)
         self.endpoint = f"http://{_url_host(settings.public_serve_host)}:{self.port}/v1"
         self._local = f"http://{_url_host(_dial(settings.serve_host))}:{self.port}"
         self.log_path = log_path
-        cmd, env = vllm_command(settings, model_dir, name, self.port)
+        cmd, env = vllm_command(settings, model_dir, name, self.port, self.api_key)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("ab")
         log.info("starting vLLM for %s on port %d (log %s)", name, self.port, log_path)
@@ -193,7 +219,8 @@ def serve(ctx: JobContext, version_id: int) -> dict[str, Any]:
     log_path = settings.home / "logs" / f"vllm-{ctx.job_id}.log"
     ctx.progress(0.0, f"Starting vLLM for {name}", phase="starting", force=True)
     server = VllmProcess(settings, path, name, log_path)
-    _update(ctx, server_id, pid=server.pid, host=settings.public_serve_host, state=ServerState.STARTING)
+    _update(ctx, server_id, pid=server.pid, host=settings.public_serve_host, api_key=server.api_key,
+            state=ServerState.STARTING)
     started = time.monotonic()
     try:
         while not server.healthy(timeout=2.0):
