@@ -558,6 +558,18 @@ def test_a_hub_that_never_answers_is_given_up_on(runtime: Runtime) -> None:
     assert runtime.jobs.list() == []
 
 
+def test_an_install_incomplete_on_disk_is_installed_again(runtime: Runtime, worker) -> None:
+    ticket = runtime.installs.request(REPO, None, "console:root")
+    worker()
+    assert runtime.jobs.wait(ticket.job.id, 60).status == "finished"
+    folder = Path(runtime.registry.get_version(ticket.version.id).local_path)
+    (folder / "tokenizer.json").unlink()  # removed by hand: "Already installed" would be wrong
+    again = runtime.installs.request(REPO, None, "console:root")
+    assert again.created and again.version.id == ticket.version.id
+    assert runtime.jobs.wait(again.job.id, 60).status == "finished"
+    assert (folder / "tokenizer.json").is_file()
+
+
 def test_an_install_incomplete_on_disk_says_so_at_chat(settings, tiny_chat_model: Path, tmp_path: Path) -> None:
     folder = shutil.copytree(tiny_chat_model, tmp_path / "tiny-chat")
     runtime = Runtime(settings)

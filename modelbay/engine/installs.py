@@ -22,7 +22,7 @@ from modelbay.engine.db import Database
 from modelbay.engine.hardware import HardwareInfo, fits
 from modelbay.engine.ids import InvalidId, is_repo_id, validate_file_path, validate_repo_id, validate_revision
 from modelbay.engine.jobs import JobKind, Jobs, RetryPolicy, register_kind
-from modelbay.engine.loadable import PICKLE, inspect
+from modelbay.engine.loadable import PICKLE, check_folder, inspect
 from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord
 from modelbay.engine.registry import Registry
 from modelbay.engine.sources import SOURCES, ModelSource, RemoteFile, RemoteModel
@@ -186,7 +186,14 @@ class Installs:
         return self.registry.add_version(record.id, label, revision_sha=sha)
 
     def _present(self, version: VersionRecord) -> bool:
-        return bool(version.local_path) and Path(version.local_path).is_dir()
+        """Whether an installed version's folder still has what loading needs (files removed by hand: install again)."""
+        if not version.local_path:
+            return False
+        try:
+            check_folder(Path(version.local_path), version.revision)
+        except IncompleteModel:
+            return False
+        return True
 
     def _notices(self, record: ModelRecord | None, remote: RemoteModel) -> list[str]:
         notices = self._fit_notice((record and record.parameter_count) or remote.parameter_count)
