@@ -303,3 +303,22 @@ def test_a_stopped_answer_keeps_what_arrived_as_canceled(runtime: Runtime) -> No
     assert runtime.chats.history(session.id)[-1] == {"role": "assistant", "content": answer.text}
     metrics = runtime.analytics.metrics([session.model_version_id], None)
     assert metrics.requests == 1 and metrics.failures == 0
+
+
+def test_answers_on_more_models_than_the_cache_holds_all_complete(runtime: Runtime, tiny_chat_model: Path) -> None:
+    installed(runtime.registry, tiny_chat_model, name="tiny-chat-two")
+    chats = Chats(runtime.settings, runtime.db, runtime.redis, runtime.registry, runtime.servers, runtime.analytics,
+                  keep_in_process=1)
+    chats_open = [chats.open(HERE, ALICE, "tiny-chat"), chats.open(Place("slack", "C2"), BOB, "tiny-chat-two")]
+    statuses: list[str] = []
+
+    def talk(chat, user: str) -> None:  # noqa: ANN001
+        for _ in range(3):  # each answer evicts the other model, which may be answering at that moment
+            statuses.append(_answered(list(chats.answer(chat, user, "What color is the sky?"))).status)
+
+    threads = [threading.Thread(target=talk, args=(chat, user)) for chat, user in zip(chats_open, (ALICE, BOB))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert statuses == ["ok"] * 6

@@ -184,8 +184,8 @@ class Chats:
         self.registry = registry
         self.servers = servers
         self.analytics = analytics
-        self.keep_in_process = keep_in_process
-        self.keep_backends = keep_backends
+        self.keep_in_process = max(1, keep_in_process)  # the backend just chosen always stays
+        self.keep_backends = max(1, keep_backends)
         self._backends: OrderedDict[int, _Held] = OrderedDict()
         self._backends_lock = threading.Lock()  # guards _backends and each _Held's counts
         self._choosing = threading.Lock()  # one backend choice at a time: a model is loaded once, not twice
@@ -277,25 +277,34 @@ class Chats:
     # -- backends ------------------------------------------------------------------------------------------
     def backend_of(self, chat: SessionRecord) -> Backend:
         """The backend answering a chat: the one chosen in the last BACKEND_FRESH_FOR seconds, else chosen now."""
-        held = self._fresh(chat.model_version_id)
-        if held is not None:
-            return held.backend
-        return self.backend_for(self.registry.get(chat.model_name), self.registry.get_version(chat.model_version_id))
+        return self._held_for(chat).backend
 
-    def _fresh(self, version_id: int) -> _Held | None:
+    def _held_for(self, chat: SessionRecord, *, lease: bool = False) -> _Held:
+        held = self._fresh(chat.model_version_id, lease)
+        if held is not None:
+            return held
+        return self._choose(self.registry.get(chat.model_name), self.registry.get_version(chat.model_version_id),
+                            lease)
+
+    def _fresh(self, version_id: int, lease: bool) -> _Held | None:
         with self._backends_lock:
             held = self._backends.get(version_id)
             if held is None or time.monotonic() - held.chosen_at >= BACKEND_FRESH_FOR:
                 return None
             self._backends.move_to_end(version_id)
+            held.streams += lease
             return held
 
     def backend_for(self, model: ModelRecord, version: VersionRecord) -> Backend:
         """A running vLLM server of the version if there is one, else in-process transformers if allowed."""
+        return self._choose(model, version, lease=False).backend
+
+    def _choose(self, model: ModelRecord, version: VersionRecord, lease: bool) -> _Held:
+        """Choose a version's backend; a lease counts the caller's answer in the same step (see _lease)."""
         with self._choosing:
-            held = self._fresh(version.id)
+            held = self._fresh(version.id, lease)
             if held is not None:
-                return held.backend
+                return held
             if version.install_state != "installed" or not version.local_path:
                 self.release(version.id)  # uninstalled since the chat began: its loaded model goes too
                 raise NeedsInstall(model.name)
@@ -310,8 +319,9 @@ class Chats:
                     # The same server as before (or still none): keep its backend, whose connections or loaded model
                     # other answers may be using.
                     cached.chosen_at = time.monotonic()
+                    cached.streams += lease
                     self._backends.move_to_end(version.id)
-                    return cached.backend
+                    return cached
             if server is not None and server.endpoint:
                 if adapter is not None:
                     server = self.servers.load_adapter(server, adapter, version.local_path)
@@ -329,10 +339,10 @@ class Chats:
                 backend = TransformersBackend(version.local_path)
             with self._backends_lock:
                 replaced = self._backends.pop(version.id, None)
-                self._backends[version.id] = _Held(backend, server, time.monotonic())
+                held = self._backends[version.id] = _Held(backend, server, time.monotonic(), streams=int(lease))
                 evicted = self._evict()
             self._retire([h for h in (replaced, *evicted) if h is not None])
-            return backend
+            return held
 
     def _make_room_for_a_model(self) -> None:
         """Evict in-process backends down to one below the bound before loading another model (memory peaks)."""
@@ -384,15 +394,8 @@ class Chats:
             self.release(version_id)
 
     def _lease(self, chat: SessionRecord) -> _Held:
-        """The chat's backend, counted as in use until _unlease (so it is not closed under the answer)."""
-        while True:
-            backend = self.backend_of(chat)
-            with self._backends_lock:
-                held = self._backends.get(chat.model_version_id)
-                if held is not None and held.backend is backend and not held.retired:
-                    held.streams += 1
-                    return held
-            # Replaced between the choice and the lease (another thread chose again): take the new one.
+        """The chat's backend, counted as in use until _unlease: evicted meanwhile, it is closed only after."""
+        return self._held_for(chat, lease=True)
 
     def _unlease(self, held: _Held) -> None:
         with self._backends_lock:
