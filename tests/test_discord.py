@@ -21,9 +21,10 @@ from modelbay.adapters.discord import DiscordAdapter
 from modelbay.adapters.discord.embeds import DESCRIPTION_CHARS, EMBED_CHARS, FIELD_LIMIT, embed_chars, render
 from modelbay.bot import Button, Dispatcher, Field, Reply, Table
 from modelbay.config import Settings
-from modelbay.engine.schema import Feedback
+from modelbay.engine.schema import AnalyticsEvent, Feedback, Message
 from modelbay.runtime import Runtime
 from tests.conftest import wait_for
+from tests.support.answers import long_answer, untile
 from tests.support.chat import FRONT_END_REPO as REPO
 from tests.support.chat import front_end_runtime, served_by
 from tests.support.commands import COMMANDS_HERE
@@ -399,3 +400,55 @@ def test_commands_sync_to_one_server_with_their_options(runtime: Runtime, standi
     assert {o["name"] for o in commands["chat"]["options"]} == {"start", "end"}
     uploads = {o["name"]: o for o in commands["uploads"]["options"]}
     assert uploads["add"]["options"][0]["type"] == 11  # an attachment option
+
+
+def _rated(call: Call) -> bool:
+    return any(b.get("label") == "👍" for b in call.components())
+
+
+def _thread_as_shown(standin: DiscordStandIn, thread_id: str, after: str) -> list[str]:
+    """The descriptions of the bot's messages in a thread after message `after`, as finally shown, in order."""
+    shown = {c.body["_id"]: c for c in standin.to("POST", f"/channels/{thread_id}/messages")
+             if int(c.body["_id"]) > int(after)}
+    for edit in standin.to("PATCH", f"/channels/{thread_id}/messages"):
+        if edit.status < 300 and edit.body["_id"] in shown:
+            shown[edit.body["_id"]] = edit
+    return [shown[i].embeds()[0].get("description", "") for i in sorted(shown, key=int)]
+
+
+def test_long_answers_with_code_arrive_whole_in_order(bot: Bot, standin: DiscordStandIn, runtime: Runtime) -> None:
+    from tests.support.openai_standin import Script, StandIn
+
+    with StandIn() as model:
+        served_by(runtime, "tiny-chat", model.endpoint)
+        for n, (size, block) in enumerate([(3344, 0), (5244, 40), (16164, 220)], start=1):
+            # A fence line across the place a cut by length alone would fall, and code longer than a message.
+            answer = long_answer(size, seed=size, long_block=block, fence_at=(4090, 8180))
+            model.script = Script(pieces=[answer[i:i + 7] for i in range(0, size, 7)], delay=0.0005)
+            standin.command("chat", _sub("start", _opt("model", "tiny-chat")), member=member(USER))
+            started = standin.wait("POST", "/messages", lambda c: "Chatting with" in c.text(), count=n)[n - 1]
+            thread_id = started.path.split("/")[2]
+            standin.say("Write code.", author=member(USER)["user"], channel_id=thread_id, member=member(USER))
+            standin.wait("PATCH", "/channels/", _rated, count=n, timeout=120)
+            shown = _thread_as_shown(standin, thread_id, started.body["_id"])
+            assert all(len(d) <= DESCRIPTION_CHARS for d in shown) and not any("▍" in d for d in shown)
+            cuts_in_code = untile(shown, answer)  # every character, once, in order; code closed and reopened
+            if size > 10000:
+                assert cuts_in_code >= 1 and len(shown) <= 5
+
+
+def test_a_message_the_gateway_delivers_again_is_answered_once(bot: Bot, standin: DiscordStandIn,
+                                                               runtime: Runtime) -> None:
+    thread_id, _ = _open_chat(standin)
+    asked = standin.say("What color is the sky?", author=member(USER)["user"], channel_id=thread_id,
+                        member=member(USER))
+    standin.say("What color is the sky?", author=member(USER)["user"], channel_id=thread_id, member=member(USER),
+                message_id=asked)  # replayed, as after a RESUME
+    standin.wait("PATCH", f"/channels/{thread_id}/messages", _rated)
+    time.sleep(2.0)  # a second answer would have begun by now
+    assert len([c for c in standin.to("POST", f"/channels/{thread_id}/messages") if "Thinking" in c.text()]) == 1
+    session = runtime.chats.recent(f"discord:{USER}", 1)[0]
+    assert [t["role"] for t in runtime.chats.history(session.id)] == ["user", "assistant"]
+    with runtime.db.session() as db:
+        assert len(db.scalars(select(Message).where(Message.role == "user")).all()) == 1
+        assert len(db.scalars(select(AnalyticsEvent)).all()) == 1

@@ -23,9 +23,10 @@ from modelbay.adapters.slack import SlackAdapter
 from modelbay.adapters.slack.blocks import BLOCK_LIMIT, MESSAGE_CHARS, SECTION_CHARS, render
 from modelbay.bot import Dispatcher, Reply, Table
 from modelbay.config import Settings
-from modelbay.engine.schema import Feedback
+from modelbay.engine.schema import AnalyticsEvent, Feedback, Message
 from modelbay.runtime import Runtime
 from tests.conftest import ROOT, wait_for
+from tests.support.answers import long_answer, untile
 from tests.support.asgi import serve
 from tests.support.commands import COMMANDS_HERE, REPORT
 from tests.support.chat import FRONT_END_REPO as REPO
@@ -431,3 +432,70 @@ def test_the_manifest_declares_what_the_app_listens_for() -> None:
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"commands", "chat:write", "im:write", "files:read", "files:write", "usergroups:read"} <= scopes
     assert manifest["features"]["app_home"]["home_tab_enabled"] and manifest["settings"]["interactivity"]["is_enabled"]
+
+
+def _thread_as_shown(standin: SlackStandIn, thread: str) -> list[Call]:
+    """The thread's messages as Slack finally shows them: each posted message's last accepted version, in order."""
+    shown = {c.args["_ts"]: c for c in standin.to("chat.postMessage") if c.args.get("thread_ts") == thread}
+    for edit in standin.to("chat.update"):
+        if edit.status == 200 and edit.args["ts"] in shown:
+            shown[edit.args["ts"]] = edit
+    return [shown[ts] for ts in sorted(shown, key=float)]
+
+
+def _unescaped(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _rated(call: Call) -> bool:
+    return any("rate up" in b.get("value", "") for b in call.buttons())
+
+
+def test_long_answers_with_code_arrive_whole_in_order_and_escaped(slack: SignedRequests, standin: SlackStandIn,
+                                                                  runtime: Runtime) -> None:
+    from tests.support.openai_standin import Script, StandIn
+
+    with StandIn() as model:
+        served_by(runtime, "tiny-chat", model.endpoint)
+        for n, (size, block) in enumerate([(3344, 0), (5244, 40), (16164, 220)], start=1):
+            # A fence line across the place a cut by length alone would fall, and code longer than a message.
+            answer = long_answer(size, seed=size, long_block=block, fence_at=(3495, 6990))
+            model.script = Script(pieces=[answer[i:i + 7] for i in range(0, size, 7)], delay=0.0005)
+            slack.command("chat tiny-chat", user=USER)
+            thread = standin.wait("chat.update", lambda c: _in(c, "Chatting with"), count=n)[n - 1].args["ts"]
+            slack.event({"type": "message", "channel": "C1", "user": USER, "text": "Write code.", "ts": f"2.{n}",
+                         "thread_ts": thread, "channel_type": "channel"})
+            standin.wait("chat.update", _rated, count=n, timeout=120)
+            messages = _thread_as_shown(standin, thread)
+            sections = [b["text"]["text"] for m in messages for b in m.args["blocks"] if b["type"] == "section"]
+            for message in messages:  # everything sent is escaped: no mention or link can come from the model
+                assert "<" not in message.args["text"] and ">" not in message.args["text"]
+                assert all("<" not in t and ">" not in t for t in sections)
+                assert "Continued in the thread" not in message.text() and "▍" not in message.text()
+            assert all(len(t) <= SECTION_CHARS for t in sections)
+            cuts_in_code = untile([_unescaped(t) for t in sections], answer)  # every character, once, in order
+            assert _rated(messages[-1]) and not any(_rated(m) for m in messages[:-1])
+            if size > 10000:
+                assert cuts_in_code >= 1 and len(messages) >= 5
+
+
+def test_the_same_message_delivered_again_is_answered_once(slack: SignedRequests, standin: SlackStandIn,
+                                                           runtime: Runtime) -> None:
+    slack.command("chat tiny-chat", user=USER)
+    thread = standin.wait("chat.update", lambda c: _in(c, "Chatting with"))[0].args["ts"]
+    message = {"type": "message", "channel": "C1", "user": USER, "text": "What color is the sky?", "ts": "3.1",
+               "thread_ts": thread, "channel_type": "channel", "client_msg_id": "0f4c7f9e-5a77-4c1b-9a3e-1d2c3b4a5f6e"}
+    slack.event(message, event_id="EvFIRST")
+    slack.event(message, event_id="EvAGAIN")  # the same message under a new event id
+    slack.event({**message, "ts": "3.2"}, event_id="EvTHIRD")  # the same client message id
+    standin.wait("chat.update", _rated)
+    time.sleep(2.0)  # a second answer would have begun by now
+    assert len([c for c in standin.to("chat.postMessage") if _in(c, "Thinking")]) == 1
+    assert len([c for c in standin.to("chat.update") if _rated(c)]) == 1
+    session = runtime.chats.recent(f"slack:{USER}", 1)[0]
+    assert [t["role"] for t in runtime.chats.history(session.id)] == ["user", "assistant"]
+    with runtime.db.session() as db:
+        assert len(db.scalars(select(Message).where(Message.role == "user")).all()) == 1
+        assert len(db.scalars(select(AnalyticsEvent)).all()) == 1
+    slack.event({**message, "ts": "3.3", "client_msg_id": "another", "text": "And grass?"}, event_id="EvNEW")
+    assert standin.wait("chat.update", _rated, count=2)  # a new message is answered

@@ -158,6 +158,8 @@ def test_slack_mrkdwn_leaves_code_alone_and_escapes_everything() -> None:
     text = "**Bold** and `**kwargs` and `x**2`.\n```python\ndef f(**kwargs):\n    return x**2 ** 3\n```\n**End**"
     assert mrkdwn(text) == ("*Bold* and `**kwargs` and `x**2`.\n```python\ndef f(**kwargs):\n    return x**2 ** 3\n"
                             "```\n*End*")
+    assert mrkdwn("3**2 is 9 and **x**") == "3**2 is 9 and *x*"  # the nearest pair of stars is the bold one
+    assert mrkdwn("**a\n\nb**") == "**a\n\nb**"  # bold never spans paragraphs
     hostile = "Hi <!channel> <@U0123> <http://evil.example|click> & <#C1>"
     for shown in (mrkdwn(hostile), escape(hostile), fallback(Reply(text=hostile)),
                   mrkdwn(f"```\n{hostile}\n```"), mrkdwn(f"`{hostile}`")):

@@ -1,7 +1,8 @@
 """Long model answers with code, and a check that what a chat shows of one is the answer, losslessly.
 
 `long_answer(n)` writes an answer of exactly n characters: prose with characters Slack escapes, and fenced python
-blocks whose code holds `**kwargs`, `x**2`, indentation and comparisons. `untile(shown, answer)` checks that the
+blocks whose code holds `**kwargs`, `x**2`, indentation and comparisons (no **bold** outside code: Slack's mrkdwn
+rewrites that, which is not what this checks). `untile(shown, answer)` checks that the
 texts a chat finally shows (each message's, or each Slack section's, in order) are the answer cut into pieces, each
 piece maybe wrapped in the fence lines that close and reopen a code block at a cut, and returns how many cuts fell
 inside code. Its fence reading is written here on its own (CommonMark's), not borrowed from ModelBay.
@@ -17,8 +18,8 @@ __all__ = ["long_answer", "untile"]
 _FENCE = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)")
 
 _PROSE = [
-    "The function below takes **every** keyword argument & passes it on; a < b and b > c hold here.",
-    "Note how `**kwargs` collects the rest, and `x**2` squares a number (so 3**2 is 9).",
+    "The function below takes every keyword argument & passes it on; a < b and b > c hold here.",
+    "Note how `**kwargs` collects the rest, and `x**2` squares a number (so `3**2` is 9).",
     "Mentions such as <!channel>, <@U0123ABC> or links like <http://evil.example|click here> stay plain text.",
     "Indentation matters in Python: the body of each block is indented by four spaces, nested ones by eight.",
 ]
@@ -116,7 +117,9 @@ def untile(shown: list[str], answer: str) -> int:
             closer = "" if fence is None else (fence[1] if body.endswith("\n") or not body else "\n" + fence[1])
             if piece == body + closer and (inside := rest(i + 1, end)) is not None:
                 return inside + (start is not None)
-        failures.append((at, f"piece {i} is not the answer from {at}: {piece[:120]!r} vs {answer[at:at + 120]!r}"))
+        same = next((k for k, (a, b) in enumerate(zip(piece, answer[at:])) if a != b), min(len(piece), len(answer) - at))
+        failures.append((at, f"piece {i} differs from the answer at {at + same}: {piece[max(0, same - 60):same + 60]!r} "
+                             f"vs {answer[at + max(0, same - 60):at + same + 60]!r}"))
         return None
 
     found = rest(0, 0)

@@ -189,9 +189,10 @@ class DiscordStandIn(ThreadedServer):
         return self._interaction(5, {"custom_id": custom_id, "components": rows}, member,
                                  channel or text_channel())
 
-    def say(self, content: str, *, author: dict[str, Any], channel_id: str, member: dict[str, Any] | None) -> str:
-        """A person posts a message."""
-        message_id = str(next(self._ids))
+    def say(self, content: str, *, author: dict[str, Any], channel_id: str, member: dict[str, Any] | None,
+            message_id: str | None = None) -> str:
+        """A person posts a message (or, given its id, the gateway delivers that message again, as after a RESUME)."""
+        message_id = message_id or str(next(self._ids))
         data = {"id": message_id, "channel_id": channel_id, "author": author, "content": content,
                 "timestamp": _NOW, "edited_timestamp": None, "tts": False, "mention_everyone": False,
                 "mentions": [], "mention_roles": [], "attachments": [], "embeds": [], "pinned": False, "type": 0,

@@ -26,17 +26,21 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from modelbay.adapters.discord.embeds import DESCRIPTION_CHARS, DiscordMessage, render
+from modelbay.adapters.discord.embeds import (
+    COLOURS, DESCRIPTION_CHARS, FIELD_VALUE_CHARS, FOOTER_CHARS, DiscordMessage, render,
+)
 from modelbay.adapters.discord.tree import build, discord_text
 from modelbay.bot.context import Actor
 from modelbay.bot.conversation import relay
+from modelbay.bot.deliveries import first_delivery
 from modelbay.bot.dispatcher import Dispatcher
 from modelbay.bot.errors import render_error
 from modelbay.bot.live import LiveMessage, Pace
 from modelbay.bot.progress import follow, following
 from modelbay.bot.reply import Button, Reply
 from modelbay.bot.spec import Arg, Command
-from modelbay.bot.text import split_text
+from modelbay.bot.stream import StreamedAnswer, with_cursor
+from modelbay.bot.text import Part
 from modelbay.engine.chat import DOWN_REASONS, Place
 from modelbay.engine.errors import NotAllowed, UploadRefused
 from modelbay.engine.records import ModelQuery
@@ -52,7 +56,6 @@ CUSTOM_ID_CHARS = 100
 _STYLES = {"primary": discord.ButtonStyle.primary, "secondary": discord.ButtonStyle.secondary,
            "success": discord.ButtonStyle.success, "danger": discord.ButtonStyle.danger}
 _RATE_DOWN = re.compile(r"/rate down message:(\d+)")
-_CURSOR = " ▍"
 _FILE_HOSTS = {"cdn.discordapp.com", "media.discordapp.net"}
 
 
@@ -433,6 +436,14 @@ class DiscordAdapter:
         return {"content": message.content or None, "embeds": [discord.Embed.from_dict(e) for e in message.embeds],
                 "view": self._view(message.buttons)}
 
+    def _live(self, message: discord.Message, shown: DiscordMessage | None = None) -> LiveMessage[DiscordMessage]:
+        """A message of the bot edited in place, at most once a second and once a second across the bot."""
+        async def edit(content: DiscordMessage) -> None:
+            await message.edit(**self._edit_kwargs(content))
+
+        return LiveMessage(edit, shown or DiscordMessage(), ref=message, interval=self.settings.discord_edit_interval,
+                           pace=self.pace)
+
     def _spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
@@ -463,6 +474,9 @@ class DiscordAdapter:
             return
         if self._dm_refused(message.guild):
             return
+        # The gateway replays events after a RESUME: a message already seen is not answered again.
+        if not await first_delivery(self.runtime.redis, "discord", f"message:{message.id}"):
+            return
         place = self.place_of(message)
         if await asyncio.to_thread(self.runtime.chats.current, place) is None:
             return
@@ -470,7 +484,7 @@ class DiscordAdapter:
         ctx = self.dispatcher.context(actor, place)
         first = await message.channel.send(embed=discord.Embed(description="_Thinking…_", color=0x5865F2),
                                            reference=message, mention_author=False)
-        stream = _Stream(self, message.channel, first)
+        stream = StreamedAnswer(_DiscordAnswer(self, message.channel), self._live(first))
         try:
             await relay(ctx, message.content, stream)
         except Exception as exc:  # noqa: BLE001 - the answer could not start (not served, no role): one line
@@ -513,53 +527,28 @@ class DiscordAdapter:
         return parts.scheme == api.scheme and parts.hostname == api.hostname and parts.port == api.port
 
 
-class _Stream:
-    """One answer streaming into a channel: one embed per 4,096 characters, each edited about once a second."""
+class _DiscordAnswer:
+    """How an answer shows in a Discord channel: one embed per 4,096 characters of it."""
 
-    def __init__(self, adapter: DiscordAdapter, channel: Any, first: discord.Message) -> None:
+    limit = DESCRIPTION_CHARS - 2  # room for the cursor
+    weigh = staticmethod(len)
+
+    def __init__(self, adapter: DiscordAdapter, channel: Any) -> None:
         self.adapter = adapter
         self.channel = channel
-        self.messages = [self._live(first)]
-        self.text = ""
-        self.notices: list[str] = []
 
-    def _live(self, message: discord.Message) -> LiveMessage[DiscordMessage]:
-        async def edit(content: DiscordMessage) -> None:
-            await message.edit(**self.adapter._edit_kwargs(content))
+    async def post(self, shown: DiscordMessage) -> LiveMessage[DiscordMessage]:
+        return self.adapter._live(await self.channel.send(**self.adapter._send_kwargs(shown)), shown)
 
-        return LiveMessage(edit, DiscordMessage(), ref=message, interval=self.adapter.settings.discord_edit_interval,
-                           pace=self.adapter.pace)
+    def draw(self, part: Part, *, writing: bool) -> DiscordMessage:
+        text = str(part) if part.text else "…"
+        return DiscordMessage(embeds=({"type": "rich", "color": COLOURS["info"],
+                                       "description": with_cursor(text) if writing else text},))
 
-    @staticmethod
-    def _part(text: str, *, cursor: bool) -> DiscordMessage:
-        return DiscordMessage(embeds=({"type": "rich", "color": 0x5865F2,
-                                       "description": (text + (_CURSOR if cursor else ""))[:DESCRIPTION_CHARS]},))
-
-    async def add(self, piece: str) -> None:
-        self.text += piece
-        parts = split_text(self.text, DESCRIPTION_CHARS - len(_CURSOR))
-        while len(self.messages) < len(parts):
-            i = len(self.messages)
-            await self.messages[-1].settle(self._part(parts[i - 1], cursor=False))
-            posted = await self.channel.send(**self.adapter._send_kwargs(self._part(parts[i], cursor=True)))
-            self.messages.append(self._live(posted))
-        self.messages[len(parts) - 1].show(self._part(parts[-1], cursor=True))
-
-    async def finish(self, reply: Reply) -> None:
-        parts = split_text(reply.text, DESCRIPTION_CHARS - 200)
-        while len(self.messages) < len(parts):
-            posted = await self.channel.send(**self.adapter._send_kwargs(self._part("…", cursor=False)))
-            self.messages.append(self._live(posted))
-        last = len(parts) - 1
-        for i, part in enumerate(parts):
-            if i < last:
-                await self.messages[i].settle(self._part(part, cursor=False))
-                continue
-            reply.text = part
-            final = render(reply)[0]
-            if self.notices:
-                embed = dict(final.embeds[0])
-                embed["description"] = f"_{' '.join(self.notices)}_\n\n{embed.get('description', '')}"[
-                    :DESCRIPTION_CHARS]
-                final = DiscordMessage(final.content, (embed,), final.buttons)
-            await self.messages[i].settle(final)
+    def draw_final(self, part: Part, reply: Reply, notices: list[str]) -> DiscordMessage:
+        embed: dict[str, Any] = {"type": "rich", "color": COLOURS[reply.tone], "description": str(part) or "…"}
+        if notices:
+            embed["fields"] = [{"name": "Note", "value": " ".join(notices)[:FIELD_VALUE_CHARS], "inline": False}]
+        if reply.footer:
+            embed["footer"] = {"text": reply.footer[:FOOTER_CHARS]}
+        return DiscordMessage(embeds=(embed,), buttons=tuple(reply.buttons))

@@ -29,17 +29,20 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from modelbay.adapters.slack import views
 from modelbay.adapters.slack.blocks import (
-    ACTION_PREFIX, SECTION_CHARS, STREAM_CHARS, SlackMessage, context, mrkdwn, render, section, slack_text,
+    ACTION_PREFIX, FALLBACK_CHARS, SECTION_CHARS, STREAM_CHARS, SlackMessage, context, escape, escaped_chars,
+    mrkdwn, render, section, slack_text, tail,
 )
 from modelbay.adapters.slack.outbox import Outbox
 from modelbay.bot.context import Actor
 from modelbay.bot.conversation import relay
+from modelbay.bot.deliveries import first_delivery
 from modelbay.bot.dispatcher import Dispatcher
 from modelbay.bot.errors import render_error
 from modelbay.bot.live import LiveMessage
 from modelbay.bot.progress import follow, following
 from modelbay.bot.reply import Reply
-from modelbay.bot.text import split_text
+from modelbay.bot.stream import StreamedAnswer, with_cursor
+from modelbay.bot.text import Part, split_parts
 from modelbay.engine.chat import Place
 from modelbay.engine.discovery import SearchHit
 from modelbay.engine.errors import UploadRefused
@@ -49,9 +52,7 @@ __all__ = ["SlackAdapter", "Where"]
 
 log = logging.getLogger(__name__)
 GROUPS_FRESH_FOR = 300.0  # seconds a user-group membership list is trusted
-EVENT_SEEN_FOR = 3600  # seconds an event id is remembered, so Slack's retries are not answered twice
 SEED_KEEP = 3600  # seconds a message waits in Redis for its "Ask a model" modal to be submitted
-_CURSOR = " ▍"
 _RATE_DOWN = re.compile(r"/rate down message:(\d+)")  # a 👎 button: asks why in a modal before rating
 _CHUNK = 1 << 16
 
@@ -285,9 +286,12 @@ class SlackAdapter:
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         if event.get("bot_id") or event.get("subtype") not in (None, "file_share", "thread_broadcast"):
             return
-        if not await self._first_time(body.get("event_id")):
-            return
         user, channel = event.get("user"), event.get("channel")
+        # Slack retries an event (same event id) and may send the same message again under a new one.
+        if not await first_delivery(self.runtime.redis, "slack", body.get("event_id") and f"event:{body['event_id']}",
+                                    event.get("ts") and f"message:{channel}:{event['ts']}",
+                                    event.get("client_msg_id") and f"client:{event['client_msg_id']}"):
+            return
         if not user or not channel:
             return
         actor = await self.actor(user)
@@ -302,25 +306,23 @@ class SlackAdapter:
             return
         await self.answer(actor, where, _slack_text(event.get("text", "")))
 
-    async def _first_time(self, event_id: str | None) -> bool:
-        """Whether this event is new (Slack retries events it thinks were not received)."""
-        if not event_id:
-            return True
-        key = f"modelbay:slack:event:{event_id}"
-        return bool(await asyncio.to_thread(self.runtime.redis.set, key, 1, nx=True, ex=EVENT_SEEN_FOR))
-
     async def answer(self, actor: Actor, where: Where, text: str) -> None:
-        """Stream the chat's answer into the thread: edited in place about once a second, continued past 3,500 chars."""
+        """Stream the chat's answer into the thread: edited in place about once a second, continued past 3,500 chars
+        (escaped) in new messages."""
         ctx = self.dispatcher.context(actor, where.place)
         live = await self._post_live(where, SlackMessage([context(":hourglass_flowing_sand: Thinking…")],
                                                          "Thinking…"))
         if live is None:
             return
-        stream = _Stream(self, where, live)
+        stream = StreamedAnswer(_SlackAnswer(self, where), live)
         try:
             await relay(ctx, text, stream)
         except Exception as exc:  # noqa: BLE001 - before the answer started (not served, no chat): one line
-            await stream.fail(render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown))
+            reply = render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)
+            if stream.text:  # cannot happen after the first token (failures then end the answer), kept for safety
+                await stream.finish(reply)
+            else:
+                await self.deliver(reply, where, live)
 
     # -- shortcuts, modals and Home ---------------------------------------------------------------------------
     async def _open_browse(self, body: dict[str, Any]) -> None:
@@ -491,51 +493,37 @@ class SlackAdapter:
         return fresh
 
 
-class _Stream:
-    """One answer streaming into a thread: a message per 3,500 characters, each edited at most once a second."""
+class _SlackAnswer:
+    """How an answer shows in a Slack thread: a message per 3,500 escaped characters, sections of up to 3,000."""
 
-    def __init__(self, adapter: SlackAdapter, where: Where, first: LiveMessage) -> None:
+    limit = STREAM_CHARS
+
+    def __init__(self, adapter: SlackAdapter, where: Where) -> None:
         self.adapter = adapter
         self.where = where
-        self.messages = [first]
-        self.text = ""
-        self.notices: list[str] = []
 
-    def _message(self, part: str, *, cursor: bool) -> SlackMessage:
-        body = [section(p) for p in split_text(mrkdwn(part) + (_CURSOR if cursor else ""), SECTION_CHARS)]
-        return SlackMessage(body, part[:3000] or "…")
+    @staticmethod
+    def weigh(text: str) -> int:
+        return escaped_chars(text)
 
-    async def add(self, piece: str) -> None:
-        self.text += piece
-        parts = split_text(self.text, STREAM_CHARS)
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if i < len(self.messages):
-                if last or i == len(self.messages) - 1:
-                    self.messages[i].show(self._message(part, cursor=last))
-            else:
-                await self.messages[i - 1].settle()
-                self.messages.append(await self.adapter.outbox.live(
-                    self.where.channel, self._message(part, cursor=True), self.where.thread_ts,
-                    interval=self.adapter.settings.slack_update_interval))
+    async def post(self, shown: SlackMessage) -> LiveMessage[SlackMessage]:
+        return await self.adapter.outbox.live(self.where.channel, shown, self.where.thread_ts,
+                                              interval=self.adapter.settings.slack_update_interval)
 
-    async def finish(self, reply: Reply) -> None:
-        parts = split_text(reply.text, STREAM_CHARS)
-        while len(self.messages) < len(parts):
-            self.messages.append(await self.adapter.outbox.live(
-                self.where.channel, SlackMessage([context("…")], "…"), self.where.thread_ts))
-        for live, part in zip(self.messages, parts, strict=False):
-            if live is self.messages[len(parts) - 1]:
-                reply.text = part
-                final = render(reply)[0]
-                if self.notices:
-                    final.blocks.insert(0, context(":information_source: " + mrkdwn(" ".join(self.notices))))
-                await live.settle(final)
-            else:
-                await live.settle(self._message(part, cursor=False))
+    @staticmethod
+    def _sections(part: Part, *, writing: bool = False) -> list[dict[str, Any]]:
+        # Each section renders on its own, so a part is cut again (code blocks closed and reopened) into sections;
+        # the cursor's room comes off the last one.
+        pieces = [str(p) for p in split_parts(str(part), SECTION_CHARS - 2, escaped_chars)] if part.text else []
+        texts = [mrkdwn(p) for p in pieces] or ["…"]
+        if writing:
+            texts[-1] = with_cursor(texts[-1])
+        return [section(t) for t in texts]
 
-    async def fail(self, reply: Reply) -> None:
-        if self.text:  # cannot happen after the first token (failures then end the answer), kept for safety
-            await self.finish(reply)
-            return
-        await self.adapter.deliver(reply, self.where, self.messages[0])
+    def draw(self, part: Part, *, writing: bool) -> SlackMessage:
+        return SlackMessage(self._sections(part, writing=writing), escape(part.text[:FALLBACK_CHARS]) or "…")
+
+    def draw_final(self, part: Part, reply: Reply, notices: list[str]) -> SlackMessage:
+        blocks = [context(":information_source: " + mrkdwn(" ".join(notices)))] if notices else []
+        blocks += self._sections(part) + tail(reply)
+        return SlackMessage(blocks, escape(part.text[:FALLBACK_CHARS]) or "Answer")

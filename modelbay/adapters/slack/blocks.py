@@ -36,7 +36,8 @@ STREAM_CHARS = 3500  # an answer streams into one message up to this, then conti
 FALLBACK_CHARS = 3000  # the notification text that goes with blocks
 ACTION_PREFIX = "mb_run_"
 _ICONS = {"success": ":white_check_mark: ", "warning": ":warning: ", "error": ":x: ", "info": ""}
-_BOLD = re.compile(r"\*\*(.+?)\*\*", re.S)
+# **bold** as Markdown reads it: the stars hug the words, the nearest pair wins, and it stays in one paragraph.
+_BOLD = re.compile(r"\*\*(?=[^\s*])((?:(?!\*\*|\n[ \t]*\n).)*?[^\s*])\*\*", re.S)
 # Code as Slack's mrkdwn reads it: a ``` block (to the next ```, or the end) or an inline `span`; left as written.
 _CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]+`", re.S)
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
