@@ -11,6 +11,7 @@ import typer
 from modelbay.config import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
+    from modelbay.engine.db import Database
     from modelbay.runtime import Runtime
 
 app = typer.Typer(help="ModelBay: find, install, fine-tune, shrink, serve and rate open models from chat.",
@@ -33,12 +34,26 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _database(settings: Settings) -> Database:
+    """Open the configured database or exit with the one line that says which driver to install."""
+    from modelbay.engine.db import Database
+    from modelbay.engine.errors import DatabaseDriverMissing
+
+    try:
+        return Database(settings.resolved_database_url)
+    except DatabaseDriverMissing as exc:
+        raise _fail(str(exc), 2) from None
+
+
 def _runtime(settings: Settings) -> Runtime:
     """Build the process's runtime, bring the schema and catalog up, and start in-process workers if needed."""
-    from modelbay.engine.errors import ModelBayError
+    from modelbay.engine.errors import DatabaseDriverMissing, ModelBayError
     from modelbay.runtime import Runtime
 
-    runtime = Runtime(settings)
+    try:
+        runtime = Runtime(settings)
+    except DatabaseDriverMissing as exc:
+        raise _fail(str(exc), 2) from None
     try:
         runtime.prepare()
     except ModelBayError as exc:
@@ -90,12 +105,12 @@ def worker(
 ) -> None:
     """Run an RQ worker for the given queues (needs MODELBAY_REDIS_URL)."""
     from redis import Redis
-    from rq import Queue, Worker
+    from rq import Queue
 
-    from modelbay.engine.db import Database
     from modelbay.engine.jobs import QUEUES
     from modelbay.logs import configure_logging
     from modelbay.workers.runner import install_resources
+    from modelbay.workers.worker import Worker
 
     settings = _settings()
     if not settings.redis_url:
@@ -107,21 +122,21 @@ def worker(
     configure_logging(settings, to_file=False)
     redis = Redis.from_url(settings.redis_url)
     # No torch or CUDA here: jobs import them in the forked work horse, which frees GPU memory on exit.
-    install_resources(settings, Database(settings.resolved_database_url), redis)
-    # A short TTL with frequent heartbeats lets the engine tell a dead worker from a busy one within a minute.
+    install_resources(settings, _database(settings), redis)
+    # A short TTL with frequent heartbeats lets the engine tell a dead worker from a busy one within a minute,
+    # and a worker take over retry scheduling from a dead one as soon.
+    beat = max(5, settings.worker_ttl // 4)
     rq_worker = Worker([Queue(q, connection=redis) for q in wanted], connection=redis, name=name,
-                       worker_ttl=settings.worker_ttl, job_monitoring_interval=max(5, settings.worker_ttl // 4))
+                       worker_ttl=settings.worker_ttl, job_monitoring_interval=beat, takeover_interval=beat)
     rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
 
 
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply the schema migrations to MODELBAY_DATABASE_URL."""
-    from modelbay.engine.db import Database
-
     settings = _settings()
     settings.ensure_dirs()
-    database = Database(settings.resolved_database_url)
+    database = _database(settings)
     database.upgrade(revision)
     typer.echo(f"Database at revision {database.current_revision()}.")
 
@@ -129,10 +144,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 @db_app.command("current")
 def db_current() -> None:
     """Print the schema revision the database is at."""
-    from modelbay.engine.db import Database
-
     settings = _settings()
-    typer.echo(Database(settings.resolved_database_url).current_revision() or "empty")
+    typer.echo(_database(settings).current_revision() or "empty")
 
 
 @app.command()

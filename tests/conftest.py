@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from redis import Redis
 from sqlalchemy import create_engine, text
@@ -31,6 +32,8 @@ TEST_KINDS = [
     JobKind("test.flaky", "tests.support.jobs.flaky", "cpu", timeout=60, retry=RetryPolicy(max=2, intervals=(0,))),
     JobKind("test.flaky_delayed", "tests.support.jobs.flaky", "cpu", timeout=60,
             retry=RetryPolicy(max=1, intervals=(1,))),
+    JobKind("test.flaky_later", "tests.support.jobs.flaky", "cpu", timeout=60,
+            retry=RetryPolicy(max=1, intervals=(5,))),
     JobKind("test.refuse", "tests.support.jobs.refuse", "cpu", timeout=60, retry=RetryPolicy(max=2)),
     JobKind("test.sleepy", "tests.support.jobs.sleepy", "cpu", timeout=60),
     JobKind("test.short_timeout", "tests.support.jobs.sleepy", "cpu", timeout=2),
@@ -99,31 +102,71 @@ def redis() -> Iterator[Redis]:
     connection.close()
 
 
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def gone(process: psutil.Process) -> bool:
+    """Whether a process has ended (a zombie nobody reaped counts: PID 1 here may never reap orphans)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 class WorkerProcess:
     """A real `modelbay worker` process, started and stopped by a test."""
 
-    def __init__(self, env: dict[str, str], log: Path, queues: str = "downloads,cpu,gpu") -> None:
+    def __init__(self, env: dict[str, str], log: Path, queues: str = "downloads,cpu,gpu", *,
+                 burst: bool = False) -> None:
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelbay", "worker", "--queues", queues], cwd=ROOT, env=env,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "modelbay", "worker", "--queues", queues, *(["--burst"] if burst else [])],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
+    def descendants(self) -> list[psutil.Process]:
+        """The worker's processes below it now: its scheduler, its work horse and what the horse started."""
+        return _descendants(self.proc.pid)
+
     def stop(self) -> None:
-        """Stop the worker (warm shutdown, then kill its whole process group: work horse and what it started)."""
+        """Stop the worker: warm shutdown, then kill its process group and every process below it."""
+        # The work horse calls setpgrp() and leaves the group, and what it starts may leave its session: they are
+        # found by parentage, before the worker's death hands them to PID 1.
+        below = {p.pid: p for p in self.descendants()}
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                pass
+                below.update((p.pid, p) for p in self.descendants())  # a horse forked meanwhile
         try:
             # A job that never ends by itself (a model server) keeps its work horse alive through a warm shutdown.
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for process in below.values():
+            try:
+                process.kill()  # psutil checks the pid still names the same process
+            except psutil.NoSuchProcess:
+                pass
         self.proc.wait(5)
+        wait_for(lambda: all(gone(p) for p in below.values()), timeout=10)
         self._log.close()
+
+    def kill(self) -> None:
+        """Kill the worker, its scheduler and its work horse at once with SIGKILL, as when its machine is lost."""
+        below = self.descendants()
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        for process in below:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.proc.wait(5)
 
 
 @pytest.fixture
@@ -145,8 +188,8 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator:
     """Start real worker processes; all are stopped at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(queues: str = "downloads,cpu,gpu") -> WorkerProcess:
-        worker = WorkerProcess(worker_env, tmp_path / f"worker-{len(started)}.log", queues)
+    def start(queues: str = "downloads,cpu,gpu", *, burst: bool = False, **env: str) -> WorkerProcess:
+        worker = WorkerProcess({**worker_env, **env}, tmp_path / f"worker-{len(started)}.log", queues, burst=burst)
         started.append(worker)
         return worker
 

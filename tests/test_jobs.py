@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 from redis import Redis
 from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.scheduler import RQScheduler
 
 from modelbay.engine.db import Database
 from modelbay.engine.errors import JobNotCancelable
 from modelbay.engine.jobs import Jobs, UnknownJobKind
 from modelbay.runtime import Runtime
-from tests.conftest import wait_for
+from tests.conftest import gone, wait_for
 
 
 @pytest.fixture
@@ -155,6 +160,94 @@ def test_killed_work_horse_marks_the_job_failed(jobs: Jobs, start_worker, tmp_pa
     done = jobs.wait(record.id, 30)
     assert done.status == "failed"
     assert done.error == "The worker stopped while running this job. Try it again."
+
+
+def test_a_worker_stopped_mid_job_leaves_no_work_horse(jobs: Jobs, start_worker, tmp_path: Path) -> None:
+    pidfile = tmp_path / "horse.pid"
+    jobs.submit("test.sleepy", {"seconds": 120, "pidfile": str(pidfile)}, requester="a")
+    worker = start_worker()
+    wait_for(pidfile.exists)
+    horse = psutil.Process(int(pidfile.read_text()))
+    assert horse.pid in {p.pid for p in worker.descendants()}
+    assert os.getpgid(horse.pid) != worker.proc.pid  # rq's setpgrp(): killing the worker's group misses it
+
+    worker.stop()
+
+    assert gone(horse)
+
+
+def test_a_new_worker_takes_over_retries_from_a_killed_one(jobs: Jobs, start_worker, redis: Redis,
+                                                           tmp_path: Path) -> None:
+    # rq keeps a dead scheduler's lock 61 s and its workers retry the lock every 10 minutes; ours free a lock
+    # whose holder is silent for a worker TTL (15 s here) and look every few seconds, idle or busy.
+    first = start_worker(MODELBAY_WORKER_TTL="15")
+    wait_for(lambda: redis.get(RQScheduler.get_locking_key("cpu")), timeout=30)
+    first.kill()
+    start_worker(MODELBAY_WORKER_TTL="15")
+    marker = tmp_path / "attempts"
+    record, _ = jobs.submit("test.flaky_delayed", {"marker": str(marker), "failures": 1}, requester="a")
+
+    # Read from RQ, not through Jobs.get, which would enqueue an overdue retry itself.
+    rq_job = Job.fetch(record.id, connection=redis)
+    wait_for(lambda: rq_job.get_status(refresh=True) == "finished", timeout=90, interval=0.5)
+    assert marker.read_text() == "2"
+    assert jobs.get(record.id).status == "finished"
+
+
+def test_an_overdue_retry_shows_when_it_runs_then_is_enqueued_by_whoever_reads_it(
+    database: Database, redis: Redis, start_worker, tmp_path: Path,
+) -> None:
+    jobs = Jobs(database, redis, worker_ttl=5)  # a retry late by more than 5 s has no live scheduler
+    record, _ = jobs.submit("test.flaky_later", {"marker": str(tmp_path / "m"), "failures": 1}, requester="a")
+    # A burst worker runs the first attempt, schedules its retry 5 s later and quits: nobody schedules it.
+    assert start_worker(burst=True).proc.wait(60) == 0
+
+    # A watcher sees why it failed, then when it runs again (no frozen progress bar).
+    events = jobs.events(record.id, poll=0.5)
+    assert next(events).message == "The job failed (ConnectionError). The worker log has the details."
+    announced = next(events)
+    events.close()
+    assert announced.status == "retrying"
+    assert re.fullmatch(r"Retrying at \d\d:\d\d:\d\d UTC", announced.message), announced
+    assert jobs.get(record.id).progress_detail["message"] == announced.message
+
+    wait_for(lambda: jobs.get(record.id).progress_detail["message"] == "Retrying: waiting for a free worker",
+             timeout=30, interval=0.5)
+    assert Job.fetch(record.id, connection=redis).get_status() == "queued"
+
+    start_worker()
+    done = jobs.wait(record.id, 30)
+    assert done.status == "finished" and done.attempts == 2
+
+
+def test_a_retry_that_no_scheduler_starts_fails_with_a_message(database: Database, redis: Redis, start_worker,
+                                                                tmp_path: Path) -> None:
+    jobs = Jobs(database, redis, worker_ttl=5)
+    # A scheduler that holds the cpu lock and beats, but never enqueues (stuck): nobody may take its place.
+    stuck = RQScheduler(["cpu"], connection=redis)
+    stuck.register_birth()
+    assert stuck.acquire_locks() == {"cpu"}
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(1):
+            stuck.heartbeat()
+
+    beating = threading.Thread(target=beat)
+    beating.start()
+    try:
+        record, _ = jobs.submit("test.flaky_delayed", {"marker": str(tmp_path / "m"), "failures": 1},
+                                requester="a")
+        assert start_worker(burst=True).proc.wait(60) == 0
+        done = wait_for(lambda: (r := jobs.get(record.id)).status == "failed" and r, timeout=40, interval=0.5)
+    finally:
+        stop.set()
+        beating.join(5)
+        stuck.stop()
+    assert re.fullmatch(r"Its retry, due at \d\d:\d\d:\d\d UTC, did not start: no worker is scheduling retries\. "
+                        r"Check that `modelbay worker` runs, then try the job again\.", done.error)
+    with pytest.raises(NoSuchJobError):
+        Job.fetch(record.id, connection=redis)  # it cannot start later, behind the user's back
 
 
 def test_worker_parent_never_imports_heavy_libraries(jobs: Jobs, start_worker) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from modelbay.bot.reply import Reply, Tone
 from modelbay.bot.spec import ArgumentInvalid, UnknownCommand
 from modelbay.config import SettingsError
+from modelbay.engine.db import database_unavailable
 from modelbay.engine.errors import (
     AnswerNotFound,
     BackendFailed,
@@ -39,12 +40,14 @@ from modelbay.engine.errors import (
     IncompleteModel,
     UnsafeRepoFile,
     one_line,
+    DatabaseDriverMissing,
+    DatabaseUnavailable,
 )
 from modelbay.engine.ids import InvalidId
 from modelbay.engine.inference import InferenceUnavailable
 from modelbay.engine.jobs import UnknownJobKind
 
-__all__ = ["ERRORS", "ErrorStyle", "render_error", "style_of"]
+__all__ = ["ERRORS", "ErrorStyle", "render_error", "style_of", "user_error"]
 
 log = logging.getLogger("modelbay.errors")
 ERROR_CHARS = 1000  # the longest error line shown; every platform shows this much in one message
@@ -94,13 +97,20 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     SettingsError: ErrorStyle("Configuration problem", "error", ephemeral=False, http_status=500),
     IncompleteModel: ErrorStyle("Incomplete model", "error", http_status=422),
     UnsafeRepoFile: ErrorStyle("Refused: unsafe file name", "error", http_status=422),
+    DatabaseUnavailable: ErrorStyle("Database unavailable", "error", http_status=503),
+    DatabaseDriverMissing: ErrorStyle("Configuration problem", "error", ephemeral=False, http_status=500),
     ModelBayError: ErrorStyle("Something needs attention"),
 }
 
 
+def user_error(exc: BaseException) -> BaseException:
+    """Return the user error an exception stands for: a driver's dropped-connection error is DatabaseUnavailable."""
+    return database_unavailable(exc) or exc
+
+
 def style_of(exc: BaseException) -> ErrorStyle | None:
     """Return the table's style for an error (its nearest listed class), or None if it is not a user error."""
-    for cls in type(exc).__mro__:
+    for cls in type(user_error(exc)).__mro__:
         if cls in ERRORS:
             return ERRORS[cls]
     return None
@@ -108,6 +118,9 @@ def style_of(exc: BaseException) -> ErrorStyle | None:
 
 def render_error(exc: BaseException, *, reraise_unknown: bool = False) -> Reply:
     """Turn an error into a one-line Reply; unknown errors are logged with a reference and never shown raw."""
+    if isinstance(user_error(exc), DatabaseUnavailable):
+        log.warning("database unavailable", exc_info=exc)  # the driver's own words stay in the log
+        exc = user_error(exc)
     style = style_of(exc)
     if style is not None:
         log.info("user error %s: %s", type(exc).__name__, exc)

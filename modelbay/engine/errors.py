@@ -21,6 +21,8 @@ __all__ = [
     "ServerNotRunning",
     "WrongReason",
     "UploadRefused",
+    "DatabaseDriverMissing",
+    "DatabaseUnavailable",
     "IncompleteModel",
     "UnsafeRepoFile",
     "ChecksumMismatch",
@@ -402,3 +404,26 @@ class UnsafeRepoFile(ModelBayError):
             f"`{shown(repo_id)}` lists a file ModelBay cannot store safely (`{shown(path)}`: {one_line(reason, 80)}), "
             "so nothing was installed. Install another revision, or ask the repo's owner to rename the file."
         )
+
+
+class DatabaseUnavailable(ModelBayError):
+    """The database connection dropped (or the database did not answer) in the middle of a request."""
+
+    retryable = True  # the same job may well succeed once the database is back
+
+    def __init__(self, *, dropped: bool = True) -> None:
+        self.dropped = dropped
+        what = "The database connection dropped" if dropped else "The database did not answer"
+        super().__init__(f"{what}. Try again in a moment; if it keeps happening, ask an admin to check the database.")
+
+
+class DatabaseDriverMissing(ModelBayError):
+    """MODELBAY_DATABASE_URL names a database whose Python driver is not installed."""
+
+    def __init__(self, database: str, driver: str, extra: str | None) -> None:
+        self.database = database
+        self.driver = driver
+        self.extra = extra
+        fix = f"pip install 'modelbay[{extra}]'" if extra else f"pip install {driver}"
+        super().__init__(f"MODELBAY_DATABASE_URL is a {database} URL, but its driver `{driver}` is not installed: "
+                         f"run `{fix}` and start again.")

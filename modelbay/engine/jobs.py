@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from redis import Redis
 from rq import Queue, Retry
@@ -19,13 +19,15 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
+from rq.registry import ScheduledJobRegistry
 from rq.utils import utcparse
 from rq.worker import BaseWorker
 from sqlalchemy import select
 
-from modelbay.engine.db import Database
-from modelbay.engine.errors import JobNotCancelable, JobNotFound, ModelBayError
+from modelbay.engine.db import Database, idempotent
+from modelbay.engine.errors import DatabaseUnavailable, JobNotCancelable, JobNotFound, ModelBayError
 from modelbay.engine.records import JobRecord
+from modelbay.engine.scheduling import enqueue_overdue
 from modelbay.engine.schema import JobRow, JobStatus
 
 __all__ = [
@@ -141,6 +143,13 @@ def _record(row: JobRow) -> JobRecord:
     )
 
 
+class _Seen(NamedTuple):
+    """What a job's row said before it was reconciled: whether it was active, and its message."""
+
+    active: bool
+    message: str | None
+
+
 # What an RQ state that has ended means for a job ModelBay still thinks is running.
 _RQ_ENDED = {
     RQStatus.FINISHED: (JobStatus.FINISHED, None),
@@ -213,14 +222,11 @@ class Jobs:
             return self.get(job_id), True
 
     def _active_duplicate(self, kind: str, dedup_key: str) -> JobRecord | None:
-        with self._db.session() as session:
-            ids = session.scalars(
-                select(JobRow.id).where(
-                    JobRow.kind == kind,
-                    JobRow.dedup_key == dedup_key,
-                    JobRow.status.in_([JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING]),
-                )
-            ).all()
+        ids = self._ids(select(JobRow.id).where(
+            JobRow.kind == kind,
+            JobRow.dedup_key == dedup_key,
+            JobRow.status.in_([JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING]),
+        ))
         for job_id in ids:
             record = self.get(job_id)
             if record.active:
@@ -230,16 +236,26 @@ class Jobs:
     # -- read -----------------------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord:
         """Return a job, first reconciling a row that looks active with what RQ knows."""
+        record, before = self._read(job_id)
+        # After the commit, so listeners and the hook see the row as it now is.
+        if not record.active and before.active:
+            self._publish(ProgressEvent(record.id, record.status, record.progress, record.error))
+            self._ended(record)
+        elif record.progress_detail.get("message") != before.message:
+            self._publish(ProgressEvent(record.id, record.status, record.progress, record.progress_detail["message"],
+                                        record.progress_detail))
+        return record
+
+    @idempotent
+    def _read(self, job_id: str) -> tuple[JobRecord, _Seen]:
         with self._db.session() as session:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise JobNotFound(job_id)
-            ended = row.status.active and self._reconcile(row)
-            record = _record(row)
-        if ended:  # after the commit, so listeners and the hook see the row as it now is
-            self._publish(ProgressEvent(record.id, record.status, record.progress, record.error))
-            self._ended(record)
-        return record
+            before = _Seen(row.status.active, (row.progress_detail or {}).get("message"))
+            if row.status.active:
+                self._reconcile(row)
+            return _record(row), before
 
     def _reconcile(self, row: JobRow) -> bool:
         """Record in row how its job ended if RQ knows it has (or its worker died); return whether it did."""
@@ -259,12 +275,40 @@ class Jobs:
             # away: record the failure now and drop the RQ job so that maintenance does not run it again.
             rq_job.delete()
             ended = _RQ_ENDED[RQStatus.FAILED]
+        elif rq_status == RQStatus.SCHEDULED and rq_job is not None:
+            failed = self._scheduled_retry(row, rq_job)
+            if failed is None:
+                return False
+            rq_job.delete()
+            ended = (JobStatus.FAILED, failed)
+            row.error = None  # the attempt's own failure is older news than this one
         else:
             return False
         row.status, error = ended
         row.error = row.error or error
         row.ended_at = row.ended_at or _now()
         return True
+
+    def _scheduled_retry(self, row: JobRow, rq_job: Job) -> str | None:
+        """Show in row when its retry runs; enqueue an overdue one nobody scheduled; return why it fails, if it must."""
+        try:
+            due = ScheduledJobRegistry(rq_job.origin, connection=self.redis).get_scheduled_time(rq_job)
+        except NoSuchJobError:
+            return None  # a scheduler moved it to its queue a moment ago
+        late = (_now() - due).total_seconds()
+        # A live scheduler enqueues a due retry within a second; late by a worker TTL, there is none (or it is
+        # dead but still holds its lock), and whoever reads the job first enqueues it.
+        if late > self._worker_ttl and enqueue_overdue(self.redis, rq_job.origin, silent_after=self._worker_ttl):
+            message = "Retrying: waiting for a free worker"
+        elif late > 2 * self._worker_ttl:
+            return (f"Its retry, due at {due:%H:%M:%S} UTC, did not start: no worker is scheduling retries. "
+                    "Check that `modelbay worker` runs, then try the job again.")
+        else:
+            message = f"Retrying at {due:%H:%M:%S} UTC"
+        if (row.progress_detail or {}).get("message") != message:
+            # The failed attempt's counters (bytes, rate, time left) would read as a frozen progress bar.
+            row.progress_detail = {"message": message, "retry_at": due.isoformat()}
+        return None
 
     def _worker_alive(self, rq_job: Job) -> bool:
         if self._in_process or not rq_job.worker_name:
@@ -283,9 +327,12 @@ class Jobs:
         if active is not None:
             states = [JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING]
             query = query.where(JobRow.status.in_(states) if active else JobRow.status.not_in(states))
+        return [self.get(job_id) for job_id in self._ids(query)]
+
+    @idempotent
+    def _ids(self, query: Any) -> list[str]:
         with self._db.session() as session:
-            ids = session.scalars(query).all()
-        return [self.get(job_id) for job_id in ids]
+            return list(session.scalars(query).all())
 
     # -- cancel ---------------------------------------------------------------------------------------
     def cancel(self, job_id: str, *, force: bool = False) -> JobRecord:
@@ -325,28 +372,35 @@ class Jobs:
         message: str | None = None,
     ) -> JobRecord:
         """Move a job to a new status, record when it started or ended, and publish the change."""
+        record = self._move(job_id, status, error, result)
+        if record.status != status.value:
+            return record  # an ended job stays ended, whatever a late runner or cancel says
+        self._publish(ProgressEvent(job_id, status.value, record.progress, message or error, record.progress_detail))
+        if not status.active:
+            self._ended(record)  # the hooks are idempotent: a repeated ending may run them again
+        return record
+
+    @idempotent
+    def _move(self, job_id: str, status: JobStatus, error: str | None, result: dict[str, Any] | None) -> JobRecord:
         with self._db.session() as session:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise JobNotFound(job_id)
             if not row.status.active:
-                return _record(row)  # an ended job stays ended, whatever a late runner or cancel says
+                return _record(row)
+            if status is JobStatus.STARTED and row.status is not JobStatus.STARTED:
+                row.attempts += 1  # once per attempt, however often its start is written
             row.status = status
             if status is JobStatus.STARTED:
                 row.started_at = row.started_at or _now()
-                row.attempts += 1
             if status is JobStatus.FINISHED:
                 row.progress = 1.0
             if not status.active:
-                row.ended_at = _now()
+                row.ended_at = row.ended_at or _now()
             row.error = error if error is not None else (None if status is JobStatus.FINISHED else row.error)
             if result is not None:
                 row.result = result
-            record = _record(row)
-        self._publish(ProgressEvent(job_id, status.value, record.progress, message or error, record.progress_detail))
-        if not status.active:
-            self._ended(record)
-        return record
+            return _record(row)
 
     def _ended(self, record: JobRecord) -> None:
         """Run the kind's on_end hook, however the job ended (runner, cancel, or a dead worker)."""
@@ -356,7 +410,16 @@ class Jobs:
             getattr(importlib.import_module(module_name), attr)(self._db, record)
 
     def save_progress(self, job_id: str, progress: float, message: str | None, detail: dict[str, Any]) -> None:
-        """Store a progress report in the job's row."""
+        """Store a progress report in the job's row (a report lost to a database outage is logged and skipped)."""
+        try:
+            self._store_progress(job_id, progress, message, detail)
+        except DatabaseUnavailable:
+            # Progress is also published live, and the next report (a second away) stores a newer one: the
+            # job's work goes on rather than failing over a lost progress row.
+            log.warning("progress of job %s not stored: the database is unavailable", job_id, exc_info=True)
+
+    @idempotent
+    def _store_progress(self, job_id: str, progress: float, message: str | None, detail: dict[str, Any]) -> None:
         with self._db.session() as session:
             row = session.get(JobRow, job_id)
             if row is not None and row.status.active:

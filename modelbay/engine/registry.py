@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 from modelbay.engine import _search
 from modelbay.engine._registration import MODEL_FIELDS, Registration
 from modelbay.engine.catalog import CatalogEntry
-from modelbay.engine.db import Database
+from modelbay.engine.db import Database, idempotent
 from modelbay.engine.errors import ModelNotFound
 from modelbay.engine.records import ModelQuery, ModelRecord, VersionRecord
 from modelbay.engine.schema import Category, InstallState, Model, ModelVersion
@@ -96,6 +96,7 @@ class Registry:
             # Another process registered the same model between our lookup and our insert: update theirs.
             return self._upsert(values, source)
 
+    @idempotent
     def _upsert(self, values: Mapping[str, Any], source: str) -> ModelRecord:
         with self._db.session() as session:
             row = Registration(session, [values]).write(values, source=source)
@@ -109,6 +110,7 @@ class Registry:
             _check_fields(values, MODEL_FIELDS, "model")
         return self._write_many(items, source=source)
 
+    @idempotent
     def _write_many(self, items: list[Mapping[str, Any]], *, source: str) -> int:
         with self._db.session() as session:
             registration = Registration(session, items)
@@ -116,6 +118,7 @@ class Registry:
                 registration.write(values, source=source)
         return len(items)
 
+    @idempotent  # a read: repeated once if its connection drops
     def search(self, query: ModelQuery) -> tuple[list[ModelRecord], int]:
         """Return one page of models matching the query, in its order, and the total that match."""
         with self._db.session() as session:
@@ -135,6 +138,7 @@ class Registry:
                 records.append(_model_record(rows[hit.id], **computed))
             return records, total
 
+    @idempotent  # a read: repeated once if its connection drops
     def list_models(
         self,
         *,
@@ -159,6 +163,7 @@ class Registry:
             ).all()
             return [_model_record(r) for r in rows], total
 
+    @idempotent  # a read: repeated once if its connection drops
     def get(self, name: str) -> ModelRecord:
         """Return a model by name or repo id (case-insensitive), or raise ModelNotFound with suggestions."""
         key = name.strip().lower()
@@ -180,6 +185,7 @@ class Registry:
         contains = [n for n in names if key and key in n and n not in close]
         return (close + contains)[:limit]
 
+    @idempotent  # a read: repeated once if its connection drops
     def names(self) -> list[str]:
         """Return every model name, sorted."""
         with self._db.session() as session:
@@ -188,6 +194,10 @@ class Registry:
     def add_version(self, model_id: int, revision: str = "main", **fields: Any) -> VersionRecord:
         """Add a revision of a model, or return the version already at that revision unchanged."""
         _check_fields(fields, VERSION_FIELDS, "version")
+        return self._add_version(model_id, revision, fields)
+
+    @idempotent
+    def _add_version(self, model_id: int, revision: str, fields: Mapping[str, Any]) -> VersionRecord:
         with self._db.session() as session:
             if session.get(Model, model_id) is None:
                 raise ModelNotFound(f"#{model_id}")
@@ -201,6 +211,7 @@ class Registry:
                 session.flush()
             return _version_record(row)
 
+    @idempotent  # a read: repeated once if its connection drops
     def get_version(self, version_id: int) -> VersionRecord:
         """Return one model version by id."""
         with self._db.session() as session:
@@ -209,12 +220,17 @@ class Registry:
     def update_version(self, version_id: int, **fields: Any) -> VersionRecord:
         """Change a version's install state, files or location and return it."""
         _check_fields(fields, VERSION_FIELDS, "version")
+        return self._update_version(version_id, fields)
+
+    @idempotent
+    def _update_version(self, version_id: int, fields: Mapping[str, Any]) -> VersionRecord:
         with self._db.session() as session:
             row = self._version_row(session, version_id)
             _write_version(row, fields)
             session.flush()
             return _version_record(row)
 
+    @idempotent  # a read: repeated once if its connection drops
     def versions(self, model_id: int) -> list[VersionRecord]:
         """Return a model's versions, oldest first."""
         with self._db.session() as session:

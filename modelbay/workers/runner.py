@@ -13,7 +13,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from modelbay.config import Settings
-from modelbay.engine.db import Database
+from modelbay.engine.db import Database, database_unavailable
 from modelbay.engine.errors import ModelBayError
 from modelbay.engine.jobs import JobCanceled, Jobs
 from modelbay.engine.schema import JobStatus
@@ -82,10 +82,11 @@ def execute(func_path: str, params: dict[str, Any]) -> dict[str, Any] | None:
         jobs.transition(rq_job.id, JobStatus.CANCELED, message="Canceled")
         return {"canceled": True}
     except BaseException as exc:
-        if isinstance(exc, ModelBayError) and not exc.retryable:
+        known = database_unavailable(exc) or exc  # a driver's dropped connection reads as one line, and is retried
+        if isinstance(known, ModelBayError) and not known.retryable:
             rq_job.retries_left = 0  # bad input or a refusal fails the same way every time
         retrying = bool(rq_job.retries_left)
-        jobs.transition(rq_job.id, JobStatus.RETRYING if retrying else JobStatus.FAILED, error=_user_error(exc))
+        jobs.transition(rq_job.id, JobStatus.RETRYING if retrying else JobStatus.FAILED, error=_user_error(known))
         raise
     jobs.transition(rq_job.id, JobStatus.FINISHED, result=result or {}, message="Done")
     return result
