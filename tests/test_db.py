@@ -21,7 +21,7 @@ from modelbay.engine.db import Database
 from modelbay.engine.errors import DatabaseUnavailable
 from modelbay.engine.jobs import Jobs
 from modelbay.engine.registry import Registry
-from modelbay.engine.schema import JobRow, JobStatus
+from modelbay.engine.schema import ChatSession, Feedback, JobRow, JobStatus, Message
 from modelbay.runtime import Runtime
 from tests.conftest import PG_SCHEMA, POSTGRES_URL, REDIS_URL, ROOT, _reset_pg_schema, postgres_url
 
@@ -90,6 +90,21 @@ def killer() -> Iterator[Killer]:
     killer.admin.dispose()
 
 
+def _runtime(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Runtime:  # noqa: ANN001
+    """A prepared runtime on this test's PostgreSQL connections and Redis, isolated from the environment."""
+    for key in list(os.environ):
+        if key.startswith("MODELBAY_") and not key.startswith("MODELBAY_TEST"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    _reset_pg_schema()
+    url = f"{postgres_url()}&application_name={APP}"
+    Database(url).upgrade()
+    runtime = Runtime(load_settings(home=tmp_path / "home", environment="test", database_url=url,
+                                    redis_url=REDIS_URL))
+    runtime.prepare()
+    return runtime
+
+
 def _job_row(db: Database, job_id: str) -> JobRow:
     with db.session() as session:
         return session.get(JobRow, job_id)
@@ -135,6 +150,42 @@ def test_idempotent_writes_run_once_more_when_the_connection_drops_during_them(
 
 
 @pytest.mark.postgres
+def test_a_rating_whose_connection_drops_is_stored_once(redis: Redis, killer: Killer, tmp_path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = _runtime(tmp_path, monkeypatch)
+    try:
+        model = runtime.registry.get("qwen2.5-0.5b-instruct")
+        version = runtime.registry.add_version(model.id, "main")
+        with runtime.db.session() as session:
+            chat = ChatSession(platform="slack", channel_id="C1", user_key="slack:U1", model_version_id=version.id)
+            answer = Message(role="assistant", user_key="slack:U1")
+            chat.messages.append(answer)
+            session.add(chat)
+        killer.during(runtime.db, "INSERT INTO feedback")
+        assert runtime.chats.rate(answer.id, "slack:U1", up=True).up
+        killer.at_commit(runtime.db)
+        runtime.chats.rate(answer.id, "slack:U1", up=True, reason="helpful")
+        assert killer.kills == 2
+        with runtime.db.session() as session:
+            ratings = session.scalars(select(Feedback)).all()
+        assert [(f.rating, f.reason) for f in ratings] == [(1, "helpful")]
+    finally:
+        runtime.close()
+
+
+@pytest.mark.postgres
+def test_a_progress_report_lost_to_the_database_does_not_stop_the_job(pg: Database, redis: Redis,
+                                                                     killer: Killer) -> None:
+    jobs = Jobs(pg, redis)
+    record, _ = jobs.submit("test.count", {"n": 1}, requester="a")
+    killer.during(pg, "UPDATE jobs", times=2)
+    jobs.save_progress(record.id, 0.3, "a third", {})  # dropped twice: logged and skipped, not raised
+    jobs.save_progress(record.id, 0.6, "two thirds", {})
+    assert killer.kills == 2
+    assert _job_row(pg, record.id).progress == 0.6
+
+
+@pytest.mark.postgres
 def test_a_write_that_drops_twice_or_cannot_be_repeated_fails_in_one_line(
     pg: Database, redis: Redis, killer: Killer,
 ) -> None:
@@ -171,16 +222,7 @@ def test_a_driver_error_outside_the_session_renders_as_the_one_line(pg: Database
 def test_commands_under_connection_kills_answer_or_say_the_one_line(
     redis: Redis, killer: Killer, tmp_path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for key in list(os.environ):
-        if key.startswith("MODELBAY_") and not key.startswith("MODELBAY_TEST"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    _reset_pg_schema()
-    url = f"{postgres_url()}&application_name={APP}"
-    Database(url).upgrade()
-    runtime = Runtime(load_settings(home=tmp_path / "home", environment="test", database_url=url,
-                                    redis_url=REDIS_URL))
-    runtime.prepare()
+    runtime = _runtime(tmp_path, monkeypatch)
     dispatcher = Dispatcher(runtime, reraise_unknown=True)  # an unknown error fails the test
     actor = Actor("console", "ann")
     stop = threading.Event()

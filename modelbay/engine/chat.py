@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from modelbay.config import Settings
 from modelbay.engine.analytics import Analytics, AnswerEvent, tokens_per_second
-from modelbay.engine.db import Database
+from modelbay.engine.db import Database, idempotent
 from modelbay.engine.errors import (
     AnswerNotFound,
     BackendFailed,
@@ -577,6 +577,7 @@ class Chats:
             # insert: this one now updates it.
             return self._rate(message_id, user_key, up, reason, comment)
 
+    @idempotent  # rating again to the same value changes nothing, the rollup included
     def _rate(self, message_id: int, user_key: str, up: bool, reason: str | None,
               comment: str | None) -> RatingRecord:
         with self._db.session() as session:
