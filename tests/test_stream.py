@@ -4,12 +4,14 @@ alone, and one answer per message (bot/deliveries.py). Pure logic, no services, 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 
 import pytest
 from redis import Redis
 
+from modelbay.adapters.slack import views
 from modelbay.adapters.slack.blocks import escape, escaped_chars, fallback, mrkdwn
 from modelbay.bot.deliveries import first_delivery
 from modelbay.bot.live import LiveMessage
@@ -165,6 +167,8 @@ def test_slack_mrkdwn_leaves_code_alone_and_escapes_everything() -> None:
                   mrkdwn(f"```\n{hostile}\n```"), mrkdwn(f"`{hostile}`")):
         assert "<" not in shown and ">" not in shown and "&lt;!channel&gt;" in shown
     assert escaped_chars(hostile) == len(escape(hostile))
+    browse = json.dumps(views.browse_modal([], query="x", category=None, notices=[hostile], may_install=False))
+    assert "<!channel>" not in browse and "&lt;!channel&gt;" in browse  # a source's notice is shown, escaped
 
 
 def test_a_message_delivered_again_under_any_of_its_identities_is_a_repeat(redis: Redis) -> None:

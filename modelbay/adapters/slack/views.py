@@ -94,7 +94,7 @@ def browse_modal(hits: Sequence[SearchHit], *, query: str, category: str | None,
     footer = "Installs report their progress in your direct messages with ModelBay."
     if not may_install:
         footer = "Installing needs the admin role; ask an admin, or use Details to read more."
-    blocks.append(context(" ".join([*notices, footer])))
+    blocks.append(context(" ".join([*map(mrkdwn, notices), footer])))  # notices may quote a source's own words
     return _modal(BROWSE, "Browse models", blocks, metadata={"query": query, "category": category})
 
 
