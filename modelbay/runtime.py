@@ -17,6 +17,7 @@ from modelbay.engine.errors import ModelBayError
 from modelbay.engine.hardware import HardwareInfo
 from modelbay.engine.installs import Installs
 from modelbay.engine.jobs import Jobs
+from modelbay.engine.records import VersionRecord
 from modelbay.engine.registry import Registry
 from modelbay.engine.serving import Servers
 from modelbay.engine.uploads import Uploads
@@ -87,8 +88,16 @@ class Runtime:
         install_resources(self.settings, self.db, self.redis)
         self._embedded = EmbeddedWorkers(self.redis).start()
 
+    def uninstall(self, name: str, revision: str | None = None, *, force: bool = False) -> list[VersionRecord]:
+        """Remove installed versions (Installs.uninstall) and free the models this process had loaded from them."""
+        removed = self.installs.uninstall(name, revision, force=force)
+        for version in removed:
+            self.chats.release(version.id)
+        return removed
+
     def close(self) -> None:
-        """Stop embedded workers and release connections."""
+        """Stop embedded workers, free loaded models and release connections."""
+        self.chats.release_all()
         if self._embedded is not None:
             self._embedded.stop(timeout=2.0)
             self._embedded = None

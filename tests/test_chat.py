@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import shutil
 import threading
 import time
 import weakref
@@ -322,3 +323,27 @@ def test_answers_on_more_models_than_the_cache_holds_all_complete(runtime: Runti
     for thread in threads:
         thread.join(120)
     assert statuses == ["ok"] * 6
+
+
+def test_uninstalling_a_model_frees_it_at_once_and_closing_frees_the_rest(runtime: Runtime,
+                                                                          tiny_chat_model: Path) -> None:
+    in_store = runtime.installs.store.path("local/stored-chat", "a" * 40)
+    shutil.copytree(tiny_chat_model, in_store)
+    installed(runtime.registry, in_store, name="stored-chat")
+    first = runtime.chats.open(HERE, ALICE, "stored-chat")
+    backend = runtime.chats.backend_of(first)
+    model = weakref.ref(backend.model)
+    runtime.uninstall("stored-chat", force=True)
+    assert backend.model is None  # at once, not at the chat's next message: its files are gone
+    gc.collect()
+    assert model() is None
+    other = runtime.chats.backend_of(runtime.chats.open(Place("slack", "C2"), BOB, "tiny-chat"))
+    runtime.close()
+    assert other.model is None
+
+
+def test_a_message_with_a_lone_surrogate_is_answered(runtime: Runtime) -> None:
+    session = runtime.chats.open(HERE, ALICE, "tiny-chat")
+    events, answer = _answer(runtime, session, ALICE, "hello \udc7a there")
+    assert answer.status == "ok" and answer.text
+    assert runtime.chats.history(session.id)[-2] == {"role": "user", "content": "hello ? there"}

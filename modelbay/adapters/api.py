@@ -479,7 +479,7 @@ async def uninstall_model(
     force: Annotated[bool, Query(description="Remove even while it is served or training.")] = False,
 ) -> UninstallOut:
     """Remove a model's installed files; its history and ratings stay."""
-    removed = await ctx.call(ctx.runtime.installs.uninstall, model_id, revision, force=force)
+    removed = await ctx.call(ctx.runtime.uninstall, model_id, revision, force=force)
     return UninstallOut(model=model_id, removed=[VersionOut.of(v) for v in removed])
 
 

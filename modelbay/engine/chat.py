@@ -418,6 +418,8 @@ class Chats:
         Setting `stop` ends the answer after the piece being written: what arrived is kept, stored as canceled.
         """
         chat = chat if isinstance(chat, SessionRecord) else self.get(chat)
+        # A lone surrogate (a JSON payload can carry one) is no character: no database, tokenizer or server takes it.
+        text = text.encode("utf-8", "replace").decode("utf-8")
         session_id = chat.id
         held = self._lease(chat)
         backend = held.backend

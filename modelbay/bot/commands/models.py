@@ -165,7 +165,7 @@ async def install_model(ctx: Context, model: str, revision: str | None) -> Reply
 )
 async def uninstall_model(ctx: Context, model: str, revision: str | None, force: bool) -> Reply:
     """Remove installed versions from the store."""
-    removed = await ctx.call(ctx.runtime.installs.uninstall, model, revision, force=force)
+    removed = await ctx.call(ctx.runtime.uninstall, model, revision, force=force)
     what = ", ".join(f"{v.revision} ({(v.revision_sha or '')[:7]})" for v in removed)
     return Reply(text=f"Removed `{model}` {what} from the model store; its history and ratings are kept.",
                  tone="success")
