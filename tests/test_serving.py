@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,3 +154,19 @@ def test_a_server_that_cannot_start_is_marked_down_with_the_reason(runtime: Runt
     assert failed.status == "failed" and "vLLM exited with status 1 while starting" in failed.error
     down = runtime.servers.get(server.id)
     assert down.state == "down" and "No module named 'vllm_is_not_here'" in down.error
+
+
+def test_a_model_incomplete_on_disk_is_not_served(runtime: Runtime, gpu_worker, tiny_chat_model: Path,
+                                                  tmp_path: Path) -> None:  # noqa: ANN001
+    broken = tmp_path / "broken-chat"
+    shutil.copytree(tiny_chat_model, broken)
+    for weights in broken.glob("*.safetensors"):
+        weights.unlink()  # removed by hand after the install
+    installed(runtime.registry, broken, name="broken-chat")
+    server, job, _ = runtime.servers.start("broken-chat", ADMIN.key)
+    gpu_worker()
+    failed = runtime.jobs.wait(job.id, timeout=60)
+    assert failed.status == "failed" and "installed but incomplete on disk" in failed.error
+    assert "\n" not in failed.error and "Traceback" not in failed.error
+    down = runtime.servers.get(server.id)
+    assert down.state == "down" and down.pid is None  # vLLM was never started

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from modelbay.config import Settings
 from modelbay.engine.errors import ServerFailed
 from modelbay.engine.jobs import JobCanceled
+from modelbay.engine.loadable import check_folder
 from modelbay.engine.schema import ModelVersion, Server, ServerState
 from modelbay.engine.serving import SERVE  # noqa: F401 - registers the kind, whose end hook settles the row
 from modelbay.workers.context import JobContext
@@ -193,8 +194,9 @@ def _server_row(ctx: JobContext) -> tuple[int, str, str]:
             if row is not None:
                 version = session.get(ModelVersion, row.model_version_id)
                 path = version.local_path if version is not None else None
-                if not path or not Path(path, "config.json").is_file():
+                if not path or not Path(path).is_dir():
                     raise ServerFailed(row.served_name, f"its files are not in this worker's model store ({path})")
+                check_folder(Path(path), row.served_name)  # files removed since the install: one line, no vLLM start
                 return row.id, row.served_name, path
         if time.monotonic() > deadline:
             raise ServerFailed(ctx.job_id, "the job has no server record")
