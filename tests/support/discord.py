@@ -4,6 +4,14 @@ The real discord.py client logs in here (MODELBAY_DISCORD_API_URL), connects to 
 (MODELBAY_DISCORD_GATEWAY_URL), gets READY with one server, and then receives the interactions and messages the
 tests push, shaped as Discord's gateway delivers them. Every HTTP call is recorded; tests read them and can
 script 429s.
+
+Messages are checked as Discord checks them (`form_errors`), and one that breaks a rule is answered 400 with
+Discord's "Invalid Form Body" shape (code 50035, the errors nested by field path), so a test sees every limit a
+real server would hold the bot to: 2,000 characters of content; custom ids of 1 to 100 characters; 5 buttons to
+an action row; and for a components-v2 message (flag 1<<15, Discord's IS_COMPONENTS_V2) no content, embeds,
+poll or stickers, at most 40 components nested ones included, at most 4,000 characters across its text displays,
+none empty, and a flag that no edit may take away. Layout components (text displays, containers, sections,
+separators, media) without the flag are refused too. An edit changes only the fields it sends.
 """
 
 from __future__ import annotations
@@ -31,6 +39,14 @@ GUILD = "200000000000000001"
 CHANNEL = "300000000000000001"
 ADMIN_ROLE = "400000000000000001"
 _NOW = "2026-11-27T00:00:00+00:00"
+COMPONENTS_V2 = 1 << 15  # the message flag IS_COMPONENTS_V2
+CONTENT_CHARS = 2000
+CUSTOM_ID_CHARS = 100
+LAYOUT_COMPONENTS = 40  # components in a components-v2 message, nested ones included
+LAYOUT_TEXT_CHARS = 4000  # characters across a components-v2 message's text displays
+ROW_CHILDREN = 5
+_LAYOUT_TYPES = {9, 10, 11, 12, 13, 14, 17}  # section, text display, thumbnail, media gallery, file, separator, container
+_INTERACTIVE = {2, 3, 5, 6, 7, 8}  # buttons and the selects
 
 
 def user(user_id: str, name: str | None = None) -> dict[str, Any]:
@@ -57,15 +73,97 @@ class Call:
         """The call's body as JSON text (for assertions)."""
         return json.dumps(self.body, ensure_ascii=False)
 
+    def _data(self) -> dict[str, Any]:
+        return self.body["data"] if isinstance(self.body.get("data"), dict) else self.body
+
     def embeds(self) -> list[dict[str, Any]]:
         """The embeds the call sends (in a callback, its data)."""
-        data = self.body.get("data", self.body) if isinstance(self.body.get("data"), dict) else self.body
-        return data.get("embeds") or []
+        return self._data().get("embeds") or []
+
+    def flags(self) -> int:
+        """The message flags the call sends (0 without)."""
+        return self._data().get("flags") or 0
 
     def components(self) -> list[dict[str, Any]]:
-        """The buttons and selects the call sends, flattened."""
-        data = self.body.get("data", self.body) if isinstance(self.body.get("data"), dict) else self.body
-        return [c for row in data.get("components") or [] for c in row.get("components", [])]
+        """The buttons and selects the call sends, wherever they sit (in rows, containers or sections)."""
+        return [c for c in walk(self._data().get("components") or []) if c.get("type") in _INTERACTIVE]
+
+    def texts(self) -> list[str]:
+        """The contents of the text displays the call sends, in the order they show."""
+        return [c["content"] for c in walk(self._data().get("components") or []) if c.get("type") == 10]
+
+
+def walk(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every component of a message in the order it shows, nested ones after their parent."""
+    found: list[dict[str, Any]] = []
+    for component in components:
+        found.append(component)
+        found += walk(list(component.get("components") or []) + ([component["accessory"]]
+                                                                  if "accessory" in component else []))
+    return found
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"_errors": [{"code": code, "message": message}]}
+
+
+def _component_errors(components: list[dict[str, Any]], v2: bool) -> dict[str, Any]:
+    """The errors of a message's components, keyed by their index and field as Discord nests them."""
+    errors: dict[str, Any] = {}
+    for i, component in enumerate(components):
+        found: dict[str, Any] = {}
+        kind = component.get("type")
+        if kind in _LAYOUT_TYPES and not v2:
+            found["type"] = _error("COMPONENT_LAYOUT_REQUIRES_COMPONENTS_V2",
+                                   "This component type requires the IS_COMPONENTS_V2 message flag.")
+        if kind in _INTERACTIVE or "custom_id" in component:
+            custom_id = component.get("custom_id")
+            if custom_id is not None and not 1 <= len(custom_id) <= CUSTOM_ID_CHARS:
+                found["custom_id"] = _error("BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+        if kind == 2 and len(component.get("label") or "") > 80:
+            found["label"] = _error("BASE_TYPE_MAX_LENGTH", "Must be 80 or fewer in length.")
+        if kind == 10 and not component.get("content"):
+            found["content"] = _error("BASE_TYPE_REQUIRED", "This field is required")
+        children = component.get("components") or []
+        if kind == 1 and not 1 <= len(children) <= ROW_CHILDREN:
+            found["components"] = _error("BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length.")
+        elif children and (nested := _component_errors(children, v2)):
+            found["components"] = nested
+        if found:
+            errors[str(i)] = found
+    return errors
+
+
+def form_errors(body: dict[str, Any], flags_before: int = 0) -> dict[str, Any]:
+    """What Discord refuses in a message it is asked to create or edit (to one that had `flags_before`), nested
+    by field; empty when it takes it."""
+    errors: dict[str, Any] = {}
+    flags = body.get("flags")
+    v2 = bool((flags if flags is not None else flags_before) & COMPONENTS_V2)
+    if flags_before & COMPONENTS_V2 and flags is not None and not flags & COMPONENTS_V2:
+        errors["flags"] = _error("MESSAGE_CANNOT_REMOVE_COMPONENTS_V2_FLAG",
+                                 "The IS_COMPONENTS_V2 flag cannot be removed from a message.")
+    if v2:
+        for legacy in ("content", "embeds", "poll", "sticker_ids"):
+            if body.get(legacy):
+                errors[legacy] = _error("MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2",
+                                        f"The '{legacy}' field cannot be used when using "
+                                        "MessageFlags.IS_COMPONENTS_V2")
+    elif len(body.get("content") or "") > CONTENT_CHARS:
+        errors["content"] = _error("BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
+    components = body.get("components") or []
+    found = _component_errors(components, v2)
+    every = walk(components)
+    if v2 and len(every) > LAYOUT_COMPONENTS:
+        found.setdefault("_errors", []).append({"code": "BASE_TYPE_MAX_LENGTH",
+                                                "message": "Must be 40 or fewer in length."})
+    text = sum(len(c.get("content") or "") for c in every if c.get("type") == 10)
+    if v2 and text > LAYOUT_TEXT_CHARS:
+        found.setdefault("_errors", []).append({"code": "COMPONENT_TEXT_DISPLAY_TOTAL_LENGTH_EXCEEDED",
+                                                "message": "Text displays may hold 4000 characters in total."})
+    if found:
+        errors["components"] = found
+    return errors
 
 
 class DiscordStandIn(ThreadedServer):
@@ -212,6 +310,13 @@ class DiscordStandIn(ThreadedServer):
         return self._message(channel_id, {"components": [{"type": 1, "components": components}]})["id"]
 
     def _message(self, channel_id: str, body: dict[str, Any], message_id: str | None = None) -> dict[str, Any]:
+        before = self.messages.get(message_id or "")
+        if before is not None:  # an edit changes only what it sends
+            before.update({k: body[k] or ([] if k in ("embeds", "components") else "")
+                           for k in ("content", "embeds", "components") if k in body})
+            if body.get("flags") is not None:  # ephemeral stays as it was; the rest is what the edit says
+                before["flags"] = (before["flags"] & 64) | (body["flags"] & ~64)
+            return before
         message_id = message_id or str(next(self._ids))
         message = {"id": message_id, "channel_id": channel_id, "author": BOT_USER, "content": body.get("content") or "",
                    "timestamp": _NOW, "edited_timestamp": None, "tts": False, "mention_everyone": False,
@@ -245,6 +350,10 @@ class DiscordStandIn(ThreadedServer):
             return _json({"message": "You are being rate limited.", "retry_after": retry_after, "global": False,
                           "code": 0}, 429, {"Retry-After": f"{retry_after:g}", "X-RateLimit-Scope": "user",
                                             "Via": "1.1 google"})  # discord.py treats a 429 without Via as a ban
+        refused = self._refusal(request.method, path, body)
+        if refused:
+            self._record(Call(request.method, path, body, time.monotonic(), 400, headers))
+            return _json({"message": "Invalid Form Body", "code": 50035, "errors": refused}, 400)
         status, answer = self._answer(request.method, path, body)
         if isinstance(answer, dict) and isinstance(body, dict) and "channel_id" in answer:
             body["_id"] = answer["id"]  # the message this call created or edited
@@ -252,6 +361,26 @@ class DiscordStandIn(ThreadedServer):
         if answer is None:
             return web.Response(status=204)
         return _json(answer, status)
+
+    def _refusal(self, method: str, path: str, body: Any) -> dict[str, Any]:
+        """The form errors of a request that creates or edits a message (empty for any other request)."""
+        parts = path.strip("/").split("/")
+        if not isinstance(body, dict) or method not in ("POST", "PATCH"):
+            return {}
+        if parts[0] == "interactions" and parts[-1] == "callback":
+            if body.get("type") in (4, 7) and isinstance(body.get("data"), dict):
+                nested = form_errors(body["data"])
+                return {"data": nested} if nested else {}
+            return {}
+        edited = None
+        if parts[0] == "channels" and parts[2:3] == ["messages"] and method == "PATCH":
+            edited = parts[3]
+        elif parts[0] == "webhooks" and method == "PATCH":
+            edited = self._originals.get(parts[2]) if parts[-1] == "@original" else parts[-1]
+        elif not (parts[0] == "webhooks" or (parts[0] == "channels" and parts[2:3] == ["messages"])):
+            return {}
+        before = self.messages.get(edited or "", {}).get("flags") or 0
+        return form_errors(body, before)
 
     def _record(self, call: Call) -> None:
         with self._lock:

@@ -1,11 +1,14 @@
 """The Discord bot (discord.py): application commands, persistent buttons, modals, threads and attachments.
 
 Interactions are answered within Discord's 3 seconds: slow commands defer at once, others get two seconds and
-defer if not done. Replies are embeds (`embeds.render`); a reply that follows a job, and an answer being
-written, are edited in place by `bot.live.LiveMessage`, at most once a second per message and, with the
-bot-wide `Pace`, once a second across the bot. Buttons carry their whole command line in their custom id
-(`mb:run:<line>`, or a Redis key for long lines) and are registered as dynamic items, so they work after a
-restart. discord.py itself waits out HTTP 429s (Retry-After) before retrying.
+defer if not done. Command replies are embeds (`embeds.render`); answers in a chat, the chat card and the card of
+a job followed in place are layout cards (`layouts.cards`, Discord's components v2: full-width text and code, the
+buttons inside the card). A reply that follows a job, and an answer being written, are edited in place by
+`bot.live.LiveMessage`, at most once a second per message and, with the bot-wide `Pace`, once a second across the
+bot; a card stays a card in every edit (Discord keeps the components-v2 flag of a message for good). Buttons carry
+their whole command line in their custom id (`mb:run:<line>`, or a Redis key for long lines) and are registered as
+dynamic items, so they work after a restart, in embeds' rows and inside cards alike. discord.py itself waits out
+HTTP 429s (Retry-After) before retrying.
 """
 
 from __future__ import annotations
@@ -26,9 +29,8 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from modelbay.adapters.discord.embeds import (
-    COLOURS, DESCRIPTION_CHARS, FIELD_VALUE_CHARS, FOOTER_CHARS, DiscordMessage, render,
-)
+from modelbay.adapters.discord.embeds import COLOURS, DiscordMessage, render
+from modelbay.adapters.discord.layouts import CARD_BUTTONS, ROW_BUTTONS, TEXT_CHARS, Card, cards, fit_notes
 from modelbay.adapters.discord.tree import build, discord_text
 from modelbay.bot.context import Actor
 from modelbay.bot.conversation import relay
@@ -53,6 +55,7 @@ ANSWER_WITHIN = 2.0  # seconds a fast command may take before its interaction is
 TOKEN_LIFE = 14 * 60  # seconds an interaction token is used to edit; Discord's last 15 minutes
 KEY_KEEP = 90 * 86400  # seconds a long button line is kept in Redis (buttons older than that say so)
 CUSTOM_ID_CHARS = 100
+ANSWER_NOTES = 400  # characters of an answer's last card kept for its notices and footer (of Discord's 4,000)
 _STYLES = {"primary": discord.ButtonStyle.primary, "secondary": discord.ButtonStyle.secondary,
            "success": discord.ButtonStyle.success, "danger": discord.ButtonStyle.danger}
 _RATE_DOWN = re.compile(r"/rate down message:(\d+)")
@@ -190,7 +193,8 @@ class SystemModal(discord.ui.Modal, title="System prompt"):
         async def reopen() -> None:
             reply = await adapter.dispatcher.dispatch(("chat",), {"model": self.model, "system": self.prompt.value},
                                                       adapter.actor(interaction.user), adapter.place_of(interaction))
-            await adapter.respond(interaction, adapter.with_chat_buttons(reply, self.model), deferred=False)
+            await adapter.respond(interaction, adapter.with_chat_buttons(reply, self.model), deferred=False,
+                                  card=True)
 
         await adapter.guarded(interaction, reopen())
 
@@ -342,10 +346,11 @@ class DiscordAdapter:
             if thread is not None:
                 await thread.delete()
             reply = reply if reply.ephemeral else self.with_chat_buttons(reply, options.get("model", ""))
-            await self.respond(interaction, reply, deferred=True)
+            await self.respond(interaction, reply, deferred=True, card=True)
             return
-        first = render(self.with_chat_buttons(reply, options.get("model", "")), self.text)[0]
-        await thread.send(**self._send_kwargs(first))
+        shown = self._cards(self.with_chat_buttons(reply, options.get("model", "")))
+        for message in shown:
+            await thread.send(**self._send_kwargs(message))
         await interaction.edit_original_response(content=f"Chat with **{options.get('model')}** started in "
                                                          f"{thread.mention}: talk to it there.", embeds=[])
 
@@ -356,9 +361,15 @@ class DiscordAdapter:
         reply.buttons = [*reply.buttons, Button("System prompt", f"mb:sys:{model}")]
         return reply
 
-    async def respond(self, interaction: discord.Interaction, reply: Reply, *, deferred: bool) -> None:
-        """Send a reply as the interaction's answer (privately when ephemeral), continue it, follow its job."""
-        messages = render(reply, self.text)
+    async def respond(self, interaction: discord.Interaction, reply: Reply, *, deferred: bool,
+                      card: bool = False) -> None:
+        """Send a reply as the interaction's answer (privately when ephemeral), continue it, follow its job.
+
+        A reply that follows a job, and one asked for as a `card`, is shown as layout cards; the rest as embeds.
+        """
+        as_card = (card or following(reply)) and not reply.ephemeral
+        draw = self._cards if as_card else (lambda r: render(r, self.text))
+        messages = draw(reply)
         first = messages[0]
         if reply.ephemeral:
             if deferred and interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
@@ -380,7 +391,7 @@ class DiscordAdapter:
         if following(reply):
             live = LiveMessage(self._interaction_editor(interaction), first, ref=interaction,
                                interval=self.settings.discord_edit_interval, pace=self.pace)
-            self._spawn(follow(self.runtime.jobs, live, reply, lambda r: render(r, self.text)[0]))
+            self._spawn(follow(self.runtime.jobs, live, reply, lambda r: draw(r)[0]))
 
     def _interaction_editor(self, interaction: discord.Interaction) -> Callable[[DiscordMessage], Awaitable[None]]:
         """Edits through the interaction token while it lives; after that, a plain channel message of the bot."""
@@ -399,6 +410,24 @@ class DiscordAdapter:
         return edit
 
     # -- discord.py arguments -----------------------------------------------------------------------------------
+    def _cards(self, reply: Reply) -> list[DiscordMessage]:
+        return [DiscordMessage(card=c) for c in cards(reply, self.text)]
+
+    def _layout(self, card: Card) -> discord.ui.LayoutView:
+        """A card as discord.py's layout view: its texts, small print and buttons in one coloured container."""
+        box: discord.ui.Container[discord.ui.LayoutView] = discord.ui.Container(accent_colour=card.colour)
+        for text in card.texts:
+            box.add_item(discord.ui.TextDisplay(text))
+        if card.small_print:
+            box.add_item(discord.ui.Separator())
+            box.add_item(discord.ui.TextDisplay(card.small_print))
+        buttons = card.buttons[:CARD_BUTTONS]
+        for start in range(0, len(buttons), ROW_BUTTONS):
+            box.add_item(discord.ui.ActionRow(*(self._item(b) for b in buttons[start:start + ROW_BUTTONS])))
+        view = discord.ui.LayoutView(timeout=None)
+        view.add_item(box)
+        return view
+
     def _view(self, buttons: tuple[Button, ...] | list[Button]) -> discord.ui.View | None:
         if not buttons:
             return None
@@ -424,6 +453,8 @@ class DiscordAdapter:
         return KeyButton(key, b.label, style)
 
     def _send_kwargs(self, message: DiscordMessage) -> dict[str, Any]:
+        if message.card is not None:  # components v2: discord.py sets the flag; content and embeds are refused
+            return {"view": self._layout(message.card)}
         kwargs: dict[str, Any] = {"embeds": [discord.Embed.from_dict(e) for e in message.embeds]}
         if message.content:
             kwargs["content"] = message.content
@@ -433,6 +464,8 @@ class DiscordAdapter:
         return kwargs
 
     def _edit_kwargs(self, message: DiscordMessage) -> dict[str, Any]:
+        if message.card is not None:
+            return {"view": self._layout(message.card)}
         return {"content": message.content or None, "embeds": [discord.Embed.from_dict(e) for e in message.embeds],
                 "view": self._view(message.buttons)}
 
@@ -482,14 +515,14 @@ class DiscordAdapter:
             return
         actor = self.actor(message.author)
         ctx = self.dispatcher.context(actor, place)
-        first = await message.channel.send(embed=discord.Embed(description="_Thinking…_", color=0x5865F2),
-                                           reference=message, mention_author=False)
-        stream = StreamedAnswer(_DiscordAnswer(self, message.channel), self._live(first))
+        thinking = DiscordMessage(card=Card(COLOURS["info"], ("_Thinking…_",)))
+        first = await message.channel.send(**self._send_kwargs(thinking), reference=message, mention_author=False)
+        stream = StreamedAnswer(_DiscordAnswer(self, message.channel), self._live(first, thinking))
         try:
             await relay(ctx, message.content, stream)
         except Exception as exc:  # noqa: BLE001 - the answer could not start (not served, no role): one line
             reply = render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)
-            await first.edit(**self._edit_kwargs(render(reply, self.text)[0]))
+            await first.edit(**self._edit_kwargs(self._cards(reply)[0]))  # the card stays a card
 
     # -- files ------------------------------------------------------------------------------------------------
     def _add_upload_command(self) -> None:
@@ -528,9 +561,9 @@ class DiscordAdapter:
 
 
 class _DiscordAnswer:
-    """How an answer shows in a Discord channel: one embed per 4,096 characters of it."""
+    """How an answer shows in a Discord channel: one card per 4,000 characters of it, code at the chat's full width."""
 
-    limit = DESCRIPTION_CHARS - 2  # room for the cursor
+    limit = TEXT_CHARS - ANSWER_NOTES - 2  # room for the last card's notes, and for the cursor
     weigh = staticmethod(len)
 
     def __init__(self, adapter: DiscordAdapter, channel: Any) -> None:
@@ -542,13 +575,9 @@ class _DiscordAnswer:
 
     def draw(self, part: Part, *, writing: bool) -> DiscordMessage:
         text = str(part) if part.text else "…"
-        return DiscordMessage(embeds=({"type": "rich", "color": COLOURS["info"],
-                                       "description": with_cursor(text) if writing else text},))
+        return DiscordMessage(card=Card(COLOURS["info"], (with_cursor(text) if writing else text,)))
 
     def draw_final(self, part: Part, reply: Reply, notices: list[str]) -> DiscordMessage:
-        embed: dict[str, Any] = {"type": "rich", "color": COLOURS[reply.tone], "description": str(part) or "…"}
-        if notices:
-            embed["fields"] = [{"name": "Note", "value": " ".join(notices)[:FIELD_VALUE_CHARS], "inline": False}]
-        if reply.footer:
-            embed["footer"] = {"text": reply.footer[:FOOTER_CHARS]}
-        return DiscordMessage(embeds=(embed,), buttons=tuple(reply.buttons))
+        text = str(part) or "…"
+        notes = fit_notes([*notices, reply.footer or ""], TEXT_CHARS - len(text))
+        return DiscordMessage(card=Card(COLOURS[reply.tone], (text,), notes, tuple(reply.buttons)))

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelbay.bot.reply import Button, Progress, Reply
 from modelbay.bot.text import bar, rewrite, split_parts, table_lines
+
+if TYPE_CHECKING:
+    from modelbay.adapters.discord.layouts import Card
 
 __all__ = [
     "COLOURS", "CONTENT_CHARS", "DESCRIPTION_CHARS", "EMBED_CHARS", "FIELD_LIMIT", "FIELD_VALUE_CHARS",
@@ -35,11 +38,12 @@ COLOURS = {"info": 0x5865F2, "success": 0x57F287, "warning": 0xFEE75C, "error": 
 
 @dataclass(frozen=True)
 class DiscordMessage:
-    """One message to send or show: plain content, embeds (as Discord's JSON), and buttons."""
+    """One message to send or show: plain content, embeds (as Discord's JSON) and buttons, or a layout card."""
 
     content: str = ""
     embeds: tuple[dict[str, Any], ...] = ()
     buttons: tuple[Button, ...] = field(default_factory=tuple)
+    card: Card | None = None  # a components-v2 message: no content, no embeds, its buttons inside the card
 
 
 def embed_chars(embed: dict[str, Any]) -> int:
