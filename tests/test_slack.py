@@ -181,6 +181,7 @@ def test_install_progress_is_one_message_edited_at_most_once_a_second(slack: Sig
 
 def test_a_chat_lives_in_a_thread_streams_and_takes_ratings(slack: SignedRequests, standin: SlackStandIn,
                                                            runtime: Runtime) -> None:
+    standin.refuse_streaming = "not_allowed"  # the chat.update path, with 👍/👎 as buttons
     slack.command("chat tiny-chat", user=USER)
     root = standin.wait("chat.postMessage", lambda c: _in(c, "Starting a chat"))[0]
     opened = standin.wait("chat.update", lambda c: _in(c, "Chatting with", "Reply in this thread"))[0]
@@ -241,6 +242,7 @@ def test_a_long_answer_streams_in_place_and_continues_in_new_messages(slack: Sig
     from tests.support.openai_standin import Script, StandIn
 
     words = [f"word{i:04d} " for i in range(1400)]  # 12,600 characters: four messages
+    standin.refuse_streaming = "unknown_method"  # the chat.update path
     with StandIn() as model:
         model.script = Script(pieces=words, delay=0.003)
         served_by(runtime, "tiny-chat", model.endpoint)
@@ -314,9 +316,10 @@ def test_ask_a_model_starts_a_chat_under_the_message_seeded_with_it(slack: Signe
     slack.submit(view, {"model": {"model": {"type": "static_select", "selected_option": {"value": "tiny-chat"}}},
                         "system": {"system": {"type": "plain_text_input", "value": "Answer in one word."}}},
                  user=USER)
-    answer = standin.wait("chat.update", lambda c: any("rate up" in b.get("value", "") for b in c.buttons()))[0]
+    answer = standin.wait("chat.stopStream")[0]  # the answer streamed into the thread
     opened_chat = standin.wait("chat.postMessage", lambda c: _in(c, "Chatting with"))[0]
     assert opened_chat.args["thread_ts"] == "5.0" and _in(opened_chat, "Answer in one word.")
+    assert standin.to("chat.startStream")[0].args["thread_ts"] == "5.0"
     session = runtime.chats.current(runtime.chats.recent(f"slack:{USER}", 1)[0].place)
     assert session.place == runtime.chats.recent(f"slack:{USER}", 1)[0].place
     assert session.place.thread_id == "5.0" and session.system_prompt == "Answer in one word."
@@ -455,6 +458,7 @@ def test_long_answers_with_code_arrive_whole_in_order_and_escaped(slack: SignedR
                                                                   runtime: Runtime) -> None:
     from tests.support.openai_standin import Script, StandIn
 
+    standin.refuse_streaming = "unknown_method"  # the chat.update path
     with StandIn() as model:
         served_by(runtime, "tiny-chat", model.endpoint)
         for n, (size, block) in enumerate([(3344, 0), (5244, 40), (16164, 220)], start=1):
@@ -481,6 +485,7 @@ def test_long_answers_with_code_arrive_whole_in_order_and_escaped(slack: SignedR
 
 def test_the_same_message_delivered_again_is_answered_once(slack: SignedRequests, standin: SlackStandIn,
                                                            runtime: Runtime) -> None:
+    standin.refuse_streaming = "not_allowed"
     slack.command("chat tiny-chat", user=USER)
     thread = standin.wait("chat.update", lambda c: _in(c, "Chatting with"))[0].args["ts"]
     message = {"type": "message", "channel": "C1", "user": USER, "text": "What color is the sky?", "ts": "3.1",

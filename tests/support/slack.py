@@ -3,6 +3,13 @@
 The real slack_sdk clients (pointed here by MODELBAY_SLACK_API_URL) call it; tests read what it received and
 script failures (a 429 with Retry-After). `SignedRequests` sends requests the way Slack does, signed with the
 signing secret, into the app under test.
+
+It knows Slack's chat streaming methods (chat.startStream, chat.appendStream, chat.stopStream) and checks what Slack
+documents: a stream starts in a thread with text, names its recipient outside direct messages, takes at most 12,000
+characters of markdown a call, and refuses appends once stopped (`message_not_in_streaming_state`). Setting
+`refuse_streaming` to an error code ("unknown_method", "not_allowed") refuses chat.startStream, as a workspace
+without the feature does. Blocks are checked against the limits of the markdown block (12,000 characters, and
+12,000 for all markdown blocks of a message) and of feedback buttons (`invalid_blocks`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ BOT_TOKEN = "xoxb-test-bot-token"
 APP_TOKEN = "xapp-test-app-token"
 SIGNING_SECRET = "test-signing-secret"
 BOT_USER = "UMODELBAY"
+MARKDOWN_CHARS = 12000  # a markdown block's text, all markdown blocks of a message, and a stream call's markdown
+STREAMED_CHARS = 12000  # the markdown one streamed message holds in all (read as a markdown block's limit)
 
 
 @dataclass
@@ -82,6 +91,9 @@ class SlackStandIn(ThreadedServer):
         self.usergroups: list[dict[str, Any]] = []
         self.files: dict[str, bytes] = {}
         self.uploads: dict[str, bytes] = {}
+        self.refuse_streaming: str | None = None  # an error code chat.startStream answers with
+        self.streams: dict[str, dict[str, Any]] = {}  # ts -> {"thread", "channel", "text", "state", "blocks"}
+        self.deleted: set[str] = set()
         self._faults: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
@@ -110,6 +122,14 @@ class SlackStandIn(ThreadedServer):
         headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
         with self._lock:
             self._faults.setdefault(method, []).extend([(status, headers)] * times)
+
+    def streamed(self, thread: str) -> list[dict[str, Any]]:
+        """The streamed messages in a thread still shown, in order: each {"ts", "text" (markdown as sent, escaped),
+        "state" ("streaming" or "stopped"), "blocks" (those the stop added)}."""
+        with self._lock:
+            found = [{"ts": ts, **stream} for ts, stream in self.streams.items()
+                     if stream["thread"] == thread and ts not in self.deleted]
+        return sorted(found, key=lambda m: float(m["ts"]))
 
     def add_file(self, name: str, data: bytes) -> str:
         """Host a file as Slack does (bot token required); return its url_private_download."""
@@ -181,11 +201,51 @@ class SlackStandIn(ThreadedServer):
         if token != f"Bearer {wanted}":
             self._record(method, args, headers, 401)
             return web.json_response({"ok": False, "error": "invalid_auth"})
+        error = self._refusal(method, args)
+        if error is not None:
+            self._record(method, args, headers, 400)
+            return web.json_response({"ok": False, "error": error})
         answer = self._answer(method, args)
-        if method == "chat.postMessage":
+        if method in ("chat.postMessage", "chat.startStream"):
             args["_ts"] = answer["ts"]  # the ts later edits name
         self._record(method, args, headers)
         return web.json_response({"ok": True, **answer})
+
+    def _refusal(self, method: str, args: dict[str, Any]) -> str | None:
+        """The error Slack would answer this call with, or None."""
+        if method in ("chat.postMessage", "chat.update", "chat.stopStream") and args.get("blocks"):
+            error = _blocks_error(args["blocks"])
+            if error:
+                return error
+        if method not in ("chat.startStream", "chat.appendStream", "chat.stopStream"):
+            return None
+        texts = [args["markdown_text"]] if args.get("markdown_text") else []
+        for chunk in args.get("chunks") or []:
+            if chunk.get("type") != "markdown_text" or not isinstance(chunk.get("text"), str):
+                return "invalid_chunks"
+            texts.append(chunk["text"])
+        if any(len(t) > MARKDOWN_CHARS for t in texts):
+            return "msg_too_long"
+        if method == "chat.startStream":
+            if self.refuse_streaming:
+                return self.refuse_streaming
+            if not args.get("channel") or not args.get("thread_ts") or not texts:
+                return "invalid_arguments"
+            if not str(args["channel"]).startswith("D") and not (args.get("recipient_user_id")
+                                                                  and args.get("recipient_team_id")):
+                return "invalid_arguments"  # outside direct messages a stream names its recipient
+            return None
+        with self._lock:
+            stream = self.streams.get(str(args.get("ts")))
+            if stream is None or stream["channel"] != args.get("channel") or args.get("ts") in self.deleted:
+                return "message_not_found"
+            if stream["state"] != "streaming":
+                return "message_not_in_streaming_state"
+            if len(stream["text"]) + sum(len(t) for t in texts) > STREAMED_CHARS:
+                return "msg_too_long"
+        if method == "chat.appendStream" and not texts:
+            return "invalid_arguments"
+        return None
 
     def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
@@ -193,7 +253,23 @@ class SlackStandIn(ThreadedServer):
         if method == "chat.postMessage":
             return {"channel": args.get("channel"), "ts": f"{1700000000 + next(self._ts)}.000100"}
         if method in ("chat.update", "chat.delete"):
+            if method == "chat.delete":
+                self.deleted.add(str(args.get("ts")))
             return {"channel": args.get("channel"), "ts": args.get("ts")}
+        if method in ("chat.startStream", "chat.appendStream", "chat.stopStream"):
+            text = (args.get("markdown_text") or "") + "".join(c["text"] for c in args.get("chunks") or [])
+            with self._lock:
+                if method == "chat.startStream":
+                    ts = f"{1700000000 + next(self._ts)}.000300"
+                    self.streams[ts] = {"thread": args["thread_ts"], "channel": args["channel"], "text": "",
+                                        "state": "streaming", "blocks": []}
+                else:
+                    ts = str(args["ts"])
+                stream = self.streams[ts]
+                stream["text"] += text
+                if method == "chat.stopStream":
+                    stream["state"], stream["blocks"] = "stopped", args.get("blocks") or []
+            return {"channel": args.get("channel"), "ts": ts}
         if method == "chat.postEphemeral":
             return {"message_ts": f"{1700000000 + next(self._ts)}.000200"}
         if method == "conversations.open":
@@ -243,6 +319,32 @@ class SlackStandIn(ThreadedServer):
             if message.type == WSMsgType.TEXT:
                 self._record("socket_ack", json.loads(message.data), {})
         return ws
+
+
+def _blocks_error(blocks: list[dict[str, Any]]) -> str | None:
+    """Why Slack would refuse these blocks (invalid_blocks), as far as the stand-in checks; None if it would not."""
+    markdown = [b.get("text", "") for b in blocks if b.get("type") == "markdown"]
+    if any(not isinstance(t, str) or not t or len(t) > MARKDOWN_CHARS for t in markdown):
+        return "invalid_blocks"
+    if sum(len(t) for t in markdown) > MARKDOWN_CHARS or len(blocks) > 50:
+        return "invalid_blocks"
+    for block in blocks:
+        if block.get("type") != "context_actions":
+            continue
+        elements = block.get("elements") or []
+        if not 1 <= len(elements) <= 5:
+            return "invalid_blocks"
+        for element in elements:
+            if element.get("type") != "feedback_buttons":
+                continue
+            for side in ("positive_button", "negative_button"):
+                button = element.get(side) or {}
+                text = (button.get("text") or {})
+                if text.get("type") != "plain_text" or not 0 < len(text.get("text", "")) <= 75:
+                    return "invalid_blocks"
+                if not isinstance(button.get("value"), str) or not 0 < len(button["value"]) <= 2000:
+                    return "invalid_blocks"
+    return None
 
 
 class SignedRequests:
@@ -298,6 +400,22 @@ class SignedRequests:
             "response_url": self.standin.response_url(),
             "actions": [{"type": "button", "action_id": button["action_id"], "block_id": "b",
                          "value": button.get("value", ""), "action_ts": str(time.time())}],
+        })
+
+    def feedback(self, message: dict[str, Any], *, positive: bool, user: str = "U1", channel: str = "C1",
+                 thread_ts: str | None = None) -> httpx.Response:
+        """Press 👍 (positive) or 👎 of the feedback buttons under a streamed message (from `SlackStandIn.streamed`)."""
+        element = next(e for b in message["blocks"] if b["type"] == "context_actions" for e in b["elements"]
+                       if e["type"] == "feedback_buttons")
+        side = element["positive_button" if positive else "negative_button"]
+        body = {"ts": message["ts"], **({"thread_ts": thread_ts} if thread_ts else {})}
+        return self.interactive({
+            "type": "block_actions", "team": {"id": "T1"}, "user": {"id": user, "name": user.lower()},
+            "api_app_id": "A1", "trigger_id": f"trig.{uuid.uuid4().hex[:6]}", "channel": {"id": channel},
+            "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel}, "message": body,
+            "response_url": self.standin.response_url(),
+            "actions": [{"type": "feedback_buttons", "action_id": element["action_id"], "block_id": "f",
+                         "text": side["text"], "value": side["value"], "action_ts": str(time.time())}],
         })
 
     def view_action(self, view: dict[str, Any], action: dict[str, Any], state: dict[str, Any], *,

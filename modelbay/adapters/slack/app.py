@@ -3,11 +3,18 @@
 Every listener acknowledges at once and does its work in a bolt lazy listener, so Slack always hears back within
 its 3 seconds. Commands run through the same Dispatcher as every other front end; replies are rendered by
 `blocks.render`, and a reply that follows a job is kept up to date in place by a throttled LiveMessage.
+
+Chat answers stream with Slack's chat streaming API where the workspace offers it (`streaming.NativeAnswer`: the
+model's Markdown in Slack's own rendering, 👍/👎 as Slack's feedback buttons); where a streaming call is refused,
+the answer is shown by editing messages with chat.update instead (`StreamedAnswer`, mrkdwn sections and buttons),
+and a refusal that concerns the whole app (an unknown method, a missing scope) keeps answers on that path for
+`STREAMING_RECHECK` seconds. The log says which path each answer takes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -29,10 +36,11 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from modelbay.adapters.slack import views
 from modelbay.adapters.slack.blocks import (
-    ACTION_PREFIX, FALLBACK_CHARS, SECTION_CHARS, STREAM_CHARS, SlackMessage, context, escape, escaped_chars,
-    mrkdwn, render, section, slack_text, tail,
+    ACTION_PREFIX, FALLBACK_CHARS, SECTION_CHARS, STREAM_CHARS, SlackMessage, answer_tail, context, escape,
+    escaped_chars, mrkdwn, render, section, slack_text, tail,
 )
 from modelbay.adapters.slack.outbox import Outbox
+from modelbay.adapters.slack.streaming import NativeAnswer, StreamLimits, StreamRefused
 from modelbay.bot.context import Actor
 from modelbay.bot.conversation import relay
 from modelbay.bot.deliveries import first_delivery
@@ -55,6 +63,10 @@ GROUPS_FRESH_FOR = 300.0  # seconds a user-group membership list is trusted
 SEED_KEEP = 3600  # seconds a message waits in Redis for its "Ask a model" modal to be submitted
 _RATE_DOWN = re.compile(r"/rate down message:(\d+)")  # a 👎 button: asks why in a modal before rating
 _CHUNK = 1 << 16
+STREAMING_RECHECK = 600.0  # seconds answers stay on chat.update after the app was refused the streaming methods
+# Refusals of the streaming methods that concern the app or workspace, not one answer or channel.
+_APP_REFUSALS = frozenset({"unknown_method", "not_allowed", "missing_scope", "not_allowed_token_type", "no_permission",
+                           "method_deprecated", "feature_not_enabled", "team_access_not_granted"})
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,7 @@ class Where:
     user: str
     thread_ts: str | None = None
     response_url: str | None = None
+    team: str | None = None  # the workspace of the person asking (streamed answers outside DMs name it)
 
     @property
     def place(self) -> Place:
@@ -101,6 +114,8 @@ class SlackAdapter:
                             request_verification_enabled=not socket_mode or secret is not None)
         self._groups: tuple[float, dict[str, list[str]]] = (0.0, {})
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.stream_limits = StreamLimits()
+        self._streaming_off_until = 0.0
         self._register()
 
     # -- listeners ------------------------------------------------------------------------------------------
@@ -147,7 +162,8 @@ class SlackAdapter:
             log.exception("could not tell %s about a failed request", user)
 
     async def _on_command(self, command: dict[str, Any]) -> None:
-        where = Where(command["channel_id"], command["user_id"], response_url=command.get("response_url"))
+        where = Where(command["channel_id"], command["user_id"], response_url=command.get("response_url"),
+                      team=command.get("team_id"))
         actor = await self.actor(command["user_id"], command.get("user_name", ""))
         text = _slack_text(command.get("text") or "", command=True)
         await self.run_line("/" + (text or "help"), actor, where)
@@ -174,7 +190,7 @@ class SlackAdapter:
         if not message or not channel:
             return None
         return Where(channel["id"], body["user"]["id"], message.get("thread_ts") or message["ts"],
-                     body.get("response_url"))
+                     body.get("response_url"), (body.get("team") or {}).get("id"))
 
     async def _direct(self, user: str) -> Where:
         """The person's direct message channel with the app (for answers to Home tab and modal actions)."""
@@ -218,7 +234,7 @@ class SlackAdapter:
                 [context(":speech_balloon: Starting a chat…")], "Starting a chat…"))
             if root is None:
                 return
-            where = Where(where.channel, where.user, root.ref.ts, where.response_url)
+            where = dataclasses.replace(where, thread_ts=root.ref.ts)
         reply = await self.dispatcher.dispatch_line(line, actor, where.place)
         if not reply.ephemeral:
             reply.text = f"{reply.text} Reply in this thread to talk to it.".strip()
@@ -301,28 +317,36 @@ class SlackAdapter:
         thread = event.get("thread_ts")
         if thread is None:
             return  # chats live in threads; other channel messages are not for ModelBay
-        where = Where(channel, user, thread)
+        where = Where(channel, user, thread, team=body.get("team_id") or event.get("team"))
         if await asyncio.to_thread(self.runtime.chats.current, where.place) is None:
             return
         await self.answer(actor, where, _slack_text(event.get("text", "")))
 
     async def answer(self, actor: Actor, where: Where, text: str) -> None:
-        """Stream the chat's answer into the thread: edited in place about once a second, continued past 3,500 chars
-        (escaped) in new messages."""
+        """Stream the chat's answer into the thread: natively where Slack offers it, else by editing messages."""
         ctx = self.dispatcher.context(actor, where.place)
-        live = await self._post_live(where, SlackMessage([context(":hourglass_flowing_sand: Thinking…")],
-                                                         "Thinking…"))
+        live = await self._post_live(where, THINKING)
         if live is None:
             return
-        stream = StreamedAnswer(_SlackAnswer(self, where), live)
+        sink = _Answer(self, where, live)
         try:
-            await relay(ctx, text, stream)
+            await relay(ctx, text, sink)
         except Exception as exc:  # noqa: BLE001 - before the answer started (not served, no chat): one line
             reply = render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)
-            if stream.text:  # cannot happen after the first token (failures then end the answer), kept for safety
-                await stream.finish(reply)
+            if sink.text:  # cannot happen after the first token (failures then end the answer), kept for safety
+                await sink.finish(reply)
             else:
                 await self.deliver(reply, where, live)
+
+    def streaming(self) -> bool:
+        """Whether answers try Slack's streaming methods now (not after the app was refused them lately)."""
+        return time.monotonic() >= self._streaming_off_until
+
+    def refused_streaming(self, where: Where, refusal: StreamRefused) -> None:
+        """Log that an answer falls back to chat.update; a refusal of the app keeps answers there for a while."""
+        if refusal.error in _APP_REFUSALS:
+            self._streaming_off_until = time.monotonic() + STREAMING_RECHECK
+        log.warning("slack answer in %s/%s falls back to chat.update: %s", where.channel, where.thread_ts, refusal)
 
     # -- shortcuts, modals and Home ---------------------------------------------------------------------------
     async def _open_browse(self, body: dict[str, Any]) -> None:
@@ -491,6 +515,92 @@ class SlackAdapter:
             return members
         self._groups = (time.monotonic(), fresh)
         return fresh
+
+
+THINKING = SlackMessage([context(":hourglass_flowing_sand: Thinking…")], "Thinking…")
+
+
+class _Answer:
+    """Where one answer goes: Slack's chat streaming API when offered, else messages edited with chat.update.
+
+    The "Thinking…" message gives way to the streamed message once it is up; if streaming is refused later, what
+    was streamed is removed and the whole answer is shown again on the chat.update path, so nothing is lost or
+    shown twice.
+    """
+
+    def __init__(self, adapter: SlackAdapter, where: Where, thinking: LiveMessage[SlackMessage]) -> None:
+        self.adapter = adapter
+        self.where = where
+        self.thinking: LiveMessage[SlackMessage] | None = thinking
+        self.notices: list[str] = []
+        self.native: NativeAnswer | None = None
+        self.edited: StreamedAnswer[SlackMessage] | None = None
+        if adapter.streaming() and where.thread_ts:
+            self.native = NativeAnswer(adapter.client, where.channel, where.thread_ts, user=where.user,
+                                       team=where.team, limits=adapter.stream_limits, tail=answer_tail,
+                                       on_start=self._started)
+            self.native.notices = self.notices
+        else:
+            log.info("slack answer in %s/%s is shown with chat.update", where.channel, where.thread_ts)
+
+    @property
+    def text(self) -> str:
+        """The answer so far."""
+        return self.native.text if self.native is not None else self.edited.text if self.edited else ""
+
+    async def add(self, piece: str) -> None:
+        if self.native is not None:
+            try:
+                await self.native.add(piece)
+                return
+            except StreamRefused as refusal:
+                await self._fall_back(refusal)
+                return
+        await (await self._edited()).add(piece)
+
+    async def finish(self, reply: Reply) -> None:
+        if self.native is not None:
+            try:
+                await self.native.finish(reply)
+                return
+            except StreamRefused as refusal:
+                await self._fall_back(refusal)
+        await (await self._edited()).finish(reply)
+
+    async def _started(self) -> None:
+        thinking, self.thinking = self.thinking, None
+        if thinking is None:
+            return
+        try:
+            await thinking.settle()
+            await self.adapter.outbox.call("chat_delete", channel=thinking.ref.channel, ts=thinking.ref.ts)
+        except Exception:  # noqa: BLE001 - a "Thinking…" left above the answer is untidy, not wrong
+            log.warning("could not remove the Thinking… message in %s", self.where.channel, exc_info=True)
+
+    async def _fall_back(self, refusal: StreamRefused) -> None:
+        """Show the answer so far on the chat.update path, removing any streamed message first."""
+        native, self.native = self.native, None
+        assert native is not None
+        if refusal.error != "nothing to stream":
+            self.adapter.refused_streaming(self.where, refusal)
+        for ts in native.messages:
+            try:
+                await self.adapter.outbox.call("chat_delete", channel=self.where.channel, ts=ts)
+            except Exception:  # noqa: BLE001 - it stays above the answer shown again below
+                log.warning("could not remove streamed message %s in %s", ts, self.where.channel, exc_info=True)
+        edited = await self._edited()
+        if native.text:
+            await edited.add(native.text)
+
+    async def _edited(self) -> StreamedAnswer[SlackMessage]:
+        if self.edited is None:
+            thinking = self.thinking or await self.adapter._post_live(self.where, THINKING)
+            if thinking is None:
+                raise RuntimeError(f"cannot post in {self.where.channel}")
+            self.thinking = None
+            self.edited = StreamedAnswer(_SlackAnswer(self.adapter, self.where), thinking)
+            self.edited.notices = self.notices
+        return self.edited
 
 
 class _SlackAnswer:

@@ -17,8 +17,9 @@ from modelbay.bot.spec import CommandSet
 from modelbay.bot.text import bar, rewrite, split_parts, split_text, table_lines
 
 __all__ = [
-    "BLOCK_LIMIT", "MESSAGE_CHARS", "SECTION_CHARS", "STREAM_CHARS", "SlackMessage", "button", "context", "escape",
-    "escaped_chars", "mrkdwn", "progress_line", "render", "section", "slack_text", "tail",
+    "BLOCK_LIMIT", "FEEDBACK_ACTION", "MARKDOWN_CHARS", "MESSAGE_CHARS", "SECTION_CHARS", "STREAM_CHARS",
+    "SlackMessage", "answer_tail", "button", "context", "escape", "escaped_chars", "feedback", "markdown", "mrkdwn",
+    "progress_line", "render", "section", "slack_text", "tail",
 ]
 
 BLOCK_LIMIT = 50
@@ -35,6 +36,9 @@ MESSAGE_CHARS = 3800
 STREAM_CHARS = 3500  # an answer streams into one message up to this, then continues in the next
 FALLBACK_CHARS = 3000  # the notification text that goes with blocks
 ACTION_PREFIX = "mb_run_"
+FEEDBACK_ACTION = f"{ACTION_PREFIX}feedback"  # 👍/👎 feedback buttons: the pressed one's value is its command line
+MARKDOWN_CHARS = 12000  # a markdown block's text, and all markdown blocks of one message together
+_RATE = re.compile(r"/rate (up|down) ")
 _ICONS = {"success": ":white_check_mark: ", "warning": ":warning: ", "error": ":x: ", "info": ""}
 # **bold** as Markdown reads it: the stars hug the words, the nearest pair wins, and it stays in one paragraph.
 _BOLD = re.compile(r"\*\*(?=[^\s*])((?:(?!\*\*|\n[ \t]*\n).)*?[^\s*])\*\*", re.S)
@@ -89,6 +93,21 @@ def section(text: str, accessory: dict[str, Any] | None = None) -> dict[str, Any
     if accessory:
         block["accessory"] = accessory
     return block
+
+
+def markdown(text: str) -> dict[str, Any]:
+    """A markdown block: standard Markdown, which Slack renders itself (text already escaped, cut to 12,000)."""
+    return {"type": "markdown", "text": text[:MARKDOWN_CHARS]}
+
+
+def feedback(up: Button, down: Button) -> dict[str, Any]:
+    """Slack's 👍/👎 feedback buttons (a context_actions block); pressing one runs its command line."""
+    def side(b: Button) -> dict[str, Any]:
+        return {"text": {"type": "plain_text", "text": b.label[:BUTTON_CHARS]}, "value": b.command[:VALUE_CHARS],
+                "accessibility_label": ("Good answer" if b is up else "Bad answer")}
+
+    return {"type": "context_actions", "elements": [{"type": "feedback_buttons", "action_id": FEEDBACK_ACTION,
+                                                     "positive_button": side(up), "negative_button": side(down)}]}
 
 
 def context(text: str) -> dict[str, Any]:
@@ -158,6 +177,18 @@ def tail(reply: Reply, *, first_action: int = 0) -> list[dict[str, Any]]:
     for attachment in reply.attachments:
         blocks.append(context(f":paperclip: {mrkdwn(attachment.filename)} ({len(attachment.data):,} bytes)"))
     return blocks
+
+
+def answer_tail(reply: Reply, notices: list[str]) -> list[dict[str, Any]]:
+    """The blocks under a streamed answer: its notices, 👍/👎 as feedback buttons, other buttons and the footer."""
+    rating = [b for b in reply.buttons if _RATE.match(b.command)]
+    blocks = [context(":information_source: " + mrkdwn(" ".join(notices)))] if notices else []
+    if len(rating) == 2:
+        up, down = sorted(rating, key=lambda b: not b.command.startswith("/rate up"))
+        blocks.append(feedback(up, down))
+    rest = [b for b in reply.buttons if b not in rating] if len(rating) == 2 else reply.buttons
+    return blocks + tail(Reply(buttons=rest, footer=reply.footer, progress=reply.progress,
+                               attachments=reply.attachments))
 
 
 def fallback(reply: Reply) -> str:

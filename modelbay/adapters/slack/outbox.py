@@ -15,7 +15,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from modelbay.adapters.slack.blocks import SlackMessage
 from modelbay.bot.live import LiveMessage, RateLimited
 
-__all__ = ["Outbox", "Posted"]
+__all__ = ["Outbox", "Posted", "retry_after"]
 
 log = logging.getLogger(__name__)
 MAX_RETRY_AFTER = 60.0  # seconds: a longer wait is Slack telling us to stop, not to pause
@@ -29,7 +29,8 @@ class Posted:
     ts: str
 
 
-def _retry_after(error: SlackApiError) -> float | None:
+def retry_after(error: SlackApiError) -> float | None:
+    """Seconds Slack asks to wait before calling again (a 429's Retry-After, at most a minute); None if not a 429."""
     response = error.response
     if getattr(response, "status_code", None) != 429:
         return None
@@ -54,7 +55,7 @@ class Outbox:
             try:
                 return await getattr(self.client, method)(**kwargs)
             except SlackApiError as exc:
-                wait = _retry_after(exc)
+                wait = retry_after(exc)
                 if wait is None:
                     raise
                 if not retry or attempt == self.retries:
