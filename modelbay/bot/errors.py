@@ -13,6 +13,7 @@ from modelbay.engine.db import database_unavailable
 from modelbay.engine.errors import (
     AnswerNotFound,
     BackendFailed,
+    TemplateRefused,
     NeedsInstall,
     NoChatHere,
     NotServed,
@@ -88,6 +89,7 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     ServerNotRunning: ErrorStyle("Not running", "info", http_status=409),
     ServerFailed: ErrorStyle("Server failed", "error", ephemeral=False, http_status=502),
     BackendFailed: ErrorStyle("The model failed", "error", http_status=502),
+    TemplateRefused: ErrorStyle("The model's template refused", "error", http_status=422),
     InferenceUnavailable: ErrorStyle("Not available here", "error", http_status=501),
     NoChatHere: ErrorStyle("No chat here", "info", http_status=409),
     AnswerNotFound: ErrorStyle("Cannot rate that", http_status=404),

@@ -3,6 +3,8 @@
 The conversation context lives in Redis (per session, expiring after MODELBAY_CHAT_HISTORY_TTL), so chats
 keep their memory even when the database keeps no text: the database stores prompt and answer text only
 when MODELBAY_STORE_TRANSCRIPTS is on, and always stores each turn's row (ids for ratings, token counts).
+The history alternates: a question that got no answer (failed or stopped before any text) is not kept, so
+templates that demand user/assistant turns in strict order take every later message.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class SessionRecord:
     system_prompt: str | None
     created_at: datetime
     closed: bool = False
+    notices: tuple[str, ...] = ()  # what the person should know as the chat opens (set by Chats.open)
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,11 @@ class Chats:
         """Start a chat with the newest installed version of a model here, closing any chat open here."""
         record = self.registry.get(model)
         version = installed_version(record)
-        self.backend_for(record, version)  # say now, not at the first message, if it cannot be answered
+        backend = self.backend_for(record, version)  # say now, not at the first message, if it cannot be answered
+        notices: tuple[str, ...] = ()
+        if system_prompt and not backend.takes_system:  # found by rendering the template once, kept per version
+            notices = (f"{record.display_name}'s chat template has no system role, so your system prompt is put at "
+                       "the start of your first message instead.",)
         with self._db.session() as session:
             replaced = set()
             for row in session.scalars(select(ChatSession).where(*self._open_at(place))):
@@ -211,7 +218,7 @@ class Chats:
         opened = self.get(session_id)
         self._places[place] = (time.monotonic(), opened)
         self._release_unused(replaced - {version.id})
-        return opened
+        return replace(opened, notices=notices)
 
     @staticmethod
     def _open_at(place: Place) -> list[Any]:
@@ -327,7 +334,7 @@ class Chats:
                     server = self.servers.load_adapter(server, adapter, version.local_path)
                 name = adapter or server.served_name
                 backend: Backend = OpenAIBackend(
-                    server.endpoint, name, model_path=base.local_path, api_key=server.api_key,
+                    server.endpoint, name, model_path=base.local_path, api_key=server.api_key, label=model.name,
                     context_length=_served_context(server.endpoint, server.served_name, server.api_key))
             elif adapter is not None:
                 raise NotServed(model.name, "a LoRA fine-tune is answered by its base model's vLLM server")
@@ -336,7 +343,7 @@ class Chats:
             else:
                 check_folder(Path(version.local_path), model.name)  # files removed since: one line, not a traceback
                 self._make_room_for_a_model()
-                backend = TransformersBackend(version.local_path)
+                backend = TransformersBackend(version.local_path, label=model.name)
             with self._backends_lock:
                 replaced = self._backends.pop(version.id, None)
                 held = self._backends[version.id] = _Held(backend, server, time.monotonic(), streams=int(lease))
@@ -430,7 +437,7 @@ class Chats:
             raise
         try:
             messages = ([{"role": "system", "content": chat.system_prompt}] if chat.system_prompt else [])
-            messages += history + [{"role": "user", "content": text}]
+            messages += _answered(history) + [{"role": "user", "content": text}]
             params = self.generation()
             prompt = backend.prompt(messages, params)
             for notice in prompt.notices:
@@ -469,7 +476,7 @@ class Chats:
                 status, note = "canceled", "You stopped this answer; the text so far is kept."
             elif note is None and finished is not None and finished.reason == "length":
                 note = f"The answer reached the {params.max_tokens}-token limit and was cut there."
-            sent = prompt.messages[-1]["content"]  # the message as the model saw it (cut to fit, maybe)
+            sent = prompt.question  # the message as the model saw it (cut to fit, maybe), without the system prompt
             record = self._store(
                 chat, user_key, sent, answer_text, status, note, backend.name,
                 input_tokens=(finished.input_tokens if finished else None) or prompt.tokens,
@@ -521,10 +528,11 @@ class Chats:
         return [json.loads(item) for item in self.redis.lrange(self._key(session_id, "history"), 0, -1)]
 
     def _remember(self, session_id: int, question: str, answer: str) -> None:
+        if not answer:  # a question without an answer is not kept: the next one would follow it as a second user turn
+            return
         key = self._key(session_id, "history")
-        turns = [json.dumps({"role": "user", "content": question})]
-        if answer:
-            turns.append(json.dumps({"role": "assistant", "content": answer}))
+        turns = [json.dumps({"role": "user", "content": question}),
+                 json.dumps({"role": "assistant", "content": answer})]
         pipe = self.redis.pipeline()
         pipe.rpush(key, *turns).ltrim(key, -HISTORY_LIMIT, -1).expire(key, self.settings.chat_history_ttl)
         pipe.execute()
@@ -618,6 +626,20 @@ class Chats:
         for session_id in sessions:
             self.redis.delete(*(self._key(session_id, what) for what in ("history", "ticket", "turn")))
         return counts
+
+
+def _answered(history: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The question-and-answer pairs of a stored history: a question without its answer, or an answer without its
+    question (a history kept by an older version, or trimmed mid-pair), is left out."""
+    pairs: list[dict[str, str]] = []
+    asked: dict[str, str] | None = None
+    for turn in history:
+        if turn.get("role") == "user":
+            asked = turn
+        elif turn.get("role") == "assistant" and asked is not None:
+            pairs += [asked, turn]
+            asked = None
+    return pairs
 
 
 def _close(backend: Backend) -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "ModelBayError",
     "ModelNotFound",
     "NotAllowed",
+    "TemplateRefused",
 ]
 
 
@@ -427,3 +428,17 @@ class DatabaseDriverMissing(ModelBayError):
         fix = f"pip install 'modelbay[{extra}]'" if extra else f"pip install {driver}"
         super().__init__(f"MODELBAY_DATABASE_URL is a {database} URL, but its driver `{driver}` is not installed: "
                          f"run `{fix}` and start again.")
+
+
+class TemplateRefused(BackendFailed):
+    """A model's chat template refused the shape of a conversation (a system message, turns out of order)."""
+
+    retryable = False  # the same conversation meets the same template
+
+    def __init__(self, model: str, reason: str) -> None:
+        self.model = model
+        self.template_reason = reason
+        said = one_line(reason, 160).rstrip()
+        said += "" if said.endswith((".", "!", "?", "…")) else "."
+        super().__init__(f"The chat template of {shown(model)} refused the conversation: {said} "
+                         f"Start a new chat with `/chat {shown(model)}`; if it happens again, tell an admin.")

@@ -2,6 +2,8 @@
 
 A backend turns chat messages into a stream of text pieces and ends it with a `Finished` carrying token
 counts. Failures and timeouts raise `BackendFailed`; the caller keeps whatever text already arrived.
+`Backend.prompt` builds the request in a shape the model's chat template takes (`engine/templates.py`):
+turns alternate, and a system prompt goes into the first user message where the template has no system role.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from modelbay.engine.errors import BackendFailed, ModelBayError
+from modelbay.engine.errors import BackendFailed, ModelBayError, TemplateRefused
+from modelbay.engine.templates import ChatTemplate, Messages, alternating, folded, load_template
 
 __all__ = [
     "Backend",
@@ -33,12 +35,9 @@ __all__ = [
     "Prompt",
     "TransformersBackend",
     "fit_to_context",
-    "load_counter",
 ]
 
 log = logging.getLogger(__name__)
-
-Messages = list[dict[str, str]]
 
 
 class InferenceUnavailable(ModelBayError):
@@ -72,12 +71,13 @@ class Finished:
 
 @dataclass(frozen=True)
 class Prompt:
-    """Messages fitted to the context window, with what was cut to fit."""
+    """Messages fitted to the context window, with what was cut to fit, and the newest message as fitted."""
 
     messages: Messages
     tokens: int
     max_tokens: int
     notices: list[str] = field(default_factory=list)
+    question: str = ""  # the newest message as the model sees it (cut to fit, maybe), without a system prompt
 
 
 class Backend(ABC):
@@ -93,26 +93,52 @@ class Backend(ABC):
 
     @abstractmethod
     def count_tokens(self, messages: Messages) -> int:
-        """Return the prompt length in tokens, with the chat template applied."""
+        """Return the prompt length in tokens, with the chat template applied; raise TemplateRefused."""
+
+    @property
+    def takes_system(self) -> bool:
+        """Whether the model's chat template takes a system message (else a system prompt is folded in)."""
+        return True
+
+    def request(self, messages: Messages) -> Messages:
+        """The messages in a shape the template takes: turns alternate, a system prompt it refuses is folded in."""
+        shaped = alternating(messages)
+        return shaped if self.takes_system else folded(shaped)
 
     def prompt(self, messages: Messages, params: Generation) -> Prompt:
-        """Fit messages into the context window, leaving room for the answer."""
-        bound = self.token_bound(messages)
+        """Fit messages into the context window, leaving room for the answer, in a shape the template takes.
+
+        Raises TemplateRefused when the template refuses even that shape, BackendFailed when nothing fits.
+        """
+        newest = messages[-1]["content"]
+        messages = alternating(messages)  # whatever the stored history holds, never two turns of one role
+        before = len(messages[-1]["content"]) - len(newest)  # what a merge put ahead of the newest message
+        request = self.request(messages)
         reserve = max(1, min(params.max_tokens, self.context_length // 2))
-        if bound <= self.context_length - reserve:
+        try:
+            bound: int | None = self.token_bound(request)
+        except TemplateRefused:  # a template that refuses a measuring shape: count this conversation's own shape
+            bound = None
+        if bound is not None and bound <= self.context_length - reserve:
             # Clearly fits: skip the exact count (a template render per message) on the way to the first token.
-            return Prompt(messages, bound, min(params.max_tokens, self.context_length - bound))
-        return fit_to_context(messages, self.count_tokens, self.context_length, params.max_tokens)
+            return Prompt(request, bound, min(params.max_tokens, self.context_length - bound), question=newest)
+        fitted = fit_to_context(messages, lambda part: self.count_tokens(self.request(part)), self.context_length,
+                                params.max_tokens)
+        return replace(fitted, messages=self.request(fitted.messages), question=fitted.question[before:])
 
     def token_bound(self, messages: Messages) -> int:
         """An upper bound of the prompt's tokens: every token covers at least one byte (byte-level BPE,
-        SentencePiece with byte fallback), plus what the chat template adds, measured once."""
+        SentencePiece with byte fallback), plus what the chat template adds, measured once on shapes the
+        conversation can have (a system message only where the template takes one)."""
         if self._template_cost is None:
-            one = self.count_tokens([{"role": "user", "content": ""}])
-            three = self.count_tokens([{"role": "user", "content": ""}, {"role": "assistant", "content": ""},
-                                       {"role": "user", "content": ""}])
-            system = self.count_tokens([{"role": "system", "content": ""}, {"role": "user", "content": ""}])
-            self._template_cost = (max(one, system), max(1, (three - one + 1) // 2, system - one))
+            question, answer = {"role": "user", "content": ""}, {"role": "assistant", "content": ""}
+            one = self.count_tokens([question])
+            three = self.count_tokens([question, answer, question])
+            fixed, per_message = one, max(1, (three - one + 1) // 2)
+            if self.takes_system:
+                system = self.count_tokens([{"role": "system", "content": ""}, question])
+                fixed, per_message = max(fixed, system), max(per_message, system - one)
+            self._template_cost = (fixed, per_message)
         fixed, per_message = self._template_cost
         return fixed + sum(len(m["content"].encode()) + per_message + 1 for m in messages)
 
@@ -151,53 +177,8 @@ def fit_to_context(messages: Messages, count: Callable[[Messages], int], context
         tokens = count([*system, last])
         notices.append(f"Your message was cut to its first {low:,} of {len(text):,} characters to fit the model's "
                        f"{context_length}-token context.")
-    return Prompt([*system, *history, last], tokens, max(1, min(max_tokens, context_length - tokens)), notices)
-
-
-# -- token counting ---------------------------------------------------------------------------------------
-_COUNTERS: OrderedDict[str, Callable[[Messages], int]] = OrderedDict()
-_COUNTERS_LOCK = threading.Lock()
-
-
-def _estimate(messages: Messages) -> int:
-    # Without the model's tokenizer: about 3 characters a token errs on the long side for most languages.
-    return sum(len(m["content"]) // 3 + 4 for m in messages) + 2
-
-
-def load_counter(model_path: str | Path | None) -> Callable[[Messages], int]:
-    """Return a prompt-length counter using the model's own tokenizer and chat template, or an estimate."""
-    key = str(model_path or "")
-    with _COUNTERS_LOCK:
-        if key in _COUNTERS:
-            _COUNTERS.move_to_end(key)
-            return _COUNTERS[key]
-    counter = _estimate
-    if model_path and Path(model_path, "tokenizer_config.json").is_file():
-        try:
-            from transformers import AutoTokenizer  # extra: ml
-
-            tokenizer = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=False)
-            counter = _template_counter(tokenizer)
-        except ImportError:
-            pass
-        except Exception:  # a tokenizer that does not load: estimate rather than refuse to chat
-            log.warning("could not load the tokenizer at %s; estimating token counts", model_path, exc_info=True)
-    with _COUNTERS_LOCK:
-        _COUNTERS[key] = counter
-        while len(_COUNTERS) > 8:
-            _COUNTERS.popitem(last=False)
-    return counter
-
-
-def _template_counter(tokenizer: Any) -> Callable[[Messages], int]:
-    def count(messages: Messages) -> int:
-        if tokenizer.chat_template:
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-            return len(ids)
-        return len(tokenizer("\n".join(m["content"] for m in messages))["input_ids"])
-
-    return count
+    return Prompt([*system, *history, last], tokens, max(1, min(max_tokens, context_length - tokens)), notices,
+                  question=last["content"])
 
 
 # -- OpenAI-compatible HTTP (vLLM) --------------------------------------------------------------------------
@@ -207,17 +188,23 @@ class OpenAIBackend(Backend):
     name = "vllm"
 
     def __init__(self, base_url: str, model: str, *, context_length: int = 2048, model_path: str | None = None,
-                 api_key: str | None = None, client: httpx.Client | None = None) -> None:
+                 api_key: str | None = None, client: httpx.Client | None = None, label: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model  # the served name, or a LoRA adapter's name
         self.context_length = context_length
-        self._count = load_counter(model_path)
+        # The template the server applies, read from the model's files on this host (label: the model's name).
+        self.template: ChatTemplate = load_template(model_path, label or model)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = client or httpx.Client(headers=headers, limits=httpx.Limits(max_keepalive_connections=8))
 
     def count_tokens(self, messages: Messages) -> int:
-        """Count with the model's tokenizer when its files are on this host, else estimate."""
-        return self._count(messages)
+        """Count with the model's tokenizer when its files are on this host, else estimate; raise TemplateRefused."""
+        return self.template.count(messages)
+
+    @property
+    def takes_system(self) -> bool:
+        """Whether the model's template takes a system message (known when its files are on this host)."""
+        return self.template.takes_system
 
     def stream(self, messages: Messages, params: Generation) -> Iterator[str | Finished]:
         """POST the chat with stream=true and yield each delta; usage arrives in the last chunk."""
@@ -236,7 +223,10 @@ class OpenAIBackend(Backend):
         try:
             with self._client.stream("POST", f"{self.base_url}/chat/completions", json=body, timeout=timeout) as resp:
                 if resp.status_code != 200:
-                    raise BackendFailed(f"The model server refused the request: {_server_error(resp)}")
+                    refusal = _server_error(resp)
+                    if resp.status_code == 400:
+                        self.template.check(messages)  # the server's template refused it: say so, naming the model
+                    raise BackendFailed(f"The model server refused the request: {refusal}")
                 for line in resp.iter_lines():
                     if time.monotonic() > deadline:
                         raise BackendFailed(f"The answer took longer than {params.timeout:g} s and was stopped.")
@@ -395,7 +385,7 @@ class TransformersBackend(Backend):
 
     name = "transformers"
 
-    def __init__(self, model_path: str | Path, *, device: str | None = None) -> None:
+    def __init__(self, model_path: str | Path, *, device: str | None = None, label: str | None = None) -> None:
         self.model_path = str(model_path)
         if device is None:
             try:
@@ -406,7 +396,7 @@ class TransformersBackend(Backend):
                 raise InferenceUnavailable() from None
         self._loaded: _Loaded | None = _Loaded(self.model_path, device)
         self.context_length = self._loaded.context_length
-        self._count = _template_counter(self._loaded.tokenizer)
+        self.template = ChatTemplate(self._loaded.tokenizer, label or Path(model_path).name)
 
     @property
     def model(self) -> Any:
@@ -414,8 +404,13 @@ class TransformersBackend(Backend):
         return self._loaded.model if self._loaded is not None else None
 
     def count_tokens(self, messages: Messages) -> int:
-        """Count with the model's own tokenizer and chat template."""
-        return self._count(messages)
+        """Count with the model's own tokenizer and chat template; raise TemplateRefused."""
+        return self.template.count(messages)
+
+    @property
+    def takes_system(self) -> bool:
+        """Whether the model's template takes a system message (rendered once with one)."""
+        return self.template.takes_system
 
     def close(self) -> None:
         """Stop this backend's generations and release its model (GPU memory too); answering after raises."""
@@ -436,8 +431,7 @@ class TransformersBackend(Backend):
         if loaded is None:
             raise BackendFailed("The model was unloaded; send the message again.")
         tokenizer = loaded.tokenizer
-        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
-                                                return_tensors="pt")
+        encoded = self.template.render(messages, return_dict=True, return_tensors="pt")
         input_ids = encoded["input_ids"].to(loaded.device)
         attention = encoded.get("attention_mask")
         streamer = _TokenStreamer(tokenizer, params.stop)

@@ -36,6 +36,33 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+# Templates with rules, written like the real ones (raise_exception) but on the ChatML markers the tiny model knows.
+# Gemma's refuses a system message and wants user and assistant turns to alternate, starting with the user.
+GEMMA_LIKE_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Mistral's takes one leading system message, then the turns must alternate, starting with the user.
+MISTRAL_LIKE_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set loop_messages = messages[1:] %}"
+    "{{ '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>' + '\n' }}"
+    "{% else %}{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
 SYSTEM_PROMPTS = [
     "You are a helpful assistant.",
     "You are a friendly bot that answers in one short sentence.",
@@ -372,6 +399,30 @@ def cached_tiny_model(spec: TinyModelSpec = TinyModelSpec()) -> pathlib.Path:
     return final
 
 
+def with_chat_template(source: pathlib.Path, template: str, name: str) -> pathlib.Path:
+    """Returns a cached copy of a model folder whose chat template is replaced (both places transformers reads)."""
+    key = hashlib.sha256(f"{source.name}\0{template}".encode()).hexdigest()[:16]
+    final = _cache_root() / f"{name}-{key}"
+    if final.is_dir():
+        return final
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        config_path = staging / "tokenizer_config.json"
+        config = json.loads(config_path.read_text())
+        config["chat_template"] = template
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
+        (staging / "chat_template.jinja").write_text(template)
+        staging.chmod(0o755)
+        staging.rename(final)
+    except OSError:
+        if not final.is_dir():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Builds a tiny model into the folder given on the command line."""
     parser = argparse.ArgumentParser(prog="python -m tests.support.tinymodel", description=main.__doc__)
@@ -397,6 +448,18 @@ def tiny_model() -> pathlib.Path:
 def tiny_chat_model() -> pathlib.Path:
     """Provides the tiny model pretrained to answer chat prompts and stop on its own."""
     return cached_tiny_model(CHAT_MODEL_SPEC)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_model(tiny_chat_model: pathlib.Path) -> pathlib.Path:
+    """Provides the tiny chat model with a Gemma-like template: no system role, strictly alternating turns."""
+    return with_chat_template(tiny_chat_model, GEMMA_LIKE_TEMPLATE, "tiny-gemma")
+
+
+@pytest.fixture(scope="session")
+def tiny_mistral_model(tiny_chat_model: pathlib.Path) -> pathlib.Path:
+    """Provides the tiny chat model with a Mistral-like template: one leading system message, then strict turns."""
+    return with_chat_template(tiny_chat_model, MISTRAL_LIKE_TEMPLATE, "tiny-mistral")
 
 
 if __name__ == "__main__":

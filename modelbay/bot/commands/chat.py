@@ -27,8 +27,9 @@ async def start_chat(ctx: Context, model: str, system: str | None) -> Reply:
               Field("Context", f"{backend.context_length:,} tokens")]
     if system:
         fields.append(Field("System prompt", system[:300], inline=False))
-    return Reply(title=f"Chatting with {session.model_display_name}", tone="success", fields=fields,
-                 text="Send messages here; answers stream as they are written.",
+    # Said once, here: e.g. a system prompt that goes into the first message of a template without a system role.
+    text = "\n\n".join(("Send messages here; answers stream as they are written.", *session.notices))
+    return Reply(title=f"Chatting with {session.model_display_name}", tone="success", fields=fields, text=text,
                  buttons=[Button("End chat", "/chat end", "danger")],
                  footer="`/rate up` or `/rate down [reason]` rates the last answer · `/chat end` ends the chat")
 
