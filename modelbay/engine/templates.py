@@ -113,11 +113,6 @@ class ChatTemplate:
                 self._takes_system = False
         return self._takes_system
 
-    def request(self, messages: Messages) -> Messages:
-        """The messages in a shape the template takes: alternating, a system prompt it refuses folded in."""
-        shaped = alternating(messages)
-        return shaped if self.takes_system else folded(shaped)
-
 
 _TEMPLATES: OrderedDict[tuple[str, str], ChatTemplate] = OrderedDict()
 _TEMPLATES_LOCK = threading.Lock()
