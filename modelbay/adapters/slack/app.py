@@ -404,7 +404,8 @@ class SlackAdapter:
         system = (values.get("system", {}).get("system", {}).get("value") or "").strip()
         line = f"/chat {shlex.quote(model)}" + (f" system:{shlex.quote(system)}" if system else "")
         actor = await self.actor(user)
-        await self.start_chat(line, actor, Where(seed["channel"], user, seed["thread"]), seed=seed["text"])
+        where = Where(seed["channel"], user, seed["thread"], team=(body.get("team") or {}).get("id"))
+        await self.start_chat(line, actor, where, seed=seed["text"])
 
     async def _on_rate(self, body: dict[str, Any], view: dict[str, Any]) -> None:
         meta = json.loads(view.get("private_metadata") or "{}")
