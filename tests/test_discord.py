@@ -21,6 +21,7 @@ from modelbay.adapters.discord import DiscordAdapter
 from modelbay.adapters.discord.embeds import DESCRIPTION_CHARS, EMBED_CHARS, FIELD_LIMIT, embed_chars, render
 from modelbay.adapters.discord.layouts import TEXT_CHARS
 from modelbay.bot import Button, Dispatcher, Field, Reply, Table
+from modelbay.bot.reply import Progress
 from modelbay.config import Settings
 from modelbay.engine.schema import AnalyticsEvent, Feedback, Message
 from modelbay.runtime import Runtime
@@ -461,3 +462,125 @@ def test_a_message_the_gateway_delivers_again_is_answered_once(bot: Bot, standin
     with runtime.db.session() as db:
         assert len(db.scalars(select(Message).where(Message.role == "user")).all()) == 1
         assert len(db.scalars(select(AnalyticsEvent)).all()) == 1
+
+
+def test_buttons_inside_cards_work_after_a_restart(runtime: Runtime, standin: DiscordStandIn) -> None:
+    first = Bot(runtime, standin)
+    try:
+        thread_id, started = _open_chat(standin)
+        standin.say("What color is the sky?", author=member(USER)["user"], channel_id=thread_id,
+                    member=member(USER))
+        final = standin.wait("PATCH", f"/channels/{thread_id}/messages", _rated)[0]
+    finally:
+        first.stop()
+    standin.disconnect()
+    for card in (started, final):  # cards: the buttons sit in rows inside the container, no content or embeds
+        message = standin.messages[card.body["_id"]]
+        assert message["flags"] & COMPONENTS_V2 and [c["type"] for c in message["components"]] == [17]
+    second = Bot(runtime, standin)  # a new process: no views in memory, only the dynamic item templates
+    try:
+        in_thread = thread_channel(thread_id)
+        up, down = _component(final, "👍"), _component(final, "👎")
+        message_id = int(up["custom_id"].rsplit(":", 1)[1])
+        press = standin.press(up, final.body["_id"], member=member(USER), channel=in_thread)
+        assert f"Rated answer #{message_id} 👍" in standin.wait("POST", "/callback", lambda c: press in c.path)[0].text()
+        press = standin.press(down, final.body["_id"], member=member(USER), channel=in_thread)
+        menu = standin.wait("POST", "/callback", lambda c: press in c.path)[0].components()[0]
+        assert menu["custom_id"] == f"mb:why:{message_id}"
+        chose = standin.press(menu, standin.original(press)["id"], member=member(USER), channel=in_thread,
+                              values=["too_verbose"])
+        assert "Changed your rating" in standin.wait("POST", "/callback", lambda c: chose in c.path)[0].text()
+        with runtime.db.session() as db:
+            rating = db.scalars(select(Feedback)).one()
+            assert (rating.message_id, rating.rating, rating.reason) == (message_id, -1, "too_verbose")
+
+        press = standin.press(_component(started, "System prompt"), started.body["_id"], member=member(USER),
+                              channel=in_thread)
+        assert standin.wait("POST", "/callback", lambda c: press in c.path)[0].body["type"] == 9  # the form
+        session = runtime.chats.recent(f"discord:{USER}", 1)[0]
+        press = standin.press(_component(started, "End chat"), started.body["_id"], member=member(USER),
+                              channel=in_thread)
+        assert "ended" in standin.wait("POST", "/callback", lambda c: press in c.path, timeout=20)[0].text()
+        assert runtime.chats.current(session.place) is None
+    finally:
+        second.stop()
+
+
+def test_a_card_of_30000_characters_is_sent_whole_within_discords_limits(bot: Bot, standin: DiscordStandIn) -> None:
+    answer = long_answer(30000, seed=30000, long_block=150)
+    buttons = [Button("👎", "/rate down message:7")] + [Button(f"B{i}", f"/help {'x' * 5 * i}") for i in range(30)]
+    reply = Reply(title="A very long card " + "t" * 400, text=answer, tone="success",
+                  fields=[Field("Model", "`tiny-chat`"), Field("Note", "n" * 3000)],
+                  progress=Progress("job-1", "Install", 0.4, "started", "d" * 2000), footer="f" * 3000,
+                  buttons=buttons)
+    messages = bot.adapter._cards(reply)
+    assert len(messages) > 7
+    channel = bot.adapter.client.get_partial_messageable(int(CHANNEL))
+    for message in messages:  # through discord.py to the stand-in, which refuses what Discord would refuse
+        asyncio.run_coroutine_threadsafe(channel.send(**bot.adapter._send_kwargs(message)), bot.loop).result(30)
+    sent = standin.wait("POST", f"/channels/{CHANNEL}/messages", count=len(messages))
+    every = [c for c in walk(sent[0].body["components"])]
+    assert len(every) <= 40 and sum(len(c["content"]) for c in every if c["type"] == 10) <= TEXT_CHARS
+    ids = [c["custom_id"] for c in sent[0].components()]  # 20 buttons; a line too long for an id kept in Redis
+    assert len(ids) == 20 and ids[0] == "mb:down:7" and ids[-1].startswith("mb:key:")
+    title, first_part, *rest = sent[0].texts()
+    assert title.startswith("### A very long card") and rest[-1].startswith("-# fff") and "continued" in rest[-1]
+    assert any(t.startswith("**Install**: `▰▰▰▰") for t in rest)
+    body = answer + "\n\n**Model**: `tiny-chat`\n**Note**: " + "n" * 3000
+    untile([first_part] + [c.texts()[0] for c in sent[1:]], body)  # every character once, code closed and reopened
+
+
+def test_the_standin_refuses_what_discord_refuses_with_its_error_shape() -> None:
+    import httpx
+
+    text = {"type": 10, "content": "hello"}
+    button = {"type": 2, "style": 2, "label": "Go", "custom_id": "mb:run:/help"}
+
+    def card(*children: dict) -> list[dict]:
+        return [{"type": 17, "components": list(children)}]
+
+    refused = {  # body -> (error path, Discord's code)
+        "content with the flag": ({"flags": COMPONENTS_V2, "content": "hi", "components": card(text)},
+                                  ("content",), "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2"),
+        "embeds with the flag": ({"flags": COMPONENTS_V2, "embeds": [{"description": "x"}], "components": card(text)},
+                                 ("embeds",), "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2"),
+        "a text display without the flag": ({"components": [text]}, ("components", "0", "type"),
+                                            "COMPONENT_LAYOUT_REQUIRES_COMPONENTS_V2"),
+        "4,001 characters of text": ({"flags": COMPONENTS_V2, "components": card(
+            {"type": 10, "content": "a" * 2000}, {"type": 10, "content": "b" * 2001})}, ("components",),
+            "COMPONENT_TEXT_DISPLAY_TOTAL_LENGTH_EXCEEDED"),
+        "41 components": ({"flags": COMPONENTS_V2, "components": card(*[text] * 40)}, ("components",),
+                          "BASE_TYPE_MAX_LENGTH"),
+        "a 101-character custom id": ({"flags": COMPONENTS_V2, "components": card(
+            text, {"type": 1, "components": [{**button, "custom_id": "x" * 101}]})},
+            ("components", "0", "components", "1", "components", "0", "custom_id"), "BASE_TYPE_BAD_LENGTH"),
+        "six buttons in a row": ({"components": [{"type": 1, "components": [button] * 6}]},
+                                 ("components", "0", "components"), "BASE_TYPE_BAD_LENGTH"),
+        "an empty text display": ({"flags": COMPONENTS_V2, "components": card({"type": 10, "content": ""})},
+                                  ("components", "0", "components", "0", "content"), "BASE_TYPE_REQUIRED"),
+        "2,001 characters of content": ({"content": "c" * 2001}, ("content",), "BASE_TYPE_MAX_LENGTH"),
+    }
+    with DiscordStandIn() as server, httpx.Client(base_url=server.api_url, timeout=10) as client:
+        for name, (body, where, code) in refused.items():
+            answer = client.post(f"/channels/{CHANNEL}/messages", json=body)
+            assert answer.status_code == 400, name
+            error = answer.json()
+            assert (error["code"], error["message"]) == (50035, "Invalid Form Body"), name
+            error = error["errors"]
+            for key in where:
+                error = error[key]
+            assert code in {e["code"] for e in error["_errors"]}, name
+        largest = {"flags": COMPONENTS_V2, "components": card(
+            {"type": 10, "content": "a" * 3990}, *[{"type": 1, "components": [button] * 5}] * 6, text)}
+        posted = client.post(f"/channels/{CHANNEL}/messages", json=largest)  # 4,000 characters, 38 components
+        assert posted.status_code == 200 and posted.json()["flags"] == COMPONENTS_V2
+        edit = f"/channels/{CHANNEL}/messages/{posted.json()['id']}"
+        assert client.patch(edit, json={"content": "now plain"}).status_code == 400  # the flag is kept for good
+        assert client.patch(edit, json={"flags": 0, "components": []}).status_code == 400
+        assert client.patch(edit, json={"components": card(text)}).status_code == 200  # still a card
+        assert server.messages[posted.json()["id"]]["flags"] == COMPONENTS_V2
+        plain = client.post(f"/channels/{CHANNEL}/messages", json={"content": "Thinking…"}).json()
+        converted = client.patch(f"/channels/{CHANNEL}/messages/{plain['id']}",
+                                 json={"flags": COMPONENTS_V2, "components": card(text)})
+        assert converted.status_code == 400  # its content is still there: a card has none
+    assert [c.status for c in server.calls].count(400) == len(refused) + 3

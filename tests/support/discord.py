@@ -45,7 +45,8 @@ CUSTOM_ID_CHARS = 100
 LAYOUT_COMPONENTS = 40  # components in a components-v2 message, nested ones included
 LAYOUT_TEXT_CHARS = 4000  # characters across a components-v2 message's text displays
 ROW_CHILDREN = 5
-_LAYOUT_TYPES = {9, 10, 11, 12, 13, 14, 17}  # section, text display, thumbnail, media gallery, file, separator, container
+# Section, text display, thumbnail, media gallery, file, separator, container: components v2 only.
+_LAYOUT_TYPES = {9, 10, 11, 12, 13, 14, 17}
 _INTERACTIVE = {2, 3, 5, 6, 7, 8}  # buttons and the selects
 
 
@@ -134,10 +135,12 @@ def _component_errors(components: list[dict[str, Any]], v2: bool) -> dict[str, A
     return errors
 
 
-def form_errors(body: dict[str, Any], flags_before: int = 0) -> dict[str, Any]:
-    """What Discord refuses in a message it is asked to create or edit (to one that had `flags_before`), nested
-    by field; empty when it takes it."""
+def form_errors(body: dict[str, Any], before: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What Discord refuses in a message it is asked to create, or to edit (`before` is the message as it is),
+    nested by field; empty when it takes it. An edit keeps the fields it does not send."""
     errors: dict[str, Any] = {}
+    before = before or {}
+    flags_before = before.get("flags") or 0
     flags = body.get("flags")
     v2 = bool((flags if flags is not None else flags_before) & COMPONENTS_V2)
     if flags_before & COMPONENTS_V2 and flags is not None and not flags & COMPONENTS_V2:
@@ -145,7 +148,7 @@ def form_errors(body: dict[str, Any], flags_before: int = 0) -> dict[str, Any]:
                                  "The IS_COMPONENTS_V2 flag cannot be removed from a message.")
     if v2:
         for legacy in ("content", "embeds", "poll", "sticker_ids"):
-            if body.get(legacy):
+            if body[legacy] if legacy in body else before.get(legacy):
                 errors[legacy] = _error("MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2",
                                         f"The '{legacy}' field cannot be used when using "
                                         "MessageFlags.IS_COMPONENTS_V2")
@@ -379,8 +382,7 @@ class DiscordStandIn(ThreadedServer):
             edited = self._originals.get(parts[2]) if parts[-1] == "@original" else parts[-1]
         elif not (parts[0] == "webhooks" or (parts[0] == "channels" and parts[2:3] == ["messages"])):
             return {}
-        before = self.messages.get(edited or "", {}).get("flags") or 0
-        return form_errors(body, before)
+        return form_errors(body, self.messages.get(edited or ""))
 
     def _record(self, call: Call) -> None:
         with self._lock:
