@@ -19,6 +19,7 @@ from rq.scheduler import RQScheduler
 
 from modelbay.engine.db import Database
 from modelbay.engine.errors import JobNotCancelable
+from modelbay.bot.commands.jobs import _summary
 from modelbay.engine.jobs import Jobs, UnknownJobKind
 from modelbay.runtime import Runtime
 from tests.conftest import gone, wait_for
@@ -210,6 +211,9 @@ def test_an_overdue_retry_shows_when_it_runs_then_is_enqueued_by_whoever_reads_i
     assert announced.status == "retrying"
     assert re.fullmatch(r"Retrying at \d\d:\d\d:\d\d UTC", announced.message), announced
     assert jobs.get(record.id).progress_detail["message"] == announced.message
+    # /jobs shows when it runs again first, then why the last attempt failed.
+    assert _summary(jobs.get(record.id)) == f"{announced.message}; last attempt: The job failed (ConnectionError). " \
+                                           "The worker log has the details."
 
     wait_for(lambda: jobs.get(record.id).progress_detail["message"] == "Retrying: waiting for a free worker",
              timeout=30, interval=0.5)

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 
 from modelbay import __version__
 from modelbay.bot.context import Actor, Context
-from modelbay.bot.errors import render_error, style_of
+from modelbay.bot.errors import render_error, style_of, user_error
 from modelbay.bot.progress import watch
 from modelbay.config import Settings
 from modelbay.engine.analytics import PERIODS, parse_period
@@ -345,7 +345,7 @@ async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
     """Answer from the error table; anything else is logged with a reference and shown without details."""
     reply = render_error(exc)
     style = style_of(exc)
-    status, type_ = (style.http_status, type(exc).__name__) if style else (500, "InternalError")
+    status, type_ = (style.http_status, type(user_error(exc)).__name__) if style else (500, "InternalError")
     return _error(status, reply.text, type_, reply.title or "Error")
 
 

@@ -68,6 +68,7 @@ async def watch_job(ctx: Context, job: str) -> Reply:
 
 
 def _summary(job: JobRecord) -> str:
-    if job.error:
-        return job.error
-    return str(job.progress_detail.get("message") or "")
+    message = str(job.progress_detail.get("message") or "")
+    if job.error and job.active and message:  # a retry: when it runs, then why the last attempt failed
+        return f"{message}; last attempt: {job.error}"
+    return job.error or message
