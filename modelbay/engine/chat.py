@@ -629,8 +629,7 @@ class Chats:
 
 
 def _answered(history: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The question-and-answer pairs of a stored history: a question without its answer, or an answer without its
-    question (a history kept by an older version, or trimmed mid-pair), is left out."""
+    """A stored history's question-and-answer pairs: unanswered questions and answers without a question left out."""
     pairs: list[dict[str, str]] = []
     asked: dict[str, str] | None = None
     for turn in history:
