@@ -267,6 +267,7 @@ def test_a_chat_on_a_template_with_rules_answers_again_after_a_failed_answer(
     if name == "tiny-gemma":
         expected = [{"role": "user", "content": f"{system}\n\nWhat color is the sky?"}, *turns]
     else:
-        expected = [{"role": "system", "content": system}, {"role": "user", "content": "What color is the sky?"}, *turns]
+        expected = [{"role": "system", "content": system}, {"role": "user", "content": "What color is the sky?"},
+                    *turns]
     direct, _ = _text(_backend(server, name), expected, max_tokens=40)
     assert last.text == direct
