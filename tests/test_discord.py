@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from modelbay.adapters.discord import DiscordAdapter
 from modelbay.adapters.discord.embeds import DESCRIPTION_CHARS, EMBED_CHARS, FIELD_LIMIT, embed_chars, render
-from modelbay.adapters.discord.layouts import TEXT_CHARS
+from modelbay.adapters.discord.layouts import TEXT_CHARS, fit_notes, small_print
 from modelbay.bot import Button, Dispatcher, Field, Reply, Table
 from modelbay.bot.reply import Progress
 from modelbay.config import Settings
@@ -171,6 +171,7 @@ def test_install_progress_edits_one_message_a_second_apart_and_backs_off_on_429(
     assert all(b.at - a.at >= 0.95 for a, b in zip(done, done[1:]))  # one edit a second at most
     model = runtime.registry.get(REPO)
     assert model.installed and _component(finished, "Try it")["custom_id"] == f"mb:run:/chat {model.name}"
+    assert all(c.flags() & COMPONENTS_V2 and not c.embeds() for c in done)  # a followed job's card, every edit
     assert not standin.to("POST", "/channels/")  # everything happened in the one answer
 
 
@@ -514,7 +515,7 @@ def test_a_card_of_30000_characters_is_sent_whole_within_discords_limits(bot: Bo
                   progress=Progress("job-1", "Install", 0.4, "started", "d" * 2000), footer="f" * 3000,
                   buttons=buttons)
     messages = bot.adapter._cards(reply)
-    assert len(messages) > 7
+    assert len(messages) > 7 and all(m.card and m.card.chars() <= TEXT_CHARS for m in messages)
     channel = bot.adapter.client.get_partial_messageable(int(CHANNEL))
     for message in messages:  # through discord.py to the stand-in, which refuses what Discord would refuse
         asyncio.run_coroutine_threadsafe(channel.send(**bot.adapter._send_kwargs(message)), bot.loop).result(30)
@@ -584,3 +585,22 @@ def test_the_standin_refuses_what_discord_refuses_with_its_error_shape() -> None
                                  json={"flags": COMPONENTS_V2, "components": card(text)})
         assert converted.status_code == 400  # its content is still there: a card has none
     assert [c.status for c in server.calls].count(400) == len(refused) + 3
+
+
+def test_an_answer_that_cannot_start_says_why_in_its_card(bot: Bot, standin: DiscordStandIn, runtime: Runtime) -> None:
+    thread_id, _ = _open_chat(standin)
+    viewer = "500000000000000077"
+    runtime.settings.roles = {**runtime.settings.roles, "viewer": [f"discord:{viewer}"]}
+    standin.say("May I?", author=member(viewer)["user"], channel_id=thread_id, member=member(viewer))
+    thinking = standin.wait("POST", f"/channels/{thread_id}/messages", lambda c: "Thinking" in c.text())[0]
+    said = standin.wait("PATCH", f"/channels/{thread_id}/messages/{thinking.body['_id']}")[0]
+    assert said.flags() & COMPONENTS_V2 and "Not allowed" in " ".join(said.texts())  # the card stays a card
+
+
+def test_an_answers_notes_are_cut_to_the_room_its_last_card_has_left() -> None:
+    footer = "#12 · transformers · 40 tokens · first token 80 ms · 22.0 tokens/s"
+    assert fit_notes(["Cut to fit.", footer], 400) == ("Cut to fit.", footer)  # the usual case: all of it
+    notes = fit_notes(["The 3 oldest messages no longer fit. " * 60, "line one\nline two", footer], 400)
+    assert len(small_print(notes)) <= 400 and notes[0].endswith("…") and notes[1:] == ("line one\nline two", footer)
+    assert len(small_print(fit_notes(["x" * 50, footer], 10))) <= 10  # never over the room
+    assert fit_notes(["x" * 50, footer], 3) == ()  # no room: no small print at all

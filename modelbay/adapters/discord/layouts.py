@@ -23,13 +23,14 @@ from modelbay.bot.reply import Button, Reply
 from modelbay.bot.text import rewrite, split_parts, table_lines
 
 __all__ = [
-    "CARD_BUTTONS", "COMPONENTS", "ROW_BUTTONS", "TEXT_CHARS", "Card", "cards", "fit_notes", "small_print",
+    "CARD_BUTTONS", "ROW_BUTTONS", "TEXT_CHARS", "Card", "cards", "fit_notes", "small_print",
 ]
 
 TEXT_CHARS = 4000  # characters across every text display of one message
-COMPONENTS = 40  # components in one message, nested ones included
 ROW_BUTTONS = 5  # buttons in one action row
-CARD_BUTTONS = 20  # buttons a card shows: 4 rows, keeping the count of components well within 40
+# Buttons a card shows: with their 4 rows, the container, at most 5 texts and the divider, 31 of the 40 components
+# Discord allows in one message, nested ones included.
+CARD_BUTTONS = 20
 TITLE_CHARS = 256
 PART_CHARS = 512  # the most a progress line, the files line or the footer takes of a card's text
 _CONTINUED = " · continued below"
@@ -52,12 +53,6 @@ class Card:
     def chars(self) -> int:
         """The characters Discord counts towards the message's 4,000: every text display's content."""
         return sum(map(len, self.texts)) + len(self.small_print)
-
-    def components(self) -> int:
-        """The components Discord counts towards the message's 40: container, texts, divider, rows and buttons."""
-        buttons = min(len(self.buttons), CARD_BUTTONS)
-        rows = -(-buttons // ROW_BUTTONS)
-        return 1 + len(self.texts) + (2 if self.notes else 0) + rows + buttons
 
 
 def small_print(notes: tuple[str, ...] | list[str]) -> str:
