@@ -12,10 +12,12 @@ from __future__ import annotations
 import ast
 import functools
 import re
+import subprocess
 import sys
+import textwrap
 import tomllib
 from dataclasses import dataclass
-from importlib.metadata import packages_distributions
+from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 from pathlib import Path
 
 import pytest
@@ -32,13 +34,14 @@ BOUNDED = {"huggingface-hub", "transformers", "rq", "redis", "sqlalchemy", "pyda
 
 @dataclass(frozen=True)
 class Use:
-    """One import of a third-party module: where, which module, and the install it is marked for."""
+    """One import of a third-party module: where, which module, the install it is marked for, and where it sits."""
 
     file: str
     line: int
     module: str
     extra: str | None
     guarded: bool
+    top_level: bool  # runs when its module is imported (not inside a function)
 
 
 def _project() -> dict:
@@ -78,6 +81,28 @@ def _guarded(tree: ast.AST) -> set[int]:
     return lines
 
 
+def _in_functions(tree: ast.AST) -> set[int]:
+    """Line numbers of the nodes inside a function body (run when called, not when the module is imported)."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            lines |= {sub.lineno for sub in ast.walk(node) if hasattr(sub, "lineno") and sub is not node}
+    return lines
+
+
+def _imported(node: ast.AST) -> list[str]:
+    """The modules a node imports: import statements, and importlib.import_module("x") or __import__("x")."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom):
+        return [node.module] if node.level == 0 and node.module else []
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+            and isinstance(node.args[0].value, str) and ast.unparse(node.func) in ("importlib.import_module",
+                                                                                 "import_module", "__import__"):
+        return [node.args[0].value]
+    return []
+
+
 def uses(folder: str) -> list[Use]:
     """Every import of a module outside the standard library and this project, under a folder."""
     found = []
@@ -86,12 +111,10 @@ def uses(folder: str) -> list[Use]:
         tree = ast.parse(source)
         text_lines = source.splitlines()
         guarded = _guarded(tree)
+        inside = _in_functions(tree)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules = [node.module]
-            else:
+            modules = _imported(node)
+            if not modules:
                 continue
             mark = _MARK.search(text_lines[node.lineno - 1])
             for module in modules:
@@ -99,7 +122,7 @@ def uses(folder: str) -> list[Use]:
                 if top in sys.stdlib_module_names or top in ("modelbay", "tests", "bench", "__future__"):
                     continue
                 found.append(Use(str(path.relative_to(ROOT)), node.lineno, top, mark and mark.group(1),
-                                 node.lineno in guarded))
+                                 node.lineno in guarded, node.lineno not in inside))
     return found
 
 
@@ -136,6 +159,65 @@ def test_marks_name_real_extras() -> None:
 
 def test_the_package_declares_what_it_imports() -> None:
     assert _undeclared(uses("modelbay"), None) == []
+
+
+def test_marked_imports_run_only_when_their_extra_is_used() -> None:
+    """An import marked for an extra sits in a function or a guarded block: importing its module never needs it."""
+    misplaced = [f"{u.file}:{u.line}: {u.module} is marked '# extra: {u.extra}' but runs at import time"
+                 for u in uses("modelbay") if u.extra and u.top_level and not u.guarded]
+    assert misplaced == []
+    assert [f"{u.file}:{u.line}" for u in uses("modelbay") if u.extra == "test"] == []  # the product never needs it
+
+
+def _closure(lines: list[str], extra: str = "") -> set[str]:
+    """Canonical names of the distributions these requirements install, following each one's own requirements."""
+    seen: set[str] = set()
+    todo = [(Requirement(line), extra) for line in lines]
+    while todo:
+        req, parent_extra = todo.pop()
+        if req.marker and not req.marker.evaluate({"extra": parent_extra}):
+            continue
+        name = canonicalize_name(req.name)
+        if name == "modelbay" or name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = distribution(req.name).requires or []
+        except PackageNotFoundError:
+            continue
+        for wanted in [""] + sorted(req.extras):
+            todo += [(Requirement(r), wanted) for r in requires]
+    return seen
+
+
+def test_every_module_imports_with_only_the_base_install() -> None:
+    """Import every module of the package with each extra-only distribution hidden, as the base install has it."""
+    project = _project()
+    base = _closure(project["dependencies"])
+    extra_only = {canonicalize_name(Requirement(line).name) for lines in project["optional-dependencies"].values()
+                  for line in lines} - base - {"modelbay"}
+    hidden = sorted(module for module, dists in _installed().items()
+                    if module.isidentifier() and {canonicalize_name(d) for d in dists} <= extra_only)
+    assert {"torch", "transformers", "psycopg", "vllm", "pytest"} <= set(hidden)
+    script = textwrap.dedent(f"""
+        import importlib, importlib.abc, pkgutil, sys
+        HIDDEN = set({hidden!r})
+
+        class Hide(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in HIDDEN:
+                    raise ModuleNotFoundError(f"No module named {{name!r}} (not in the base install)", name=name)
+
+        sys.meta_path.insert(0, Hide())
+        import modelbay
+        for info in pkgutil.walk_packages(modelbay.__path__, "modelbay."):
+            if info.name == "modelbay.__main__" or info.name.startswith("modelbay.migrations."):
+                continue  # the CLI entry point runs on import; Alembic loads its own scripts
+            importlib.import_module(info.name)
+        print("imported", len(sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_tests_and_benchmarks_declare_what_they_import() -> None:
