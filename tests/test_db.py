@@ -16,9 +16,9 @@ from sqlalchemy.exc import OperationalError
 
 from modelbay.bot import Actor, Dispatcher
 from modelbay.bot.errors import render_error, style_of
-from modelbay.config import load_settings
+from modelbay.config import SettingsError, load_settings
 from modelbay.engine.db import Database
-from modelbay.engine.errors import DatabaseUnavailable
+from modelbay.engine.errors import DatabaseDriverMissing, DatabaseUnavailable
 from modelbay.engine.jobs import Jobs
 from modelbay.engine.registry import Registry
 from modelbay.engine.schema import ChatSession, Feedback, JobRow, JobStatus, Message
@@ -262,3 +262,20 @@ def test_a_postgresql_url_without_its_driver_says_which_extra_to_install(tmp_pat
         assert done.returncode == 2, (command, done.stderr)
         assert done.stderr == ("MODELBAY_DATABASE_URL is a PostgreSQL URL, but its driver `psycopg` is not installed: "
                                "run `pip install 'modelbay[postgres]'` and start again.\n"), command
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg2://modelbay@127.0.0.1/modelbay",
+                                 "postgresql+asyncpg://modelbay@127.0.0.1/modelbay",
+                                 "postgresql+pg8000://modelbay@127.0.0.1/modelbay"])
+def test_another_postgresql_driver_is_refused_in_one_line_naming_psycopg_3(tmp_path, url: str) -> None:
+    # Installing the driver the URL names would not help: ModelBay speaks psycopg 3 only.
+    with pytest.raises(SettingsError) as caught:
+        load_settings(home=tmp_path, database_url=url)
+    driver = url.split("+", 1)[1].split(":", 1)[0]
+    assert str(caught.value) == (f"MODELBAY_DATABASE_URL: ModelBay uses psycopg 3, not {driver}: use a "
+                                 "postgresql+psycopg:// or postgresql:// URL, with `pip install 'modelbay[postgres]'`")
+    with pytest.raises(DatabaseDriverMissing) as missing:
+        Database(url)  # built without Settings (none of these drivers is installed with ModelBay)
+    assert str(missing.value) == (f"MODELBAY_DATABASE_URL names the driver `{driver}`, but ModelBay uses psycopg 3 (a "
+                                  "postgresql+psycopg:// or postgresql:// URL): change the URL to that driver's, and "
+                                  "run `pip install 'modelbay[postgres]'`.")

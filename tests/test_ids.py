@@ -43,6 +43,13 @@ BAD_PATHS = {
     "line\nbreak.md": "it contains control characters",
     "\x1b[31mred.md": "it contains control characters",
     "del\x7f.md": "it contains control characters",
+    # Invisible or direction-changing (unicode category Cf): a name that reads as another.
+    "notes/\u202etxt.exe": "it contains invisible or direction-changing characters",  # right-to-left override
+    "model\u200b.safetensors": "it contains invisible or direction-changing characters",  # zero-width space
+    "config\u200d.json": "it contains invisible or direction-changing characters",  # zero-width joiner
+    "\ufeffconfig.json": "it contains invisible or direction-changing characters",  # byte order mark
+    "a\u2066b\u2069.md": "it contains invisible or direction-changing characters",  # isolates
+    "soft\u00adhyphen.md": "it contains invisible or direction-changing characters",
 }
 
 
@@ -57,7 +64,7 @@ def test_bad_paths_are_refused_in_one_short_line(path: str, reason: str) -> None
         validate_file_path(path)
     assert caught.value.reason == reason
     message = str(caught.value)
-    assert "\n" not in message and "\x00" not in message and "\x1b" not in message
+    assert "\n" not in message and "\x00" not in message and "\x1b" not in message and "\u202e" not in message
     assert len(message) < 250
 
 

@@ -39,8 +39,8 @@ from modelbay.engine.errors import (
     UnsafeWeights,
 )
 from modelbay.engine.ids import InvalidId
-from modelbay.engine.installs import INSTALL
-from modelbay.engine.sources import HubSource, RemoteFile
+from modelbay.engine.installs import INSTALL, check_listing
+from modelbay.engine.sources import HubSource, RemoteFile, RemoteModel
 from modelbay.engine.transfer import ByteMeter, TransferStopped
 from modelbay.runtime import Runtime
 from modelbay.workers.install import _download_all
@@ -410,8 +410,34 @@ def _with_json(files: dict[str, bytes], name: str, **extra: object) -> dict[str,
     return {**files, name: json.dumps({**json.loads(files[name]), **extra}).encode()}
 
 
+def _with(files: dict[str, bytes], **replaced: bytes) -> dict[str, bytes]:
+    return {**files, **{name.replace("__", "."): data for name, data in replaced.items()}}
+
+
+def _renamed(files: dict[str, bytes], old: str, new: str) -> dict[str, bytes]:
+    files = dict(files)
+    files[new] = files.pop(old)
+    return files
+
+
 INCOMPLETE_REPOS = {
     "missing shard": (_sharded, "model-00002-of-00002.safetensors (named by model.safetensors.index.json)"),
+    "config null": (lambda f: _with(f, config__json=b"null"), "missing a readable config.json (a JSON object)"),
+    "config {}": (lambda f: _with(f, config__json=b"{}"), "missing a readable config.json (a JSON object)"),
+    "config a list": (lambda f: _with(f, config__json=b"[]"), "missing a readable config.json (a JSON object)"),
+    "config over the read limit": (lambda f: _with(f, config__json=b"{" + b" " * (8 * 1024 * 1024) + b"}"),
+                                   "missing a readable config.json (a JSON object)"),
+    "index null and no weights": (lambda f: _with(_without(f, "model.safetensors"),
+                                                  model__safetensors__index__json=b"null"),
+                                  "missing a readable model.safetensors.index.json"),
+    "only consolidated.safetensors": (lambda f: _renamed(f, "model.safetensors", "consolidated.safetensors"),
+                                      "weights (model.safetensors"),
+    "only adapter_model.safetensors": (lambda f: _renamed(f, "model.safetensors", "adapter_model.safetensors"),
+                                       "weights (model.safetensors"),
+    "a file named like a vocabulary is no tokenizer": (
+        lambda f: {**_without(f, "tokenizer.json"), "vocab_notes.md": b"notes"}, "a tokenizer ("),
+    "sentencepiece only": (lambda f: {**_without(f, "tokenizer.json"), "tokenizer.model": b"sp"},
+                           "missing tokenizer.json (its only tokenizer is tokenizer.model, which needs sentencepiece"),
     "missing tokenizer": (lambda f: _without(f, "tokenizer.json", "tokenizer_config.json"), "a tokenizer ("),
     "missing config": (lambda f: _without(f, "config.json"), "missing config.json"),
     "only another framework's weights (ONNX)": (
@@ -432,6 +458,31 @@ def test_a_repo_that_cannot_load_is_refused_before_downloading(runtime: Runtime,
     assert runtime.jobs.list() == []
     fetched = {r[1].split("/resolve/")[1].split("/", 1)[1] for r in repos.requests if "/resolve/" in r[1]}
     assert fetched <= {"config.json", "tokenizer_config.json", "model.safetensors.index.json"}  # small JSON only
+
+
+def test_pickle_shards_beside_a_stray_safetensors_file_are_refused_as_pickle(runtime: Runtime, repos: HubStandIn,
+                                                                              tiny_model: Path) -> None:
+    # training_args.safetensors is not weights transformers loads: the .bin shards are the weights, and pickle is
+    # refused; before, the shards were dropped and the stray file taken for weights.
+    files = _without(_repo_files(tiny_model), "model.safetensors")
+    files.update({"pytorch_model-00001-of-00001.bin": b"pickle", "training_args.safetensors": b"stray",
+                  "pytorch_model.bin.index.json": json.dumps({"weight_map": {"a": "pytorch_model-00001-of-00001.bin"}
+                                                              }).encode()})
+    repos.add_repo("odd/stray", files)
+    with pytest.raises(UnsafeWeights):
+        runtime.installs.request("odd/stray", None, "console:root")
+    assert runtime.jobs.list() == []
+
+
+def test_shards_in_a_subfolder_named_by_the_index_install(runtime: Runtime, worker, repos: HubStandIn,
+                                                          tiny_model: Path) -> None:
+    files = _renamed(_repo_files(tiny_model), "model.safetensors", "weights/model-00001-of-00001.safetensors")
+    files["model.safetensors.index.json"] = json.dumps(
+        {"metadata": {}, "weight_map": {"w": "weights/model-00001-of-00001.safetensors"}}).encode()
+    repos.add_repo("odd/subfolder", files)
+    ticket = runtime.installs.request("odd/subfolder", None, "console:root")
+    worker()
+    assert runtime.jobs.wait(ticket.job.id, 60).status == "finished"
 
 
 @pytest.mark.parametrize(("name", "auto_map", "code_from"), [
@@ -470,6 +521,56 @@ def test_a_hostile_listing_is_refused_in_one_line_before_any_download(runtime: R
     assert caught.value.path == bad
     assert runtime.jobs.list() == [] and not [r for r in repos.requests if "/resolve/" in r[1]]
     assert not store.exists() or not any(store.rglob("*"))
+
+
+CLASHES = {
+    "a file and a folder": ({"extra": b"x", "extra/inner.txt": b"y"}, "extra",
+                            "it is both a file and a folder of other listed files"),
+    "a deeper folder": ({"docs/a": b"x", "docs/a/b/c.md": b"y"}, "docs/a",
+                        "it is both a file and a folder of other listed files"),
+    "names differing in case": ({"Notes.md": b"x", "notes.md": b"y"}, "notes.md",
+                                "it is listed twice (perhaps in another case)"),
+    "folders differing in case": ({"Docs/a.md": b"x", "docs/A.md": b"y"}, "docs/A.md",
+                                  "it is listed twice (perhaps in another case)"),
+}
+
+
+@pytest.mark.parametrize(("extra", "path", "reason"), CLASHES.values(), ids=CLASHES.keys())
+def test_paths_that_clash_are_refused_in_one_line_before_any_download(runtime: Runtime, repos: HubStandIn,
+                                                                      tiny_model: Path, extra: dict[str, bytes],
+                                                                      path: str, reason: str) -> None:
+    repos.add_repo("odd/clash", {**_repo_files(tiny_model), **extra})
+    repos.requests.clear()
+    with pytest.raises(UnsafeRepoFile) as caught:
+        runtime.installs.request("odd/clash", None, "console:root")
+    assert caught.value.path == path and caught.value.reason == reason and "\n" not in str(caught.value)
+    assert runtime.jobs.list() == [] and not [r for r in repos.requests if "/resolve/" in r[1]]
+
+
+def test_a_path_listed_twice_is_refused() -> None:
+    listed = RemoteModel("huggingface", "odd/twice", "0" * 40, (RemoteFile("a.json", 1), RemoteFile("a.json", 2)))
+    with pytest.raises(UnsafeRepoFile, match=r"it is listed twice"):
+        check_listing(listed)
+
+
+def test_a_listing_that_cannot_be_written_fails_the_job_once_without_retrying(
+    runtime: Runtime, worker, repos: HubStandIn, tiny_model: Path, store: Path
+) -> None:
+    # Queued without pre-flight (as by a source that cannot be checked): the worker meets the clash on disk, and
+    # IsADirectoryError / FileExistsError / NotADirectoryError are the listing's fault, not a temporary one.
+    repos.add_repo("odd/late-clash", {**_repo_files(tiny_model), "extra": b"x", "extra/inner.txt": b"y"})
+    remote = runtime.installs.source("huggingface").info("odd/late-clash")
+    model = runtime.registry.upsert(remote.registry_values(), source="huggingface")
+    version = runtime.registry.add_version(model.id, "main", revision_sha=remote.sha)
+    job, _ = runtime.jobs.submit(INSTALL.name, {"version_id": version.id, "source": "huggingface",
+                                                "repo_id": remote.repo_id, "sha": remote.sha,
+                                                "files": [asdict(f) for f in remote.files]},
+                                 requester="console:root", model_version_id=version.id)
+    worker()
+    done = runtime.jobs.wait(job.id, 60)
+    assert done.status == "failed" and done.attempts == 1, done
+    assert done.error.startswith("`odd/late-clash` lists a file ModelBay cannot store safely (`extra"), done.error
+    assert "\n" not in done.error and _no_partial_files(store)
 
 
 def test_dots_inside_a_file_name_install(runtime: Runtime, worker, repos: HubStandIn, tiny_model: Path) -> None:

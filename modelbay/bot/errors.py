@@ -43,6 +43,7 @@ from modelbay.engine.errors import (
     one_line,
     DatabaseDriverMissing,
     DatabaseUnavailable,
+    ModelUnloadable,
 )
 from modelbay.engine.ids import InvalidId
 from modelbay.engine.inference import InferenceUnavailable
@@ -101,6 +102,7 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     UnsafeRepoFile: ErrorStyle("Refused: unsafe file name", "error", http_status=422),
     DatabaseUnavailable: ErrorStyle("Database unavailable", "error", http_status=503),
     DatabaseDriverMissing: ErrorStyle("Configuration problem", "error", ephemeral=False, http_status=500),
+    ModelUnloadable: ErrorStyle("Model cannot load", "error", http_status=422),
     ModelBayError: ErrorStyle("Something needs attention"),
 }
 

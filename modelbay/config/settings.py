@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     def _database_scheme(cls, value: str | None) -> str | None:
         if value and not value.startswith(("sqlite", "postgresql")):
             raise ValueError("use a sqlite:/// or postgresql+psycopg:// URL")
+        driver = value.split("://", 1)[0].partition("+")[2] if value else ""
+        if value and value.startswith("postgresql") and driver not in ("", "psycopg"):
+            raise ValueError(f"ModelBay uses psycopg 3, not {driver}: use a postgresql+psycopg:// or postgresql:// "
+                             "URL, with `pip install 'modelbay[postgres]'`")
         if value and value.startswith("postgresql://"):
             # SQLAlchemy's bare postgresql:// means psycopg2; this project ships psycopg 3.
             return "postgresql+psycopg://" + value.removeprefix("postgresql://")

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # The extra that installs each driver SQLAlchemy may import for a URL.
 _DRIVER_EXTRAS = {"psycopg": "postgres"}
+_PSYCOPG = "psycopg 3 (a postgresql+psycopg:// or postgresql:// URL)"
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -97,6 +98,8 @@ class Database:
                 parsed = make_url(url)
                 driver = parsed.get_driver_name()
                 database = "PostgreSQL" if parsed.get_backend_name() == "postgresql" else parsed.get_backend_name()
+                if database == "PostgreSQL" and driver != "psycopg":
+                    raise DatabaseDriverMissing(database, driver, "postgres", use=_PSYCOPG) from exc
                 raise DatabaseDriverMissing(database, driver, _DRIVER_EXTRAS.get(driver)) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 

@@ -421,11 +421,15 @@ class DatabaseUnavailable(ModelBayError):
 class DatabaseDriverMissing(ModelBayError):
     """MODELBAY_DATABASE_URL names a database whose Python driver is not installed."""
 
-    def __init__(self, database: str, driver: str, extra: str | None) -> None:
+    def __init__(self, database: str, driver: str, extra: str | None, *, use: str | None = None) -> None:
         self.database = database
         self.driver = driver
         self.extra = extra
         fix = f"pip install 'modelbay[{extra}]'" if extra else f"pip install {driver}"
+        if use:  # a driver ModelBay does not use: installing it would not help
+            super().__init__(f"MODELBAY_DATABASE_URL names the driver `{driver}`, but ModelBay uses {use}: change the "
+                             f"URL to that driver's, and run `{fix}`.")
+            return
         super().__init__(f"MODELBAY_DATABASE_URL is a {database} URL, but its driver `{driver}` is not installed: "
                          f"run `{fix}` and start again.")
 
@@ -442,3 +446,15 @@ class TemplateRefused(BackendFailed):
         said += "" if said.endswith((".", "!", "?", "…")) else "."
         super().__init__(f"The chat template of {shown(model)} refused the conversation: {said} "
                          f"Start a new chat with `/chat {shown(model)}`; if it happens again, tell an admin.")
+
+
+class ModelUnloadable(ModelBayError):
+    """An installed model's files are there but loading them failed (a corrupt or truncated file, a bad config)."""
+
+    retryable = False  # the same files fail the same way
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"`{shown(name)}` is installed but could not be loaded ({one_line(reason, 120)}). Install it "
+                         f"again with `/models install {shown(name)}`; if that does not help, tell an admin.")

@@ -82,8 +82,9 @@ def validate_revision(value: str) -> str:
 def validate_file_path(value: str) -> str:
     """Return value if it is a relative path that stays inside a model's folder, else raise InvalidId.
 
-    Dots inside a name (`docs/thanks...md`) are fine; only a `..` component steps out. Control characters and
-    names longer than a file system holds are refused too: they are never a model's file, only a way in.
+    Dots inside a name (`docs/thanks...md`) are fine; only a `..` component steps out. Control characters, invisible
+    and direction-changing characters, and names longer than a file system holds are refused too: they are never a
+    model's file, only a way in or a disguise.
     """
     example = "a relative path such as model.safetensors"
     _traversal("file path", value, example)
@@ -96,4 +97,7 @@ def validate_file_path(value: str) -> str:
         raise InvalidId("file path", value, f"a part of it is longer than {MAX_PATH_PART_BYTES} bytes", example)
     if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
         raise InvalidId("file path", value, "it contains control characters", example)
+    # Bidi overrides and zero-width characters (category Cf) make a name read as another: `\u202etxt.exe`.
+    if any(unicodedata.category(char) == "Cf" for char in value):
+        raise InvalidId("file path", value, "it contains invisible or direction-changing characters", example)
     return value

@@ -22,7 +22,7 @@ from modelbay.engine.db import Database
 from modelbay.engine.hardware import HardwareInfo, fits
 from modelbay.engine.ids import InvalidId, is_repo_id, validate_file_path, validate_repo_id, validate_revision
 from modelbay.engine.jobs import JobKind, Jobs, RetryPolicy, register_kind
-from modelbay.engine.loadable import PICKLE, check_folder, inspect
+from modelbay.engine.loadable import PICKLE, SAFETENSORS_WEIGHTS, check_folder, inspect
 from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord
 from modelbay.engine.registry import Registry
 from modelbay.engine.sources import SOURCES, ModelSource, RemoteFile, RemoteModel
@@ -36,6 +36,7 @@ INSTALL = register_kind(JobKind("install", "modelbay.workers.install.install", "
                                 retry=RetryPolicy(max=2, intervals=(5, 30)), description="Download and verify",
                                 on_end="modelbay.engine.installs.settle"))
 
+PREFLIGHT_TIMEOUTS = 2  # hub timeouts the whole pre-flight (listing, small JSON reads, access check) may take
 _IN_FLIGHT = {"queued", "downloading", "verifying"}
 
 
@@ -53,18 +54,32 @@ _CATALOG_SOURCES = {"catalog": "huggingface"}
 
 
 def check_listing(model: RemoteModel) -> None:
-    """Refuse a repo if any file it lists could not be stored safely inside its folder (UnsafeRepoFile)."""
+    """Refuse a repo if any file it lists could not be stored safely inside its folder (UnsafeRepoFile).
+
+    Besides each path on its own: two paths that differ only in case (one file on a case-insensitive disk), and
+    a path that is both a file and a folder (`extra` and `extra/inner.txt`), cannot both be written.
+    """
+    seen: dict[str, str] = {}
     for file in model.files:
         try:
             validate_file_path(file.path)
         except InvalidId as exc:
             raise UnsafeRepoFile(model.repo_id, file.path, exc.reason) from None
+        key = file.path.casefold()
+        if key in seen:
+            raise UnsafeRepoFile(model.repo_id, file.path, "it is listed twice (perhaps in another case)")
+        seen[key] = file.path
+    folders = {"/".join(parts[:i]) for parts in (k.split("/") for k in seen) for i in range(1, len(parts))}
+    clash = min(folders & seen.keys(), default=None)
+    if clash is not None:
+        raise UnsafeRepoFile(model.repo_id, seen[clash], "it is both a file and a folder of other listed files")
 
 
 def select_files(model: RemoteModel, settings: Settings, *, needs_remote_code: bool = False) -> list[RemoteFile]:
     """Choose what to download: safetensors and configs; pickle only when allowed and nothing safer exists."""
     files = [f for f in model.files if not any(part.startswith(".") for part in f.path.split("/"))]
-    has_safetensors = any(f.path.endswith(".safetensors") for f in files)
+    # Only the safetensors transformers loads make pickles redundant; a stray `training_args.safetensors` does not.
+    has_safetensors = any(f.path in SAFETENSORS_WEIGHTS for f in files)
     pickles = [f.path for f in files if f.path.endswith(PICKLE)]
     if pickles and not has_safetensors and not settings.allow_pickle:
         raise UnsafeWeights(model.repo_id, pickles)
@@ -132,12 +147,14 @@ class Installs:
             validate_revision(revision)
         record, typed_id, source_name = self.resolve(name)
         source = self.source(source_name)
-        remote = source.info(typed_id, revision)
+        # Each hub call has hub_timeout in all; the whole pre-flight gets a few of them, never more.
+        with source.within(PREFLIGHT_TIMEOUTS * self.settings.hub_timeout):
+            remote = source.info(typed_id, revision)
+            check_listing(remote)
+            files = select_files(remote, self.settings, needs_remote_code=bool(record and record.trust_remote_code))
+            source.check_access(remote)
+            self._check_loadable(source, remote, files)
         repo_id = remote.repo_id  # the source's spelling: ids typed in another case must share one download
-        check_listing(remote)
-        files = select_files(remote, self.settings, needs_remote_code=bool(record and record.trust_remote_code))
-        source.check_access(remote)
-        self._check_loadable(source, remote, files)
         total = sum(f.size for f in files)
         self.check_disk(total)
         notices = self._notices(record, remote)
@@ -221,6 +238,8 @@ class Installs:
 
     def uninstall(self, name: str, revision: str | None = None, *, force: bool = False) -> list[VersionRecord]:
         """Remove installed files (all versions, or one revision), keeping history and analytics."""
+        if revision is not None:
+            validate_revision(revision)  # a path or garbage is refused as such, not reported "not installed"
         record, _, _ = self.resolve(name)
         if record is None:
             raise NotInstalled(name)

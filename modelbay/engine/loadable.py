@@ -1,15 +1,19 @@
 """What loading a model version needs, checked on a listing before download and on the files after it.
 
-ModelBay answers and embeds text, and loads models as transformers does, from the top of the folder. A version
-is complete when it has:
+ModelBay answers and embeds text, and loads models as transformers does, from the top of the folder, by the names
+transformers looks for (no variants, no other frameworks' files). A version is complete when it has:
 
-- `config.json`;
-- weights in an allowed format: a `*.safetensors` file, or every shard its `*.safetensors.index.json` names
-  (pickle `.bin`/`.pt`, and their index, only where pickle is allowed);
+- `config.json` holding a JSON object (a config that is `null`, `{}`, not JSON or over READ_LIMIT cannot load);
+- weights: `model.safetensors`, or every shard `model.safetensors.index.json` names (paths relative to the
+  index's folder); where pickle is allowed, `pytorch_model.bin` or every shard of `pytorch_model.bin.index.json`.
+  Other safetensors files (`consolidated.safetensors`, `adapter_model.safetensors`, `training_args.safetensors`)
+  are not what transformers loads, so they do not count;
 - a tokenizer, when the model reads or writes tokens (its config names a vocabulary size, at the top or in a
-  sub-config, as every text model's does: chat, code and embedding models alike): `tokenizer.json`, or
-  `tokenizer_config.json` with its vocabulary (`tokenizer.model`, `vocab.json`, `vocab.txt`, ...). A config
-  without a vocabulary (an image or audio encoder) needs none; a config that cannot be read yet counts as text.
+  sub-config, as every text model's does: chat, code and embedding models alike): `tokenizer.json`, or the
+  files of a tokenizer transformers builds without extra packages: `vocab.txt` (WordPiece) or `vocab.json` with
+  `merges.txt` (BPE). A `tokenizer.model` alone is refused: converting it needs `sentencepiece`, which ModelBay
+  does not install. A config without a vocabulary (an image or audio encoder) needs none; a config that cannot
+  be read yet counts as text.
 
 A version needs remote code when `auto_map` in `config.json` or `tokenizer_config.json` points at Python classes,
 in its own repo or (as `owner/name--module.Class`) in another one.
@@ -25,18 +29,27 @@ from typing import Any
 
 from modelbay.engine.errors import IncompleteModel
 
-__all__ = ["PICKLE", "READ_LIMIT", "Reader", "Inspection", "check_folder", "folder_reader", "inspect"]
+__all__ = ["PICKLE", "READ_LIMIT", "SAFETENSORS_WEIGHTS", "Reader", "Inspection", "check_folder", "folder_reader",
+           "inspect"]
 
 PICKLE = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # The largest JSON file read to check a version; a real shard index of a 400B model is under 200 kB.
 READ_LIMIT = 8 * 1024 * 1024
-# Returns a file's bytes, or None where it cannot be read yet (a source that only lists files before download).
+# Returns a file's bytes, or None where it cannot be read yet (a source that only lists files before download);
+# a file over READ_LIMIT comes back as b"" (unreadable: no config or index is that large).
 Reader = Callable[[str], "bytes | None"]
 
-_TOKENIZERS = ("tokenizer.json", "tekken.json")  # self-contained tokenizers
-_NEEDS_VOCAB = "tokenizer_config.json"
-_TOKENIZER_HINT = "a tokenizer (tokenizer.json, or tokenizer_config.json with its vocabulary files)"
-_UNREADABLE = object()
+_TOKENIZER_CONFIG = "tokenizer_config.json"
+# Tokenizers transformers builds with what the ml extra installs: fast (tokenizer.json), WordPiece, BPE.
+_TOKENIZER_SETS = ({"tokenizer.json"}, {"vocab.txt"}, {"vocab.json", "merges.txt"})
+_TOKENIZER_HINT = "a tokenizer (tokenizer.json, or vocab.txt, or vocab.json with merges.txt)"
+_SENTENCEPIECE_HINT = ("tokenizer.json (its only tokenizer is tokenizer.model, which needs sentencepiece, "
+                       "not installed with ModelBay)")
+# The weights transformers loads from a folder: one file, or the shards its index names.
+SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+_PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+_UNREADABLE = object()  # not JSON
+_NOT_YET = object()  # not readable before download
 
 
 @dataclass(frozen=True)
@@ -49,10 +62,10 @@ class Inspection:
 
 
 def _json(read: Reader, path: str) -> Any:
-    """The parsed file, None where it cannot be read yet, or _UNREADABLE when it is not JSON."""
+    """The parsed file (`null` is None), _NOT_YET where it cannot be read yet, or _UNREADABLE when it is not JSON."""
     data = read(path)
     if data is None:
-        return None
+        return _NOT_YET
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -79,58 +92,59 @@ def _has_vocabulary(config: Any) -> bool:
     return any(isinstance(key, str) and "vocab_size" in key for scope in scopes for key in scope)
 
 
-def _weights(top: set[str], read: Reader, allow_pickle: bool) -> list[str]:
+def _weights(paths: set[str], read: Reader, allow_pickle: bool) -> list[str]:
     """What the weights lack: nothing when a complete set in an allowed format is there."""
-    for suffix in (".safetensors", *(PICKLE if allow_pickle else ())):
-        indexes = sorted(p for p in top if p.endswith(f"{suffix}.index.json"))
-        if indexes:
-            missing = []
-            for index in indexes:
-                parsed = _json(read, index)
-                if parsed is None:
-                    continue  # checked once the files are here
-                weight_map = parsed.get("weight_map") if isinstance(parsed, dict) else None
-                if not isinstance(weight_map, dict) or not weight_map:
-                    missing.append(f"a readable {index}")
-                    continue
-                shards = sorted({s for s in weight_map.values() if isinstance(s, str)} - top)
-                missing += [f"{shard} (named by {index})" for shard in shards]
-            return missing
-        if any(p.endswith(suffix) for p in top):
+    for single, index in (SAFETENSORS_WEIGHTS, *((_PICKLES,) if allow_pickle else ())):
+        if single in paths:
             return []
+        if index not in paths:
+            continue
+        parsed = _json(read, index)
+        if parsed is _NOT_YET:
+            return []  # not readable before download: checked once the files are here
+        weight_map = parsed.get("weight_map") if isinstance(parsed, dict) else None
+        shards = {s for s in weight_map.values() if isinstance(s, str)} if isinstance(weight_map, dict) else set()
+        if not shards:
+            return [f"a readable {index} (a JSON object whose weight_map names its shards)"]
+        return [f"{shard} (named by {index})" for shard in sorted(shards - paths)]
     kinds = "model.safetensors, or the shards a model.safetensors.index.json names"
-    return [f"weights ({kinds}{'; or pickle weights' if allow_pickle else ''})"]
+    return [f"weights ({kinds}{'; or pytorch_model.bin' if allow_pickle else ''})"]
+
+
+def _tokenizer(top: set[str]) -> list[str]:
+    """What the tokenizer lacks: nothing when a set transformers can build is there."""
+    if any(needed <= top for needed in _TOKENIZER_SETS):
+        return []
+    return [_SENTENCEPIECE_HINT if "tokenizer.model" in top else _TOKENIZER_HINT]
 
 
 def inspect(paths: Collection[str], read: Reader, *, allow_pickle: bool) -> Inspection:
     """Check a version's file paths (and the few small JSON files `read` returns) against what loading needs."""
-    top = {p for p in paths if "/" not in p}
+    every = set(paths)
+    top = {p for p in every if "/" not in p}
     missing: list[str] = []
-    config = _json(read, "config.json") if "config.json" in top else _UNREADABLE
+    config = _json(read, "config.json") if "config.json" in top else _NOT_YET
     if "config.json" not in top:
         missing.append("config.json")
-    elif config is _UNREADABLE:
-        missing.append("a readable config.json")
-    missing += _weights(top, read, allow_pickle)
-    has_tokenizer = any(p in top for p in _TOKENIZERS) or (
-        _NEEDS_VOCAB in top and any(p.endswith((".model", ".tiktoken")) or "vocab" in p or p == "merges.txt"
-                                    for p in top))
-    if not has_tokenizer and _has_vocabulary(config if config is not _UNREADABLE else None):
-        missing.append(_TOKENIZER_HINT)
+    elif config is not _NOT_YET and (not isinstance(config, dict) or not config):
+        missing.append("a readable config.json (a JSON object)")
+    missing += _weights(every, read, allow_pickle)
+    if _has_vocabulary(config):
+        missing += _tokenizer(top)
     refs = _auto_map_refs(config)
-    if _NEEDS_VOCAB in top:
-        refs += _auto_map_refs(_json(read, _NEEDS_VOCAB))
+    if _TOKENIZER_CONFIG in top:
+        refs += _auto_map_refs(_json(read, _TOKENIZER_CONFIG))
     code_from = next((ref.split("--", 1)[0] for ref in refs if "--" in ref), None)
     return Inspection(missing, bool(refs), code_from)
 
 
 def folder_reader(folder: Path) -> Reader:
-    """A Reader over a folder on disk (files above READ_LIMIT are not read)."""
+    """A Reader over a folder on disk: a file above READ_LIMIT, or one that cannot be read, comes back as b""."""
 
     def read(path: str) -> bytes | None:
         file = folder / path
         try:
-            return file.read_bytes() if file.stat().st_size <= READ_LIMIT else None
+            return file.read_bytes() if file.stat().st_size <= READ_LIMIT else b""
         except OSError:
             return b""  # listed but unreadable: not JSON, so reported as such
 

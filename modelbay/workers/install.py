@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modelbay.engine.errors import ChecksumMismatch, DiskFull, RemoteCodeRequired
+from modelbay.engine.errors import ChecksumMismatch, DiskFull, RemoteCodeRequired, UnsafeRepoFile
 from modelbay.engine.installs import Installs
 from modelbay.engine.jobs import JobCanceled
 from modelbay.engine.loadable import check_folder
@@ -26,6 +26,9 @@ from modelbay.workers.context import JobContext
 __all__ = ["install"]
 
 REPORT_EVERY = 0.5  # seconds between progress reports, so a stalled download still shows its rate falling
+# Errors writing a listed path that come from the listing itself (a name both a file and a folder, too long): the
+# same listing fails the same way on every attempt, so they are refusals, never retried as temporary.
+_LISTING_ERRNOS = {errno.EISDIR, errno.EEXIST, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EILSEQ}
 STOP_GRACE = 5.0  # seconds, beyond one read timeout, a stopped download thread gets to end before staging goes
 
 log = logging.getLogger("modelbay.install")
@@ -117,6 +120,14 @@ def _download_all(work: Callable[[RemoteFile], dict[str, Any]], files: list[Remo
             log.warning("%d download threads still running %.0fs after the stop", len(running), grace)
 
 
+def _listed(filename: object, staging: Path) -> str:
+    """The repo path an OSError's file name stands for (relative to staging), or the name as it is."""
+    try:
+        return Path(str(filename)).relative_to(staging).as_posix()
+    except ValueError:
+        return str(filename)
+
+
 def install(ctx: JobContext, version_id: int, source: str, repo_id: str, sha: str,
             files: list[dict[str, Any]]) -> dict[str, Any]:
     """Download, verify and install one model version; partial files never outlive a failed attempt."""
@@ -158,6 +169,9 @@ def install(ctx: JobContext, version_id: int, source: str, repo_id: str, sha: st
             raise JobCanceled(ctx.job_id) from None
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise DiskFull(str(installs.store.root)) from exc
+        if isinstance(exc, OSError) and exc.errno in _LISTING_ERRNOS:
+            log.warning("install of %s refused: a listed path cannot be written", repo_id, exc_info=exc)
+            raise UnsafeRepoFile(repo_id, _listed(exc.filename, staging), exc.strerror or type(exc).__name__) from exc
         raise
     registry.update_version(
         version_id, install_state="installed", local_path=str(final), files=records, size_bytes=meter.total,
