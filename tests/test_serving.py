@@ -19,6 +19,7 @@ from modelbay.engine.db import Database
 from modelbay.engine.errors import ModelInUse, NotServed, ServerNotRunning
 from modelbay.runtime import Runtime
 from modelbay.workers.serve import server_environment
+from modelbay.workers.vllm_pythonpath import modelbay_vllm_auth
 from tests.conftest import REDIS_URL, wait_for
 from tests.support.chat import VLLM_START_TIMEOUT, installed, vllm_available
 
@@ -73,7 +74,8 @@ def test_a_server_inherits_what_it_needs_and_no_secret() -> None:
     assert env == {"PATH": "/usr/bin", "HOME": "/home/mb", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HF_HOME": "/hf",
                    "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "1", "NVIDIA_VISIBLE_DEVICES": "all",
                    "VLLM_LOGGING_LEVEL": "INFO", "LD_LIBRARY_PATH": "/usr/local/cuda/lib64", "VLLM_API_KEY": "key-1",
-                   "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+                   "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+                   "PYTHONPATH": str(Path(modelbay_vllm_auth.__file__).parent)}  # where vLLM finds the key check
 
 
 def _running(runtime: Runtime, server_id: int):  # noqa: ANN202
@@ -92,14 +94,16 @@ def test_serve_chat_and_stop_through_the_bot_and_a_real_worker(runtime: Runtime,
     gpu_worker()
     server = runtime.servers.for_job(started.progress.job_id)
     server = wait_for(lambda: _running(runtime, server.id), timeout=VLLM_START_TIMEOUT)
-    assert httpx.get(server.endpoint.removesuffix("/v1") + "/health").status_code == 200
+    auth = {"Authorization": f"Bearer {server.api_key}"}
+    assert httpx.get(server.endpoint.removesuffix("/v1") + "/health", headers=auth).status_code == 200
     assert runtime.jobs.get(server.job_id).progress_detail["ready"] is True
     listed = asyncio.run(dispatcher.dispatch_line("/models servers", ADMIN)).plain()
     assert f"tiny-chat | running | {server.endpoint}" in listed
     assert server.api_key not in listed
     # Its own key guards it, and it runs without the worker's settings and secrets (its database URL here).
-    assert httpx.get(f"{server.endpoint}/models").status_code == 401
-    assert httpx.get(f"{server.endpoint}/models", headers={"Authorization": f"Bearer {server.api_key}"}).is_success
+    for path in ("/v1/models", "/health", "/invocations", "/metrics"):  # every route: see test_vllm.py
+        assert httpx.get(server.endpoint.removesuffix("/v1") + path).status_code == 401
+    assert httpx.get(f"{server.endpoint}/models", headers=auth).is_success
     environ = _environ(server.pid)
     assert environ["VLLM_API_KEY"] == server.api_key and environ["HF_HUB_OFFLINE"] == "1"
     assert not [k for k in environ if k.startswith("MODELBAY_")]

@@ -94,6 +94,47 @@ def test_the_server_wants_its_key_and_has_none_of_the_workers_secrets(vllm_serve
     assert vllm_server.api_key not in cmdline  # any local user can read a command line
 
 
+# What a probe tries besides the paths the server's OpenAPI lists (mounts such as /metrics are not in it): vLLM's
+# routes of other tasks and versions, its guarded prefixes, and paths no route has.
+PROBED = ("/invocations", "/adapters", "/tokenize", "/detokenize", "/metrics", "/version", "/health", "/v1/models",
+          "/ping", "/load", "/is_sleeping", "/sleep", "/wake_up", "/pooling", "/score", "/rerank", "/classify",
+          "/scale_elastic_ep", "/is_scaling_elastic_ep", "/collective_rpc", "/reset_prefix_cache", "/server_info",
+          "/start_profile", "/stop_profile", "/openapi.json", "/docs", "/redoc", "/", "/v1/load_lora_adapter",
+          "/v1/unload_lora_adapter", "/v2/models", "/inference/v1/generate", "/metrics/", "/V1/models", "/no-such-path")
+# Bodies that do something on an open server: a chat answered, an adapter loader run.
+BODIES = {"/adapters": {"name": "evil", "src": "/nonexistent"}}
+CHAT = {"model": "tiny-chat", "messages": QUESTION, "max_tokens": 2, "prompt": "Hi", "input": "Hi", "text": "Hi"}
+
+
+def test_every_route_of_the_server_wants_its_key(vllm_server: VllmProcess) -> None:
+    root = vllm_server.endpoint.removesuffix("/v1")
+    auth = {"Authorization": f"Bearer {vllm_server.api_key}"}
+    listed = httpx.get(f"{root}/openapi.json", headers=auth, timeout=10).json()["paths"]
+    assert {"/invocations", "/tokenize", "/v1/chat/completions", "/v1/load_lora_adapter"} <= set(listed)
+    paths = sorted({re.sub(r"\{[^}]*\}", "x", path) for path in listed} | set(PROBED))
+    answered = []
+    with httpx.Client(base_url=root, timeout=30) as client:
+        for path in paths:
+            for method in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"):
+                for sent, headers in {"no key": {}, "a guess": {"Authorization": "Bearer guess"},
+                                      "the key unmarked": {"Authorization": vllm_server.api_key},
+                                      "the key as Basic": {"Authorization": f"Basic {vllm_server.api_key}"}}.items():
+                    body = None if method in ("GET", "HEAD", "OPTIONS") else BODIES.get(path, CHAT)
+                    resp = client.request(method, path, headers=headers, json=body)
+                    if resp.status_code != 401:
+                        answered.append(f"{method} {path} with {sent}: {resp.status_code}")
+                    elif method != "HEAD":
+                        assert resp.json() == {"error": "Unauthorized"}
+        assert not answered, answered
+        # With the key: the same routes work, ModelBay's health check included.
+        chat = client.post("/invocations", headers=auth, json={"model": "tiny-chat", "messages": QUESTION,
+                                                               "max_tokens": 2})
+        assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"]
+        assert client.get("/health", headers=auth).status_code == 200 and vllm_server.healthy()
+        assert client.get("/metrics", headers=auth).status_code == 200
+        assert client.post("/tokenize", headers=auth, json={"model": "tiny-chat", "prompt": "Hi"}).json()["tokens"]
+
+
 def _text(backend: OpenAIBackend, messages: list[dict[str, str]], **params: object) -> tuple[str, Finished]:
     items = list(backend.stream(messages, Generation(temperature=0, **params)))
     return "".join(i for i in items if isinstance(i, str)), items[-1]

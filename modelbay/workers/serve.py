@@ -29,8 +29,9 @@ from modelbay.engine.loadable import check_folder
 from modelbay.engine.schema import ModelVersion, Server, ServerState
 from modelbay.engine.serving import SERVE  # noqa: F401 - registers the kind, whose end hook settles the row
 from modelbay.workers.context import JobContext
+from modelbay.workers.vllm_pythonpath import modelbay_vllm_auth
 
-__all__ = ["VllmProcess", "free_port", "serve", "server_environment", "vllm_command"]
+__all__ = ["AUTH_MIDDLEWARE", "VllmProcess", "free_port", "serve", "server_environment", "vllm_command"]
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,20 @@ _ENV_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR
 _ENV_PREFIXES = ("LC_", "HF_", "CUDA_", "NVIDIA_", "NCCL_", "VLLM_", "TORCH_", "TRITON_")
 _ENV_SECRETS = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY"})  # offline: no hub token needed
 
+# vLLM checks its key only under /v1, /v2, /inference and /cohere; this middleware, which vLLM imports from the
+# server's PYTHONPATH (also in another Python, MODELBAY_VLLM_PYTHON), checks it on every route.
+_MIDDLEWARE_PATH = str(Path(modelbay_vllm_auth.__file__).parent)
+AUTH_MIDDLEWARE = f"{Path(modelbay_vllm_auth.__file__).stem}.{modelbay_vllm_auth.RequireKey.__name__}"
+
 
 def server_environment(worker_env: Mapping[str, str], api_key: str) -> dict[str, str]:
-    """Return the environment of a vLLM server: the allowed part of the worker's, offline, with its API key."""
+    """Return the environment of a vLLM server: the allowed part of the worker's, offline, with its API key and
+    ModelBay's key middleware first on its PYTHONPATH."""
     env = {k: v for k, v in worker_env.items()
            if (k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)) and k not in _ENV_SECRETS}
     env.update(VLLM_ALLOW_RUNTIME_LORA_UPDATING="True", VLLM_NO_USAGE_STATS="1", HF_HUB_OFFLINE="1",
-               DO_NOT_TRACK="1", VLLM_API_KEY=api_key)
+               DO_NOT_TRACK="1", VLLM_API_KEY=api_key,
+               PYTHONPATH=os.pathsep.join(p for p in (_MIDDLEWARE_PATH, env.get("PYTHONPATH")) if p))
     return env
 
 
@@ -76,13 +84,14 @@ def vllm_command(settings: Settings, model_dir: str, name: str, port: int,
                  api_key: str) -> tuple[list[str], dict[str, str]]:
     """Return the command line and environment that start vLLM's server for a model folder.
 
-    The API key goes in the environment (VLLM_API_KEY), not on the command line, which every local user can read.
+    The API key goes in the environment (VLLM_API_KEY), not on the command line, which every local user can read;
+    vLLM checks it under /v1 and AUTH_MIDDLEWARE on every other route.
     """
     python = str(settings.vllm_python or sys.executable)
     cmd = [
         python, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--served-model-name", name,
         "--host", settings.serve_host, "--port", str(port), "--enable-lora",
-        "--max-lora-rank", str(settings.serve_max_lora_rank), "--max-loras", "4",
+        "--max-lora-rank", str(settings.serve_max_lora_rank), "--max-loras", "4", "--middleware", AUTH_MIDDLEWARE,
     ]
     env = server_environment(os.environ, api_key)
     if settings.trust_remote_code:
@@ -112,7 +121,8 @@ def _die_with_parent() -> None:
 class VllmProcess:
     """One vLLM server process: start, wait until healthy, check, stop.
 
-    Each server gets its own API key (`api_key`): requests to its /v1 routes carry it as a bearer token.
+    Each server gets its own API key (`api_key`): every request to it, health checks included, carries it as a
+    bearer token.
     """
 
     def __init__(self, settings: Settings, model_dir: str, name: str, log_path: Path) -> None:
@@ -137,9 +147,10 @@ class VllmProcess:
         return self.proc.pid
 
     def healthy(self, timeout: float = 5.0) -> bool:
-        """Whether the server answers /health."""
+        """Whether the server answers /health (asked with its key, as every route wants)."""
         try:
-            return httpx.get(f"{self._local}/health", timeout=timeout).status_code == 200
+            return httpx.get(f"{self._local}/health", headers={"Authorization": f"Bearer {self.api_key}"},
+                             timeout=timeout).status_code == 200
         except httpx.HTTPError:
             return False
 
