@@ -15,7 +15,8 @@ from modelbay.engine.db import Database
 from modelbay.engine.jobs import Jobs
 from modelbay.engine.registry import Registry
 from modelbay.engine.sources import SOURCES, LocalFolderSource, RemoteModel, register_source
-from tests.support.hub import HubStandIn
+from tests.conftest import wait_for
+from tests.support.hub import DripHub, HubStandIn
 
 
 class _SlowSource(LocalFolderSource):
@@ -72,3 +73,27 @@ def test_three_slow_sources_take_about_as_long_as_one(discovery: Discovery, slow
     took = time.monotonic() - started
     assert {"slow-a/tiny-x", "slow-b/tiny-x", "slow-c/tiny-x"} <= {h.repo_id for h in hits} and notices == []
     assert took < 5.0  # one after another: at least 6 s
+
+
+def test_a_hub_answering_500_at_once_is_named_in_the_notice_at_once(discovery: Discovery) -> None:
+    # huggingface_hub retries a 500 for about 20 s; a search shows the hub's real answer instead of "did not answer".
+    discovery.settings.source_search_timeout = 20.0
+    with DripHub(status=500, interval=None) as broken:
+        discovery.settings.hub_endpoint = broken.endpoint
+        started = time.monotonic()
+        hits, notices = discovery.search("tiny", source="huggingface")
+        took = time.monotonic() - started
+    assert hits == [] and len(notices) == 1
+    assert notices[0].startswith("huggingface could not be searched (") and "HTTP 500" in notices[0], notices
+    assert took < 15.0
+
+
+def test_a_hub_that_drips_its_answer_frees_the_search_thread(discovery: Discovery) -> None:
+    # A byte a second never times out a read: without one deadline for the whole call, the search's pool thread
+    # would read forever, and 32 such searches would leave no thread for the next.
+    discovery.settings.source_search_timeout = 3.0
+    with DripHub(interval=1.0) as drip:
+        discovery.settings.hub_endpoint = drip.endpoint
+        hits, notices = discovery.search("tiny", source="huggingface")
+        assert hits == [] and len(notices) == 1 and "did not answer within 3s" in notices[0], notices
+        wait_for(lambda: drip.accepted >= 1 and drip.open == 0, timeout=30)  # the client hung up: its thread is free

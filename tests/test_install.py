@@ -46,7 +46,7 @@ from modelbay.runtime import Runtime
 from modelbay.workers.install import _download_all
 from tests.conftest import REDIS_URL, wait_for
 from tests.support.chat import installed
-from tests.support.hub import Fault, HubStandIn, SilentHub
+from tests.support.hub import DripHub, Fault, HubStandIn, SilentHub
 
 REPO = "tiny-org/tiny-llama"
 BIG = "tiny-org/big-weights"
@@ -659,6 +659,43 @@ def test_a_hub_that_never_answers_is_given_up_on(runtime: Runtime) -> None:
     assert runtime.jobs.list() == []
 
 
+def _bounded(call, seconds: float = 90.0):  # noqa: ANN001, ANN202
+    """Run call in a thread and return what it raised (or returned); a call still running after `seconds` fails."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(call)
+    try:
+        return future.exception(timeout=seconds) or future.result()
+    except TimeoutError:
+        pytest.fail(f"still waiting after {seconds:g}s")
+    finally:
+        pool.shutdown(wait=False)  # a call still stuck ends when its hub closes
+
+
+def test_a_hub_that_drips_its_answer_is_given_up_on_at_one_deadline(runtime: Runtime) -> None:
+    # Headers at once, then a byte a second: every read gets its byte in time, so only an overall deadline ends it.
+    settings = runtime.installs.settings
+    settings.hub_timeout = 3
+    with DripHub(interval=1.0) as drip:
+        settings.hub_endpoint = drip.endpoint
+        started = time.monotonic()
+        refused = _bounded(lambda: runtime.installs.request("tiny-org/anything", None, "console:root"))
+        assert isinstance(refused, HubUnavailable) and "did not answer within" in str(refused), refused
+        assert time.monotonic() - started < 30  # 2 x 3 s for the pre-flight, plus a read's worth
+        searched = _bounded(lambda: HubSource(settings).search("tiny"))
+        assert isinstance(searched, HubUnavailable) and "did not answer within 3s" in str(searched), searched
+        assert drip.accepted >= 2
+    assert runtime.jobs.list() == []
+
+
+def test_uninstall_refuses_a_revision_that_is_no_revision(runtime: Runtime) -> None:
+    runtime.installs.request(REPO, None, "console:root")  # registered, not installed
+    for garbage in ("../../..", "main\x00", "a//b", "x" * 300):
+        with pytest.raises(InvalidId):
+            runtime.installs.uninstall(REPO, garbage)
+    with pytest.raises(NotInstalled):
+        runtime.installs.uninstall(REPO, "main")
+
+
 def test_an_install_incomplete_on_disk_is_installed_again(runtime: Runtime, worker) -> None:
     ticket = runtime.installs.request(REPO, None, "console:root")
     worker()
@@ -683,5 +720,39 @@ def test_an_install_incomplete_on_disk_says_so_at_chat(settings, tiny_chat_model
         assert reply.title == "Incomplete model"
         assert reply.text.startswith("`tiny-chat` is installed but incomplete on disk (missing weights (")
         assert "`/models install tiny-chat`" in reply.text and "\n" not in reply.text
+    finally:
+        runtime.close()
+
+
+def _truncate(path: Path) -> None:
+    with path.open("r+b") as file:
+        file.truncate(path.stat().st_size // 2)
+
+
+BROKEN_ON_DISK = {
+    "truncated weights": lambda folder: _truncate(folder / "model.safetensors"),
+    "weights that are no safetensors": lambda folder: (folder / "model.safetensors").write_bytes(b"\xff" * 64),
+    "a model type transformers does not know": lambda folder: (folder / "config.json").write_text(
+        json.dumps({**json.loads((folder / "config.json").read_text()), "model_type": "no-such-model"})),
+    "a broken tokenizer.json": lambda folder: (folder / "tokenizer.json").write_text("{"),
+}
+
+
+@pytest.mark.parametrize("damage", BROKEN_ON_DISK.values(), ids=BROKEN_ON_DISK.keys())
+def test_a_model_that_fails_to_load_says_so_at_chat_in_one_line(settings, tiny_chat_model: Path, tmp_path: Path,
+                                                                 damage, caplog: pytest.LogCaptureFixture) -> None:
+    # Complete as far as the file check sees, but loading fails: the person reads one line, the log has the why.
+    folder = shutil.copytree(tiny_chat_model, tmp_path / "tiny-chat")
+    runtime = Runtime(settings)
+    runtime.prepare()
+    try:
+        installed(runtime.registry, folder)
+        damage(folder)
+        reply = asyncio.run(Dispatcher(runtime, reraise_unknown=True).dispatch_line("/chat tiny-chat", ADMIN,
+                                                                                    Place("slack", "C1")))
+        assert reply.title == "Model cannot load", reply
+        assert reply.text.startswith("`tiny-chat` is installed but could not be loaded (")
+        assert "`/models install tiny-chat`" in reply.text and "\n" not in reply.text
+        assert any(r.exc_info for r in caplog.records if r.name == "modelbay.engine.inference")  # the traceback
     finally:
         runtime.close()

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from modelbay.engine.errors import BackendFailed, ModelBayError, TemplateRefused
+from modelbay.engine.errors import BackendFailed, ModelBayError, ModelUnloadable, TemplateRefused
 from modelbay.engine.templates import ChatTemplate, Messages, alternating, folded, load_template
 
 __all__ = [
@@ -394,7 +394,15 @@ class TransformersBackend(Backend):
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             except ImportError:
                 raise InferenceUnavailable() from None
-        self._loaded: _Loaded | None = _Loaded(self.model_path, device)
+        try:
+            self._loaded: _Loaded | None = _Loaded(self.model_path, device)
+        except (ModelBayError, MemoryError):
+            raise
+        except Exception as exc:  # a corrupt weight file, a config transformers refuses, a broken tokenizer file
+            if "OutOfMemory" in type(exc).__name__:  # torch's: the machine, not the files
+                raise
+            log.warning("loading %s failed", self.model_path, exc_info=exc)
+            raise ModelUnloadable(label or Path(model_path).name, f"{type(exc).__name__}: {exc}") from exc
         self.context_length = self._loaded.context_length
         self.template = ChatTemplate(self._loaded.tokenizer, label or Path(model_path).name)
 

@@ -6,9 +6,11 @@ import errno
 import hashlib
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -133,8 +135,13 @@ class ModelSource(ABC):
         """Return a small file's bytes before the download, or None where this source cannot (optional hook).
 
         Pre-flight reads config and index files with it; without it, the check after the download still runs.
+        A file over READ_LIMIT comes back as b"" (no config or index is that large).
         """
         return None
+
+    def within(self, seconds: float) -> AbstractContextManager[None]:
+        """Bound every call made inside to `seconds` in all (optional hook; pre-flight uses it)."""
+        return nullcontext()
 
 
 SOURCES: dict[str, type[ModelSource]] = {}
@@ -152,12 +159,94 @@ _timeout_lock = threading.Lock()
 _timeout_set: float | None = None
 
 
+@dataclass(frozen=True)
+class _Deadline:
+    """The moment a hub metadata call (or a whole pre-flight) must have its answer by."""
+
+    at: float  # time.monotonic()
+    seconds: float
+    endpoint: str
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def expired(self) -> HubUnavailable:
+        return HubUnavailable(self.endpoint, f"it did not answer within {self.seconds:g}s")
+
+
+# Set around each metadata call in the calling thread; the client's hooks below read it there.
+_DEADLINE: ContextVar[_Deadline | None] = ContextVar("modelbay_hub_deadline", default=None)
+
+
+class _UntilDeadline:
+    """A response body that stops at the deadline: a hub sending one byte every few seconds never times out a read."""
+
+    def __init__(self, stream: Any, deadline: _Deadline) -> None:
+        self._stream = stream
+        self._deadline = deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._stream:
+            if self._deadline.left() <= 0:
+                raise self._deadline.expired()
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+_wrappers: dict[type, type] = {}
+
+
+def _until_deadline(stream: Any, deadline: _Deadline) -> Any:
+    """Wrap a body stream; the wrapper also derives from the client's own SyncByteStream, which it checks for.
+
+    huggingface_hub 2 brings its own copy of httpx (httpx2): the base class is taken from the stream itself, so
+    ModelBay does not import that package.
+    """
+    cls = type(stream)
+    if cls not in _wrappers:
+        base = next((c for c in cls.__mro__ if c.__name__ == "SyncByteStream"), object)
+        _wrappers[cls] = type("UntilDeadline", (_UntilDeadline, base), {})
+    return _wrappers[cls](stream, deadline)
+
+
+def _on_request(seconds: float) -> Callable[[Any], None]:
+    def hook(request: Any) -> None:
+        """Give a request without a timeout `seconds`; under a deadline, no read may wait past it."""
+        limits = request.extensions.get("timeout")
+        if not isinstance(limits, dict):
+            return
+        limits = {k: seconds if v is None else v for k, v in limits.items()}
+        deadline = _DEADLINE.get()
+        if deadline is not None:
+            left = deadline.left()
+            if left <= 0:
+                raise deadline.expired()  # not an httpx error, so huggingface_hub's retry loop does not retry it
+            limits = {k: min(v, left) for k, v in limits.items()}
+        request.extensions["timeout"] = limits
+    return hook
+
+
+def _on_response(response: Any) -> None:
+    """Under a deadline: a server error ends the call at once (no retries past it), and the body stops in time."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return  # downloads: their stalls are handled by hub_download_timeout, and a large file takes its time
+    if response.status_code >= 500 or response.status_code == 429:
+        response.close()
+        raise HubUnavailable(deadline.endpoint, f"HTTP {response.status_code}")
+    response.stream = _until_deadline(response.stream, deadline)
+
+
 def _bound_hub_timeouts(seconds: float) -> None:
-    """Give every huggingface_hub request that sets no timeout of its own a `seconds` limit.
+    """Give every huggingface_hub request that sets no timeout of its own a `seconds` limit, and honour deadlines.
 
     The client huggingface_hub shares across the process has no timeout, and some calls (list_models, pagination)
-    pass none: a hub that accepts the connection and never answers would hold them forever. The client is
-    process-wide, so this limit is too; it is set through the library's own client factory hook.
+    pass none: a hub that accepts the connection and never answers would hold them forever. A read timeout is per
+    read, so a hub that drips a byte every few seconds would hold them too: inside `_deadline()` every request
+    also ends by the deadline (at most one read timeout late). The client is process-wide, so this limit is too;
+    it is set through the library's own client factory hook.
     """
     global _timeout_set
     with _timeout_lock:
@@ -166,19 +255,16 @@ def _bound_hub_timeouts(seconds: float) -> None:
         from huggingface_hub import set_client_factory
         from huggingface_hub.utils import _http  # its default client, which the factory hook can only replace
 
-        def bounded(request: Any) -> None:
-            limits = request.extensions.get("timeout")
-            if isinstance(limits, dict) and None in limits.values():
-                request.extensions["timeout"] = {k: seconds if v is None else v for k, v in limits.items()}
-
         def factory() -> Any:
             client = _http.default_client_factory()
             hooks = client.event_hooks
-            client.event_hooks = {**hooks, "request": [*hooks.get("request", []), bounded]}
+            client.event_hooks = {**hooks, "request": [*hooks.get("request", []), _on_request(seconds)],
+                                  "response": [*hooks.get("response", []), _on_response]}
             return client
 
         set_client_factory(factory)
         _timeout_set = seconds
+
 
 # Categories the hub's list endpoint can filter on directly.
 _PIPELINES = {"embedding": "feature-extraction", "chat": "text-generation", "code": "text-generation",
@@ -231,6 +317,17 @@ class HubSource(ModelSource):
                 raise HubUnavailable(self.endpoint, self._reason(exc)) from exc
             raise
 
+    @contextmanager
+    def within(self, seconds: float) -> Iterator[None]:
+        """Bound every hub call made inside to `seconds` in all (an outer, sooner deadline still holds)."""
+        outer = _DEADLINE.get()
+        mine = _Deadline(time.monotonic() + seconds, seconds, self.endpoint)
+        token = _DEADLINE.set(mine if outer is None or mine.at < outer.at else outer)
+        try:
+            yield
+        finally:
+            _DEADLINE.reset(token)
+
     def _reason(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
             return f"it did not answer within {self.timeout:g}s"
@@ -238,7 +335,8 @@ class HubSource(ModelSource):
 
     def search(self, text: str, *, category: str | None = None, limit: int = 20) -> list[RemoteModel]:
         """Search the hub's model list, most downloaded first."""
-        with self._errors(text):
+        # A person searching waits source_search_timeout: the call ends by then too, so its thread is free again.
+        with self._errors(text), self.within(min(self.timeout, self.settings.source_search_timeout)):
             found = self._api.list_models(
                 search=text or None, pipeline_tag=_PIPELINES.get(category or ""), sort="downloads", limit=limit,
                 expand=["author", "downloads", "likes", "tags", "pipeline_tag", "library_name", "gated",
@@ -251,7 +349,7 @@ class HubSource(ModelSource):
         validate_repo_id(repo_id)
         if revision:
             validate_revision(revision)
-        with self._errors(repo_id, revision):
+        with self._errors(repo_id, revision), self.within(self.timeout):
             info = self._api.model_info(repo_id, revision=revision, files_metadata=True, timeout=self.timeout)
             return self._remote(info)
 
@@ -280,7 +378,7 @@ class HubSource(ModelSource):
         if not model.gated or not model.files:
             return
         url = hf_hub_url(model.repo_id, model.files[0].path, revision=model.sha, endpoint=self.endpoint)
-        with self._errors(model.repo_id, model.sha):
+        with self._errors(model.repo_id, model.sha), self.within(self.timeout):
             get_hf_file_metadata(url, token=self._token or False, timeout=self.timeout)
 
     def read_file(self, model: RemoteModel, file: RemoteFile) -> bytes | None:
@@ -289,10 +387,10 @@ class HubSource(ModelSource):
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
         if file.size > READ_LIMIT:
-            return None  # checked once downloaded
+            return b""  # no config or index is that large
         url = hf_hub_url(model.repo_id, file.path, revision=model.sha, endpoint=self.endpoint)
         chunks: list[bytes] = []
-        with self._errors(model.repo_id, model.sha):
+        with self._errors(model.repo_id, model.sha), self.within(self.timeout):
             headers = build_hf_headers(token=self._token or False)
             with get_session().stream("GET", url, headers=headers, timeout=self.timeout) as response:
                 if response.status_code >= 400:
@@ -302,7 +400,7 @@ class HubSource(ModelSource):
                 for chunk in response.iter_bytes():
                     size += len(chunk)
                     if size > READ_LIMIT:
-                        return None  # larger than listed: the check after the download reads it from disk
+                        return b""  # larger than listed, and than any config or index
                     chunks.append(chunk)
         return b"".join(chunks)
 
@@ -384,7 +482,7 @@ class LocalFolderSource(ModelSource):
         """Return a small file of the folder."""
         validate_file_path(file.path)
         path = self._folders()[model.repo_id] / file.path
-        return path.read_bytes() if path.stat().st_size <= READ_LIMIT else None
+        return path.read_bytes() if path.stat().st_size <= READ_LIMIT else b""
 
     def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
         """Copy one file, hashing what is read so the copy can be verified against it."""

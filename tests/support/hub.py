@@ -711,6 +711,69 @@ class SilentHub:
             conn.close()
 
 
+class DripHub(SilentHub):
+    """A hub that answers every request at once with `status` and its headers, then sends the body.
+
+    With `interval`, the body is one byte every `interval` seconds and never ends (each read gets its byte in time,
+    so only an overall deadline stops the client); without, it is sent whole and the connection kept alive.
+    """
+
+    def __init__(self, status: int = 200, interval: float | None = 3.0) -> None:
+        super().__init__()
+        self.status = status
+        self.interval = interval
+        self.open = 0  # connections the client has not closed yet
+        self._count = threading.Lock()
+
+    def _serve(self) -> None:
+        self._listener.settimeout(0.05)
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._held.append(conn)
+            self.accepted += 1
+            with self._count:
+                self.open += 1
+            threading.Thread(target=self._answer, args=(conn,), name="drip-hub", daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            self._exchange(conn)
+        finally:
+            with self._count:
+                self.open -= 1
+
+    def _exchange(self, conn: socket.socket) -> None:
+        body = json.dumps({"error": f"status {self.status}"}).encode()
+        try:
+            while not self._stopping.is_set():
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    request += data
+                length = 10**9 if self.interval is not None else len(body)
+                head = (f"HTTP/1.1 {self.status} Answer\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {length}\r\n\r\n").encode()
+                if request.startswith(b"HEAD"):
+                    conn.sendall(head)
+                    continue
+                if self.interval is None:
+                    conn.sendall(head + body)
+                    continue
+                conn.sendall(head + b"[")
+                while not self._stopping.wait(self.interval):
+                    conn.sendall(b" ")
+                return
+        except OSError:
+            return  # the client gave up and closed its end
+
+
 @pytest.fixture
 def hub() -> Iterator[HubStandIn]:
     """A started hub stand-in, stopped after the test."""
