@@ -25,11 +25,12 @@ from modelbay.engine.errors import (
     WrongReason,
 )
 from modelbay.engine.inference import TransformersBackend
-from modelbay.engine.schema import AnalyticsEvent, Feedback, Message
+from modelbay.engine.schema import AnalyticsEvent, Feedback, Message, ModelVersion
 from modelbay.runtime import Runtime
 from tests.conftest import REDIS_URL
 from tests.support.chat import installed, served_by
-from tests.support.openai_standin import Script, StandIn
+from modelbay.engine.templates import no_system_notice
+from tests.support.openai_standin import Script, StandIn, no_system
 
 HERE = Place("slack", "C1", "T1")
 ALICE, BOB = "slack:UALICE", "slack:UBOB"
@@ -149,6 +150,33 @@ def test_a_backend_failing_mid_answer_keeps_the_partial_text(runtime: Runtime) -
     assert runtime.chats.history(session.id)[-1] == {"role": "assistant", "content": "The sky is"}
     with runtime.db.session() as db:
         assert db.get(Message, answer.message_id).status == "partial"
+
+
+def test_over_vllm_on_another_host_a_system_prompt_the_template_refuses_is_folded_and_said_once(
+        runtime: Runtime, tiny_chat_model: Path, tmp_path: Path) -> None:
+    # The model's files are on the GPU worker's host, not this one: the template's rules come from the server.
+    installed(runtime.registry, tiny_chat_model, name="far-gemma")
+    with runtime.db.session() as db:
+        db.get(ModelVersion, runtime.registry.get("far-gemma").versions[0].id).local_path = str(tmp_path / "elsewhere")
+    system = "Answer briefly."
+    with StandIn() as server:
+        server.script = Script(pieces=["Blue", "."], rules=no_system)
+        served_by(runtime, "far-gemma", server.endpoint)
+        session = runtime.chats.open(HERE, ALICE, "far-gemma", system)
+        assert session.notices == ()  # not known yet
+        said = no_system_notice("far-gemma")
+        first, answer = _answer(runtime, session.id, ALICE, "What color is the sky?")
+        assert [e.text for e in first if isinstance(e, Notice)] == [said] and answer.notices == [said]
+        assert answer.status == "ok" and answer.text == "Blue." and len(server.bodies) == 2
+        second, answer = _answer(runtime, session.id, ALICE, "And the grass?")
+        assert not [e for e in second if isinstance(e, Notice)] and answer.status == "ok" and len(server.bodies) == 3
+        assert server.bodies[2]["messages"][0] == {"role": "user", "content": f"{system}\n\nWhat color is the sky?"}
+        # A chat opened later on that model is told in its card.
+        opened = runtime.chats.open(Place("slack", "C2"), BOB, "far-gemma", system)
+        assert opened.notices == (no_system_notice("Far Gemma"),)  # its display name
+    sent = [[m["role"] for m in body["messages"]] for body in server.bodies]
+    assert all(a != b for roles in sent for a, b in zip(roles, roles[1:]))
+    assert runtime.chats.history(session.id)[0] == {"role": "user", "content": "What color is the sky?"}
 
 
 def test_ratings_are_for_your_own_answers_and_can_change(runtime: Runtime) -> None:

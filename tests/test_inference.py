@@ -10,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from modelbay.engine.errors import BackendFailed
-from modelbay.engine.inference import Finished, Generation, OpenAIBackend, TransformersBackend, fit_to_context
-from tests.support.openai_standin import Script, StandIn
+from modelbay.engine.errors import BackendFailed, TemplateRefused
+from modelbay.engine.inference import (
+    Adjusted,
+    Finished,
+    Generation,
+    OpenAIBackend,
+    TransformersBackend,
+    fit_to_context,
+)
+from modelbay.engine.templates import no_system_notice
+from tests.support.openai_standin import Script, StandIn, no_system, strictly_alternating, system_required
 from tests.support.tinymodel import chat_corpus
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
@@ -89,6 +97,60 @@ def test_a_refused_request_says_why() -> None:
         backend = OpenAIBackend(server.endpoint, "m")
         with pytest.raises(BackendFailed, match="HTTP 400: This model's maximum context length"):
             list(backend.stream([{"role": "user", "content": "hi"}], Generation()))
+
+
+# -- a server's chat template with rules, its files not on this host ----------------------------------------
+def _same_role_twice(messages: list[dict[str, str]]) -> bool:
+    return any(a["role"] == b["role"] for a, b in zip(messages, messages[1:]))
+
+
+def _ask(backend: OpenAIBackend, messages: list[dict[str, str]]) -> list[object]:
+    return list(backend.stream(backend.prompt(messages, Generation()).messages, Generation()))
+
+
+@pytest.mark.parametrize("rules", [no_system, strictly_alternating])
+def test_a_system_message_the_servers_template_refuses_is_folded_in_learned_and_said_once(rules: object) -> None:
+    with StandIn() as server:
+        server.script = Script(pieces=["Hi", "."], rules=rules)
+        backend = OpenAIBackend(server.endpoint, "gemma", model_path=None)
+        assert backend.takes_system  # nothing on this host says otherwise yet
+        first = _ask(backend, [SYSTEM, {"role": "user", "content": "Hello!"}])
+        assert first[0] == Adjusted(no_system_notice("gemma")) and first[1:3] == ["Hi", "."]
+        assert isinstance(first[-1], Finished) and sum(isinstance(i, Adjusted) for i in first) == 1
+        assert [m["role"] for m in server.bodies[0]["messages"]] == ["system", "user"]
+        assert server.bodies[1]["messages"] == [{"role": "user", "content": f"{SYSTEM['content']}\n\nHello!"}]
+        # Learned for that server and model: the next message is folded at once, one request, said no more.
+        assert not backend.takes_system and not OpenAIBackend(server.endpoint, "gemma").takes_system
+        assert OpenAIBackend(server.endpoint, "other").takes_system
+        second = _ask(backend, [SYSTEM, {"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "Hi."},
+                                {"role": "user", "content": "Again"}])
+        assert len(server.bodies) == 3 and not [i for i in second if isinstance(i, Adjusted)]
+        assert server.bodies[2]["messages"][0]["content"].startswith(SYSTEM["content"])
+    assert not [body for body in server.bodies[1:] if _same_role_twice(body["messages"])]
+
+
+@pytest.mark.parametrize(("rules", "messages", "advice"), [
+    # Already alternating (Backend.prompt sees to it) and no system message to fold: nothing to retry.
+    (lambda messages: "Conversation roles must alternate user/assistant/user/assistant/...",
+     [{"role": "user", "content": "Hello!"}], "Tell an admin: the model's chat template refuses this conversation."),
+    (system_required, [{"role": "user", "content": "Hello!"}],
+     "Set a system prompt with `/chat gemma <system prompt>`."),
+    # Folded and still refused: one retry only, and nothing learned.
+    (lambda messages: "System role not supported", [SYSTEM, {"role": "user", "content": "Hello!"}],
+     "Tell an admin: the model's chat template refuses this conversation."),
+])
+def test_a_template_refusal_from_the_server_is_one_line_naming_the_model_with_advice_for_its_case(
+        rules: object, messages: list[dict[str, str]], advice: str) -> None:
+    with StandIn() as server:
+        server.script = Script(rules=rules)
+        backend = OpenAIBackend(server.endpoint, "gemma")
+        with pytest.raises(TemplateRefused) as raised:
+            _ask(backend, messages)
+        assert len(server.bodies) == (2 if messages[0]["role"] == "system" else 1)
+        assert backend.takes_system
+    said = str(raised.value)
+    assert said.startswith("The chat template of gemma refused the conversation: ") and said.endswith(advice)
+    assert "\n" not in said and "Start a new chat" not in said
 
 
 def test_a_dropped_stream_fails_after_the_text_already_sent() -> None:

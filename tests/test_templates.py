@@ -19,7 +19,7 @@ from modelbay.engine.chat import Answered, Delta, Notice, Place
 from modelbay.engine.db import Database
 from modelbay.engine.errors import TemplateRefused
 from modelbay.engine.inference import Finished, Generation, TransformersBackend
-from modelbay.engine.templates import alternating, folded
+from modelbay.engine.templates import alternating, folded, no_system_notice
 from modelbay.runtime import Runtime
 from tests.conftest import REDIS_URL
 from tests.support.chat import installed, served_by
@@ -40,6 +40,9 @@ ALTERNATE = "Conversation roles must alternate user/assistant/user/assistant/...
 # A template that refuses any message holding a word, to reach a refusal ModelBay cannot shape its way around.
 PICKY_TEMPLATE = ("{% for message in messages %}{% if 'forbidden' in message['content'] %}"
                   "{{ raise_exception('No forbidden words\nplease') }}{% endif %}{% endfor %}" + CHAT_TEMPLATE)
+# A template that demands a system message: a chat without a system prompt cannot be shaped for it.
+SYSTEM_REQUIRED_TEMPLATE = ("{% if messages[0]['role'] != 'system' %}"
+                            "{{ raise_exception('A system message is required') }}{% endif %}" + CHAT_TEMPLATE)
 
 
 def _user(text: str) -> dict[str, str]:
@@ -187,7 +190,7 @@ def _set(runtime: Runtime, **changes: object) -> None:
 def test_a_chat_with_a_system_prompt_works_and_says_once_where_the_prompt_goes(runtime: Runtime, model: str) -> None:
     dispatcher = Dispatcher(runtime, reraise_unknown=True)
     opened = asyncio.run(dispatcher.dispatch_line(f"/chat {model} {SYSTEM}", Actor("slack", "UALICE"), HERE))
-    said = "chat template has no system role, so your system prompt is put at the start of your first message"
+    said = no_system_notice(runtime.registry.get(model).display_name)
     assert opened.title.startswith("Chatting with") and opened.plain().count(said) == (model == "tiny-gemma")
     backend = runtime.chats.backend_of(runtime.chats.current(HERE))
     first = _events(runtime, HERE, "What color is the sky?")
@@ -277,8 +280,8 @@ def test_a_conversation_the_template_refuses_is_a_failed_answer_in_one_line_and_
     answer = refused[-1].answer
     assert isinstance(refused[-1], Answered) and not [e for e in refused if isinstance(e, Delta)]
     assert answer.status == "failed" and answer.note == (
-        "No answer: The chat template of tiny-picky refused the conversation: No forbidden words\\nplease. Start a new "
-        "chat with `/chat tiny-picky`; if it happens again, tell an admin.")
+        "No answer: The chat template of tiny-picky refused the conversation: No forbidden words\\nplease. Tell an "
+        "admin: the model's chat template refuses this conversation.")
     assert _events(runtime, HERE, "Hello!")[-1].answer.status == "ok"
     assert [m["content"] for m in runtime.chats.history(session.id)][::2] == ["Hello!"]
     # Too long to take the quick bound: the exact count meets the refusal before the answer starts.
@@ -286,3 +289,18 @@ def test_a_conversation_the_template_refuses_is_a_failed_answer_in_one_line_and_
         _events(runtime, HERE, "forbidden " * 400)
     shown = render_error(raised.value)
     assert shown.title == "The model's template refused" and shown.text.startswith("The chat template of tiny-picky")
+
+
+def test_a_template_that_demands_a_system_message_says_to_set_one_and_then_answers(runtime: Runtime,
+                                                                                  tiny_chat_model: Path) -> None:
+    installed(runtime.registry, with_chat_template(tiny_chat_model, SYSTEM_REQUIRED_TEMPLATE, "tiny-sysreq"),
+              name="tiny-sysreq")
+    runtime.chats.open(HERE, ALICE, "tiny-sysreq")
+    with pytest.raises(TemplateRefused) as raised:
+        _events(runtime, HERE, "Hello!")
+    shown = render_error(raised.value)
+    # Not "start a new chat with `/chat tiny-sysreq`", which meets the same refusal: the advice is what changes it.
+    assert shown.text == ("The chat template of tiny-sysreq refused the conversation: A system message is required. "
+                          "Set a system prompt with `/chat tiny-sysreq <system prompt>`.")
+    runtime.chats.open(HERE, ALICE, "tiny-sysreq", SYSTEM)
+    assert _events(runtime, HERE, "Hello!")[-1].answer.status == "ok"

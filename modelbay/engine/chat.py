@@ -36,12 +36,13 @@ from modelbay.engine.errors import (
     NotServed,
     WrongReason,
 )
-from modelbay.engine.inference import Backend, Finished, Generation, OpenAIBackend, TransformersBackend
+from modelbay.engine.inference import Adjusted, Backend, Finished, Generation, OpenAIBackend, TransformersBackend
 from modelbay.engine.loadable import check_folder
 from modelbay.engine.records import ModelRecord, VersionRecord
 from modelbay.engine.registry import Registry
 from modelbay.engine.schema import AnalyticsEvent, ChatSession, Feedback, Message, Model, ModelVersion
 from modelbay.engine.serving import ServerRecord, Servers, installed_version
+from modelbay.engine.templates import no_system_notice
 
 __all__ = [
     "DOWN_REASONS",
@@ -203,8 +204,7 @@ class Chats:
         backend = self.backend_for(record, version)  # say now, not at the first message, if it cannot be answered
         notices: tuple[str, ...] = ()
         if system_prompt and not backend.takes_system:  # found by rendering the template once, kept per version
-            notices = (f"{record.display_name}'s chat template has no system role, so your system prompt is put at "
-                       "the start of your first message instead.",)
+            notices = (no_system_notice(record.display_name),)
         with self._db.session() as session:
             replaced = set()
             for row in session.scalars(select(ChatSession).where(*self._open_at(place))):
@@ -440,7 +440,8 @@ class Chats:
             messages += _answered(history) + [{"role": "user", "content": text}]
             params = self.generation()
             prompt = backend.prompt(messages, params)
-            for notice in prompt.notices:
+            notices = list(prompt.notices)
+            for notice in notices:
                 yield Notice(notice)
             params = replace(params, max_tokens=prompt.max_tokens)
             pieces: list[str] = []
@@ -454,6 +455,10 @@ class Chats:
                 for item in () if canceled else stream:
                     if isinstance(item, Finished):
                         finished = item
+                        continue
+                    if isinstance(item, Adjusted):  # e.g. a server's template found to refuse the system prompt
+                        notices.append(item.text)
+                        yield Notice(item.text)
                         continue
                     if first is None:
                         first = time.monotonic()
@@ -482,7 +487,7 @@ class Chats:
                 input_tokens=(finished.input_tokens if finished else None) or prompt.tokens,
                 output_tokens=finished.output_tokens if finished else (len(pieces) or None),
                 ttft_ms=(first - started) * 1000 if first is not None else None,
-                total_ms=(ended - started) * 1000, notices=prompt.notices,
+                total_ms=(ended - started) * 1000, notices=notices,
             )
             yield Answered(record)
         finally:

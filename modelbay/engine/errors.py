@@ -439,13 +439,17 @@ class TemplateRefused(BackendFailed):
 
     retryable = False  # the same conversation meets the same template
 
-    def __init__(self, model: str, reason: str) -> None:
+    def __init__(self, model: str, reason: str, *, needs_system: bool = False) -> None:
         self.model = model
         self.template_reason = reason
+        self.needs_system = needs_system  # the template demands a system message the chat does not have
         said = one_line(reason, 160).rstrip()
         said += "" if said.endswith((".", "!", "?", "…")) else "."
-        super().__init__(f"The chat template of {shown(model)} refused the conversation: {said} "
-                         f"Start a new chat with `/chat {shown(model)}`; if it happens again, tell an admin.")
+        # ModelBay already sends the only shapes it can (alternating turns, a refused system prompt folded in):
+        # a new chat would meet the same refusal, so the advice is what can change.
+        fix = (f"Set a system prompt with `/chat {shown(model)} <system prompt>`." if needs_system
+               else "Tell an admin: the model's chat template refuses this conversation.")
+        super().__init__(f"The chat template of {shown(model)} refused the conversation: {said} {fix}")
 
 
 class ModelUnloadable(ModelBayError):

@@ -4,6 +4,9 @@ A backend turns chat messages into a stream of text pieces and ends it with a `F
 counts. Failures and timeouts raise `BackendFailed`; the caller keeps whatever text already arrived.
 `Backend.prompt` builds the request in a shape the model's chat template takes (`engine/templates.py`):
 turns alternate, and a system prompt goes into the first user message where the template has no system role.
+Over HTTP without the template on this host, that rule is learned from the server: a request whose system
+message its template refuses is sent again once with the prompt folded in, and later requests to that server and
+model are folded at once; the stream says so once with an `Adjusted`.
 """
 
 from __future__ import annotations
@@ -24,9 +27,20 @@ from typing import Any
 import httpx
 
 from modelbay.engine.errors import BackendFailed, ModelBayError, ModelUnloadable, TemplateRefused
-from modelbay.engine.templates import ChatTemplate, Messages, alternating, folded, load_template
+from modelbay.engine.templates import (
+    ChatTemplate,
+    Messages,
+    alternating,
+    folded,
+    load_template,
+    no_system_notice,
+    refuses_system,
+    wants_alternation,
+    wants_system,
+)
 
 __all__ = [
+    "Adjusted",
     "Backend",
     "Finished",
     "Generation",
@@ -70,6 +84,13 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Adjusted:
+    """A change to the request that the asker should know, streamed before any text of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Prompt:
     """Messages fitted to the context window, with what was cut to fit, and the newest message as fitted."""
 
@@ -89,7 +110,8 @@ class Backend(ABC):
 
     @abstractmethod
     def stream(self, messages: Messages, params: Generation) -> Iterator[str | Finished]:
-        """Yield pieces of the answer, then one Finished; raise BackendFailed on failure or timeout."""
+        """Yield pieces of the answer (any Adjusted first), then one Finished; raise BackendFailed on failure or
+        timeout."""
 
     @abstractmethod
     def count_tokens(self, messages: Messages) -> int:
@@ -203,11 +225,51 @@ class OpenAIBackend(Backend):
 
     @property
     def takes_system(self) -> bool:
-        """Whether the model's template takes a system message (known when its files are on this host)."""
-        return self.template.takes_system
+        """Whether the model's template takes a system message (its files on this host, or learned from the server)."""
+        return (self.base_url, self.model) not in _SYSTEMLESS and self.template.takes_system
 
-    def stream(self, messages: Messages, params: Generation) -> Iterator[str | Finished]:
-        """POST the chat with stream=true and yield each delta; usage arrives in the last chunk."""
+    def stream(self, messages: Messages, params: Generation) -> Iterator[str | Adjusted | Finished]:
+        """POST the chat with stream=true and yield each delta; usage arrives in the last chunk.
+
+        A system message the server's template refuses is folded into the first user message and sent once more.
+        """
+        try:
+            yield from self._post(messages, params)
+        except _Refused as refused:  # raised at the status line, before any piece
+            # Mistral v0.1-style templates count a leading system message as a turn out of order.
+            about_system = refuses_system(refused.reason) or wants_alternation(refused.reason)
+            if not (messages and messages[0]["role"] == "system" and about_system):
+                raise self._refusal(refused.reason) from None
+            yield from self._folded(messages, params, refused.reason)
+
+    def _folded(self, messages: Messages, params: Generation, reason: str) -> Iterator[str | Adjusted | Finished]:
+        """Send the messages again with the system prompt folded in; on success remember that server and model."""
+        log.info("the chat template of %s at %s refused a system message (%s); sending it folded into the first "
+                 "user message from now on", self.template.model, self.base_url, reason)
+        retry = self._post(folded(messages), params)
+        try:
+            try:
+                first = next(retry)
+            except _Refused as refused:
+                raise self._refusal(refused.reason) from None
+            with _SYSTEMLESS_LOCK:
+                _SYSTEMLESS.add((self.base_url, self.model))
+            yield Adjusted(no_system_notice(self.template.model))
+            yield first
+            yield from retry
+        finally:
+            retry.close()
+
+    def _refusal(self, reason: str) -> BackendFailed:
+        """A 400 as one line: a template's refusal (recognised by its words) names the model, else the server's."""
+        if refuses_system(reason) or wants_system(reason) or wants_alternation(reason):
+            log.warning("the chat template of %s at %s refused the request: %s", self.template.model, self.base_url,
+                        reason)
+            return TemplateRefused(self.template.model, reason, needs_system=wants_system(reason))
+        return BackendFailed(f"The model server refused the request: HTTP 400: {_one_line(reason)}")
+
+    def _post(self, messages: Messages, params: Generation) -> Iterator[str | Finished]:
+        """One request; a 400 raises _Refused before anything is yielded."""
         body: dict[str, Any] = {
             "model": self.model, "messages": messages, "stream": True, "max_tokens": params.max_tokens,
             "temperature": params.temperature, "top_p": params.top_p,
@@ -223,10 +285,12 @@ class OpenAIBackend(Backend):
         try:
             with self._client.stream("POST", f"{self.base_url}/chat/completions", json=body, timeout=timeout) as resp:
                 if resp.status_code != 200:
-                    refusal = _server_error(resp)
+                    said = _server_message(resp)
                     if resp.status_code == 400:
                         self.template.check(messages)  # the server's template refused it: say so, naming the model
-                    raise BackendFailed(f"The model server refused the request: {refusal}")
+                        raise _Refused(said)
+                    raise BackendFailed(f"The model server refused the request: HTTP {resp.status_code}: "
+                                        f"{_one_line(said)}")
                 for line in resp.iter_lines():
                     if time.monotonic() > deadline:
                         raise BackendFailed(f"The answer took longer than {params.timeout:g} s and was stopped.")
@@ -257,6 +321,19 @@ class OpenAIBackend(Backend):
         self._client.close()
 
 
+# (server URL, served name) whose chat template refused a system message: requests to them are folded at once.
+_SYSTEMLESS: set[tuple[str, str]] = set()
+_SYSTEMLESS_LOCK = threading.Lock()
+
+
+class _Refused(Exception):
+    """The server answered 400 (in vLLM, what a chat template's raise_exception becomes), with its message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def _chunk(data: str) -> dict[str, Any]:
     """One streamed chunk, checked for the shape read from it; anything else fails the answer in one line."""
     try:
@@ -279,8 +356,8 @@ def _count(usage: dict[str, Any], key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _server_error(resp: httpx.Response) -> str:
-    """One line saying why the server refused: its error message whatever the body's shape, else its text."""
+def _server_message(resp: httpx.Response) -> str:
+    """Why the server refused: its error message whatever the body's shape, else its text."""
     resp.read()
     try:
         body = resp.json()
@@ -291,7 +368,7 @@ def _server_error(resp: httpx.Response) -> str:
         error = body.get("error")
         message = (error.get("message") if isinstance(error, dict) else error) or body.get("message") \
             or body.get("detail")
-    return f"HTTP {resp.status_code}: {_one_line(str(message or resp.text or resp.reason_phrase))}"
+    return str(message or resp.text or resp.reason_phrase)
 
 
 def _one_line(text: str, limit: int = 300) -> str:

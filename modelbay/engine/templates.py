@@ -6,11 +6,16 @@ role into one turn (and drops answers before the first question), and a system p
 system role goes at the start of the first user message (`folded`). Whether a template takes a system message is
 found by rendering it once with one (`ChatTemplate.takes_system`), not by reading its Jinja. A refusal that still
 happens is a one-line `TemplateRefused` naming the model; its traceback goes to the log.
+
+Without the template at hand (a vLLM server on another host) the rules are learned from the server's refusals:
+vLLM answers a template's `raise_exception` with HTTP 400 carrying the exception's message, which
+`refuses_system`, `wants_system` and `wants_alternation` read.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -18,7 +23,17 @@ from typing import Any
 
 from modelbay.engine.errors import TemplateRefused
 
-__all__ = ["ChatTemplate", "Messages", "alternating", "folded", "load_template"]
+__all__ = [
+    "ChatTemplate",
+    "Messages",
+    "alternating",
+    "folded",
+    "load_template",
+    "no_system_notice",
+    "refuses_system",
+    "wants_alternation",
+    "wants_system",
+]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +41,37 @@ Messages = list[dict[str, str]]
 
 KEEP_TEMPLATES = 8  # templates (each holding a tokenizer) kept per process; the least recently used goes first
 _PROBE = "probe"  # the text of the messages that find out which shapes a template takes
+
+
+# The words real templates raise with (Gemma "System role not supported", Mistral v0.1 "Only user and assistant
+# roles are supported!", Llama 2 / Mistral "Conversation roles must alternate user/assistant/..."), matched loosely.
+_REFUSES_SYSTEM = re.compile(r"\bsystem\b[^.!]*\b(not|unsupported|cannot|can't)\b"
+                             r"|\bonly\b[^.!]*\buser\b[^.!]*\bassistant\b", re.IGNORECASE)
+_WANTS_SYSTEM = re.compile(r"\bsystem\b[^.!]*\b(required|missing|needed)\b"
+                           r"|\b(requires?|needs?|must (start|begin) with)\b[^.!]*\bsystem\b", re.IGNORECASE)
+_WANTS_ALTERNATION = re.compile(r"\balternat", re.IGNORECASE)
+
+
+def refuses_system(reason: str) -> bool:
+    """Whether a template's refusal says it takes no system message."""
+    return bool(_REFUSES_SYSTEM.search(reason)) and not wants_system(reason)
+
+
+def wants_system(reason: str) -> bool:
+    """Whether a template's refusal says it demands a system message."""
+    return bool(_WANTS_SYSTEM.search(reason))
+
+
+def wants_alternation(reason: str) -> bool:
+    """Whether a template's refusal says user and assistant turns must alternate."""
+    return bool(_WANTS_ALTERNATION.search(reason))
+
+
+def no_system_notice(model: str) -> str:
+    """What a person with a system prompt is told once when the model's template has no system role."""
+    # Every request puts it into the oldest question still sent (older turns may have been left out to fit).
+    return (f"{model}'s chat template has no system role, so your system prompt is sent at the start of the "
+            "conversation's first kept message instead.")
 
 
 def _joined(first: str, second: str) -> str:
@@ -86,7 +132,8 @@ class ChatTemplate:
             if not quiet:
                 log.warning("the chat template of %s refused the roles %s", self.model,
                             [m["role"] for m in messages], exc_info=True)
-            raise TemplateRefused(self.model, str(exc) or type(exc).__name__) from exc
+            reason = str(exc) or type(exc).__name__
+            raise TemplateRefused(self.model, reason, needs_system=wants_system(reason)) from exc
 
     def count(self, messages: Messages) -> int:
         """Return the prompt length in tokens with the template applied; raise TemplateRefused."""

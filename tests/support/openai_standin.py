@@ -2,7 +2,8 @@
 
 It streams the given pieces as server-sent events like vLLM does, then ends normally, drops the connection,
 stalls, or answers an error status. The happy path is tested against the real vLLM server; this stand-in only
-makes failures repeatable.
+makes failures repeatable. `Script.rules` plays a chat template with rules: a request it refuses gets the 400
+vLLM answers when a template's `raise_exception` fires (the exception's message, as an OpenAI-style error).
 """
 
 from __future__ import annotations
@@ -13,9 +14,31 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Literal
+from typing import Callable, Literal
 
-__all__ = ["Script", "StandIn"]
+__all__ = ["Script", "StandIn", "no_system", "strictly_alternating", "system_required"]
+
+Rules = Callable[[list[dict]], str | None]  # a template's rules: the refusal for messages it refuses, else None
+
+
+def no_system(messages: list[dict]) -> str | None:
+    """Gemma's rules: no system message (its words), and turns alternate starting with the user."""
+    if messages and messages[0]["role"] == "system":
+        return "System role not supported"
+    return strictly_alternating(messages)
+
+
+def strictly_alternating(messages: list[dict]) -> str | None:
+    """Mistral v0.1's rules: user and assistant turns alternate from the first message on, a system message too."""
+    for index, message in enumerate(messages):
+        if (message["role"] == "user") != (index % 2 == 0):
+            return "Conversation roles must alternate user/assistant/user/assistant/..."
+    return None
+
+
+def system_required(messages: list[dict]) -> str | None:
+    """A template that demands a leading system message."""
+    return None if messages and messages[0]["role"] == "system" else "A system message is required"
 
 
 @dataclass
@@ -30,6 +53,7 @@ class Script:
     raw: str = ""
     status: int = 200
     error_body: bytes | None = None  # the body of a non-200 answer (default: an OpenAI-style error object)
+    rules: Rules | None = None  # a chat template's rules, checked before anything else
     stall_for: float = 30.0
 
 
@@ -53,15 +77,16 @@ class StandIn:
                 standin.bodies.append(body)
                 started = time.monotonic()
                 script = standin.script
+                refusal = script.rules(body["messages"]) if script.rules is not None else None
+                if refusal is not None:  # vLLM's answer to a template's raise_exception: 400, the message as is
+                    self._error(400, json.dumps({"error": {"message": refusal, "type": "BadRequestError",
+                                                           "param": None, "code": 400}}).encode())
+                    return
                 if script.status != 200:
                     payload = script.error_body if script.error_body is not None else json.dumps(
                         {"error": {"message": "This model's maximum context length is 512 tokens",
                                    "type": "BadRequestError"}}).encode()
-                    self.send_response(script.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    self._error(script.status, payload)
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -101,6 +126,13 @@ class StandIn:
                                  "\n\ndata: [DONE]\n\n".encode())
                 self.wfile.flush()
                 standin.spans.append((body["messages"][-1]["content"], started, time.monotonic()))
+
+            def _error(self, status: int, payload: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -27,7 +27,7 @@ async def start_chat(ctx: Context, model: str, system: str | None) -> Reply:
               Field("Context", f"{backend.context_length:,} tokens")]
     if system:
         fields.append(Field("System prompt", system[:300], inline=False))
-    # Said once, here: e.g. a system prompt that goes into the first message of a template without a system role.
+    # Said once, here: e.g. a system prompt sent inside the first kept message, for a template without a system role.
     text = "\n\n".join(("Send messages here; answers stream as they are written.", *session.notices))
     return Reply(title=f"Chatting with {session.model_display_name}", tone="success", fields=fields, text=text,
                  buttons=[Button("End chat", "/chat end", "danger")],
