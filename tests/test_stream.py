@@ -9,6 +9,7 @@ import random
 import re
 
 import pytest
+import regex
 from redis import Redis
 
 from modelbay.adapters.slack import views
@@ -20,7 +21,7 @@ from modelbay.bot.stream import StreamedAnswer
 from modelbay.bot.text import Part, fence_after, split_parts
 from tests.support.answers import _open_after, long_answer, untile
 
-_FENCE_LINE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_FENCE_LINE = re.compile(r"[ \t>]*(`{3,}|~{3,})")
 # Prose never starts a line with a fence (a fence line longer than a message cannot be kept whole); ``` and ~~~
 # appear inside lines, where they open nothing.
 _WORDS = ["word", "**bold**", "`x**2`", "<@U1>", "&", "a < b", "\n", "\n\n", "  ", "``", "a```b", "c~~~"]
@@ -29,15 +30,18 @@ _CODE = ["def f(**kwargs):", "    return x**2", "        deep = a < b & c > d", 
 
 
 def _random_text(rng: random.Random, size: int) -> str:
-    """Markdown-ish text with fences of every kind (```, ````, ~~~, languages, indented, unclosed) and long lines."""
+    """Markdown-ish text with fences of every kind (```, ````, ~~~, languages, indented as in list items, inside
+    quotes, unclosed) and long lines."""
     out: list[str] = []
     while sum(map(len, out)) < size:
         kind = rng.random()
         if kind < 0.35:
-            fence = rng.choice(["```", "````", "~~~", "  ```"])
+            fence = rng.choice(["```", "````", "~~~", "  ```", "    ```", "\t~~~", "> ```", ">     ````", "> > ~~~"])
             language = rng.choice(["python", "", "js", "c++ {.numberLines}"])
-            body = "".join(rng.choice(_CODE) + "\n" for _ in range(rng.randint(0, 40)))
-            out.append(f"{fence}{language}\n{body}{fence.strip() if rng.random() < 0.9 else ''}\n")
+            quote = fence[:fence.rfind(">") + 1]
+            body = "".join(quote + rng.choice(_CODE) + "\n" for _ in range(rng.randint(0, 40)))
+            closer = rng.choice([fence, fence.lstrip(" \t"), ""]) if rng.random() < 0.9 else ""
+            out.append(f"{fence}{language}\n{body}{closer}\n")
         elif kind < 0.7:
             out.append(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 200))) + "\n\n")
         elif kind < 0.75:
@@ -95,6 +99,64 @@ def test_a_fence_line_at_the_cut_goes_whole_to_one_side() -> None:
         parts = split_parts(text, 512)
         assert "".join(p.text for p in parts) == text and not _cut_in_fence_line(parts, 512)
         assert all(str(p).count("```") % 2 == 0 for p in parts)
+
+
+def test_code_blocks_in_list_items_and_quotes_are_closed_and_reopened_with_their_prefix() -> None:
+    for opening, line, closing in [("    ```python", "    x = a**2\n", "    ```"), ("> ```python", "> x = a**2\n", "> ```"),
+                                   (">   ~~~~ sh", ">   echo $HOME\n", ">   ~~~~"), ("\t```", "\tx = a**2\n", "\t```")]:
+        text = f"1. Run:\n\n{opening}\n{line * 100}{closing}\n\nDone.\n"
+        parts = split_parts(text, 300)
+        assert len(parts) > 3 and "".join(p.text for p in parts) == text
+        for before, after in zip(parts, parts[1:-1]):
+            assert before.close == after.reopen and after.reopen is not None and after.reopen.opening == opening
+            assert str(after).startswith(f"{opening}\n{line}") and str(after).endswith(f"\n{closing}")
+        untile([str(p) for p in parts], text)
+    # Indented 4 columns past a top-level block's fence, a fence line is code (CommonMark): it closes nothing.
+    text = "```\n" + "    ```\n" * 80 + "```\nafter\n"
+    parts = split_parts(text, 100)
+    assert all(p.close is not None for p in parts[:-1]) and "".join(p.text for p in parts) == text
+
+
+def _grapheme_ends(text: str) -> set[int]:
+    return {m.end() for m in regex.finditer(r"\X", text)}
+
+
+@pytest.mark.parametrize("weigh", [len, escaped_chars], ids=["plain", "slack-escaped"])
+def test_cuts_never_split_a_grapheme_cluster(weigh) -> None:  # noqa: ANN001
+    clusters = ["\U0001F1FA\U0001F1F8", "\U0001F468\u200d\U0001F469\u200d\U0001F467", "e\u0301", "\u2764\ufe0f",
+                "\U0001F44D\U0001F3FD", "a\u0308\u0301", "&", "x", "\r\n"]
+    rng = random.Random(4)
+    for _ in range(200):
+        text = "".join(rng.choice(clusters) for _ in range(rng.randint(1, 400)))
+        if rng.random() < 0.3:
+            text = "```\n" + text
+        limit = rng.choice([20, 33, 64, 301])
+        parts = split_parts(text, limit, weigh)
+        assert "".join(p.text for p in parts) == text and all(weigh(str(p)) <= limit for p in parts)
+        at, ends = 0, _grapheme_ends(text)
+        for part in parts[:-1]:
+            at += len(part.text)
+            assert at in ends, f"cut inside a grapheme cluster: {text[at - 3:at + 3]!r}"
+
+
+def test_a_limit_too_small_for_a_reopen_a_character_and_a_closer_is_refused_and_no_part_is_empty() -> None:
+    code = "```python\n" + "    x0 = 0**2\n" * 40 + "```\n"
+    with pytest.raises(ValueError, match="raise the limit"):
+        split_parts(code, 13)  # "```python\n" + one character + "\n```" is 15
+    assert all(len(str(p)) <= 15 for p in split_parts(code, 15))
+    rng = random.Random(3)
+    for _ in range(20000):
+        text = "".join(rng.choice(["a", " ", "\n", "```\n", "bb ", "  ~~~~ py\n", "e\u0301"])
+                       for _ in range(rng.randint(1, 60)))
+        limit = rng.randint(1, 40)
+        longest = max((len(line) for line in text.splitlines() if _FENCE_LINE.match(line)), default=0)
+        try:
+            parts = split_parts(text, limit)
+        except ValueError:
+            assert limit < 2 * longest + 4, (text, limit)  # reopen line + "\n" + a cluster of 2 + "\n" + closer
+            continue
+        assert "".join(p.text for p in parts) == text
+        assert all(p.text for p in parts) and all(len(str(p)) <= limit for p in parts), (text, limit)
 
 
 def test_the_cut_of_a_growing_text_never_moves() -> None:

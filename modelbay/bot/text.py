@@ -2,8 +2,9 @@
 
 `split_parts` cuts Markdown into messages losslessly: every character lands in exactly one part, in order, and a
 fenced code block a cut falls inside is closed at the end of one part and reopened (with its opening line, so its
-language) at the start of the next, so each part renders on its own. Cuts prefer paragraph and line breaks
-outside code, then line breaks inside code, then a space, and never fall inside a fence line.
+language, indentation and quote markers) at the start of the next, so each part renders on its own. Cuts prefer
+paragraph and line breaks outside code, then line breaks inside code, then a space, and never fall inside a fence line
+or a grapheme cluster (a flag, an emoji sequence, a letter and its accents stay in one message).
 """
 
 from __future__ import annotations
@@ -12,27 +13,42 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import regex
+
 from modelbay.bot.reply import Progress, Reply, Table
 
-__all__ = ["Fence", "Part", "bar", "fence_after", "rewrite", "split_parts", "split_text", "table_lines"]
+__all__ = ["Fence", "Part", "bar", "fence_after", "fenced_blocks", "rewrite", "split_parts", "split_text",
+           "table_lines"]
 
 CELL_CHARS = 40  # a table cell wider than this is cut, so rows stay readable in a chat window
-# A fence line as CommonMark reads it: up to 3 spaces, 3 or more backticks or tildes, then the info string.
-_FENCE = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)")
+# A fence line: any indentation and block-quote markers (a code block inside a list item or a quote), 3 or more
+# backticks or tildes, then the info string.
+_FENCE = re.compile(r"([ \t>]*)(`{3,}|~{3,})(.*)")
+_GRAPHEME = regex.compile(r"\X")  # one user-perceived character (Unicode's extended grapheme cluster)
 
 
 @dataclass(frozen=True)
 class Fence:
     """A fenced code block left open: the line that opened it (`opening`) and the line that closes it."""
 
-    opening: str  # as written, e.g. "```python"
-    closing: str  # e.g. "```"
+    opening: str  # as written, e.g. "```python" or ">     ```python"
+    closing: str  # the opening's indentation, quote markers and run, e.g. "```" or ">     ```"
 
     def closes(self, line: str) -> bool:
-        """Whether a line (without its newline) closes this block."""
+        """Whether a line (without its newline) closes this block: the same character, a run at least as long, in
+        the same quote, indented at most 3 columns more than the opening (as CommonMark's closing fence)."""
         match = _FENCE.fullmatch(line.rstrip("\r"))
-        run = self.closing.strip()
-        return bool(match and match[2][0] == run[0] and len(match[2]) >= len(run) and not match[3].strip())
+        opener = _FENCE.fullmatch(self.closing)
+        if match is None or opener is None or match[3].strip():
+            return False
+        prefix, run = opener[1], opener[2]
+        return (match[2][0] == run[0] and len(match[2]) >= len(run) and match[1].count(">") == prefix.count(">")
+                and _indent(match[1]) <= _indent(prefix) + 3)
+
+
+def _indent(prefix: str) -> int:
+    """The columns of indentation after a fence prefix's last quote marker (a tab counts 4)."""
+    return len(prefix.rsplit(">", 1)[-1].expandtabs(4))
 
 
 @dataclass(frozen=True)
@@ -83,8 +99,11 @@ def split_parts(text: str, limit: int, weigh: Callable[[str], int] = len, *,
     """Cut text (which starts inside `fence`) into parts whose `str()` weighs at most `limit` each.
 
     `weigh` says what a text costs once sent (its length by default; Slack's escaped length); it must add up:
-    weigh(a + b) == weigh(a) + weigh(b). Joining the parts' `text` gives back `text` exactly. The cut of a text's
-    beginning never moves as more text is appended, so a streamed answer can be cut into messages as it grows.
+    weigh(a + b) == weigh(a) + weigh(b). Joining the parts' `text` gives back `text` exactly; no part is empty unless
+    `text` is. The cut of a text's beginning never moves as more text is appended, so a streamed answer can be cut
+    into messages as it grows. Raises ValueError when `limit` cannot hold a part's least: its reopening fence line,
+    one grapheme cluster and its closing fence line (15 characters for a 3-backtick python block; a limit of 80 or
+    more is safe for any answer whose fence lines are short).
     """
     parts: list[Part] = []
     while True:
@@ -116,23 +135,35 @@ def _cut(text: str, fence: Fence | None, room: int, weigh: Callable[[str], int])
         _, index, _, after = min(late, key=lambda c: (c[0], -c[1]))
         return index, after
     # No line break in the second half: cut inside the line that does not fit, at a space late enough; else at the
-    # last line break; else where the room ends. Never inside a fence line.
+    # last line break; else where the room ends. Never inside a fence line, never inside a grapheme cluster, and
+    # never after the whole line (its line break may change the code block open after it).
     end = text.find("\n", start)
     line = text[start:] if end < 0 else text[start:end + 1]
-    fence_line = _fence_line(line)
-    free, fits = room - used - weigh(_closer("x", state)), 0
-    for char in line:
-        free -= weigh(char)
-        if free < 0:
-            break
-        fits += 1
-    space = line.rfind(" ", 0, fits)
-    if not fence_line and space >= 0 and used + weigh(line[:space + 1]) >= half:
-        return start + space + 1, state
+    ends = [e for e in _fitting(line, room - used - weigh(_closer("x", state)), weigh) if e < len(line)]
+    # A cut that leaves a fence-like rest would start the next message with a fence line that opens a block
+    ends = [e for e in ends if not _fence_line(line[e:])] or ends
+    spaces = [e for e in ends if line[e - 1] == " "]
+    if not _fence_line(line) and spaces and used + weigh(line[:spaces[-1]]) >= half:
+        return start + spaces[-1], state
     if lines:
         _, index, _, after = max(lines, key=lambda c: c[1])
         return index, after
-    return start + max(1, min(fits, len(line) - 1)), state
+    if not ends:
+        reopen = f" after reopening {fence.opening!r}" if fence else ""
+        raise ValueError(f"A part of {room} more units{reopen} cannot hold {line[:20]!r}'s first character and a "
+                         "closing fence line: raise the limit.")
+    return start + ends[-1], state
+
+
+def _fitting(line: str, room: int, weigh: Callable[[str], int]) -> list[int]:
+    """The ends of a line's first grapheme clusters, as many as weigh at most `room` together."""
+    ends, used = [], 0
+    for cluster in _GRAPHEME.finditer(line):
+        used += weigh(cluster[0])
+        if used > room:
+            break
+        ends.append(cluster.end())
+    return ends
 
 
 def _rank(text: str, start: int, fence: Fence | None) -> int:
@@ -193,3 +224,21 @@ def rewrite(reply: Reply, change: Callable[[str], str]) -> Reply:
     table = reply.table and Table(reply.table.columns, [[change(c) for c in row] for row in reply.table.rows])
     return replace(reply, text=change(reply.text), fields=fields, table=table,
                    footer=reply.footer and change(reply.footer))
+
+
+def fenced_blocks(text: str) -> list[tuple[int, int]]:
+    """Where each fenced code block of `text` lies, its fence lines included: (start, end) offsets, read as
+    `split_parts` reads fences (``` or ~~~, three or more, up to 3 spaces in); a block never closed runs to the end."""
+    spans: list[tuple[int, int]] = []
+    fence: Fence | None = None
+    at = start = 0
+    for line in text.splitlines(keepends=True):
+        after = _after(fence, line)
+        if fence is None and after is not None:
+            start = at
+        elif fence is not None and after is None:
+            spans.append((start, at + len(line)))
+        fence, at = after, at + len(line)
+    if fence is not None:
+        spans.append((start, len(text)))
+    return spans

@@ -5,7 +5,8 @@ blocks whose code holds `**kwargs`, `x**2`, indentation and comparisons (no **bo
 rewrites that, which is not what this checks). `untile(shown, answer)` checks that the
 texts a chat finally shows (each message's, or each Slack section's, in order) are the answer cut into pieces, each
 piece maybe wrapped in the fence lines that close and reopen a code block at a cut, and returns how many cuts fell
-inside code. Its fence reading is written here on its own (CommonMark's), not borrowed from ModelBay.
+inside code. Its fence reading is written here on its own (CommonMark's, with fences at any indentation or inside
+block quotes, as in list items and quotes), not borrowed from ModelBay.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 
 __all__ = ["long_answer", "untile"]
 
-_FENCE = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)")
+_FENCE = re.compile(r"([ \t>]*)(`{3,}|~{3,})(.*)")
 
 _PROSE = [
     "The function below takes every keyword argument & passes it on; a < b and b > c hold here.",
@@ -79,9 +80,16 @@ def _step(fence: tuple[str, str] | None, line: str) -> tuple[str, str] | None:
         if match and not (match[2][0] == "`" and "`" in match[3]):
             return line, match[1] + match[2]
         return None
-    run = fence[1].strip()
-    closes = match and match[2][0] == run[0] and len(match[2]) >= len(run) and not match[3].strip()
-    return None if closes else fence
+    opener = _FENCE.fullmatch(fence[1])
+    assert opener is not None
+    if match is None or match[3].strip() or match[1].count(">") != opener[1].count(">"):
+        return fence
+
+    def columns(prefix: str) -> int:
+        return len(prefix.split(">")[-1].expandtabs(4))
+
+    same_run = match[2][0] == opener[2][0] and len(match[2]) >= len(opener[2])
+    return None if same_run and columns(match[1]) <= columns(opener[1]) + 3 else fence
 
 
 def _open_after(text: str, fence: tuple[str, str] | None = None) -> tuple[str, str] | None:
