@@ -28,7 +28,7 @@ from modelbay.runtime import Runtime
 from tests.conftest import wait_for
 from tests.support.answers import long_answer, untile
 from tests.support.chat import FRONT_END_REPO as REPO
-from tests.support.chat import front_end_runtime, served_by
+from tests.support.chat import front_end_runtime, installed, served_by
 from tests.support.commands import COMMANDS_HERE
 from tests.support.discord import (
     ADMIN_ROLE, BOT_TOKEN, CHANNEL, COMPONENTS_V2, Call, DiscordStandIn, dm_channel, member, thread_channel, walk,
@@ -261,6 +261,46 @@ def test_a_chat_thread_streams_answers_and_takes_ratings_with_a_reason(bot: Bot,
     assert "Answer in French." in reopened.text()
     session = runtime.chats.current(runtime.chats.recent(f"discord:{USER}", 1)[0].place)
     assert session.system_prompt == "Answer in French." and session.place.thread_id == thread_id
+
+
+def test_a_system_prompt_button_opens_its_own_model_whatever_its_name_after_a_restart(
+        runtime: Runtime, standin: DiscordStandIn, tiny_chat_model: Path) -> None:
+    name = "org-" + "a-very-long-model-name-" * 5 + "x" * 1  # 120 characters: over a custom id with its prefix
+    assert len(name) == 120
+    installed(runtime.registry, tiny_chat_model, name=name)
+    installed(runtime.registry, tiny_chat_model, name=name[:-1] + "y")  # same first 100 characters of "mb:sys:..."
+    first = Bot(runtime, standin)
+    try:
+        token = standin.command("chat", _sub("start", _opt("model", name)), member=member(USER))
+        started = standin.wait("POST", "/messages", lambda c: "Chatting with" in c.text())[0]
+        standin.wait("PATCH", "/messages/@original", lambda c: token in c.path)
+    finally:
+        first.stop()
+    standin.disconnect()
+    button = _component(started, "System prompt")
+    assert button["custom_id"].startswith("mb:key:")  # the name travels whole under a key, not cut to 100
+    second = Bot(runtime, standin)  # a new process: only the dynamic item templates and Redis
+    try:
+        in_thread = thread_channel(started.path.split("/")[2])
+        press = standin.press(button, started.body["_id"], member=member(USER), channel=in_thread)
+        modal = standin.wait("POST", "/callback", lambda c: press in c.path)[0]
+        assert modal.body["type"] == 9 and len(modal.body["data"]["custom_id"]) <= 100
+        field_id = next(c for row in modal.body["data"]["components"] for c in _inputs(row))["custom_id"]
+        sent = standin.submit(modal.body["data"]["custom_id"], {field_id: "Be brief."}, member=member(USER),
+                              channel=in_thread)
+        standin.wait("POST", "/callback", lambda c: sent in c.path)
+        session = runtime.chats.current(runtime.chats.recent(f"discord:{USER}", 1)[0].place)
+        assert session.model_name == name and session.system_prompt == "Be brief."
+        # Every kind of button whose command its template would not read back whole goes under a key too
+        for command in ("mb:sys:tiny chat", "mb:sys:" + name, "/models info model:a\nb", "/help " + "x" * 100):
+            item = second.adapter._item(Button("Go", command))
+            assert item.custom_id.startswith("mb:key:") and len(item.custom_id) <= 100
+            assert runtime.redis.get(f"modelbay:discord:button:{item.custom_id[7:]}") == command.encode()
+        for command, kind in (("mb:sys:tiny-chat", "mb:sys:tiny-chat"), ("/models list", "mb:run:/models list"),
+                              ("/rate down message:12", "mb:down:12")):
+            assert second.adapter._item(Button("Go", command)).custom_id == kind
+    finally:
+        second.stop()
 
 
 def _inputs(row: dict) -> list[dict]:

@@ -6,8 +6,9 @@ a job followed in place are layout cards (`layouts.cards`, Discord's components 
 buttons inside the card). A reply that follows a job, and an answer being written, are edited in place by
 `bot.live.LiveMessage`, at most once a second per message and, with the bot-wide `Pace`, once a second across the
 bot; a card stays a card in every edit (Discord keeps the components-v2 flag of a message for good). Buttons carry
-their whole command line in their custom id (`mb:run:<line>`, or a Redis key for long lines) and are registered as
-dynamic items, so they work after a restart, in embeds' rows and inside cards alike. discord.py itself waits out
+their whole command line in their custom id (`mb:run:<line>`, `mb:sys:<model>`, or `mb:key:<key>` to Redis for a
+line or model id too long for 100 characters or one the id's template would not read back whole, e.g. with spaces)
+and are registered as dynamic items, so they work after a restart, in embeds' rows and inside cards alike. discord.py itself waits out
 HTTP 429s (Retry-After) before retrying.
 """
 
@@ -55,11 +56,17 @@ ANSWER_WITHIN = 2.0  # seconds a fast command may take before its interaction is
 TOKEN_LIFE = 14 * 60  # seconds an interaction token is used to edit; Discord's last 15 minutes
 KEY_KEEP = 90 * 86400  # seconds a long button line is kept in Redis (buttons older than that say so)
 CUSTOM_ID_CHARS = 100
+SYSTEM_PREFIX = "mb:sys:"  # a System prompt button's command: the prefix, then the model's name
 ANSWER_NOTES = 400  # characters of an answer's last card kept for its notices and footer (of Discord's 4,000)
 _STYLES = {"primary": discord.ButtonStyle.primary, "secondary": discord.ButtonStyle.secondary,
            "success": discord.ButtonStyle.success, "danger": discord.ButtonStyle.danger}
 _RATE_DOWN = re.compile(r"/rate down message:(\d+)")
 _FILE_HOSTS = {"cdn.discordapp.com", "media.discordapp.net"}
+
+
+def _fits(custom_id: str, item: type[discord.ui.DynamicItem[Any]]) -> bool:
+    """Whether a custom id is within Discord's length and `item`'s template reads it back whole."""
+    return len(custom_id) <= CUSTOM_ID_CHARS and item.__discord_ui_compiled_template__.fullmatch(custom_id) is not None
 
 
 def _adapter(interaction: discord.Interaction) -> DiscordAdapter:
@@ -103,7 +110,11 @@ class KeyButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:key:(?P
                 await interaction.response.send_message("This button has expired; run the command again.",
                                                         ephemeral=True)
                 return
-            await adapter.run_line(interaction, line.decode())
+            command = line.decode()
+            if command.startswith(SYSTEM_PREFIX):  # a System prompt button whose model does not fit its own id
+                await interaction.response.send_modal(SystemModal(command.removeprefix(SYSTEM_PREFIX)))
+                return
+            await adapter.run_line(interaction, command)
 
         await adapter.guarded(interaction, press())
 
@@ -160,11 +171,11 @@ class ReasonSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"mb:why:
 
 
 class SystemButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:sys:(?P<model>[^\s]+)"):
-    """Opens the system prompt form of the chat in this thread."""
+    """Opens the system prompt form of the chat in this thread (a model whose id does not fit goes by KeyButton)."""
 
     def __init__(self, model: str) -> None:
         super().__init__(discord.ui.Button(label="System prompt", style=discord.ButtonStyle.secondary,
-                                           custom_id=f"mb:sys:{model}"[:CUSTOM_ID_CHARS]))
+                                           custom_id=f"{SYSTEM_PREFIX}{model}"))
         self.model = model
 
     @classmethod
@@ -184,7 +195,8 @@ class SystemModal(discord.ui.Modal, title="System prompt"):
         placeholder="You are a concise assistant who answers in plain English.")
 
     def __init__(self, model: str) -> None:
-        super().__init__(custom_id=f"mb:sysform:{model}"[:CUSTOM_ID_CHARS], timeout=None)
+        # discord.py keeps open forms by custom id: one per model, whatever its name's length
+        super().__init__(custom_id=f"mb:sysform:{hashlib.sha256(model.encode()).hexdigest()[:32]}", timeout=None)
         self.model = model
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
@@ -358,7 +370,7 @@ class DiscordAdapter:
         """A chat's opening reply with the system prompt button (a modal only Discord has)."""
         if reply.ephemeral or not model:
             return reply
-        reply.buttons = [*reply.buttons, Button("System prompt", f"mb:sys:{model}")]
+        reply.buttons = [*reply.buttons, Button("System prompt", f"{SYSTEM_PREFIX}{model}")]
         return reply
 
     async def respond(self, interaction: discord.Interaction, reply: Reply, *, deferred: bool,
@@ -441,9 +453,12 @@ class DiscordAdapter:
         down = _RATE_DOWN.fullmatch(b.command)
         if down:
             return DownButton(int(down.group(1)))
-        if b.command.startswith("mb:sys:"):
-            return SystemButton(b.command.removeprefix("mb:sys:"))
-        if len(f"mb:run:{b.command}") <= CUSTOM_ID_CHARS:
+        # A command goes in the custom id only when it fits and the item's template reads it back whole (a model or
+        # line with spaces, line breaks or over 100 characters would come back cut or not at all); else under a key.
+        if b.command.startswith(SYSTEM_PREFIX):
+            if _fits(b.command, SystemButton):
+                return SystemButton(b.command.removeprefix(SYSTEM_PREFIX))
+        elif _fits(f"mb:run:{b.command}", RunButton):
             return RunButton(b.command, b.label, style)
         # The same line always gets the same key, so re-rendering a message (every progress edit) writes nothing.
         key = hashlib.sha256(b.command.encode()).hexdigest()[:24]
