@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from modelbay.adapters.api import create_app
 from modelbay.adapters.slack import SlackAdapter
-from modelbay.adapters.slack.blocks import BLOCK_LIMIT, MESSAGE_CHARS, SECTION_CHARS, render
+from modelbay.adapters.slack.blocks import BLOCK_LIMIT, MESSAGE_CHARS, SECTION_CHARS, mrkdwn, render
 from modelbay.bot import Dispatcher, Reply, Table
 from modelbay.config import Settings
 from modelbay.engine.schema import AnalyticsEvent, Feedback, Message
@@ -504,3 +504,18 @@ def test_the_same_message_delivered_again_is_answered_once(slack: SignedRequests
         assert len(db.scalars(select(AnalyticsEvent)).all()) == 1
     slack.event({**message, "ts": "3.3", "client_msg_id": "another", "text": "And grass?"}, event_id="EvNEW")
     assert standin.wait("chat.update", _rated, count=2)  # a new message is answered
+
+
+@pytest.mark.parametrize("markdown, shown", [
+    ("~~~python\nz = x**2 + y**3\n~~~", "~~~python\nz = x**2 + y**3\n~~~"),  # a tilde fence is code too
+    ("````\n```\na**b**\n```\n````\n**bold** after", "````\n```\na**b**\n```\n````\n*bold* after"),  # ``` inside ````
+    ("```py\nk(**kw) if a < b\n", "```py\nk(**kw) if a &lt; b\n"),  # a block never closed runs to the end
+    ("- item\n    x = a**2 + b**3\n\n**yes**", "- item\n    x = a**2 + b**3\n\n*yes*"),  # indented under a list item
+    ("\tq = r**2\n**s**", "\tq = r**2\n*s*"),
+    ("`a**b**` and **c** and ``x `**y**` z``", "`a**b**` and *c* and ``x `**y**` z``"),  # spans of 1 and 2 backticks
+    ("a ` lone\n\n**b** `x`", "a ` lone\n\n*b* `x`"),  # a lone backtick opens no span across a paragraph
+    ("  ```\n**kwargs\n  ```\n**end**", "  ```\n**kwargs\n  ```\n*end*"),  # an indented fence line
+    ("**a** <@U1> <!channel> & b > c", "*a* &lt;@U1&gt; &lt;!channel&gt; &amp; b &gt; c"),  # escaped everywhere
+])
+def test_mrkdwn_rewrites_bold_and_never_code(markdown: str, shown: str) -> None:
+    assert mrkdwn(markdown) == shown

@@ -10,16 +10,20 @@ import time
 import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
-from modelbay.adapters.slack.blocks import SECTION_CHARS
-from modelbay.adapters.slack.streaming import APPEND_EVERY, STREAMED_CHARS, CallWindow
+from modelbay.adapters.slack.blocks import SECTION_CHARS, answer_tail
+from modelbay.adapters.slack.streaming import (
+    APPEND_EVERY, RETRIES, STREAMED_CHARS, CallWindow, NativeAnswer, StreamLimits, StreamRefused,
+)
+from modelbay.bot import Reply
 from modelbay.engine.schema import Feedback
 from modelbay.runtime import Runtime
 from tests.support.answers import long_answer, untile
 from tests.support.chat import served_by
 from tests.support.openai_standin import Script, StandIn
-from tests.support.slack import BOT_TOKEN, SignedRequests, SlackStandIn
+from tests.support.slack import BOT_TOKEN, RESET, SignedRequests, SlackStandIn
 from tests.test_slack import USER, _in, _rated, _thread_as_shown, _unescaped, runtime, slack, standin  # noqa: F401
 
 
@@ -194,3 +198,77 @@ def test_a_call_window_allows_no_more_calls_than_its_tier() -> None:
     times = asyncio.run(run())
     assert all(sum(1 for t in times if start <= t < start + 0.5) <= 3 for start in times)
     assert times[-1] - times[0] >= 1.0  # seven calls at three per half second take at least two windows
+
+
+def _streamed_alone(standin: SlackStandIn, pieces: list[str], thread: str) -> list[str]:
+    """Stream pieces as one answer with NativeAnswer straight into the stand-in, each piece sent on its own (the
+    pause outlasts APPEND_EVERY); return the thread's streamed messages as Slack holds them, unescaped."""
+    async def run() -> None:
+        client = AsyncWebClient(token=BOT_TOKEN, base_url=standin.api_url)
+        answer = NativeAnswer(client, "C1", thread, user=USER, team="T1", limits=StreamLimits(), tail=answer_tail)
+        for piece in pieces:
+            await answer.add(piece)
+            await asyncio.sleep(APPEND_EVERY * 1.3)
+        await answer.finish(Reply(text="".join(pieces)))
+
+    asyncio.run(run())
+    shown = standin.streamed(thread)
+    assert all(m["state"] == "stopped" for m in shown)
+    return [_unescaped(m["text"]) for m in shown]
+
+
+PROSE = "".join(f"Prose line {i} says a < b & c > d.\n" for i in range(400))  # two messages
+CODE = "    x = a**2  # keep **kwargs\n" * 420  # ~13,000 characters of code: cut inside, reopened
+
+
+@pytest.mark.parametrize("pieces, cuts_in_code", [
+    (["intro\n```python\nx = 1\n``", "`\n", PROSE], 0),  # a closing fence line sent in two halves
+    (["intro\n```python\nx = 1\n`", "``\n", PROSE], 0),
+    (["intro\n```python\nx = 1\n```", "\n", PROSE], 0),  # its line break comes later
+    (["intro\n`", "``python\n", CODE, "```\nend\n"], 1),  # an opening fence line sent in two halves
+    (["intro\n``", "`python\n", CODE, "```\nend\n"], 1),
+    (["intro\n```pyt", "hon\n", CODE, "```\nend\n"], 1),  # cut in its info string
+    (["intro\n~~", "~~ python\n", CODE, "~~~~\n", "``", "`\nx = 1\n``", "`\nend\n"], 1),
+])
+def test_a_fence_line_sent_in_pieces_is_read_whole(standin: SlackStandIn, pieces: list[str],
+                                                   cuts_in_code: int) -> None:
+    answer = "".join(pieces)
+    shown = _streamed_alone(standin, pieces, "9.1")
+    assert len(shown) >= 2
+    assert untile(shown, answer) == cuts_in_code  # byte for byte, a fence added only where a cut fell in code
+
+
+def test_an_append_lost_in_transit_is_sent_again_once(standin: SlackStandIn) -> None:
+    answer = long_answer(3344, seed=3)
+    pieces = [answer[i:i + 700] for i in range(0, len(answer), 700)]
+    # The second append's connection is reset, and again when slack_sdk's client tries it once more itself
+    standin.fail("chat.appendStream", RESET, after=1, times=2)
+    [shown] = _streamed_alone(standin, pieces, "9.2")
+    assert shown == answer  # every character once: nothing Slack took is sent again, nothing lost
+    assert [c.status for c in standin.to("chat.appendStream")][:4] == [200, RESET, RESET, 200]
+
+
+def test_a_stream_lost_in_transit_for_good_is_refused_in_one_controlled_error(standin: SlackStandIn) -> None:
+    standin.fail("chat.appendStream", RESET, times=2 * (RETRIES + 1))  # every try, and the client's own, reset
+    with pytest.raises(StreamRefused) as refused:
+        _streamed_alone(standin, ["Hello.\n", "More words.\n", "The end.\n"], "9.3")
+    assert refused.value.method == "chat.appendStream" and "in transit" in refused.value.error
+    assert refused.value.shown  # the adapter knows to remove what was streamed before it shows the answer again
+
+
+def test_a_stop_lost_in_transit_keeps_the_whole_answer(slack: SignedRequests, standin: SlackStandIn,
+                                                       runtime: Runtime) -> None:
+    answer = long_answer(3344, seed=5, long_block=20)
+    with StandIn() as model:
+        served_by(runtime, "tiny-chat", model.endpoint)
+        model.script = Script(pieces=[answer[i:i + 9] for i in range(0, len(answer), 9)], delay=0.0005)
+        standin.fail("chat.stopStream", RESET, times=2 * (RETRIES + 1))  # the final stop never gets through
+        thread = _ask(slack, standin, 1, "9.4")
+        standin.wait("chat.update", _rated, timeout=120)
+    assert len(standin.to("chat.stopStream")) == 2 * (RETRIES + 1)  # tried again, with back-off, then given up
+    [started] = standin.to("chat.startStream")
+    assert started.args["_ts"] in standin.deleted and not standin.streamed(thread)
+    messages = _thread_as_shown(standin, thread)
+    shown = [m for m in messages if m.args.get("_ts", m.args.get("ts")) not in standin.deleted]
+    sections = [b["text"]["text"] for m in shown for b in m.args["blocks"] if b["type"] == "section"]
+    untile([_unescaped(t) for t in sections], answer)  # the whole answer, once, byte for byte, with chat.update

@@ -1,7 +1,7 @@
 """A recording stand-in for Slack's side: the Web API, response URLs, file hosting and Socket Mode's websocket.
 
 The real slack_sdk clients (pointed here by MODELBAY_SLACK_API_URL) call it; tests read what it received and
-script failures (a 429 with Retry-After). `SignedRequests` sends requests the way Slack does, signed with the
+script failures (a 429 with Retry-After, a connection reset). `SignedRequests` sends requests the way Slack does, signed with the
 signing secret, into the app under test.
 
 It knows Slack's chat streaming methods (chat.startStream, chat.appendStream, chat.stopStream) and checks what Slack
@@ -32,12 +32,13 @@ from aiohttp import WSMsgType, web
 
 from tests.support.aioserver import ThreadedServer
 
-__all__ = ["BOT_TOKEN", "SIGNING_SECRET", "Call", "SignedRequests", "SlackStandIn"]
+__all__ = ["BOT_TOKEN", "RESET", "SIGNING_SECRET", "Call", "SignedRequests", "SlackStandIn"]
 
 BOT_TOKEN = "xoxb-test-bot-token"
 APP_TOKEN = "xapp-test-app-token"
 SIGNING_SECRET = "test-signing-secret"
 BOT_USER = "UMODELBAY"
+RESET = 0  # a status for `SlackStandIn.fail`: the connection is closed with no answer, as a reset or a crash does
 MARKDOWN_CHARS = 12000  # a markdown block's text, all markdown blocks of a message, and a stream call's markdown
 STREAMED_CHARS = 12000  # the markdown one streamed message holds in all (read as a markdown block's limit)
 
@@ -94,7 +95,7 @@ class SlackStandIn(ThreadedServer):
         self.refuse_streaming: str | None = None  # an error code chat.startStream answers with
         self.streams: dict[str, dict[str, Any]] = {}  # ts -> {"thread", "channel", "text", "state", "blocks"}
         self.deleted: set[str] = set()
-        self._faults: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self._faults: dict[str, list[tuple[int, dict[str, str]] | None]] = {}  # None: answer that call normally
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
 
@@ -117,11 +118,13 @@ class SlackStandIn(ThreadedServer):
         return f"{self.base}/respond/{uuid.uuid4().hex[:8]}"
 
     # -- scripting and reading ----------------------------------------------------------------------------------
-    def fail(self, method: str, status: int = 429, *, retry_after: float | None = 1, times: int = 1) -> None:
-        """Answer the next `times` calls of `method` with `status` (and a Retry-After header)."""
+    def fail(self, method: str, status: int = 429, *, retry_after: float | None = 1, times: int = 1,
+             after: int = 0) -> None:
+        """Answer `times` calls of `method`, after the next `after` ones, with `status` (and a Retry-After header);
+        status RESET closes the connection instead of answering (the call is recorded, not carried out)."""
         headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
         with self._lock:
-            self._faults.setdefault(method, []).extend([(status, headers)] * times)
+            self._faults.setdefault(method, []).extend([None] * after + [(status, headers)] * times)
 
     def streamed(self, thread: str) -> list[dict[str, Any]]:
         """The streamed messages in a thread still shown, in order: each {"ts", "text" (markdown as sent, escaped),
@@ -194,6 +197,10 @@ class SlackStandIn(ThreadedServer):
         if fault is not None:
             status, extra = fault
             self._record(method, args, headers, status)
+            if status == RESET:
+                assert request.transport is not None
+                request.transport.abort()  # the client reads a closed connection, no response
+                raise web.HTTPInternalServerError  # never written: the connection is gone
             error = "ratelimited" if status == 429 else "internal_error"
             return web.json_response({"ok": False, "error": error}, status=status, headers=extra)
         token = headers.get("authorization", "")

@@ -14,7 +14,7 @@ from typing import Any
 
 from modelbay.bot.reply import Button, Progress, Reply, Table
 from modelbay.bot.spec import CommandSet
-from modelbay.bot.text import bar, rewrite, split_parts, split_text, table_lines
+from modelbay.bot.text import bar, fenced_blocks, rewrite, split_parts, split_text, table_lines
 
 __all__ = [
     "BLOCK_LIMIT", "FEEDBACK_ACTION", "MARKDOWN_CHARS", "MESSAGE_CHARS", "SECTION_CHARS", "STREAM_CHARS",
@@ -42,8 +42,9 @@ _RATE = re.compile(r"/rate (up|down) ")
 _ICONS = {"success": ":white_check_mark: ", "warning": ":warning: ", "error": ":x: ", "info": ""}
 # **bold** as Markdown reads it: the stars hug the words, the nearest pair wins, and it stays in one paragraph.
 _BOLD = re.compile(r"\*\*(?=[^\s*])((?:(?!\*\*|\n[ \t]*\n).)*?[^\s*])\*\*", re.S)
-# Code as Slack's mrkdwn reads it: a ``` block (to the next ```, or the end) or an inline `span`; left as written.
-_CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]+`", re.S)
+# Code inside a paragraph, left as written: an inline span (a run of backticks to the next run as long, as
+# CommonMark reads it), or a line indented by four spaces or a tab (an indented block, or code under a list item).
+_INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`)(?:(?!\n[ \t]*\n).)+?(?<!`)\1(?!`)|^(?: {4}|\t)[^\n]*", re.S | re.M)
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
@@ -71,12 +72,22 @@ def escaped_chars(text: str) -> int:
 
 def mrkdwn(text: str) -> str:
     """Turn ModelBay's markdown into Slack mrkdwn: escape &, <, > (no stray mentions or links); **b** becomes *b*
-    outside code (code, inline or fenced, stays as written)."""
-    escaped, out, at = escape(text), [], 0
-    for code in _CODE.finditer(escaped):
-        out += [_BOLD.sub(r"*\1*", escaped[at:code.start()]), code.group()]
+    outside code. Code (fenced blocks as `split_parts` reads them, inline spans, indented lines) stays as written."""
+    out, at = [], 0
+    for start, end in fenced_blocks(text):
+        out += [_prose(text[at:start]), escape(text[start:end])]
+        at = end
+    out.append(_prose(text[at:]))
+    return "".join(out)
+
+
+def _prose(text: str) -> str:
+    """Text outside fenced code, escaped, with **bold** made *bold* except inside inline or indented code."""
+    out, at = [], 0
+    for code in _INLINE_CODE.finditer(text):
+        out += [_BOLD.sub(r"*\1*", escape(text[at:code.start()])), escape(code.group())]
         at = code.end()
-    out.append(_BOLD.sub(r"*\1*", escaped[at:]))
+    out.append(_BOLD.sub(r"*\1*", escape(text[at:])))
     return "".join(out)
 
 

@@ -5,14 +5,18 @@ starts it with its first text; ModelBay decides when to hand it text. Slack's li
 appendStream is Tier 4 (100+ calls a minute), startStream and stopStream Tier 2 (20+ a minute), per workspace, and
 `markdown_text` takes at most 12,000 characters. So text is buffered and appended at most every `APPEND_EVERY`
 seconds per answer, every call also waits for room in its method's minute (`CallWindow`, shared by all answers), and
-a 429 waits Retry-After and tries again (the helper keeps text it could not send).
+a 429 waits Retry-After and tries again. A call lost in transit (a connection reset, a timeout: no answer from Slack)
+is tried again after a back-off (`BACKOFF`). Either way only what the helper still holds is sent again: it keeps the
+text of a call that failed and drops it once Slack accepted it, so text Slack confirmed is never sent twice.
 
 The model's Markdown goes as it is (Slack renders it), with &, < and > escaped so it can never mention people or
 make links. A streamed message holds at most `STREAMED_CHARS` escaped characters: its last `HOLD_CHARS` are held
 back until the cut is known, so the cut falls at a paragraph or line break (`split_parts`); a code block open
 there is closed, and reopened with its language at the start of the next message, a new stream in the thread.
-Any other error Slack answers a call with is raised as `StreamRefused`; the adapter then shows the answer
-with chat.update instead.
+Which code block is open is read from whole lines only (`fence_after`): a send may end inside a fence line, whose
+beginning is carried over and read with the rest of the line.
+Any other error Slack answers a call with, and a failure that persists, is raised as `StreamRefused`; the adapter
+then shows the whole answer with chat.update instead.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
@@ -34,14 +39,17 @@ from modelbay.adapters.slack.outbox import retry_after
 from modelbay.bot.reply import Reply
 from modelbay.bot.text import Fence, Part, fence_after, split_parts
 
-__all__ = ["APPEND_EVERY", "HOLD_CHARS", "STREAMED_CHARS", "CallWindow", "NativeAnswer", "StreamLimits",
+__all__ = ["APPEND_EVERY", "BACKOFF", "HOLD_CHARS", "STREAMED_CHARS", "CallWindow", "NativeAnswer", "StreamLimits",
            "StreamRefused"]
 
 log = logging.getLogger(__name__)
 APPEND_EVERY = 0.5  # seconds between two appends to one answer: tokens are buffered meanwhile
 STREAMED_CHARS = 11000  # escaped characters in one streamed message (Slack's 12,000, less room for fence lines)
 HOLD_CHARS = 1500  # the end of a message's room held back so its cut can fall at a paragraph or line break
-RETRIES = 3  # 429s in a row before a call counts as refused
+RETRIES = 3  # 429s, or failures in transit, in a row before a call counts as refused
+BACKOFF = 0.5  # seconds before trying again a call lost in transit; doubled at each try
+# What a call lost in transit raises: no answer came from Slack (aiohttp's timeouts are both)
+_IN_TRANSIT = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 class StreamRefused(Exception):
@@ -108,11 +116,12 @@ class NativeAnswer:
         self.text = ""
         self._sent = 0  # characters of text handed to Slack
         self._used = 0  # escaped characters in the current message
-        self._open: Fence | None = None  # the code block open where the unsent text starts
+        self._open: Fence | None = None  # the code block open at the start of the line the sent text ends in
+        self._line = ""  # the sent text's unfinished last line (its fence state is known once it ends)
         self._stream: AsyncChatStream | None = None
         self._last = 0.0  # when the last append was made
         self._task: asyncio.Task[None] | None = None
-        self._failed: StreamRefused | None = None
+        self._failed: Exception | None = None
 
     async def add(self, piece: str) -> None:
         """Take a new piece of the answer; it is appended within `APPEND_EVERY` seconds."""
@@ -136,7 +145,8 @@ class NativeAnswer:
         while await self._flush(final=True):
             pass
         last = self.text[self._sent - 1:self._sent]
-        closer = str(Part(last, close=self._open))[len(last):]  # the answer ended inside a code block
+        end = fence_after(self._line, self._open)
+        closer = str(Part(last, close=end))[len(last):]  # the answer ended inside a code block
         await self._stop(closer, self.tail(reply, self.notices))
 
     async def _pump(self) -> None:
@@ -147,7 +157,7 @@ class NativeAnswer:
                     await asyncio.sleep(wait)
                 if not await self._flush(final=False):
                     return
-        except StreamRefused as exc:
+        except Exception as exc:  # noqa: BLE001 - kept for add or finish to raise, never left unretrieved
             self._failed = exc
 
     async def _flush(self, *, final: bool) -> bool:
@@ -160,7 +170,11 @@ class NativeAnswer:
         # already shows it
         fresh = self._stream is None
         reopen = escaped_chars(self._open.opening + "\n") if self._open else 0
-        parts = split_parts(pending, room + (0 if fresh else reopen), escaped_chars, fence=self._open)
+        # split_parts reads fences by whole lines, so it reads from the start of the line the sent text ends in; that
+        # line's sent beginning is already counted (in this message or the last), so its room is given back
+        line = self._line
+        parts = split_parts(line + pending, room + escaped_chars(line) + (0 if fresh else reopen), escaped_chars,
+                            fence=self._open)
         if len(parts) == 1:
             take = pending if final else _within(pending, room - HOLD_CHARS - (reopen if fresh else 0))
             if not take:
@@ -168,8 +182,13 @@ class NativeAnswer:
             await self._append(take)
             return True
         first = parts[0]  # the message is full: it ends here, its code block closed; the rest goes on in a new one
-        await self._append(first.text)
-        await self._stop(str(Part(first.text, close=first.close))[len(first.text):], None)
+        take = first.text[len(line):]
+        if not take and fresh:  # never expected: a new message must take something, or this would not end
+            take = _within(pending, room - reopen) or pending[:1]
+        if take:
+            await self._append(take)
+        ended = line + take
+        await self._stop(str(Part(ended, close=first.close if take else self._open))[len(ended):], None)
         return True
 
     async def _append(self, raw: str) -> None:
@@ -190,7 +209,9 @@ class NativeAnswer:
         self._last = time.monotonic()
         self._sent += len(raw)
         self._used += escaped_chars(shown)
-        self._open = fence_after(raw, self._open)
+        whole = self._line + raw
+        ended = whole.rfind("\n") + 1
+        self._open, self._line = fence_after(whole[:ended], self._open), whole[ended:]
         if starting:
             self.messages.append(str(stream.ts))
             log.info("slack answer in %s/%s streams natively (message %s)", self.channel, self.thread_ts, stream.ts)
@@ -206,7 +227,8 @@ class NativeAnswer:
         self._used = 0  # the next text starts a new message
 
     async def _call(self, method: str, window: CallWindow, call: Callable[[bool], Awaitable[Any]]) -> Any:
-        """Make a call in its window; a 429 waits and sends again what the helper kept; any other error refuses."""
+        """Make a call in its window; a 429 or a failure in transit waits and sends again what the helper kept; any
+        other error, or one that persists `RETRIES` times, raises StreamRefused."""
         for attempt in range(RETRIES + 1):
             await window.turn()
             try:
@@ -217,7 +239,14 @@ class NativeAnswer:
                     error = str(exc.response.get("error") or exc) if wait is None else "ratelimited"
                     raise StreamRefused(method, error, shown=bool(self.messages)) from exc
                 log.warning("slack %s rate limited; retrying in %.1f s", method, wait)
-                await asyncio.sleep(wait)
+            except _IN_TRANSIT as exc:
+                # No answer: the helper still holds the text, and sending it again is the only way it arrives
+                if attempt == RETRIES:
+                    raise StreamRefused(method, f"failed in transit: {type(exc).__name__}",
+                                        shown=bool(self.messages)) from exc
+                wait = BACKOFF * 2 ** attempt
+                log.warning("slack %s failed in transit (%r); retrying in %.1f s", method, exc, wait)
+            await asyncio.sleep(wait)
         raise AssertionError("unreachable")
 
 
