@@ -18,7 +18,7 @@ from modelbay.bot.deliveries import first_delivery
 from modelbay.bot.live import LiveMessage
 from modelbay.bot.reply import Reply
 from modelbay.bot.stream import StreamedAnswer
-from modelbay.bot.text import Part, fence_after, split_parts
+from modelbay.bot.text import Part, TableHead, fence_after, split_parts
 from tests.support.answers import _open_after, long_answer, untile
 
 _FENCE_LINE = re.compile(r"[ \t>]*(`{3,}|~{3,})")
@@ -247,3 +247,32 @@ def test_a_message_delivered_again_under_any_of_its_identities_is_a_repeat(redis
 
     assert asyncio.run(check()) == [True, False, False, False, True, True, False]
     assert 3500 <= redis.ttl("modelbay:slack:seen:event:Ev4") <= 3600
+
+
+def _table(rows: int, header: str = "| model | params | fits |") -> str:
+    return f"{header}\n|---|--:|:-:|\n" + "".join(f"| m-{i} | {i}B | {'yes' if i % 2 else 'no'} |\n" for i in range(rows))
+
+
+def test_a_table_cut_across_parts_repeats_its_header_as_a_reopen() -> None:
+    text = "Models:\n\n" + _table(120) + "\nThat is all.\n\n```\n" + _table(3) + "```\n"
+    parts = split_parts(text, 500)
+    assert len(parts) > 4 and "".join(p.text for p in parts) == text and all(len(str(p)) <= 500 for p in parts)
+    head = "| model | params | fits |\n|---|--:|:-:|"
+    for before, after in zip(parts, parts[1:]):
+        assert before.close == after.reopen  # what a part ends inside is what the next reopens
+        if isinstance(after.reopen, TableHead):
+            assert after.reopen.opening == head and str(after) == f"{head}\n{after.text}"
+            assert after.text.startswith("| m-") and before.text.endswith("|\n")  # cut between rows only
+    assert sum(isinstance(p.reopen, TableHead) for p in parts) >= 3
+    assert not isinstance(parts[-1].close, TableHead)  # the table ended; one inside code is code, not a table
+    # A header too wide for a quarter of a part is not repeated: the rows keep their room
+    wide = _table(60, "| " + " | ".join(["column"] * 30) + " |")
+    assert all(p.reopen is None for p in split_parts(wide, 500))
+
+
+def test_the_cut_of_a_growing_table_never_moves() -> None:
+    text = "Intro.\n\n" + _table(300) + "\nDone.\n"
+    final = split_parts(text, 700, escaped_chars)
+    for size in range(50, len(text), 61):
+        growing = split_parts(text[:size], 700, escaped_chars)
+        assert growing[:-1] == final[:len(growing) - 1]

@@ -4,7 +4,9 @@
 fenced code block a cut falls inside is closed at the end of one part and reopened (with its opening line, so its
 language, indentation and quote markers) at the start of the next, so each part renders on its own. Cuts prefer
 paragraph and line breaks outside code, then line breaks inside code, then a space, and never fall inside a fence line
-or a grapheme cluster (a flag, an emoji sequence, a letter and its accents stay in one message).
+or a grapheme cluster (a flag, an emoji sequence, a letter and its accents stay in one message). A Markdown table cut
+across parts is continued the same way: its header and delimiter rows start the next part (`TableHead`, a reopen with
+nothing to close), so the rest still renders as a table where the platform renders tables (Slack's markdown block).
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ import regex
 
 from modelbay.bot.reply import Progress, Reply, Table
 
-__all__ = ["Fence", "Part", "bar", "fence_after", "fenced_blocks", "rewrite", "split_parts", "split_text",
+__all__ = ["Fence", "Part", "TableHead", "bar", "fence_after", "fenced_blocks", "rewrite", "split_parts", "split_text",
            "table_lines"]
 
 CELL_CHARS = 40  # a table cell wider than this is cut, so rows stay readable in a chat window
 # A fence line: any indentation and block-quote markers (a code block inside a list item or a quote), 3 or more
 # backticks or tildes, then the info string.
 _FENCE = re.compile(r"([ \t>]*)(`{3,}|~{3,})(.*)")
-_GRAPHEME = regex.compile(r"\X")  # one user-perceived character (Unicode's extended grapheme cluster)
+_GRAPHEME = regex.compile(r"\X")
+# A table's delimiter row (GFM): cells of dashes with optional alignment colons, at least one pipe.
+_DELIMITER = re.compile(r" {0,3}(?=[^|]*\|)\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*")
+HEADER_SHARE = 4  # a table header repeated at a cut takes at most 1/4 of a part; a wider one is not repeated  # one user-perceived character (Unicode's extended grapheme cluster)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,20 @@ class Fence:
         prefix, run = opener[1], opener[2]
         return (match[2][0] == run[0] and len(match[2]) >= len(run) and match[1].count(">") == prefix.count(">")
                 and _indent(match[1]) <= _indent(prefix) + 3)
+
+
+@dataclass(frozen=True)
+class TableHead(Fence):
+    """A Markdown table open at a cut: `opening` is its header and delimiter rows, shown again at the start of the
+    next part; `closing` is empty (a table needs no closing line)."""
+
+    def closes(self, line: str) -> bool:
+        """Whether a line (without its newline) ends the table: a blank line or one with no cell separator."""
+        return not _table_row(line)
+
+
+def _table_row(line: str) -> bool:
+    return "|" in line and bool(line.strip())
 
 
 def _indent(prefix: str) -> int:
@@ -67,7 +86,7 @@ class Part:
 
 def _closer(text: str, fence: Fence | None) -> str:
     """The fence line that closes a part ending inside `fence` (on a line of its own)."""
-    if fence is None:
+    if fence is None or not fence.closing:
         return ""
     return fence.closing if text.endswith("\n") or not text else "\n" + fence.closing
 
@@ -85,6 +104,27 @@ def _after(fence: Fence | None, line: str) -> Fence | None:
     if match is None or (match[2][0] == "`" and "`" in match[3]):  # a backtick fence's info has no backtick
         return None
     return Fence(line.rstrip("\r"), match[1] + match[2])
+
+
+def _next(state: Fence | None, previous: str | None, line: str) -> Fence | None:
+    """The code block or table open after one more line, given the line before it (None if unknown)."""
+    if isinstance(state, TableHead):
+        if not state.closes(line.rstrip("\r\n")):
+            return state
+        state = None
+    after = _after(state, line)
+    if state is None and after is None and previous is not None and _table_row(previous.rstrip("\r\n")) \
+            and _DELIMITER.fullmatch(line.rstrip("\r\n")):
+        return TableHead(previous.rstrip("\r\n") + "\n" + line.rstrip("\r\n"), "")
+    return after
+
+
+def _open_at_end(text: str, fence: Fence | None) -> Fence | None:
+    """The code block or table open at the end of `text` (which starts inside `fence`)."""
+    previous = None
+    for line in text.splitlines(keepends=True):
+        fence, previous = _next(fence, previous, line), line
+    return fence
 
 
 def fence_after(text: str, fence: Fence | None = None) -> Fence | None:
@@ -107,8 +147,10 @@ def split_parts(text: str, limit: int, weigh: Callable[[str], int] = len, *,
     """
     parts: list[Part] = []
     while True:
+        if isinstance(fence, TableHead) and weigh(fence.opening + "\n") * HEADER_SHARE > limit:
+            fence = None  # a header this wide would crowd out the rows it heads
         head = weigh(fence.opening + "\n") if fence else 0
-        end_fence = fence_after(text, fence)
+        end_fence = _open_at_end(text, fence)
         if head + weigh(text) + weigh(_closer(text, end_fence)) <= limit:
             parts.append(Part(text, fence, end_fence))
             return parts
@@ -120,13 +162,13 @@ def split_parts(text: str, limit: int, weigh: Callable[[str], int] = len, *,
 def _cut(text: str, fence: Fence | None, room: int, weigh: Callable[[str], int]) -> tuple[int, Fence | None]:
     """Where the first part of a text too long for `room` ends, and the code block open there."""
     lines: list[tuple[int, int, int, Fence | None]] = []  # cuts at line starts: (rank, index, weight before, fence)
-    used, start, state = 0, 0, fence
+    used, start, state, previous = 0, 0, fence, None
     while (newline := text.find("\n", start)) >= 0:  # the last line, maybe still being written, is never taken whole
         line = text[start:newline + 1]
-        after = _after(state, line)
+        after = _next(state, previous, line)
         if used + weigh(line) + weigh(_closer("\n", after)) > room:
             break
-        state, used, start = after, used + weigh(line), newline + 1
+        state, used, start, previous = after, used + weigh(line), newline + 1, line
         if start < len(text):
             lines.append((_rank(text, start, state), start, used, state))
     half = room // 2
@@ -143,6 +185,8 @@ def _cut(text: str, fence: Fence | None, room: int, weigh: Callable[[str], int])
     # A cut that leaves a fence-like rest would start the next message with a fence line that opens a block
     ends = [e for e in ends if not _fence_line(line[e:])] or ends
     spaces = [e for e in ends if line[e - 1] == " "]
+    if isinstance(state, TableHead):
+        state = None  # a row cut in two: the rest of it cannot follow a repeated header
     if not _fence_line(line) and spaces and used + weigh(line[:spaces[-1]]) >= half:
         return start + spaces[-1], state
     if lines:
@@ -173,7 +217,11 @@ def _rank(text: str, start: int, fence: Fence | None) -> int:
     newline = text.find("\n", start)
     line = text[start:] if newline < 0 else text[start:newline]
     previous = text[text.rfind("\n", 0, start - 1) + 1:start].rstrip("\r\n")
+    if isinstance(fence, TableHead):  # between rows; not right after the header, which would show it twice
+        return 3 if previous == fence.opening.rsplit("\n", 1)[-1] else 2
     if fence is None:
+        if _DELIMITER.fullmatch(line.rstrip("\r")) and _table_row(previous):
+            return 3  # between a table's header and its delimiter row
         return 0 if text.endswith("\n\n", 0, start) or _fence_line(line) or _fence_line(previous) else 1
     return 3 if previous == fence.opening or (newline >= 0 and fence.closes(line)) else 2
 
