@@ -59,7 +59,7 @@ def test_long_answers_stream_natively_whole_in_order_escaped_and_paced(slack: Si
             thread = _ask(slack, standin, n, f"4.{n}")
             messages = _stopped(standin, thread)
             for message in messages:  # Markdown as the model wrote it, escaped: no mention or link can come of it
-                assert "<" not in message["text"] and ">" not in message["text"]
+                assert "<" not in message["text"]
                 assert len(message["text"]) <= STREAMED_CHARS and message["state"] == "stopped"
             cuts_in_code += untile([_unescaped(m["text"]) for m in messages], answer)  # every character, once
             assert "**kwargs" in "".join(m["text"] for m in messages)  # Markdown, not rewritten as mrkdwn
@@ -272,3 +272,16 @@ def test_a_stop_lost_in_transit_keeps_the_whole_answer(slack: SignedRequests, st
     shown = [m for m in messages if m.args.get("_ts", m.args.get("ts")) not in standin.deleted]
     sections = [b["text"]["text"] for m in shown for b in m.args["blocks"] if b["type"] == "section"]
     untile([_unescaped(t) for t in sections], answer)  # the whole answer, once, byte for byte, with chat.update
+
+
+def test_streamed_markdown_escapes_what_could_mention_or_link_and_keeps_quotes(standin: SlackStandIn) -> None:
+    answer = ("> A quote stays a quote, and a > b.\n\nNo <!channel>, <@U0123ABC>, <#C1|x>, <https://evil.example|"
+              "click> or &lt;!here&gt; comes alive.\n\n```python\nif a < b and b > c & d:\n    pass\n```\n")
+    _streamed_alone(standin, [answer], "9.5")
+    [message] = standin.streamed("9.5")
+    shown = message["text"]  # as Slack received it
+    assert "<" not in shown  # no control sequence (mention, channel, link) can open
+    assert shown.startswith("> A quote stays a quote, and a > b.\n")  # the block quote marker is left to Markdown
+    assert "&amp;lt;!here&amp;gt;" in shown  # an escape of the model's own cannot turn into a <
+    assert "if a &lt; b and b > c &amp; d:" in shown
+    assert _unescaped(shown) == answer

@@ -1,8 +1,8 @@
 """A recording stand-in for Slack's side: the Web API, response URLs, file hosting and Socket Mode's websocket.
 
 The real slack_sdk clients (pointed here by MODELBAY_SLACK_API_URL) call it; tests read what it received and
-script failures (a 429 with Retry-After, a connection reset). `SignedRequests` sends requests the way Slack does, signed with the
-signing secret, into the app under test.
+script failures (a 429 with Retry-After, a 5xx, a connection reset). `SignedRequests` sends requests the way Slack
+does, signed with the signing secret, into the app under test.
 
 It knows Slack's chat streaming methods (chat.startStream, chat.appendStream, chat.stopStream) and checks what Slack
 documents: a stream starts in a thread with text, names its recipient outside direct messages, takes at most 12,000

@@ -18,7 +18,8 @@ from modelbay.bot.text import bar, fenced_blocks, rewrite, split_parts, split_te
 
 __all__ = [
     "BLOCK_LIMIT", "FEEDBACK_ACTION", "MARKDOWN_CHARS", "MESSAGE_CHARS", "SECTION_CHARS", "STREAM_CHARS",
-    "SlackMessage", "answer_tail", "button", "context", "escape", "escaped_chars", "feedback", "markdown", "mrkdwn",
+    "SlackMessage", "answer_tail", "button", "context", "escape", "escape_markdown", "escaped_chars", "feedback",
+    "markdown_chars", "mrkdwn",
     "progress_line", "render", "section", "slack_text", "tail",
 ]
 
@@ -37,7 +38,7 @@ STREAM_CHARS = 3500  # an answer streams into one message up to this, then conti
 FALLBACK_CHARS = 3000  # the notification text that goes with blocks
 ACTION_PREFIX = "mb_run_"
 FEEDBACK_ACTION = f"{ACTION_PREFIX}feedback"  # 👍/👎 feedback buttons: the pressed one's value is its command line
-MARKDOWN_CHARS = 12000  # a markdown block's text, and all markdown blocks of one message together
+MARKDOWN_CHARS = 12000  # markdown_text in one streaming call, as documented
 _RATE = re.compile(r"/rate (up|down) ")
 _ICONS = {"success": ":white_check_mark: ", "warning": ":warning: ", "error": ":x: ", "info": ""}
 # **bold** as Markdown reads it: the stars hug the words, the nearest pair wins, and it stays in one paragraph.
@@ -46,6 +47,15 @@ _BOLD = re.compile(r"\*\*(?=[^\s*])((?:(?!\*\*|\n[ \t]*\n).)*?[^\s*])\*\*", re.S
 # CommonMark reads it), or a line indented by four spaces or a tab (an indented block, or code under a list item).
 _INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`)(?:(?!\n[ \t]*\n).)+?(?<!`)\1(?!`)|^(?: {4}|\t)[^\n]*", re.S | re.M)
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+# Standard Markdown (a streamed answer's markdown_text, what markdown blocks take) escapes only & and <. Slack's
+# formatting reference (docs.slack.dev, "Formatting message text", Escaping text) names &, < and > as its control
+# characters, and every mention, channel link, special mention (<!channel>) and link (<url|text>) is a sequence
+# that opens with <: with < escaped none can form, and with & escaped no &lt; of the model's can turn into one.
+# A > alone starts nothing, and in Markdown it is the block quote marker (the markdown block reference lists
+# "> this is a block quote"), so it stays as written: quotes render, and code keeps its > even where Slack would
+# not decode an entity inside code (CommonMark leaves entities in code undecoded). The markdown block reference
+# documents no entity handling at all, so &amp; and &lt; remain the one unverified cost inside code.
+_MARKDOWN_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;"})
 
 
 @dataclass
@@ -68,6 +78,16 @@ def escape(text: str) -> str:
 def escaped_chars(text: str) -> int:
     """The characters a text takes once escaped (adds up over pieces of a text, as `split_parts` needs)."""
     return len(text) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
+
+
+def escape_markdown(text: str) -> str:
+    """Standard Markdown with & and < escaped, so it can never mention people or make Slack links (> stays: quotes)."""
+    return text.translate(_MARKDOWN_ESCAPES)
+
+
+def markdown_chars(text: str) -> int:
+    """The characters Markdown takes once `escape_markdown`d (adds up over pieces of a text)."""
+    return len(text) + 4 * text.count("&") + 3 * text.count("<")
 
 
 def mrkdwn(text: str) -> str:
@@ -104,11 +124,6 @@ def section(text: str, accessory: dict[str, Any] | None = None) -> dict[str, Any
     if accessory:
         block["accessory"] = accessory
     return block
-
-
-def markdown(text: str) -> dict[str, Any]:
-    """A markdown block: standard Markdown, which Slack renders itself (text already escaped, cut to 12,000)."""
-    return {"type": "markdown", "text": text[:MARKDOWN_CHARS]}
 
 
 def feedback(up: Button, down: Button) -> dict[str, Any]:

@@ -9,12 +9,12 @@ a 429 waits Retry-After and tries again. A call lost in transit (a connection re
 is tried again after a back-off (`BACKOFF`). Either way only what the helper still holds is sent again: it keeps the
 text of a call that failed and drops it once Slack accepted it, so text Slack confirmed is never sent twice.
 
-The model's Markdown goes as it is (Slack renders it), with &, < and > escaped so it can never mention people or
-make links. A streamed message holds at most `STREAMED_CHARS` escaped characters: its last `HOLD_CHARS` are held
-back until the cut is known, so the cut falls at a paragraph or line break (`split_parts`); a code block open
-there is closed, and reopened with its language at the start of the next message, a new stream in the thread.
-Which code block is open is read from whole lines only (`fence_after`): a send may end inside a fence line, whose
-beginning is carried over and read with the rest of the line.
+The model's Markdown goes as it is (Slack renders it), with & and < escaped so it can never mention people or
+make Slack links (`blocks.escape_markdown` says why > is not). A streamed message holds at most `STREAMED_CHARS`
+escaped characters: its last `HOLD_CHARS` are held back until the cut is known, so the cut falls at a paragraph or
+line break (`split_parts`); a code block open there is closed, and reopened with its language at the start of the
+next message, a new stream in the thread. Which code block is open is read from whole lines only (`fence_after`):
+a send may end inside a fence line, whose beginning is carried over and read with the rest of the line.
 Any other error Slack answers a call with, and a failure that persists, is raised as `StreamRefused`; the adapter
 then shows the whole answer with chat.update instead.
 """
@@ -34,7 +34,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
-from modelbay.adapters.slack.blocks import escape, escaped_chars
+from modelbay.adapters.slack.blocks import escape_markdown, markdown_chars
 from modelbay.adapters.slack.outbox import retry_after
 from modelbay.bot.reply import Reply
 from modelbay.bot.text import Fence, Part, fence_after, split_parts
@@ -169,11 +169,11 @@ class NativeAnswer:
         # split_parts counts the reopening fence line of its first part: a new message writes it, the current one
         # already shows it
         fresh = self._stream is None
-        reopen = escaped_chars(self._open.opening + "\n") if self._open else 0
+        reopen = markdown_chars(self._open.opening + "\n") if self._open else 0
         # split_parts reads fences by whole lines, so it reads from the start of the line the sent text ends in; that
         # line's sent beginning is already counted (in this message or the last), so its room is given back
         line = self._line
-        parts = split_parts(line + pending, room + escaped_chars(line) + (0 if fresh else reopen), escaped_chars,
+        parts = split_parts(line + pending, room + markdown_chars(line) + (0 if fresh else reopen), markdown_chars,
                             fence=self._open)
         if len(parts) == 1:
             take = pending if final else _within(pending, room - HOLD_CHARS - (reopen if fresh else 0))
@@ -205,10 +205,10 @@ class NativeAnswer:
             await asyncio.sleep(wait)
         await self._call("chat.startStream" if starting else "chat.appendStream",
                          self.limits.start if starting else self.limits.append,
-                         lambda again: stream.append(markdown_text="" if again else escape(shown)))
+                         lambda again: stream.append(markdown_text="" if again else escape_markdown(shown)))
         self._last = time.monotonic()
         self._sent += len(raw)
-        self._used += escaped_chars(shown)
+        self._used += markdown_chars(shown)
         whole = self._line + raw
         ended = whole.rfind("\n") + 1
         self._open, self._line = fence_after(whole[:ended], self._open), whole[ended:]
@@ -223,7 +223,7 @@ class NativeAnswer:
         if stream is None:
             return
         await self._call("chat.stopStream", self.limits.stop, lambda again: stream.stop(
-            markdown_text=None if again or not closer else escape(closer), blocks=blocks or None))
+            markdown_text=None if again or not closer else escape_markdown(closer), blocks=blocks or None))
         self._used = 0  # the next text starts a new message
 
     async def _call(self, method: str, window: CallWindow, call: Callable[[bool], Awaitable[Any]]) -> Any:
@@ -254,7 +254,7 @@ def _within(text: str, room: int) -> str:
     """The longest beginning of `text` that weighs at most `room` once escaped."""
     used = 0
     for end, char in enumerate(text):
-        used += escaped_chars(char)
+        used += markdown_chars(char)
         if used > room:
             return text[:end]
     return text
