@@ -102,8 +102,10 @@ def test_a_fence_line_at_the_cut_goes_whole_to_one_side() -> None:
 
 
 def test_code_blocks_in_list_items_and_quotes_are_closed_and_reopened_with_their_prefix() -> None:
-    for opening, line, closing in [("    ```python", "    x = a**2\n", "    ```"), ("> ```python", "> x = a**2\n", "> ```"),
-                                   (">   ~~~~ sh", ">   echo $HOME\n", ">   ~~~~"), ("\t```", "\tx = a**2\n", "\t```")]:
+    for opening, line, closing in [("    ```python", "    x = a**2\n", "    ```"),
+                                   ("> ```python", "> x = a**2\n", "> ```"),
+                                   (">   ~~~~ sh", ">   echo $HOME\n", ">   ~~~~"),
+                                   ("\t```", "\tx = a**2\n", "\t```")]:
         text = f"1. Run:\n\n{opening}\n{line * 100}{closing}\n\nDone.\n"
         parts = split_parts(text, 300)
         assert len(parts) > 3 and "".join(p.text for p in parts) == text
@@ -250,7 +252,8 @@ def test_a_message_delivered_again_under_any_of_its_identities_is_a_repeat(redis
 
 
 def _table(rows: int, header: str = "| model | params | fits |") -> str:
-    return f"{header}\n|---|--:|:-:|\n" + "".join(f"| m-{i} | {i}B | {'yes' if i % 2 else 'no'} |\n" for i in range(rows))
+    body = "".join(f"| m-{i} | {i}B | {'yes' if i % 2 else 'no'} |\n" for i in range(rows))
+    return f"{header}\n|---|--:|:-:|\n{body}"
 
 
 def test_a_table_cut_across_parts_repeats_its_header_as_a_reopen() -> None:

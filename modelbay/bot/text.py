@@ -26,10 +26,10 @@ CELL_CHARS = 40  # a table cell wider than this is cut, so rows stay readable in
 # A fence line: any indentation and block-quote markers (a code block inside a list item or a quote), 3 or more
 # backticks or tildes, then the info string.
 _FENCE = re.compile(r"([ \t>]*)(`{3,}|~{3,})(.*)")
-_GRAPHEME = regex.compile(r"\X")
+_GRAPHEME = regex.compile(r"\X")  # one user-perceived character (Unicode's extended grapheme cluster)
 # A table's delimiter row (GFM): cells of dashes with optional alignment colons, at least one pipe.
 _DELIMITER = re.compile(r" {0,3}(?=[^|]*\|)\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*")
-HEADER_SHARE = 4  # a table header repeated at a cut takes at most 1/4 of a part; a wider one is not repeated  # one user-perceived character (Unicode's extended grapheme cluster)
+HEADER_SHARE = 4  # a table header repeated at a cut takes at most 1/4 of a part; a wider one is not repeated
 
 
 @dataclass(frozen=True)

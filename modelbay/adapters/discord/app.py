@@ -8,8 +8,8 @@ buttons inside the card). A reply that follows a job, and an answer being writte
 bot; a card stays a card in every edit (Discord keeps the components-v2 flag of a message for good). Buttons carry
 their whole command line in their custom id (`mb:run:<line>`, `mb:sys:<model>`, or `mb:key:<key>` to Redis for a
 line or model id too long for 100 characters or one the id's template would not read back whole, e.g. with spaces)
-and are registered as dynamic items, so they work after a restart, in embeds' rows and inside cards alike. discord.py itself waits out
-HTTP 429s (Retry-After) before retrying.
+and are registered as dynamic items, so they work after a restart, in embeds' rows and inside cards alike.
+discord.py itself waits out HTTP 429s (Retry-After) before retrying.
 """
 
 from __future__ import annotations
