@@ -279,3 +279,12 @@ def test_the_cut_of_a_growing_table_never_moves() -> None:
     for size in range(50, len(text), 61):
         growing = split_parts(text[:size], 700, escaped_chars)
         assert growing[:-1] == final[:len(growing) - 1]
+
+
+def test_only_a_line_feed_ends_a_line_for_cuts_and_for_the_block_open_at_the_end_alike() -> None:
+    for brk in ("\r", "\x0c", "\x85", "\u2028"):  # str.splitlines() would end a line at each of these
+        text = f"text{brk}```python\n" + "a line\n" * 100
+        for limit in (120, 2000):
+            parts = split_parts(text, limit)
+            assert all(p.close is None and p.reopen is None for p in parts), (brk, limit)
+            assert fence_after(text) is None and "".join(p.text for p in parts) == text

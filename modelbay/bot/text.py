@@ -122,14 +122,20 @@ def _next(state: Fence | None, previous: str | None, line: str) -> Fence | None:
 def _open_at_end(text: str, fence: Fence | None) -> Fence | None:
     """The code block or table open at the end of `text` (which starts inside `fence`)."""
     previous = None
-    for line in text.splitlines(keepends=True):
+    for line in _lines(text):
         fence, previous = _next(fence, previous, line), line
     return fence
 
 
+def _lines(text: str) -> list[str]:
+    """A text's lines with their line breaks: only "\n" ends a line (as where `_cut` cuts; not splitlines()' lone
+    "\r", "\x0c" or "\u2028")."""
+    return [line for line in re.split(r"(?<=\n)", text) if line]
+
+
 def fence_after(text: str, fence: Fence | None = None) -> Fence | None:
     """The code block open at the end of `text` (which starts inside `fence`), or None."""
-    for line in text.splitlines(keepends=True):
+    for line in _lines(text):
         fence = _after(fence, line)
     return fence
 

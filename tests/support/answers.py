@@ -93,7 +93,7 @@ def _step(fence: tuple[str, str] | None, line: str) -> tuple[str, str] | None:
 
 
 def _open_after(text: str, fence: tuple[str, str] | None = None) -> tuple[str, str] | None:
-    for line in text.splitlines(keepends=True):
+    for line in re.split(r"(?<=\n)", text):  # only "\n" ends a line, as where split_parts cuts
         fence = _step(fence, line)
     return fence
 
