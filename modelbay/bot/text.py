@@ -282,11 +282,15 @@ def rewrite(reply: Reply, change: Callable[[str], str]) -> Reply:
 
 def fenced_blocks(text: str) -> list[tuple[int, int]]:
     """Where each fenced code block of `text` lies, its fence lines included: (start, end) offsets, read as
-    `split_parts` reads fences (``` or ~~~, three or more, up to 3 spaces in); a block never closed runs to the end."""
+    `split_parts` reads fences (``` or ~~~, three or more, at any indentation or quote depth, only `\\n` ending a
+    line); a block never closed runs to the end."""
     spans: list[tuple[int, int]] = []
     fence: Fence | None = None
     at = start = 0
-    for line in text.splitlines(keepends=True):
+    for line in text.split("\n"):
+        line += "\n" if at + len(line) < len(text) else ""  # only a line feed ends a line, as for the cuts
+        if not line:
+            break
         after = _after(fence, line)
         if fence is None and after is not None:
             start = at
