@@ -40,6 +40,7 @@ from modelbay.engine.errors import (
 )
 from modelbay.engine.ids import InvalidId
 from modelbay.engine.installs import INSTALL, check_listing
+from modelbay.engine.records import JobRecord, VersionRecord
 from modelbay.engine.sources import HubSource, RemoteFile, RemoteModel
 from modelbay.engine.transfer import ByteMeter, TransferStopped
 from modelbay.runtime import Runtime
@@ -553,19 +554,25 @@ def test_a_path_listed_twice_is_refused() -> None:
         check_listing(listed)
 
 
-def test_a_listing_that_cannot_be_written_fails_the_job_once_without_retrying(
-    runtime: Runtime, worker, repos: HubStandIn, tiny_model: Path, store: Path
-) -> None:
-    # Queued without pre-flight (as by a source that cannot be checked): the worker meets the clash on disk, and
-    # IsADirectoryError / FileExistsError / NotADirectoryError are the listing's fault, not a temporary one.
-    repos.add_repo("odd/late-clash", {**_repo_files(tiny_model), "extra": b"x", "extra/inner.txt": b"y"})
-    remote = runtime.installs.source("huggingface").info("odd/late-clash")
+def _queue_without_preflight(runtime: Runtime, repo_id: str) -> tuple[JobRecord, VersionRecord]:
+    """Queue an install job for every listed file, as a source that can only list its files would (no pre-flight)."""
+    remote = runtime.installs.source("huggingface").info(repo_id)
     model = runtime.registry.upsert(remote.registry_values(), source="huggingface")
     version = runtime.registry.add_version(model.id, "main", revision_sha=remote.sha)
     job, _ = runtime.jobs.submit(INSTALL.name, {"version_id": version.id, "source": "huggingface",
                                                 "repo_id": remote.repo_id, "sha": remote.sha,
                                                 "files": [asdict(f) for f in remote.files]},
                                  requester="console:root", model_version_id=version.id)
+    return job, version
+
+
+def test_a_listing_that_cannot_be_written_fails_the_job_once_without_retrying(
+    runtime: Runtime, worker, repos: HubStandIn, tiny_model: Path, store: Path
+) -> None:
+    # Queued without pre-flight (as by a source that cannot be checked): the worker meets the clash on disk, and
+    # IsADirectoryError / FileExistsError / NotADirectoryError are the listing's fault, not a temporary one.
+    repos.add_repo("odd/late-clash", {**_repo_files(tiny_model), "extra": b"x", "extra/inner.txt": b"y"})
+    job, _ = _queue_without_preflight(runtime, "odd/late-clash")
     worker()
     done = runtime.jobs.wait(job.id, 60)
     assert done.status == "failed" and done.attempts == 1, done
@@ -594,13 +601,7 @@ def test_the_worker_checks_the_files_before_installing_and_does_not_retry(
     # A job queued without pre-flight's reading of the files (a source that can only list them): the worker's own
     # check on disk is what keeps it from being marked installed.
     repos.add_repo("odd/late", build(_repo_files(tiny_model)))
-    remote = runtime.installs.source("huggingface").info("odd/late")
-    model = runtime.registry.upsert(remote.registry_values(), source="huggingface")
-    version = runtime.registry.add_version(model.id, "main", revision_sha=remote.sha)
-    job, _ = runtime.jobs.submit(INSTALL.name, {"version_id": version.id, "source": "huggingface",
-                                                "repo_id": remote.repo_id, "sha": remote.sha,
-                                                "files": [asdict(f) for f in remote.files]},
-                                 requester="console:root", model_version_id=version.id)
+    job, version = _queue_without_preflight(runtime, "odd/late")
     worker()
     done = runtime.jobs.wait(job.id, 60)
     assert done.status == "failed" and done.attempts == 1, done  # a refusal fails the same way every time

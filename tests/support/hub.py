@@ -697,8 +697,12 @@ class SilentHub:
                 continue
             except OSError:
                 return
-            self._held.append(conn)  # kept open, never read from or written to
+            self._held.append(conn)
             self.accepted += 1
+            self._accepted(conn)
+
+    def _accepted(self, conn: socket.socket) -> None:
+        """Handle a new connection: this hub keeps it open and never reads from or writes to it."""
 
     def __enter__(self) -> SilentHub:
         threading.Thread(target=self._serve, name="silent-hub", daemon=True).start()
@@ -725,20 +729,10 @@ class DripHub(SilentHub):
         self.open = 0  # connections the client has not closed yet
         self._count = threading.Lock()
 
-    def _serve(self) -> None:
-        self._listener.settimeout(0.05)
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self._held.append(conn)
-            self.accepted += 1
-            with self._count:
-                self.open += 1
-            threading.Thread(target=self._answer, args=(conn,), name="drip-hub", daemon=True).start()
+    def _accepted(self, conn: socket.socket) -> None:
+        with self._count:
+            self.open += 1
+        threading.Thread(target=self._answer, args=(conn,), name="drip-hub", daemon=True).start()
 
     def _answer(self, conn: socket.socket) -> None:
         try:
