@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from modelbay.engine.errors import BackendFailed, ModelBayError, ModelUnloadable, TemplateRefused
+from modelbay.engine.errors import BackendFailed, ModelBayError, ModelUnloadable, TemplateRefused, one_line
 from modelbay.engine.templates import (
     ChatTemplate,
     Messages,
@@ -373,9 +373,7 @@ def _server_message(resp: httpx.Response) -> str:
 
 def _one_line(text: str, limit: int = 300) -> str:
     """Text as one line: whitespace runs become one space, other control characters are escaped, cut to limit."""
-    flat = " ".join(text.split())
-    flat = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in flat)
-    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+    return one_line(" ".join(text.split()), limit)
 
 
 # -- in-process transformers ------------------------------------------------------------------------------
