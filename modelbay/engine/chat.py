@@ -354,8 +354,7 @@ class Chats:
     def _make_room_for_a_model(self) -> None:
         """Evict in-process backends down to one below the bound before loading another model (memory peaks)."""
         with self._backends_lock:
-            loaded = [v for v, h in self._backends.items() if isinstance(h.backend, TransformersBackend)]
-            evicted = [self._backends.pop(v) for v in loaded[:max(0, len(loaded) - self.keep_in_process + 1)]]
+            evicted = self._evict_loaded(keep=self.keep_in_process - 1)
         self._retire(evicted)
 
     def _evict(self) -> list[_Held]:
@@ -363,10 +362,12 @@ class Chats:
         evicted = []
         while len(self._backends) > self.keep_backends:
             evicted.append(self._backends.popitem(last=False)[1])
+        return evicted + self._evict_loaded(keep=self.keep_in_process)
+
+    def _evict_loaded(self, keep: int) -> list[_Held]:
+        """Take the least recently used in-process backends out past `keep` of them (call with the lock held)."""
         loaded = [v for v, h in self._backends.items() if isinstance(h.backend, TransformersBackend)]
-        for version_id in loaded[:max(0, len(loaded) - self.keep_in_process)]:
-            evicted.append(self._backends.pop(version_id))
-        return evicted
+        return [self._backends.pop(v) for v in loaded[:max(0, len(loaded) - keep)]]
 
     def _retire(self, held: list[_Held]) -> None:
         """Close backends no longer cached, now or when the last answer streaming through them ends."""
@@ -647,11 +648,8 @@ def _answered(history: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def _close(backend: Backend) -> None:
-    close = getattr(backend, "close", None)
-    if close is None:
-        return
     try:
-        close()
+        backend.close()
     except Exception:  # closing is best effort: the backend is out of use either way
         log.warning("closing the %s backend failed", backend.name, exc_info=True)
 

@@ -108,6 +108,9 @@ class Backend(ABC):
     context_length: int = 2048
     _template_cost: tuple[int, int] | None = None  # (fixed tokens, tokens per message) the template adds
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the backend holds (connections, a loaded model); nothing by default."""
+
     @abstractmethod
     def stream(self, messages: Messages, params: Generation) -> Iterator[str | Finished]:
         """Yield pieces of the answer (any Adjusted first), then one Finished; raise BackendFailed on failure or
