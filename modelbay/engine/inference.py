@@ -106,6 +106,7 @@ class Backend(ABC):
 
     name: str = "backend"
     context_length: int = 2048
+    template: ChatTemplate  # the model's chat template (its tokenizer's, or read from its files on this host)
     _template_cost: tuple[int, int] | None = None  # (fixed tokens, tokens per message) the template adds
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -116,14 +117,14 @@ class Backend(ABC):
         """Yield pieces of the answer (any Adjusted first), then one Finished; raise BackendFailed on failure or
         timeout."""
 
-    @abstractmethod
     def count_tokens(self, messages: Messages) -> int:
         """Return the prompt length in tokens, with the chat template applied; raise TemplateRefused."""
+        return self.template.count(messages)
 
     @property
     def takes_system(self) -> bool:
         """Whether the model's chat template takes a system message (else a system prompt is folded in)."""
-        return True
+        return self.template.takes_system
 
     def request(self, messages: Messages) -> Messages:
         """The messages in a shape the template takes: turns alternate, a system prompt it refuses is folded in."""
@@ -217,19 +218,16 @@ class OpenAIBackend(Backend):
         self.base_url = base_url.rstrip("/")
         self.model = model  # the served name, or a LoRA adapter's name
         self.context_length = context_length
-        # The template the server applies, read from the model's files on this host (label: the model's name).
-        self.template: ChatTemplate = load_template(model_path, label or model)
+        # The template the server applies, read from the model's files on this host (else token counts are
+        # estimated; label: the model's name).
+        self.template = load_template(model_path, label or model)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = client or httpx.Client(headers=headers, limits=httpx.Limits(max_keepalive_connections=8))
-
-    def count_tokens(self, messages: Messages) -> int:
-        """Count with the model's tokenizer when its files are on this host, else estimate; raise TemplateRefused."""
-        return self.template.count(messages)
 
     @property
     def takes_system(self) -> bool:
         """Whether the model's template takes a system message (its files on this host, or learned from the server)."""
-        return (self.base_url, self.model) not in _SYSTEMLESS and self.template.takes_system
+        return (self.base_url, self.model) not in _SYSTEMLESS and super().takes_system
 
     def stream(self, messages: Messages, params: Generation) -> Iterator[str | Adjusted | Finished]:
         """POST the chat with stream=true and yield each delta; usage arrives in the last chunk.
@@ -488,15 +486,6 @@ class TransformersBackend(Backend):
     def model(self) -> Any:
         """The loaded transformers model, or None once closed."""
         return self._loaded.model if self._loaded is not None else None
-
-    def count_tokens(self, messages: Messages) -> int:
-        """Count with the model's own tokenizer and chat template; raise TemplateRefused."""
-        return self.template.count(messages)
-
-    @property
-    def takes_system(self) -> bool:
-        """Whether the model's template takes a system message (rendered once with one)."""
-        return self.template.takes_system
 
     def close(self) -> None:
         """Stop this backend's generations and release its model (GPU memory too); answering after raises."""
