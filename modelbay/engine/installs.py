@@ -183,8 +183,7 @@ class Installs:
         chosen = {f.path: f for f in files}
         found = inspect(chosen, lambda path: source.read_file(remote, chosen[path]),
                         allow_pickle=self.settings.allow_pickle)
-        if found.remote_code and not self.settings.trust_remote_code:
-            raise RemoteCodeRequired(remote.repo_id, found.code_from)
+        found.refuse_remote_code(remote.repo_id, self.settings.trust_remote_code)
         if found.missing:
             raise IncompleteModel(remote.repo_id, found.missing)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelbay.engine.errors import IncompleteModel
+from modelbay.engine.errors import IncompleteModel, RemoteCodeRequired
 
 __all__ = ["PICKLE", "READ_LIMIT", "SAFETENSORS_WEIGHTS", "Reader", "Inspection", "check_folder", "folder_reader",
            "inspect"]
@@ -59,6 +59,11 @@ class Inspection:
     missing: list[str]
     remote_code: bool = False
     code_from: str | None = None  # another repo named by auto_map, if any
+
+    def refuse_remote_code(self, name: str, trusted: bool) -> None:
+        """Raise RemoteCodeRequired if the version needs its own Python code and the operator does not allow it."""
+        if self.remote_code and not trusted:
+            raise RemoteCodeRequired(name, self.code_from)
 
 
 def _json(read: Reader, path: str) -> Any:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from modelbay.engine.errors import ChecksumMismatch, DiskFull, RemoteCodeRequired, UnsafeRepoFile
+from modelbay.engine.errors import ChecksumMismatch, DiskFull, UnsafeRepoFile
 from modelbay.engine.installs import Installs
 from modelbay.engine.jobs import JobCanceled
 from modelbay.engine.loadable import check_folder
@@ -155,8 +155,7 @@ def install(ctx: JobContext, version_id: int, source: str, repo_id: str, sha: st
             raise JobCanceled(ctx.job_id)
         # What pre-flight saw in the listing, now on disk: nothing that cannot load is marked installed.
         found = check_folder(staging, repo_id, allow_pickle=ctx.settings.allow_pickle, installed=False)
-        if found.remote_code and not ctx.settings.trust_remote_code:
-            raise RemoteCodeRequired(repo_id, found.code_from)
+        found.refuse_remote_code(repo_id, ctx.settings.trust_remote_code)
         ctx.progress(0.97, "Verified every file; moving into the model store", phase="install")
         final = installs.store.path(repo_id, sha)
         installs.store.commit(staging, final)
