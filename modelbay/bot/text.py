@@ -287,10 +287,7 @@ def fenced_blocks(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     fence: Fence | None = None
     at = start = 0
-    for line in text.split("\n"):
-        line += "\n" if at + len(line) < len(text) else ""  # only a line feed ends a line, as for the cuts
-        if not line:
-            break
+    for line in _lines(text):  # only a line feed ends a line, as for the cuts
         after = _after(fence, line)
         if fence is None and after is not None:
             start = at

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COLOURS", "CONTENT_CHARS", "DESCRIPTION_CHARS", "EMBED_CHARS", "FIELD_LIMIT", "FIELD_VALUE_CHARS",
-    "FOOTER_CHARS", "DiscordMessage", "embed_chars", "progress_value", "render",
+    "FOOTER_CHARS", "DiscordMessage", "cut_body", "embed_chars", "progress_value", "render",
 ]
 
 TITLE_CHARS = 256
@@ -70,13 +70,14 @@ def _body(reply: Reply) -> str:
     return text
 
 
-def _pieces(body: str, first_room: int) -> list[str]:
-    """The body cut into descriptions (the first with less room), code blocks closed and reopened at each cut."""
+def cut_body(body: str, first_room: int, limit: int = DESCRIPTION_CHARS) -> list[str]:
+    """The body cut into pieces of at most `limit` (the first with less room, `first_room`), code blocks closed and
+    reopened at each cut; embeds' descriptions and cards' text displays alike."""
     if not body:
         return []
     first = split_parts(body, first_room)[0]
     rest = body[len(first.text):]
-    return [str(first)] + ([str(p) for p in split_parts(rest, DESCRIPTION_CHARS, fence=first.close)] if rest else [])
+    return [str(first)] + ([str(p) for p in split_parts(rest, limit, fence=first.close)] if rest else [])
 
 
 def render(reply: Reply, change: Callable[[str], str] | None = None) -> list[DiscordMessage]:
@@ -101,7 +102,7 @@ def render(reply: Reply, change: Callable[[str], str] | None = None) -> list[Dis
     groups = _pack(fields, EMBED_CHARS - embed_chars(head) - 500)  # the first embed keeps room for some text
     head["fields"] = groups[0] if groups else []
     room = min(DESCRIPTION_CHARS, EMBED_CHARS - embed_chars(head) - 40)
-    pieces = _pieces(_body(reply), max(200, room))
+    pieces = cut_body(_body(reply), max(200, room))
     first = dict(head)
     if pieces:
         first["description"] = pieces[0]

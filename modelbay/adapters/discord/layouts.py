@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modelbay.adapters.discord.embeds import COLOURS, progress_value
+from modelbay.adapters.discord.embeds import COLOURS, cut_body, progress_value
 from modelbay.bot.reply import Button, Reply
-from modelbay.bot.text import rewrite, split_parts, table_lines
+from modelbay.bot.text import rewrite, table_lines
 
 __all__ = [
     "CARD_BUTTONS", "ROW_BUTTONS", "TEXT_CHARS", "Card", "cards", "fit_notes", "small_print",
@@ -87,12 +87,7 @@ def cards(reply: Reply, change: Callable[[str], str] | None = None) -> list[Card
         tail.append(_cut("**Files**: " + ", ".join(a.filename for a in reply.attachments), PART_CHARS))
     footer = _cut(reply.footer or "", PART_CHARS - len(_CONTINUED))
     room = TEXT_CHARS - sum(map(len, head + tail)) - len(small_print([footer + _CONTINUED]))
-    body = _body(reply)
-    pieces = []
-    if body:
-        first = split_parts(body, room)[0]
-        rest = body[len(first.text):]
-        pieces = [str(first)] + ([str(p) for p in split_parts(rest, TEXT_CHARS, fence=first.close)] if rest else [])
+    pieces = cut_body(_body(reply), room, TEXT_CHARS)
     notes = ((footer + _CONTINUED if len(pieces) > 1 else footer),) if footer else ()
     texts = tuple(head + pieces[:1] + tail) or ("\u200b",)
     shown = [Card(colour, texts, notes, tuple(reply.buttons[:CARD_BUTTONS]))]

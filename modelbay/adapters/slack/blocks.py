@@ -77,7 +77,7 @@ def escape(text: str) -> str:
 
 def escaped_chars(text: str) -> int:
     """The characters a text takes once escaped (adds up over pieces of a text, as `split_parts` needs)."""
-    return len(text) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
+    return len(escape(text))
 
 
 def escape_markdown(text: str) -> str:
@@ -87,7 +87,7 @@ def escape_markdown(text: str) -> str:
 
 def markdown_chars(text: str) -> int:
     """The characters Markdown takes once `escape_markdown`d (adds up over pieces of a text)."""
-    return len(text) + 4 * text.count("&") + 3 * text.count("<")
+    return len(escape_markdown(text))
 
 
 def mrkdwn(text: str) -> str:
