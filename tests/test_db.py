@@ -6,7 +6,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -23,7 +22,9 @@ from modelbay.engine.jobs import Jobs
 from modelbay.engine.registry import Registry
 from modelbay.engine.schema import ChatSession, Feedback, JobRow, JobStatus, Message
 from modelbay.runtime import Runtime
-from tests.conftest import PG_SCHEMA, POSTGRES_URL, REDIS_URL, ROOT, _reset_pg_schema, postgres_url
+from tests.conftest import (
+    PG_SCHEMA, POSTGRES_URL, REDIS_URL, ROOT, _reset_pg_schema, postgres_url, repeating,
+)
 
 APP = f"{PG_SCHEMA}_app"  # the application_name that marks this test's connections, and only them, for killing
 DROPPED = "The database connection dropped. Try again in a moment; if it keeps happening, ask an admin to check the database."
@@ -225,22 +226,13 @@ def test_commands_under_connection_kills_answer_or_say_the_one_line(
     runtime = _runtime(tmp_path, monkeypatch)
     dispatcher = Dispatcher(runtime, reraise_unknown=True)  # an unknown error fails the test
     actor = Actor("console", "ann")
-    stop = threading.Event()
-
-    def kill_often() -> None:
-        while not stop.wait(0.03):
-            killer.terminate_all()
-
-    storm = threading.Thread(target=kill_often)
-    storm.start()
     replies = []
     try:
-        for i in range(150):
-            line = ("/jobs", "/models list", "/models list installed:true")[i % 3]
-            replies.append(asyncio.run(dispatcher.dispatch_line(line, actor)))
+        with repeating(0.03, killer.terminate_all):
+            for i in range(150):
+                line = ("/jobs", "/models list", "/models list installed:true")[i % 3]
+                replies.append(asyncio.run(dispatcher.dispatch_line(line, actor)))
     finally:
-        stop.set()
-        storm.join(5)
         runtime.close()
     failed = [r for r in replies if r.title == "Database unavailable"]
     assert killer.kills > 10

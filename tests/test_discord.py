@@ -475,7 +475,7 @@ def test_long_answers_with_code_arrive_whole_in_order(bot: Bot, standin: Discord
         for n, (size, block) in enumerate([(3344, 0), (5244, 40), (16164, 220)], start=1):
             # A fence line across the place a cut by length alone would fall, and code longer than a message.
             answer = long_answer(size, seed=size, long_block=block, fence_at=(4090, 8180))
-            model.script = Script(pieces=[answer[i:i + 7] for i in range(0, size, 7)], delay=0.0005)
+            model.script = Script.in_pieces(answer, 7, 0.0005)
             standin.command("chat", _sub("start", _opt("model", "tiny-chat")), member=member(USER))
             started = standin.wait("POST", "/messages", lambda c: "Chatting with" in c.text(), count=n)[n - 1]
             thread_id = started.path.split("/")[2]

@@ -22,7 +22,7 @@ from modelbay.engine.errors import JobNotCancelable
 from modelbay.bot.commands.jobs import _summary
 from modelbay.engine.jobs import Jobs, UnknownJobKind
 from modelbay.runtime import Runtime
-from tests.conftest import gone, wait_for
+from tests.conftest import gone, repeating, wait_for
 
 
 @pytest.fixture
@@ -231,22 +231,13 @@ def test_a_retry_that_no_scheduler_starts_fails_with_a_message(database: Databas
     stuck = RQScheduler(["cpu"], connection=redis)
     stuck.register_birth()
     assert stuck.acquire_locks() == {"cpu"}
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(1):
-            stuck.heartbeat()
-
-    beating = threading.Thread(target=beat)
-    beating.start()
     try:
-        record, _ = jobs.submit("test.flaky_delayed", {"marker": str(tmp_path / "m"), "failures": 1},
-                                requester="a")
-        assert start_worker(burst=True).proc.wait(60) == 0
-        done = wait_for(lambda: (r := jobs.get(record.id)).status == "failed" and r, timeout=40, interval=0.5)
+        with repeating(1, stuck.heartbeat):
+            record, _ = jobs.submit("test.flaky_delayed", {"marker": str(tmp_path / "m"), "failures": 1},
+                                    requester="a")
+            assert start_worker(burst=True).proc.wait(60) == 0
+            done = wait_for(lambda: (r := jobs.get(record.id)).status == "failed" and r, timeout=40, interval=0.5)
     finally:
-        stop.set()
-        beating.join(5)
         stuck.stop()
     assert re.fullmatch(r"Its retry, due at \d\d:\d\d:\d\d UTC, did not start: no worker is scheduling retries\. "
                         r"Check that `modelbay worker` runs, then try the job again\.", done.error)

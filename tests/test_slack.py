@@ -464,7 +464,7 @@ def test_long_answers_with_code_arrive_whole_in_order_and_escaped(slack: SignedR
         for n, (size, block) in enumerate([(3344, 0), (5244, 40), (16164, 220)], start=1):
             # A fence line across the place a cut by length alone would fall, and code longer than a message.
             answer = long_answer(size, seed=size, long_block=block, fence_at=(3495, 6990))
-            model.script = Script(pieces=[answer[i:i + 7] for i in range(0, size, 7)], delay=0.0005)
+            model.script = Script.in_pieces(answer, 7, 0.0005)
             slack.command("chat tiny-chat", user=USER)
             thread = standin.wait("chat.update", lambda c: _in(c, "Chatting with"), count=n)[n - 1].args["ts"]
             slack.event({"type": "message", "channel": "C1", "user": USER, "text": "Write code.", "ts": f"2.{n}",

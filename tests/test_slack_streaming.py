@@ -55,7 +55,7 @@ def test_long_answers_stream_natively_whole_in_order_escaped_and_paced(slack: Si
         for n, (size, block) in enumerate([(3344, 0), (16164, 220), (25000, 400)], start=1):
             answer = long_answer(size, seed=size, long_block=block, fence_at=(10990, 21990))
             delay = 0.003 if n == 2 else 0.0002  # one answer written over seconds: appends are paced
-            model.script = Script(pieces=[answer[i:i + 7] for i in range(0, size, 7)], delay=delay)
+            model.script = Script.in_pieces(answer, 7, delay)
             thread = _ask(slack, standin, n, f"4.{n}")
             messages = _stopped(standin, thread)
             for message in messages:  # Markdown as the model wrote it, escaped: no mention or link can come of it
@@ -117,7 +117,7 @@ def test_a_refused_stream_falls_back_to_edited_messages_and_is_remembered(
         served_by(runtime, "tiny-chat", model.endpoint)
         for n in (1, 2):
             answer = long_answer(5244, seed=n, long_block=40)
-            model.script = Script(pieces=[answer[i:i + 9] for i in range(0, len(answer), 9)], delay=0.0002)
+            model.script = Script.in_pieces(answer, 9, 0.0002)
             thread = _ask(slack, standin, n, f"6.{n}")
             standin.wait("chat.update", _rated, count=n, timeout=120)
             messages = _thread_as_shown(standin, thread)
@@ -135,7 +135,7 @@ def test_a_stream_broken_midway_is_shown_again_whole_with_chat_update(slack: Sig
     answer = long_answer(8000, seed=7, long_block=30)
     with StandIn() as model:
         served_by(runtime, "tiny-chat", model.endpoint)
-        model.script = Script(pieces=[answer[i:i + 5] for i in range(0, len(answer), 5)], delay=0.001)
+        model.script = Script.in_pieces(answer, 5, 0.001)
         standin.fail("chat.appendStream", 500, retry_after=None)  # Slack fails the first append
         thread = _ask(slack, standin, 1, "7.1")
         standin.wait("chat.update", _rated, timeout=120)
@@ -152,7 +152,7 @@ def test_a_rate_limited_append_waits_and_loses_nothing(slack: SignedRequests, st
     answer = long_answer(4000, seed=11)
     with StandIn() as model:
         served_by(runtime, "tiny-chat", model.endpoint)
-        model.script = Script(pieces=[answer[i:i + 5] for i in range(0, len(answer), 5)], delay=0.001)
+        model.script = Script.in_pieces(answer, 5, 0.001)
         standin.fail("chat.appendStream", 429, retry_after=2)
         thread = _ask(slack, standin, 1, "8.1")
         [message] = _stopped(standin, thread)
@@ -261,7 +261,7 @@ def test_a_stop_lost_in_transit_keeps_the_whole_answer(slack: SignedRequests, st
     answer = long_answer(3344, seed=5, long_block=20)
     with StandIn() as model:
         served_by(runtime, "tiny-chat", model.endpoint)
-        model.script = Script(pieces=[answer[i:i + 9] for i in range(0, len(answer), 9)], delay=0.0005)
+        model.script = Script.in_pieces(answer, 9, 0.0005)
         standin.fail("chat.stopStream", RESET, times=2 * (RETRIES + 1))  # the final stop never gets through
         thread = _ask(slack, standin, 1, "9.4")
         standin.wait("chat.update", _rated, timeout=120)

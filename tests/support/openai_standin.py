@@ -56,6 +56,11 @@ class Script:
     rules: Rules | None = None  # a chat template's rules, checked before anything else
     stall_for: float = 30.0
 
+    @classmethod
+    def in_pieces(cls, text: str, size: int, delay: float = 0.0) -> Script:
+        """A script that sends the text in pieces of `size` characters, `delay` seconds apart."""
+        return cls(pieces=[text[i:i + size] for i in range(0, len(text), size)], delay=delay)
+
 
 class StandIn:
     """Runs the stand-in on a free local port; records request bodies."""

@@ -12,7 +12,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import pytest
@@ -383,9 +383,14 @@ def cached_tiny_model(spec: TinyModelSpec = TinyModelSpec()) -> pathlib.Path:
     if final.is_dir():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    return _build_into(final, lambda staging: build_tiny_model(staging, spec))
+
+
+def _build_into(final: pathlib.Path, build: Callable[[pathlib.Path], object]) -> pathlib.Path:
+    """Builds a folder next to `final` and renames it into place, so readers never see a half-written one."""
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
     try:
-        build_tiny_model(staging, spec)
+        build(staging)
         # mkdtemp makes the folder private; other users' processes (e.g. a server) must read it.
         staging.chmod(0o755)
         # rename is atomic, so readers never see a half-written folder.
@@ -405,22 +410,16 @@ def with_chat_template(source: pathlib.Path, template: str, name: str) -> pathli
     final = _cache_root() / f"{name}-{key}"
     if final.is_dir():
         return final
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-    try:
+
+    def build(staging: pathlib.Path) -> None:
         shutil.copytree(source, staging, dirs_exist_ok=True)
         config_path = staging / "tokenizer_config.json"
         config = json.loads(config_path.read_text())
         config["chat_template"] = template
         config_path.write_text(json.dumps(config, indent=2) + "\n")
         (staging / "chat_template.jinja").write_text(template)
-        staging.chmod(0o755)
-        staging.rename(final)
-    except OSError:
-        if not final.is_dir():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
+
+    return _build_into(final, build)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
