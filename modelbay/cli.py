@@ -11,7 +11,7 @@ import typer
 from modelbay.config import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from modelbay.engine.db import Database
+    from modelbay.engine.db.database import Database
     from modelbay.runtime import Runtime
 
 app = typer.Typer(help="ModelBay: find, install, fine-tune, shrink, serve and rate open models from chat.",
@@ -36,7 +36,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 def _database(settings: Settings) -> Database:
     """Open the configured database or exit with the one line that says which driver to install."""
-    from modelbay.engine.db import Database
+    from modelbay.engine.db.database import Database
     from modelbay.engine.errors import DatabaseDriverMissing
 
     try:
@@ -107,7 +107,7 @@ def worker(
     from redis import Redis
     from rq import Queue
 
-    from modelbay.engine.jobs import QUEUES
+    from modelbay.engine.jobs.jobs import QUEUES
     from modelbay.logs import configure_logging
     from modelbay.workers.runner import install_resources
     from modelbay.workers.worker import Worker

@@ -8,18 +8,18 @@ import fakeredis
 from redis import Redis
 
 from modelbay.config import Settings
-from modelbay.engine.analytics import Analytics
-from modelbay.engine.catalog import load_catalog
-from modelbay.engine.chat import Chats
-from modelbay.engine.db import Database
-from modelbay.engine.discovery import Discovery
+from modelbay.engine.analytics.analytics import Analytics
+from modelbay.engine.catalog.curated import load_catalog
+from modelbay.engine.chat.chats import Chats
+from modelbay.engine.db.database import Database
+from modelbay.engine.catalog.discovery import Discovery
 from modelbay.engine.errors import ModelBayError
 from modelbay.engine.hardware import HardwareInfo
-from modelbay.engine.installs import Installs
-from modelbay.engine.jobs import Jobs
+from modelbay.engine.installs.installs import Installs
+from modelbay.engine.jobs.jobs import Jobs
 from modelbay.engine.records import VersionRecord
-from modelbay.engine.registry import Registry
-from modelbay.engine.serving import Servers
+from modelbay.engine.catalog.registry import Registry
+from modelbay.engine.inference.serving import Servers
 from modelbay.engine.uploads import Uploads
 from modelbay.workers.embedded import EmbeddedWorkers
 from modelbay.workers.runner import install_resources

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import func, select
 
-from modelbay.engine.analytics import (
+from modelbay.engine.analytics.analytics import (
     Analytics,
     AnswerEvent,
     bucket_bounds,
@@ -18,9 +18,9 @@ from modelbay.engine.analytics import (
     parse_period,
     wilson,
 )
-from modelbay.engine.db import Database
-from modelbay.engine.registry import Registry
-from modelbay.engine.schema import AnalyticsEvent
+from modelbay.engine.db.database import Database
+from modelbay.engine.catalog.registry import Registry
+from modelbay.engine.db.schema.analytics import AnalyticsEvent
 
 
 def test_each_response_time_falls_inside_its_bucket() -> None:

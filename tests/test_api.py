@@ -262,7 +262,7 @@ def test_a_viewer_can_browse_but_not_install(settings: Settings) -> None:
 def test_model_metrics_over_http(client: httpx.Client, runtime: Runtime) -> None:
     from datetime import datetime, timezone
 
-    from modelbay.engine.analytics import AnswerEvent
+    from modelbay.engine.analytics.analytics import AnswerEvent
 
     model = runtime.registry.get("qwen2.5-0.5b-instruct")
     version = runtime.registry.add_version(model.id, "main")

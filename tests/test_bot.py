@@ -234,8 +234,8 @@ def test_rate_takes_a_comment_after_the_reason_and_the_answer_only_by_name() -> 
 def test_rate_stores_the_comment_of_either_form(settings, tiny_chat_model) -> None:
     from sqlalchemy import select
 
-    from modelbay.engine.chat import Place
-    from modelbay.engine.schema import Feedback
+    from modelbay.engine.chat.records import Place
+    from modelbay.engine.db.schema.chat import Feedback
     from tests.support.chat import installed
 
     settings.chat_temperature, settings.chat_max_tokens = 0.0, 8

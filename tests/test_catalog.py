@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from modelbay.engine.catalog import load_catalog
-from modelbay.engine.db import Database
+from modelbay.engine.catalog.curated import load_catalog
+from modelbay.engine.db.database import Database
 from modelbay.engine.errors import CatalogInvalid, ModelNotFound
-from modelbay.engine.registry import Registry
+from modelbay.engine.catalog.registry import Registry
 
 
 def test_shipped_catalog_is_valid_and_covers_every_category() -> None:

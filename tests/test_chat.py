@@ -14,22 +14,18 @@ import pytest
 from sqlalchemy import select
 
 from modelbay.config import load_settings
-from modelbay.engine.chat import Answered, Chats, Delta, Notice, Place
-from modelbay.engine.db import Database
-from modelbay.engine.errors import (
-    AnswerNotFound,
-    ModelNotFound,
-    NeedsInstall,
-    NoChatHere,
-    NotServed,
-    WrongReason,
-)
-from modelbay.engine.inference import TransformersBackend
-from modelbay.engine.schema import AnalyticsEvent, Feedback, Message, ModelVersion
+from modelbay.engine.chat.records import Answered, Delta, Notice, Place
+from modelbay.engine.chat.chats import Chats
+from modelbay.engine.db.database import Database
+from modelbay.engine.errors import AnswerNotFound, ModelNotFound, NeedsInstall, NoChatHere, NotServed, WrongReason
+from modelbay.engine.inference.backends.transformers import TransformersBackend
+from modelbay.engine.db.schema.analytics import AnalyticsEvent
+from modelbay.engine.db.schema.chat import Feedback, Message
+from modelbay.engine.db.schema.catalog import ModelVersion
 from modelbay.runtime import Runtime
 from tests.conftest import REDIS_URL
 from tests.support.chat import installed, served_by
-from modelbay.engine.templates import no_system_notice
+from modelbay.engine.inference.templates import no_system_notice
 from tests.support.openai_standin import Script, StandIn, no_system
 
 HERE = Place("slack", "C1", "T1")

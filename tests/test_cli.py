@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelbay.engine.db import Database
+from modelbay.engine.db.database import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -214,7 +214,7 @@ def test_chat_in_the_console_streams_rates_and_measures(tmp_path: Path, tiny_cha
 
 def test_ctrl_c_stops_an_answer_keeps_its_text_and_returns_to_the_prompt(tmp_path: Path, tiny_chat_model: Path) -> None:
     from modelbay.config import load_settings
-    from modelbay.engine.schema import Message
+    from modelbay.engine.db.schema.chat import Message
     from tests.support.chat import installed, served_by
     from tests.support.openai_standin import Script, StandIn
 

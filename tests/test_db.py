@@ -16,11 +16,12 @@ from sqlalchemy.exc import OperationalError
 from modelbay.bot import Actor, Dispatcher
 from modelbay.bot.errors import render_error, style_of
 from modelbay.config import SettingsError, load_settings
-from modelbay.engine.db import Database
+from modelbay.engine.db.database import Database
 from modelbay.engine.errors import DatabaseDriverMissing, DatabaseUnavailable
-from modelbay.engine.jobs import Jobs
-from modelbay.engine.registry import Registry
-from modelbay.engine.schema import ChatSession, Feedback, JobRow, JobStatus, Message
+from modelbay.engine.jobs.jobs import Jobs
+from modelbay.engine.catalog.registry import Registry
+from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
+from modelbay.engine.db.schema.jobs import JobRow, JobStatus
 from modelbay.runtime import Runtime
 from tests.conftest import (
     PG_SCHEMA, POSTGRES_URL, REDIS_URL, ROOT, _reset_pg_schema, postgres_url, repeating,

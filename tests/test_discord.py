@@ -23,7 +23,8 @@ from modelbay.adapters.discord.layouts import TEXT_CHARS, fit_notes, small_print
 from modelbay.bot import Button, Dispatcher, Field, Reply, Table
 from modelbay.bot.reply import Progress
 from modelbay.config import Settings
-from modelbay.engine.schema import AnalyticsEvent, Feedback, Message
+from modelbay.engine.db.schema.analytics import AnalyticsEvent
+from modelbay.engine.db.schema.chat import Feedback, Message
 from modelbay.runtime import Runtime
 from tests.conftest import wait_for
 from tests.support.answers import long_answer, untile

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from modelbay.config import Settings
-from modelbay.engine.discovery import Discovery
+from modelbay.engine.catalog.discovery import Discovery
 from modelbay.engine.hardware import HardwareInfo
-from modelbay.engine.db import Database
-from modelbay.engine.jobs import Jobs
-from modelbay.engine.registry import Registry
-from modelbay.engine.sources import SOURCES, LocalFolderSource, RemoteModel, register_source
+from modelbay.engine.db.database import Database
+from modelbay.engine.jobs.jobs import Jobs
+from modelbay.engine.catalog.registry import Registry
+from modelbay.engine.catalog.sources.base import SOURCES, RemoteModel, register_source
+from modelbay.engine.catalog.sources.local import LocalFolderSource
 from tests.conftest import wait_for
 from tests.support.hub import DripHub, HubStandIn
 

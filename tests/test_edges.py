@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from modelbay.adapters.api import MAX_INT, create_app
 from modelbay.adapters.slack import SlackAdapter
 from modelbay.config import Settings
-from modelbay.engine.db import Database
+from modelbay.engine.db.database import Database
 from modelbay.runtime import Runtime
 from tests.support.asgi import serve
 from tests.support.slack import BOT_TOKEN, SIGNING_SECRET, SignedRequests, SlackStandIn

@@ -15,7 +15,7 @@ from redis import Redis
 import modelbay.bot.commands.system  # noqa: F401 - registers /system hardware until the commands package does
 from modelbay.bot import COMMANDS, Actor, Dispatcher
 from modelbay.config import Settings, load_settings
-from modelbay.engine.db import Database
+from modelbay.engine.db.database import Database
 from modelbay.engine.hardware import (
     CACHE_KEY,
     FRESH_FOR,
@@ -31,7 +31,7 @@ from modelbay.engine.hardware import (
     parse_nvidia_smi,
     probe,
 )
-from modelbay.engine.jobs import Jobs
+from modelbay.engine.jobs.jobs import Jobs
 from modelbay.engine.units import human_bytes, human_count
 from modelbay.runtime import Runtime
 from tests.conftest import REDIS_URL, wait_for

@@ -11,15 +11,11 @@ from pathlib import Path
 import pytest
 
 from modelbay.engine.errors import BackendFailed, TemplateRefused
-from modelbay.engine.inference import (
-    Adjusted,
-    Finished,
-    Generation,
-    OpenAIBackend,
-    TransformersBackend,
-    fit_to_context,
-)
-from modelbay.engine.templates import no_system_notice
+from modelbay.engine.inference.backends.base import Adjusted, Finished, Generation
+from modelbay.engine.inference.backends.openai import OpenAIBackend
+from modelbay.engine.inference.backends.transformers import TransformersBackend
+from modelbay.engine.inference.context import fit_to_context
+from modelbay.engine.inference.templates import no_system_notice
 from tests.support.openai_standin import Script, StandIn, no_system, strictly_alternating, system_required
 from tests.support.tinymodel import chat_corpus
 

@@ -23,8 +23,8 @@ from safetensors.numpy import save_file
 
 from modelbay.bot import Actor, Dispatcher
 from modelbay.config import load_settings
-from modelbay.engine.chat import Place
-from modelbay.engine.db import Database
+from modelbay.engine.chat.records import Place
+from modelbay.engine.db.database import Database
 from modelbay.engine.errors import (
     ChecksumMismatch,
     GatedModel,
@@ -39,12 +39,14 @@ from modelbay.engine.errors import (
     UnsafeWeights,
 )
 from modelbay.engine.ids import InvalidId
-from modelbay.engine.installs import INSTALL, check_listing
+from modelbay.engine.installs.installs import INSTALL
+from modelbay.engine.installs.files import check_listing
 from modelbay.engine.records import JobRecord, VersionRecord
-from modelbay.engine.sources import HubSource, RemoteFile, RemoteModel
-from modelbay.engine.transfer import ByteMeter, TransferStopped
+from modelbay.engine.catalog.sources.hub import HubSource
+from modelbay.engine.catalog.sources.base import RemoteFile, RemoteModel
+from modelbay.engine.catalog.sources.transfer import ByteMeter, TransferStopped
 from modelbay.runtime import Runtime
-from modelbay.workers.install import _download_all
+from modelbay.workers.jobs.install import _download_all
 from tests.conftest import REDIS_URL, wait_for
 from tests.support.chat import installed
 from tests.support.hub import DripHub, Fault, HubStandIn, SilentHub
@@ -754,6 +756,6 @@ def test_a_model_that_fails_to_load_says_so_at_chat_in_one_line(settings, tiny_c
         assert reply.title == "Model cannot load", reply
         assert reply.text.startswith("`tiny-chat` is installed but could not be loaded (")
         assert "`/models install tiny-chat`" in reply.text and "\n" not in reply.text
-        assert any(r.exc_info for r in caplog.records if r.name == "modelbay.engine.inference")  # the traceback
+        assert any(r.exc_info for r in caplog.records if r.name == "modelbay.engine.inference.backends.transformers")  # the traceback
     finally:
         runtime.close()

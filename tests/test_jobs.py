@@ -17,10 +17,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.scheduler import RQScheduler
 
-from modelbay.engine.db import Database
+from modelbay.engine.db.database import Database
 from modelbay.engine.errors import JobNotCancelable
 from modelbay.bot.commands.jobs import _summary
-from modelbay.engine.jobs import Jobs, UnknownJobKind
+from modelbay.engine.jobs.jobs import Jobs, UnknownJobKind
 from modelbay.runtime import Runtime
 from tests.conftest import gone, repeating, wait_for
 

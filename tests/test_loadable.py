@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from modelbay.engine.errors import IncompleteModel
-from modelbay.engine.loadable import READ_LIMIT, check_folder, inspect
+from modelbay.engine.catalog.sources.base import READ_LIMIT
+from modelbay.engine.installs.loadable import check_folder, inspect
 
 TEXT_CONFIG = {"model_type": "llama", "vocab_size": 32000}
 NO_WEIGHTS = ["weights (model.safetensors, or the shards a model.safetensors.index.json names)"]

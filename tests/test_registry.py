@@ -7,12 +7,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from modelbay.engine.catalog import load_catalog
-from modelbay.engine.db import Database
+from modelbay.engine.catalog.curated import load_catalog
+from modelbay.engine.db.database import Database
 from modelbay.engine.errors import ModelNotFound
 from modelbay.engine.records import ModelQuery, ModelRecord
-from modelbay.engine.registry import Registry
-from modelbay.engine.schema import AnalyticsEvent, ChatSession, Feedback, Message
+from modelbay.engine.catalog.registry import Registry
+from modelbay.engine.db.schema.analytics import AnalyticsEvent
+from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
 
 GB = 1_000_000_000
 MODELS = [

@@ -10,20 +10,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from modelbay.engine.db import Database
-from modelbay.engine.schema import (
-    AnalyticsEvent,
-    Base,
-    Category,
-    ChatSession,
-    Feedback,
-    InstallState,
-    JobRow,
-    JobStatus,
-    Message,
-    Model,
-    ModelVersion,
-)
+from modelbay.engine.db.database import Database
+from modelbay.engine.db.schema.analytics import AnalyticsEvent
+from modelbay.engine.db.schema.base import Base
+from modelbay.engine.db.schema.catalog import Category, InstallState, Model, ModelVersion
+from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
+from modelbay.engine.db.schema.jobs import JobRow, JobStatus
 
 TABLES = ["alembic_version", "analytics_events", "chat_sessions", "feedback", "jobs", "latency_daily", "latency_hourly", "messages",
           "model_versions", "models", "privacy_optouts", "servers", "usage_hourly"]

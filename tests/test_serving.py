@@ -14,11 +14,11 @@ import pytest
 
 from modelbay.bot import Actor, Dispatcher
 from modelbay.config import load_settings
-from modelbay.engine.chat import Place
-from modelbay.engine.db import Database
+from modelbay.engine.chat.records import Place
+from modelbay.engine.db.database import Database
 from modelbay.engine.errors import ModelInUse, NotServed, ServerNotRunning
 from modelbay.runtime import Runtime
-from modelbay.workers.serve import server_environment
+from modelbay.workers.jobs.serve import server_environment
 from modelbay.workers.vllm_pythonpath import modelbay_vllm_auth
 from tests.conftest import REDIS_URL, wait_for
 from tests.support.chat import VLLM_START_TIMEOUT, installed, vllm_available

@@ -23,7 +23,8 @@ from modelbay.adapters.slack import SlackAdapter
 from modelbay.adapters.slack.blocks import BLOCK_LIMIT, MESSAGE_CHARS, SECTION_CHARS, mrkdwn, render
 from modelbay.bot import Dispatcher, Reply, Table
 from modelbay.config import Settings
-from modelbay.engine.schema import AnalyticsEvent, Feedback, Message
+from modelbay.engine.db.schema.analytics import AnalyticsEvent
+from modelbay.engine.db.schema.chat import Feedback, Message
 from modelbay.runtime import Runtime
 from tests.conftest import ROOT, wait_for
 from tests.support.answers import long_answer, untile

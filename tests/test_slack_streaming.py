@@ -18,7 +18,7 @@ from modelbay.adapters.slack.streaming import (
     APPEND_EVERY, RETRIES, STREAMED_CHARS, CallWindow, NativeAnswer, StreamLimits, StreamRefused,
 )
 from modelbay.bot import Reply
-from modelbay.engine.schema import Feedback
+from modelbay.engine.db.schema.chat import Feedback
 from modelbay.runtime import Runtime
 from tests.support.answers import long_answer, untile
 from tests.support.chat import served_by

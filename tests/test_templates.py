@@ -15,11 +15,12 @@ from modelbay.bot import Actor, Dispatcher
 from modelbay.bot.conversation import converse
 from modelbay.bot.errors import render_error
 from modelbay.config import load_settings
-from modelbay.engine.chat import Answered, Delta, Notice, Place
-from modelbay.engine.db import Database
+from modelbay.engine.chat.records import Answered, Delta, Notice, Place
+from modelbay.engine.db.database import Database
 from modelbay.engine.errors import TemplateRefused
-from modelbay.engine.inference import Finished, Generation, TransformersBackend
-from modelbay.engine.templates import alternating, folded, no_system_notice
+from modelbay.engine.inference.backends.base import Finished, Generation
+from modelbay.engine.inference.backends.transformers import TransformersBackend
+from modelbay.engine.inference.templates import alternating, folded, no_system_notice
 from modelbay.runtime import Runtime
 from tests.conftest import REDIS_URL
 from tests.support.chat import installed, served_by

@@ -18,13 +18,14 @@ import pytest
 from modelbay.bot import Actor, Dispatcher
 from modelbay.bot.conversation import converse
 from modelbay.config import load_settings
-from modelbay.engine.chat import Answered, Delta, Place
+from modelbay.engine.chat.records import Answered, Delta, Place
 from modelbay.engine.errors import BackendFailed, TemplateRefused
-from modelbay.engine.inference import Adjusted, Finished, Generation, OpenAIBackend
-from modelbay.engine.templates import no_system_notice
-from modelbay.engine.schema import Server, ServerState
+from modelbay.engine.inference.backends.base import Adjusted, Finished, Generation
+from modelbay.engine.inference.backends.openai import OpenAIBackend
+from modelbay.engine.inference.templates import no_system_notice
+from modelbay.engine.db.schema.serving import Server, ServerState
 from modelbay.runtime import Runtime
-from modelbay.workers.serve import VllmProcess
+from modelbay.workers.jobs.serve import VllmProcess
 from tests.conftest import REDIS_URL
 from tests.support.chat import VLLM_SETTINGS, installed, start_vllm, vllm_available
 from tests.support.tinymodel import tiny_gemma_model, tiny_mistral_model  # noqa: F401 - fixtures

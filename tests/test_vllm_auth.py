@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from modelbay.workers.serve import AUTH_MIDDLEWARE, server_environment
+from modelbay.workers.jobs.serve import AUTH_MIDDLEWARE, server_environment
 from modelbay.workers.vllm_pythonpath.modelbay_vllm_auth import RequireKey
 
 KEY = "k3y-of-this-server"

@@ -28,14 +28,14 @@ from modelbay.bot.context import Actor, Context
 from modelbay.bot.errors import render_error, style_of, user_error
 from modelbay.bot.progress import watch
 from modelbay.config import Settings
-from modelbay.engine.analytics import PERIODS, parse_period
-from modelbay.engine.discovery import SearchHit
+from modelbay.engine.analytics.analytics import PERIODS, parse_period
+from modelbay.engine.catalog.discovery import SearchHit
 from modelbay.engine.errors import ModelBayError, NotAllowed, shown
 from modelbay.engine import hardware as hw
-from modelbay.engine.installs import InstallTicket
-from modelbay.engine.jobs import ProgressEvent
+from modelbay.engine.installs.installs import InstallTicket
+from modelbay.engine.jobs.jobs import ProgressEvent
 from modelbay.engine.records import JobRecord, ModelQuery, ModelRecord, SortKey, VersionRecord
-from modelbay.engine.schema import Category
+from modelbay.engine.db.schema.catalog import Category
 from modelbay.runtime import Runtime
 
 __all__ = ["configured_token", "create_app", "slack_configured"]

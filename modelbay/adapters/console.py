@@ -29,8 +29,8 @@ from modelbay.bot.conversation import answer_footer, converse
 from modelbay.bot.errors import render_error
 from modelbay.bot.progress import watch
 from modelbay.bot.spec import ArgType
-from modelbay.engine.chat import Answered, AnswerRecord, Delta, Notice, Place
-from modelbay.engine.jobs import ProgressEvent
+from modelbay.engine.chat.records import Answered, AnswerRecord, Delta, Notice, Place
+from modelbay.engine.jobs.jobs import ProgressEvent
 
 __all__ = ["ConsoleApp", "render"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelbay.config import ROLES
-from modelbay.engine.chat import Place
+from modelbay.engine.chat.records import Place
 from modelbay.engine.errors import NoChatHere, NotAllowed
 from modelbay.engine.records import JobRecord
 

@@ -10,7 +10,7 @@ from modelbay.bot.bridge import in_thread
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Reply
 from modelbay.bot.text import Part, fence_after
-from modelbay.engine.chat import Answered, AnswerRecord, ChatEvent, Delta, Notice
+from modelbay.engine.chat.records import Answered, AnswerRecord, ChatEvent, Delta, Notice
 from modelbay.engine.errors import NoChatHere, NotAllowed
 
 __all__ = ["AnswerSink", "answer_footer", "answer_reply", "converse", "relay"]

@@ -8,7 +8,7 @@ from modelbay.bot.context import Actor, Context
 from modelbay.bot.errors import render_error
 from modelbay.bot.reply import Reply
 from modelbay.bot.spec import COMMANDS, Command, CommandSet, UnknownCommand
-from modelbay.engine.chat import Place
+from modelbay.engine.chat.records import Place
 from modelbay.engine.errors import NotAllowed
 
 if TYPE_CHECKING:

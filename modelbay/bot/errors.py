@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from modelbay.bot.reply import Reply, Tone
 from modelbay.bot.spec import ArgumentInvalid, UnknownCommand
 from modelbay.config import SettingsError
-from modelbay.engine.db import database_unavailable
+from modelbay.engine.db.database import database_unavailable
 from modelbay.engine.errors import (
     AnswerNotFound,
     BackendFailed,
@@ -46,8 +46,8 @@ from modelbay.engine.errors import (
     ModelUnloadable,
 )
 from modelbay.engine.ids import InvalidId
-from modelbay.engine.inference import InferenceUnavailable
-from modelbay.engine.jobs import UnknownJobKind
+from modelbay.engine.inference.backends.base import InferenceUnavailable
+from modelbay.engine.jobs.jobs import UnknownJobKind
 
 __all__ = ["ERRORS", "ErrorStyle", "render_error", "style_of", "user_error"]
 

@@ -11,7 +11,7 @@ from typing import Any
 from modelbay.bot.bridge import in_thread
 from modelbay.bot.live import LiveMessage
 from modelbay.bot.reply import Reply
-from modelbay.engine.jobs import Jobs, ProgressEvent
+from modelbay.engine.jobs.jobs import Jobs, ProgressEvent
 from modelbay.engine.units import human_bytes
 
 __all__ = ["advance", "describe", "follow", "following", "watch"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from redis import Redis
 
 from modelbay.engine.errors import ModelBayError
-from modelbay.engine.jobs import JobKind, Jobs, register_kind
+from modelbay.engine.jobs.jobs import JobKind, Jobs, register_kind
 
 if TYPE_CHECKING:
     from modelbay.config import Settings
@@ -59,7 +59,7 @@ WEIGHTS_FACTOR = Fraction(6, 5)
 RUNTIME_OVERHEAD = 512 * 2**20
 
 # The probe runs on a gpu-queue worker, because in a deployment that is where the GPUs are, not the bot host.
-register_kind(JobKind(PROBE_KIND, "modelbay.workers.hardware.probe", "gpu", timeout=60,
+register_kind(JobKind(PROBE_KIND, "modelbay.workers.jobs.probe.probe", "gpu", timeout=60,
                       description="Probe RAM, GPU memory and free disk where the gpu workers run."))
 
 

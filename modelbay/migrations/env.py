@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from modelbay.engine.schema import Base
+from modelbay.engine.db.schema.base import Base
 
 config = context.config
 target_metadata = Base.metadata

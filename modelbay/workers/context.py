@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelbay.config import Settings
-from modelbay.engine.db import Database
-from modelbay.engine.jobs import JobCanceled, Jobs, ProgressEvent
+from modelbay.engine.db.database import Database
+from modelbay.engine.jobs.jobs import JobCanceled, Jobs, ProgressEvent
 
 __all__ = ["JobContext"]
 

@@ -13,10 +13,10 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from modelbay.config import Settings
-from modelbay.engine.db import Database, database_unavailable
+from modelbay.engine.db.database import Database, database_unavailable
 from modelbay.engine.errors import ModelBayError
-from modelbay.engine.jobs import JobCanceled, Jobs
-from modelbay.engine.schema import JobStatus
+from modelbay.engine.jobs.jobs import JobCanceled, Jobs
+from modelbay.engine.db.schema.jobs import JobStatus
 from modelbay.workers.context import JobContext
 
 __all__ = ["WorkerResources", "execute", "install_resources"]

@@ -15,7 +15,7 @@ from typing import Any
 from redis.client import Pipeline
 from rq import Worker as RQWorker
 
-from modelbay.engine.scheduling import free_dead_locks
+from modelbay.engine.jobs.scheduling import free_dead_locks
 
 __all__ = ["Worker"]
 

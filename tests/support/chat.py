@@ -9,9 +9,9 @@ from pathlib import Path
 
 from modelbay.config import Settings
 from modelbay.engine.records import ModelRecord, VersionRecord
-from modelbay.engine.registry import Registry
+from modelbay.engine.catalog.registry import Registry
 from modelbay.runtime import Runtime
-from modelbay.workers.serve import VllmProcess
+from modelbay.workers.jobs.serve import VllmProcess
 from tests.support.hub import HubStandIn
 
 FRONT_END_REPO = "tiny-org/tiny-llama"
@@ -81,7 +81,7 @@ def front_end_runtime(settings: Settings, hub: HubStandIn, tiny_model: Path, tin
 
 def served_by(runtime: Runtime, name: str, endpoint: str) -> None:
     """Record a running server for a model at endpoint (the row a serve job writes once vLLM is healthy)."""
-    from modelbay.engine.schema import Server, ServerState
+    from modelbay.engine.db.schema.serving import Server, ServerState
 
     version = runtime.registry.get(name).versions[0]
     with runtime.db.session() as db:

@@ -44,7 +44,7 @@ from modelbay.bot.reply import Button, Reply
 from modelbay.bot.spec import Arg, Command
 from modelbay.bot.stream import StreamedAnswer, with_cursor
 from modelbay.bot.text import Part
-from modelbay.engine.chat import DOWN_REASONS, Place
+from modelbay.engine.chat.records import DOWN_REASONS, Place
 from modelbay.engine.errors import NotAllowed, UploadRefused
 from modelbay.engine.records import ModelQuery
 from modelbay.runtime import Runtime

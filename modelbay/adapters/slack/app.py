@@ -51,8 +51,8 @@ from modelbay.bot.progress import follow, following
 from modelbay.bot.reply import Reply
 from modelbay.bot.stream import StreamedAnswer, with_cursor
 from modelbay.bot.text import Part, split_parts
-from modelbay.engine.chat import Place
-from modelbay.engine.discovery import SearchHit
+from modelbay.engine.chat.records import Place
+from modelbay.engine.catalog.discovery import SearchHit
 from modelbay.engine.errors import UploadRefused
 from modelbay.runtime import Runtime
 

@@ -9,8 +9,8 @@ from typing import Any
 from modelbay.adapters.slack.blocks import ACTION_PREFIX, button, context, mrkdwn, section
 from modelbay.bot.commands.models import CATEGORIES
 from modelbay.bot.reply import Button
-from modelbay.engine.chat import DOWN_REASONS, SessionRecord
-from modelbay.engine.discovery import SearchHit
+from modelbay.engine.chat.records import DOWN_REASONS, SessionRecord
+from modelbay.engine.catalog.discovery import SearchHit
 from modelbay.engine.records import JobRecord, ModelRecord
 from modelbay.engine.units import ago, human_bytes, human_count
 from modelbay.engine.uploads import DATASET_SUFFIXES

@@ -5,7 +5,7 @@ from __future__ import annotations
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Field, Reply
 from modelbay.bot.spec import Arg, command
-from modelbay.engine.analytics import PERIODS, Metrics, parse_period
+from modelbay.engine.analytics.analytics import PERIODS, Metrics, parse_period
 
 
 def _ms(value: float | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Field, Reply
 from modelbay.bot.spec import Arg, ArgType, command
-from modelbay.engine.chat import DOWN_REASONS, UP_REASONS
+from modelbay.engine.chat.records import DOWN_REASONS, UP_REASONS
 
 
 @command(

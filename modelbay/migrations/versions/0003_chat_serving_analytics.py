@@ -9,7 +9,7 @@ Create Date: 2026-11-27
 import sqlalchemy as sa
 from alembic import op
 
-import modelbay.engine.schema
+import modelbay.engine.db.schema
 
 revision = '0003'
 down_revision = '0002'
@@ -37,9 +37,9 @@ def upgrade() -> None:
         sa.Column('adapters', sa.JSON(), nullable=False),
         sa.Column('error', sa.Text(), nullable=True),
         sa.Column('requester', sa.String(length=128), nullable=False),
-        sa.Column('created_at', modelbay.engine.schema.UTCDateTime(timezone=True), nullable=False),
-        sa.Column('ready_at', modelbay.engine.schema.UTCDateTime(timezone=True), nullable=True),
-        sa.Column('ended_at', modelbay.engine.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column('created_at', modelbay.engine.db.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('ready_at', modelbay.engine.db.schema.UTCDateTime(timezone=True), nullable=True),
+        sa.Column('ended_at', modelbay.engine.db.schema.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(['model_version_id'], ['model_versions.id'],
                                 name=op.f('fk_servers_model_version_id_model_versions'), ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_servers')),
@@ -51,7 +51,7 @@ def upgrade() -> None:
     op.create_table(
         'usage_hourly',
         sa.Column('model_version_id', sa.Integer(), nullable=False),
-        sa.Column('hour', modelbay.engine.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('hour', modelbay.engine.db.schema.UTCDateTime(timezone=True), nullable=False),
         *(sa.Column(name, sa.BigInteger(), nullable=False) for name in (
             'requests', 'failures', 'input_tokens', 'output_tokens')),
         sa.Column('ttft_ms_sum', sa.Float(), nullable=False),
@@ -65,7 +65,7 @@ def upgrade() -> None:
     op.create_table(
         'latency_hourly',
         sa.Column('model_version_id', sa.Integer(), nullable=False),
-        sa.Column('hour', modelbay.engine.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('hour', modelbay.engine.db.schema.UTCDateTime(timezone=True), nullable=False),
         sa.Column('bucket', sa.Integer(), nullable=False),
         sa.Column('count', sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(['model_version_id'], ['model_versions.id'],
@@ -75,7 +75,7 @@ def upgrade() -> None:
     op.create_table(
         'latency_daily',
         sa.Column('model_version_id', sa.Integer(), nullable=False),
-        sa.Column('day', modelbay.engine.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('day', modelbay.engine.db.schema.UTCDateTime(timezone=True), nullable=False),
         sa.Column('bucket', sa.Integer(), nullable=False),
         sa.Column('count', sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(['model_version_id'], ['model_versions.id'],
@@ -85,7 +85,7 @@ def upgrade() -> None:
     op.create_table(
         'privacy_optouts',
         sa.Column('user_key', sa.String(length=128), nullable=False),
-        sa.Column('created_at', modelbay.engine.schema.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('created_at', modelbay.engine.db.schema.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint('user_key', name=op.f('pk_privacy_optouts')),
     )
     # Plain ADD COLUMN (no batch rebuild), as in 0002: SQLite does these in place.

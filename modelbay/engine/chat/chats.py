@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,41 +26,38 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from modelbay.config import Settings
-from modelbay.engine.analytics import Analytics, AnswerEvent, tokens_per_second
-from modelbay.engine.db import Database, idempotent
-from modelbay.engine.errors import (
-    AnswerNotFound,
-    BackendFailed,
-    NeedsInstall,
-    NoChatHere,
-    NotServed,
-    WrongReason,
+from modelbay.engine.analytics.analytics import Analytics, AnswerEvent
+from modelbay.engine.catalog.registry import Registry
+from modelbay.engine.chat.records import (
+    DOWN_REASONS,
+    UP_REASONS,
+    Answered,
+    AnswerRecord,
+    ChatEvent,
+    Delta,
+    Notice,
+    Place,
+    RatingRecord,
+    SessionRecord,
 )
-from modelbay.engine.inference import Adjusted, Backend, Finished, Generation, OpenAIBackend, TransformersBackend
-from modelbay.engine.loadable import check_folder
+from modelbay.engine.db.database import Database, idempotent
+from modelbay.engine.db.schema.analytics import AnalyticsEvent
+from modelbay.engine.db.schema.catalog import Model, ModelVersion
+from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
+from modelbay.engine.errors import AnswerNotFound, BackendFailed, NeedsInstall, NoChatHere, NotServed, WrongReason
+from modelbay.engine.inference.backends.base import Adjusted, Backend, Finished, Generation
+from modelbay.engine.inference.backends.openai import OpenAIBackend
+from modelbay.engine.inference.backends.transformers import TransformersBackend
+from modelbay.engine.inference.serving import ServerRecord, Servers, installed_version
+from modelbay.engine.inference.templates import no_system_notice
+from modelbay.engine.installs.loadable import check_folder
 from modelbay.engine.records import ModelRecord, VersionRecord
-from modelbay.engine.registry import Registry
-from modelbay.engine.schema import AnalyticsEvent, ChatSession, Feedback, Message, Model, ModelVersion
-from modelbay.engine.serving import ServerRecord, Servers, installed_version
-from modelbay.engine.templates import no_system_notice
-
-__all__ = [
-    "DOWN_REASONS",
-    "UP_REASONS",
-    "Answered",
-    "AnswerRecord",
-    "Chats",
-    "Delta",
-    "Notice",
-    "Place",
-    "RatingRecord",
-    "SessionRecord",
-]
 
 log = logging.getLogger(__name__)
 
-UP_REASONS = ("helpful", "accurate", "followed_instructions", "creative")
-DOWN_REASONS = ("wrong", "didnt_follow", "refused", "too_verbose", "other")
+__all__ = ["Chats"]
+
+
 HISTORY_LIMIT = 200  # turns kept in Redis per session; the context window trims further
 BACKEND_FRESH_FOR = 10.0  # seconds a chosen backend is reused before the server table is read again
 KEEP_IN_PROCESS = 2  # models kept loaded for in-process answers; the least recently used one goes first
@@ -78,86 +75,6 @@ return {ticket, turn, redis.call('LRANGE', KEYS[3], 0, -1)}
 """
 
 
-@dataclass(frozen=True)
-class Place:
-    """Where a chat lives: a platform, a channel, and a thread in it (if the platform has threads)."""
-
-    platform: str
-    channel_id: str
-    thread_id: str | None = None
-
-
-@dataclass(frozen=True)
-class SessionRecord:
-    """A chat session as the bot sees it."""
-
-    id: int
-    place: Place
-    user_key: str
-    model_name: str
-    model_display_name: str
-    model_version_id: int
-    system_prompt: str | None
-    created_at: datetime
-    closed: bool = False
-    notices: tuple[str, ...] = ()  # what the person should know as the chat opens (set by Chats.open)
-
-
-@dataclass(frozen=True)
-class Delta:
-    """A new piece of the answer."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Notice:
-    """Something the asker should know about this answer (history trimmed, input cut)."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class AnswerRecord:
-    """A finished answer: its message id (for ratings), text, how it ended and its measurements."""
-
-    message_id: int
-    session_id: int
-    text: str
-    status: str  # ok | partial | failed | canceled
-    note: str | None
-    backend: str
-    input_tokens: int | None
-    output_tokens: int | None
-    ttft_ms: float | None
-    total_ms: float
-    notices: list[str] = field(default_factory=list)
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        """Generation speed of this answer."""
-        return tokens_per_second(self.output_tokens, self.total_ms)
-
-
-@dataclass(frozen=True)
-class Answered:
-    """The last event of an answer."""
-
-    answer: AnswerRecord
-
-
-ChatEvent = Delta | Notice | Answered
-
-
-@dataclass(frozen=True)
-class RatingRecord:
-    """A stored rating."""
-
-    message_id: int
-    up: bool
-    reason: str | None
-    comment: str | None
-    changed: bool  # it replaced an earlier rating by the same person
 
 
 @dataclass
@@ -665,4 +582,3 @@ def _served_context(endpoint: str, name: str, api_key: str | None = None) -> int
     except (httpx.HTTPError, ValueError, AttributeError, TypeError):  # not the shape vLLM answers with
         pass
     return 2048
-

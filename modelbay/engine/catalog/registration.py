@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from modelbay.engine import _search
-from modelbay.engine.schema import Category, Model
+from modelbay.engine.catalog import search as _search
+from modelbay.engine.db.schema.catalog import Category, Model
 
 __all__ = ["MODEL_FIELDS", "Registration"]
 

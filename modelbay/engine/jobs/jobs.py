@@ -24,11 +24,11 @@ from rq.utils import utcparse
 from rq.worker import BaseWorker
 from sqlalchemy import select
 
-from modelbay.engine.db import Database, idempotent
+from modelbay.engine.db.database import Database, idempotent
 from modelbay.engine.errors import DatabaseUnavailable, JobNotCancelable, JobNotFound, ModelBayError
 from modelbay.engine.records import JobRecord
-from modelbay.engine.scheduling import enqueue_overdue
-from modelbay.engine.schema import JobRow, JobStatus
+from modelbay.engine.jobs.scheduling import enqueue_overdue
+from modelbay.engine.db.schema.jobs import JobRow, JobStatus
 
 __all__ = [
     "KINDS",

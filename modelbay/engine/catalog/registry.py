@@ -10,13 +10,13 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from modelbay.engine import _search
-from modelbay.engine._registration import MODEL_FIELDS, Registration
-from modelbay.engine.catalog import CatalogEntry
-from modelbay.engine.db import Database, idempotent
+from modelbay.engine.catalog import search as _search
+from modelbay.engine.catalog.registration import MODEL_FIELDS, Registration
+from modelbay.engine.catalog.curated import CatalogEntry
+from modelbay.engine.db.database import Database, idempotent
 from modelbay.engine.errors import ModelNotFound
 from modelbay.engine.records import ModelQuery, ModelRecord, VersionRecord
-from modelbay.engine.schema import Category, InstallState, Model, ModelVersion
+from modelbay.engine.db.schema.catalog import Category, InstallState, Model, ModelVersion
 
 __all__ = ["Registry"]
 

@@ -8,16 +8,9 @@ from sqlalchemy import ColumnElement, Select, Subquery, case, false, func, liter
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from modelbay.engine.records import ModelQuery
-from modelbay.engine.schema import (
-    AnalyticsEvent,
-    Category,
-    ChatSession,
-    Feedback,
-    InstallState,
-    Message,
-    Model,
-    ModelVersion,
-)
+from modelbay.engine.db.schema.analytics import AnalyticsEvent
+from modelbay.engine.db.schema.catalog import Category, InstallState, Model, ModelVersion
+from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
 
 __all__ = ["count_query", "derived_columns", "installed_condition", "page_query"]
 

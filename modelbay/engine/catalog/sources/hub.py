@@ -1,156 +1,24 @@
-"""Model sources: where models are found and fetched from. Built-ins: the Hugging Face Hub and a local folder."""
+"""The Hugging Face Hub source (huggingface_hub against MODELBAY_HUB_ENDPOINT), with a deadline on every metadata call."""
 
 from __future__ import annotations
 
 import errno
-import hashlib
-import re
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from modelbay.config import Settings
-from modelbay.engine.errors import (
-    DownloadFailed,
-    GatedModel,
-    HubUnavailable,
-    RepoNotFound,
-    RevisionMissing,
-)
+from modelbay.engine.catalog.sources.base import READ_LIMIT, ModelSource, RemoteFile, RemoteModel, register_source
+from modelbay.engine.catalog.sources.transfer import ByteMeter, TailHasher
+from modelbay.engine.errors import DownloadFailed, GatedModel, HubUnavailable, RepoNotFound, RevisionMissing
 from modelbay.engine.ids import validate_file_path, validate_repo_id, validate_revision
-from modelbay.engine.loadable import READ_LIMIT
-from modelbay.engine.transfer import ByteMeter, TailHasher
 
-__all__ = ["SOURCES", "HubSource", "LocalFolderSource", "ModelSource", "RemoteFile", "RemoteModel",
-           "guess_category", "register_source"]
-
-_KEEP_TAG = re.compile(r"^[a-z0-9][a-z0-9-]{1,30}$")
-_NOISE_TAGS = {"transformers", "safetensors", "pytorch", "endpoints_compatible", "text-generation-inference",
-               "autotrain_compatible", "region:us", "conversational"}
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of a model at a commit: its size, and the hash the source publishes for it."""
-
-    path: str
-    size: int
-    sha256: str | None = None  # LFS files on the hub carry their sha256
-    blob_id: str | None = None  # git blob sha1 of small (non-LFS) files
-
-
-@dataclass(frozen=True)
-class RemoteModel:
-    """A model as a source describes it at one commit."""
-
-    source: str
-    repo_id: str
-    sha: str
-    files: tuple[RemoteFile, ...] = ()
-    author: str | None = None
-    pipeline_tag: str | None = None
-    tags: tuple[str, ...] = ()
-    library: str | None = None
-    license: str | None = None
-    gated: bool = False
-    downloads: int = 0
-    likes: int = 0
-    parameter_count: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def size_bytes(self) -> int:
-        """Total size of every file."""
-        return sum(f.size for f in self.files)
-
-    def registry_values(self) -> dict[str, Any]:
-        """Return the registry fields for this model (for models the catalog does not have)."""
-        name = self.repo_id.split("/", 1)[1]
-        weights = [f for f in self.files if f.path.endswith(".safetensors")]
-        return {
-            "name": name.lower(),
-            "display_name": name,
-            "repo_id": self.repo_id,
-            "category": guess_category(self.pipeline_tag, self.tags),
-            "tags": [t for t in self.tags if _KEEP_TAG.match(t) and t not in _NOISE_TAGS][:12],
-            "description": "",
-            "author": self.author or self.repo_id.split("/", 1)[0],
-            "license": self.license,
-            "parameter_count": self.parameter_count,
-            "size_bytes": sum(f.size for f in weights) or self.size_bytes or None,
-            "format": "safetensors" if weights else None,
-            "pipeline_tag": self.pipeline_tag,
-            "gated": self.gated,
-            "downloads": self.downloads,
-            "likes": self.likes,
-        }
-
-
-def guess_category(pipeline_tag: str | None, tags: tuple[str, ...] | list[str]) -> str:
-    """Map a hub pipeline tag and tags onto ModelBay's categories."""
-    tagset = {t.lower() for t in tags}
-    if pipeline_tag in ("feature-extraction", "sentence-similarity") or "sentence-transformers" in tagset:
-        return "embedding"
-    if tagset & {"code", "coder", "code-generation"}:
-        return "code"
-    if tagset & {"math", "reasoning"}:
-        return "analysis"
-    if tagset & {"medical", "biology", "legal", "finance", "chemistry"}:
-        return "domain"
-    if tagset & {"roleplay", "creative-writing", "storytelling"}:
-        return "creative"
-    return "chat"
-
-
-class ModelSource(ABC):
-    """A place models come from; a new source is a class with these three methods."""
-
-    name: ClassVar[str]
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    @abstractmethod
-    def search(self, text: str, *, category: str | None = None, limit: int = 20) -> list[RemoteModel]:
-        """Return models matching text, best first."""
-
-    @abstractmethod
-    def info(self, repo_id: str, revision: str | None = None) -> RemoteModel:
-        """Return one model at a revision (default: its main branch), with its files."""
-
-    @abstractmethod
-    def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
-        """Copy one file into dest, feeding meter; return the sha256 of what was written, if it was computed."""
-
-    def check_access(self, model: RemoteModel) -> None:  # noqa: B027 - optional hook
-        """Raise if the caller may not download the model's files (gated repos)."""
-
-    def read_file(self, model: RemoteModel, file: RemoteFile) -> bytes | None:
-        """Return a small file's bytes before the download, or None where this source cannot (optional hook).
-
-        Pre-flight reads config and index files with it; without it, the check after the download still runs.
-        A file over READ_LIMIT comes back as b"" (no config or index is that large).
-        """
-        return None
-
-    def within(self, seconds: float) -> AbstractContextManager[None]:
-        """Bound every call made inside to `seconds` in all (optional hook; pre-flight uses it)."""
-        return nullcontext()
-
-
-SOURCES: dict[str, type[ModelSource]] = {}
-
-
-def register_source(cls: type[ModelSource]) -> type[ModelSource]:
-    """Make a source available by its name; built-ins register the same way as extensions."""
-    SOURCES[cls.name] = cls
-    return cls
+__all__ = ["HubSource"]
 
 
 _LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.ENAMETOOLONG}
@@ -429,70 +297,3 @@ class HubSource(ModelSource):
         finally:
             digest = hasher.result() if hasher else None
         return digest
-
-
-@register_source
-class LocalFolderSource(ModelSource):
-    """A folder of model folders (`name/` or `owner/name/`, each with a config.json), for air-gapped sites."""
-
-    name = "local"
-
-    @property
-    def root(self) -> Path | None:
-        """The folder, if one is configured."""
-        return self.settings.local_models_dir
-
-    def _folders(self) -> dict[str, Path]:
-        root = self.root
-        if root is None or not root.is_dir():
-            return {}
-        found: dict[str, Path] = {}
-        for config in sorted(root.glob("*/config.json")) + sorted(root.glob("*/*/config.json")):
-            rel = config.parent.relative_to(root).parts
-            found["/".join(rel) if len(rel) == 2 else f"local/{rel[0]}"] = config.parent
-        return found
-
-    def has(self, repo_id: str) -> bool:
-        """Whether a folder answers to repo_id."""
-        return repo_id in self._folders()
-
-    def search(self, text: str, *, category: str | None = None, limit: int = 20) -> list[RemoteModel]:
-        """Return folders whose name contains every word of text."""
-        words = text.lower().split()
-        hits = [repo for repo in self._folders() if all(w in repo.lower() for w in words)]
-        return [self.info(repo) for repo in hits[:limit]]
-
-    def info(self, repo_id: str, revision: str | None = None) -> RemoteModel:
-        """Describe a folder; its revision is a digest of its file names, sizes and times."""
-        validate_repo_id(repo_id)
-        folder = self._folders().get(repo_id)
-        if folder is None:
-            raise RepoNotFound(repo_id)
-        paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-        files = tuple(RemoteFile(p.relative_to(folder).as_posix(), p.stat().st_size) for p in paths)
-        digest = hashlib.sha1()  # noqa: S324 - an identifier, not a security check
-        for p, f in zip(paths, files, strict=True):
-            digest.update(f"{f.path}\0{f.size}\0{p.stat().st_mtime_ns}\n".encode())
-        if revision and revision not in ("main", digest.hexdigest()):
-            raise RevisionMissing(repo_id, revision)
-        return RemoteModel(source=self.name, repo_id=repo_id, sha=digest.hexdigest(), files=files,
-                           author=repo_id.split("/")[0], tags=("local",))
-
-    def read_file(self, model: RemoteModel, file: RemoteFile) -> bytes | None:
-        """Return a small file of the folder."""
-        validate_file_path(file.path)
-        path = self._folders()[model.repo_id] / file.path
-        return path.read_bytes() if path.stat().st_size <= READ_LIMIT else b""
-
-    def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
-        """Copy one file, hashing what is read so the copy can be verified against it."""
-        validate_file_path(file.path)
-        target = dest / file.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        with (self._folders()[model.repo_id] / file.path).open("rb") as src, target.open("wb") as out:
-            while chunk := src.read(1024 * 1024):
-                digest.update(chunk)
-                out.write(chunk)
-                meter.add(file.path, len(chunk))
-        return digest.hexdigest()

@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from modelbay.config import Settings
+from modelbay.engine.catalog.curated import SLUG
+from modelbay.engine.catalog.registry import Registry
+from modelbay.engine.catalog.sources.base import SOURCES, ModelSource, RemoteFile, RemoteModel
+from modelbay.engine.db.database import Database
 from modelbay.engine.errors import (
     IncompleteModel,
     InsufficientDisk,
@@ -13,30 +17,26 @@ from modelbay.engine.errors import (
     ModelInUse,
     ModelNotFound,
     NotInstalled,
-    RemoteCodeRequired,
-    UnsafeRepoFile,
-    UnsafeWeights,
 )
-from modelbay.engine.catalog import SLUG
-from modelbay.engine.db import Database
 from modelbay.engine.hardware import HardwareInfo, fits
-from modelbay.engine.ids import InvalidId, is_repo_id, validate_file_path, validate_repo_id, validate_revision
-from modelbay.engine.jobs import JobKind, Jobs, RetryPolicy, register_kind
-from modelbay.engine.loadable import PICKLE, SAFETENSORS_WEIGHTS, check_folder, inspect
+from modelbay.engine.ids import is_repo_id, validate_repo_id, validate_revision
+from modelbay.engine.installs.files import check_listing, select_files
+from modelbay.engine.installs.loadable import check_folder, inspect
+from modelbay.engine.installs.store import ModelStore
+from modelbay.engine.jobs.jobs import JobKind, Jobs, RetryPolicy, register_kind
 from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord
-from modelbay.engine.registry import Registry
-from modelbay.engine.sources import SOURCES, ModelSource, RemoteFile, RemoteModel
-from modelbay.engine.store import ModelStore
 from modelbay.engine.units import human_bytes
 
-__all__ = ["INSTALL", "InstallTicket", "Installs", "check_listing", "select_files"]
+__all__ = ["INSTALL", "InstallTicket", "Installs"]
+
 
 # Downloads get their own queue (never behind training), six hours, and two retries for transient errors.
-INSTALL = register_kind(JobKind("install", "modelbay.workers.install.install", "downloads", timeout=6 * 3600,
+INSTALL = register_kind(JobKind("install", "modelbay.workers.jobs.install.install", "downloads", timeout=6 * 3600,
                                 retry=RetryPolicy(max=2, intervals=(5, 30)), description="Download and verify",
-                                on_end="modelbay.engine.installs.settle"))
+                                on_end="modelbay.engine.installs.installs.settle"))
 
 PREFLIGHT_TIMEOUTS = 2  # hub timeouts the whole pre-flight (listing, small JSON reads, access check) may take
+_CATALOG_SOURCES = {"catalog": "huggingface"}  # the curated catalog's entries come from the hub
 _IN_FLIGHT = {"queued", "downloading", "verifying"}
 
 
@@ -49,52 +49,6 @@ def settle(db: Database, job: JobRecord) -> None:
         registry.update_version(job.model_version_id,
                                 install_state="available" if job.status == "canceled" else "failed")
 
-OTHER_WEIGHTS = (".h5", ".msgpack", ".ot", ".onnx", ".onnx_data", ".gguf", ".tflite", ".mlmodel", ".npz")
-_CATALOG_SOURCES = {"catalog": "huggingface"}
-
-
-def check_listing(model: RemoteModel) -> None:
-    """Refuse a repo if any file it lists could not be stored safely inside its folder (UnsafeRepoFile).
-
-    Besides each path on its own: two paths that differ only in case (one file on a case-insensitive disk), and
-    a path that is both a file and a folder (`extra` and `extra/inner.txt`), cannot both be written.
-    """
-    seen: dict[str, str] = {}
-    for file in model.files:
-        try:
-            validate_file_path(file.path)
-        except InvalidId as exc:
-            raise UnsafeRepoFile(model.repo_id, file.path, exc.reason) from None
-        key = file.path.casefold()
-        if key in seen:
-            raise UnsafeRepoFile(model.repo_id, file.path, "it is listed twice (perhaps in another case)")
-        seen[key] = file.path
-    folders = {"/".join(parts[:i]) for parts in (k.split("/") for k in seen) for i in range(1, len(parts))}
-    clash = min(folders & seen.keys(), default=None)
-    if clash is not None:
-        raise UnsafeRepoFile(model.repo_id, seen[clash], "it is both a file and a folder of other listed files")
-
-
-def select_files(model: RemoteModel, settings: Settings, *, needs_remote_code: bool = False) -> list[RemoteFile]:
-    """Choose what to download: safetensors and configs; pickle only when allowed and nothing safer exists."""
-    files = [f for f in model.files if not any(part.startswith(".") for part in f.path.split("/"))]
-    # Only the safetensors transformers loads make pickles redundant; a stray `training_args.safetensors` does not.
-    has_safetensors = any(f.path in SAFETENSORS_WEIGHTS for f in files)
-    pickles = [f.path for f in files if f.path.endswith(PICKLE)]
-    if pickles and not has_safetensors and not settings.allow_pickle:
-        raise UnsafeWeights(model.repo_id, pickles)
-    code = [f for f in files if f.path.endswith(".py")]
-    if (needs_remote_code or any("/" not in f.path and f.path.startswith("modeling_") for f in code)) \
-            and not settings.trust_remote_code:
-        raise RemoteCodeRequired(model.repo_id)
-    chosen = []
-    for f in files:
-        if f.path.endswith(OTHER_WEIGHTS) or (f.path.endswith(PICKLE) and has_safetensors):
-            continue  # other frameworks' copies of the same weights, or pickles beside safetensors
-        if f.path.endswith(".py") and not settings.trust_remote_code:
-            continue
-        chosen.append(f)
-    return chosen
 
 
 @dataclass(frozen=True)

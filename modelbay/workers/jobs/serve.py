@@ -24,10 +24,11 @@ from sqlalchemy import select
 
 from modelbay.config import Settings
 from modelbay.engine.errors import ServerFailed
-from modelbay.engine.jobs import JobCanceled
-from modelbay.engine.loadable import check_folder
-from modelbay.engine.schema import ModelVersion, Server, ServerState
-from modelbay.engine.serving import SERVE  # noqa: F401 - registers the kind, whose end hook settles the row
+from modelbay.engine.jobs.jobs import JobCanceled
+from modelbay.engine.installs.loadable import check_folder
+from modelbay.engine.db.schema.catalog import ModelVersion
+from modelbay.engine.db.schema.serving import Server, ServerState
+from modelbay.engine.inference.serving import SERVE
 from modelbay.workers.context import JobContext
 from modelbay.workers.vllm_pythonpath import modelbay_vllm_auth
 

@@ -27,14 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelbay.engine.catalog.sources.base import READ_LIMIT
 from modelbay.engine.errors import IncompleteModel, RemoteCodeRequired
 
-__all__ = ["PICKLE", "READ_LIMIT", "SAFETENSORS_WEIGHTS", "Reader", "Inspection", "check_folder", "folder_reader",
+__all__ = ["PICKLE", "SAFETENSORS_WEIGHTS", "Reader", "Inspection", "check_folder", "folder_reader",
            "inspect"]
 
 PICKLE = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-# The largest JSON file read to check a version; a real shard index of a 400B model is under 200 kB.
-READ_LIMIT = 8 * 1024 * 1024
 # Returns a file's bytes, or None where it cannot be read yet (a source that only lists files before download);
 # a file over READ_LIMIT comes back as b"" (unreadable: no config or index is that large).
 Reader = Callable[[str], "bytes | None"]

@@ -26,7 +26,7 @@ __all__ = ["Database", "database_unavailable", "idempotent"]
 
 log = logging.getLogger(__name__)
 
-_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+_MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 # The extra that installs each driver SQLAlchemy may import for a URL.
 _DRIVER_EXTRAS = {"psycopg": "postgres"}
 _PSYCOPG = "psycopg 3 (a postgresql+psycopg:// or postgresql:// URL)"

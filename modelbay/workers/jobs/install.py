@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from modelbay.engine.errors import ChecksumMismatch, DiskFull, UnsafeRepoFile
-from modelbay.engine.installs import Installs
-from modelbay.engine.jobs import JobCanceled
-from modelbay.engine.loadable import check_folder
-from modelbay.engine.registry import Registry
-from modelbay.engine.sources import RemoteFile, RemoteModel
-from modelbay.engine.store import git_blob_sha1, sha256_file
-from modelbay.engine.transfer import ByteMeter, TransferStopped
+from modelbay.engine.installs.installs import Installs
+from modelbay.engine.jobs.jobs import JobCanceled
+from modelbay.engine.installs.loadable import check_folder
+from modelbay.engine.catalog.registry import Registry
+from modelbay.engine.catalog.sources.base import RemoteFile, RemoteModel
+from modelbay.engine.installs.store import git_blob_sha1, sha256_file
+from modelbay.engine.catalog.sources.transfer import ByteMeter, TransferStopped
 from modelbay.engine.units import human_bytes
 from modelbay.workers.context import JobContext
 

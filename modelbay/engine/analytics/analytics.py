@@ -21,8 +21,9 @@ from sqlalchemy import func, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from modelbay.engine.db import Database
-from modelbay.engine.schema import AnalyticsEvent, LatencyDaily, LatencyHourly, PrivacyOptout, UsageHourly
+from modelbay.engine.db.database import Database
+from modelbay.engine.db.schema.analytics import AnalyticsEvent, LatencyDaily, LatencyHourly, UsageHourly
+from modelbay.engine.db.schema.chat import PrivacyOptout
 
 __all__ = [
     "BUCKET_RATIO",

@@ -11,8 +11,8 @@ from modelbay.config import Settings
 from modelbay.engine.errors import ModelBayError
 from modelbay.engine.hardware import HardwareInfo, max_parameters
 from modelbay.engine.records import ModelQuery, ModelRecord
-from modelbay.engine.registry import Registry
-from modelbay.engine.sources import SOURCES
+from modelbay.engine.catalog.registry import Registry
+from modelbay.engine.catalog.sources.base import SOURCES
 
 __all__ = ["Discovery", "SearchHit"]
 
