@@ -34,7 +34,7 @@ GOAL_MS = 200.0
 
 
 def _fill(analytics, version_ids: list[int], now: datetime) -> float:  # noqa: ANN001
-    from modelbay.engine.analytics import AnswerEvent
+    from modelbay.engine.analytics.analytics import AnswerEvent
 
     rng = random.Random(0)
     start = time.perf_counter()
@@ -69,7 +69,7 @@ def _exact(db, version_ids: list[int], since: datetime | None) -> dict:  # noqa:
     """The baseline: every figure straight from the raw events."""
     from sqlalchemy import func, select
 
-    from modelbay.engine.schema import AnalyticsEvent as E
+    from modelbay.engine.db.schema.analytics import AnalyticsEvent as E
 
     where = [E.model_version_id.in_(version_ids), E.event_type == "answer"] + ([E.created_at >= since] if since else [])
     with db.session() as session:
@@ -93,9 +93,9 @@ def _time(fn, repeats: int = REPEATS) -> tuple[float, object]:  # noqa: ANN001
 
 
 def run(url: str, label: str) -> dict:
-    from modelbay.engine.analytics import Analytics, parse_period
-    from modelbay.engine.db import Database
-    from modelbay.engine.registry import Registry
+    from modelbay.engine.analytics.analytics import Analytics, parse_period
+    from modelbay.engine.db.database import Database
+    from modelbay.engine.catalog.registry import Registry
 
     db = Database(url)
     db.upgrade()

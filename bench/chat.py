@@ -33,7 +33,7 @@ SYSTEM = "You are a helpful assistant."
 def main() -> None:
     from modelbay.bot import Dispatcher
     from modelbay.config import load_settings
-    from modelbay.engine.schema import Server, ServerState
+    from modelbay.engine.db.schema.serving import Server, ServerState
     from modelbay.runtime import Runtime
     from tests.support.chat import VLLM_SETTINGS, installed, start_vllm
     from tests.support.tinymodel import CHAT_MODEL_SPEC, cached_tiny_model
@@ -64,8 +64,9 @@ async def _measure(runtime, dispatcher, name: str, endpoint: str) -> dict:  # no
     from modelbay.bot import Actor
     from modelbay.bot.bridge import in_thread
     from modelbay.bot.conversation import converse
-    from modelbay.engine.chat import Delta, Place
-    from modelbay.engine.inference import Generation, OpenAIBackend
+    from modelbay.engine.chat.records import Delta, Place
+    from modelbay.engine.inference.backends.base import Generation
+    from modelbay.engine.inference.backends.openai import OpenAIBackend
 
     actor = Actor("bench", "U1")
     direct = OpenAIBackend(endpoint, name)

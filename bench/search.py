@@ -26,18 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import insert, select  # noqa: E402
 
-from modelbay.engine.db import Database  # noqa: E402
+from modelbay.engine.db.database import Database
 from modelbay.engine.records import ModelQuery  # noqa: E402
-from modelbay.engine.registry import Registry  # noqa: E402
-from modelbay.engine.schema import (  # noqa: E402
-    AnalyticsEvent,
-    ChatSession,
-    Feedback,
-    InstallState,
-    Message,
-    Model,
-    ModelVersion,
-)
+from modelbay.engine.catalog.registry import Registry
+from modelbay.engine.db.schema.analytics import AnalyticsEvent
+from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
+from modelbay.engine.db.schema.catalog import InstallState, Model, ModelVersion
 
 MODELS = 10_000
 USED = 500  # models with an installed version, chats, ratings and analytics events
