@@ -2,16 +2,63 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import enum
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import datetime
-from typing import Any, Literal
+from functools import cache
+from typing import Any, Literal, TypeVar
 
-__all__ = ["JobRecord", "ModelQuery", "ModelRecord", "SortKey", "VersionRecord"]
+__all__ = ["JobRecord", "ModelQuery", "ModelRecord", "SortKey", "VersionRecord", "record_fields", "record_from_row"]
+
+R = TypeVar("R")
 
 SortKey = Literal["relevance", "downloads", "likes", "size", "rating", "recent", "name"]
 
 # Terms a search text may carry as `key:value`, and the ModelQuery field each one sets.
 _TERMS = {"tag": "tags", "category": "category", "license": "license", "author": "author", "source": "source"}
+
+
+def record_fields(cls: type) -> frozenset[str]:
+    """Return the names of a record class's dataclass fields."""
+    return frozenset(f.name for f in fields(cls))
+
+
+def record_from_row(cls: type[R], row: Any, **computed: Any) -> R:
+    """Build a record of class cls from an ORM row (or any object with the same attribute names).
+
+    Every dataclass field not given in `computed` is read from the row's attribute of the same name: an enum
+    becomes its value, a list or dict is copied (None becomes an empty one where the field is not optional), and
+    a field the row lacks keeps its default. Nested records and values from other rows go in `computed`.
+    """
+    values = dict(computed)
+    for f, empty in _reading(cls):
+        if f.name in values:
+            continue
+        if not hasattr(row, f.name):
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise AttributeError(f"{type(row).__name__} has no {f.name!r} for {cls.__name__}")
+            continue
+        value = getattr(row, f.name)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, list):
+            value = list(value)
+        elif isinstance(value, dict):
+            value = dict(value)
+        elif value is None and empty is not None:
+            value = empty()
+        values[f.name] = value
+    return cls(**values)
+
+
+@cache
+def _reading(cls: type) -> tuple[tuple[Field[Any], type | None], ...]:
+    # Per field, the empty container a stored None reads as: a list or dict field that is not optional.
+    def empty(f: Field[Any]) -> type | None:
+        kind = str(f.type)
+        return None if "None" in kind else {"list": list, "dict": dict}.get(kind.partition("[")[0])
+
+    return tuple((f, empty(f)) for f in fields(cls))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, inspect, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from modelbay.engine.catalog import search as _search
@@ -14,12 +14,11 @@ from modelbay.engine.db.schema.catalog import Category, Model
 
 __all__ = ["MODEL_FIELDS", "Registration"]
 
-# What callers may set on a model; ids, timestamps and the derived search columns are the registry's own.
-MODEL_FIELDS = frozenset({
-    "name", "display_name", "repo_id", "category", "tags", "description", "author", "license", "parameter_count",
-    "size_bytes", "context_length", "format", "dtype", "pipeline_tag", "gated", "trust_remote_code", "languages",
-    "requirements", "performance", "downloads", "likes",
-})
+# What callers may set on a model: its columns, less the registry's own (ids, source, timestamps) and the search
+# columns derived from the rest.
+MODEL_FIELDS = (
+    frozenset(inspect(Model).column_attrs.keys()) - {"id", "source", "created_at", "updated_at"} - _search.DERIVED
+)
 _NOT_SLUG = re.compile(r"[^a-z0-9._-]+")
 _LOOKUP_CHUNK = 500  # keys per lookup query, well under SQLite's limit on bound parameters
 

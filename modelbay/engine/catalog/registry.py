@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, inspect, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -15,65 +15,21 @@ from modelbay.engine.catalog.registration import MODEL_FIELDS, Registration
 from modelbay.engine.catalog.curated import CatalogEntry
 from modelbay.engine.db.database import Database, idempotent
 from modelbay.engine.errors import ModelNotFound
-from modelbay.engine.records import ModelQuery, ModelRecord, VersionRecord
+from modelbay.engine.records import ModelQuery, ModelRecord, VersionRecord, record_from_row
 from modelbay.engine.db.schema.catalog import Category, InstallState, Model, ModelVersion
 
 __all__ = ["Registry"]
 
-# What callers may set on a version; the registry keeps ids and timestamps.
-VERSION_FIELDS = frozenset({
-    "revision_sha", "install_state", "local_path", "format", "size_bytes", "files", "installed_at",
-    "parent_version_id", "lineage", "lineage_params",
-})
+# What callers may set on a version: its columns, less those the registry keeps (ids, revision, timestamps).
+VERSION_FIELDS = frozenset(inspect(ModelVersion).column_attrs.keys()) - {"id", "model_id", "revision", "created_at"}
 
 
 def _version_record(row: ModelVersion) -> VersionRecord:
-    return VersionRecord(
-        id=row.id,
-        revision=row.revision,
-        revision_sha=row.revision_sha,
-        install_state=row.install_state.value,
-        local_path=row.local_path,
-        size_bytes=row.size_bytes,
-        parent_version_id=row.parent_version_id,
-        lineage=row.lineage,
-        installed_at=row.installed_at,
-        model_id=row.model_id,
-        format=row.format,
-        files=list(row.files or []),
-        lineage_params=dict(row.lineage_params or {}),
-    )
+    return record_from_row(VersionRecord, row)
 
 
 def _model_record(row: Model, **computed: Any) -> ModelRecord:
-    return ModelRecord(
-        id=row.id,
-        name=row.name,
-        display_name=row.display_name,
-        source=row.source,
-        repo_id=row.repo_id,
-        category=row.category.value,
-        tags=list(row.tags or []),
-        description=row.description,
-        author=row.author,
-        license=row.license,
-        parameter_count=row.parameter_count,
-        size_bytes=row.size_bytes,
-        context_length=row.context_length,
-        format=row.format,
-        dtype=row.dtype,
-        pipeline_tag=row.pipeline_tag,
-        gated=row.gated,
-        trust_remote_code=row.trust_remote_code,
-        languages=list(row.languages or []),
-        versions=[_version_record(v) for v in row.versions],
-        downloads=row.downloads,
-        likes=row.likes,
-        memory_bytes=row.memory_bytes,
-        performance=dict(row.performance or {}),
-        requirements=dict(row.requirements or {}),
-        **computed,
-    )
+    return record_from_row(ModelRecord, row, versions=[_version_record(v) for v in row.versions], **computed)
 
 
 class Registry:

@@ -12,15 +12,19 @@ from modelbay.engine.db.schema.analytics import AnalyticsEvent
 from modelbay.engine.db.schema.catalog import Category, InstallState, Model, ModelVersion
 from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
 
-__all__ = ["count_query", "derived_columns", "installed_condition", "page_query"]
+__all__ = ["DERIVED", "count_query", "derived_columns", "installed_condition", "page_query"]
 
 # Relevance points per word, best place first; a word that matches only elsewhere in search_text scores 1.
 _EXACT_NAME, _NAME_PREFIX, _IN_NAME, _TAG, _ELSEWHERE = 100, 30, 20, 10, 1
 _EXACT_PHRASE = 1000
 
 
+# The model columns derived_columns computes from the others; callers never set them.
+DERIVED = frozenset({"search_text", "tags_text", "memory_bytes", "tokens_per_s", "accuracy"})
+
+
 def derived_columns(row: Model) -> dict[str, Any]:
-    """Return the search columns that follow from a model's metadata."""
+    """Return the search columns (DERIVED) that follow from a model's metadata."""
     tags = [str(t).replace(",", " ").strip().lower() for t in row.tags or []]
     tags = [t for t in tags if t]
     parts = (row.repo_id, row.name, row.display_name, row.author, " ".join(tags), row.description)

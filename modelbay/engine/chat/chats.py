@@ -51,7 +51,7 @@ from modelbay.engine.inference.backends.transformers import TransformersBackend
 from modelbay.engine.inference.serving import ServerRecord, Servers, installed_version
 from modelbay.engine.inference.templates import no_system_notice
 from modelbay.engine.installs.loadable import check_folder
-from modelbay.engine.records import ModelRecord, VersionRecord
+from modelbay.engine.records import ModelRecord, VersionRecord, record_from_row
 
 log = logging.getLogger(__name__)
 
@@ -173,12 +173,9 @@ class Chats:
                 .limit(limit)
             ).all()
             return [
-                SessionRecord(
-                    id=row.id, place=Place(row.platform, row.channel_id, row.thread_id), user_key=row.user_key,
-                    model_name=model.name, model_display_name=model.display_name,
-                    model_version_id=row.model_version_id, system_prompt=row.system_prompt,
-                    created_at=row.created_at, closed=row.closed_at is not None,
-                )
+                record_from_row(SessionRecord, row, place=Place(row.platform, row.channel_id, row.thread_id),
+                                model_name=model.name, model_display_name=model.display_name,
+                                closed=row.closed_at is not None)
                 for row, model in rows
             ]
 

@@ -21,7 +21,7 @@ from modelbay.config import Settings
 from modelbay.engine.db.database import Database
 from modelbay.engine.errors import NeedsInstall, ServerFailed, ServerNotRunning
 from modelbay.engine.jobs.jobs import JobKind, Jobs, register_kind
-from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord
+from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord, record_from_row
 from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.db.schema.serving import Server, ServerState
 
@@ -62,12 +62,7 @@ class ServerRecord:
 
 
 def _record(row: Server) -> ServerRecord:
-    return ServerRecord(
-        id=row.id, model_version_id=row.model_version_id, job_id=row.job_id, state=row.state.value,
-        endpoint=row.endpoint, served_name=row.served_name, host=row.host, pid=row.pid,
-        adapters=list(row.adapters or []), api_key=row.api_key, error=row.error, requester=row.requester, created_at=row.created_at,
-        ready_at=row.ready_at, ended_at=row.ended_at,
-    )
+    return record_from_row(ServerRecord, row)
 
 
 def served_name(model: ModelRecord) -> str:

@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from modelbay.engine.db.database import Database, idempotent
 from modelbay.engine.errors import DatabaseUnavailable, JobNotCancelable, JobNotFound, ModelBayError
-from modelbay.engine.records import JobRecord
+from modelbay.engine.records import JobRecord, record_from_row
 from modelbay.engine.jobs.scheduling import enqueue_overdue
 from modelbay.engine.db.schema.jobs import JobRow, JobStatus
 
@@ -135,12 +135,7 @@ def _now() -> datetime:
 
 
 def _record(row: JobRow) -> JobRecord:
-    return JobRecord(
-        id=row.id, kind=row.kind, queue=row.queue, status=row.status.value, progress=row.progress,
-        progress_detail=dict(row.progress_detail or {}), requester=row.requester, params=dict(row.params or {}),
-        result=row.result, error=row.error, attempts=row.attempts, created_at=row.created_at,
-        started_at=row.started_at, ended_at=row.ended_at, model_version_id=row.model_version_id,
-    )
+    return record_from_row(JobRecord, row)
 
 
 class _Seen(NamedTuple):
