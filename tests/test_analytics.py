@@ -1,4 +1,5 @@
-"""Analytics: latency buckets, Wilson intervals, rollups against exact figures, periods and ratings, both DBs."""
+"""Analytics on both DBs: rollups against exact figures, periods and ratings (the figures alone are unit tests:
+tests/unit/engine/analytics/test_analytics.py)."""
 
 from __future__ import annotations
 
@@ -13,39 +14,12 @@ from sqlalchemy import func, select
 from modelbay.engine.analytics.analytics import (
     Analytics,
     AnswerEvent,
-    bucket_bounds,
-    latency_bucket,
     parse_period,
     wilson,
 )
 from modelbay.engine.db.database import Database
 from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.db.schema.analytics import AnalyticsEvent
-
-
-def test_each_response_time_falls_inside_its_bucket() -> None:
-    for ms in (0.2, 1.0, 1.04, 7.3, 99.9, 1234.5, 10_000.0, 599_999.0):
-        low, high = bucket_bounds(latency_bucket(ms))
-        assert low <= max(ms, 1.0) < high
-        assert high / low == pytest.approx(1.05)
-
-
-def test_wilson_interval_matches_the_textbook_values() -> None:
-    # 8 of 10: the Wilson 95% interval is 0.490 to 0.943 (e.g. Newcombe 1998, method 3).
-    low, high = wilson(8, 10)
-    assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
-    assert wilson(0, 0) == (0.0, 1.0)
-    low, high = wilson(10, 10)
-    assert high == pytest.approx(1.0) and low == pytest.approx(0.7225, abs=1e-3)
-
-
-def test_periods_parse_and_bad_ones_are_named() -> None:
-    now = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
-    assert parse_period("24h", now) == now - timedelta(hours=24)
-    assert parse_period("2w", now) == now - timedelta(weeks=2)
-    assert parse_period("all", now) is None
-    with pytest.raises(ValueError, match="24h, 7d"):
-        parse_period("yesterday", now)
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""Chat templates with rules: no system role (Gemma), strictly alternating turns (Mistral), refusals in one line."""
+"""Chat templates with rules: no system role (Gemma), strictly alternating turns (Mistral), refusals in one line.
+
+Shaping conversations without a model is a unit test (tests/unit/engine/inference/test_templates.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from modelbay.engine.db.database import Database
 from modelbay.engine.errors import TemplateRefused
 from modelbay.engine.inference.backends.base import Finished, Generation
 from modelbay.engine.inference.backends.transformers import TransformersBackend
-from modelbay.engine.inference.templates import alternating, folded, no_system_notice
+from modelbay.engine.inference.templates import no_system_notice
 from modelbay.runtime import Runtime
 from tests.conftest import REDIS_URL
 from tests.support.chat import installed, served_by
@@ -61,26 +63,6 @@ def _system(text: str = SYSTEM) -> dict[str, str]:
 def _roles_alternate(messages: list[dict[str, str]]) -> bool:
     roles = [m["role"] for m in messages if m["role"] != "system"]
     return roles[:1] == ["user"] and all(a != b for a, b in zip(roles, roles[1:]))
-
-
-# -- shaping, no services ------------------------------------------------------------------------------------
-def test_runs_of_one_role_are_merged_and_answers_before_any_question_dropped() -> None:
-    messages = [_system(), _assistant("orphan"), _user("a"), _user("b"), _assistant("x"), _assistant("y"), _user("c")]
-    assert alternating(messages) == [_system(), _user("a\n\nb"), _assistant("x\n\ny"), _user("c")]
-    rng = random.Random(12)
-    for _ in range(300):  # whatever a stored history holds, the request alternates and loses no question
-        history = [rng.choice([_user, _assistant])(str(i)) for i in range(rng.randint(0, 8))]
-        shaped = alternating([_system(), *history, _user("newest")])
-        assert _roles_alternate(shaped) and shaped[-1]["content"].endswith("newest")
-        asked = [m["content"] for m in history if m["role"] == "user"]
-        assert all(any(q in m["content"] for m in shaped if m["role"] == "user") for q in asked)
-
-
-def test_a_system_prompt_is_folded_into_the_first_question() -> None:
-    assert folded([_system(), _user("hi"), _assistant("yo"), _user("more")]) == [
-        _user(f"{SYSTEM}\n\nhi"), _assistant("yo"), _user("more")]
-    assert folded([_user("hi")]) == [_user("hi")]
-    assert folded([_system()]) == [_user(SYSTEM)]
 
 
 # -- in-process backends -------------------------------------------------------------------------------------
