@@ -13,7 +13,7 @@ from modelbay.engine.catalog.curated import load_catalog
 from modelbay.engine.chat.chats import Chats
 from modelbay.engine.db.database import Database
 from modelbay.engine.catalog.discovery import Discovery
-from modelbay.engine.errors import ModelBayError
+from modelbay.engine.errors import SchemaOutdated
 from modelbay.engine.hardware import HardwareInfo
 from modelbay.engine.installs.installs import Installs
 from modelbay.engine.jobs.jobs import Jobs
@@ -27,15 +27,6 @@ from modelbay.workers.runner import install_resources
 __all__ = ["Runtime", "SchemaOutdated"]
 
 log = logging.getLogger(__name__)
-
-
-class SchemaOutdated(ModelBayError):
-    """The database schema is behind the code."""
-
-    def __init__(self, current: str | None, head: str) -> None:
-        super().__init__(
-            f"The database schema is at {current or 'nothing'} and this version needs {head}: run `modelbay db upgrade`."
-        )
 
 
 def connect_redis(settings: Settings) -> Redis:

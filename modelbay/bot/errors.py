@@ -5,105 +5,154 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from modelbay.bot.reply import Reply, Tone
-from modelbay.bot.spec import ArgumentInvalid, UnknownCommand
 from modelbay.config import SettingsError
 from modelbay.engine.db.database import database_unavailable
 from modelbay.engine.errors import (
     AnswerNotFound,
     BackendFailed,
-    TemplateRefused,
-    NeedsInstall,
-    NoChatHere,
-    NotServed,
-    ServerFailed,
-    ServerNotRunning,
-    WrongReason,
     CatalogInvalid,
     ChecksumMismatch,
+    DatabaseUnavailable,
     DiskFull,
     DownloadFailed,
     GatedModel,
     HubUnavailable,
+    IncompleteModel,
+    InferenceUnavailable,
     InsufficientDisk,
+    InvalidId,
     JobNotCancelable,
     JobNotFound,
     ModelBayError,
     ModelInUse,
     ModelNotFound,
+    ModelStoreUnusable,
+    ModelUnloadable,
+    NeedsInstall,
+    NoChatHere,
     NotAllowed,
+    NotFound,
     NotInstalled,
+    NotServed,
+    Refused,
     RemoteCodeRequired,
     RepoNotFound,
     RevisionMissing,
-    UnsafeWeights,
-    IncompleteModel,
+    SchemaOutdated,
+    ServerFailed,
+    ServerNotRunning,
+    TemplateRefused,
+    UnknownJobKind,
+    UnknownPrecision,
     UnsafeRepoFile,
+    UnsafeWeights,
+    UploadRefused,
+    WrongReason,
     one_line,
-    DatabaseDriverMissing,
-    DatabaseUnavailable,
-    ModelUnloadable,
+    shown,
 )
-from modelbay.engine.ids import InvalidId
-from modelbay.engine.inference.backends.base import InferenceUnavailable
-from modelbay.engine.jobs.jobs import UnknownJobKind
 
-__all__ = ["ERRORS", "ErrorStyle", "render_error", "style_of", "user_error"]
+if TYPE_CHECKING:
+    from modelbay.bot.spec import Command
+
+__all__ = ["ERRORS", "ArgumentInvalid", "ErrorStyle", "UnknownCommand", "render_error", "style_of", "user_error"]
 
 log = logging.getLogger("modelbay.errors")
 ERROR_CHARS = 1000  # the longest error line shown; every platform shows this much in one message
 
 
+# -- the bot's own errors: commands and their arguments are a bot concept ----------------------------------------
+
+class UnknownCommand(NotFound):
+    """No command by that name; suggests the nearest."""
+
+    def __init__(self, typed: str, suggestion: str | None) -> None:
+        self.typed = typed
+        self.suggestion = suggestion
+        hint = f" Did you mean `{suggestion}`?" if suggestion else ""
+        super().__init__(f"Unknown command `{shown(typed)}`.{hint} Type `/help` to see every command.")
+
+
+class ArgumentInvalid(Refused):
+    """An argument is missing or malformed; names it and the expected form."""
+
+    def __init__(self, command: Command, arg: str, problem: str) -> None:
+        self.command = command
+        self.arg = arg
+        self.problem = problem
+        super().__init__(f"`{shown(arg)}` {problem}. Usage: `{command.usage}`")
+
+
+# -- the table ----------------------------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class ErrorStyle:
-    """How one error class is shown: a title and tone in chat, a status code over HTTP."""
+    """How one error class is shown: a title and tone in chat, a status code over HTTP.
 
-    title: str
-    tone: Tone = "warning"
-    ephemeral: bool = True
-    http_status: int = 400
+    In the table a field left None is the error's category default (its class attributes, see engine/errors.py);
+    `style_of` returns a style with every field filled.
+    """
+
+    title: str | None = None
+    tone: Tone | None = None
+    ephemeral: bool | None = None
+    http_status: int | None = None
 
 
+# Shown as before the categories existed: the generic title, a warning, 400. Candidates for their category's style.
+_GENERIC = ErrorStyle(ModelBayError.title, ModelBayError.tone, ModelBayError.ephemeral, ModelBayError.http_status)
+
+# Each class's own title, and where it differs from its category's default, its tone, visibility or status.
 ERRORS: dict[type[BaseException], ErrorStyle] = {
-    UnknownCommand: ErrorStyle("Unknown command", http_status=404),
-    ArgumentInvalid: ErrorStyle("Check the command", http_status=422),
-    InvalidId: ErrorStyle("Check the name", http_status=422),
-    ModelNotFound: ErrorStyle("Model not found", http_status=404),
-    RepoNotFound: ErrorStyle("Model not found", http_status=404),
-    RevisionMissing: ErrorStyle("Revision not found", http_status=404),
-    JobNotFound: ErrorStyle("Job not found", http_status=404),
-    JobNotCancelable: ErrorStyle("Nothing to cancel", "info", http_status=409),
-    NotAllowed: ErrorStyle("Not allowed", "error", http_status=403),
-    GatedModel: ErrorStyle("Gated model", http_status=403),
-    UnsafeWeights: ErrorStyle("Refused: unsafe weights", "error", http_status=422),
-    RemoteCodeRequired: ErrorStyle("Refused: remote code", "error", http_status=422),
-    InsufficientDisk: ErrorStyle("Not enough disk", "error", http_status=507),
-    DiskFull: ErrorStyle("Disk full", "error", http_status=507),
-    HubUnavailable: ErrorStyle("Hub unreachable", "error", http_status=502),
-    ChecksumMismatch: ErrorStyle("Download corrupted", "error", http_status=502),
-    DownloadFailed: ErrorStyle("Download failed", "error", http_status=502),
-    ModelInUse: ErrorStyle("Model in use", http_status=409),
-    NotInstalled: ErrorStyle("Not installed", "info", http_status=409),
-    NeedsInstall: ErrorStyle("Not installed", "info", http_status=409),
-    NotServed: ErrorStyle("Not served", "info", http_status=409),
-    ServerNotRunning: ErrorStyle("Not running", "info", http_status=409),
-    ServerFailed: ErrorStyle("Server failed", "error", ephemeral=False, http_status=502),
-    BackendFailed: ErrorStyle("The model failed", "error", http_status=502),
-    TemplateRefused: ErrorStyle("The model's template refused", "error", http_status=422),
-    InferenceUnavailable: ErrorStyle("Not available here", "error", http_status=501),
-    NoChatHere: ErrorStyle("No chat here", "info", http_status=409),
-    AnswerNotFound: ErrorStyle("Cannot rate that", http_status=404),
-    WrongReason: ErrorStyle("Check the reason", http_status=422),
-    UnknownJobKind: ErrorStyle("Unknown job kind", "error", http_status=500),
-    CatalogInvalid: ErrorStyle("Catalog problem", "error", ephemeral=False, http_status=500),
+    # not found: warning, 404
+    UnknownCommand: ErrorStyle("Unknown command"),
+    ModelNotFound: ErrorStyle("Model not found"),
+    RepoNotFound: ErrorStyle("Model not found"),
+    RevisionMissing: ErrorStyle("Revision not found"),
+    JobNotFound: ErrorStyle("Job not found"),
+    AnswerNotFound: ErrorStyle("Cannot rate that"),
+    # conflict: info, 409
+    JobNotCancelable: ErrorStyle("Nothing to cancel"),
+    ModelInUse: ErrorStyle("Model in use", "warning"),
+    NotInstalled: ErrorStyle("Not installed"),
+    NeedsInstall: ErrorStyle("Not installed"),
+    NotServed: ErrorStyle("Not served"),
+    ServerNotRunning: ErrorStyle("Not running"),
+    NoChatHere: ErrorStyle("No chat here"),
+    # unavailable: error, 502
+    HubUnavailable: ErrorStyle("Hub unreachable"),
+    DownloadFailed: ErrorStyle("Download failed"),
+    ChecksumMismatch: ErrorStyle("Download corrupted"),
+    InsufficientDisk: ErrorStyle("Not enough disk", http_status=507),
+    DiskFull: ErrorStyle("Disk full", http_status=507),
+    ServerFailed: ErrorStyle("Server failed", ephemeral=False),
+    BackendFailed: ErrorStyle("The model failed"),
+    InferenceUnavailable: ErrorStyle("Not available here", http_status=501),
+    DatabaseUnavailable: ErrorStyle("Database unavailable", http_status=503),
+    # refused: error, 422
+    ArgumentInvalid: ErrorStyle("Check the command", "warning"),
+    InvalidId: ErrorStyle("Check the name", "warning"),
+    WrongReason: ErrorStyle("Check the reason", "warning"),
+    NotAllowed: ErrorStyle("Not allowed", http_status=403),
+    GatedModel: ErrorStyle("Gated model", "warning", http_status=403),
+    UnsafeWeights: ErrorStyle("Refused: unsafe weights"),
+    RemoteCodeRequired: ErrorStyle("Refused: remote code"),
+    UnsafeRepoFile: ErrorStyle("Refused: unsafe file name"),
+    IncompleteModel: ErrorStyle("Incomplete model"),
+    ModelUnloadable: ErrorStyle("Model cannot load"),
+    TemplateRefused: ErrorStyle("The model's template refused"),
+    UploadRefused: _GENERIC,
+    UnknownPrecision: _GENERIC,
+    # misconfigured: "Configuration problem", error, shown to all, 500 (DatabaseDriverMissing takes all of it)
+    CatalogInvalid: ErrorStyle("Catalog problem"),
+    UnknownJobKind: ErrorStyle("Unknown job kind", ephemeral=True),
+    SchemaOutdated: _GENERIC,
+    ModelStoreUnusable: _GENERIC,
+    # not a ModelBayError: the settings are read before the engine exists
     SettingsError: ErrorStyle("Configuration problem", "error", ephemeral=False, http_status=500),
-    IncompleteModel: ErrorStyle("Incomplete model", "error", http_status=422),
-    UnsafeRepoFile: ErrorStyle("Refused: unsafe file name", "error", http_status=422),
-    DatabaseUnavailable: ErrorStyle("Database unavailable", "error", http_status=503),
-    DatabaseDriverMissing: ErrorStyle("Configuration problem", "error", ephemeral=False, http_status=500),
-    ModelUnloadable: ErrorStyle("Model cannot load", "error", http_status=422),
-    ModelBayError: ErrorStyle("Something needs attention"),
 }
 
 
@@ -113,11 +162,22 @@ def user_error(exc: BaseException) -> BaseException:
 
 
 def style_of(exc: BaseException) -> ErrorStyle | None:
-    """Return the table's style for an error (its nearest listed class), or None if it is not a user error."""
-    for cls in type(user_error(exc)).__mro__:
-        if cls in ERRORS:
-            return ERRORS[cls]
-    return None
+    """Return how an error is shown, or None if it is not a user error.
+
+    Each field is the table's entry for the nearest listed class, else the error's category default.
+    """
+    cls = type(user_error(exc))
+    listed = next((ERRORS[c] for c in cls.__mro__ if c in ERRORS), None)
+    if listed is None and not issubclass(cls, ModelBayError):
+        return None
+    listed = listed or ErrorStyle()
+    default = cls if issubclass(cls, ModelBayError) else ModelBayError
+    return ErrorStyle(
+        title=default.title if listed.title is None else listed.title,
+        tone=default.tone if listed.tone is None else listed.tone,
+        ephemeral=default.ephemeral if listed.ephemeral is None else listed.ephemeral,
+        http_status=default.http_status if listed.http_status is None else listed.http_status,
+    )
 
 
 def render_error(exc: BaseException, *, reraise_unknown: bool = False) -> Reply:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
-from modelbay.engine.errors import ModelBayError, shown
+from modelbay.bot.errors import ArgumentInvalid, UnknownCommand
+from modelbay.engine.errors import shown
 
 if TYPE_CHECKING:
     from modelbay.bot.context import Context
@@ -39,26 +40,6 @@ class ArgType(str, Enum):
     INTEGER = "integer"
     NUMBER = "number"
     BOOLEAN = "boolean"
-
-
-class UnknownCommand(ModelBayError):
-    """No command by that name; suggests the nearest."""
-
-    def __init__(self, typed: str, suggestion: str | None) -> None:
-        self.typed = typed
-        self.suggestion = suggestion
-        hint = f" Did you mean `{suggestion}`?" if suggestion else ""
-        super().__init__(f"Unknown command `{shown(typed)}`.{hint} Type `/help` to see every command.")
-
-
-class ArgumentInvalid(ModelBayError):
-    """An argument is missing or malformed; names it and the expected form."""
-
-    def __init__(self, command: Command, arg: str, problem: str) -> None:
-        self.command = command
-        self.arg = arg
-        self.problem = problem
-        super().__init__(f"`{shown(arg)}` {problem}. Usage: `{command.usage}`")
 
 
 @dataclass(frozen=True)

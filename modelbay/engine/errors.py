@@ -1,51 +1,80 @@
-"""Domain errors: each carries its data and one sentence that tells the user what to do next.
+"""Every error a user can meet, by category: each carries its data and one sentence that tells the user what to do.
 
+An error subclasses one category, which gives its default title, tone and HTTP status (class attributes):
+
+- `NotFound` (404): the thing named does not exist.
+- `Conflict` (409): not possible in the current state (in use, not installed, already ended).
+- `Unavailable` (502): something ModelBay relies on failed or is missing (the hub, a download, the disk, a model
+  server, the database, an optional dependency).
+- `Refused` (422): bad input, not allowed, or unsafe to do.
+- `Misconfigured` (500): an operator must fix the settings, the catalog, the database or the code.
+
+`bot/errors.py` holds the one table that gives each class its own title and any exception to its category's tone
+or status; the bot's own errors (`UnknownCommand`, `ArgumentInvalid`: commands are a bot concept) sit beside it.
 A value the user typed (or a hub listed) is echoed through `shown`: one line, control characters escaped, cut short.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+from typing import ClassVar, Literal
 
 from modelbay.engine.units import human_bytes, human_bytes_apart
 
 __all__ = [
     "one_line",
     "shown",
-    "AnswerNotFound",
-    "BackendFailed",
-    "NeedsInstall",
-    "NoChatHere",
-    "NotServed",
-    "ServerFailed",
-    "ServerNotRunning",
-    "WrongReason",
-    "UploadRefused",
-    "DatabaseDriverMissing",
-    "DatabaseUnavailable",
-    "IncompleteModel",
-    "UnsafeRepoFile",
-    "ChecksumMismatch",
-    "DiskFull",
-    "DownloadFailed",
-    "GatedModel",
-    "HubUnavailable",
-    "InsufficientDisk",
-    "ModelInUse",
-    "NotInstalled",
-    "RemoteCodeRequired",
+    "ModelBayError",
+    "NotFound",
+    "Conflict",
+    "Unavailable",
+    "Refused",
+    "Misconfigured",
+    "ModelNotFound",
     "RepoNotFound",
     "RevisionMissing",
-    "UnsafeWeights",
-    "CatalogInvalid",
     "JobNotFound",
+    "AnswerNotFound",
     "JobNotCancelable",
-    "ModelBayError",
-    "ModelNotFound",
+    "ModelInUse",
+    "NotInstalled",
+    "NeedsInstall",
+    "NotServed",
+    "ServerNotRunning",
+    "NoChatHere",
+    "HubUnavailable",
+    "DownloadFailed",
+    "ChecksumMismatch",
+    "InsufficientDisk",
+    "DiskFull",
+    "ServerFailed",
+    "BackendFailed",
+    "InferenceUnavailable",
+    "DatabaseUnavailable",
+    "InvalidId",
     "NotAllowed",
+    "GatedModel",
+    "UnsafeWeights",
+    "RemoteCodeRequired",
+    "UnsafeRepoFile",
+    "IncompleteModel",
+    "ModelUnloadable",
     "TemplateRefused",
+    "WrongReason",
+    "UploadRefused",
+    "UnknownPrecision",
+    "CatalogInvalid",
+    "DatabaseDriverMissing",
+    "SchemaOutdated",
+    "ModelStoreUnusable",
+    "UnknownJobKind",
+    "JobCanceled",
+    "TransferStopped",
 ]
 
+Tone = Literal["info", "warning", "error"]  # the tones an error is shown in (a subset of bot.reply.Tone)
 
 SHOWN_CHARS = 80  # an echoed value is cut to this many characters
 # Characters that end a line, move the cursor or reorder text on a terminal or in a chat client.
@@ -83,14 +112,65 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     return one_line(str(value).replace("`", "'"), limit)
 
 
+
+
 class ModelBayError(Exception):
-    """Base of every error a user may see; str() is the user-facing sentence."""
+    """Base of every error a user may see; str() is the user-facing sentence.
 
+    The class attributes are how it is shown unless bot/errors.py's table says otherwise; each category sets its own.
+    """
+
+    title: ClassVar[str] = "Something needs attention"
+    tone: ClassVar[Tone] = "warning"
+    ephemeral: ClassVar[bool] = True  # shown only to the person who asked
+    http_status: ClassVar[int] = 400
     # Whether running the same job again may succeed (a network hiccup), or fail the same way (bad input).
-    retryable = False
+    retryable: ClassVar[bool] = False
 
 
-class ModelNotFound(ModelBayError):
+class NotFound(ModelBayError):
+    """The model, repository, revision, job or answer named does not exist."""
+
+    title = "Not found"
+    http_status = 404
+
+
+class Conflict(ModelBayError):
+    """The action is not possible in the current state: in use, not installed, not running, already ended."""
+
+    title = "Not possible now"
+    tone = "info"
+    http_status = 409
+
+
+class Unavailable(ModelBayError):
+    """Something ModelBay relies on failed or is missing: the hub, a download, the disk, a server, the database."""
+
+    title = "Unavailable"
+    tone = "error"
+    http_status = 502
+
+
+class Refused(ModelBayError):
+    """ModelBay will not do it: the input is malformed, the role does not allow it, or it would be unsafe."""
+
+    title = "Refused"
+    tone = "error"
+    http_status = 422
+
+
+class Misconfigured(ModelBayError):
+    """An operator must fix something before this works: the settings, the catalog, the database or the code."""
+
+    title = "Configuration problem"
+    tone = "error"
+    ephemeral = False  # everyone in the channel sees that the deployment needs fixing
+    http_status = 500
+
+
+# -- not found: the thing named does not exist -----------------------------------------------------------------------
+
+class ModelNotFound(NotFound):
     """No model by that name; suggests close matches."""
 
     def __init__(self, name: str, suggestions: list[str] | None = None) -> None:
@@ -100,59 +180,7 @@ class ModelNotFound(ModelBayError):
         super().__init__(f"No model named `{shown(name)}`.{hint} See `/models list` for what is available.")
 
 
-class JobNotFound(ModelBayError):
-    """No job with that id."""
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        super().__init__(f"No job `{shown(job_id)}`. See `/jobs` for your jobs and their ids.")
-
-
-class JobNotCancelable(ModelBayError):
-    """The job already ended."""
-
-    def __init__(self, job_id: str, status: str) -> None:
-        self.job_id = job_id
-        self.status = status
-        super().__init__(f"Job `{shown(job_id)}` has already {status}; there is nothing to cancel.")
-
-
-class NotAllowed(ModelBayError):
-    """The caller's role does not allow the action."""
-
-    def __init__(self, action: str, role: str, needed: str) -> None:
-        self.action = action
-        self.role = role
-        self.needed = needed
-        super().__init__(
-            f"`{shown(action)}` needs the {needed} role and you have {role}. Ask an admin to grant it in "
-            "MODELBAY_ROLES."
-        )
-
-
-class CatalogInvalid(ModelBayError):
-    """The catalog file has an entry that does not validate."""
-
-    def __init__(self, entry: str, problem: str) -> None:
-        self.entry = entry
-        self.problem = problem
-        super().__init__(
-            f"Catalog entry `{shown(entry)}` is invalid: {one_line(problem, 300)}. Fix it in the catalog YAML."
-        )
-
-
-class HubUnavailable(ModelBayError):
-    """The model hub could not be reached or answered with a server error."""
-
-    retryable = True
-
-    def __init__(self, endpoint: str, reason: str) -> None:
-        self.endpoint = endpoint
-        self.reason = reason
-        super().__init__(f"The model hub at {endpoint} can't be reached ({reason}). Try again shortly.")
-
-
-class RepoNotFound(ModelBayError):
+class RepoNotFound(NotFound):
     """The hub has no such repository (or it is private to someone else)."""
 
     def __init__(self, repo_id: str) -> None:
@@ -163,7 +191,7 @@ class RepoNotFound(ModelBayError):
         )
 
 
-class RevisionMissing(ModelBayError):
+class RevisionMissing(NotFound):
     """The repository has no such branch, tag or commit."""
 
     def __init__(self, repo_id: str, revision: str) -> None:
@@ -174,47 +202,135 @@ class RevisionMissing(ModelBayError):
         )
 
 
-class GatedModel(ModelBayError):
-    """The repository needs a licence accepted on the hub and a token of that account."""
+class JobNotFound(NotFound):
+    """No job with that id."""
 
-    def __init__(self, repo_id: str, url: str, token_set: bool) -> None:
-        self.repo_id = repo_id
-        self.token_set = token_set
-        if token_set:
-            fix = "the token in MODELBAY_HUB_TOKEN has not been granted access: accept the licence with that account"
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"No job `{shown(job_id)}`. See `/jobs` for your jobs and their ids.")
+
+
+class AnswerNotFound(NotFound):
+    """A rating named an answer that does not exist (or cannot be rated by this person)."""
+
+    def __init__(self, message_id: int | None, *, theirs: bool = False) -> None:
+        self.message_id = message_id
+        if theirs:
+            text = f"Answer #{message_id} was given to someone else; you can rate only answers to your messages."
+        elif message_id is None:
+            text = "There is no answer to rate yet. Ask something first, then `/rate up` or `/rate down`."
         else:
-            fix = "accept its licence with your account, then set MODELBAY_HUB_TOKEN to a read token of that account"
-        super().__init__(f"`{shown(repo_id)}` is gated: {fix} ({shown(url, 200)}).")
+            text = f"There is no answer #{message_id}. Rate the answers you got with their 👍/👎 buttons."
+        super().__init__(text)
 
 
-class UnsafeWeights(ModelBayError):
-    """The repository ships only pickle weights, which can run code when loaded."""
+# -- conflict: not possible in the current state ---------------------------------------------------------------------
 
-    def __init__(self, repo_id: str, files: list[str]) -> None:
-        self.repo_id = repo_id
-        self.files = files
+class JobNotCancelable(Conflict):
+    """The job already ended."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        super().__init__(f"Job `{shown(job_id)}` has already {status}; there is nothing to cancel.")
+
+
+class ModelInUse(Conflict):
+    """The model is being served or trained and cannot be removed now."""
+
+    def __init__(self, name: str, uses: list[str]) -> None:
+        self.name = name
+        self.uses = uses
         super().__init__(
-            f"`{shown(repo_id)}` ships only pickle weights ({', '.join(shown(f) for f in files[:3])}), which can run "
-            "code when loaded, so "
-            "ModelBay installs safetensors only. An operator can allow pickle with MODELBAY_ALLOW_PICKLE=true."
+            f"`{shown(name)}` is in use ({', '.join(uses)}). Stop that first, or an admin can add `force:true`."
         )
 
 
-class RemoteCodeRequired(ModelBayError):
-    """The model needs the repository's own Python code to load."""
+class NotInstalled(Conflict):
+    """Nothing to remove: no version of the model is installed."""
 
-    def __init__(self, repo_id: str, code_from: str | None = None) -> None:
-        self.repo_id = repo_id
-        self.code_from = code_from  # another repo whose code it names (auto_map "owner/name--module.Class")
-        code = f"Python code from `{shown(code_from)}`" if code_from else "its repository's own Python code"
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"`{shown(name)}` is not installed. `/models info {shown(name)}` shows its versions.")
+
+
+class NeedsInstall(Conflict):
+    """A chat or server was asked for a model that has no installed version."""
+
+    def __init__(self, name: str, action: str = "chat with") -> None:
+        self.name = name
+        super().__init__(f"`{shown(name)}` is not installed, so there is nothing to {action}. An admin can run "
+                         f"`/models install {shown(name)}`; then try again.")
+
+
+class NotServed(Conflict):
+    """No server runs the model and in-process answers are turned off or impossible here."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self.name = name
+        self.why = why
+        super().__init__(f"`{shown(name)}` is not being served ({why}). An admin can start it with "
+                         f"`/models serve {shown(name)}`.")
+
+
+class ServerNotRunning(Conflict):
+    """Nothing to stop: the model has no live server."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"`{shown(name)}` has no running server. `/models servers` lists the ones that run.")
+
+
+class NoChatHere(Conflict):
+    """A chat message or rating came where no chat is open."""
+
+    def __init__(self) -> None:
+        super().__init__("There is no chat open here. Start one with `/chat <model>`.")
+
+
+# -- unavailable: something ModelBay relies on failed or is missing --------------------------------------------------
+
+class HubUnavailable(Unavailable):
+    """The model hub could not be reached or answered with a server error."""
+
+    retryable = True
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        self.endpoint = endpoint
+        self.reason = reason
+        super().__init__(f"The model hub at {endpoint} can't be reached ({reason}). Try again shortly.")
+
+
+class DownloadFailed(Unavailable):
+    """The download broke off and the client's own retries did not recover it."""
+
+    retryable = True
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
         super().__init__(
-            f"`{shown(repo_id)}` needs {code} to load, which ModelBay does not run by "
-            "default. "
-            "An operator who has reviewed it can set MODELBAY_TRUST_REMOTE_CODE=true."
+            f"Downloading `{shown(path)}` failed ({one_line(reason, 300)}); the partial files were removed and "
+            "nothing was installed. "
+            "Run the install again."
         )
 
 
-class InsufficientDisk(ModelBayError):
+class ChecksumMismatch(Unavailable):
+    """A downloaded file does not match the hash the hub published for it."""
+
+    def __init__(self, path: str, expected: str, actual: str) -> None:
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"`{shown(path)}` failed its checksum (expected {expected[:12]}…, got {actual[:12]}…), so the download "
+            "was "
+            "discarded and nothing was installed. Run the install again."
+        )
+
+
+class InsufficientDisk(Unavailable):
     """The model store has too little free space for the download."""
 
     def __init__(self, needed: int, free: int, margin: int, path: str) -> None:
@@ -232,7 +348,7 @@ class InsufficientDisk(ModelBayError):
         )
 
 
-class DiskFull(ModelBayError):
+class DiskFull(Unavailable):
     """The disk filled up while a download was writing."""
 
     def __init__(self, path: str) -> None:
@@ -243,82 +359,7 @@ class DiskFull(ModelBayError):
         )
 
 
-class ChecksumMismatch(ModelBayError):
-    """A downloaded file does not match the hash the hub published for it."""
-
-    def __init__(self, path: str, expected: str, actual: str) -> None:
-        self.path = path
-        self.expected = expected
-        self.actual = actual
-        super().__init__(
-            f"`{shown(path)}` failed its checksum (expected {expected[:12]}…, got {actual[:12]}…), so the download "
-            "was "
-            "discarded and nothing was installed. Run the install again."
-        )
-
-
-class DownloadFailed(ModelBayError):
-    """The download broke off and the client's own retries did not recover it."""
-
-    retryable = True
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(
-            f"Downloading `{shown(path)}` failed ({one_line(reason, 300)}); the partial files were removed and "
-            "nothing was installed. "
-            "Run the install again."
-        )
-
-
-class ModelInUse(ModelBayError):
-    """The model is being served or trained and cannot be removed now."""
-
-    def __init__(self, name: str, uses: list[str]) -> None:
-        self.name = name
-        self.uses = uses
-        super().__init__(
-            f"`{shown(name)}` is in use ({', '.join(uses)}). Stop that first, or an admin can add `force:true`."
-        )
-
-
-class NotInstalled(ModelBayError):
-    """Nothing to remove: no version of the model is installed."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"`{shown(name)}` is not installed. `/models info {shown(name)}` shows its versions.")
-
-
-class NeedsInstall(ModelBayError):
-    """A chat or server was asked for a model that has no installed version."""
-
-    def __init__(self, name: str, action: str = "chat with") -> None:
-        self.name = name
-        super().__init__(f"`{shown(name)}` is not installed, so there is nothing to {action}. An admin can run "
-                         f"`/models install {shown(name)}`; then try again.")
-
-
-class NotServed(ModelBayError):
-    """No server runs the model and in-process answers are turned off or impossible here."""
-
-    def __init__(self, name: str, why: str) -> None:
-        self.name = name
-        self.why = why
-        super().__init__(f"`{shown(name)}` is not being served ({why}). An admin can start it with "
-                         f"`/models serve {shown(name)}`.")
-
-
-class ServerNotRunning(ModelBayError):
-    """Nothing to stop: the model has no live server."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"`{shown(name)}` has no running server. `/models servers` lists the ones that run.")
-
-
-class ServerFailed(ModelBayError):
+class ServerFailed(Unavailable):
     """A model server did not start or stopped answering; the message carries the reason."""
 
     def __init__(self, name: str, reason: str) -> None:
@@ -328,7 +369,7 @@ class ServerFailed(ModelBayError):
                          "again.")
 
 
-class BackendFailed(ModelBayError):
+class BackendFailed(Unavailable):
     """The model backend failed or timed out while answering."""
 
     retryable = True
@@ -338,46 +379,104 @@ class BackendFailed(ModelBayError):
         super().__init__(reason)
 
 
-class NoChatHere(ModelBayError):
-    """A chat message or rating came where no chat is open."""
+class InferenceUnavailable(Unavailable):
+    """In-process answers need torch and transformers, which this installation lacks."""
 
     def __init__(self) -> None:
-        super().__init__("There is no chat open here. Start one with `/chat <model>`.")
+        super().__init__("Answering here needs torch and transformers: install them with "
+                         "`pip install torch && pip install 'modelbay[ml]'`, or have an admin `/models serve` it.")
 
 
-class AnswerNotFound(ModelBayError):
-    """A rating named an answer that does not exist (or cannot be rated by this person)."""
+class DatabaseUnavailable(Unavailable):
+    """The database connection dropped (or the database did not answer) in the middle of a request."""
 
-    def __init__(self, message_id: int | None, *, theirs: bool = False) -> None:
-        self.message_id = message_id
-        if theirs:
-            text = f"Answer #{message_id} was given to someone else; you can rate only answers to your messages."
-        elif message_id is None:
-            text = "There is no answer to rate yet. Ask something first, then `/rate up` or `/rate down`."
-        else:
-            text = f"There is no answer #{message_id}. Rate the answers you got with their 👍/👎 buttons."
-        super().__init__(text)
+    retryable = True  # the same job may well succeed once the database is back
+
+    def __init__(self, *, dropped: bool = True) -> None:
+        self.dropped = dropped
+        what = "The database connection dropped" if dropped else "The database did not answer"
+        super().__init__(f"{what}. Try again in a moment; if it keeps happening, ask an admin to check the database.")
 
 
-class WrongReason(ModelBayError):
-    """A rating reason that belongs to the other direction (a 👍 marked 'wrong')."""
+# -- refused: bad input, not allowed, or unsafe to do ----------------------------------------------------------------
 
-    def __init__(self, reason: str, up: bool, allowed: tuple[str, ...]) -> None:
+class InvalidId(Refused):
+    """A model id, revision or file path that could reach outside the model store or the hub."""
+
+    def __init__(self, kind: str, value: str, reason: str, example: str) -> None:
+        self.kind = kind
+        self.value = value
         self.reason = reason
-        direction = "up" if up else "down"
-        super().__init__(f"`{shown(reason)}` is not a reason for rating {direction}; use one of {', '.join(allowed)}.")
+        super().__init__(f"`{shown(value)}` is not a valid {kind}: {reason}. Use {example}.")
 
 
-class UploadRefused(ModelBayError):
-    """An uploaded file was not accepted: too large, an unknown kind, or a name that cannot be stored."""
+class NotAllowed(Refused):
+    """The caller's role does not allow the action."""
 
-    def __init__(self, filename: str, problem: str) -> None:
-        self.filename = filename
-        self.problem = problem
-        super().__init__(f"`{shown(filename)}` was not saved: {problem}")
+    def __init__(self, action: str, role: str, needed: str) -> None:
+        self.action = action
+        self.role = role
+        self.needed = needed
+        super().__init__(
+            f"`{shown(action)}` needs the {needed} role and you have {role}. Ask an admin to grant it in "
+            "MODELBAY_ROLES."
+        )
 
 
-class IncompleteModel(ModelBayError):
+class GatedModel(Refused):
+    """The repository needs a licence accepted on the hub and a token of that account."""
+
+    def __init__(self, repo_id: str, url: str, token_set: bool) -> None:
+        self.repo_id = repo_id
+        self.token_set = token_set
+        if token_set:
+            fix = "the token in MODELBAY_HUB_TOKEN has not been granted access: accept the licence with that account"
+        else:
+            fix = "accept its licence with your account, then set MODELBAY_HUB_TOKEN to a read token of that account"
+        super().__init__(f"`{shown(repo_id)}` is gated: {fix} ({shown(url, 200)}).")
+
+
+class UnsafeWeights(Refused):
+    """The repository ships only pickle weights, which can run code when loaded."""
+
+    def __init__(self, repo_id: str, files: list[str]) -> None:
+        self.repo_id = repo_id
+        self.files = files
+        super().__init__(
+            f"`{shown(repo_id)}` ships only pickle weights ({', '.join(shown(f) for f in files[:3])}), which can run "
+            "code when loaded, so "
+            "ModelBay installs safetensors only. An operator can allow pickle with MODELBAY_ALLOW_PICKLE=true."
+        )
+
+
+class RemoteCodeRequired(Refused):
+    """The model needs the repository's own Python code to load."""
+
+    def __init__(self, repo_id: str, code_from: str | None = None) -> None:
+        self.repo_id = repo_id
+        self.code_from = code_from  # another repo whose code it names (auto_map "owner/name--module.Class")
+        code = f"Python code from `{shown(code_from)}`" if code_from else "its repository's own Python code"
+        super().__init__(
+            f"`{shown(repo_id)}` needs {code} to load, which ModelBay does not run by "
+            "default. "
+            "An operator who has reviewed it can set MODELBAY_TRUST_REMOTE_CODE=true."
+        )
+
+
+class UnsafeRepoFile(Refused):
+    """A repository lists a file whose name could reach outside its folder or cannot be stored."""
+
+    def __init__(self, repo_id: str, path: str, reason: str) -> None:
+        self.repo_id = repo_id
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"`{shown(repo_id)}` lists a file ModelBay cannot store safely (`{shown(path)}`: {one_line(reason, 80)}), "
+            "so nothing was installed. Install another revision, or ask the repo's owner to rename the file."
+        )
+
+
+class IncompleteModel(Refused):
     """A model version lacks what loading it needs: a config, a tokenizer, or weights its index names."""
 
     def __init__(self, name: str, missing: list[str], *, installed: bool = False) -> None:
@@ -394,47 +493,19 @@ class IncompleteModel(ModelBayError):
         super().__init__(text)
 
 
-class UnsafeRepoFile(ModelBayError):
-    """A repository lists a file whose name could reach outside its folder or cannot be stored."""
+class ModelUnloadable(Refused):
+    """An installed model's files are there but loading them failed (a corrupt or truncated file, a bad config)."""
 
-    def __init__(self, repo_id: str, path: str, reason: str) -> None:
-        self.repo_id = repo_id
-        self.path = path
+    retryable = False  # the same files fail the same way
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
         self.reason = reason
-        super().__init__(
-            f"`{shown(repo_id)}` lists a file ModelBay cannot store safely (`{shown(path)}`: {one_line(reason, 80)}), "
-            "so nothing was installed. Install another revision, or ask the repo's owner to rename the file."
-        )
+        super().__init__(f"`{shown(name)}` is installed but could not be loaded ({one_line(reason, 120)}). Install it "
+                         f"again with `/models install {shown(name)}`; if that does not help, tell an admin.")
 
 
-class DatabaseUnavailable(ModelBayError):
-    """The database connection dropped (or the database did not answer) in the middle of a request."""
-
-    retryable = True  # the same job may well succeed once the database is back
-
-    def __init__(self, *, dropped: bool = True) -> None:
-        self.dropped = dropped
-        what = "The database connection dropped" if dropped else "The database did not answer"
-        super().__init__(f"{what}. Try again in a moment; if it keeps happening, ask an admin to check the database.")
-
-
-class DatabaseDriverMissing(ModelBayError):
-    """MODELBAY_DATABASE_URL names a database whose Python driver is not installed."""
-
-    def __init__(self, database: str, driver: str, extra: str | None, *, use: str | None = None) -> None:
-        self.database = database
-        self.driver = driver
-        self.extra = extra
-        fix = f"pip install 'modelbay[{extra}]'" if extra else f"pip install {driver}"
-        if use:  # a driver ModelBay does not use: installing it would not help
-            super().__init__(f"MODELBAY_DATABASE_URL names the driver `{driver}`, but ModelBay uses {use}: change the "
-                             f"URL to that driver's, and run `{fix}`.")
-            return
-        super().__init__(f"MODELBAY_DATABASE_URL is a {database} URL, but its driver `{driver}` is not installed: "
-                         f"run `{fix}` and start again.")
-
-
-class TemplateRefused(BackendFailed):
+class TemplateRefused(Refused, BackendFailed):
     """A model's chat template refused the shape of a conversation (a system message, turns out of order)."""
 
     retryable = False  # the same conversation meets the same template
@@ -452,13 +523,97 @@ class TemplateRefused(BackendFailed):
         super().__init__(f"The chat template of {shown(model)} refused the conversation: {said} {fix}")
 
 
-class ModelUnloadable(ModelBayError):
-    """An installed model's files are there but loading them failed (a corrupt or truncated file, a bad config)."""
+class WrongReason(Refused):
+    """A rating reason that belongs to the other direction (a 👍 marked 'wrong')."""
 
-    retryable = False  # the same files fail the same way
-
-    def __init__(self, name: str, reason: str) -> None:
-        self.name = name
+    def __init__(self, reason: str, up: bool, allowed: tuple[str, ...]) -> None:
         self.reason = reason
-        super().__init__(f"`{shown(name)}` is installed but could not be loaded ({one_line(reason, 120)}). Install it "
-                         f"again with `/models install {shown(name)}`; if that does not help, tell an admin.")
+        direction = "up" if up else "down"
+        super().__init__(f"`{shown(reason)}` is not a reason for rating {direction}; use one of {', '.join(allowed)}.")
+
+
+class UploadRefused(Refused):
+    """An uploaded file was not accepted: too large, an unknown kind, or a name that cannot be stored."""
+
+    def __init__(self, filename: str, problem: str) -> None:
+        self.filename = filename
+        self.problem = problem
+        super().__init__(f"`{shown(filename)}` was not saved: {problem}")
+
+
+class UnknownPrecision(Refused):
+    """No precision by that name."""
+
+    def __init__(self, precision: str, known: Iterable[str]) -> None:
+        self.precision = precision
+        self.known = tuple(known)
+        super().__init__(f"There is no precision `{precision}`: use one of {', '.join(self.known)}.")
+
+
+# -- misconfigured: an operator must fix the settings, catalog, database or code -------------------------------------
+
+class CatalogInvalid(Misconfigured):
+    """The catalog file has an entry that does not validate."""
+
+    def __init__(self, entry: str, problem: str) -> None:
+        self.entry = entry
+        self.problem = problem
+        super().__init__(
+            f"Catalog entry `{shown(entry)}` is invalid: {one_line(problem, 300)}. Fix it in the catalog YAML."
+        )
+
+
+class DatabaseDriverMissing(Misconfigured):
+    """MODELBAY_DATABASE_URL names a database whose Python driver is not installed."""
+
+    def __init__(self, database: str, driver: str, extra: str | None, *, use: str | None = None) -> None:
+        self.database = database
+        self.driver = driver
+        self.extra = extra
+        fix = f"pip install 'modelbay[{extra}]'" if extra else f"pip install {driver}"
+        if use:  # a driver ModelBay does not use: installing it would not help
+            super().__init__(f"MODELBAY_DATABASE_URL names the driver `{driver}`, but ModelBay uses {use}: change the "
+                             f"URL to that driver's, and run `{fix}`.")
+            return
+        super().__init__(f"MODELBAY_DATABASE_URL is a {database} URL, but its driver `{driver}` is not installed: "
+                         f"run `{fix}` and start again.")
+
+
+class SchemaOutdated(Misconfigured):
+    """The database schema is behind the code."""
+
+    def __init__(self, current: str | None, head: str) -> None:
+        self.current = current
+        self.head = head
+        super().__init__(
+            f"The database schema is at {current or 'nothing'} and this version needs {head}: run `modelbay db upgrade`."
+        )
+
+
+class ModelStoreUnusable(Misconfigured):
+    """The model store directory cannot be created or measured."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"The model store {path} cannot be used ({reason}). Set MODELBAY_MODEL_STORE to a writable directory."
+        )
+
+
+class UnknownJobKind(Misconfigured):
+    """No job kind by that name is registered."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"There is no job kind `{kind}`.")
+
+
+# -- signals: raised and caught inside the engine and workers, never shown -------------------------------------------
+
+class JobCanceled(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised inside a job when someone asked to cancel it."""
+
+
+class TransferStopped(Exception):  # noqa: N818 - a control-flow signal raised inside download threads
+    """Raised inside a download when the meter was told to stop (the job was canceled)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from redis import Redis
 
-from modelbay.engine.errors import ModelBayError
+from modelbay.engine.errors import ModelStoreUnusable, UnknownPrecision
 from modelbay.engine.jobs.jobs import JobKind, Jobs, register_kind
 
 if TYPE_CHECKING:
@@ -61,25 +61,6 @@ RUNTIME_OVERHEAD = 512 * 2**20
 # The probe runs on a gpu-queue worker, because in a deployment that is where the GPUs are, not the bot host.
 register_kind(JobKind(PROBE_KIND, "modelbay.workers.jobs.probe.probe", "gpu", timeout=60,
                       description="Probe RAM, GPU memory and free disk where the gpu workers run."))
-
-
-class UnknownPrecision(ModelBayError):
-    """No precision by that name."""
-
-    def __init__(self, precision: str) -> None:
-        self.precision = precision
-        super().__init__(f"There is no precision `{precision}`: use one of {', '.join(PRECISIONS)}.")
-
-
-class ModelStoreUnusable(ModelBayError):
-    """The model store directory cannot be created or measured."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(
-            f"The model store {path} cannot be used ({reason}). Set MODELBAY_MODEL_STORE to a writable directory."
-        )
 
 
 @dataclass(frozen=True)
@@ -212,7 +193,7 @@ def probe(model_store: Path) -> Hardware:
 
 def _bytes_per_parameter(precision: str) -> Fraction:
     if precision not in PRECISIONS:
-        raise UnknownPrecision(precision)
+        raise UnknownPrecision(precision, PRECISIONS)
     return Fraction(PRECISIONS[precision]) * WEIGHTS_FACTOR
 
 

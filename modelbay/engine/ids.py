@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from modelbay.engine.errors import ModelBayError, shown
+from modelbay.engine.errors import InvalidId
 
 __all__ = ["MAX_PATH_CHARS", "MAX_PATH_PART_BYTES", "InvalidId", "is_repo_id", "validate_file_path",
            "validate_repo_id", "validate_revision"]
@@ -16,16 +16,6 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 # Most file systems cap a name at 255 bytes; a repo path longer than this is no model file but an attack.
 MAX_PATH_PART_BYTES = 255
 MAX_PATH_CHARS = 1024
-
-
-class InvalidId(ModelBayError):
-    """A model id, revision or file path that could reach outside the model store or the hub."""
-
-    def __init__(self, kind: str, value: str, reason: str, example: str) -> None:
-        self.kind = kind
-        self.value = value
-        self.reason = reason
-        super().__init__(f"`{shown(value)}` is not a valid {kind}: {reason}. Use {example}.")
 
 
 def _traversal(kind: str, value: str, example: str) -> None:

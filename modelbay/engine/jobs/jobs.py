@@ -25,7 +25,13 @@ from rq.worker import BaseWorker
 from sqlalchemy import select
 
 from modelbay.engine.db.database import Database, idempotent
-from modelbay.engine.errors import DatabaseUnavailable, JobNotCancelable, JobNotFound, ModelBayError
+from modelbay.engine.errors import (
+    DatabaseUnavailable,
+    JobCanceled,
+    JobNotCancelable,
+    JobNotFound,
+    UnknownJobKind,
+)
 from modelbay.engine.records import JobRecord, record_from_row
 from modelbay.engine.jobs.scheduling import enqueue_overdue
 from modelbay.engine.db.schema.jobs import JobRow, JobStatus
@@ -51,18 +57,6 @@ RUNNER = "modelbay.workers.runner.execute"
 TERMINAL = frozenset({"finished", "failed", "canceled"})
 _WAITING = {RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED}
 _ENQUEUE_GRACE = timedelta(seconds=30)
-
-
-class JobCanceled(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """Raised inside a job when someone asked to cancel it."""
-
-
-class UnknownJobKind(ModelBayError):
-    """No job kind by that name is registered."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        super().__init__(f"There is no job kind `{kind}`.")
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,9 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from modelbay.engine.errors import TransferStopped
+
 __all__ = ["ByteMeter", "TailHasher", "TransferStopped"]
-
-
-class TransferStopped(Exception):  # noqa: N818 - a control-flow signal raised inside download threads
-    """Raised inside a download when the meter was told to stop (the job was canceled)."""
 
 
 class ByteMeter:

@@ -15,19 +15,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from modelbay.engine.errors import ModelBayError, TemplateRefused
+from modelbay.engine.errors import InferenceUnavailable, TemplateRefused
 from modelbay.engine.inference.context import Prompt, fit_to_context
 from modelbay.engine.inference.templates import ChatTemplate, Messages, alternating, folded
 
 __all__ = ["Adjusted", "Backend", "Finished", "Generation", "InferenceUnavailable"]
-
-
-class InferenceUnavailable(ModelBayError):
-    """In-process answers need torch and transformers, which this installation lacks."""
-
-    def __init__(self) -> None:
-        super().__init__("Answering here needs torch and transformers: install them with "
-                         "`pip install torch && pip install 'modelbay[ml]'`, or have an admin `/models serve` it.")
 
 
 @dataclass(frozen=True)
