@@ -342,7 +342,8 @@ def _error(status: int, error: str, type_: str, title: str, headers: dict[str, s
 
 
 async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
-    """Answer from the error table; anything else is logged with a reference and shown without details."""
+    """Answer from the error table: the status is the error's category's (engine/errors.py) unless the table lists
+    another; anything else is a 500, logged with a reference and shown without details."""
     reply = render_error(exc)
     style = style_of(exc)
     status, type_ = (style.http_status, type(user_error(exc)).__name__) if style else (500, "InternalError")
