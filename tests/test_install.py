@@ -14,7 +14,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,7 +25,6 @@ from modelbay.config import load_settings
 from modelbay.engine.chat.records import Place
 from modelbay.engine.db.database import Database
 from modelbay.engine.errors import (
-    ChecksumMismatch,
     GatedModel,
     HubUnavailable,
     IncompleteModel,
@@ -40,13 +38,9 @@ from modelbay.engine.errors import (
 )
 from modelbay.engine.ids import InvalidId
 from modelbay.engine.installs.installs import INSTALL
-from modelbay.engine.installs.files import check_listing
 from modelbay.engine.records import JobRecord, VersionRecord
 from modelbay.engine.catalog.sources.hub import HubSource
-from modelbay.engine.catalog.sources.base import RemoteFile, RemoteModel
-from modelbay.engine.catalog.sources.transfer import ByteMeter, TransferStopped
 from modelbay.runtime import Runtime
-from modelbay.workers.jobs.install import _download_all
 from tests.conftest import REDIS_URL, wait_for
 from tests.support.chat import installed
 from tests.support.hub import DripHub, Fault, HubStandIn, SilentHub
@@ -550,12 +544,6 @@ def test_paths_that_clash_are_refused_in_one_line_before_any_download(runtime: R
     assert runtime.jobs.list() == [] and not [r for r in repos.requests if "/resolve/" in r[1]]
 
 
-def test_a_path_listed_twice_is_refused() -> None:
-    listed = RemoteModel("huggingface", "odd/twice", "0" * 40, (RemoteFile("a.json", 1), RemoteFile("a.json", 2)))
-    with pytest.raises(UnsafeRepoFile, match=r"it is listed twice"):
-        check_listing(listed)
-
-
 def _queue_without_preflight(runtime: Runtime, repo_id: str) -> tuple[JobRecord, VersionRecord]:
     """Queue an install job for every listed file, as a source that can only list its files would (no pre-flight)."""
     remote = runtime.installs.source("huggingface").info(repo_id)
@@ -625,28 +613,6 @@ def test_a_failed_job_stops_its_downloads_before_removing_staging(runtime: Runti
     assert _no_partial_files(store)
     time.sleep(5)  # longer than the slow answer: nothing comes back to life in staging
     assert _no_partial_files(store)
-
-
-def test_a_failure_is_raised_only_after_the_other_downloads_stopped() -> None:
-    # A download notices the stop at its next chunk; staging is removed right after _download_all raises.
-    meter = ByteMeter({"slow.safetensors": 100, "bad.json": 1})
-    stopped = threading.Event()
-
-    def work(file: RemoteFile) -> dict:
-        if file.path == "bad.json":
-            raise ChecksumMismatch(file.path, "a" * 64, "b" * 64)
-        while True:
-            time.sleep(0.3)  # the next chunk
-            try:
-                meter.add(file.path, 1)
-            except TransferStopped:
-                stopped.set()
-                raise
-
-    files = [RemoteFile("slow.safetensors", 100), RemoteFile("bad.json", 1)]
-    with pytest.raises(ChecksumMismatch):
-        _download_all(work, files, 2, meter, SimpleNamespace(canceled=False), grace=30)
-    assert stopped.is_set()
 
 
 def test_a_hub_that_never_answers_is_given_up_on(runtime: Runtime) -> None:
