@@ -5,7 +5,6 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import sys
-import time
 
 import huggingface_hub
 import pytest
@@ -213,13 +212,6 @@ def test_cache_survives_losing_a_build_race(tmp_path: pathlib.Path, monkeypatch:
     assert cached_tiny_model(TinyModelSpec()) == final
     assert (final / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == [final.name]
-
-
-def test_untrained_build_time(tmp_path: pathlib.Path) -> None:
-    """Reports how long an untrained build takes (informational; timings are not asserted)."""
-    started = time.perf_counter()
-    build_tiny_model(tmp_path)
-    print(f"untrained build took {time.perf_counter() - started:.2f}s")
 
 
 def test_cli_builds_model(tmp_path: pathlib.Path) -> None:
