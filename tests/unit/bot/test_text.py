@@ -10,7 +10,7 @@ import pytest
 import regex
 
 from modelbay.adapters.slack.blocks import escaped_chars
-from modelbay.bot.text import Part, TableHead, fence_after, split_parts
+from modelbay.bot.text import Part, TableHead, fence_after, split_parts, split_text
 from tests.support.answers import _open_after, long_answer, untile
 
 _FENCE_LINE = re.compile(r"[ \t>]*(`{3,}|~{3,})")
@@ -198,3 +198,17 @@ def test_only_a_line_feed_ends_a_line_for_cuts_and_for_the_block_open_at_the_end
             parts = split_parts(text, limit)
             assert all(p.close is None and p.reopen is None for p in parts), (brk, limit)
             assert fence_after(text) is None and "".join(p.text for p in parts) == text
+
+
+def test_plain_splitting_keeps_every_word_within_the_limit_and_its_cuts_never_move() -> None:
+    rng = random.Random(8)
+    for _ in range(200):
+        text = _random_text(rng, rng.randint(0, 5000))
+        limit = rng.choice([40, 100, 333, 2000])
+        pieces = split_text(text, limit)
+        assert pieces and all(len(piece) <= limit for piece in pieces)  # an empty text is one empty piece
+        # Only the white space a cut falls on is dropped: every other character stays, in order.
+        assert "".join("".join(pieces).split()) == "".join(text.split())
+        for size in range(0, len(text), max(1, len(text) // 7)):
+            growing = split_text(text[:size], limit)
+            assert growing[:-1] == pieces[:len(growing) - 1]
