@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from modelbay.adapters.slack.blocks import ACTION_PREFIX, button, context, mrkdwn, section
-from modelbay.bot.commands.models import CATEGORIES
+from modelbay.bot.commands._args import CATEGORIES
 from modelbay.bot.reply import Button
 from modelbay.engine.chat.records import DOWN_REASONS, SessionRecord
 from modelbay.engine.catalog.discovery import SearchHit

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Field, Reply
-from modelbay.bot.spec import Arg, command
-from modelbay.engine.analytics.analytics import PERIODS, Metrics, parse_period
+from modelbay.bot.commands._args import MODEL, PERIOD
+from modelbay.bot.spec import command
+from modelbay.engine.analytics.analytics import Metrics, parse_period
 
 
 def _ms(value: float | None) -> str:
@@ -24,10 +25,7 @@ def _satisfaction(m: Metrics) -> str:
 @command(
     "analytics", "model",
     help="Show a model's requests, p50/p95 response time, tokens/s and satisfaction over a period.",
-    args=(
-        Arg("model", "Model name.", required=True, autocomplete="model"),
-        Arg("period", "How far back.", choices=PERIODS, default="7d"),
-    ),
+    args=(MODEL, PERIOD),
 )
 async def model_metrics(ctx: Context, model: str, period: str) -> Reply:
     """Compute the model's metrics from the hourly rollups."""

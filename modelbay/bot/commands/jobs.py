@@ -6,6 +6,7 @@ from modelbay.bot.context import Context
 from modelbay.engine.units import ago
 from modelbay.bot.reply import Button, Reply, Table
 from modelbay.bot.reply import Progress as ProgressView
+from modelbay.bot.commands._args import JOB, limit
 from modelbay.bot.spec import Arg, ArgType, command
 from modelbay.engine.errors import NotAllowed
 from modelbay.engine.records import JobRecord
@@ -17,7 +18,7 @@ from modelbay.engine.records import JobRecord
     args=(
         Arg("active", "Only running (true) or only ended (false) jobs.", type=ArgType.BOOLEAN),
         Arg("all", "Everyone's jobs (admins).", type=ArgType.BOOLEAN, default=False),
-        Arg("limit", "How many to show.", type=ArgType.INTEGER, default=20, min=1, max=100),
+        limit(20, 100),
     ),
     aliases=(("jobs",),),
 )
@@ -39,7 +40,7 @@ async def list_jobs(ctx: Context, active: bool | None, all: bool, limit: int) ->
     "jobs", "cancel",
     help="Cancel a queued or running job.",
     args=(
-        Arg("job", "The job id from /jobs.", required=True, autocomplete="job", max_length=64),
+        JOB,
         Arg("force", "Stop it at once instead of at its next checkpoint (admins).", type=ArgType.BOOLEAN,
             default=False),
     ),
@@ -57,7 +58,7 @@ async def cancel_job(ctx: Context, job: str, force: bool) -> Reply:
 @command(
     "jobs", "watch",
     help="Follow a job's progress live.",
-    args=(Arg("job", "The job id from /jobs.", required=True, autocomplete="job", max_length=64),),
+    args=(JOB,),
 )
 async def watch_job(ctx: Context, job: str) -> Reply:
     """Return the job with a progress view that the adapter keeps up to date."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Field, Progress, Reply, Table
+from modelbay.bot.commands._args import CATEGORY, MODEL, MODEL_OR_REPO, limit, revision
 from modelbay.bot.spec import Arg, ArgType, command
 from modelbay.engine.errors import shown
 from modelbay.engine.hardware import fits
@@ -11,16 +12,15 @@ from modelbay.engine.records import ModelRecord
 from modelbay.engine.units import human_bytes, human_count
 
 STOP_WAIT = 45.0  # seconds /models stop waits for vLLM to exit (it gets 30 s after SIGTERM)
-CATEGORIES = ("chat", "code", "creative", "analysis", "embedding", "domain")
 
 
 @command(
     "models", "list",
     help="List models in the registry, by category or install state.",
     args=(
-        Arg("category", "Only this category.", choices=CATEGORIES),
+        CATEGORY,
         Arg("installed", "Only installed (true) or not installed (false) models.", type=ArgType.BOOLEAN),
-        Arg("limit", "How many to show.", type=ArgType.INTEGER, default=25, min=1, max=100),
+        limit(25, 100),
         Arg("page", "Which page of results.", type=ArgType.INTEGER, default=1, min=1, max=10_000),
     ),
 )
@@ -50,7 +50,7 @@ async def list_models(ctx: Context, category: str | None, installed: bool | None
 @command(
     "models", "info",
     help="Show a model's details, versions and lineage.",
-    args=(Arg("model", "Model name or Hugging Face repo id.", required=True, autocomplete="model"),),
+    args=(MODEL_OR_REPO,),
     slow=True,
 )
 async def model_info(ctx: Context, model: str) -> Reply:
@@ -101,9 +101,9 @@ def _versions(m: ModelRecord) -> Table | None:
     args=(
         Arg("query", "Words to look for, with optional tag:/license:/author: terms.", required=True, rest=True),
         Arg("source", "Where to look.", choices=("all", "registry", "huggingface", "local"), default="all"),
-        Arg("category", "Only this category.", choices=CATEGORIES),
+        CATEGORY,
         Arg("fits", "Only models that fit this machine (at 4-bit or better).", type=ArgType.BOOLEAN, default=False),
-        Arg("limit", "How many to show.", type=ArgType.INTEGER, default=15, min=1, max=50),
+        limit(15, 50),
     ),
     slow=True,
 )
@@ -127,8 +127,8 @@ async def search_models(ctx: Context, query: str, source: str, category: str | N
     "models", "install",
     help="Download a model into the store, verified, with live progress.",
     args=(
-        Arg("model", "Model name or Hugging Face repo id.", required=True, autocomplete="model"),
-        Arg("revision", "Branch, tag or commit (default: main).", max_length=128),
+        MODEL_OR_REPO,
+        revision("Branch, tag or commit (default: main)."),
     ),
     role="admin",
     slow=True,
@@ -157,8 +157,8 @@ async def install_model(ctx: Context, model: str, revision: str | None) -> Reply
     "models", "uninstall",
     help="Remove a model's files (history and analytics stay).",
     args=(
-        Arg("model", "Model name or repo id.", required=True, autocomplete="model"),
-        Arg("revision", "Only this revision or commit.", max_length=128),
+        MODEL_OR_REPO,
+        revision("Only this revision or commit."),
         Arg("force", "Remove even while it is served or training.", type=ArgType.BOOLEAN, default=False),
     ),
     role="admin",
@@ -174,7 +174,7 @@ async def uninstall_model(ctx: Context, model: str, revision: str | None, force:
 @command(
     "models", "serve",
     help="Start a vLLM server for an installed model on a gpu worker; chats then use it.",
-    args=(Arg("model", "Model name.", required=True, autocomplete="model"),),
+    args=(MODEL,),
     role="admin",
     slow=True,
 )
@@ -198,7 +198,7 @@ async def serve_model(ctx: Context, model: str) -> Reply:
 @command(
     "models", "stop",
     help="Stop a model's vLLM server.",
-    args=(Arg("model", "Model name.", required=True, autocomplete="model"),),
+    args=(MODEL,),
     role="admin",
     slow=True,
 )
