@@ -21,6 +21,7 @@ from modelbay.adapters.discord import DiscordAdapter
 from modelbay.adapters.discord.embeds import DESCRIPTION_CHARS, EMBED_CHARS, FIELD_LIMIT, embed_chars, render
 from modelbay.adapters.discord.layouts import TEXT_CHARS, fit_notes, small_print
 from modelbay.bot import Button, Dispatcher, Field, Reply, Table
+from modelbay.bot.commands.chat import RATE_DOWN, SYSTEM_PROMPT
 from modelbay.bot.reply import Progress
 from modelbay.config import Settings
 from modelbay.engine.db.schema.analytics import AnalyticsEvent
@@ -293,13 +294,17 @@ def test_a_system_prompt_button_opens_its_own_model_whatever_its_name_after_a_re
         session = runtime.chats.current(runtime.chats.recent(f"discord:{USER}", 1)[0].place)
         assert session.model_name == name and session.system_prompt == "Be brief."
         # Every kind of button whose command its template would not read back whole goes under a key too
-        for command in ("mb:sys:tiny chat", "mb:sys:" + name, "/models info model:a\nb", "/help " + "x" * 100):
-            item = second.adapter._item(Button("Go", command))
+        for go, command in ((SYSTEM_PROMPT.button("Go", "tiny chat"), "mb:sys:tiny chat"),
+                            (SYSTEM_PROMPT.button("Go", name), "mb:sys:" + name),
+                            (Button("Go", "/models info model:a\nb"), "/models info model:a\nb"),
+                            (Button("Go", "/help " + "x" * 100), "/help " + "x" * 100)):
+            item = second.adapter._item(go)
             assert item.custom_id.startswith("mb:key:") and len(item.custom_id) <= 100
             assert runtime.redis.get(f"modelbay:discord:button:{item.custom_id[7:]}") == command.encode()
-        for command, kind in (("mb:sys:tiny-chat", "mb:sys:tiny-chat"), ("/models list", "mb:run:/models list"),
-                              ("/rate down message:12", "mb:down:12")):
-            assert second.adapter._item(Button("Go", command)).custom_id == kind
+        for go, kind in ((SYSTEM_PROMPT.button("Go", "tiny-chat"), "mb:sys:tiny-chat"),
+                         (Button("Go", "/models list"), "mb:run:/models list"),
+                         (RATE_DOWN.button("Go", 12), "mb:down:12")):
+            assert second.adapter._item(go).custom_id == kind
     finally:
         second.stop()
 
@@ -550,7 +555,7 @@ def test_buttons_inside_cards_work_after_a_restart(runtime: Runtime, standin: Di
 
 def test_a_card_of_30000_characters_is_sent_whole_within_discords_limits(bot: Bot, standin: DiscordStandIn) -> None:
     answer = long_answer(30000, seed=30000, long_block=150)
-    buttons = [Button("👎", "/rate down message:7")] + [Button(f"B{i}", f"/help {'x' * 5 * i}") for i in range(30)]
+    buttons = [RATE_DOWN.button("👎", 7, "danger")] + [Button(f"B{i}", f"/help {'x' * 5 * i}") for i in range(30)]
     reply = Reply(title="A very long card " + "t" * 400, text=answer, tone="success",
                   fields=[Field("Model", "`tiny-chat`"), Field("Note", "n" * 3000)],
                   progress=Progress("job-1", "Install", 0.4, "started", "d" * 2000), footer="f" * 3000,

@@ -237,7 +237,7 @@ class ConsoleApp:
         if not line.startswith("/"):
             await self.say(line)
             return
-        reply = await self.dispatcher.dispatch_line(line, self.actor, self.place)
+        reply = await self.dispatcher.prepare_line(line, self.actor, self.place).run()
         self.out.print(render(reply))
         if reply.progress and reply.progress.status in ("queued", "started", "retrying"):
             await self.follow(reply.progress.job_id, reply.progress.label)

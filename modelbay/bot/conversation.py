@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Protocol
 
 from modelbay.bot.bridge import in_thread
+from modelbay.bot.commands.chat import RATE_DOWN
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Reply
 from modelbay.bot.text import Part, fence_after
@@ -65,7 +66,7 @@ def answer_reply(answer: AnswerRecord) -> Reply:
         text = f"{Part(text, close=fence_after(text))}\n\n_{answer.note}_" if text else answer.note
     tone = "info" if answer.status == "ok" else "warning"
     buttons = [Button("👍", f"/rate up message:{answer.message_id}", "success"),
-               Button("👎", f"/rate down message:{answer.message_id}", "danger")]
+               RATE_DOWN.button("👎", answer.message_id, "danger")]
     return Reply(text=text, tone=tone, footer=answer_footer(answer), buttons=buttons)
 
 

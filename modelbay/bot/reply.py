@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Attachment", "Button", "Field", "Progress", "Reply", "Table"]
+__all__ = ["FORMS", "Ask", "Attachment", "Button", "Field", "Form", "Progress", "Reply", "Table", "form"]
 
 Tone = Literal["info", "success", "warning", "error"]
 
@@ -28,12 +29,95 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Ask:
+    """One value a form asks for: an argument of the command it completes, picked from choices or typed."""
+
+    arg: str  # the argument of the command it fills, e.g. "reason"
+    label: str  # the question, e.g. "What was wrong?"
+    choices: tuple[tuple[str, str], ...] = ()  # (value, label) pairs to pick from; none: free text
+    placeholder: str | None = None
+    optional: bool = False
+    skip: str | None = None  # where a platform asks for the choice alone (a menu): the label of choosing none
+    long: bool = False  # several lines of text
+    max_length: int = 4000
+
+
+@dataclass(frozen=True)
+class Form:
+    """What a button asks for before it runs: the line it completes (with `{}` for the button's value) and asks.
+
+    Forms are registered by name (`form`), and a button that opens one carries only the form's name and its value
+    (`Button.payload`), so a form works after a restart.
+    """
+
+    name: str  # short and stable: it travels in button payloads ("down", "sys")
+    line: str  # e.g. "/rate down message:{}"
+    title: str  # with `{}` for the value, e.g. "Rate answer #{}"
+    asks: tuple[Ask, ...]
+    submit: str = "Send"
+    legacy: bool = False  # buttons sent before forms existed carry the whole line: pressing one opens the form
+
+    def line_for(self, value: str) -> str:
+        """The command line that a button with this value completes (the value quoted as one word)."""
+        return self.line.format(shlex.quote(value))
+
+    def button(self, label: str, value: object,
+               style: Literal["primary", "secondary", "success", "danger"] = "secondary") -> Button:
+        """A button that opens this form for `value` and then runs the completed line."""
+        return Button(label, self.line_for(str(value)), style, self, str(value))
+
+    def value_of(self, line: str) -> str | None:
+        """The value of a line this form completes, as a legacy button carries it (one word), or None."""
+        before, _, after = self.line.partition("{}")
+        if not (self.legacy and line.startswith(before) and line.endswith(after)):
+            return None
+        value = line[len(before):len(line) - len(after)]
+        return value if value and not any(c.isspace() for c in value) else None
+
+
+FORMS: dict[str, Form] = {}
+PAYLOAD_PREFIX = "mb:"  # a payload that opens a form: mb:<form>:<value>; any other payload is a command line
+
+
+def form(name: str, line: str, title: str, asks: tuple[Ask, ...], *, submit: str = "Send",
+         legacy: bool = False) -> Form:
+    """Declare and register a form (names are unique: a later one replaces an earlier one)."""
+    FORMS[name] = Form(name, line, title, asks, submit, legacy)
+    return FORMS[name]
+
+
+@dataclass(frozen=True)
 class Button:
-    """A button that runs a command line when pressed; the line is all it needs, so it survives restarts."""
+    """A button that runs a command line when pressed, or first opens a form that completes the line.
+
+    What it carries (`payload`) is all it needs, so it survives restarts: its command line, or its form's name and
+    its value.
+    """
 
     label: str
     command: str
     style: Literal["primary", "secondary", "success", "danger"] = "secondary"
+    form: Form | None = None  # asks for something first (`Form.button` makes these)
+    value: str = ""  # what fills the form's line: a message number, a model name
+
+    @property
+    def payload(self) -> str:
+        """What a platform stores in the button: `mb:<form>:<value>` for a form, else the command line."""
+        return f"{PAYLOAD_PREFIX}{self.form.name}:{self.value}" if self.form is not None else self.command
+
+    @classmethod
+    def pressed(cls, payload: str) -> Button:
+        """The button a pressed payload stands for (a form's, or one running a line); its label is unknown.
+
+        A line that a legacy form completes opens that form, as the button did before it carried the form.
+        """
+        name, sep, value = payload.removeprefix(PAYLOAD_PREFIX).partition(":")
+        if payload.startswith(PAYLOAD_PREFIX) and sep and name in FORMS:
+            return FORMS[name].button("", value)
+        for legacy in FORMS.values():
+            if (old := legacy.value_of(payload)) is not None:
+                return legacy.button("", old)
+        return cls("", payload)
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,8 @@ class Command:
     args: tuple[Arg, ...] = ()
     role: Literal["viewer", "user", "trainer", "admin"] = "viewer"
     aliases: tuple[tuple[str, ...], ...] = ()
-    slow: bool = False  # adapters defer before calling it
+    slow: bool = False  # adapters defer (show that it is working) before running it
+    opens_thread: bool = False  # adapters open a thread for it (where they can) and run it there
 
     @property
     def name(self) -> str:
@@ -179,8 +180,12 @@ class CommandSet:
         """Return the command at path (or an alias of it)."""
         return self._commands.get(path) or self._aliases.get(path)
 
-    def parse(self, line: str) -> tuple[Command, dict[str, Any]]:
-        """Parse a typed line like '/models list chat limit:5' into its command and bound arguments."""
+    def parse(self, line: str, more: dict[str, Any] | None = None) -> tuple[Command, dict[str, Any]]:
+        """Parse a typed line like '/models list chat limit:5' into its command and bound arguments.
+
+        `more` adds named values that did not come on the line (what a form asked for before a button ran it).
+        Raises UnknownCommand or ArgumentInvalid.
+        """
         text = line.strip()
         if not text.startswith("/"):
             raise UnknownCommand(text[:40], "/help")
@@ -195,7 +200,7 @@ class CommandSet:
             cmd = self.get(tuple(words[:size]))
             if cmd is not None and len(words) >= size:
                 positional, named = _split_args(cmd, tokens[size:])
-                return cmd, cmd.bind(positional, named)
+                return cmd, cmd.bind(positional, {**named, **(more or {})})
         raise UnknownCommand("/" + " ".join(tokens[:2]), self.suggest(" ".join(words[:2])))
 
     def suggest(self, typed: str) -> str | None:
@@ -270,12 +275,13 @@ def command(
     role: Literal["viewer", "user", "trainer", "admin"] = "viewer",
     aliases: tuple[tuple[str, ...], ...] = (),
     slow: bool = False,
+    opens_thread: bool = False,
     registry: CommandSet = COMMANDS,
 ) -> Callable[[Handler], Handler]:
     """Register the decorated async handler as a command."""
 
     def decorate(handler: Handler) -> Handler:
-        registry.add(Command(tuple(path), help, handler, args, role, aliases, slow))
+        registry.add(Command(tuple(path), help, handler, args, role, aliases, slow, opens_thread))
         return handler
 
     return decorate

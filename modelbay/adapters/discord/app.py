@@ -6,9 +6,11 @@ a job followed in place are layout cards (`layouts.cards`, Discord's components 
 buttons inside the card). A reply that follows a job, and an answer being written, are edited in place by
 `bot.live.LiveMessage`, at most once a second per message and, with the bot-wide `Pace`, once a second across the
 bot; a card stays a card in every edit (Discord keeps the components-v2 flag of a message for good). Buttons carry
-their whole command line in their custom id (`mb:run:<line>`, `mb:sys:<model>`, or `mb:key:<key>` to Redis for a
-line or model id too long for 100 characters or one the id's template would not read back whole, e.g. with spaces)
-and are registered as dynamic items, so they work after a restart, in embeds' rows and inside cards alike.
+their whole payload in their custom id (`mb:run:<line>`; for a button that asks first, its form and value such as
+`mb:down:<answer>` or `mb:sys:<model>`; or `mb:key:<key>` to Redis for a payload too long for 100 characters or one
+the id's template would not read back whole, e.g. with spaces) and are registered as dynamic items, so they work
+after a restart, in embeds' rows and inside cards alike. A form asks for a choice in a private menu (`mb:why:...`)
+and for text in a modal; either then runs the button's line with what it asked for.
 discord.py itself waits out HTTP 429s (Retry-After) before retrying.
 """
 
@@ -36,15 +38,16 @@ from modelbay.adapters.discord.tree import build, discord_text
 from modelbay.bot.context import Actor
 from modelbay.bot.conversation import relay
 from modelbay.bot.deliveries import first_delivery
-from modelbay.bot.dispatcher import Dispatcher
+from modelbay.bot.commands.chat import SYSTEM_PROMPT
+from modelbay.bot.dispatcher import Dispatcher, Invocation
 from modelbay.bot.errors import render_error
 from modelbay.bot.live import LiveMessage, Pace
 from modelbay.bot.progress import follow, following
-from modelbay.bot.reply import Button, Reply
+from modelbay.bot.reply import FORMS, Button, Reply
 from modelbay.bot.spec import Arg, Command
 from modelbay.bot.stream import StreamedAnswer, with_cursor
 from modelbay.bot.text import Part
-from modelbay.engine.chat.records import DOWN_REASONS, Place
+from modelbay.engine.chat.records import Place
 from modelbay.engine.errors import NotAllowed, UploadRefused
 from modelbay.engine.records import ModelQuery
 from modelbay.runtime import Runtime
@@ -56,11 +59,10 @@ ANSWER_WITHIN = 2.0  # seconds a fast command may take before its interaction is
 TOKEN_LIFE = 14 * 60  # seconds an interaction token is used to edit; Discord's last 15 minutes
 KEY_KEEP = 90 * 86400  # seconds a long button line is kept in Redis (buttons older than that say so)
 CUSTOM_ID_CHARS = 100
-SYSTEM_PREFIX = "mb:sys:"  # a System prompt button's command: the prefix, then the model's name
+FIRST_FORM = "down"  # the form whose choice menu's custom id names no form (`mb:why:<value>`, as before forms)
 ANSWER_NOTES = 400  # characters of an answer's last card kept for its notices and footer (of Discord's 4,000)
 _STYLES = {"primary": discord.ButtonStyle.primary, "secondary": discord.ButtonStyle.secondary,
            "success": discord.ButtonStyle.success, "danger": discord.ButtonStyle.danger}
-_RATE_DOWN = re.compile(r"/rate down message:(\d+)")
 _FILE_HOSTS = {"cdn.discordapp.com", "media.discordapp.net"}
 
 
@@ -90,7 +92,7 @@ class RunButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:run:(?P
 
 
 class KeyButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:key:(?P<key>[A-Za-z0-9_-]+)"):
-    """A button whose command line is too long for a custom id: the id holds a key to it in Redis."""
+    """A button whose payload is too long for a custom id: the id holds a key to it in Redis."""
 
     def __init__(self, key: str, label: str = "Run", style: discord.ButtonStyle = discord.ButtonStyle.secondary):
         super().__init__(discord.ui.Button(label=label[:80], style=style, custom_id=f"mb:key:{key}"))
@@ -105,110 +107,106 @@ class KeyButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:key:(?P
         adapter = _adapter(interaction)
 
         async def press() -> None:
-            line = await asyncio.to_thread(adapter.runtime.redis.get, f"modelbay:discord:button:{self.key}")
-            if line is None:
+            payload = await asyncio.to_thread(adapter.runtime.redis.get, f"modelbay:discord:button:{self.key}")
+            if payload is None:
                 await interaction.response.send_message("This button has expired; run the command again.",
                                                         ephemeral=True)
                 return
-            command = line.decode()
-            if command.startswith(SYSTEM_PREFIX):  # a System prompt button whose model does not fit its own id
-                await interaction.response.send_modal(SystemModal(command.removeprefix(SYSTEM_PREFIX)))
+            pressed = Button.pressed(payload.decode())
+            if pressed.form is not None:  # a form whose value does not fit its own id
+                await adapter.ask(interaction, pressed)
                 return
-            await adapter.run_line(interaction, command)
+            await adapter.run_line(interaction, pressed.command)
 
         await adapter.guarded(interaction, press())
 
 
-class DownButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:down:(?P<message>\d+)"):
-    """👎 on an answer: asks (privately) for an optional reason."""
+class FormButton(discord.ui.DynamicItem[discord.ui.Button],
+                 template=r"mb:(?!run:|key:|why:)(?P<form>[a-z]+):(?P<value>\S+)"):
+    """A button that asks for something first (👎: why; System prompt: the prompt), then runs its line."""
 
-    def __init__(self, message_id: int) -> None:
-        super().__init__(discord.ui.Button(label="👎", style=discord.ButtonStyle.danger,
-                                           custom_id=f"mb:down:{message_id}"))
-        self.message_id = message_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> DownButton:
-        return cls(int(match["message"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        view = discord.ui.View(timeout=None)
-        view.add_item(ReasonSelect(self.message_id))
-        await interaction.response.send_message(f"What was wrong with answer #{self.message_id}? (optional)",
-                                                view=view, ephemeral=True)
-
-
-class ReasonSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"mb:why:(?P<message>\d+)"):
-    """The reason menu of a 👎: choosing rates the answer down with that reason (or none)."""
-
-    def __init__(self, message_id: int) -> None:
-        options = [discord.SelectOption(label="No reason, just 👎", value="none")]
-        options += [discord.SelectOption(label=r.replace("_", " ").capitalize().replace("Didnt", "Didn't"), value=r)
-                    for r in DOWN_REASONS]
-        super().__init__(discord.ui.Select(custom_id=f"mb:why:{message_id}", placeholder="Pick a reason",
-                                           options=options, min_values=1, max_values=1))
-        self.message_id = message_id
+    def __init__(self, button: Button, style: discord.ButtonStyle = discord.ButtonStyle.secondary) -> None:
+        super().__init__(discord.ui.Button(label=button.label[:80] or "Ask", style=style, custom_id=button.payload))
+        self.button = button
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> ReasonSelect:
-        return cls(int(match["message"]))
+                             match: re.Match[str], /) -> FormButton:
+        return cls(Button.pressed(match.string))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         adapter = _adapter(interaction)
-        values = (interaction.data or {}).get("values") or ["none"]
-        options: dict[str, Any] = {"rating": "down", "message": self.message_id}
-        if values[0] != "none":
-            options["reason"] = values[0]
-
-        async def rate() -> None:
-            reply = await adapter.dispatcher.dispatch(("rate",), options, adapter.actor(interaction.user),
-                                                      adapter.place_of(interaction))
-            await interaction.response.edit_message(content=reply.text[:2000], view=None)
-
-        await adapter.guarded(interaction, rate())
+        if self.button.form is None:  # a form this version no longer has: its line says what went wrong
+            await adapter.run_line(interaction, self.button.command)
+            return
+        await adapter.guarded(interaction, adapter.ask(interaction, self.button))
 
 
-class SystemButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:sys:(?P<model>[^\s]+)"):
-    """Opens the system prompt form of the chat in this thread (a model whose id does not fit goes by KeyButton)."""
+class FormChoice(discord.ui.DynamicItem[discord.ui.Select],
+                 template=r"mb:why:(?:(?P<form>[a-z]+):)?(?P<value>\S+)"):
+    """A form's choice asked alone, in a private menu: choosing runs the button's line with it (or none)."""
 
-    def __init__(self, model: str) -> None:
-        super().__init__(discord.ui.Button(label="System prompt", style=discord.ButtonStyle.secondary,
-                                           custom_id=f"{SYSTEM_PREFIX}{model}"))
-        self.model = model
+    def __init__(self, button: Button) -> None:
+        assert button.form is not None
+        form, ask = button.form, button.form.asks[0]
+        options = [discord.SelectOption(label=ask.skip, value="none")] if ask.skip else []
+        options += [discord.SelectOption(label=label, value=value) for value, label in ask.choices]
+        named = "" if form.name == FIRST_FORM else f"{form.name}:"
+        super().__init__(discord.ui.Select(custom_id=f"mb:why:{named}{button.value}", placeholder=ask.placeholder,
+                                           options=options[:25], min_values=1, max_values=1))
+        self.button = button
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
-                             match: re.Match[str], /) -> SystemButton:
-        return cls(match["model"])
+                             match: re.Match[str], /) -> FormChoice:
+        return cls(FORMS[match["form"] or FIRST_FORM].button("", match["value"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await interaction.response.send_modal(SystemModal(self.model))
+        adapter = _adapter(interaction)
+        assert self.button.form is not None
+        ask = self.button.form.asks[0]
+        chosen = ((interaction.data or {}).get("values") or ["none"])[0]
+        more = {} if chosen == "none" and ask.skip else {ask.arg: chosen}
+
+        async def choose() -> None:
+            reply = await adapter.prepare(interaction, self.button.command, more).run()
+            await interaction.response.edit_message(content=reply.text[:2000], view=None)
+
+        await adapter.guarded(interaction, choose())
 
 
-class SystemModal(discord.ui.Modal, title="System prompt"):
-    """A form for the system prompt: submitting restarts the chat here with it."""
+class FormModal(discord.ui.Modal):
+    """A form's text asks as a modal: submitting runs the button's line with them, here."""
 
-    prompt: discord.ui.TextInput[SystemModal] = discord.ui.TextInput(
-        label="How should the model behave?", style=discord.TextStyle.paragraph, max_length=4000,
-        placeholder="You are a concise assistant who answers in plain English.")
-
-    def __init__(self, model: str) -> None:
-        # discord.py keeps open forms by custom id: one per model, whatever its name's length
-        super().__init__(custom_id=f"mb:sysform:{hashlib.sha256(model.encode()).hexdigest()[:32]}", timeout=None)
-        self.model = model
+    def __init__(self, button: Button) -> None:
+        assert button.form is not None
+        form = button.form
+        # discord.py keeps open forms by custom id: one per form and value, whatever the value's length
+        digest = hashlib.sha256(button.value.encode()).hexdigest()[:32]
+        super().__init__(title=form.title.format(button.value)[:45], custom_id=f"mb:{form.name}form:{digest}",
+                         timeout=None)
+        self.button = button
+        self.inputs: dict[str, discord.ui.TextInput[FormModal]] = {}
+        for ask in form.asks:
+            if ask.choices:
+                continue  # Discord modals take text
+            field: discord.ui.TextInput[FormModal] = discord.ui.TextInput(
+                label=ask.label[:45], style=discord.TextStyle.paragraph if ask.long else discord.TextStyle.short,
+                max_length=ask.max_length, placeholder=(ask.placeholder or "")[:100] or None,
+                required=not ask.optional)
+            self.add_item(field)
+            self.inputs[ask.arg] = field
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         adapter = _adapter(interaction)
+        more = {arg: field.value for arg, field in self.inputs.items() if field.value.strip()}
 
-        async def reopen() -> None:
-            reply = await adapter.dispatcher.dispatch(("chat",), {"model": self.model, "system": self.prompt.value},
-                                                      adapter.actor(interaction.user), adapter.place_of(interaction))
-            await adapter.respond(interaction, adapter.with_chat_buttons(reply, self.model), deferred=False,
-                                  card=True)
+        async def submit() -> None:
+            invocation = adapter.prepare(interaction, self.button.command, more)
+            reply = adapter.with_chat_buttons(await invocation.run(), invocation)
+            await adapter.respond(interaction, reply, deferred=False, card=invocation.opens_thread)
 
-        await adapter.guarded(interaction, reopen())
+        await adapter.guarded(interaction, submit())
 
 
 class ModelBayClient(discord.Client):
@@ -223,7 +221,7 @@ class ModelBayClient(discord.Client):
         self.tree.on_error = adapter.on_tree_error  # type: ignore[method-assign]
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(RunButton, KeyButton, DownButton, ReasonSelect, SystemButton)
+        self.add_dynamic_items(RunButton, KeyButton, FormButton, FormChoice)
 
     async def on_message(self, message: discord.Message) -> None:
         await self.adapter.on_message(message)
@@ -290,15 +288,36 @@ class DiscordAdapter:
     # -- commands -----------------------------------------------------------------------------------------------
     async def run(self, interaction: discord.Interaction, cmd: Command, options: dict[str, Any]) -> None:
         """Answer an application command: within 2 s, or defer and edit the answer in."""
-        await self.guarded(interaction, self._run(interaction, cmd, options))
+        async def go() -> None:
+            actor, place = self.actor(interaction.user), self.place_of(interaction)
+            await self._run(interaction, self.dispatcher.prepare(cmd.path, options, actor, place))
+
+        await self.guarded(interaction, go())
 
     async def run_line(self, interaction: discord.Interaction, line: str) -> None:
         """Answer a button press: the command line it carries, run as the person who pressed it."""
         async def go() -> None:
-            cmd, values = self.dispatcher.commands.parse(line)
-            await self._run(interaction, cmd, values)
+            await self._run(interaction, self.prepare(interaction, line))
 
         await self.guarded(interaction, go())
+
+    def prepare(self, interaction: discord.Interaction, line: str, more: dict[str, Any] | None = None) -> Invocation:
+        """A line (with the values a form asked for) prepared for the person and place of an interaction."""
+        return self.dispatcher.prepare_line(line, self.actor(interaction.user), self.place_of(interaction), more)
+
+    async def ask(self, interaction: discord.Interaction, button: Button) -> None:
+        """Open a button's form: a choice in a private menu (Discord modals take text; other asks, optional, are
+        left out), text in a modal."""
+        assert button.form is not None
+        form, first = button.form, button.form.asks[0]
+        if not first.choices:
+            await interaction.response.send_modal(FormModal(button))
+            return
+        view = discord.ui.View(timeout=None)
+        view.add_item(FormChoice(button))
+        optional = " (optional)" if first.skip else ""
+        await interaction.response.send_message(f"{form.title.format(button.value)}: {first.label}{optional}",
+                                                view=view, ephemeral=True)
 
     async def guarded(self, interaction: discord.Interaction, work: Awaitable[None]) -> None:
         """Run an interaction's work; whatever fails becomes one private line to the person."""
@@ -319,20 +338,18 @@ class DiscordAdapter:
         """Errors discord.py raises before our handler runs (bad option values, unknown commands)."""
         await self.say_error(interaction, getattr(error, "original", error))
 
-    async def _run(self, interaction: discord.Interaction, cmd: Command, options: dict[str, Any]) -> None:
+    async def _run(self, interaction: discord.Interaction, invocation: Invocation) -> None:
         if self._dm_refused(interaction.guild):
             await interaction.response.send_message(
                 "ModelBay does not answer in direct messages on this deployment; use it in a server channel.",
                 ephemeral=True)
             return
-        actor, place = self.actor(interaction.user), self.place_of(interaction)
-        allowed = self.dispatcher.context(actor).has_role(cmd.role)  # a refusal needs no thread and no deferral
-        if cmd.path == ("chat",) and allowed:
-            await self.start_chat(interaction, actor, options)
+        if invocation.opens_thread:
+            await self.start_chat(interaction, invocation)
             return
-        task = asyncio.ensure_future(self.dispatcher.dispatch(cmd.path, options, actor, place))
+        task = asyncio.ensure_future(invocation.run())
         deferred = False
-        if cmd.slow and allowed:
+        if invocation.defer:
             await interaction.response.defer(thinking=True)
             deferred = True
         elif not (await asyncio.wait({task}, timeout=ANSWER_WITHIN))[0]:
@@ -340,37 +357,37 @@ class DiscordAdapter:
             deferred = True
         await self.respond(interaction, await task, deferred=deferred)
 
-    async def start_chat(self, interaction: discord.Interaction, actor: Actor, options: dict[str, Any]) -> None:
+    async def start_chat(self, interaction: discord.Interaction, invocation: Invocation) -> None:
         """Open a chat in a new thread under the channel (or in the thread or DM the command came from)."""
         await interaction.response.defer(thinking=True)
         channel = interaction.channel
         thread = None
+        model = invocation.values.get("model") or "a model"
         if isinstance(channel, discord.TextChannel):
-            name = f"Chat with {options.get('model', 'a model')}"[:100]
+            name = f"Chat with {model}"[:100]
             try:
                 thread = await channel.create_thread(name=name, type=discord.ChannelType.public_thread,
                                                      auto_archive_duration=1440)
             except discord.HTTPException as exc:  # no thread permission: chat in the channel itself
                 log.info("could not create a chat thread in %s: %s", channel.id, exc)
         place = Place("discord", str(channel.id), str(thread.id)) if thread else self.place_of(interaction)  # type: ignore[union-attr]
-        reply = await self.dispatcher.dispatch(("chat",), options, actor, place)
+        reply = self.with_chat_buttons(await invocation.at(place).run(), invocation)
         if reply.ephemeral or thread is None:
             if thread is not None:
                 await thread.delete()
-            reply = reply if reply.ephemeral else self.with_chat_buttons(reply, options.get("model", ""))
             await self.respond(interaction, reply, deferred=True, card=True)
             return
-        shown = self._cards(self.with_chat_buttons(reply, options.get("model", "")))
-        for message in shown:
+        for message in self._cards(reply):
             await thread.send(**self._send_kwargs(message))
-        await interaction.edit_original_response(content=f"Chat with **{options.get('model')}** started in "
-                                                         f"{thread.mention}: talk to it there.", embeds=[])
+        await interaction.edit_original_response(content=f"Chat with **{model}** started in {thread.mention}: "
+                                                         "talk to it there.", embeds=[])
 
-    def with_chat_buttons(self, reply: Reply, model: str) -> Reply:
-        """A chat's opening reply with the system prompt button (a modal only Discord has)."""
-        if reply.ephemeral or not model:
+    def with_chat_buttons(self, reply: Reply, invocation: Invocation) -> Reply:
+        """A chat's opening reply with the System prompt button (a form only Discord offers there)."""
+        model = invocation.values.get("model")
+        if reply.ephemeral or not invocation.opens_thread or not model:
             return reply
-        reply.buttons = [*reply.buttons, Button("System prompt", f"{SYSTEM_PREFIX}{model}")]
+        reply.buttons = [*reply.buttons, SYSTEM_PROMPT.button("System prompt", model)]
         return reply
 
     async def respond(self, interaction: discord.Interaction, reply: Reply, *, deferred: bool,
@@ -450,20 +467,18 @@ class DiscordAdapter:
 
     def _item(self, b: Button) -> discord.ui.Item[Any]:
         style = _STYLES[b.style]
-        down = _RATE_DOWN.fullmatch(b.command)
-        if down:
-            return DownButton(int(down.group(1)))
-        # A command goes in the custom id only when it fits and the item's template reads it back whole (a model or
+        # A payload goes in the custom id only when it fits and the item's template reads it back whole (a model or
         # line with spaces, line breaks or over 100 characters would come back cut or not at all); else under a key.
-        if b.command.startswith(SYSTEM_PREFIX):
-            if _fits(b.command, SystemButton):
-                return SystemButton(b.command.removeprefix(SYSTEM_PREFIX))
-        elif _fits(f"mb:run:{b.command}", RunButton):
-            return RunButton(b.command, b.label, style)
-        # The same line always gets the same key, so re-rendering a message (every progress edit) writes nothing.
-        key = hashlib.sha256(b.command.encode()).hexdigest()[:24]
+        payload = b.payload
+        if b.form is not None:
+            if _fits(payload, FormButton):
+                return FormButton(b, style)
+        elif _fits(f"mb:run:{payload}", RunButton):
+            return RunButton(payload, b.label, style)
+        # The same payload always gets the same key, so re-rendering a message (every progress edit) writes nothing.
+        key = hashlib.sha256(payload.encode()).hexdigest()[:24]
         if key not in self._stored_keys:
-            self.runtime.redis.set(f"modelbay:discord:button:{key}", b.command, ex=KEY_KEEP)
+            self.runtime.redis.set(f"modelbay:discord:button:{key}", payload, ex=KEY_KEEP)
             self._stored_keys.add(key)
         return KeyButton(key, b.label, style)
 

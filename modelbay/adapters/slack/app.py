@@ -20,7 +20,6 @@ import json
 import logging
 import re
 import secrets
-import shlex
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -44,11 +43,11 @@ from modelbay.adapters.slack.streaming import NativeAnswer, StreamLimits, Stream
 from modelbay.bot.context import Actor
 from modelbay.bot.conversation import relay
 from modelbay.bot.deliveries import first_delivery
-from modelbay.bot.dispatcher import Dispatcher
+from modelbay.bot.dispatcher import Dispatcher, Invocation
 from modelbay.bot.errors import render_error
 from modelbay.bot.live import LiveMessage
 from modelbay.bot.progress import follow, following
-from modelbay.bot.reply import Reply
+from modelbay.bot.reply import FORMS, Button, Reply
 from modelbay.bot.stream import StreamedAnswer, with_cursor
 from modelbay.bot.text import Part, split_parts
 from modelbay.engine.chat.records import Place
@@ -61,7 +60,6 @@ __all__ = ["SlackAdapter", "Where"]
 log = logging.getLogger(__name__)
 GROUPS_FRESH_FOR = 300.0  # seconds a user-group membership list is trusted
 SEED_KEEP = 3600  # seconds a message waits in Redis for its "Ask a model" modal to be submitted
-_RATE_DOWN = re.compile(r"/rate down message:(\d+)")  # a 👎 button: asks why in a modal before rating
 _CHUNK = 1 << 16
 STREAMING_RECHECK = 600.0  # seconds answers stay on chat.update after the app was refused the streaming methods
 # Refusals of the streaming methods that concern the app or workspace, not one answer or channel.
@@ -129,7 +127,7 @@ class SlackAdapter:
         app.action(browse_actions)(ack=self._ack, lazy=[self._guard(self._refresh_browse)])
         app.global_shortcut(views.BROWSE)(ack=self._ack, lazy=[self._guard(self._open_browse)])
         app.message_shortcut(views.ASK)(ack=self._ack, lazy=[self._guard(self._open_ask)])
-        app.view_submission(views.RATE)(ack=self._ack, lazy=[self._guard(self._on_rate)])
+        app.view_submission(views.FORM)(ack=self._ack, lazy=[self._guard(self._on_form)])
         app.view_submission(views.ASK)(ack=self._ack, lazy=[self._guard(self._on_ask)])
         app.view_submission(views.UPLOAD)(ack=self._ack, lazy=[self._guard(self._on_upload)])
         app.event("app_home_opened")(self._on_home)
@@ -170,19 +168,19 @@ class SlackAdapter:
 
     async def _ack_button(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        rating = _RATE_DOWN.fullmatch(action.get("value", ""))
-        if rating:  # a 👎 asks why in a small modal; trigger ids live 3 seconds, so it opens here, not lazily
+        pressed = Button.pressed(action.get("value", ""))
+        if pressed.form is not None:  # it asks first, in a modal; trigger ids live 3 seconds: opened here, not lazily
             where = self._where_of(body)
-            await self.outbox.call("views_open", trigger_id=body["trigger_id"], view=views.rate_modal(
-                int(rating.group(1)), where.channel if where else None, where.thread_ts if where else None))
+            await self.outbox.call("views_open", trigger_id=body["trigger_id"], view=views.form_modal(
+                pressed, where.channel if where else None, where.thread_ts if where else None))
 
     async def _on_button(self, body: dict[str, Any], action: dict[str, Any]) -> None:
-        line = action.get("value", "")
-        if _RATE_DOWN.fullmatch(line):
-            return  # answered by the modal
+        pressed = Button.pressed(action.get("value", ""))
+        if pressed.form is not None:
+            return  # runs when its modal is submitted
         actor = await self.actor(body["user"]["id"], body["user"].get("name", ""))
         where = self._where_of(body) or await self._direct(body["user"]["id"])
-        await self.run_line(line, actor, where)
+        await self.run_line(pressed.command, actor, where)
 
     def _where_of(self, body: dict[str, Any]) -> Where | None:
         """Where a button's answer goes: the thread of the message that holds it (None for Home and modals)."""
@@ -210,23 +208,21 @@ class SlackAdapter:
                 log.exception("could not tell %s that %s failed", where.user, line[:80])
 
     async def _run_line(self, line: str, actor: Actor, where: Where) -> None:
-        try:
-            cmd, _ = self.dispatcher.commands.parse(line)
-        except Exception as exc:  # noqa: BLE001 - rendered from the error table
-            await self.deliver(render_error(exc), where)
-            return
-        allowed = self.dispatcher.context(actor).has_role(cmd.role)  # a refusal needs no placeholder or thread
-        if cmd.path == ("chat",) and allowed:
-            await self.start_chat(line, actor, where)
+        await self.run(self.dispatcher.prepare_line(line, actor, where.place), where, line)
+
+    async def run(self, invocation: Invocation, where: Where, line: str = "") -> None:
+        """Run a prepared command and deliver its reply: in a thread of its own when it opens one, after a
+        "Working on…" placeholder when it is slow. Raises what Slack raises."""
+        if invocation.opens_thread:
+            await self.start_chat(invocation, where)
             return
         live = None
-        if cmd.slow and allowed:
+        if invocation.defer:
             live = await self._post_live(where, SlackMessage(
                 [context(f":hourglass_flowing_sand: Working on `{mrkdwn(line[:200])}`…")], "Working…"))
-        reply = await self.dispatcher.dispatch_line(line, actor, where.place)
-        await self.deliver(reply, where, live)
+        await self.deliver(await invocation.run(), where, live)
 
-    async def start_chat(self, line: str, actor: Actor, where: Where, seed: str | None = None) -> None:
+    async def start_chat(self, invocation: Invocation, where: Where, seed: str | None = None) -> None:
         """Open a chat in a thread (the one the request came from, or a new one under a message posted for it)."""
         root = None
         if where.thread_ts is None:
@@ -235,12 +231,12 @@ class SlackAdapter:
             if root is None:
                 return
             where = dataclasses.replace(where, thread_ts=root.ref.ts)
-        reply = await self.dispatcher.dispatch_line(line, actor, where.place)
+        reply = await invocation.at(where.place).run()
         if not reply.ephemeral:
             reply.text = f"{reply.text} Reply in this thread to talk to it.".strip()
         await self.deliver(reply, where, root)
         if seed and not reply.ephemeral:
-            await self.answer(actor, where, seed)
+            await self.answer(invocation.context.actor, where, seed)
 
     async def deliver(self, reply: Reply, where: Where, live: LiveMessage | None = None) -> None:
         """Post a reply (privately when ephemeral), continue it in the thread, upload its files, follow its job."""
@@ -402,23 +398,21 @@ class SlackAdapter:
         seed = json.loads(raw)
         model = values["model"]["model"]["selected_option"]["value"]
         system = (values.get("system", {}).get("system", {}).get("value") or "").strip()
-        line = f"/chat {shlex.quote(model)}" + (f" system:{shlex.quote(system)}" if system else "")
         actor = await self.actor(user)
         where = Where(seed["channel"], user, seed["thread"], team=(body.get("team") or {}).get("id"))
-        await self.start_chat(line, actor, where, seed=seed["text"])
+        invocation = self.dispatcher.prepare(("chat",), {"model": model, "system": system or None}, actor, where.place)
+        await self.start_chat(invocation, where, seed=seed["text"])
 
-    async def _on_rate(self, body: dict[str, Any], view: dict[str, Any]) -> None:
+    async def _on_form(self, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """A button's form was submitted: run its line with what it asked for, where the button was."""
         meta = json.loads(view.get("private_metadata") or "{}")
-        values = view["state"]["values"]
-        reason = values["reason"]["reason"]["selected_option"]["value"]
-        comment = (values.get("comment", {}).get("comment", {}).get("value") or "").strip() or None
+        form = FORMS[meta.get("form", "down")]  # modals opened before forms had names were the 👎 one
+        value = str(meta.get("value", meta.get("message", "")))
         user = body["user"]["id"]
         actor = await self.actor(user)
         where = Where(meta["channel"], user, meta.get("thread")) if meta.get("channel") else await self._direct(user)
-        reply = await self.dispatcher.dispatch(("rate",), {"rating": "down", "reason": reason,
-                                                           "message": meta["message"], "comment": comment},
-                                               actor, where.place)
-        await self.deliver(reply, where)
+        more = views.form_values(form, view["state"]["values"])
+        await self.run(self.dispatcher.prepare_line(form.line_for(value), actor, where.place, more), where)
 
     async def _open_upload(self, body: dict[str, Any]) -> None:
         await self.outbox.call("views_open", trigger_id=body["trigger_id"], view=views.upload_modal())

@@ -37,7 +37,7 @@ MESSAGE_CHARS = 3800
 STREAM_CHARS = 3500  # an answer streams into one message up to this, then continues in the next
 FALLBACK_CHARS = 3000  # the notification text that goes with blocks
 ACTION_PREFIX = "mb_run_"
-FEEDBACK_ACTION = f"{ACTION_PREFIX}feedback"  # 👍/👎 feedback buttons: the pressed one's value is its command line
+FEEDBACK_ACTION = f"{ACTION_PREFIX}feedback"  # 👍/👎 feedback buttons: the pressed one's value is its payload
 MARKDOWN_CHARS = 12000  # markdown_text in one streaming call, as documented
 _RATE = re.compile(r"/rate (up|down) ")
 _ICONS = {"success": ":white_check_mark: ", "warning": ":warning: ", "error": ":x: ", "info": ""}
@@ -127,9 +127,9 @@ def section(text: str, accessory: dict[str, Any] | None = None) -> dict[str, Any
 
 
 def feedback(up: Button, down: Button) -> dict[str, Any]:
-    """Slack's 👍/👎 feedback buttons (a context_actions block); pressing one runs its command line."""
+    """Slack's 👍/👎 feedback buttons (a context_actions block); pressing one runs its line or opens its form."""
     def side(b: Button) -> dict[str, Any]:
-        return {"text": {"type": "plain_text", "text": b.label[:BUTTON_CHARS]}, "value": b.command[:VALUE_CHARS],
+        return {"text": {"type": "plain_text", "text": b.label[:BUTTON_CHARS]}, "value": b.payload[:VALUE_CHARS],
                 "accessibility_label": ("Good answer" if b is up else "Bad answer")}
 
     return {"type": "context_actions", "elements": [{"type": "feedback_buttons", "action_id": FEEDBACK_ACTION,
@@ -142,8 +142,8 @@ def context(text: str) -> dict[str, Any]:
 
 
 def button(b: Button, action_id: str) -> dict[str, Any]:
-    """A Block Kit button that runs its command line when pressed (the line is its value)."""
-    element: dict[str, Any] = {"type": "button", "action_id": action_id, "value": b.command[:VALUE_CHARS],
+    """A Block Kit button that runs its command line (or opens its form) when pressed: its payload is its value."""
+    element: dict[str, Any] = {"type": "button", "action_id": action_id, "value": b.payload[:VALUE_CHARS],
                                "text": {"type": "plain_text", "text": b.label[:BUTTON_CHARS], "emoji": True}}
     if b.style in ("primary", "danger"):
         element["style"] = b.style

@@ -1,4 +1,4 @@
-"""Slack surfaces other than messages: the App Home tab and the modals (browse, rate, ask a model, upload)."""
+"""Slack surfaces other than messages: the App Home tab and the modals (browse, a button's form, ask a model, upload)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,23 @@ from typing import Any
 
 from modelbay.adapters.slack.blocks import ACTION_PREFIX, button, context, mrkdwn, section
 from modelbay.bot.commands._args import CATEGORIES
-from modelbay.bot.reply import Button
-from modelbay.engine.chat.records import DOWN_REASONS, SessionRecord
+from modelbay.bot.reply import Ask, Button, Form
+from modelbay.engine.chat.records import SessionRecord
 from modelbay.engine.catalog.discovery import SearchHit
 from modelbay.engine.records import JobRecord, ModelRecord
 from modelbay.engine.units import ago, human_bytes, human_count
 from modelbay.engine.uploads import DATASET_SUFFIXES
 
 __all__ = [
-    "ASK", "BROWSE", "BROWSE_CATEGORY", "BROWSE_QUERY", "RATE", "UPLOAD", "UPLOAD_FILE",
-    "ask_modal", "browse_modal", "home_view", "rate_modal", "upload_modal",
+    "ASK", "BROWSE", "BROWSE_CATEGORY", "BROWSE_QUERY", "FORM", "UPLOAD", "UPLOAD_FILE",
+    "ask_modal", "browse_modal", "form_modal", "home_view", "upload_modal",
 ]
 
 # callback and action ids the app listens for
 BROWSE = "mb_browse"
 BROWSE_QUERY = "mb_browse_query"
 BROWSE_CATEGORY = "mb_browse_category"
-RATE = "mb_rate"
+FORM = "mb_rate"  # a button's form (named when the 👎 reason was the only one: open modals still submit to it)
 ASK = "mb_ask"
 UPLOAD = "mb_upload"
 UPLOAD_FILE = "mb_upload_file"
@@ -98,18 +98,38 @@ def browse_modal(hits: Sequence[SearchHit], *, query: str, category: str | None,
     return _modal(BROWSE, "Browse models", blocks, metadata={"query": query, "category": category})
 
 
-def rate_modal(message_id: int, channel: str | None, thread: str | None) -> dict[str, Any]:
-    """The small 👎 modal: what was wrong, and an optional comment."""
-    reasons = [_option(r.replace("_", " ").capitalize().replace("Didnt", "Didn't"), r) for r in DOWN_REASONS]
-    blocks = [
-        {"type": "input", "block_id": "reason", "label": _plain("What was wrong?"),
-         "element": {"type": "static_select", "action_id": "reason", "options": reasons,
-                     "placeholder": _plain("Pick a reason")}},
-        {"type": "input", "block_id": "comment", "optional": True, "label": _plain("Anything else?"),
-         "element": {"type": "plain_text_input", "action_id": "comment", "multiline": True, "max_length": 1000}},
-    ]
-    return _modal(RATE, f"Rate answer #{message_id}"[:24], blocks, submit="Send",
-                  metadata={"message": message_id, "channel": channel, "thread": thread})
+def _input(ask: Ask) -> dict[str, Any]:
+    """One asked value as an input block (block and action ids: the argument it fills)."""
+    element: dict[str, Any]
+    if ask.choices:
+        element = {"type": "static_select", "action_id": ask.arg,
+                   "options": [_option(label, value) for value, label in ask.choices]}
+    else:
+        element = {"type": "plain_text_input", "action_id": ask.arg, "multiline": ask.long,
+                   "max_length": ask.max_length}
+    if ask.placeholder:
+        element["placeholder"] = _plain(ask.placeholder, 150)
+    return {"type": "input", "block_id": ask.arg, "optional": ask.optional, "label": _plain(ask.label),
+            "element": element}
+
+
+def form_modal(button: Button, channel: str | None, thread: str | None) -> dict[str, Any]:
+    """A button's form as a modal (e.g. the 👎 one: what was wrong, and an optional comment)."""
+    assert button.form is not None
+    form = button.form
+    return _modal(FORM, form.title.format(button.value)[:24], [_input(ask) for ask in form.asks], submit=form.submit,
+                  metadata={"form": form.name, "value": button.value, "channel": channel, "thread": thread})
+
+
+def form_values(form: Form, state: dict[str, Any]) -> dict[str, str]:
+    """The values a submitted form modal holds, by argument (left-out optional ones are absent)."""
+    values: dict[str, str] = {}
+    for ask in form.asks:
+        entry = state.get(ask.arg, {}).get(ask.arg, {})
+        value = (entry.get("selected_option") or {}).get("value") if ask.choices else entry.get("value")
+        if value and value.strip():
+            values[ask.arg] = value.strip()
+    return values
 
 
 def ask_modal(models: Sequence[ModelRecord], seed_key: str, preview: str) -> dict[str, Any]:

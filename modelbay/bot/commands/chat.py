@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
+from modelbay.bot.commands._args import MODEL
 from modelbay.bot.context import Context
-from modelbay.bot.reply import Button, Field, Reply
+from modelbay.bot.reply import Ask, Button, Field, Reply, form
 from modelbay.bot.spec import Arg, ArgType, command
 from modelbay.engine.chat.records import DOWN_REASONS, UP_REASONS
+
+__all__ = ["RATE_DOWN", "SYSTEM_PROMPT", "end_chat", "rate", "start_chat"]
+
+SYSTEM_MAX = 4000  # characters of a system prompt
+COMMENT_MAX = 1000  # characters of a rating's comment
+
+
+def _reason(reason: str) -> str:
+    return reason.replace("_", " ").capitalize().replace("Didnt", "Didn't")
+
+
+RATE_DOWN = form(
+    "down", "/rate down message:{}", "Rate answer #{}",
+    (Ask("reason", "What was wrong?", tuple((r, _reason(r)) for r in DOWN_REASONS), placeholder="Pick a reason",
+         skip="No reason, just 👎"),
+     Ask("comment", "Anything else?", optional=True, long=True, max_length=COMMENT_MAX)),
+    legacy=True,  # 👎 buttons sent before forms carry "/rate down message:N"
+)
+"""👎 on an answer: what was wrong with it (and, where the platform asks more than one thing, a comment)."""
+
+SYSTEM_PROMPT = form(
+    "sys", "/chat {}", "System prompt",
+    (Ask("system", "How should the model behave?", placeholder="You are a concise assistant who answers in plain "
+         "English.", long=True, max_length=SYSTEM_MAX),),
+)
+"""Restart the chat with a model with a system prompt (the value is the model's name)."""
 
 
 @command(
     "chat",
     help="Chat with an installed model here: your next messages go to it and answers stream in.",
-    args=(
-        Arg("model", "Model name.", required=True, autocomplete="model"),
-        Arg("system", "A system prompt for the whole chat.", rest=True, max_length=4000),
-    ),
+    args=(MODEL, Arg("system", "A system prompt for the whole chat.", rest=True, max_length=SYSTEM_MAX)),
     role="user",
     slow=True,  # the first in-process chat loads the model
+    opens_thread=True,  # a chat lives in a thread: its messages go to the model
 )
 async def start_chat(ctx: Context, model: str, system: str | None) -> Reply:
     """Open a session bound to this thread or channel."""
@@ -48,7 +73,7 @@ async def end_chat(ctx: Context) -> Reply:
         Arg("rating", "up or down.", required=True, choices=("up", "down")),
         Arg("reason", "Why.", choices=UP_REASONS + DOWN_REASONS),
         Arg("message", "The answer's number (shown under it).", type=ArgType.INTEGER, min=1, max=2**53, named=True),
-        Arg("comment", "Anything else to say about it.", rest=True, max_length=1000),
+        Arg("comment", "Anything else to say about it.", rest=True, max_length=COMMENT_MAX),
     ),
     role="user",
 )
