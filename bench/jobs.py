@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rq.job import Job  # noqa: E402
 
 from modelbay.config import load_settings  # noqa: E402
-from modelbay.engine.jobs.jobs import JobKind, register_kind
+from modelbay.engine.jobs.kinds import JobKind, register_kind
 from modelbay.runtime import Runtime  # noqa: E402
 from modelbay.workers import JobContext  # noqa: E402
 

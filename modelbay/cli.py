@@ -107,7 +107,7 @@ def worker(
     from redis import Redis
     from rq import Queue
 
-    from modelbay.engine.jobs.jobs import QUEUES
+    from modelbay.engine.jobs.kinds import QUEUES
     from modelbay.logs import configure_logging
     from modelbay.workers.runner import install_resources
     from modelbay.workers.worker import Worker

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from modelbay.config import Settings, load_settings
 from modelbay.engine.db.database import Database
-from modelbay.engine.jobs.jobs import KINDS, JobKind, RetryPolicy, register_kind
+from modelbay.engine.jobs.kinds import KINDS, JobKind, RetryPolicy, register_kind
 from tests.support.hub import hub  # noqa: F401 - fixture
 from tests.support.tinymodel import tiny_chat_model, tiny_model  # noqa: F401 - fixtures
 

@@ -33,7 +33,7 @@ from modelbay.engine.catalog.discovery import SearchHit
 from modelbay.engine.errors import ModelBayError, NotAllowed, shown
 from modelbay.engine import hardware as hw
 from modelbay.engine.installs.installs import InstallTicket
-from modelbay.engine.jobs.jobs import ProgressEvent
+from modelbay.engine.jobs.progress import ProgressEvent
 from modelbay.engine.records import JobRecord, ModelQuery, ModelRecord, SortKey, VersionRecord
 from modelbay.engine.db.schema.catalog import Category
 from modelbay.runtime import Runtime
@@ -212,8 +212,8 @@ class ProgressOut(BaseModel):
     def of(cls, e: ProgressEvent) -> ProgressOut:
         """Translate a job progress event."""
         d = e.detail
-        return cls(job_id=e.job_id, status=e.status, progress=e.progress, message=e.message, bytes=d.get("bytes"),
-                   total=d.get("total"), rate=d.get("rate"), eta=d.get("eta"))
+        return cls(job_id=e.job_id, status=e.status, progress=e.progress, message=e.message, bytes=d.bytes,
+                   total=d.total, rate=d.rate, eta=d.eta)
 
 
 class CompleteOut(BaseModel):

@@ -30,7 +30,7 @@ from modelbay.bot.errors import render_error
 from modelbay.bot.progress import watch
 from modelbay.bot.spec import ArgType
 from modelbay.engine.chat.records import Answered, AnswerRecord, Delta, Notice, Place
-from modelbay.engine.jobs.jobs import ProgressEvent
+from modelbay.engine.jobs.progress import ProgressEvent
 
 __all__ = ["ConsoleApp", "render"]
 
@@ -286,7 +286,7 @@ class ConsoleApp:
             await self.handle(f"/jobs cancel {job_id}")
         except Exception as exc:  # the queue or database went away: say so and keep the console running
             self.out.print(render(render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)))
-        if last is not None and last.detail.get("ready") and not last.terminal:
+        if last is not None and last.detail.ready and not last.terminal:
             self.out.print(f"[green]{escape(label)} {job_id}: {escape(last.message or 'ready')}[/]", highlight=False)
         if last is not None and last.terminal:
             tone = {"finished": "green", "failed": "red", "canceled": "yellow"}[last.status]

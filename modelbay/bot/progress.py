@@ -11,7 +11,8 @@ from typing import Any
 from modelbay.bot.bridge import in_thread
 from modelbay.bot.live import LiveMessage
 from modelbay.bot.reply import Reply
-from modelbay.engine.jobs.jobs import Jobs, ProgressEvent
+from modelbay.engine.jobs.jobs import Jobs
+from modelbay.engine.jobs.progress import ProgressEvent
 from modelbay.engine.units import human_bytes
 
 __all__ = ["advance", "describe", "follow", "following", "watch"]
@@ -28,7 +29,7 @@ async def watch(jobs: Jobs, job_id: str, *, poll: float = 0.5) -> AsyncIterator[
         # Redis pub/sub reads block, so they run on a stream thread; `stop` ends them when the reader leaves.
         for event in jobs.events(job_id, poll=poll, stop=stop):
             yield event
-            if event.detail.get("ready"):
+            if event.detail.ready:
                 return  # a long-lived job (a model server) is up: nothing more to follow
 
     try:
@@ -47,12 +48,12 @@ def describe(event: ProgressEvent) -> str:
     """The progress message with its measurements: 'model.safetensors · 1.2 GB of 2.9 GB · 12 MB/s · 2 min left'."""
     d = event.detail
     parts = [event.message] if event.message else []
-    if d.get("total"):
-        parts.append(f"{human_bytes(d.get('bytes') or 0)} of {human_bytes(d['total'])}")
-    if d.get("rate"):
-        parts.append(f"{human_bytes(d['rate'])}/s")
-    if d.get("eta") is not None and not event.terminal:
-        eta = float(d["eta"])
+    if d.total:
+        parts.append(f"{human_bytes(d.bytes or 0)} of {human_bytes(d.total)}")
+    if d.rate:
+        parts.append(f"{human_bytes(d.rate)}/s")
+    if d.eta is not None and not event.terminal:
+        eta = float(d.eta)
         parts.append(f"{eta:.0f} s left" if eta < 90 else f"{eta / 60:.0f} min left")
     return " · ".join(parts)
 
@@ -63,7 +64,7 @@ def advance(reply: Reply, event: ProgressEvent) -> Reply:
     if progress is None:
         return reply
     shown = replace(progress, fraction=event.progress, status=event.status, detail=describe(event) or None)
-    ready = bool(event.detail.get("ready")) and not event.terminal
+    ready = bool(event.detail.ready) and not event.terminal
     if event.status in _ENDED:
         tone, word = _ENDED[event.status]
         buttons = list(progress.done) if event.status == "finished" else []

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from redis import Redis
 
 from modelbay.engine.errors import ModelStoreUnusable, UnknownPrecision
-from modelbay.engine.jobs.jobs import JobKind, Jobs, register_kind
+from modelbay.engine.jobs.jobs import Jobs
+from modelbay.engine.jobs.kinds import PROBE
 
 if TYPE_CHECKING:
     from modelbay.config import Settings
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 CACHE_KEY = "modelbay:hardware"
 FRESH_FOR = 300  # seconds; free memory and disk change as models are installed and served
-PROBE_KIND = "hardware.probe"
+PROBE_KIND = PROBE.name
 PROBE_REQUESTER = "system:hardware"  # the jobs list shows who asked; here no person did
 NVIDIA_SMI_TIMEOUT = 10  # seconds; a wedged driver makes nvidia-smi hang rather than fail
 
@@ -57,10 +58,6 @@ PRECISIONS: dict[str, float] = {"fp16": 2.0, "int8": 1.0, "4bit": 0.5}
 # allocator slack: 300-500 MiB). Fractions keep memory_needed and max_parameters exact inverses.
 WEIGHTS_FACTOR = Fraction(6, 5)
 RUNTIME_OVERHEAD = 512 * 2**20
-
-# The probe runs on a gpu-queue worker, because in a deployment that is where the GPUs are, not the bot host.
-register_kind(JobKind(PROBE_KIND, "modelbay.workers.jobs.probe.probe", "gpu", timeout=60,
-                      description="Probe RAM, GPU memory and free disk where the gpu workers run."))
 
 
 @dataclass(frozen=True)

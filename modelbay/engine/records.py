@@ -6,7 +6,10 @@ import enum
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import datetime
 from functools import cache
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from modelbay.engine.jobs.progress import ProgressDetail  # engine.jobs imports this module
 
 __all__ = ["JobRecord", "ModelQuery", "ModelRecord", "SortKey", "VersionRecord", "record_fields", "record_from_row"]
 
@@ -180,7 +183,7 @@ class JobRecord:
     queue: str
     status: str
     progress: float
-    progress_detail: dict[str, Any]
+    progress_detail: ProgressDetail  # its latest report, with its message
     requester: str
     params: dict[str, Any]
     result: dict[str, Any] | None

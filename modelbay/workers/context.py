@@ -8,7 +8,8 @@ from typing import Any
 
 from modelbay.config import Settings
 from modelbay.engine.db.database import Database
-from modelbay.engine.jobs.jobs import JobCanceled, Jobs, ProgressEvent
+from modelbay.engine.jobs.jobs import JobCanceled, Jobs
+from modelbay.engine.jobs.progress import ProgressDetail, ProgressEvent
 
 __all__ = ["JobContext"]
 
@@ -33,17 +34,23 @@ class JobContext:
     _phase: str | None = field(default=None, repr=False)
 
     def progress(self, fraction: float | None = None, message: str | None = None, *, force: bool = False,
-                 **detail: Any) -> None:
-        """Report progress (0..1), a message and details, throttled unless forced; raise JobCanceled on cancel."""
+                 detail: ProgressDetail | None = None, **values: Any) -> None:
+        """Report progress (0..1), a message and details, throttled unless forced; raise JobCanceled on cancel.
+
+        The details are a `ProgressDetail` (or a subclass), its fields given as keywords (`phase=`, `bytes=`,
+        `total=`, `rate=`, `eta=`...; other names go to its `extra`), or both.
+        """
         self.check_canceled()
         if fraction is not None:
             self._fraction = min(max(float(fraction), 0.0), 1.0)
         if message is not None:
             self._message = message
+        detail = ProgressDetail.of(values) if detail is None else type(detail).of({**detail, **values})
         now = time.monotonic()
         # A new phase goes out at once; anything else (counters in the message included) waits its turn.
-        new_phase = detail.get("phase") is not None and detail.get("phase") != self._phase
-        self._phase = detail.get("phase", self._phase)
+        new_phase = detail.phase is not None and detail.phase != self._phase
+        if "phase" in detail:
+            self._phase = detail.phase
         if force or new_phase or now - self._published_at >= PUBLISH_EVERY:
             self._published_at = now
             self.jobs.publish_progress(ProgressEvent(self.job_id, "started", self._fraction, self._message, detail))

@@ -11,7 +11,7 @@ from rq import Queue, SimpleWorker
 from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
 
-from modelbay.engine.jobs.jobs import QUEUES
+from modelbay.engine.jobs.kinds import QUEUES
 
 __all__ = ["EmbeddedWorkers"]
 

@@ -45,9 +45,7 @@ from modelbay.engine.db.schema.analytics import AnalyticsEvent
 from modelbay.engine.db.schema.catalog import Model, ModelVersion
 from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
 from modelbay.engine.errors import AnswerNotFound, BackendFailed, NeedsInstall, NoChatHere, NotServed, WrongReason
-from modelbay.engine.inference.backends.base import Adjusted, Backend, Finished, Generation
-from modelbay.engine.inference.backends.openai import OpenAIBackend
-from modelbay.engine.inference.backends.transformers import TransformersBackend
+from modelbay.engine.inference.backends.base import BACKENDS, Adjusted, Backend, Finished, Generation
 from modelbay.engine.inference.serving import ServerRecord, Servers, installed_version
 from modelbay.engine.inference.templates import no_system_notice
 from modelbay.engine.installs.loadable import check_folder
@@ -62,6 +60,11 @@ HISTORY_LIMIT = 200  # turns kept in Redis per session; the context window trims
 BACKEND_FRESH_FOR = 10.0  # seconds a chosen backend is reused before the server table is read again
 KEEP_IN_PROCESS = 2  # models kept loaded for in-process answers; the least recently used one goes first
 KEEP_BACKENDS = 16  # backends kept in all (HTTP ones hold only a connection pool)
+# The backends (BACKENDS names) that answer: a version's running server, else a model loaded in this process.
+# SERVED_BY is built as cls(endpoint, served name, model_path=, api_key=, label=, context_length=), IN_PROCESS as
+# cls(model folder, label=).
+SERVED_BY = "vllm"
+IN_PROCESS = "transformers"
 # Seconds this process trusts what it last read of the chat open at a place; opening or closing a chat here
 # updates it at once, another process's change shows after at most this long.
 PLACE_FRESH_FOR = 5.0
@@ -247,7 +250,7 @@ class Chats:
                 if adapter is not None:
                     server = self.servers.load_adapter(server, adapter, version.local_path)
                 name = adapter or server.served_name
-                backend: Backend = OpenAIBackend(
+                backend: Backend = BACKENDS[SERVED_BY](
                     server.endpoint, name, model_path=base.local_path, api_key=server.api_key, label=model.name,
                     context_length=_served_context(server.endpoint, server.served_name, server.api_key))
             elif adapter is not None:
@@ -257,7 +260,7 @@ class Chats:
             else:
                 check_folder(Path(version.local_path), model.name)  # files removed since: one line, not a traceback
                 self._make_room_for_a_model()
-                backend = TransformersBackend(version.local_path, label=model.name)
+                backend = BACKENDS[IN_PROCESS](version.local_path, label=model.name)
             with self._backends_lock:
                 replaced = self._backends.pop(version.id, None)
                 held = self._backends[version.id] = _Held(backend, server, time.monotonic(), streams=int(lease))
@@ -280,7 +283,7 @@ class Chats:
 
     def _evict_loaded(self, keep: int) -> list[_Held]:
         """Take the least recently used in-process backends out past `keep` of them (call with the lock held)."""
-        loaded = [v for v, h in self._backends.items() if isinstance(h.backend, TransformersBackend)]
+        loaded = [v for v, h in self._backends.items() if h.backend.in_process]
         return [self._backends.pop(v) for v in loaded[:max(0, len(loaded) - keep)]]
 
     def _retire(self, held: list[_Held]) -> None:

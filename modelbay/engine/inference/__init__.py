@@ -5,9 +5,9 @@ from modelbay.engine.inference.backends.base import Adjusted, Backend, Finished,
 from modelbay.engine.inference.backends.openai import OpenAIBackend
 from modelbay.engine.inference.backends.transformers import TransformersBackend
 from modelbay.engine.inference.context import Prompt, fit_to_context
-from modelbay.engine.inference.serving import SERVE, ServerRecord, Servers
+from modelbay.engine.inference.serving import ServerRecord, Servers
 
 __all__ = [
     "Adjusted", "Backend", "Finished", "fit_to_context", "Generation", "InferenceUnavailable", "OpenAIBackend",
-    "Prompt", "SERVE", "ServerRecord", "Servers", "TransformersBackend",
+    "Prompt", "ServerRecord", "Servers", "TransformersBackend",
 ]

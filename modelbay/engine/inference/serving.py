@@ -20,19 +20,15 @@ from sqlalchemy import select
 from modelbay.config import Settings
 from modelbay.engine.db.database import Database
 from modelbay.engine.errors import NeedsInstall, ServerFailed, ServerNotRunning
-from modelbay.engine.jobs.jobs import JobKind, Jobs, register_kind
+from modelbay.engine.jobs.jobs import Jobs
+from modelbay.engine.jobs.kinds import SERVE
 from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord, record_from_row
 from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.db.schema.serving import Server, ServerState
 
-__all__ = ["SERVE", "ServerRecord", "Servers", "installed_version", "served_name", "settle"]
+__all__ = ["ServerRecord", "Servers", "installed_version", "served_name", "settle"]
 
 log = logging.getLogger(__name__)
-
-SERVE = register_kind(JobKind(
-    "model.serve", "modelbay.workers.jobs.serve.serve", "gpu", timeout=-1,  # a server runs until it is stopped
-    description="Start and supervise a vLLM server for an installed model.", on_end="modelbay.engine.inference.serving.settle",
-))
 
 
 @dataclass(frozen=True)

@@ -23,17 +23,13 @@ from modelbay.engine.ids import is_repo_id, validate_repo_id, validate_revision
 from modelbay.engine.installs.files import check_listing, select_files
 from modelbay.engine.installs.loadable import check_folder, inspect
 from modelbay.engine.installs.store import ModelStore
-from modelbay.engine.jobs.jobs import JobKind, Jobs, RetryPolicy, register_kind
+from modelbay.engine.jobs.jobs import Jobs
+from modelbay.engine.jobs.kinds import INSTALL
 from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord
 from modelbay.engine.units import human_bytes
 
-__all__ = ["INSTALL", "InstallTicket", "Installs"]
+__all__ = ["InstallTicket", "Installs", "settle"]
 
-
-# Downloads get their own queue (never behind training), six hours, and two retries for transient errors.
-INSTALL = register_kind(JobKind("install", "modelbay.workers.jobs.install.install", "downloads", timeout=6 * 3600,
-                                retry=RetryPolicy(max=2, intervals=(5, 30)), description="Download and verify",
-                                on_end="modelbay.engine.installs.installs.settle"))
 
 PREFLIGHT_TIMEOUTS = 2  # hub timeouts the whole pre-flight (listing, small JSON reads, access check) may take
 _CATALOG_SOURCES = {"catalog": "huggingface"}  # the curated catalog's entries come from the hub

@@ -1,4 +1,4 @@
-"""Long operations as RQ jobs: kinds with their queue, timeout and retry policy; submit, watch, cancel."""
+"""Long operations as RQ jobs: submit one of the registered kinds (`kinds.py`), watch its progress, cancel it."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from redis import Redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
@@ -34,94 +33,16 @@ from modelbay.engine.errors import (
 )
 from modelbay.engine.records import JobRecord, record_from_row
 from modelbay.engine.jobs.scheduling import enqueue_overdue
+from modelbay.engine.jobs.kinds import KINDS, RUNNER, JobKind
+from modelbay.engine.jobs.progress import ProgressDetail, ProgressEvent
 from modelbay.engine.db.schema.jobs import JobRow, JobStatus
 
-__all__ = [
-    "KINDS",
-    "QUEUES",
-    "JobCanceled",
-    "JobKind",
-    "Jobs",
-    "ProgressEvent",
-    "RetryPolicy",
-    "UnknownJobKind",
-    "register_kind",
-]
+__all__ = ["JobCanceled", "Jobs", "UnknownJobKind"]
 
 log = logging.getLogger(__name__)
 
-QueueName = Literal["downloads", "cpu", "gpu"]
-# Downloads have their own queue so they never wait behind training on the gpu queue.
-QUEUES: tuple[QueueName, ...] = ("downloads", "cpu", "gpu")
-RUNNER = "modelbay.workers.runner.execute"
-TERMINAL = frozenset({"finished", "failed", "canceled"})
 _WAITING = {RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED}
 _ENQUEUE_GRACE = timedelta(seconds=30)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and after which delays a failed job runs again."""
-
-    max: int = 0
-    intervals: tuple[int, ...] = (0,)
-
-    def to_rq(self) -> Retry | None:
-        """Return RQ's Retry for this policy, or None when the job never retries."""
-        return Retry(max=self.max, interval=list(self.intervals)) if self.max else None
-
-
-@dataclass(frozen=True)
-class JobKind:
-    """A kind of long operation: the job function and the policy it runs under."""
-
-    name: str
-    func: str  # dotted path of f(ctx: JobContext, **params) -> dict | None, imported inside the job
-    queue: QueueName
-    timeout: int  # seconds before RQ stops the job
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    description: str = ""
-    on_end: str | None = None  # dotted path of f(db, JobRecord), called once the job has ended in any way
-
-
-KINDS: dict[str, JobKind] = {}
-
-
-def register_kind(kind: JobKind) -> JobKind:
-    """Make a job kind available to submit; built-in kinds register the same way as extensions."""
-    if kind.queue not in QUEUES:
-        raise ValueError(f"queue must be one of {QUEUES}")
-    KINDS[kind.name] = kind
-    return kind
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """One progress report of a job, as published on its channel."""
-
-    job_id: str
-    status: str
-    progress: float
-    message: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def terminal(self) -> bool:
-        """Whether the job has ended."""
-        return self.status in TERMINAL
-
-    def to_json(self) -> str:
-        """Serialize for the pub/sub channel."""
-        return json.dumps(
-            {"job_id": self.job_id, "status": self.status, "progress": self.progress,
-             "message": self.message, "detail": self.detail}
-        )
-
-    @classmethod
-    def from_json(cls, data: str | bytes) -> ProgressEvent:
-        """Parse a channel message."""
-        raw = json.loads(data)
-        return cls(raw["job_id"], raw["status"], raw["progress"], raw.get("message"), raw.get("detail") or {})
 
 
 def _now() -> datetime:
@@ -129,7 +50,7 @@ def _now() -> datetime:
 
 
 def _record(row: JobRow) -> JobRecord:
-    return record_from_row(JobRecord, row)
+    return record_from_row(JobRecord, row, progress_detail=ProgressDetail.of(row.progress_detail))
 
 
 class _Seen(NamedTuple):
@@ -152,7 +73,7 @@ class Jobs:
     """Submits, tracks and cancels jobs; the database row is the record, RQ runs the work."""
 
     def __init__(
-        self, db: Database, redis: Redis, *, kinds: dict[str, JobKind] | None = None, worker_ttl: int = 60,
+        self, db: Database, redis: Redis, *, kinds: Mapping[str, JobKind] | None = None, worker_ttl: int = 60,
         in_process: bool = False,
     ) -> None:
         self._db = db
@@ -230,8 +151,8 @@ class Jobs:
         if not record.active and before.active:
             self._publish(ProgressEvent(record.id, record.status, record.progress, record.error))
             self._ended(record)
-        elif record.progress_detail.get("message") != before.message:
-            self._publish(ProgressEvent(record.id, record.status, record.progress, record.progress_detail["message"],
+        elif record.progress_detail.message != before.message:
+            self._publish(ProgressEvent(record.id, record.status, record.progress, record.progress_detail.message,
                                         record.progress_detail))
         return record
 
@@ -398,7 +319,7 @@ class Jobs:
             module_name, _, attr = kind.on_end.rpartition(".")
             getattr(importlib.import_module(module_name), attr)(self._db, record)
 
-    def save_progress(self, job_id: str, progress: float, message: str | None, detail: dict[str, Any]) -> None:
+    def save_progress(self, job_id: str, progress: float, message: str | None, detail: Mapping[str, Any]) -> None:
         """Store a progress report in the job's row (a report lost to a database outage is logged and skipped)."""
         try:
             self._store_progress(job_id, progress, message, detail)
@@ -408,12 +329,12 @@ class Jobs:
             log.warning("progress of job %s not stored: the database is unavailable", job_id, exc_info=True)
 
     @idempotent
-    def _store_progress(self, job_id: str, progress: float, message: str | None, detail: dict[str, Any]) -> None:
+    def _store_progress(self, job_id: str, progress: float, message: str | None, detail: Mapping[str, Any]) -> None:
         with self._db.session() as session:
             row = session.get(JobRow, job_id)
             if row is not None and row.status.active:
                 row.progress = progress
-                row.progress_detail = {**detail, "message": message}
+                row.progress_detail = {**detail, "message": message}  # the JSON object of a ProgressDetail
 
     def publish_progress(self, event: ProgressEvent) -> None:
         """Publish a progress report to the job's channel."""
@@ -430,7 +351,7 @@ class Jobs:
         try:
             record = self.get(job_id)
             last = ProgressEvent(job_id, record.status, record.progress,
-                                 record.error or record.progress_detail.get("message"), record.progress_detail)
+                                 record.error or record.progress_detail.message, record.progress_detail)
             yield last
             while not last.terminal and not (stop is not None and stop.is_set()):
                 message = pubsub.get_message(timeout=poll)

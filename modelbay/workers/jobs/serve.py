@@ -28,7 +28,6 @@ from modelbay.engine.jobs.jobs import JobCanceled
 from modelbay.engine.installs.loadable import check_folder
 from modelbay.engine.db.schema.catalog import ModelVersion
 from modelbay.engine.db.schema.serving import Server, ServerState
-from modelbay.engine.inference.serving import SERVE
 from modelbay.workers.context import JobContext
 from modelbay.workers.vllm_pythonpath import modelbay_vllm_auth
 

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from modelbay.config import Settings
 from modelbay.engine.catalog.sources.transfer import ByteMeter
+from modelbay.engine.extensions import Extensions
 
 __all__ = ["READ_LIMIT", "ModelSource", "RemoteFile", "RemoteModel", "SOURCES", "guess_category", "register_source"]
 
@@ -96,7 +97,11 @@ def guess_category(pipeline_tag: str | None, tags: tuple[str, ...] | list[str]) 
 
 
 class ModelSource(ABC):
-    """A place models come from; a new source is a class with these three methods."""
+    """A place models come from; a new source is a class with these three methods and a `name`.
+
+    Sources are registered through the `register_sources` plugin hook (`modelbay/hookspecs.py`); the built-in
+    ones in `modelbay/default_plugins/sources.py`, and `examples/model_source.py` shows one from a plugin.
+    """
 
     name: ClassVar[str]
 
@@ -131,10 +136,10 @@ class ModelSource(ABC):
         return nullcontext()
 
 
-SOURCES: dict[str, type[ModelSource]] = {}
+# Source classes by name, filled through the `register_sources` hook the first time it is read.
+SOURCES: Extensions[type[ModelSource]] = Extensions("register_sources", lambda cls: cls.name)
 
 
 def register_source(cls: type[ModelSource]) -> type[ModelSource]:
-    """Make a source available by its name; built-ins register the same way as extensions."""
-    SOURCES[cls.name] = cls
-    return cls
+    """Make a source available by its name (replacing one of the same name); plugins use the hook instead."""
+    return SOURCES.register(cls)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modelbay.config import Settings
-from modelbay.engine.catalog.sources.base import READ_LIMIT, ModelSource, RemoteFile, RemoteModel, register_source
+from modelbay.engine.catalog.sources.base import READ_LIMIT, ModelSource, RemoteFile, RemoteModel
 from modelbay.engine.catalog.sources.transfer import ByteMeter, TailHasher
 from modelbay.engine.errors import DownloadFailed, GatedModel, HubUnavailable, RepoNotFound, RevisionMissing
 from modelbay.engine.ids import validate_file_path, validate_repo_id, validate_revision
@@ -139,7 +139,6 @@ _PIPELINES = {"embedding": "feature-extraction", "chat": "text-generation", "cod
               "creative": "text-generation", "analysis": "text-generation", "domain": "text-generation"}
 
 
-@register_source
 class HubSource(ModelSource):
     """The Hugging Face Hub (or a mirror at MODELBAY_HUB_ENDPOINT), through huggingface_hub."""
 

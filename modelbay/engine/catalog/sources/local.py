@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from modelbay.engine.catalog.sources.base import READ_LIMIT, ModelSource, RemoteFile, RemoteModel, register_source
+from modelbay.engine.catalog.sources.base import READ_LIMIT, ModelSource, RemoteFile, RemoteModel
 from modelbay.engine.catalog.sources.transfer import ByteMeter
 from modelbay.engine.errors import RepoNotFound, RevisionMissing
 from modelbay.engine.ids import validate_file_path, validate_repo_id
@@ -13,7 +13,6 @@ from modelbay.engine.ids import validate_file_path, validate_repo_id
 __all__ = ["LocalFolderSource"]
 
 
-@register_source
 class LocalFolderSource(ModelSource):
     """A folder of model folders (`name/` or `owner/name/`, each with a config.json), for air-gapped sites."""
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from modelbay.engine.errors import InferenceUnavailable, TemplateRefused
+from modelbay.engine.extensions import Extensions
 from modelbay.engine.inference.context import Prompt, fit_to_context
 from modelbay.engine.inference.templates import ChatTemplate, Messages, alternating, folded
 
-__all__ = ["Adjusted", "Backend", "Finished", "Generation", "InferenceUnavailable"]
+__all__ = ["BACKENDS", "Adjusted", "Backend", "Finished", "Generation", "InferenceUnavailable", "register_backend"]
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,14 @@ class Adjusted:
 
 
 class Backend(ABC):
-    """Something that answers chat messages, streaming the answer as it is written."""
+    """Something that answers chat messages, streaming the answer as it is written.
 
-    name: str = "backend"
+    A new backend is a class with a `name` and `stream` (and a `template`, for `prompt` to count tokens with),
+    registered through the `register_backends` plugin hook; `examples/backend.py` shows one.
+    """
+
+    name: ClassVar[str] = "backend"  # what it registers under in BACKENDS, and what analytics records per answer
+    in_process: ClassVar[bool] = False  # loads the model into this process (counted against keep_in_process)
     context_length: int = 2048
     template: ChatTemplate  # the model's chat template (its tokenizer's, or read from its files on this host)
     _template_cost: tuple[int, int] | None = None  # (fixed tokens, tokens per message) the template adds
@@ -118,3 +125,13 @@ class Backend(ABC):
             self._template_cost = (fixed, per_message)
         fixed, per_message = self._template_cost
         return fixed + sum(len(m["content"].encode()) + per_message + 1 for m in messages)
+
+
+# Backend classes by name, filled through the `register_backends` hook the first time it is read. Chats answer
+# with BACKENDS["vllm"] where a server runs, else with BACKENDS["transformers"] in this process.
+BACKENDS: Extensions[type[Backend]] = Extensions("register_backends", lambda cls: cls.name)
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Make a backend available by its name (replacing one of the same name); plugins use the hook instead."""
+    return BACKENDS.register(cls)

@@ -108,6 +108,7 @@ class TransformersBackend(Backend):
     """
 
     name = "transformers"
+    in_process = True
 
     def __init__(self, model_path: str | Path, *, device: str | None = None, label: str | None = None) -> None:
         self.model_path = str(model_path)

@@ -1,0 +1,93 @@
+"""Every built-in kind of job, top to bottom: its queue, time limit, retries, job function and end hook.
+
+Job functions (`modelbay.workers.jobs.<module>.<func>`) and end hooks are named by dotted path, imported only
+where they run (a worker's work horse; whoever sees the job end), so this module imports no area of the engine
+and the worker parent never imports torch. `KINDS` is the registry `Jobs` submits from: the built-in kinds below
+and those of plugins, each added through the `register_job_kinds` hook (`modelbay/default_plugins/job_kinds.py`
+adds these).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rq import Retry
+
+from modelbay.engine.extensions import Extensions
+
+__all__ = [
+    "BUILT_IN", "INSTALL", "KINDS", "PROBE", "QUEUES", "RUNNER", "SERVE", "JobKind", "QueueName", "RetryPolicy",
+    "register_kind",
+]
+
+QueueName = Literal["downloads", "cpu", "gpu"]
+# Downloads have their own queue so they never wait behind training on the gpu queue.
+QUEUES: tuple[QueueName, ...] = ("downloads", "cpu", "gpu")
+# The one function RQ runs for every kind: it records the job's life around the kind's function.
+RUNNER = "modelbay.workers.runner.execute"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and after which delays (seconds) a failed job runs again."""
+
+    max: int = 0
+    intervals: tuple[int, ...] = (0,)
+
+    def to_rq(self) -> Retry | None:
+        """Return RQ's Retry for this policy, or None when the job never retries."""
+        return Retry(max=self.max, interval=list(self.intervals)) if self.max else None
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of long operation: the job function and the policy it runs under."""
+
+    name: str
+    func: str  # dotted path of f(ctx: JobContext, **params) -> dict | None, imported inside the job
+    queue: QueueName
+    timeout: int  # seconds before RQ stops the job; -1 for none
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    description: str = ""
+    on_end: str | None = None  # dotted path of f(db, JobRecord), called once the job has ended in any way
+
+
+# -- the built-in kinds --------------------------------------------------------------------------------------
+
+# Download and verify a model version's files into the store: six hours, two retries for transient errors
+# (ModelBay errors such as a checksum mismatch fail at once). The hook gives a version left mid-install a state.
+INSTALL = JobKind(
+    "install", "modelbay.workers.jobs.install.install", "downloads", timeout=6 * 3600,
+    retry=RetryPolicy(max=2, intervals=(5, 30)), description="Download and verify",
+    on_end="modelbay.engine.installs.installs.settle",
+)
+
+# Start vLLM for an installed version and supervise it until it is stopped: no time limit, no retries. The hook
+# leaves the server row stopped or down however the job ended (a dead worker included).
+SERVE = JobKind(
+    "model.serve", "modelbay.workers.jobs.serve.serve", "gpu", timeout=-1,
+    description="Start and supervise a vLLM server for an installed model.",
+    on_end="modelbay.engine.inference.serving.settle",
+)
+
+# Measure RAM, GPUs and free disk on a gpu worker (where the GPUs are in a deployment, not the bot host).
+PROBE = JobKind(
+    "hardware.probe", "modelbay.workers.jobs.probe.probe", "gpu", timeout=60,
+    description="Probe RAM, GPU memory and free disk where the gpu workers run.",
+)
+
+BUILT_IN: tuple[JobKind, ...] = (INSTALL, SERVE, PROBE)
+
+
+def _check(kind: JobKind) -> None:
+    if kind.queue not in QUEUES:
+        raise ValueError(f"queue must be one of {QUEUES}")
+
+
+KINDS: Extensions[JobKind] = Extensions("register_job_kinds", lambda kind: kind.name, _check)
+
+
+def register_kind(kind: JobKind) -> JobKind:
+    """Make a job kind available to submit (replacing one of the same name); plugins use the hook instead."""
+    return KINDS.register(kind)
