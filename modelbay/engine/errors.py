@@ -12,6 +12,8 @@ An error subclasses one category, which gives its default title, tone and HTTP s
 `bot/errors.py` holds the one table that gives each class its own title and any exception to its category's tone
 or status; the bot's own errors (`UnknownCommand`, `ArgumentInvalid`: commands are a bot concept) sit beside it.
 A value the user typed (or a hub listed) is echoed through `shown`: one line, control characters escaped, cut short.
+Public engine methods list the errors they raise in their docstrings (`Raises:`); any method that reads the
+database may also meet `DatabaseUnavailable`, which those lists leave out.
 """
 
 from __future__ import annotations

@@ -176,7 +176,11 @@ def _disk_free(model_store: Path) -> int:
 
 
 def probe(model_store: Path) -> Hardware:
-    """Measure this machine: RAM, GPUs (through nvidia-smi) and free disk in the model store."""
+    """Measure this machine: RAM, GPUs (through nvidia-smi) and free disk in the model store.
+
+    Raises:
+        ModelStoreUnusable: the model store cannot be created or measured.
+    """
     ram_total, ram_available = _memory()
     gpus, gpu_known = _probe_gpus()
     return Hardware(
@@ -195,7 +199,11 @@ def _bytes_per_parameter(precision: str) -> Fraction:
 
 
 def memory_needed(parameter_count: int, precision: str) -> int:
-    """Estimate the memory, in bytes, to run a model of parameter_count at precision: weights plus overhead."""
+    """Estimate the memory, in bytes, to run a model of parameter_count at precision: weights plus overhead.
+
+    Raises:
+        UnknownPrecision: precision is not one of PRECISIONS.
+    """
     return ceil(parameter_count * _bytes_per_parameter(precision)) + RUNTIME_OVERHEAD
 
 
@@ -233,7 +241,11 @@ class HardwareInfo:
         self._settings = settings
 
     def current(self, *, wait: float = 10.0) -> tuple[Hardware, str | None]:
-        """Return the GPU workers' hardware and None, or this machine's RAM and disk with a notice saying why."""
+        """Return the GPU workers' hardware and None, or this machine's RAM and disk with a notice saying why.
+
+        Raises:
+            ModelStoreUnusable: the workers did not answer and this machine's model store cannot be measured.
+        """
         cached = self._redis.get(CACHE_KEY)  # the worker sets it with a FRESH_FOR expiry: present means fresh
         if cached is not None:
             return Hardware.from_json(cached), None

@@ -48,7 +48,11 @@ class Uploads:
         self.max_bytes = settings.upload_max_bytes
 
     def check(self, filename: str, size: int | None) -> str:
-        """Refuse a file before fetching it when its kind or announced size is wrong; return the name stored."""
+        """Refuse a file before fetching it when its kind or announced size is wrong; return the name stored.
+
+        Raises:
+            UploadRefused: it is not a dataset file, or it is larger than MODELBAY_UPLOAD_MAX_BYTES.
+        """
         base = Path(filename.replace("\\", "/")).name
         name = _SAFE_NAME.sub("_", base).strip("._")[:100]
         suffix = Path(name).suffix.lower()
@@ -60,7 +64,11 @@ class Uploads:
         return name
 
     def save(self, owner: str, filename: str, chunks: Iterable[bytes], *, source: str) -> UploadRecord:
-        """Write a file streamed as chunks, refusing it (and keeping nothing) once it passes the size limit."""
+        """Write a file streamed as chunks, refusing it (and keeping nothing) once it passes the size limit.
+
+        Raises:
+            UploadRefused: it is not a dataset file, is empty, or passes MODELBAY_UPLOAD_MAX_BYTES.
+        """
         name = self.check(filename, None)
         folder = self._folder(owner)
         folder.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,12 @@ class Discovery:
 
     def search(self, text: str, *, source: str = "all", category: str | None = None, fits: bool = False,
                limit: int = 15) -> tuple[list[SearchHit], list[str]]:
-        """Return up to limit hits (registry first, then each source's) and notices about what was left out."""
+        """Return up to limit hits (registry first, then each source's) and notices about what was left out.
+
+        Raises:
+            ModelStoreUnusable: fits is set and neither the GPU workers nor this machine's store can be measured.
+            (A source that fails to answer becomes a notice, not an error.)
+        """
         notices: list[str] = []
         largest = None
         if fits:

@@ -121,7 +121,11 @@ class Registry:
 
     @idempotent  # a read: repeated once if its connection drops
     def get(self, name: str) -> ModelRecord:
-        """Return a model by name or repo id (case-insensitive), or raise ModelNotFound with suggestions."""
+        """Return a model by name or repo id (case-insensitive), or raise ModelNotFound with suggestions.
+
+        Raises:
+            ModelNotFound: no model has that name or repo id; it suggests close names.
+        """
         key = name.strip().lower()
         with self._db.session() as session:
             row = session.scalars(

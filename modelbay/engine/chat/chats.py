@@ -118,7 +118,17 @@ class Chats:
 
     # -- sessions ------------------------------------------------------------------------------------------
     def open(self, place: Place, user_key: str, model: str, system_prompt: str | None = None) -> SessionRecord:
-        """Start a chat with the newest installed version of a model here, closing any chat open here."""
+        """Start a chat with the newest installed version of a model here, closing any chat open here.
+
+        Raises:
+            ModelNotFound: no model has that name.
+            NeedsInstall: no version of it is installed.
+            NotServed: no server runs it and it cannot be answered in this process (a LoRA, or turned off).
+            ServerFailed: a LoRA adapter could not be loaded into its base model's server.
+            IncompleteModel: in-process: the installed files are incomplete on disk.
+            InferenceUnavailable: in-process: torch and transformers are not installed.
+            ModelUnloadable: in-process: the files are there but loading them failed.
+        """
         record = self.registry.get(model)
         version = installed_version(record)
         backend = self.backend_for(record, version)  # say now, not at the first message, if it cannot be answered
@@ -158,7 +168,11 @@ class Chats:
         return found
 
     def get(self, session_id: int) -> SessionRecord:
-        """Return one open chat session."""
+        """Return one open chat session.
+
+        Raises:
+            NoChatHere: no open chat has that id.
+        """
         found = self._find(ChatSession.id == session_id, ChatSession.closed_at.is_(None))
         if found is None:
             raise NoChatHere()
@@ -187,7 +201,11 @@ class Chats:
         return self._select(ChatSession.user_key == user_key, limit=limit)
 
     def close(self, place: Place) -> SessionRecord:
-        """End the chat open at a place."""
+        """End the chat open at a place.
+
+        Raises:
+            NoChatHere: no chat is open there.
+        """
         current = self.current(place)
         if current is None:
             raise NoChatHere()
@@ -200,7 +218,16 @@ class Chats:
 
     # -- backends ------------------------------------------------------------------------------------------
     def backend_of(self, chat: SessionRecord) -> Backend:
-        """The backend answering a chat: the one chosen in the last BACKEND_FRESH_FOR seconds, else chosen now."""
+        """The backend answering a chat: the one chosen in the last BACKEND_FRESH_FOR seconds, else chosen now.
+
+        Raises:
+            NeedsInstall: the version is no longer installed.
+            NotServed: no server runs it and it cannot be answered in this process (a LoRA, or turned off).
+            ServerFailed: a LoRA adapter could not be loaded into its base model's server.
+            IncompleteModel: in-process: the installed files are incomplete on disk.
+            InferenceUnavailable: in-process: torch and transformers are not installed.
+            ModelUnloadable: in-process: the files are there but loading them failed.
+        """
         return self._held_for(chat).backend
 
     def _held_for(self, chat: SessionRecord, *, lease: bool = False) -> _Held:
@@ -220,7 +247,16 @@ class Chats:
             return held
 
     def backend_for(self, model: ModelRecord, version: VersionRecord) -> Backend:
-        """A running vLLM server of the version if there is one, else in-process transformers if allowed."""
+        """A running vLLM server of the version if there is one, else in-process transformers if allowed.
+
+        Raises:
+            NeedsInstall: the version is no longer installed.
+            NotServed: no server runs it and it cannot be answered in this process (a LoRA, or turned off).
+            ServerFailed: a LoRA adapter could not be loaded into its base model's server.
+            IncompleteModel: in-process: the installed files are incomplete on disk.
+            InferenceUnavailable: in-process: torch and transformers are not installed.
+            ModelUnloadable: in-process: the files are there but loading them failed.
+        """
         return self._choose(model, version, lease=False).backend
 
     def _choose(self, model: ModelRecord, version: VersionRecord, lease: bool) -> _Held:
@@ -486,7 +522,11 @@ class Chats:
 
     # -- ratings -------------------------------------------------------------------------------------------
     def last_answer(self, place: Place, user_key: str) -> int | None:
-        """The id of the newest answer given to this person in the chat open here."""
+        """The id of the newest answer given to this person in the chat open here.
+
+        Raises:
+            NoChatHere: no chat is open there.
+        """
         current = self.current(place)
         if current is None:
             raise NoChatHere()
@@ -497,7 +537,12 @@ class Chats:
 
     def rate(self, message_id: int | None, user_key: str, up: bool, reason: str | None = None,
              comment: str | None = None) -> RatingRecord:
-        """Rate an answer given to this person 👍 or 👎 (rating again replaces the earlier rating)."""
+        """Rate an answer given to this person 👍 or 👎 (rating again replaces the earlier rating).
+
+        Raises:
+            WrongReason: the reason belongs to the other direction.
+            AnswerNotFound: there is no such answer, none yet, or it was given to someone else.
+        """
         allowed = UP_REASONS if up else DOWN_REASONS
         if reason is not None and reason not in allowed:
             raise WrongReason(reason, up, allowed)

@@ -67,7 +67,11 @@ def served_name(model: ModelRecord) -> str:
 
 
 def installed_version(model: ModelRecord, action: str = "chat with") -> VersionRecord:
-    """Return the newest installed version of a model, or raise NeedsInstall."""
+    """Return the newest installed version of a model, or raise NeedsInstall.
+
+    Raises:
+        NeedsInstall: no version of the model is installed.
+    """
     installed = [v for v in model.versions if v.install_state == "installed" and v.local_path]
     if not installed:
         raise NeedsInstall(model.name, action)
@@ -97,7 +101,12 @@ class Servers:
         self.jobs = jobs
 
     def start(self, name: str, requester: str) -> tuple[ServerRecord, JobRecord, bool]:
-        """Serve the newest installed version of a model (or join the server already live); True if new."""
+        """Serve the newest installed version of a model (or join the server already live); True if new.
+
+        Raises:
+            ModelNotFound: no model has that name.
+            NeedsInstall: no version of it is installed.
+        """
         model = self.registry.get(name)
         version = installed_version(model, "serve")
         live = self.live_for(version.id)
@@ -120,7 +129,12 @@ class Servers:
         return record, job, created
 
     def stop(self, name: str) -> ServerRecord:
-        """Ask the live servers of a model to stop; the serve job terminates vLLM and records it."""
+        """Ask the live servers of a model to stop; the serve job terminates vLLM and records it.
+
+        Raises:
+            ModelNotFound: no model has that name.
+            ServerNotRunning: no server of it is live.
+        """
         model = self.registry.get(name)
         stopping = [s for s in self.list(live=True) if s.model_version_id in {v.id for v in model.versions}]
         if not stopping:
@@ -190,7 +204,12 @@ class Servers:
 
     # -- LoRA adapters -------------------------------------------------------------------------------------
     def load_adapter(self, server: ServerRecord, name: str, path: str) -> ServerRecord:
-        """Hot-load a LoRA adapter into a running server; requests then pick it by name."""
+        """Hot-load a LoRA adapter into a running server; requests then pick it by name.
+
+        Raises:
+            ServerNotRunning: the server has no endpoint (it is not running).
+            ServerFailed: the server could not be reached or refused the adapter.
+        """
         if not _ADAPTER_NAME.fullmatch(name):
             raise ValueError(f"adapter names are letters, digits, '.', '_' and '-' (got {name!r})")
         if name in server.adapters:

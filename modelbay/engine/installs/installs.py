@@ -92,7 +92,21 @@ class Installs:
         return record, record.repo_id, _CATALOG_SOURCES.get(record.source, record.source)
 
     def request(self, name: str, revision: str | None, requester: str) -> InstallTicket:
-        """Check everything that can fail before downloading, then start (or join) the download job."""
+        """Check everything that can fail before downloading, then start (or join) the download job.
+
+        Raises:
+            InvalidId: the name or revision is not a valid repo id or revision.
+            ModelNotFound: no model has that name, or its catalog entry names no repository.
+            RepoNotFound: the source has no such repository (or it is private).
+            RevisionMissing: it has no such branch, tag or commit.
+            GatedModel: the repository needs its licence accepted with the token's account.
+            HubUnavailable: the hub did not answer, or answered with a server error.
+            UnsafeRepoFile: the repository lists a file name that cannot be stored safely.
+            UnsafeWeights: it ships only pickle weights and MODELBAY_ALLOW_PICKLE is off.
+            RemoteCodeRequired: loading it needs repository code and MODELBAY_TRUST_REMOTE_CODE is off.
+            IncompleteModel: the chosen files lack a config, a tokenizer or weights their index names.
+            InsufficientDisk: the download would leave less than the disk margin free.
+        """
         if revision:
             validate_revision(revision)
         record, typed_id, source_name = self.resolve(name)
@@ -138,7 +152,11 @@ class Installs:
             raise IncompleteModel(remote.repo_id, found.missing)
 
     def check_disk(self, needed: int) -> None:
-        """Refuse a download that would leave less than the configured margin free."""
+        """Refuse a download that would leave less than the configured margin free.
+
+        Raises:
+            InsufficientDisk: needed bytes plus MODELBAY_DISK_MARGIN_BYTES exceed the store's free space.
+        """
         free = self.store.free_bytes()
         if needed + self.settings.disk_margin_bytes > free:
             raise InsufficientDisk(needed, free, self.settings.disk_margin_bytes, str(self.store.root))
@@ -186,7 +204,14 @@ class Installs:
                 "install, but serving it needs a bigger machine."]
 
     def uninstall(self, name: str, revision: str | None = None, *, force: bool = False) -> list[VersionRecord]:
-        """Remove installed files (all versions, or one revision), keeping history and analytics."""
+        """Remove installed files (all versions, or one revision), keeping history and analytics.
+
+        Raises:
+            InvalidId: the name or revision is not a valid repo id or revision.
+            ModelNotFound: no model has that name.
+            NotInstalled: no version (or not that revision) is installed.
+            ModelInUse: a job uses an installed version and force is not set.
+        """
         if revision is not None:
             validate_revision(revision)  # a path or garbage is refused as such, not reported "not installed"
         record, _, _ = self.resolve(name)

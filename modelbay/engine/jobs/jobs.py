@@ -145,7 +145,11 @@ class Jobs:
 
     # -- read -----------------------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord:
-        """Return a job, first reconciling a row that looks active with what RQ knows."""
+        """Return a job, first reconciling a row that looks active with what RQ knows.
+
+        Raises:
+            JobNotFound: no job has that id.
+        """
         record, before = self._read(job_id)
         # After the commit, so listeners and the hook see the row as it now is.
         if not record.active and before.active:
@@ -246,7 +250,12 @@ class Jobs:
 
     # -- cancel ---------------------------------------------------------------------------------------
     def cancel(self, job_id: str, *, force: bool = False) -> JobRecord:
-        """Cancel a job: a queued one at once, a running one at its next progress report (or now, if forced)."""
+        """Cancel a job: a queued one at once, a running one at its next progress report (or now, if forced).
+
+        Raises:
+            JobNotFound: no job has that id.
+            JobNotCancelable: the job already ended.
+        """
         record = self.get(job_id)
         if not record.active:
             raise JobNotCancelable(job_id, record.status)
@@ -281,7 +290,11 @@ class Jobs:
         self, job_id: str, status: JobStatus, *, error: str | None = None, result: dict[str, Any] | None = None,
         message: str | None = None,
     ) -> JobRecord:
-        """Move a job to a new status, record when it started or ended, and publish the change."""
+        """Move a job to a new status, record when it started or ended, and publish the change.
+
+        Raises:
+            JobNotFound: no job has that id.
+        """
         record = self._move(job_id, status, error, result)
         if record.status != status.value:
             return record  # an ended job stays ended, whatever a late runner or cancel says
@@ -345,7 +358,11 @@ class Jobs:
 
     # -- watch ----------------------------------------------------------------------------------------
     def events(self, job_id: str, *, poll: float = 1.0, stop: Any = None) -> Iterator[ProgressEvent]:
-        """Yield a job's progress until it ends: its current state first, then each report as published."""
+        """Yield a job's progress until it ends: its current state first, then each report as published.
+
+        Raises:
+            JobNotFound: no job has that id.
+        """
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(self.channel(job_id))
         try:
@@ -368,7 +385,11 @@ class Jobs:
             pubsub.close()
 
     def wait(self, job_id: str, timeout: float = 60.0, poll: float = 0.1) -> JobRecord:
-        """Block until the job ends or timeout passes; return its record."""
+        """Block until the job ends or timeout passes; return its record.
+
+        Raises:
+            JobNotFound: no job has that id.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             record = self.get(job_id)

@@ -114,14 +114,25 @@ class ModelSource(ABC):
 
     @abstractmethod
     def info(self, repo_id: str, revision: str | None = None) -> RemoteModel:
-        """Return one model at a revision (default: its main branch), with its files."""
+        """Return one model at a revision (default: its main branch), with its files.
+
+        Raises:
+            InvalidId: repo_id or revision is not valid.
+            RepoNotFound: the source has no such repository (or it is private).
+            RevisionMissing: it has no such branch, tag or commit.
+            ModelBayError: a remote source's own, e.g. GatedModel or HubUnavailable from the hub.
+        """
 
     @abstractmethod
     def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
         """Copy one file into dest, feeding meter; return the sha256 of what was written, if it was computed."""
 
     def check_access(self, model: RemoteModel) -> None:  # noqa: B027 - optional hook
-        """Raise if the caller may not download the model's files (gated repos)."""
+        """Raise if the caller may not download the model's files (gated repos).
+
+        Raises:
+            GatedModel: the hub's repository needs a licence accepted with the token's account.
+        """
 
     def read_file(self, model: RemoteModel, file: RemoteFile) -> bytes | None:
         """Return a small file's bytes before the download, or None where this source cannot (optional hook).

@@ -201,7 +201,11 @@ class HubSource(ModelSource):
         return type(exc).__name__
 
     def search(self, text: str, *, category: str | None = None, limit: int = 20) -> list[RemoteModel]:
-        """Search the hub's model list, most downloaded first."""
+        """Search the hub's model list, most downloaded first.
+
+        Raises:
+            HubUnavailable: the hub did not answer in time, or answered with a server error.
+        """
         # A person searching waits source_search_timeout: the call ends by then too, so its thread is free again.
         with self._errors(text), self.within(min(self.timeout, self.settings.source_search_timeout)):
             found = self._api.list_models(
@@ -212,7 +216,15 @@ class HubSource(ModelSource):
             return [self._remote(m) for m in found]
 
     def info(self, repo_id: str, revision: str | None = None) -> RemoteModel:
-        """Return a model's metadata and file list (with LFS sha256) at a revision."""
+        """Return a model's metadata and file list (with LFS sha256) at a revision.
+
+        Raises:
+            InvalidId: repo_id or revision is not valid.
+            RepoNotFound: the source has no such repository (or it is private).
+            RevisionMissing: it has no such branch, tag or commit.
+            GatedModel: the repository needs its licence accepted with the token's account.
+            HubUnavailable: the hub did not answer, or answered with a server error.
+        """
         validate_repo_id(repo_id)
         if revision:
             validate_revision(revision)
@@ -239,7 +251,14 @@ class HubSource(ModelSource):
         )
 
     def check_access(self, model: RemoteModel) -> None:
-        """Ask for one file's metadata, which a gated repo refuses without an approved token."""
+        """Ask for one file's metadata, which a gated repo refuses without an approved token.
+
+        Raises:
+            RepoNotFound: the source has no such repository (or it is private).
+            RevisionMissing: it has no such branch, tag or commit.
+            GatedModel: the repository needs its licence accepted with the token's account.
+            HubUnavailable: the hub did not answer, or answered with a server error.
+        """
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
         if not model.gated or not model.files:
@@ -249,7 +268,14 @@ class HubSource(ModelSource):
             get_hf_file_metadata(url, token=self._token or False, timeout=self.timeout)
 
     def read_file(self, model: RemoteModel, file: RemoteFile) -> bytes | None:
-        """Fetch a small file (config, shard index) at the model's commit, giving up after the hub timeout."""
+        """Fetch a small file (config, shard index) at the model's commit, giving up after the hub timeout.
+
+        Raises:
+            RepoNotFound: the source has no such repository (or it is private).
+            RevisionMissing: it has no such branch, tag or commit.
+            GatedModel: the repository needs its licence accepted with the token's account.
+            HubUnavailable: the hub did not answer, or answered with a server error.
+        """
         from huggingface_hub import hf_hub_url
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
@@ -272,7 +298,15 @@ class HubSource(ModelSource):
         return b"".join(chunks)
 
     def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
-        """Download one file at the model's commit into dest with byte-level progress."""
+        """Download one file at the model's commit into dest with byte-level progress.
+
+        Raises:
+            InvalidId: the file path could reach outside dest.
+            DownloadFailed: the connection failed and huggingface_hub's retries did not recover it.
+            RepoNotFound: the source has no such repository (or it is private).
+            RevisionMissing: it has no such branch, tag or commit.
+            GatedModel: the repository needs its licence accepted with the token's account.
+        """
         from huggingface_hub import constants, hf_hub_download
 
         validate_file_path(file.path)

@@ -44,7 +44,13 @@ class LocalFolderSource(ModelSource):
         return [self.info(repo) for repo in hits[:limit]]
 
     def info(self, repo_id: str, revision: str | None = None) -> RemoteModel:
-        """Describe a folder; its revision is a digest of its file names, sizes and times."""
+        """Describe a folder; its revision is a digest of its file names, sizes and times.
+
+        Raises:
+            InvalidId: repo_id is not valid.
+            RepoNotFound: no folder has that name.
+            RevisionMissing: revision is neither main nor the folder's current digest.
+        """
         validate_repo_id(repo_id)
         folder = self._folders().get(repo_id)
         if folder is None:
