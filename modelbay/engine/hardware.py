@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from math import ceil, floor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from redis import Redis
 
@@ -34,6 +34,7 @@ __all__ = [
     "Gpu",
     "Hardware",
     "HardwareInfo",
+    "HardwareReading",
     "ModelStoreUnusable",
     "UnknownPrecision",
     "fits",
@@ -232,6 +233,13 @@ def max_parameters(hw: Hardware, precision: str) -> int:
 
 # -- the deployment's GPU box -------------------------------------------------------------------------
 
+class HardwareReading(NamedTuple):
+    """The hardware models are sized against, and a notice when it is this machine's, not the GPU workers'."""
+
+    hardware: Hardware
+    notice: str | None
+
+
 class HardwareInfo:
     """Answers with the GPU workers' hardware, cached in Redis, probing there through a job when stale."""
 
@@ -240,7 +248,7 @@ class HardwareInfo:
         self._redis = redis
         self._settings = settings
 
-    def current(self, *, wait: float = 10.0) -> tuple[Hardware, str | None]:
+    def current(self, *, wait: float = 10.0) -> HardwareReading:
         """Return the GPU workers' hardware and None, or this machine's RAM and disk with a notice saying why.
 
         Raises:
@@ -248,15 +256,15 @@ class HardwareInfo:
         """
         cached = self._redis.get(CACHE_KEY)  # the worker sets it with a FRESH_FOR expiry: present means fresh
         if cached is not None:
-            return Hardware.from_json(cached), None
-        record, _ = self._jobs.submit(PROBE_KIND, {}, requester=PROBE_REQUESTER, dedup_key="hardware")
+            return HardwareReading(Hardware.from_json(cached), None)
+        record = self._jobs.submit(PROBE_KIND, {}, requester=PROBE_REQUESTER, dedup_key="hardware").job
         record = self._jobs.wait(record.id, wait)
         if record.status == "finished" and record.result:
-            return Hardware.from_dict(record.result), None
+            return HardwareReading(Hardware.from_dict(record.result), None)
         if record.active:
             # The job stays queued: when a gpu worker starts it answers, and the next call reads the cache.
             reason = f"no gpu worker answered within {wait:g}s"
         else:
             reason = f"the hardware probe (job `{record.id}`) {record.status}"
         local = replace(probe(self._settings.resolved_model_store), gpus=(), gpu_known=False)
-        return local, f"GPU memory unknown: {reason}; showing this machine's RAM and disk."
+        return HardwareReading(local, f"GPU memory unknown: {reason}; showing this machine's RAM and disk.")

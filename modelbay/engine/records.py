@@ -6,12 +6,15 @@ import enum
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from modelbay.engine.jobs.progress import ProgressDetail  # engine.jobs imports this module
 
-__all__ = ["JobRecord", "ModelQuery", "ModelRecord", "SortKey", "VersionRecord", "record_fields", "record_from_row"]
+__all__ = [
+    "JobRecord", "ModelPage", "ModelQuery", "ModelRecord", "SortKey", "Submitted", "VersionRecord", "record_fields",
+    "record_from_row",
+]
 
 R = TypeVar("R")
 
@@ -121,6 +124,13 @@ class ModelRecord:
         return any(v.install_state == "installed" for v in self.versions)
 
 
+class ModelPage(NamedTuple):
+    """One page of models and how many match in all."""
+
+    models: list[ModelRecord]
+    total: int
+
+
 @dataclass(frozen=True)
 class ModelQuery:
     """What a registry search asks for: free words, filters, an order and a page."""
@@ -198,3 +208,10 @@ class JobRecord:
     def active(self) -> bool:
         """Whether the job may still run."""
         return self.status in ("queued", "started", "retrying")
+
+
+class Submitted(NamedTuple):
+    """A submitted job, and whether it is new (False: the active job with the same dedup key was joined)."""
+
+    job: JobRecord
+    created: bool

@@ -10,14 +10,14 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import discord
 from discord import app_commands
 
 from modelbay.bot.spec import Arg, ArgType, Command, CommandSet
 
-__all__ = ["BARE", "build", "discord_name", "discord_text"]
+__all__ = ["BARE", "DiscordName", "build", "discord_name", "discord_text"]
 
 BARE = "start"  # the subcommand name of a bare command that shares its name with a group
 CHOICES = 25  # Discord's most choices (and autocomplete results) per option
@@ -25,11 +25,18 @@ Run = Callable[[discord.Interaction, Command, dict[str, Any]], Awaitable[None]]
 Complete = Callable[[discord.Interaction, Arg, str], Awaitable[list[app_commands.Choice[str]]]]
 
 
-def discord_name(cmd: Command, groups: set[str]) -> tuple[str | None, str]:
-    """The (group, name) a spec command has in Discord."""
+class DiscordName(NamedTuple):
+    """Where a command sits in Discord's tree: its group (None at the top level) and its name there."""
+
+    group: str | None
+    name: str
+
+
+def discord_name(cmd: Command, groups: set[str]) -> DiscordName:
+    """The group and name a spec command has in Discord."""
     if len(cmd.path) == 2:
-        return cmd.path[0], cmd.path[1]
-    return (cmd.path[0], BARE) if cmd.path[0] in groups else (None, cmd.path[0])
+        return DiscordName(cmd.path[0], cmd.path[1])
+    return DiscordName(cmd.path[0], BARE) if cmd.path[0] in groups else DiscordName(None, cmd.path[0])
 
 
 def _annotation(arg: Arg) -> Any:

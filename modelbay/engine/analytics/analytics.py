@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,6 +29,7 @@ __all__ = [
     "BUCKET_RATIO",
     "AnswerEvent",
     "Analytics",
+    "Interval",
     "Metrics",
     "bucket_bounds",
     "latency_bucket",
@@ -45,14 +46,21 @@ _UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1
 Z95 = 1.959963984540054
 
 
+class Interval(NamedTuple):
+    """A range of values, low to high."""
+
+    low: float
+    high: float
+
+
 def latency_bucket(ms: float) -> int:
     """The histogram bucket of a response time: bucket b holds [1.05^b, 1.05^(b+1)) ms; under 1 ms is 0."""
     return max(0, math.floor(math.log(max(ms, 1.0)) / _LOG_RATIO))
 
 
-def bucket_bounds(bucket: int) -> tuple[float, float]:
+def bucket_bounds(bucket: int) -> Interval:
     """The response times (ms) a bucket covers."""
-    return BUCKET_RATIO ** bucket, BUCKET_RATIO ** (bucket + 1)
+    return Interval(BUCKET_RATIO ** bucket, BUCKET_RATIO ** (bucket + 1))
 
 
 def parse_period(period: str, now: datetime | None = None) -> datetime | None:
@@ -66,15 +74,15 @@ def parse_period(period: str, now: datetime | None = None) -> datetime | None:
     return (now or datetime.now(timezone.utc)) - int(match.group(1)) * _UNIT[match.group(2)]
 
 
-def wilson(ups: int, n: int, z: float = Z95) -> tuple[float, float]:
+def wilson(ups: int, n: int, z: float = Z95) -> Interval:
     """The Wilson score interval of a proportion ups/n (95% by default)."""
     if n == 0:
-        return 0.0, 1.0
+        return Interval(0.0, 1.0)
     p = ups / n
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return Interval(max(0.0, centre - half), min(1.0, centre + half))
 
 
 def tokens_per_second(output_tokens: int | None, total_ms: float) -> float | None:
@@ -145,7 +153,7 @@ class Metrics:
         return self.ups / self.ratings if self.ratings else None
 
     @property
-    def satisfaction_interval(self) -> tuple[float, float] | None:
+    def satisfaction_interval(self) -> Interval | None:
         """The Wilson 95% interval of the 👍 share."""
         return wilson(self.ups, self.ratings) if self.ratings else None
 

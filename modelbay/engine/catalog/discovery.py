@@ -6,15 +6,16 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from modelbay.config import Settings
 from modelbay.engine.errors import ModelBayError
 from modelbay.engine.hardware import HardwareInfo, max_parameters
-from modelbay.engine.records import ModelQuery, ModelRecord
+from modelbay.engine.records import ModelQuery, ModelRecord, record_from_row
 from modelbay.engine.catalog.registry import Registry
-from modelbay.engine.catalog.sources.base import SOURCES
+from modelbay.engine.catalog.sources.base import SOURCES, RemoteModel
 
-__all__ = ["Discovery", "SearchHit"]
+__all__ = ["Discovery", "SearchHit", "SearchResults"]
 
 log = logging.getLogger(__name__)
 # Threads start on demand; room for several searches at once, each asking every source, so a source that hangs
@@ -40,8 +41,21 @@ class SearchHit:
     @classmethod
     def of(cls, m: ModelRecord) -> SearchHit:
         """A registry model as a hit."""
-        return cls(m.name, m.repo_id, m.source, m.category, m.parameter_count, m.size_bytes, m.downloads, m.license,
-                   m.installed, True)
+        return record_from_row(cls, m, in_registry=True)
+
+    @classmethod
+    def remote(cls, m: RemoteModel, source: str) -> SearchHit:
+        """A model only a source has, as a hit named by its repo id, with the category and size it would register."""
+        values = m.registry_values()
+        return record_from_row(cls, m, name=m.repo_id, source=source, category=values["category"],
+                               size_bytes=values["size_bytes"], installed=False, in_registry=False)
+
+
+class SearchResults(NamedTuple):
+    """The hits of one search, and notices about what was left out (a source that failed or was too slow)."""
+
+    hits: list[SearchHit]
+    notices: list[str]
 
 
 class Discovery:
@@ -53,7 +67,7 @@ class Discovery:
         self.hardware = hardware
 
     def search(self, text: str, *, source: str = "all", category: str | None = None, fits: bool = False,
-               limit: int = 15) -> tuple[list[SearchHit], list[str]]:
+               limit: int = 15) -> SearchResults:
         """Return up to limit hits (registry first, then each source's) and notices about what was left out.
 
         Raises:
@@ -70,8 +84,7 @@ class Discovery:
         hits: list[SearchHit] = []
         seen: set[str] = set()
         if source in ("all", "registry"):
-            models, _ = self.registry.search(query)
-            for m in models:
+            for m in self.registry.search(query).models:
                 seen.add((m.repo_id or m.name).lower())
                 hits.append(SearchHit.of(m))
         names = [n for n in SOURCES if source in ("all", n) and (n != "local" or self.settings.local_models_dir)]
@@ -99,7 +112,5 @@ class Discovery:
                 if remote.repo_id.lower() in seen or too_big:
                     continue
                 seen.add(remote.repo_id.lower())
-                values = remote.registry_values()
-                hits.append(SearchHit(remote.repo_id, remote.repo_id, name, values["category"], remote.parameter_count,
-                                      values["size_bytes"], remote.downloads, remote.license, False, False))
-        return hits[:limit], notices
+                hits.append(SearchHit.remote(remote, name))
+        return SearchResults(hits[:limit], notices)

@@ -15,7 +15,7 @@ from modelbay.engine.catalog.registration import MODEL_FIELDS, Registration
 from modelbay.engine.catalog.curated import CatalogEntry
 from modelbay.engine.db.database import Database, idempotent
 from modelbay.engine.errors import ModelNotFound
-from modelbay.engine.records import ModelQuery, ModelRecord, VersionRecord, record_from_row
+from modelbay.engine.records import ModelPage, ModelQuery, ModelRecord, VersionRecord, record_from_row
 from modelbay.engine.db.schema.catalog import Category, InstallState, Model, ModelVersion
 
 __all__ = ["Registry"]
@@ -40,7 +40,7 @@ class Registry:
 
     def sync_catalog(self, entries: Iterable[CatalogEntry]) -> int:
         """Insert catalog models that are missing and refresh the metadata of those already there."""
-        return self._write_many([e.model_dump() for e in entries], source="catalog")
+        return self.upsert_many((e.model_dump() for e in entries), source="catalog")
 
     def upsert(self, values: Mapping[str, Any], *, source: str) -> ModelRecord:
         """Register a model, or update the one with the same repo id (any case), else the same name."""
@@ -75,12 +75,12 @@ class Registry:
         return len(items)
 
     @idempotent  # a read: repeated once if its connection drops
-    def search(self, query: ModelQuery) -> tuple[list[ModelRecord], int]:
+    def search(self, query: ModelQuery) -> ModelPage:
         """Return one page of models matching the query, in its order, and the total that match."""
         with self._db.session() as session:
             page = session.execute(_search.page_query(query)).all()
             if not page:  # past the end, the total still counts what matches
-                return [], (session.scalar(_search.count_query(query)) or 0) if query.offset else 0
+                return ModelPage([], (session.scalar(_search.count_query(query)) or 0) if query.offset else 0)
             total = page[0].total if "total" in page[0]._fields else session.scalar(_search.count_query(query))
             rows = {
                 row.id: row
@@ -92,7 +92,7 @@ class Registry:
             for hit in page:
                 computed = {k: v for k, v in hit._mapping.items() if k in ("rating", "last_used_at")}
                 records.append(_model_record(rows[hit.id], **computed))
-            return records, total
+            return ModelPage(records, total)
 
     @idempotent  # a read: repeated once if its connection drops
     def list_models(
@@ -102,7 +102,7 @@ class Registry:
         installed: bool | None = None,
         limit: int = 25,
         offset: int = 0,
-    ) -> tuple[list[ModelRecord], int]:
+    ) -> ModelPage:
         """Return one page of models, ordered by category then name, and the total that match."""
         query = select(Model)
         if category:
@@ -117,7 +117,7 @@ class Registry:
                 .limit(limit)
                 .offset(offset)
             ).all()
-            return [_model_record(r) for r in rows], total
+            return ModelPage([_model_record(r) for r in rows], total)
 
     @idempotent  # a read: repeated once if its connection drops
     def get(self, name: str) -> ModelRecord:

@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from sqlalchemy import select
@@ -26,7 +26,7 @@ from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord, recor
 from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.db.schema.serving import Server, ServerState
 
-__all__ = ["ServerRecord", "Servers", "installed_version", "served_name", "settle"]
+__all__ = ["ServerRecord", "Servers", "Started", "installed_version", "served_name", "settle"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,14 @@ class ServerRecord:
     def live(self) -> bool:
         """Whether it runs or is on its way up or down."""
         return ServerState(self.state).live
+
+
+class Started(NamedTuple):
+    """What starting a server gives: the server, its serve job, and whether it is new (False: joined a live one)."""
+
+    server: ServerRecord
+    job: JobRecord
+    created: bool
 
 
 def _record(row: Server) -> ServerRecord:
@@ -100,7 +108,7 @@ class Servers:
         self.registry = registry
         self.jobs = jobs
 
-    def start(self, name: str, requester: str) -> tuple[ServerRecord, JobRecord, bool]:
+    def start(self, name: str, requester: str) -> Started:
         """Serve the newest installed version of a model (or join the server already live); True if new.
 
         Raises:
@@ -111,13 +119,13 @@ class Servers:
         version = installed_version(model, "serve")
         live = self.live_for(version.id)
         if live is not None:
-            return live, self.jobs.get(live.job_id), False
+            return Started(live, self.jobs.get(live.job_id), False)
         job, created = self.jobs.submit(SERVE.name, {"version_id": version.id}, requester=requester,
                                         dedup_key=f"version:{version.id}", model_version_id=version.id)
         if not created:
             existing = self.for_job(job.id)
             if existing is not None:
-                return existing, job, False
+                return Started(existing, job, False)
         with self._db.session() as session:
             row = session.scalars(select(Server).where(Server.job_id == job.id)).first()
             if row is None:
@@ -126,7 +134,7 @@ class Servers:
                 session.add(row)
                 session.flush()
             record = _record(row)
-        return record, job, created
+        return Started(record, job, created)
 
     def stop(self, name: str) -> ServerRecord:
         """Ask the live servers of a model to stop; the serve job terminates vLLM and records it.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from modelbay.config import Settings
 from modelbay.engine.catalog.curated import SLUG
@@ -28,7 +29,7 @@ from modelbay.engine.jobs.kinds import INSTALL
 from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord
 from modelbay.engine.units import human_bytes
 
-__all__ = ["InstallTicket", "Installs", "settle"]
+__all__ = ["InstallTicket", "Installs", "Resolved", "settle"]
 
 
 PREFLIGHT_TIMEOUTS = 2  # hub timeouts the whole pre-flight (listing, small JSON reads, access check) may take
@@ -59,6 +60,14 @@ class InstallTicket:
     notices: list[str] = field(default_factory=list)
 
 
+class Resolved(NamedTuple):
+    """A model named for install: its registry record (None when only a source has it), repo id and source name."""
+
+    model: ModelRecord | None
+    repo_id: str
+    source: str
+
+
 class Installs:
     """Plans, starts and undoes installs; the download itself runs in workers/install.py."""
 
@@ -73,8 +82,8 @@ class Installs:
         """Return the source a model comes from."""
         return SOURCES[_CATALOG_SOURCES.get(name, name)](self.settings)
 
-    def resolve(self, name: str) -> tuple[ModelRecord | None, str, str]:
-        """Find a model by registry name or repo id: (record or None, repo id, source name)."""
+    def resolve(self, name: str) -> Resolved:
+        """Find a model by registry name or repo id, and the repo and source it installs from."""
         if not SLUG.match(name.lower()):
             validate_repo_id(name)  # anything else (paths, URLs, NUL bytes) is refused before any lookup
         try:
@@ -86,10 +95,10 @@ class Installs:
             # same-named model from the internet instead of its own copy.
             local = SOURCES["local"](self.settings)
             source = "local" if name.startswith("local/") or local.has(name) else "huggingface"
-            return None, name, source
+            return Resolved(None, name, source)
         if not record.repo_id:
             raise ModelNotFound(name)
-        return record, record.repo_id, _CATALOG_SOURCES.get(record.source, record.source)
+        return Resolved(record, record.repo_id, _CATALOG_SOURCES.get(record.source, record.source))
 
     def request(self, name: str, revision: str | None, requester: str) -> InstallTicket:
         """Check everything that can fail before downloading, then start (or join) the download job.
@@ -192,7 +201,7 @@ class Installs:
         if self.hardware is None or not parameter_count:
             return []
         try:
-            hardware, _ = self.hardware.current(wait=2.0)
+            hardware = self.hardware.current(wait=2.0).hardware
         except ModelBayError:
             return []  # a notice is not worth refusing an install over
         options = fits(parameter_count, hardware)
@@ -214,7 +223,7 @@ class Installs:
         """
         if revision is not None:
             validate_revision(revision)  # a path or garbage is refused as such, not reported "not installed"
-        record, _, _ = self.resolve(name)
+        record = self.resolve(name).model
         if record is None:
             raise NotInstalled(name)
         targets = [v for v in record.versions if v.install_state == "installed"

@@ -31,7 +31,7 @@ from modelbay.engine.errors import (
     JobNotFound,
     UnknownJobKind,
 )
-from modelbay.engine.records import JobRecord, record_from_row
+from modelbay.engine.records import JobRecord, Submitted, record_from_row
 from modelbay.engine.jobs.scheduling import enqueue_overdue
 from modelbay.engine.jobs.kinds import KINDS, RUNNER, JobKind
 from modelbay.engine.jobs.progress import ProgressDetail, ProgressEvent
@@ -101,8 +101,8 @@ class Jobs:
     def submit(
         self, kind: str, params: dict[str, Any], *, requester: str, dedup_key: str | None = None,
         model_version_id: int | None = None,
-    ) -> tuple[JobRecord, bool]:
-        """Enqueue a job, or return the active one with the same kind and dedup key; True if new."""
+    ) -> Submitted:
+        """Enqueue a job, or return the active one with the same kind and dedup key (created: False)."""
         spec = self._kinds.get(kind)
         if spec is None:
             raise UnknownJobKind(kind)
@@ -112,7 +112,7 @@ class Jobs:
             if dedup_key:
                 existing = self._active_duplicate(kind, dedup_key)
                 if existing is not None:
-                    return existing, False
+                    return Submitted(existing, False)
             job_id = secrets.token_hex(5)
             with self._db.session() as session:
                 row = JobRow(
@@ -129,7 +129,7 @@ class Jobs:
             except Exception:
                 self.transition(job_id, JobStatus.FAILED, error="The job queue could not be reached. Try again.")
                 raise
-            return self.get(job_id), True
+            return Submitted(self.get(job_id), True)
 
     def _active_duplicate(self, kind: str, dedup_key: str) -> JobRecord | None:
         ids = self._ids(select(JobRow.id).where(

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from sqlalchemy import select
@@ -31,7 +31,7 @@ from modelbay.engine.db.schema.serving import Server, ServerState
 from modelbay.workers.context import JobContext
 from modelbay.workers.vllm_pythonpath import modelbay_vllm_auth
 
-__all__ = ["AUTH_MIDDLEWARE", "VllmProcess", "free_port", "serve", "server_environment", "vllm_command"]
+__all__ = ["AUTH_MIDDLEWARE", "Launch", "VllmProcess", "free_port", "serve", "server_environment", "vllm_command"]
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,14 @@ def server_environment(worker_env: Mapping[str, str], api_key: str) -> dict[str,
     return env
 
 
-def vllm_command(settings: Settings, model_dir: str, name: str, port: int,
-                 api_key: str) -> tuple[list[str], dict[str, str]]:
+class Launch(NamedTuple):
+    """A command line and the environment to run it in."""
+
+    args: list[str]
+    env: dict[str, str]
+
+
+def vllm_command(settings: Settings, model_dir: str, name: str, port: int, api_key: str) -> Launch:
     """Return the command line and environment that start vLLM's server for a model folder.
 
     The API key goes in the environment (VLLM_API_KEY), not on the command line, which every local user can read;
@@ -104,7 +110,7 @@ def vllm_command(settings: Settings, model_dir: str, name: str, port: int,
         env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.serve_cpu_kv_cache_gib)
     else:
         cmd += ["--gpu-memory-utilization", str(settings.serve_gpu_memory_utilization)]
-    return cmd + list(settings.serve_extra_args), env
+    return Launch(cmd + list(settings.serve_extra_args), env)
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
