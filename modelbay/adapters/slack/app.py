@@ -197,18 +197,16 @@ class SlackAdapter:
 
     # -- commands and replies -------------------------------------------------------------------------------
     async def run_line(self, line: str, actor: Actor, where: Where) -> None:
-        """Run a command line and deliver its reply; `/chat` opens its chat in a thread. Never raises."""
+        """Run a command line and deliver its reply (`run`); what Slack itself refuses is said privately. Never
+        raises."""
         try:
-            await self._run_line(line, actor, where)
+            await self.run(self.dispatcher.prepare_line(line, actor, where.place), where, line)
         except Exception as exc:  # noqa: BLE001 - Slack itself failed us: say so privately, keep the traceback
             reply = render_error(exc)
             try:
                 await self._ephemeral(where, render(reply)[0])
             except Exception:  # noqa: BLE001 - nothing more can reach the person; the log has both
                 log.exception("could not tell %s that %s failed", where.user, line[:80])
-
-    async def _run_line(self, line: str, actor: Actor, where: Where) -> None:
-        await self.run(self.dispatcher.prepare_line(line, actor, where.place), where, line)
 
     async def run(self, invocation: Invocation, where: Where, line: str = "") -> None:
         """Run a prepared command and deliver its reply: in a thread of its own when it opens one, after a
@@ -217,9 +215,10 @@ class SlackAdapter:
             await self.start_chat(invocation, where)
             return
         live = None
-        if invocation.defer:
+        if invocation.defer and invocation.command is not None:
+            shown = mrkdwn((line or invocation.command.name)[:200])
             live = await self._post_live(where, SlackMessage(
-                [context(f":hourglass_flowing_sand: Working on `{mrkdwn(line[:200])}`…")], "Working…"))
+                [context(f":hourglass_flowing_sand: Working on `{shown}`…")], "Working…"))
         await self.deliver(await invocation.run(), where, live)
 
     async def start_chat(self, invocation: Invocation, where: Where, seed: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Slack surfaces other than messages: the App Home tab and the modals (browse, a button's form, ask a model, upload)."""
+"""Slack surfaces other than messages: the App Home tab and modals (browse, a button's form, ask a model, upload)."""
 
 from __future__ import annotations
 
