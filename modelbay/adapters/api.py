@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from modelbay import __version__
@@ -29,12 +29,11 @@ from modelbay.bot.errors import render_error, style_of, user_error
 from modelbay.bot.progress import watch
 from modelbay.config import Settings
 from modelbay.engine.analytics.analytics import PERIODS, parse_period
-from modelbay.engine.catalog.discovery import SearchHit
 from modelbay.engine.errors import ModelBayError, NotAllowed, shown
 from modelbay.engine import hardware as hw
 from modelbay.engine.installs.installs import InstallTicket
 from modelbay.engine.jobs.progress import ProgressEvent
-from modelbay.engine.records import JobRecord, ModelQuery, ModelRecord, SortKey, VersionRecord
+from modelbay.engine.records import JobRecord, ModelQuery, SortKey
 from modelbay.engine.db.schema.catalog import Category
 from modelbay.runtime import Runtime
 
@@ -66,6 +65,28 @@ JobId = Annotated[Text, Path(max_length=64)]
 
 
 # -- what the API returns ----------------------------------------------------------------------------
+# Each model that mirrors an engine record is read from it (`from_attributes`): a field takes the record's
+# attribute of the same name, or the one its `validation_alias` names. They stay separate models, not the records
+# themselves, because the API renames fields (a model's registry name is its `id`) and leaves out what stays on
+# the server (where files are stored, a job's parameters and result).
+
+
+class _Record(BaseModel):
+    """A response read from an engine record's attributes."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class _With:
+    """A record read with extra attributes: values a response holds that the record does not."""
+
+    def __init__(self, record: Any, **extra: Any) -> None:
+        self.__dict__.update(extra)
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:  # only asked for what the extras lack
+        return getattr(self._record, name)
+
 
 class ErrorOut(BaseModel):
     """An error: one sentence that says what to do next, the error's class and a short title."""
@@ -75,11 +96,11 @@ class ErrorOut(BaseModel):
     title: str
 
 
-class ModelOut(BaseModel):
+class ModelOut(_Record):
     """A model in the registry."""
 
-    id: str = Field(description="Registry name; the URLs take it or the repo id.")
-    name: str = Field(description="Display name.")
+    id: str = Field(validation_alias="name", description="Registry name; the URLs take it or the repo id.")
+    name: str = Field(validation_alias="display_name", description="Display name.")
     repo_id: str | None
     source: str
     category: str
@@ -97,47 +118,27 @@ class ModelOut(BaseModel):
     likes: int
     installed: bool
 
-    @classmethod
-    def of(cls, m: ModelRecord) -> ModelOut:
-        """Translate a registry record."""
-        return cls(id=m.name, name=m.display_name, repo_id=m.repo_id, source=m.source, category=m.category,
-                   description=m.description, author=m.author, license=m.license, tags=m.tags,
-                   parameter_count=m.parameter_count, size_bytes=m.size_bytes, context_length=m.context_length,
-                   format=m.format, dtype=m.dtype, gated=m.gated, downloads=m.downloads, likes=m.likes,
-                   installed=m.installed)
 
-
-class VersionOut(BaseModel):
+class VersionOut(_Record):
     """One revision of a model and its install state."""
 
+    # Where it is stored (local_path, files) stays on the server.
     id: int
     revision: str
-    sha: str | None
+    sha: str | None = Field(validation_alias="revision_sha")
     install_state: str
     size_bytes: int | None
     installed_at: datetime | None
     lineage: str | None = Field(description="How it was derived from its parent (e.g. a fine-tune), if it was.")
     parent_version_id: int | None
 
-    @classmethod
-    def of(cls, v: VersionRecord) -> VersionOut:
-        """Translate a version record, leaving out where it is stored."""
-        return cls(id=v.id, revision=v.revision, sha=v.revision_sha, install_state=v.install_state,
-                   size_bytes=v.size_bytes, installed_at=v.installed_at, lineage=v.lineage,
-                   parent_version_id=v.parent_version_id)
 
-
-class FitOut(BaseModel):
+class FitOut(_Record):
     """Whether the model fits at one precision: the memory it needs and where it would run (null: nowhere)."""
 
     precision: str
-    memory_bytes: int
+    memory_bytes: int = Field(validation_alias="needed")
     where: Literal["gpu", "cpu"] | None
-
-    @classmethod
-    def of(cls, fit: hw.Fit) -> FitOut:
-        """Translate a hardware fit."""
-        return cls(precision=fit.precision, memory_bytes=fit.needed, where=fit.where)
 
 
 class ModelDetailOut(ModelOut):
@@ -154,17 +155,18 @@ class ModelDetailOut(ModelOut):
     hardware_notice: str | None = Field(description="Why `fits` used this machine's RAM instead of the GPUs.")
 
 
-class ModelListOut(BaseModel):
+class ModelListOut(_Record):
     """One page of models and how many match in all."""
 
     models: list[ModelOut]
     total: int
 
 
-class SearchHitOut(BaseModel):
+class SearchHitOut(_Record):
     """A search result from the registry or straight from a source."""
 
-    id: str = Field(description="What to install: the registry name, or the repo id for source-only hits.")
+    id: str = Field(validation_alias="name",
+                    description="What to install: the registry name, or the repo id for source-only hits.")
     repo_id: str | None
     source: str
     category: str
@@ -175,18 +177,11 @@ class SearchHitOut(BaseModel):
     installed: bool
     in_registry: bool
 
-    @classmethod
-    def of(cls, h: SearchHit) -> SearchHitOut:
-        """Translate a discovery hit."""
-        return cls(id=h.name, repo_id=h.repo_id, source=h.source, category=h.category,
-                   parameter_count=h.parameter_count, size_bytes=h.size_bytes, downloads=h.downloads,
-                   license=h.license, installed=h.installed, in_registry=h.in_registry)
 
-
-class SearchOut(BaseModel):
+class SearchOut(_Record):
     """Search results and notes on what was left out (a source that could not be reached)."""
 
-    results: list[SearchHitOut]
+    results: list[SearchHitOut] = Field(validation_alias="hits")
     notices: list[str]
 
 
@@ -242,9 +237,10 @@ class UninstallOut(BaseModel):
     removed: list[VersionOut]
 
 
-class JobOut(BaseModel):
+class JobOut(_Record):
     """A job as users see it."""
 
+    # Its parameters and result stay inside: they hold server paths.
     id: str
     kind: str
     status: str
@@ -257,15 +253,8 @@ class JobOut(BaseModel):
     started_at: datetime | None
     ended_at: datetime | None
 
-    @classmethod
-    def of(cls, j: JobRecord) -> JobOut:
-        """Translate a job record (its parameters and result stay inside: they hold server paths)."""
-        return cls(id=j.id, kind=j.kind, status=j.status, progress=j.progress,
-                   message=j.progress_detail.get("message"), error=j.error, attempts=j.attempts,
-                   requester=j.requester, created_at=j.created_at, started_at=j.started_at, ended_at=j.ended_at)
 
-
-class MetricsOut(BaseModel):
+class MetricsOut(_Record):
     """A model's answers over a period: volume, response times, speed and satisfaction."""
 
     model: str
@@ -423,8 +412,7 @@ async def list_models(
                              installed=installed, source=source, license=license, min_parameters=min_parameters,
                              max_parameters=max_parameters, max_size_bytes=max_size_bytes, sort=sort, limit=limit,
                              offset=offset)
-    models, total = await ctx.call(ctx.runtime.registry.search, query)
-    return ModelListOut(models=[ModelOut.of(m) for m in models], total=total)
+    return ModelListOut.model_validate(await ctx.call(ctx.runtime.registry.search, query))
 
 
 @marketplace.get(MODELS + "/{model_id:path}")
@@ -432,13 +420,8 @@ async def get_model(ctx: Viewer, model_id: ModelId) -> ModelDetailOut:
     """Show a model by name or repo id, with its versions and whether it fits the GPU workers."""
     record = await ctx.call(ctx.runtime.registry.get, model_id)
     hardware, notice = await ctx.call(ctx.runtime.hardware.current, wait=HARDWARE_WAIT)
-    return ModelDetailOut(
-        **ModelOut.of(record).model_dump(), languages=record.languages, pipeline_tag=record.pipeline_tag,
-        trust_remote_code=record.trust_remote_code, memory_bytes=record.memory_bytes,
-        performance=record.performance, requirements=record.requirements,
-        versions=[VersionOut.of(v) for v in record.versions],
-        fits=[FitOut.of(f) for f in hw.fits(record.parameter_count, hardware)], hardware_notice=notice,
-    )
+    fits = hw.fits(record.parameter_count, hardware)
+    return ModelDetailOut.model_validate(_With(record, fits=fits, hardware_notice=notice))
 
 
 async def _start_install(ctx: Admin, model_id: ModelId, body: InstallIn | None = None) -> InstallTicket:
@@ -481,7 +464,7 @@ async def uninstall_model(
 ) -> UninstallOut:
     """Remove a model's installed files; its history and ratings stay."""
     removed = await ctx.call(ctx.runtime.uninstall, model_id, revision, force=force)
-    return UninstallOut(model=model_id, removed=[VersionOut.of(v) for v in removed])
+    return UninstallOut(model=model_id, removed=removed)
 
 
 @marketplace.get("/api/marketplace/search")
@@ -494,21 +477,25 @@ async def search(
     limit: Annotated[int, Query(ge=1, le=50)] = 15,
 ) -> SearchOut:
     """Search the registry and the model sources together, de-duplicated, marking what is installed."""
-    hits, notices = await ctx.call(ctx.runtime.discovery.search, q, source=source,
-                                   category=category.value if category else None, fits=fits, limit=limit)
-    return SearchOut(results=[SearchHitOut.of(h) for h in hits], notices=notices)
+    return SearchOut.model_validate(await ctx.call(ctx.runtime.discovery.search, q, source=source,
+                                                   category=category.value if category else None, fits=fits,
+                                                   limit=limit))
 
 
 @jobs.get("/api/jobs/{job_id}")
 async def get_job(ctx: Viewer, job_id: JobId) -> JobOut:
     """Show a job's status and progress."""
-    return JobOut.of(await ctx.call(ctx.runtime.jobs.get, job_id))
+    return _job_out(await ctx.call(ctx.runtime.jobs.get, job_id))
 
 
 @jobs.delete("/api/jobs/{job_id}")
 async def cancel_job(ctx: User, job_id: JobId, force: bool = False) -> JobOut:
     """Cancel a job: a queued one at once, a running one at its next checkpoint (or now, with force)."""
-    return JobOut.of(await ctx.cancel_job(job_id, force=force))
+    return _job_out(await ctx.cancel_job(job_id, force=force))
+
+
+def _job_out(job: JobRecord) -> JobOut:
+    return JobOut.model_validate(_With(job, message=job.progress_detail.get("message")))
 
 
 @analytics.get("/api/analytics/models/{model_id}")
@@ -517,9 +504,8 @@ async def model_metrics(ctx: Viewer, model_id: ModelId, period: Literal[PERIODS]
     record = await ctx.call(ctx.runtime.registry.get, model_id)
     m = await ctx.call(ctx.runtime.analytics.metrics, [v.id for v in record.versions], parse_period(period))
     low, high = m.satisfaction_interval or (None, None)
-    return MetricsOut(model=record.name, period=period, requests=m.requests, failures=m.failures, p50_ms=m.p50_ms,
-                      p95_ms=m.p95_ms, mean_ttft_ms=m.mean_ttft_ms, tokens_per_s=m.tokens_per_s, ups=m.ups,
-                      downs=m.downs, satisfaction=m.satisfaction, satisfaction_low=low, satisfaction_high=high)
+    return MetricsOut.model_validate(_With(m, model=record.name, period=period, satisfaction_low=low,
+                                           satisfaction_high=high))
 
 
 def slack_configured(settings: Settings) -> bool:

@@ -90,8 +90,9 @@ class Uploads:
             partial.rename(final)
         finally:
             partial.unlink(missing_ok=True)
-        record = UploadRecord(upload_id, owner, name, size, digest.hexdigest(), source,
-                              datetime.now(timezone.utc).isoformat(timespec="seconds"), str(final))
+        record = UploadRecord(id=upload_id, owner=owner, filename=name, size_bytes=size, sha256=digest.hexdigest(),
+                              source=source, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              path=str(final))
         (folder / f"{upload_id}.json").write_text(json.dumps(asdict(record)))
         return record
 

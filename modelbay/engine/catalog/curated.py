@@ -10,6 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from modelbay.engine.db.schema.catalog import Category
 from modelbay.engine.errors import CatalogInvalid
 
 __all__ = ["CatalogEntry", "load_catalog"]
@@ -21,12 +22,12 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-
 class CatalogEntry(BaseModel):
     """One curated model as the catalog file describes it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)  # category reads back as its value
 
     name: str
     display_name: str
     repo_id: str
-    category: Literal["chat", "code", "creative", "analysis", "embedding", "domain"]
+    category: Category
     tags: list[str] = Field(default_factory=list)
     description: str = ""
     author: str | None = None
