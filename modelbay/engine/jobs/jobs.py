@@ -32,9 +32,9 @@ from modelbay.engine.errors import (
     UnknownJobKind,
 )
 from modelbay.engine.records import JobRecord, Submitted, record_from_row
-from modelbay.engine.jobs.scheduling import enqueue_overdue
 from modelbay.engine.jobs.kinds import KINDS, RUNNER, JobKind
 from modelbay.engine.jobs.progress import ProgressDetail, ProgressEvent
+from modelbay.engine.jobs.scheduling import enqueue_overdue
 from modelbay.engine.db.schema.jobs import JobRow, JobStatus
 
 __all__ = ["JobCanceled", "Jobs", "UnknownJobKind"]
