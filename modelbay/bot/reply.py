@@ -56,6 +56,11 @@ class Form:
     asks: tuple[Ask, ...]
     submit: str = "Send"
     legacy: bool = False  # buttons sent before forms existed carry the whole line: pressing one opens the form
+    question: str | None = None  # asked in one message (a menu) instead of title and first label, `{}` = value
+
+    def question_for(self, value: str) -> str:
+        """The one line a platform asks in a message (a menu) for this value: `question`, else title: first label."""
+        return self.question.format(value) if self.question else f"{self.title.format(value)}: {self.asks[0].label}"
 
     def line_for(self, value: str) -> str:
         """The command line that a button with this value completes (the value quoted as one word)."""
@@ -80,9 +85,9 @@ PAYLOAD_PREFIX = "mb:"  # a payload that opens a form: mb:<form>:<value>; any ot
 
 
 def form(name: str, line: str, title: str, asks: tuple[Ask, ...], *, submit: str = "Send",
-         legacy: bool = False) -> Form:
+         legacy: bool = False, question: str | None = None) -> Form:
     """Declare and register a form (names are unique: a later one replaces an earlier one)."""
-    FORMS[name] = Form(name, line, title, asks, submit, legacy)
+    FORMS[name] = Form(name, line, title, asks, submit, legacy, question)
     return FORMS[name]
 
 

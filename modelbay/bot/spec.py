@@ -14,7 +14,6 @@ from modelbay.bot.errors import ArgumentInvalid, UnknownCommand
 from modelbay.engine.errors import shown
 
 if TYPE_CHECKING:
-    from modelbay.bot.context import Context
     from modelbay.bot.reply import Reply
 
 __all__ = [

@@ -316,7 +316,7 @@ class DiscordAdapter:
         view = discord.ui.View(timeout=None)
         view.add_item(FormChoice(button))
         optional = " (optional)" if first.skip else ""
-        await interaction.response.send_message(f"{form.title.format(button.value)}: {first.label}{optional}",
+        await interaction.response.send_message(f"{form.question_for(button.value)}{optional}",
                                                 view=view, ephemeral=True)
 
     async def guarded(self, interaction: discord.Interaction, work: Awaitable[None]) -> None:

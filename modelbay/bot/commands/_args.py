@@ -6,10 +6,9 @@ from dataclasses import replace
 
 from modelbay.bot.spec import Arg, ArgType
 from modelbay.engine.analytics.analytics import PERIODS
+from modelbay.engine.catalog.curated import CATEGORIES
 
 __all__ = ["CATEGORIES", "CATEGORY", "JOB", "MODEL", "MODEL_OR_REPO", "PERIOD", "limit", "revision"]
-
-CATEGORIES = ("chat", "code", "creative", "analysis", "embedding", "domain")
 
 MODEL = Arg("model", "Model name.", required=True, autocomplete="model")
 """An installed or registered model, by its registry name (autocompleted from the registry)."""

@@ -24,6 +24,7 @@ RATE_DOWN = form(
          skip="No reason, just 👎"),
      Ask("comment", "Anything else?", optional=True, long=True, max_length=COMMENT_MAX)),
     legacy=True,  # 👎 buttons sent before forms carry "/rate down message:N"
+    question="What was wrong with answer #{}?",
 )
 """👎 on an answer: what was wrong with it (and, where the platform asks more than one thing, a comment)."""
 

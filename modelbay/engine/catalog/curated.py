@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from modelbay.engine.db.schema.catalog import Category
 from modelbay.engine.errors import CatalogInvalid
 
-__all__ = ["CatalogEntry", "load_catalog"]
+__all__ = ["CATEGORIES", "CatalogEntry", "load_catalog"]
+
+CATEGORIES = tuple(c.value for c in Category)  # what a model is for, in the order lists and menus show them
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")

@@ -83,7 +83,12 @@ class Installs:
         return SOURCES[_CATALOG_SOURCES.get(name, name)](self.settings)
 
     def resolve(self, name: str) -> Resolved:
-        """Find a model by registry name or repo id, and the repo and source it installs from."""
+        """Find a model by registry name or repo id, and the repo and source it installs from.
+
+        Raises:
+            InvalidId: `name` is neither a registry name nor a valid repo id.
+            ModelNotFound: no registered model has that name, or it has no repo to install from.
+        """
         if not SLUG.match(name.lower()):
             validate_repo_id(name)  # anything else (paths, URLs, NUL bytes) is refused before any lookup
         try:

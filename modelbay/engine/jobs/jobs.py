@@ -102,7 +102,11 @@ class Jobs:
         self, kind: str, params: dict[str, Any], *, requester: str, dedup_key: str | None = None,
         model_version_id: int | None = None,
     ) -> Submitted:
-        """Enqueue a job, or return the active one with the same kind and dedup key (created: False)."""
+        """Enqueue a job, or return the active one with the same kind and dedup key (created: False).
+
+        Raises:
+            UnknownJobKind: no job kind is registered under `kind`.
+        """
         spec = self._kinds.get(kind)
         if spec is None:
             raise UnknownJobKind(kind)

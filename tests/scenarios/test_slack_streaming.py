@@ -24,7 +24,7 @@ from tests.support.answers import long_answer, untile
 from tests.support.chat import served_by
 from tests.support.openai_standin import Script, StandIn
 from tests.support.slack import BOT_TOKEN, RESET, SignedRequests, SlackStandIn
-from tests.test_slack import USER, _in, _rated, _thread_as_shown, _unescaped, runtime, slack, standin  # noqa: F401
+from tests.scenarios.test_slack import USER, _in, _rated, _thread_as_shown, _unescaped, runtime, slack, standin  # noqa: F401
 
 
 def _ask(slack: SignedRequests, standin: SlackStandIn, n: int, ts: str) -> str:

@@ -221,7 +221,7 @@ else:
 def test_no_generation_outlives_the_interpreter(tiny_chat_model: Path, tmp_path: Path, how: str) -> None:
     script = tmp_path / "partial.py"
     script.write_text(_EXIT_SCRIPT)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, str(script), str(tiny_chat_model), how], capture_output=True, text=True,
                             timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)})
     assert result.returncode == 0, result.stderr

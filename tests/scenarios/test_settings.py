@@ -110,6 +110,6 @@ def test_secrets_are_hidden_in_repr_and_logs(tmp_path: Path, monkeypatch: pytest
 def test_settings_class_documents_every_variable() -> None:
     # The README's configuration table is generated from these names: each must carry the prefix.
     names = {f"MODELBAY_{name.upper()}" for name in Settings.model_fields}
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = sorted(name for name in names if name not in readme)
     assert not missing, f"README lacks {missing}"

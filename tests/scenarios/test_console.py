@@ -17,7 +17,7 @@ from modelbay.adapters.console import ConsoleApp
 from modelbay.bot import Dispatcher
 from modelbay.runtime import Runtime
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "/help\n/models list category:code\n# a comment\n\n/jobs\n/modle list\n/models info starcoder2-3b\n"
 
 

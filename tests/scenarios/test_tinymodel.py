@@ -29,7 +29,7 @@ from tests.support.tinymodel import (  # noqa: F401  (fixtures, imported so this
     tiny_model,
 )
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 MAX_NEW_TOKENS = 64
 MODEL_FILES = {
     "model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
