@@ -34,10 +34,10 @@ from tests.support.tinymodel import (  # noqa: F401 - fixtures
     tiny_mistral_model,
     with_chat_template,
 )
+from tests.support.messages import SYSTEM, assistant, roles_alternate, system, user
 
 HERE = Place("slack", "C1", "T1")
 ALICE = "slack:UALICE"
-SYSTEM = "Answer briefly."
 NO_SYSTEM = "System role not supported."
 ALTERNATE = "Conversation roles must alternate user/assistant/user/assistant/..."
 # A template that refuses any message holding a word, to reach a refusal ModelBay cannot shape its way around.
@@ -46,23 +46,6 @@ PICKY_TEMPLATE = ("{% for message in messages %}{% if 'forbidden' in message['co
 # A template that demands a system message: a chat without a system prompt cannot be shaped for it.
 SYSTEM_REQUIRED_TEMPLATE = ("{% if messages[0]['role'] != 'system' %}"
                             "{{ raise_exception('A system message is required') }}{% endif %}" + CHAT_TEMPLATE)
-
-
-def _user(text: str) -> dict[str, str]:
-    return {"role": "user", "content": text}
-
-
-def _assistant(text: str) -> dict[str, str]:
-    return {"role": "assistant", "content": text}
-
-
-def _system(text: str = SYSTEM) -> dict[str, str]:
-    return {"role": "system", "content": text}
-
-
-def _roles_alternate(messages: list[dict[str, str]]) -> bool:
-    roles = [m["role"] for m in messages if m["role"] != "system"]
-    return roles[:1] == ["user"] and all(a != b for a, b in zip(roles, roles[1:]))
 
 
 # -- in-process backends -------------------------------------------------------------------------------------
@@ -95,26 +78,26 @@ def test_every_prompt_takes_a_shape_the_template_accepts(which: str, request: py
         # The corpus's conversations, with what a broken history may add: a question left without its answer.
         history = [m for m in conversation if m["role"] != "system"]
         if rng.random() < 0.5:
-            history.insert(rng.randrange(len(history) + 1), _user("Unanswered?"))
-        system = [m for m in conversation if m["role"] == "system"]
-        messages = [*system, *history, _user("What color is the sky?")]
+            history.insert(rng.randrange(len(history) + 1), user("Unanswered?"))
+        systems = [m for m in conversation if m["role"] == "system"]
+        messages = [*systems, *history, user("What color is the sky?")]
         prompt = backend.prompt(messages, Generation(max_tokens=32))
-        assert _roles_alternate(prompt.messages) and prompt.question == "What color is the sky?"
+        assert roles_alternate(prompt.messages) and prompt.question == "What color is the sky?"
         exact = backend.count_tokens(prompt.messages)  # the template takes it (TemplateRefused otherwise)
         assert prompt.tokens >= exact  # the quick bound is never below the exact count
-        if system:
+        if systems:
             first = prompt.messages[0]
-            assert first == system[0] if backend.takes_system else first["content"].startswith(system[0]["content"])
+            assert first == systems[0] if backend.takes_system else first["content"].startswith(systems[0]["content"])
 
 
 @pytest.mark.parametrize("which", ["gemma", "mistral"])
 def test_a_conversation_cut_to_fit_keeps_its_system_prompt_in_a_shape_the_template_accepts(
         which: str, request: pytest.FixtureRequest) -> None:
     backend: TransformersBackend = request.getfixturevalue(which)
-    history = [m for i in range(40) for m in (_user(f"Question {i} about the sea?"), _assistant(f"Answer {i}. " * 8))]
-    messages = [_system(), _user("Lost question"), *history, _user("Tell me about rain. " * 200)]
+    history = [m for i in range(40) for m in (user(f"Question {i} about the sea?"), assistant(f"Answer {i}. " * 8))]
+    messages = [system(), user("Lost question"), *history, user("Tell me about rain. " * 200)]
     prompt = backend.prompt(messages, Generation(max_tokens=32))
-    assert _roles_alternate(prompt.messages) and prompt.notices
+    assert roles_alternate(prompt.messages) and prompt.notices
     assert prompt.tokens == backend.count_tokens(prompt.messages) <= backend.context_length - 32
     assert prompt.messages[0]["content"].startswith(SYSTEM)  # as a system message, or at the start of the first
     assert prompt.messages[-1]["content"].endswith(prompt.question) and "Tell me about rain." in prompt.question
@@ -123,7 +106,7 @@ def test_a_conversation_cut_to_fit_keeps_its_system_prompt_in_a_shape_the_templa
 @pytest.mark.parametrize("which", ["gemma", "mistral"])
 def test_in_process_answers_stream_through_templates_with_rules(which: str, request: pytest.FixtureRequest) -> None:
     backend: TransformersBackend = request.getfixturevalue(which)
-    messages = [_system(), _user("Hello!"), _user("What color is the sky?")]  # a lone question left in the history
+    messages = [system(), user("Hello!"), user("What color is the sky?")]  # a lone question left in the history
     prompt = backend.prompt(messages, Generation(max_tokens=24))
     items = list(backend.stream(prompt.messages, Generation(max_tokens=24, temperature=0)))
     assert isinstance(items[-1], Finished) and "".join(i for i in items if isinstance(i, str))
@@ -132,10 +115,10 @@ def test_in_process_answers_stream_through_templates_with_rules(which: str, requ
 def test_a_shape_a_template_refuses_is_one_line_naming_the_model(gemma: TransformersBackend,
                                                                mistral: TransformersBackend) -> None:
     with pytest.raises(TemplateRefused) as raised:
-        list(gemma.stream([_system(), _user("hi")], Generation(max_tokens=4)))
+        list(gemma.stream([system(), user("hi")], Generation(max_tokens=4)))
     assert str(raised.value).startswith(f"The chat template of tiny-gemma refused the conversation: {NO_SYSTEM} ")
     with pytest.raises(TemplateRefused) as raised:
-        mistral.count_tokens([_user("a"), _user("b")])
+        mistral.count_tokens([user("a"), user("b")])
     assert str(raised.value).startswith(f"The chat template of tiny-mistral refused the conversation: {ALTERNATE}")
     assert "\n" not in str(raised.value)
     shown = render_error(raised.value)
@@ -182,8 +165,8 @@ def test_a_chat_with_a_system_prompt_works_and_says_once_where_the_prompt_goes(r
         assert not [e for e in events if isinstance(e, Notice)]  # said in the card, not again at each answer
         assert events[-1].answer.status == "ok" and events[-1].answer.text
     # The model got the system prompt (greedy: the same text as a direct call with the expected request).
-    expected = ([_user(f"{SYSTEM}\n\nWhat color is the sky?")] if model == "tiny-gemma"
-                else [_system(), _user("What color is the sky?")])
+    expected = ([user(f"{SYSTEM}\n\nWhat color is the sky?")] if model == "tiny-gemma"
+                else [system(), user("What color is the sky?")])
     direct = "".join(p for p in backend.stream(expected, Generation(max_tokens=32, temperature=0))
                      if isinstance(p, str))
     assert first[-1].answer.text == direct
@@ -220,7 +203,7 @@ def test_a_question_without_an_answer_is_not_kept_and_the_next_answer_works(runt
     assert after[-1].answer.status == "ok" and after[-1].answer.text
     history = runtime.chats.history(session.id)
     assert [m["content"] for m in history if m["role"] == "user"] == ["Hello!", "What sound does a cow make?"]
-    assert _roles_alternate(history)
+    assert roles_alternate(history)
 
 
 def test_requests_alternate_whatever_the_stored_history_holds(runtime: Runtime) -> None:
@@ -244,10 +227,10 @@ def test_requests_alternate_whatever_the_stored_history_holds(runtime: Runtime) 
                             '{"role": "user", "content": "q3"}')
         assert _events(runtime, HERE, "Goodbye.")[-1].answer.status == "ok"
     sent = [body["messages"] for body in server.bodies]
-    assert all(_roles_alternate(messages) for messages in sent)
-    assert sent[0] == [_user(f"{SYSTEM}\n\nHello!")]  # the system prompt went into the first question
+    assert all(roles_alternate(messages) for messages in sent)
+    assert sent[0] == [user(f"{SYSTEM}\n\nHello!")]  # the system prompt went into the first question
     assert [m["content"] for m in sent[2]] == [f"{SYSTEM}\n\nHello!", "Hello there.", "What sound does a cow make?"]
-    assert sent[3] == [_user(f"{SYSTEM}\n\nq2"), _assistant("a2"), _user("Goodbye.")]
+    assert sent[3] == [user(f"{SYSTEM}\n\nq2"), assistant("a2"), user("Goodbye.")]
 
 
 @pytest.fixture

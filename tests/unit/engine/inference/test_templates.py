@@ -15,56 +15,39 @@ from modelbay.engine.inference.templates import (
     wants_alternation,
     wants_system,
 )
+from tests.support.messages import SYSTEM, assistant, roles_alternate, system, user
 
-SYSTEM = "Answer briefly."
-
-
-def _user(text: str) -> dict[str, str]:
-    return {"role": "user", "content": text}
-
-
-def _assistant(text: str) -> dict[str, str]:
-    return {"role": "assistant", "content": text}
-
-
-def _system(text: str = SYSTEM) -> dict[str, str]:
-    return {"role": "system", "content": text}
-
-
-def _roles_alternate(messages: list[dict[str, str]]) -> bool:
-    roles = [m["role"] for m in messages if m["role"] != "system"]
-    return roles[:1] == ["user"] and all(a != b for a, b in zip(roles, roles[1:]))
 
 
 def test_runs_of_one_role_are_merged_and_answers_before_any_question_dropped() -> None:
-    messages = [_system(), _assistant("orphan"), _user("a"), _user("b"), _assistant("x"), _assistant("y"), _user("c")]
-    assert alternating(messages) == [_system(), _user("a\n\nb"), _assistant("x\n\ny"), _user("c")]
+    messages = [system(), assistant("orphan"), user("a"), user("b"), assistant("x"), assistant("y"), user("c")]
+    assert alternating(messages) == [system(), user("a\n\nb"), assistant("x\n\ny"), user("c")]
     rng = random.Random(12)
     for _ in range(300):  # whatever a stored history holds, the request alternates and loses no question
-        history = [rng.choice([_user, _assistant])(str(i)) for i in range(rng.randint(0, 8))]
-        shaped = alternating([_system(), *history, _user("newest")])
-        assert _roles_alternate(shaped) and shaped[-1]["content"].endswith("newest")
+        history = [rng.choice([user, assistant])(str(i)) for i in range(rng.randint(0, 8))]
+        shaped = alternating([system(), *history, user("newest")])
+        assert roles_alternate(shaped) and shaped[-1]["content"].endswith("newest")
         asked = [m["content"] for m in history if m["role"] == "user"]
         assert all(any(q in m["content"] for m in shaped if m["role"] == "user") for q in asked)
 
 
 def test_a_system_prompt_is_folded_into_the_first_question() -> None:
-    assert folded([_system(), _user("hi"), _assistant("yo"), _user("more")]) == [
-        _user(f"{SYSTEM}\n\nhi"), _assistant("yo"), _user("more")]
-    assert folded([_user("hi")]) == [_user("hi")]
-    assert folded([_system()]) == [_user(SYSTEM)]
+    assert folded([system(), user("hi"), assistant("yo"), user("more")]) == [
+        user(f"{SYSTEM}\n\nhi"), assistant("yo"), user("more")]
+    assert folded([user("hi")]) == [user("hi")]
+    assert folded([system()]) == [user(SYSTEM)]
 
 
 def test_shaping_keeps_every_question_and_the_system_prompt_exactly_once() -> None:
     rng = random.Random(7)
     for _ in range(300):
-        history = [rng.choice([_user, _assistant])(f"m{i}") for i in range(rng.randint(0, 8))]
-        messages = [_system(), *history, _user("newest")]
+        history = [rng.choice([user, assistant])(f"m{i}") for i in range(rng.randint(0, 8))]
+        messages = [system(), *history, user("newest")]
         shaped = folded(alternating(messages))
-        assert all(m["role"] != "system" for m in shaped) and _roles_alternate(shaped)
+        assert all(m["role"] != "system" for m in shaped) and roles_alternate(shaped)
         assert sum(m["content"].count(SYSTEM) for m in shaped) == 1 and shaped[0]["content"].startswith(SYSTEM)
         assert alternating(alternating(messages)) == alternating(messages)  # shaping twice changes nothing
-    assert messages[0] == _system()  # the input is left as it was
+    assert messages[0] == system()  # the input is left as it was
 
 
 # Refusals as real templates word them (Gemma, Mistral v0.1, Llama 2 / Mistral) and as a template may demand one.
@@ -83,7 +66,7 @@ def test_a_refusal_is_read_for_what_the_template_asks(reason: str, refuses: bool
 
 def test_without_a_tokenizer_a_prompt_is_estimated_and_every_shape_taken() -> None:
     template = ChatTemplate(None, "remote")
-    short, longer = [_user("hi")], [_user("hi " * 300)]
+    short, longer = [user("hi")], [user("hi " * 300)]
     assert not template.rendered and template.takes_system
     assert 0 < template.count(short) < template.count(longer)
-    template.check([_assistant("a"), _assistant("b")])  # nothing to check against: no refusal
+    template.check([assistant("a"), assistant("b")])  # nothing to check against: no refusal
