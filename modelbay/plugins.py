@@ -10,8 +10,10 @@ the same name.
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -32,22 +34,39 @@ DEFAULT_PLUGINS = (
     "modelbay.default_plugins.job_kinds",
 )
 
+log = logging.getLogger(__name__)
+
 _pm = pluggy.PluginManager("modelbay")
 _pm.add_hookspecs(hookspecs)
 _lock = threading.RLock()
-_loaded = False
+_started = False  # loading began: a plugin importing modelbay while it loads sees the built-ins only
 _filled: dict[str, dict[str, Any]] = {}  # hook name -> the arguments it was called with (the registry filled)
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
-    """Return the plugin manager, with the built-in plugins and the installed entry points loaded."""
-    global _loaded
+    """Return the plugin manager, with the built-in plugins and the installed entry points loaded.
+
+    The built-ins are registered first. Each entry point is then loaded on its own: one that fails to import is
+    logged and skipped, so a broken plugin never takes the built-ins down with it. A plugin that reads a registry
+    while it is being imported (e.g. `import modelbay.bot`) sees the built-ins, and gets its own hooks called
+    for that registry once it is registered.
+    """
+    global _started
     with _lock:
-        if not _loaded:
-            _loaded = True
-            _pm.load_setuptools_entrypoints(ENTRY_POINTS)
-            for name in DEFAULT_PLUGINS:
-                _pm.register(importlib.import_module(name), name)
+        if _started:
+            return _pm
+        _started = True
+        for name in DEFAULT_PLUGINS:
+            _pm.register(importlib.import_module(name), name)
+        for point in entry_points(group=ENTRY_POINTS):
+            if _pm.has_plugin(point.name) or _pm.is_blocked(point.name):
+                continue
+            try:
+                plugin = point.load()
+            except Exception:
+                log.exception("the plugin %s (%s) could not be loaded; going on without it", point.name, point.value)
+                continue
+            register(plugin, point.name)
     return _pm
 
 
