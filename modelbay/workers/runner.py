@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,11 +17,13 @@ from modelbay.config import Settings
 from modelbay.engine.db.database import Database, database_unavailable
 from modelbay.engine.errors import ModelBayError
 from modelbay.engine.jobs.jobs import JobCanceled, Jobs
+from modelbay.engine.jobs.kinds import KINDS
 from modelbay.engine.db.schema.jobs import JobStatus
 from modelbay.workers.context import JobContext
 
-__all__ = ["WorkerResources", "execute", "install_resources"]
+log = logging.getLogger(__name__)
 
+__all__ = ["WorkerResources", "execute", "install_resources"]
 
 
 @dataclass
@@ -52,9 +55,18 @@ def _current_resources() -> WorkerResources:
     return _resources
 
 
-def _resolve(func_path: str) -> Callable[..., Any]:
-    module_name, _, attr = func_path.rpartition(".")
-    return getattr(importlib.import_module(module_name), attr)
+def _resolve(func_path: str, kind: str) -> Callable[..., Any]:
+    """The job function at `func_path`; where it has moved since the job was queued (an upgrade between enqueue
+    and run), the function its kind names now."""
+    try:
+        module_name, _, attr = func_path.rpartition(".")
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        spec = KINDS.get(kind)
+        if spec is None or spec.func == func_path:
+            raise
+        log.info("job function %s has moved: running %s, the %s kind's function now", func_path, spec.func, kind)
+        return _resolve(spec.func, kind)
 
 
 def _user_error(exc: BaseException) -> str:
@@ -77,7 +89,7 @@ def execute(func_path: str, params: dict[str, Any]) -> dict[str, Any] | None:
     try:
         ctx.check_canceled()
         # Heavy libraries (torch, transformers) are imported here, inside the job, never in the worker parent.
-        result = _resolve(func_path)(ctx, **params)
+        result = _resolve(func_path, record.kind)(ctx, **params)
     except JobCanceled:
         jobs.transition(rq_job.id, JobStatus.CANCELED, message="Canceled")
         return {"canceled": True}
