@@ -27,7 +27,7 @@ class HelloPlugin:
         @command("hello", help="Say hello.", args=(Arg("name", "Who to greet.", rest=True),), registry=commands)
         async def hello(ctx: Context, name: str | None) -> Reply:
             """Greet someone, or the caller, and say how many models the registry holds."""
-            _, total = await ctx.call(ctx.runtime.registry.list_models, limit=1)
+            total = (await ctx.call(ctx.runtime.registry.list_models, limit=1)).total
             return Reply(title="Hello", text=f"Hello, {name or ctx.actor.display_name}! "
                                              f"The registry holds {total} models.", tone="success")
 

@@ -2,7 +2,8 @@
 
 Run it with `python examples/model_source.py`. A source is a `ModelSource` subclass with a `name` and three
 methods: `search`, `info` (one model at a commit, with its files) and `fetch_file` (copy one file, counting
-bytes). A plugin registers it through the `register_sources` hook; packaged, it is found by its entry point:
+bytes); `has` (optional) claims repo ids, so that `/models install acme/tiny-chat` installs from it. A plugin
+registers it through the `register_sources` hook; packaged, it is found by its entry point:
 
     [project.entry-points.modelbay]
     dict_source = "my_package.model_source"
@@ -48,6 +49,10 @@ class DictSource(ModelSource):
         return RemoteModel(self.name, repo_id, sha, tuple(RemoteFile(p, len(b)) for p, b in files.items()),
                            author=repo_id.split("/")[0], tags=MODELS[repo_id]["tags"], pipeline_tag="text-generation")
 
+    def has(self, repo_id: str) -> bool:
+        """Whether this source holds repo_id: an install of it comes from here, not from the hub."""
+        return repo_id in MODELS
+
     def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
         """Write the file's bytes to dest and return their sha256."""
         data = MODELS[model.repo_id]["files"][file.path]
@@ -68,12 +73,14 @@ def main() -> None:
     plugins.register(DictSourcePlugin())  # an installed package would be found through its entry point instead
     with tempfile.TemporaryDirectory() as home:
         runtime = Runtime(load_settings(home=Path(home)))
+        runtime.prepare()  # an SQLite database with the shipped catalog
         try:
             hits, notices = runtime.discovery.search("tiny", source="dict")
             for hit in hits:
                 print(f"{hit.name}  source={hit.source}  category={hit.category}  size={hit.size_bytes} B")
             model = DictSource(runtime.settings).info("acme/tiny-chat")
             print(f"{model.repo_id}@{model.sha[:7]}: {', '.join(f.path for f in model.files)}")
+            print(f"/models install acme/tiny-chat installs from: {runtime.installs.resolve('acme/tiny-chat').source}")
         finally:
             runtime.close()
 

@@ -30,6 +30,7 @@ def test_a_plugin_model_source_is_searched(tmp_path: Path) -> None:
     assert "acme/tiny-chat  source=dict  category=chat  size=26 B" in out
     assert "acme/tiny-coder  source=dict  category=code" in out
     assert "acme/tiny-chat@" in out and ": config.json, README.md" in out
+    assert "/models install acme/tiny-chat installs from: dict" in out  # the source that holds it, not the hub
 
 
 def test_a_plugin_backend_streams_an_answer(tmp_path: Path) -> None:

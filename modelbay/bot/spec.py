@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from modelbay.bot.errors import ArgumentInvalid, UnknownCommand
 from modelbay.engine.errors import shown
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMANDS",
     "Arg",
+    "Parsed",
     "ArgType",
     "ArgumentInvalid",
     "Command",
@@ -158,6 +159,13 @@ class Command:
         return values
 
 
+class Parsed(NamedTuple):
+    """A typed line parsed: its command and the converted values of its arguments, by name."""
+
+    command: Command
+    values: dict[str, Any]
+
+
 class CommandSet:
     """The registry of commands; built-in commands register the same way extensions do."""
 
@@ -179,7 +187,7 @@ class CommandSet:
         """Return the command at path (or an alias of it)."""
         return self._commands.get(path) or self._aliases.get(path)
 
-    def parse(self, line: str, more: dict[str, Any] | None = None) -> tuple[Command, dict[str, Any]]:
+    def parse(self, line: str, more: dict[str, Any] | None = None) -> Parsed:
         """Parse a typed line like '/models list chat limit:5' into its command and bound arguments.
 
         `more` adds named values that did not come on the line (what a form asked for before a button ran it).
@@ -199,7 +207,7 @@ class CommandSet:
             cmd = self.get(tuple(words[:size]))
             if cmd is not None and len(words) >= size:
                 positional, named = _split_args(cmd, tokens[size:])
-                return cmd, cmd.bind(positional, {**named, **(more or {})})
+                return Parsed(cmd, cmd.bind(positional, {**named, **(more or {})}))
         raise UnknownCommand("/" + " ".join(tokens[:2]), self.suggest(" ".join(words[:2])))
 
     def suggest(self, typed: str) -> str | None:

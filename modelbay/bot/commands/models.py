@@ -6,6 +6,7 @@ from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Field, Progress, Reply, Table
 from modelbay.bot.commands._args import CATEGORY, MODEL, MODEL_OR_REPO, limit, revision
 from modelbay.bot.spec import Arg, ArgType, command
+from modelbay.engine.catalog.sources.base import SOURCES
 from modelbay.engine.errors import shown
 from modelbay.engine.hardware import fits
 from modelbay.engine.records import ModelRecord
@@ -100,7 +101,7 @@ def _versions(m: ModelRecord) -> Table | None:
     help="Search the registry and the Hugging Face Hub (`tag:code`, `license:mit` terms work too).",
     args=(
         Arg("query", "Words to look for, with optional tag:/license:/author: terms.", required=True, rest=True),
-        Arg("source", "Where to look.", choices=("all", "registry", "huggingface", "local"), default="all"),
+        Arg("source", "Where to look.", choices=("all", "registry", *SOURCES), default="all"),
         CATEGORY,
         Arg("fits", "Only models that fit this machine (at 4-bit or better).", type=ArgType.BOOLEAN, default=False),
         limit(15, 50),

@@ -60,9 +60,8 @@ HISTORY_LIMIT = 200  # turns kept in Redis per session; the context window trims
 BACKEND_FRESH_FOR = 10.0  # seconds a chosen backend is reused before the server table is read again
 KEEP_IN_PROCESS = 2  # models kept loaded for in-process answers; the least recently used one goes first
 KEEP_BACKENDS = 16  # backends kept in all (HTTP ones hold only a connection pool)
-# The backends (BACKENDS names) that answer: a version's running server, else a model loaded in this process.
-# SERVED_BY is built as cls(endpoint, served name, model_path=, api_key=, label=, context_length=), IN_PROCESS as
-# cls(model folder, label=).
+# The backends (BACKENDS names) that answer: a version's running server, else a model loaded in this process
+# (how each is built: the `Backend` docstring).
 SERVED_BY = "vllm"
 IN_PROCESS = "transformers"
 # Seconds this process trusts what it last read of the chat open at a place; opening or closing a chat here

@@ -7,7 +7,9 @@ from datetime import datetime
 
 from modelbay.engine.analytics.analytics import tokens_per_second
 
-__all__ = ["AnswerRecord", "Answered", "DOWN_REASONS", "Delta", "Notice", "Place", "RatingRecord", "SessionRecord", "UP_REASONS"]
+__all__ = [
+    "AnswerRecord", "Answered", "DOWN_REASONS", "Delta", "Notice", "Place", "RatingRecord", "SessionRecord", "UP_REASONS",
+]
 
 
 UP_REASONS = ("helpful", "accurate", "followed_instructions", "creative")

@@ -33,7 +33,8 @@ __all__ = ["InstallTicket", "Installs", "Resolved", "settle"]
 
 
 PREFLIGHT_TIMEOUTS = 2  # hub timeouts the whole pre-flight (listing, small JSON reads, access check) may take
-_CATALOG_SOURCES = {"catalog": "huggingface"}  # the curated catalog's entries come from the hub
+HUB = "huggingface"  # the source of last resort for a repo id no other source holds
+_CATALOG_SOURCES = {"catalog": HUB}  # the curated catalog's entries come from the hub
 _IN_FLIGHT = {"queued", "downloading", "verifying"}
 
 
@@ -96,11 +97,10 @@ class Installs:
         except ModelNotFound:
             if not is_repo_id(name):
                 raise
-            # A folder of the local source wins over the hub: an air-gapped site must never fetch a
-            # same-named model from the internet instead of its own copy.
-            local = SOURCES["local"](self.settings)
-            source = "local" if name.startswith("local/") or local.has(name) else "huggingface"
-            return Resolved(None, name, source)
+            # A source that holds it (a local folder, a plugin's store) wins over the hub: an air-gapped site must
+            # never fetch a same-named model from the internet instead of its own copy.
+            held = (n for n, cls in SOURCES.items() if n != HUB and cls(self.settings).has(name))
+            return Resolved(None, name, next(held, HUB))
         if not record.repo_id:
             raise ModelNotFound(name)
         return Resolved(record, record.repo_id, _CATALOG_SOURCES.get(record.source, record.source))

@@ -35,14 +35,14 @@ def test_every_argument_style_binds_the_same_values() -> None:
                  "/THINGS LIST --kind big --limit=5 all=yes", "/things big 5 --all"):
         cmd, values = COMMANDS.parse(line)
         assert cmd.name == "/things list" and values == expected, line
-    assert COMMANDS.parse("/things list")[1] == {"kind": None, "limit": 10, "all": False, "ratio": None}
-    assert COMMANDS.parse("/things list ratio:0.25")[1]["ratio"] == 0.25
+    assert COMMANDS.parse("/things list").values == {"kind": None, "limit": 10, "all": False, "ratio": None}
+    assert COMMANDS.parse("/things list ratio:0.25").values["ratio"] == 0.25
 
 
 def test_free_text_takes_the_rest_of_the_line_and_a_value_with_a_colon_stays_a_value() -> None:
-    assert COMMANDS.parse("/note org/model:v2 keep  it 'short'")[1] == {"model": "org/model:v2",
+    assert COMMANDS.parse("/note org/model:v2 keep  it 'short'").values == {"model": "org/model:v2",
                                                                         "text": "keep it short"}
-    assert COMMANDS.parse("/note https://example.com/x")[1] == {"model": "https://example.com/x", "text": None}
+    assert COMMANDS.parse("/note https://example.com/x").values == {"model": "https://example.com/x", "text": None}
 
 
 @pytest.mark.parametrize(("line", "said"), [

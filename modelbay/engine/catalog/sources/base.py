@@ -127,6 +127,15 @@ class ModelSource(ABC):
     def fetch_file(self, model: RemoteModel, file: RemoteFile, dest: Path, meter: ByteMeter) -> str | None:
         """Copy one file into dest, feeding meter; return the sha256 of what was written, if it was computed."""
 
+    def has(self, repo_id: str) -> bool:
+        """Whether this source holds `repo_id`, answered without the network (optional hook; default: no).
+
+        An install of a repo id the registry does not know asks every source but the hub, in the order they were
+        registered, and the first that has it wins; the hub is the fallback. So a site's own copy (a local folder,
+        a plugin's store) is never replaced by a same-named model from the internet.
+        """
+        return False
+
     def check_access(self, model: RemoteModel) -> None:  # noqa: B027 - optional hook
         """Raise if the caller may not download the model's files (gated repos).
 

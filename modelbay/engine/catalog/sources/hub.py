@@ -1,4 +1,4 @@
-"""The Hugging Face Hub source (huggingface_hub against MODELBAY_HUB_ENDPOINT), with a deadline on every metadata call."""
+"""The Hugging Face Hub source (huggingface_hub against MODELBAY_HUB_ENDPOINT), a deadline on every metadata call."""
 
 from __future__ import annotations
 

@@ -34,8 +34,8 @@ class LocalFolderSource(ModelSource):
         return found
 
     def has(self, repo_id: str) -> bool:
-        """Whether a folder answers to repo_id."""
-        return repo_id in self._folders()
+        """Whether a folder answers to repo_id (a `local/...` id always names this source)."""
+        return repo_id.startswith("local/") or repo_id in self._folders()
 
     def search(self, text: str, *, category: str | None = None, limit: int = 20) -> list[RemoteModel]:
         """Return folders whose name contains every word of text."""

@@ -59,6 +59,11 @@ class Backend(ABC):
 
     A new backend is a class with a `name` and `stream` (and a `template`, for `prompt` to count tokens with),
     registered through the `register_backends` plugin hook; `examples/backend.py` shows one.
+
+    Chats answer with the backend registered as "vllm" where a version's server runs, built as
+    `cls(endpoint, served_name, model_path=, api_key=, label=, context_length=)`, and else with the one registered
+    as "transformers", built as `cls(model_folder, label=)` (`engine/chat/chats.py`, SERVED_BY and IN_PROCESS); a
+    plugin that registers a class with one of those names and that constructor replaces the built-in.
     """
 
     name: ClassVar[str] = "backend"  # what it registers under in BACKENDS, and what analytics records per answer
