@@ -588,7 +588,8 @@ class SchemaOutdated(Misconfigured):
         self.current = current
         self.head = head
         super().__init__(
-            f"The database schema is at {current or 'nothing'} and this version needs {head}: run `modelbay db upgrade`."
+            f"The database schema is at {current or 'nothing'} and this version needs {head}: "
+            "run `modelbay db upgrade`."
         )
 
 

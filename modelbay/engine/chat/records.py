@@ -8,7 +8,8 @@ from datetime import datetime
 from modelbay.engine.analytics.analytics import tokens_per_second
 
 __all__ = [
-    "AnswerRecord", "Answered", "DOWN_REASONS", "Delta", "Notice", "Place", "RatingRecord", "SessionRecord", "UP_REASONS",
+    "AnswerRecord", "Answered", "DOWN_REASONS", "Delta", "Notice", "Place", "RatingRecord", "SessionRecord",
+    "UP_REASONS",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Which files of a listed model version to download: safetensors and configs; pickle and remote code refused unless allowed."""
+"""Which files of a listed version to download: safetensors and configs; pickle and remote code only where allowed."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from modelbay.engine.db.schema.analytics import AnalyticsEvent, LatencyDaily, La
 from modelbay.engine.db.schema.serving import Server, ServerState
 
 __all__ = [
-    "AnalyticsEvent", "UTCDateTime", "enum_column", "utcnow", "Base", "Category", "ChatSession", "Feedback", "InstallState", "JobRow", "JobStatus",
-    "LatencyDaily", "LatencyHourly", "Message", "Model", "ModelVersion", "PrivacyOptout", "Server", "ServerState",
-    "UsageHourly",
+    "AnalyticsEvent", "Base", "Category", "ChatSession", "enum_column", "Feedback", "InstallState", "JobRow",
+    "JobStatus", "LatencyDaily", "LatencyHourly", "Message", "Model", "ModelVersion", "PrivacyOptout", "Server",
+    "ServerState", "UsageHourly", "UTCDateTime", "utcnow",
 ]
