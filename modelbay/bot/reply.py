@@ -51,7 +51,7 @@ class Form:
     """
 
     name: str  # short and stable: it travels in button payloads ("down", "sys")
-    line: str  # e.g. "/rate down message:{}"
+    line: str  # e.g. "/rate down message:{}"; the value fills a named argument, so it is never read as another
     title: str  # with `{}` for the value, e.g. "Rate answer #{}"
     asks: tuple[Ask, ...]
     submit: str = "Send"

@@ -296,14 +296,18 @@ def test_a_system_prompt_button_opens_its_own_model_whatever_its_name_after_a_re
         # Every kind of button whose command its template would not read back whole goes under a key too
         for go, command in ((SYSTEM_PROMPT.button("Go", "tiny chat"), "mb:sys:tiny chat"),
                             (SYSTEM_PROMPT.button("Go", name), "mb:sys:" + name),
+                            (Button("Go", "mb:sys:tiny chat"), "mb:sys:tiny chat"),  # as buttons were built before forms
+                            (Button("Go", "mb:sys:" + name), "mb:sys:" + name),
                             (Button("Go", "/models info model:a\nb"), "/models info model:a\nb"),
                             (Button("Go", "/help " + "x" * 100), "/help " + "x" * 100)):
             item = second.adapter._item(go)
             assert item.custom_id.startswith("mb:key:") and len(item.custom_id) <= 100
             assert runtime.redis.get(f"modelbay:discord:button:{item.custom_id[7:]}") == command.encode()
         for go, kind in ((SYSTEM_PROMPT.button("Go", "tiny-chat"), "mb:sys:tiny-chat"),
+                         (Button("Go", "mb:sys:tiny-chat"), "mb:sys:tiny-chat"),  # as buttons were built before forms
                          (Button("Go", "/models list"), "mb:run:/models list"),
-                         (RATE_DOWN.button("Go", 12), "mb:down:12")):
+                         (RATE_DOWN.button("Go", 12), "mb:down:12"),
+                         (Button("Go", "/rate down message:12"), "mb:down:12")):
             assert second.adapter._item(go).custom_id == kind
     finally:
         second.stop()
@@ -555,7 +559,7 @@ def test_buttons_inside_cards_work_after_a_restart(runtime: Runtime, standin: Di
 
 def test_a_card_of_30000_characters_is_sent_whole_within_discords_limits(bot: Bot, standin: DiscordStandIn) -> None:
     answer = long_answer(30000, seed=30000, long_block=150)
-    buttons = [RATE_DOWN.button("👎", 7, "danger")] + [Button(f"B{i}", f"/help {'x' * 5 * i}") for i in range(30)]
+    buttons = [Button("👎", "/rate down message:7")] + [Button(f"B{i}", f"/help {'x' * 5 * i}") for i in range(30)]
     reply = Reply(title="A very long card " + "t" * 400, text=answer, tone="success",
                   fields=[Field("Model", "`tiny-chat`"), Field("Note", "n" * 3000)],
                   progress=Progress("job-1", "Install", 0.4, "started", "d" * 2000), footer="f" * 3000,

@@ -16,6 +16,8 @@ discord.py itself waits out HTTP 429s (Retry-After) before retrying.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import asyncio
 import hashlib
 import io
@@ -466,6 +468,8 @@ class DiscordAdapter:
         return view
 
     def _item(self, b: Button) -> discord.ui.Item[Any]:
+        if b.form is None and (asks := Button.pressed(b.command)).form is not None:
+            b = replace(asks, label=b.label, style=b.style)  # a line that a form completes (👎) asks first, as before
         style = _STYLES[b.style]
         # A payload goes in the custom id only when it fits and the item's template reads it back whole (a model or
         # line with spaces, line breaks or over 100 characters would come back cut or not at all); else under a key.

@@ -29,7 +29,7 @@ RATE_DOWN = form(
 """👎 on an answer: what was wrong with it (and, where the platform asks more than one thing, a comment)."""
 
 SYSTEM_PROMPT = form(
-    "sys", "/chat {}", "System prompt",
+    "sys", "/chat model:{}", "System prompt",
     (Ask("system", "How should the model behave?", placeholder="You are a concise assistant who answers in plain "
          "English.", long=True, max_length=SYSTEM_MAX),),
 )

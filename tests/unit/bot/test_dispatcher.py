@@ -75,3 +75,12 @@ def test_a_pressed_payload_is_the_button_it_came_from() -> None:
     assert legacy.form is SCORE_DOWN and legacy.value == "12"
     for line in ("/score down item:12 more", "/talk tiny", "mb:nosuchform:3"):
         assert Button.pressed(line).form is None and Button.pressed(line).command == line
+
+
+def test_a_form_value_fills_its_argument_whatever_it_holds() -> None:
+    from modelbay.bot import COMMANDS as BUILT_IN
+    from modelbay.bot.commands.chat import SYSTEM_PROMPT
+
+    for value in ("tiny-chat", "org/model:v2", "system:x", "model:y", "modl:z", "--x", "two words"):
+        parsed = BUILT_IN.parse(SYSTEM_PROMPT.line_for(value), {"system": "Be brief."})
+        assert parsed.values == {"model": value, "system": "Be brief."}
