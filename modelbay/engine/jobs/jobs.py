@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
@@ -299,13 +300,26 @@ class Jobs:
         Raises:
             JobNotFound: no job has that id.
         """
+        if not status.active:
+            # The end hook runs before the row says the job ended, so whoever sees it ended (a reader polling the
+            # row, a listener) also sees what the hook did (a server marked down, a version's state). The hooks
+            # are idempotent: a repeated ending, or one that loses to a concurrent one, may run them again.
+            before = self._peek(job_id)
+            if before.active:
+                self._ended(replace(before, status=status.value, error=error if error is not None else before.error))
         record = self._move(job_id, status, error, result)
         if record.status != status.value:
             return record  # an ended job stays ended, whatever a late runner or cancel says
         self._publish(ProgressEvent(job_id, status.value, record.progress, message or error, record.progress_detail))
-        if not status.active:
-            self._ended(record)  # the hooks are idempotent: a repeated ending may run them again
         return record
+
+    @idempotent
+    def _peek(self, job_id: str) -> JobRecord:
+        with self._db.session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFound(job_id)
+            return _record(row)
 
     @idempotent
     def _move(self, job_id: str, status: JobStatus, error: str | None, result: dict[str, Any] | None) -> JobRecord:
