@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from modelbay.config import Settings
 from modelbay.engine.db.database import Database, database_unavailable
 from modelbay.engine.errors import ModelBayError
 from modelbay.engine.jobs.jobs import JobCanceled, Jobs
-from modelbay.engine.jobs.kinds import KINDS
+from modelbay.engine.jobs.kinds import KINDS, resolve
 from modelbay.engine.db.schema.jobs import JobStatus
 from modelbay.workers.context import JobContext
 
@@ -59,8 +58,7 @@ def _resolve(func_path: str, kind: str) -> Callable[..., Any]:
     """The job function at `func_path`; where it has moved since the job was queued (an upgrade between enqueue
     and run), the function its kind names now."""
     try:
-        module_name, _, attr = func_path.rpartition(".")
-        return getattr(importlib.import_module(module_name), attr)
+        return resolve(func_path)
     except (ImportError, AttributeError):
         spec = KINDS.get(kind)
         if spec is None or spec.func == func_path:

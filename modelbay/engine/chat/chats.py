@@ -166,6 +166,12 @@ class Chats:
         self._places[place] = (time.monotonic(), found)
         return found
 
+
+    def _current_or_refuse(self, place: Place) -> SessionRecord:
+        current = self.current(place)
+        if current is None:
+            raise NoChatHere()
+        return current
     def get(self, session_id: int) -> SessionRecord:
         """Return one open chat session.
 
@@ -205,9 +211,7 @@ class Chats:
         Raises:
             NoChatHere: no chat is open there.
         """
-        current = self.current(place)
-        if current is None:
-            raise NoChatHere()
+        current = self._current_or_refuse(place)
         with self._db.session() as session:
             row = session.get(ChatSession, current.id)
             row.closed_at = datetime.now(timezone.utc)
@@ -526,9 +530,7 @@ class Chats:
         Raises:
             NoChatHere: no chat is open there.
         """
-        current = self.current(place)
-        if current is None:
-            raise NoChatHere()
+        current = self._current_or_refuse(place)
         with self._db.session() as session:
             return session.scalars(select(Message.id).where(
                 Message.session_id == current.id, Message.role == "assistant", Message.user_key == user_key,

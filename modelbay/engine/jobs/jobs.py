@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import secrets
@@ -33,7 +32,7 @@ from modelbay.engine.errors import (
     UnknownJobKind,
 )
 from modelbay.engine.records import JobRecord, Submitted, record_from_row
-from modelbay.engine.jobs.kinds import KINDS, RUNNER, JobKind
+from modelbay.engine.jobs.kinds import KINDS, RUNNER, JobKind, resolve
 from modelbay.engine.jobs.progress import ProgressDetail, ProgressEvent
 from modelbay.engine.jobs.scheduling import enqueue_overdue
 from modelbay.engine.db.schema.jobs import JobRow, JobStatus
@@ -347,8 +346,7 @@ class Jobs:
         """Run the kind's on_end hook, however the job ended (runner, cancel, or a dead worker)."""
         kind = self._kinds.get(record.kind)
         if kind is not None and kind.on_end:
-            module_name, _, attr = kind.on_end.rpartition(".")
-            getattr(importlib.import_module(module_name), attr)(self._db, record)
+            resolve(kind.on_end)(self._db, record)
 
     def save_progress(self, job_id: str, progress: float, message: str | None, detail: Mapping[str, Any]) -> None:
         """Store a progress report in the job's row (a report lost to a database outage is logged and skipped)."""

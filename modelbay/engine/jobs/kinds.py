@@ -9,14 +9,17 @@ adds these).
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from rq import Retry
 
 from modelbay.engine.extensions import Extensions
 
 __all__ = [
+    "resolve",
     "BUILT_IN", "INSTALL", "KINDS", "PROBE", "QUEUES", "RUNNER", "SERVE", "JobKind", "QueueName", "RetryPolicy",
     "register_kind",
 ]
@@ -91,3 +94,14 @@ KINDS: Extensions[JobKind] = Extensions("register_job_kinds", lambda kind: kind.
 def register_kind(kind: JobKind) -> JobKind:
     """Make a job kind available to submit (replacing one of the same name); plugins use the hook instead."""
     return KINDS.register(kind)
+
+
+def resolve(path: str) -> Callable[..., Any]:
+    """The function a dotted path names (a job function or end hook), imported where it runs.
+
+    Raises:
+        ImportError: its module cannot be imported.
+        AttributeError: the module has no such name.
+    """
+    module_name, _, attr = path.rpartition(".")
+    return getattr(importlib.import_module(module_name), attr)
