@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from modelbay.engine.errors import ChecksumMismatch, DiskFull, UnsafeRepoFile
+from modelbay.engine.installs.files import check_listing
 from modelbay.engine.installs.installs import Installs
 from modelbay.engine.jobs.jobs import JobCanceled
 from modelbay.engine.installs.loadable import check_folder
@@ -143,6 +144,10 @@ def install(ctx: JobContext, version_id: int, source: str, repo_id: str, sha: st
     staging = installs.store.staging(version_id, sha)
     registry.update_version(version_id, install_state="downloading")
     try:
+        # The listing as the job got it (a job queued without pre-flight, or a source that changed since): a path
+        # that cannot be stored is refused before any download, not by whichever parallel write meets it first.
+        check_listing(model)
+
         def fetch_and_verify(file: RemoteFile) -> dict[str, Any]:
             streamed = fetcher.fetch_file(model, file, staging, meter)
             return _verify(staging / file.path, file, streamed)
