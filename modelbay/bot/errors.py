@@ -13,9 +13,14 @@ from modelbay.engine.db.database import database_unavailable
 from modelbay.engine.errors import (
     AnswerNotFound,
     BackendFailed,
+    ConsoleOnly,
     CatalogInvalid,
     ChecksumMismatch,
     DatabaseUnavailable,
+    DatasetInvalid,
+    DatasetNameTaken,
+    DatasetNotFound,
+    DatasetUnreadable,
     DiskFull,
     DownloadFailed,
     GatedModel,
@@ -114,6 +119,7 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     RevisionMissing: ErrorStyle("Revision not found"),
     JobNotFound: ErrorStyle("Job not found"),
     AnswerNotFound: ErrorStyle("Cannot rate that"),
+    DatasetNotFound: ErrorStyle("Dataset not found"),
     # conflict: info, 409
     JobNotCancelable: ErrorStyle("Nothing to cancel"),
     ModelInUse: ErrorStyle("Model in use", "warning"),
@@ -122,6 +128,7 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     NotServed: ErrorStyle("Not served"),
     ServerNotRunning: ErrorStyle("Not running"),
     NoChatHere: ErrorStyle("No chat here"),
+    DatasetNameTaken: ErrorStyle("Name taken", "warning"),
     # unavailable: error, 502
     HubUnavailable: ErrorStyle("Hub unreachable"),
     DownloadFailed: ErrorStyle("Download failed"),
@@ -145,6 +152,9 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     ModelUnloadable: ErrorStyle("Model cannot load"),
     TemplateRefused: ErrorStyle("The model's template refused"),
     UploadRefused: _GENERIC,
+    DatasetUnreadable: ErrorStyle("Dataset unreadable"),
+    DatasetInvalid: ErrorStyle("Dataset not trainable"),
+    ConsoleOnly: ErrorStyle("Console only", "warning"),
     UnknownPrecision: _GENERIC,
     # misconfigured: "Configuration problem", error, shown to all, 500 (DatabaseDriverMissing takes all of it)
     CatalogInvalid: ErrorStyle("Catalog problem"),

@@ -7,5 +7,6 @@
 - `analytics/`: per-model metrics from answers and ratings
 - `jobs/`: background job kinds, submission, progress, cancel, retries
 - `db/`: the database and its tables, one schema module per area
-- shared: `errors` (every user-facing error), `records`, `ids`, `units`, `hardware`, `uploads`
+- `datasets/`: dataset files read row by row, validated, tokenised as training reads them, reported on
+- shared: `errors` (every user-facing error), `records`, `ids`, `units`, `hardware`
 """

@@ -39,6 +39,7 @@ __all__ = [
     "RevisionMissing",
     "JobNotFound",
     "AnswerNotFound",
+    "DatasetNotFound",
     "JobNotCancelable",
     "ModelInUse",
     "NotInstalled",
@@ -66,6 +67,10 @@ __all__ = [
     "TemplateRefused",
     "WrongReason",
     "UploadRefused",
+    "DatasetUnreadable",
+    "DatasetInvalid",
+    "DatasetNameTaken",
+    "ConsoleOnly",
     "UnknownPrecision",
     "CatalogInvalid",
     "DatabaseDriverMissing",
@@ -224,6 +229,24 @@ class AnswerNotFound(NotFound):
         else:
             text = f"There is no answer #{message_id}. Rate the answers you got with their 👍/👎 buttons."
         super().__init__(text)
+
+
+class DatasetNotFound(NotFound):
+    """No dataset with that id or name (or none this person may see)."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        super().__init__(f"No dataset `{shown(ref)}`. `/datasets list` shows yours with their ids.")
+
+
+class DatasetNameTaken(Conflict):
+    """Another dataset of the same person already has the name asked for."""
+
+    def __init__(self, name: str, dataset_id: int) -> None:
+        self.name = name
+        self.dataset_id = dataset_id
+        super().__init__(f"You already have a dataset named `{shown(name)}` (#{dataset_id}). Choose another name "
+                         f"(`name:...`), or `/datasets delete {dataset_id}` first.")
 
 
 # -- conflict: not possible in the current state ---------------------------------------------------------------------
@@ -541,6 +564,37 @@ class UploadRefused(Refused):
         self.filename = filename
         self.problem = problem
         super().__init__(f"`{shown(filename)}` was not saved: {problem}")
+
+
+class DatasetUnreadable(Refused):
+    """A file cannot be read as a dataset at all: an unknown kind of file, no rows, or no row in a known format."""
+
+    def __init__(self, filename: str, problem: str) -> None:
+        self.filename = filename
+        self.problem = problem
+        super().__init__(f"`{shown(filename)}` cannot be read as a dataset: {problem}.")
+
+
+class DatasetInvalid(Refused):
+    """A dataset cannot be trained on as asked: a row the `fail` policy stops at, or no row left to train on."""
+
+    retryable = False  # the same rows fail the same way
+
+    def __init__(self, dataset: str, problem: str, line: int | None = None) -> None:
+        self.dataset = dataset
+        self.problem = problem
+        self.line = line
+        where = f" at line {line}" if line is not None else ""
+        super().__init__(f"Dataset `{shown(dataset)}` cannot be trained on{where}: {problem}.")
+
+
+class ConsoleOnly(Refused):
+    """Something only the console may do (read a file from a path on the machine ModelBay runs on)."""
+
+    def __init__(self, action: str, instead: str) -> None:
+        self.action = action
+        self.instead = instead
+        super().__init__(f"{action} works only in the console. {instead}")
 
 
 class UnknownPrecision(Refused):

@@ -8,9 +8,10 @@ from modelbay.engine.db.schema.jobs import JobRow, JobStatus
 from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message, PrivacyOptout
 from modelbay.engine.db.schema.analytics import AnalyticsEvent, LatencyDaily, LatencyHourly, UsageHourly
 from modelbay.engine.db.schema.serving import Server, ServerState
+from modelbay.engine.db.schema.datasets import Dataset
 
 __all__ = [
-    "AnalyticsEvent", "Base", "Category", "ChatSession", "enum_column", "Feedback", "InstallState", "JobRow",
-    "JobStatus", "LatencyDaily", "LatencyHourly", "Message", "Model", "ModelVersion", "PrivacyOptout", "Server",
-    "ServerState", "UsageHourly", "UTCDateTime", "utcnow",
+    "AnalyticsEvent", "Base", "Category", "ChatSession", "Dataset", "enum_column", "Feedback", "InstallState",
+    "JobRow", "JobStatus", "LatencyDaily", "LatencyHourly", "Message", "Model", "ModelVersion", "PrivacyOptout",
+    "Server", "ServerState", "UsageHourly", "UTCDateTime", "utcnow",
 ]

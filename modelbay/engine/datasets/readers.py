@@ -1,0 +1,266 @@
+"""Reading a dataset file row by row, whatever its kind, with the line each row starts on.
+
+The kind of file comes from its name: `.jsonl` (one JSON object per line), `.json` (a list of objects, or JSON
+Lines under that name), `.csv`/`.tsv` (a header row, then one row per record; header is line 1), `.parquet`
+(row index + 1 as the line), `.txt` (plain text). `read` yields every row: `(line, fields)`, `(line, text)` for
+plain text, or `(line, Problem)` for a row that cannot be read at all (not UTF-8, not JSON, the wrong number of
+CSV fields). Nothing is skipped but blank lines at the very end of a file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from modelbay.engine.datasets.problems import Problem
+from modelbay.engine.errors import DatasetUnreadable
+
+__all__ = ["FileType", "SUFFIXES", "Row", "file_type", "has_blank_separators", "read"]
+
+FileType = Literal["jsonl", "json", "csv", "tsv", "parquet", "txt"]
+SUFFIXES: dict[str, FileType] = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+                                 ".parquet": "parquet", ".txt": "txt"}
+Row = tuple[int, "Mapping[str, Any] | str | Problem"]
+PARQUET_BATCH = 1024  # rows per Parquet batch held in memory
+_CSV_FIELD_LIMIT = 64 << 20  # characters in one CSV field (the csv module's default is 128 KiB)
+
+
+def file_type(filename: str) -> FileType:
+    """The kind of file a name says it is.
+
+    Raises:
+        DatasetUnreadable: the suffix is none of `SUFFIXES`.
+    """
+    suffix = Path(filename).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DatasetUnreadable(filename, f"datasets are {', '.join(SUFFIXES)} files")
+    return SUFFIXES[suffix]
+
+
+def read(path: Path, kind: FileType, *, blocks: bool = False) -> Iterator[Row]:
+    """Every row of the file at `path`, read as `kind`; text files as blank-line separated blocks if `blocks`.
+
+    Raises:
+        DatasetUnreadable: a Parquet file that pyarrow cannot open.
+    """
+    if kind == "jsonl":
+        return _jsonl(path)
+    if kind == "json":
+        return _json(path)
+    if kind in ("csv", "tsv"):
+        return _csv(path, "\t" if kind == "tsv" else ",")
+    if kind == "parquet":
+        return _parquet(path)
+    return _text_blocks(path) if blocks else _text_lines(path)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str | Problem]]:
+    """Each line decoded (a UTF-8 BOM dropped), or a bad_encoding Problem; blank lines at the end left out."""
+    blank: list[int] = []
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                yield from ((n, "") for n in blank)
+                blank = []
+                yield number, Problem(number, "bad_encoding", f"byte {exc.start + 1} of the line is not UTF-8; "
+                                                              "save the file as UTF-8")
+                continue
+            if not text.strip():
+                blank.append(number)  # reported only if a row follows
+                continue
+            yield from ((n, "") for n in blank)
+            blank = []
+            yield number, text
+
+
+def _jsonl(path: Path) -> Iterator[Row]:
+    for number, text in _lines(path):
+        if isinstance(text, Problem):
+            yield number, text
+        elif not text.strip():
+            yield number, Problem(number, "empty_row", "the line is empty")
+        else:
+            yield number, _object(number, text)
+
+
+def _object(number: int, text: str) -> Mapping[str, Any] | Problem:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Problem(number, "bad_json", f"not valid JSON at column {exc.colno}: {_said(exc)}")
+    if not isinstance(value, dict):
+        return Problem(number, "bad_row", f"a JSON {_json_kind(value)}, expected an object with fields")
+    return value
+
+
+def _said(exc: json.JSONDecodeError) -> str:
+    """The JSON parser's complaint, without its dangling "at" (the column is given apart)."""
+    return exc.msg.removesuffix(" at").removesuffix(" starting")
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "true/false", type(None): "null"}.get(type(value), "number")
+
+
+def _json(path: Path) -> Iterator[Row]:
+    """A JSON list of objects, each row at the line its object starts on; JSON Lines saved as .json too."""
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    start = len(raw) - len(raw.lstrip())
+    if not raw[start:start + 1] == b"[":
+        yield from _jsonl(path)
+        return
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        number = raw.count(b"\n", 0, exc.start) + 1
+        yield number, Problem(number, "bad_encoding", "the file is not UTF-8 from this line on; save it as UTF-8")
+        return
+    decoder = json.JSONDecoder()
+    pos, line, counted = start + 1, 1, 0
+
+    def line_at(index: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, index)
+        counted = index
+        return line
+
+    while True:
+        pos = _skip_space(text, pos)
+        if text.startswith("]", pos):
+            after = _skip_space(text, pos + 1)
+            if after < len(text):
+                number = line_at(after)
+                yield number, Problem(number, "bad_json", "there is more after the list's closing ]")
+            return
+        number = line_at(pos)
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            yield exc.lineno, Problem(exc.lineno, "bad_json", f"not valid JSON at column {exc.colno}: {_said(exc)}; "
+                                                              "the rest of the file could not be read")
+            return
+        yield number, value if isinstance(value, dict) else Problem(
+            number, "bad_row", f"a JSON {_json_kind(value)}, expected an object with fields")
+        pos = _skip_space(text, end)
+        if text.startswith(",", pos):
+            pos += 1
+        elif not text.startswith("]", pos):
+            number = line_at(min(pos, len(text)))
+            yield number, Problem(number, "bad_json", "not valid JSON: expected , or ] after the object; the rest "
+                                                      "of the file could not be read")
+            return
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _csv(path: Path, delimiter: str) -> Iterator[Row]:
+    csv.field_size_limit(max(csv.field_size_limit(), min(_CSV_FIELD_LIMIT, sys.maxsize)))
+    with path.open("rb") as f:
+        # Undecodable bytes become lone surrogates, found per row below, so one bad row does not stop the file.
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        reader = csv.reader(text, delimiter=delimiter)
+        header: list[str] | None = None
+        last = 0  # the line the previous record ended on
+        blank: list[int] = []
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                number = last + 1
+                last = reader.line_num
+                yield number, Problem(number, "bad_row", f"not a valid {'TSV' if delimiter == chr(9) else 'CSV'} "
+                                                         f"row: {exc}")
+                continue
+            number, last = last + 1, reader.line_num
+            if header is None:
+                header = [h.strip() for h in row]
+                continue
+            if not any(cell.strip() for cell in row):
+                blank.append(number)
+                continue
+            yield from ((n, Problem(n, "empty_row", "the row is empty")) for n in blank)
+            blank = []
+            if any(_undecodable(cell) for cell in row):
+                yield number, Problem(number, "bad_encoding", "the row is not UTF-8; save the file as UTF-8")
+            elif len(row) != len(header):
+                yield number, Problem(number, "bad_row", f"the row has {len(row)} field{'s' * (len(row) != 1)} "
+                                                         f"and the header {len(header)}")
+            else:
+                yield number, dict(zip(header, row))
+
+
+def _undecodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _parquet(path: Path) -> Iterator[Row]:
+    import pyarrow.parquet as pq  # extra: ml
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a file that is no Parquet
+        raise DatasetUnreadable(path.name, f"it is not a Parquet file pyarrow can read ({exc})") from None
+    number = 0
+    for batch in table.iter_batches(batch_size=PARQUET_BATCH):
+        for row in batch.to_pylist():
+            number += 1
+            yield number, row
+
+
+def _text_lines(path: Path) -> Iterator[Row]:
+    for number, text in _lines(path):
+        if isinstance(text, Problem):
+            yield number, text
+        else:
+            yield number, text if text.strip() else Problem(number, "empty_row", "the line is empty")
+
+
+def has_blank_separators(path: Path) -> bool:
+    """Whether a text file has a blank line between two lines of text (documents as blocks)."""
+    seen_text = blank = False
+    for _, text in _lines(path):
+        if isinstance(text, Problem):
+            continue
+        if not text.strip():
+            blank = seen_text
+        elif blank:
+            return True
+        else:
+            seen_text = True
+    return False
+
+
+def _text_blocks(path: Path) -> Iterator[Row]:
+    start, block = 0, []
+    for number, text in _lines(path):
+        if isinstance(text, Problem):
+            yield number, text
+            continue
+        if text.strip():
+            start = start or number
+            block.append(text)
+        elif block:
+            yield start, "\n".join(block)
+            start, block = 0, []
+    if block:
+        yield start, "\n".join(block)
