@@ -13,6 +13,7 @@ from modelbay.engine.db.database import database_unavailable
 from modelbay.engine.errors import (
     AnswerNotFound,
     BackendFailed,
+    BaseModelMissing,
     ConsoleOnly,
     CatalogInvalid,
     ChecksumMismatch,
@@ -33,6 +34,7 @@ from modelbay.engine.errors import (
     JobNotFound,
     ModelBayError,
     ModelInUse,
+    ModelNameTaken,
     ModelNotFound,
     ModelStoreUnusable,
     ModelUnloadable,
@@ -128,6 +130,8 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     NotServed: ErrorStyle("Not served"),
     ServerNotRunning: ErrorStyle("Not running"),
     NoChatHere: ErrorStyle("No chat here"),
+    ModelNameTaken: ErrorStyle("Name taken", "warning"),
+    BaseModelMissing: ErrorStyle("Base model missing", "warning"),
     DatasetNameTaken: ErrorStyle("Name taken", "warning"),
     # unavailable: error, 502
     HubUnavailable: ErrorStyle("Hub unreachable"),

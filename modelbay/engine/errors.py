@@ -47,6 +47,8 @@ __all__ = [
     "NotServed",
     "ServerNotRunning",
     "NoChatHere",
+    "ModelNameTaken",
+    "BaseModelMissing",
     "HubUnavailable",
     "DownloadFailed",
     "ChecksumMismatch",
@@ -313,6 +315,30 @@ class NoChatHere(Conflict):
         super().__init__("There is no chat open here. Start one with `/chat <model>`.")
 
 
+class ModelNameTaken(Conflict):
+    """A new model (a fine-tune) was given a name another model already has."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"A model named `{shown(name)}` already exists. Choose another name (`name:...`), or "
+                         f"`/models info {shown(name)}` to see it.")
+
+
+class BaseModelMissing(Conflict):
+    """A fine-tune stored as a LoRA adapter cannot load: the base model it adapts is not installed any more."""
+
+    def __init__(self, name: str, base: str | None) -> None:
+        self.name = name
+        self.base = base
+        if base is None:
+            text = (f"`{shown(name)}` is a LoRA adapter whose base model was removed from the registry, so it cannot "
+                    "be loaded. Fine-tune again (with `merge:true` it keeps its own full weights).")
+        else:
+            text = (f"`{shown(name)}` is a LoRA adapter on `{shown(base)}`, which is not installed any more. An admin "
+                    f"can run `/models install {shown(base)}`; then try again.")
+        super().__init__(text)
+
+
 # -- unavailable: something ModelBay relies on failed or is missing --------------------------------------------------
 
 class HubUnavailable(Unavailable):
@@ -504,14 +530,14 @@ class UnsafeRepoFile(Refused):
 class IncompleteModel(Refused):
     """A model version lacks what loading it needs: a config, a tokenizer, or weights its index names."""
 
-    def __init__(self, name: str, missing: list[str], *, installed: bool = False) -> None:
+    def __init__(self, name: str, missing: list[str], *, installed: bool = False, fix: str | None = None) -> None:
         self.name = name
         self.missing = missing
         self.installed = installed
         what = "; ".join(shown(m, 120) for m in missing[:4]) + ("; …" if len(missing) > 4 else "")
         if installed:
-            text = (f"`{shown(name)}` is installed but incomplete on disk (missing {what}). Install it again with "
-                    f"`/models install {shown(name)}`.")
+            text = (f"`{shown(name)}` is installed but incomplete on disk (missing {what}). "
+                    + (fix or f"Install it again with `/models install {shown(name)}`."))
         else:
             text = (f"`{shown(name)}` cannot be loaded as published (missing {what}), so nothing was installed. "
                     "Install a revision that has them, or ask the repo's owner to add them.")

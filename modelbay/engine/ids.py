@@ -8,7 +8,7 @@ import unicodedata
 from modelbay.engine.errors import InvalidId
 
 __all__ = ["MAX_PATH_CHARS", "MAX_PATH_PART_BYTES", "InvalidId", "is_repo_id", "validate_file_path",
-           "validate_repo_id", "validate_revision"]
+           "validate_model_name", "validate_repo_id", "validate_revision"]
 
 _PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$")
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
@@ -48,6 +48,20 @@ def validate_repo_id(value: str) -> str:
     parts = value.split("/")
     if len(parts) != 2 or not all(_PART.match(p) for p in parts):
         raise InvalidId("model id", value, "it must be owner/name with letters, digits, '.', '_' or '-'", example)
+    return value
+
+
+def validate_model_name(value: str) -> str:
+    """Return value if it can name a model ModelBay makes (a fine-tune), else raise InvalidId.
+
+    A name follows the rules of one part of a repo id (letters, digits, '.', '_' and '-', starting with a letter or
+    digit and ending with one or '_', at most 96 characters), so it is also a folder name in the model store.
+    """
+    example = "letters, digits, '.', '_' or '-', e.g. tiny-chat-support"
+    _id("model name", value, example)
+    if not _PART.match(value):
+        raise InvalidId("model name", value, "it must be letters, digits, '.', '_' or '-' (at most 96), "
+                                             "starting with a letter or digit", example)
     return value
 
 

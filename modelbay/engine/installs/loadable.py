@@ -17,6 +17,12 @@ transformers looks for (no variants, no other frameworks' files). A version is c
 
 A version needs remote code when `auto_map` in `config.json` or `tokenizer_config.json` points at Python classes,
 in its own repo or (as `owner/name--module.Class`) in another one.
+
+A fine-tune (a version with lineage "finetune", made by a training job) keeps its parts in sub-folders of its own:
+`adapter/` (a LoRA adapter as peft's `save_pretrained` writes it: `adapter_config.json` naming a LoRA, and
+`adapter_model.safetensors`; often the tokenizer files too) and, when it was merged, `merged/` (a complete model by
+the rules above). It loads from `merged/` when that is complete, else from its adapter applied to its base model,
+which must then be installed and complete (`check_tuned`).
 """
 
 from __future__ import annotations
@@ -28,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from modelbay.engine.catalog.sources.base import READ_LIMIT
-from modelbay.engine.errors import IncompleteModel, RemoteCodeRequired
+from modelbay.engine.errors import BaseModelMissing, IncompleteModel, RemoteCodeRequired
+from modelbay.engine.records import VersionRecord
 
-__all__ = ["PICKLE", "SAFETENSORS_WEIGHTS", "Reader", "Inspection", "check_folder", "folder_reader",
-           "inspect"]
+__all__ = ["ADAPTER_DIR", "ADAPTER_FILES", "FINETUNE", "MERGED_DIR", "PICKLE", "SAFETENSORS_WEIGHTS", "Reader",
+           "Inspection", "Tuned", "adapter_rank", "check_folder", "check_tuned", "folder_reader", "inspect",
+           "tuned_parts", "weights_folder"]
 
 PICKLE = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # Returns a file's bytes, or None where it cannot be read yet (a source that only lists files before download);
@@ -47,6 +55,12 @@ _SENTENCEPIECE_HINT = ("tokenizer.json (its only tokenizer is tokenizer.model, w
 # The weights transformers loads from a folder: one file, or the shards its index names.
 SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 _PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# A fine-tune's layout (the module docstring): its lineage, and the sub-folders of its local_path.
+FINETUNE = "finetune"
+ADAPTER_DIR = "adapter"
+MERGED_DIR = "merged"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what peft's save_pretrained writes
+_RETRAIN = "Fine-tune it again to replace it."  # a fine-tune's files come from its training job, not a download
 _UNREADABLE = object()  # not JSON
 _NOT_YET = object()  # not readable before download
 
@@ -155,12 +169,100 @@ def folder_reader(folder: Path) -> Reader:
     return read
 
 
-def check_folder(folder: Path, name: str, *, allow_pickle: bool = True, installed: bool = True) -> Inspection:
-    """Raise IncompleteModel naming what a folder lacks for loading; return its inspection when complete."""
+def check_folder(folder: Path, name: str, *, allow_pickle: bool = True, installed: bool = True,
+                 fix: str | None = None) -> Inspection:
+    """Raise IncompleteModel naming what a folder lacks for loading (with `fix` as its advice, if given); return its
+    inspection when complete."""
     if not folder.is_dir():
-        raise IncompleteModel(name, [f"its folder {folder}"], installed=installed)
+        raise IncompleteModel(name, [f"its folder {folder}"], installed=installed, fix=fix)
     paths = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
     found = inspect(paths, folder_reader(folder), allow_pickle=allow_pickle)
     if found.missing:
-        raise IncompleteModel(name, found.missing, installed=installed)
+        raise IncompleteModel(name, found.missing, installed=installed, fix=fix)
     return found
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """Where a loadable fine-tune's parts are: merged weights, a LoRA adapter (with its rank), or both."""
+
+    merged: Path | None  # a complete model folder
+    adapter: Path | None  # a complete LoRA adapter folder
+    rank: int | None = None  # the adapter's LoRA rank (`r` in adapter_config.json)
+
+
+def adapter_rank(folder: Path) -> int | None:
+    """The LoRA rank an adapter folder's adapter_config.json names (the largest of `r` and `rank_pattern`), or None
+    when it names none (not a LoRA, or not readable)."""
+    config = _json(folder_reader(folder), ADAPTER_FILES[0])
+    if not isinstance(config, dict) or not isinstance(config.get("r"), int):
+        return None
+    pattern = config.get("rank_pattern") if isinstance(config.get("rank_pattern"), dict) else {}
+    return max([config["r"], *(r for r in pattern.values() if isinstance(r, int))])
+
+
+def _adapter_missing(folder: Path) -> list[str]:
+    """What an adapter folder lacks for loading: nothing when it holds a LoRA config and its safetensors weights."""
+    missing = [f"{ADAPTER_DIR}/{name}" for name in ADAPTER_FILES if not (folder / name).is_file()]
+    config_name = ADAPTER_FILES[0]
+    if (folder / config_name).is_file():
+        config = _json(folder_reader(folder), config_name)
+        lora = isinstance(config, dict) and str(config.get("peft_type", "")).upper() == "LORA"
+        if not lora or adapter_rank(folder) is None:
+            missing.insert(0, f"a readable {ADAPTER_DIR}/{config_name} (a LoRA's: peft_type LORA and a rank r)")
+    return missing
+
+
+def check_tuned(folder: Path, name: str, *, base: Path | None, base_name: str | None) -> Tuned:
+    """Raise what a fine-tune lacks for loading; return its loadable parts.
+
+    It loads from `merged/` when that is complete; else from `adapter/` on its base model's folder (`base`: the
+    base's full weights, None when the base is not installed any more; `base_name` names it, None when its row is
+    gone). An adapter is returned only when complete, so a fine-tune with merged weights loads even without it.
+
+    Raises:
+        IncompleteModel: the folder, or what it needs (merged weights or an adapter, the base's files), is missing.
+        BaseModelMissing: only an adapter is there and its base model is not installed any more.
+    """
+    if not folder.is_dir():
+        raise IncompleteModel(name, [f"its folder {folder}"], installed=True, fix=_RETRAIN)
+    merged_dir, adapter_dir = folder / MERGED_DIR, folder / ADAPTER_DIR
+    merged = merged_dir if merged_dir.is_dir() else None
+    if merged is not None:
+        check_folder(merged, name, allow_pickle=False, installed=True, fix=_RETRAIN)
+    adapter_missing = _adapter_missing(adapter_dir) if adapter_dir.is_dir() else [f"{ADAPTER_DIR}/ (a LoRA adapter)"]
+    adapter = None if adapter_missing else adapter_dir
+    if merged is not None:
+        return Tuned(merged, adapter, adapter_rank(adapter_dir) if adapter else None)
+    if adapter is None:
+        raise IncompleteModel(name, [*adapter_missing, f"or merged weights in {MERGED_DIR}/"], installed=True,
+                              fix=_RETRAIN)
+    if base is None:
+        raise BaseModelMissing(name, base_name)
+    check_folder(base, base_name or "its base model", installed=True)
+    return Tuned(None, adapter, adapter_rank(adapter))
+
+
+def weights_folder(version: VersionRecord) -> Path | None:
+    """The folder holding an installed version's full weights: its own folder, or a fine-tune's `merged/`; None when
+    it is not installed or is a fine-tune with only an adapter (it loads on its base, `check_tuned`)."""
+    if version.install_state != "installed" or not version.local_path:
+        return None
+    folder = Path(version.local_path)
+    if version.lineage != FINETUNE:
+        return folder
+    return folder / MERGED_DIR if (folder / MERGED_DIR).is_dir() else None
+
+
+def tuned_parts(version: VersionRecord) -> Tuned | None:
+    """A fine-tune's parts as its record lists them (None for any other version), without reading its folder: the
+    files may lie on another host (a gpu worker's store, which a vLLM server loads the adapter from)."""
+    if version.lineage != FINETUNE or not version.local_path:
+        return None
+    listed = {f.get("path") for f in version.files if isinstance(f, dict)}
+    folder = Path(version.local_path)
+    adapter = all(f"{ADAPTER_DIR}/{name}" in listed for name in ADAPTER_FILES)
+    merged = any(isinstance(p, str) and p.startswith(f"{MERGED_DIR}/") for p in listed)
+    rank = version.lineage_params.get("lora_rank")
+    return Tuned(folder / MERGED_DIR if merged else None, folder / ADAPTER_DIR if adapter else None,
+                 rank if isinstance(rank, int) else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelbay.engine.ids import InvalidId, validate_file_path, validate_repo_id, validate_revision
+from modelbay.engine.ids import InvalidId, validate_file_path, validate_model_name, validate_repo_id, validate_revision
 
 GOOD_PATHS = [
     "model.safetensors",
@@ -89,3 +89,21 @@ def test_good_revisions(revision: str) -> None:
 def test_bad_revisions(revision: str) -> None:
     with pytest.raises(InvalidId):
         validate_revision(revision)
+
+
+@pytest.mark.parametrize("name", ["tiny-chat-support", "Qwen2.5-0.5B-tuned", "a", "x_", "v1.2", "x" * 96])
+def test_a_model_name_is_one_part_of_a_repo_id(name: str) -> None:
+    assert validate_model_name(name) == name
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("owner/name", "it must be letters, digits"), ("-lead", "it must be letters, digits"),
+    ("trail-", "it must be letters, digits"), ("x" * 97, "it must be letters, digits"),
+    ("a b", "it must be letters, digits"), ("../up", "'..' may not be a part of it"),
+    ("a..b", "it may not contain '..'"),
+    ("https://x", "URLs are not accepted"), ("~me", "absolute paths are not accepted"), ("", "it must be letters"),
+])
+def test_a_model_name_that_is_not_one_is_refused_in_one_line(name: str, reason: str) -> None:
+    with pytest.raises(InvalidId) as refused:
+        validate_model_name(name)
+    assert "is not a valid model name: " + reason in str(refused.value) and "\n" not in str(refused.value)
