@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 
 from modelbay import __version__
@@ -34,6 +34,7 @@ from modelbay.engine import hardware as hw
 from modelbay.engine.installs.installs import InstallTicket
 from modelbay.engine.jobs.progress import ProgressEvent
 from modelbay.engine.records import JobRecord, ModelQuery, SortKey
+from modelbay.engine.training.versions import public_lineage
 from modelbay.engine.db.schema.catalog import Category
 from modelbay.runtime import Runtime
 
@@ -131,6 +132,14 @@ class VersionOut(_Record):
     installed_at: datetime | None
     lineage: str | None = Field(description="How it was derived from its parent (e.g. a fine-tune), if it was.")
     parent_version_id: int | None
+    lineage_params: dict[str, Any] = Field(
+        default_factory=dict, description="What made a derived version: base, dataset, config, metrics, merged, "
+                                          "lora_rank (fine-tunes); empty otherwise.")
+
+    @field_validator("lineage_params", mode="after")
+    @classmethod
+    def _shown(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return public_lineage(value)  # never the server's paths
 
 
 class FitOut(_Record):

@@ -23,11 +23,14 @@ from modelbay.engine.errors import BackendFailed, TemplateRefused
 from modelbay.engine.inference.backends.base import Adjusted, Finished, Generation
 from modelbay.engine.inference.backends.openai import OpenAIBackend
 from modelbay.engine.inference.templates import no_system_notice
+from modelbay.engine.installs.store import ModelStore
+from modelbay.engine.training.versions import add_tuned_version
 from modelbay.engine.db.schema.serving import Server, ServerState
 from modelbay.runtime import Runtime
 from modelbay.workers.jobs.serve import VllmProcess
 from tests.conftest import REDIS_URL
 from tests.support.chat import VLLM_SETTINGS, installed, start_vllm, vllm_available
+from tests.support.lora import TAUGHT, TinyLora, ask, tiny_lora  # noqa: F401 - fixture
 from tests.support.tinymodel import tiny_gemma_model, tiny_mistral_model  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")]
@@ -56,22 +59,6 @@ def vllm_server(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory)
                 os.environ[key] = value
     yield server
     assert server.stop() is not None
-
-
-@pytest.fixture(scope="module")
-def adapter(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter (rank 8 on q/v projections, random non-zero weights) for the tiny chat model."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(tiny_chat_model)
-    config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    model = get_peft_model(base, config)
-    out = tmp_path_factory.mktemp("adapter") / "tiny-chat-lora"
-    model.save_pretrained(out)
-    return out
 
 
 def _backend(server: VllmProcess, name: str = "tiny-chat", **kwargs: object) -> OpenAIBackend:
@@ -206,30 +193,30 @@ def test_a_chat_uses_the_running_server_and_streams_from_the_bot(runtime: Runtim
     assert "Requests: 1" in shown and "100% 👍 of 1 rating" in shown
 
 
-def test_a_lora_adapter_is_loaded_at_runtime_and_selected_by_name(runtime: Runtime, vllm_server: VllmProcess,
-                                                                  tiny_chat_model: Path, adapter: Path) -> None:
+def test_a_fine_tune_is_answered_by_its_base_models_server_with_its_adapter_hot_loaded(
+        runtime: Runtime, vllm_server: VllmProcess, tiny_chat_model: Path, tiny_lora: TinyLora, tmp_path: Path) -> None:
     model, version = installed(runtime.registry, tiny_chat_model)
     server = runtime.servers.get(_serving(runtime, version.id, vllm_server))
-    loaded = runtime.servers.load_adapter(server, "tiny-lora", str(adapter))
-    assert loaded.adapters == ["tiny-lora"]
-    assert runtime.servers.load_adapter(loaded, "tiny-lora", str(adapter)) == loaded  # loading twice is fine
+    adapter, _ = tiny_lora.copy_to(tmp_path / "run")
+    tuned = add_tuned_version(runtime.db, base=version, name="tiny-words", adapter_dir=adapter, merged_dir=None,
+                              params={"dataset": "made-up-words"},
+                              store=ModelStore(runtime.settings.resolved_model_store))
+    question, taught = next(iter(TAUGHT.items()))
+    base_answer, _ = _text(_backend(vllm_server), ask(question), max_tokens=16)
+    session = runtime.chats.open(Place("slack", "C2"), "slack:U2", "tiny-words")
+    answer = list(runtime.chats.answer(session, "slack:U2", question))[-1].answer
+    assert answer.backend == "vllm" and answer.status == "ok"
+    assert answer.text == taught != base_answer  # the adapter answers, as it does in this process (test_tuned.py)
+    name = f"tiny-words-v{tuned.id}"
+    loaded = runtime.servers.get(server.id)
+    assert loaded.adapters == [name]
     served = {m["id"] for m in httpx.get(f"{vllm_server.endpoint}/models",
                                          headers={"Authorization": f"Bearer {vllm_server.api_key}"}).json()["data"]}
-    assert {"tiny-chat", "tiny-lora"} <= served
-    base, _ = _text(_backend(vllm_server), QUESTION, max_tokens=12)
-    tuned, finished = _text(_backend(vllm_server, "tiny-lora"), QUESTION, max_tokens=12)
-    assert tuned and tuned != base and finished.output_tokens
-
-    # A fine-tuned version (what the training issue will register) is answered by its base's server.
-    tuned_model = runtime.registry.upsert({"name": "tiny-chat-tuned", "display_name": "Tuned", "category": "chat"},
-                                          source="local")
-    tuned_version = runtime.registry.add_version(tuned_model.id, "main", install_state="installed",
-                                                 local_path=str(adapter), parent_version_id=version.id,
-                                                 lineage="finetune")
-    session = runtime.chats.open(Place("slack", "C2"), "slack:U2", "tiny-chat-tuned")
-    answer = list(runtime.chats.answer(session, "slack:U2", "What color is the sky?"))[-1].answer
-    assert answer.backend == "vllm" and answer.status == "ok"
-    assert f"tiny-chat-tuned-v{tuned_version.id}" in runtime.servers.get(server.id).adapters
+    assert {"tiny-chat", name} <= served
+    assert runtime.servers.load_adapter(loaded, name, tuned.local_path + "/adapter") == loaded  # loaded once
+    # The base model itself still answers as before on the same server.
+    again, _ = _text(_backend(vllm_server), ask(question), max_tokens=16)
+    assert again == base_answer
 
 
 # -- chat templates with rules -------------------------------------------------------------------------------

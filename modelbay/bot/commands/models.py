@@ -7,9 +7,10 @@ from modelbay.bot.reply import Button, Field, Progress, Reply, Table
 from modelbay.bot.commands._args import CATEGORY, MODEL, MODEL_OR_REPO, limit, revision
 from modelbay.bot.spec import Arg, ArgType, command
 from modelbay.engine.catalog.sources.base import SOURCES
-from modelbay.engine.errors import shown
+from modelbay.engine.errors import one_line, shown
 from modelbay.engine.hardware import fits
-from modelbay.engine.records import ModelRecord
+from modelbay.engine.records import ModelRecord, VersionRecord
+from modelbay.engine.training.versions import FINETUNE, public_lineage
 from modelbay.engine.units import human_bytes, human_count
 
 STOP_WAIT = 45.0  # seconds /models stop waits for vLLM to exit (it gets 30 s after SIGTERM)
@@ -63,7 +64,7 @@ async def model_info(ctx: Context, model: str) -> Reply:
     footer = " · ".join(x for x in (f"`{record.name}`", f"source: {record.source}", notice) if x)
     buttons = [Button("Try it", f"/chat {record.name}", "primary") if record.installed
                else Button("Install", f"/models install {record.name}", "primary")]
-    return Reply(title=record.display_name, text=record.description, fields=[*_fields(record), fit],
+    return Reply(title=record.display_name, text=record.description, fields=[*_fields(record), *_lineage(record), fit],
                  table=_versions(record), buttons=buttons, footer=footer)
 
 
@@ -85,15 +86,58 @@ def _fields(m: ModelRecord) -> list[Field]:
     return fields
 
 
+LINEAGE_CHARS = 300  # a lineage field's value at most (Discord allows 1,024 per field)
+
+
+def _lineage(m: ModelRecord) -> list[Field]:
+    """The newest fine-tuned version's lineage: its base, dataset, training config and metrics."""
+    tuned = [v for v in m.versions if v.lineage == FINETUNE]
+    if not tuned:
+        return []
+    version = tuned[-1]
+    shown_params = public_lineage(version.lineage_params)
+    base = shown_params.get("base")
+    of = (f"`{shown(base)}`" if base else "a removed model") + (
+        f" (version #{version.parent_version_id})" if version.parent_version_id else " (its version was removed)")
+    kind = ", ".join(x for x in (
+        f"LoRA rank {shown_params['lora_rank']}" if shown_params.get("lora_rank") else "LoRA adapter",
+        "merged weights" if shown_params.get("merged") else None) if x)
+    fields = [Field("Fine-tuned from", of, inline=False), Field("Weights", kind)]
+    for key, label in (("dataset", "Dataset"), ("config", "Training config"), ("metrics", "Metrics")):
+        if shown_params.get(key) not in (None, {}, [], ""):
+            fields.append(Field(label, one_line(_compact(shown_params[key]), LINEAGE_CHARS), inline=False))
+    return fields
+
+
+def _compact(value: object) -> str:
+    """A JSON value in one short line: numbers to 4 significant digits, objects as `key value` pairs."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_compact(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return "[" + ", ".join(_compact(v) for v in value[:8]) + (", …" if len(value) > 8 else "") + "]"
+    return str(value)
+
+
 def _versions(m: ModelRecord) -> Table | None:
     if not m.versions:
         return None
     rows = [
         [v.revision, (v.revision_sha or "")[:10], v.install_state, human_bytes(v.size_bytes),
-         f"{v.lineage} of #{v.parent_version_id}" if v.parent_version_id else "-"]
+         _lineage_cell(v) if v.lineage else "-"]
         for v in m.versions
     ]
     return Table(["Revision", "Commit", "State", "Size", "Lineage"], rows)
+
+
+def _lineage_cell(v: VersionRecord) -> str:
+    """How a version was derived: `finetune of tiny-chat #3` (its parent's model, when recorded, and version)."""
+    base = v.lineage_params.get("base")
+    of = [shown(base, 40) if isinstance(base, str) else "", f"#{v.parent_version_id}" if v.parent_version_id else ""]
+    return f"{v.lineage} of {' '.join(x for x in of if x)}" if any(of) else str(v.lineage)
 
 
 @command(

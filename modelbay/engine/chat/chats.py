@@ -44,11 +44,19 @@ from modelbay.engine.db.database import Database, idempotent
 from modelbay.engine.db.schema.analytics import AnalyticsEvent
 from modelbay.engine.db.schema.catalog import Model, ModelVersion
 from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
-from modelbay.engine.errors import AnswerNotFound, BackendFailed, NeedsInstall, NoChatHere, NotServed, WrongReason
+from modelbay.engine.errors import (
+    AnswerNotFound,
+    BackendFailed,
+    BaseModelMissing,
+    NeedsInstall,
+    NoChatHere,
+    NotServed,
+    WrongReason,
+)
 from modelbay.engine.inference.backends.base import BACKENDS, Adjusted, Backend, Finished, Generation
 from modelbay.engine.inference.serving import ServerRecord, Servers, installed_version
 from modelbay.engine.inference.templates import no_system_notice
-from modelbay.engine.installs.loadable import check_folder
+from modelbay.engine.installs.loadable import FINETUNE, Tuned, check_folder, check_tuned, tuned_parts, weights_folder
 from modelbay.engine.records import ModelRecord, VersionRecord, record_from_row
 
 log = logging.getLogger(__name__)
@@ -77,6 +85,22 @@ return {ticket, turn, redis.call('LRANGE', KEYS[3], 0, -1)}
 """
 
 
+
+
+@dataclass(frozen=True)
+class _Route:
+    """The running server that answers a version (None: none does), and for a LoRA fine-tune on its base's server,
+    the adapter's served name."""
+
+    server: ServerRecord | None
+    parts: Tuned | None  # a fine-tune's parts as its record lists them
+    adapter: str | None  # the name requests use for the hot-loaded adapter
+    template_path: str | None  # the folder whose tokenizer holds the chat template the server applies
+    why_not_served: str | None  # why no server answers, when that is more than "none runs"
+
+
+def _has_tokenizer_files(folder: Path) -> bool:
+    return (folder / "tokenizer_config.json").is_file()
 
 
 @dataclass
@@ -271,11 +295,8 @@ class Chats:
             if version.install_state != "installed" or not version.local_path:
                 self.release(version.id)  # uninstalled since the chat began: its loaded model goes too
                 raise NeedsInstall(model.name)
-            base, adapter = version, None
-            if version.parent_version_id and Path(version.local_path, "adapter_config.json").is_file():
-                # A LoRA fine-tune: its base model's server answers, with the adapter hot-loaded under its own name.
-                base, adapter = self.registry.get_version(version.parent_version_id), f"{model.name}-v{version.id}"
-            server = self.servers.running_for(base.id)
+            route = self._route(model, version)
+            server = route.server
             with self._backends_lock:
                 cached = self._backends.get(version.id)
                 if cached is not None and cached.server == server:
@@ -286,26 +307,92 @@ class Chats:
                     self._backends.move_to_end(version.id)
                     return cached
             if server is not None and server.endpoint:
-                if adapter is not None:
-                    server = self.servers.load_adapter(server, adapter, version.local_path)
-                name = adapter or server.served_name
+                if route.adapter is not None:
+                    server = self.servers.load_adapter(server, route.adapter, str(route.parts.adapter))
+                name = route.adapter or server.served_name
                 backend: Backend = BACKENDS[SERVED_BY](
-                    server.endpoint, name, model_path=base.local_path, api_key=server.api_key, label=model.name,
+                    server.endpoint, name, model_path=route.template_path, api_key=server.api_key, label=model.name,
                     context_length=_served_context(server.endpoint, server.served_name, server.api_key))
-            elif adapter is not None:
-                raise NotServed(model.name, "a LoRA fine-tune is answered by its base model's vLLM server")
             elif not self.settings.chat_in_process:
-                raise NotServed(model.name, "answers in this process are turned off by MODELBAY_CHAT_IN_PROCESS")
+                raise NotServed(model.name, route.why_not_served or
+                                "answers in this process are turned off by MODELBAY_CHAT_IN_PROCESS")
             else:
-                check_folder(Path(version.local_path), model.name)  # files removed since: one line, not a traceback
-                self._make_room_for_a_model()
-                backend = BACKENDS[IN_PROCESS](version.local_path, label=model.name)
+                backend = self._in_process(model, version)
             with self._backends_lock:
                 replaced = self._backends.pop(version.id, None)
                 held = self._backends[version.id] = _Held(backend, server, time.monotonic(), streams=int(lease))
                 evicted = self._evict()
             self._retire([h for h in (replaced, *evicted) if h is not None])
             return held
+
+    def _route(self, model: ModelRecord, version: VersionRecord) -> _Route:
+        """Which running server answers a version: its own; for a LoRA fine-tune, else its base model's, with the
+        adapter hot-loaded under its own name (when the adapter's rank fits the servers' max LoRA rank); else none.
+
+        Raises:
+            BaseModelMissing: an adapter-only fine-tune's base model is not installed any more.
+        """
+        own = self.servers.running_for(version.id)
+        parts = tuned_parts(version)
+        if parts is None:
+            return _Route(own, None, None, version.local_path, None)
+        if own is not None or parts.adapter is None:
+            return _Route(own, parts, None, str(parts.merged or version.local_path), None)
+        base = self._version_or_none(version.parent_version_id)
+        base_name = self._model_name(base.model_id) if base is not None else None
+        if parts.merged is None and (base is None or base.install_state != "installed"):
+            self.release(version.id)
+            raise BaseModelMissing(model.name, base_name)
+        if base is None:  # merged weights without a base: answered by them, in this process
+            return _Route(None, parts, None, None, None)
+        template_path = str(parts.adapter if _has_tokenizer_files(parts.adapter) else weights_folder(base) or "")
+        base_server = self.servers.running_for(base.id)
+        if base_server is None:
+            return _Route(None, parts, None, template_path,
+                          f"a LoRA fine-tune is answered by its base model's vLLM server (`/models serve {base_name}`)"
+                          ", and answers in this process are turned off by MODELBAY_CHAT_IN_PROCESS")
+        max_rank = self.settings.serve_max_lora_rank
+        if parts.rank is not None and parts.rank > max_rank:
+            return _Route(None, parts, None, template_path,
+                          f"its LoRA rank {parts.rank} is above the servers' MODELBAY_SERVE_MAX_LORA_RANK "
+                          f"({max_rank}), and answers in this process are turned off by MODELBAY_CHAT_IN_PROCESS")
+        return _Route(base_server, parts, f"{model.name}-v{version.id}", template_path, None)
+
+    def _in_process(self, model: ModelRecord, version: VersionRecord) -> Backend:
+        """Load a version in this process: its folder; a fine-tune's merged weights, else its base with its adapter.
+
+        Raises:
+            IncompleteModel: files are missing on disk (the version's, or an adapter-only fine-tune's base's).
+            BaseModelMissing: an adapter-only fine-tune's base model is not installed any more.
+            InferenceUnavailable, ModelUnloadable: as TransformersBackend.
+        """
+        folder = Path(version.local_path)
+        if version.lineage != FINETUNE:
+            check_folder(folder, model.name)  # files removed since: one line, not a traceback
+            self._make_room_for_a_model()
+            return BACKENDS[IN_PROCESS](version.local_path, label=model.name)
+        base = self._version_or_none(version.parent_version_id)
+        base_name = self._model_name(base.model_id) if base is not None else None
+        tuned = check_tuned(folder, model.name, base=weights_folder(base) if base is not None else None,
+                            base_name=base_name)
+        self._make_room_for_a_model()
+        if tuned.merged is not None:
+            return BACKENDS[IN_PROCESS](str(tuned.merged), label=model.name)
+        assert base is not None  # check_tuned refused an adapter without its base
+        return BACKENDS[IN_PROCESS](str(weights_folder(base)), label=model.name, adapter=str(tuned.adapter))
+
+    def _version_or_none(self, version_id: int | None) -> VersionRecord | None:
+        if version_id is None:
+            return None
+        try:
+            return self.registry.get_version(version_id)
+        except LookupError:
+            return None
+
+    @idempotent  # a read: repeated once if its connection drops
+    def _model_name(self, model_id: int | None) -> str | None:
+        with self._db.session() as session:
+            return session.scalar(select(Model.name).where(Model.id == model_id)) if model_id is not None else None
 
     def _make_room_for_a_model(self) -> None:
         """Evict in-process backends down to one below the bound before loading another model (memory peaks)."""

@@ -19,11 +19,13 @@ from sqlalchemy import select
 
 from modelbay.config import Settings
 from modelbay.engine.db.database import Database
-from modelbay.engine.errors import NeedsInstall, ServerFailed, ServerNotRunning
+from modelbay.engine.errors import BaseModelMissing, NeedsInstall, ServerFailed, ServerNotRunning
+from modelbay.engine.installs.loadable import tuned_parts
 from modelbay.engine.jobs.jobs import Jobs
 from modelbay.engine.jobs.kinds import SERVE
 from modelbay.engine.records import JobRecord, ModelRecord, VersionRecord, record_from_row
 from modelbay.engine.catalog.registry import Registry
+from modelbay.engine.db.schema.catalog import Model, ModelVersion
 from modelbay.engine.db.schema.serving import Server, ServerState
 
 __all__ = ["ServerRecord", "Servers", "Started", "installed_version", "served_name", "settle"]
@@ -111,12 +113,23 @@ class Servers:
     def start(self, name: str, requester: str) -> Started:
         """Serve the newest installed version of a model (or join the server already live); True if new.
 
+        A LoRA fine-tune without merged weights starts (or joins) its base model's server instead, which answers it
+        with the adapter hot-loaded.
+
         Raises:
             ModelNotFound: no model has that name.
             NeedsInstall: no version of it is installed.
+            BaseModelMissing: a LoRA fine-tune's base model is not installed any more.
         """
         model = self.registry.get(name)
         version = installed_version(model, "serve")
+        parts = tuned_parts(version)
+        if parts is not None and parts.merged is None:
+            # A LoRA fine-tune without merged weights runs on its base model's server (chats hot-load the adapter).
+            base = self._base_name(version)
+            if base is None or not self.registry.get(base).installed:
+                raise BaseModelMissing(model.name, base)
+            return self.start(base, requester)
         live = self.live_for(version.id)
         if live is not None:
             return Started(live, self.jobs.get(live.job_id), False)
@@ -135,6 +148,12 @@ class Servers:
                 session.flush()
             record = _record(row)
         return Started(record, job, created)
+
+    def _base_name(self, version: VersionRecord) -> str | None:
+        """The name of the model a fine-tune's base version belongs to, None when that version is gone."""
+        with self._db.session() as session:
+            return session.scalar(select(Model.name).join(ModelVersion).where(
+                ModelVersion.id == version.parent_version_id)) if version.parent_version_id else None
 
     def stop(self, name: str) -> ServerRecord:
         """Ask the live servers of a model to stop; the serve job terminates vLLM and records it.

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from modelbay.config import Settings
 from modelbay.engine.errors import ServerFailed
 from modelbay.engine.jobs.jobs import JobCanceled
-from modelbay.engine.installs.loadable import check_folder
+from modelbay.engine.installs.loadable import FINETUNE, MERGED_DIR, check_folder
 from modelbay.engine.db.schema.catalog import ModelVersion
 from modelbay.engine.db.schema.serving import Server, ServerState
 from modelbay.workers.context import JobContext
@@ -213,6 +213,8 @@ def _server_row(ctx: JobContext) -> tuple[int, str, str]:
                 path = version.local_path if version is not None else None
                 if not path or not Path(path).is_dir():
                     raise ServerFailed(row.served_name, f"its files are not in this worker's model store ({path})")
+                if version.lineage == FINETUNE:  # a fine-tune is served from its merged weights
+                    path = str(Path(path) / MERGED_DIR)
                 check_folder(Path(path), row.served_name)  # files removed since the install: one line, no vLLM start
                 return row.id, row.served_name, path
         if time.monotonic() > deadline:

@@ -61,9 +61,11 @@ class Backend(ABC):
     registered through the `register_backends` plugin hook; `examples/backend.py` shows one.
 
     Chats answer with the backend registered as "vllm" where a version's server runs, built as
-    `cls(endpoint, served_name, model_path=, api_key=, label=, context_length=)`, and else with the one registered
-    as "transformers", built as `cls(model_folder, label=)` (`engine/chat/chats.py`, SERVED_BY and IN_PROCESS); a
-    plugin that registers a class with one of those names and that constructor replaces the built-in.
+    `cls(endpoint, served_name, model_path=, api_key=, label=, context_length=)` (for a LoRA fine-tune on its base's
+    server, served_name is the adapter's), and else with the one registered as "transformers", built as
+    `cls(model_folder, label=)`, or `cls(base_folder, label=, adapter=adapter_folder)` for a LoRA fine-tune without
+    merged weights (`engine/chat/chats.py`, SERVED_BY and IN_PROCESS); a plugin that registers a class with one of
+    those names and that constructor replaces the built-in.
     """
 
     name: ClassVar[str] = "backend"  # what it registers under in BACKENDS, and what analytics records per answer

@@ -27,9 +27,13 @@ __all__ = ["TransformersBackend"]
 
 # -- in-process transformers ------------------------------------------------------------------------------
 class _Loaded:
-    """A model and tokenizer in this process, with a lock so one answer runs on it at a time."""
+    """A model and tokenizer in this process, with a lock so one answer runs on it at a time.
 
-    def __init__(self, path: str, device: str) -> None:
+    With an adapter, the model is peft's `PeftModel` over the base (the LoRA applied at every forward pass, not
+    merged) and the tokenizer is the adapter folder's when it has one (a training job saves it there), else the base's.
+    """
+
+    def __init__(self, path: str, device: str, adapter: str | None = None) -> None:
         try:
             import torch  # extra: ml
             from transformers import AutoModelForCausalLM, AutoTokenizer  # extra: ml
@@ -38,14 +42,28 @@ class _Loaded:
             raise InferenceUnavailable() from None
         hf_logging.disable_progress_bar()  # a loading bar on stderr would tear through the console's output
         self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        self.model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, use_safetensors=True,
-                                                          dtype="auto").to(device).eval()
+        tokenizer_from = adapter if adapter is not None and _has_tokenizer(Path(adapter)) else path
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_from, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, use_safetensors=True,
+                                                     dtype="auto")
+        if adapter is not None:
+            try:
+                from peft import PeftModel  # extra: ml
+            except ImportError:
+                raise InferenceUnavailable() from None
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+        self.model = model.to(device).eval()
         self.device = device
         self.lock = threading.Lock()
         config = self.model.config
         self.context_length = int(getattr(config, "max_position_embeddings", None)
                                   or min(self.tokenizer.model_max_length, 4096))
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    """Whether a folder holds a tokenizer transformers loads (a fine-tune's adapter folder usually does)."""
+    return (folder / "tokenizer_config.json").is_file() and any(
+        (folder / name).is_file() for name in ("tokenizer.json", "vocab.txt", "vocab.json"))
 
 
 JOIN_TIMEOUT = 30.0  # seconds to wait for a generation to finish the token it is computing
@@ -110,8 +128,16 @@ class TransformersBackend(Backend):
     name = "transformers"
     in_process = True
 
-    def __init__(self, model_path: str | Path, *, device: str | None = None, label: str | None = None) -> None:
+    def __init__(self, model_path: str | Path, *, device: str | None = None, label: str | None = None,
+                 adapter: str | Path | None = None) -> None:
+        """Load the model folder (and a LoRA adapter folder on it, with peft) in this process.
+
+        Raises:
+            InferenceUnavailable: torch, transformers (or, for an adapter, peft) are not installed.
+            ModelUnloadable: the files are there but loading them failed.
+        """
         self.model_path = str(model_path)
+        self.adapter = str(adapter) if adapter is not None else None
         if device is None:
             try:
                 import torch  # extra: ml
@@ -120,13 +146,13 @@ class TransformersBackend(Backend):
             except ImportError:
                 raise InferenceUnavailable() from None
         try:
-            self._loaded: _Loaded | None = _Loaded(self.model_path, device)
+            self._loaded: _Loaded | None = _Loaded(self.model_path, device, self.adapter)
         except (ModelBayError, MemoryError):
             raise
         except Exception as exc:  # a corrupt weight file, a config transformers refuses, a broken tokenizer file
             if "OutOfMemory" in type(exc).__name__:  # torch's: the machine, not the files
                 raise
-            log.warning("loading %s failed", self.model_path, exc_info=exc)
+            log.warning("loading %s (adapter %s) failed", self.model_path, self.adapter, exc_info=exc)
             raise ModelUnloadable(label or Path(model_path).name, f"{type(exc).__name__}: {exc}") from exc
         self.context_length = self._loaded.context_length
         self.template = ChatTemplate(self._loaded.tokenizer, label or Path(model_path).name)
