@@ -42,7 +42,9 @@ pytestmark = pytest.mark.slow  # trains a LoRA once per session (seconds) and lo
 TOKEN = "tuned-test-token"
 PARAMS = {"dataset": {"id": 3, "name": "made-up-words"},
           "config": {"template": "chat-lora", "rank": RANK, "epochs": 3, "output_dir": "/srv/modelbay/training/7"},
-          "metrics": {"eval_loss_before": 6.52, "eval_loss_after": 0.31}}
+          "metrics": {"eval_loss_before": 6.52, "eval_loss_after": 0.31, "perplexity_before": None,
+                      "answers": [{"prompt": "What does zib mean?", "base": "A cat says meow.",
+                                   "tuned": "Zib means river."}]}}
 
 
 def _tune(db: Database, base: VersionRecord, name: str, lora: TinyLora, run: Path, store: ModelStore, *,
@@ -162,7 +164,7 @@ def test_chat_with_a_fine_tune_in_process_matches_its_merged_weights(runtime: Ru
     shown = buffer.getvalue()
     assert "Chatting with" in shown and "transformers" in shown and TAUGHT[question] in shown
     for part in ("Fine-tuned from", "tiny-chat (version #", f"LoRA rank {RANK}", "made-up-words",
-                 "eval_loss_after 0.31", "template chat-lora", "finetune of tiny-chat #"):
+                 "eval_loss_after 0.31, answers 1 item", "template chat-lora", "finetune of tiny-chat #"):
         assert part in shown, part
     assert "/srv/modelbay" not in shown
 

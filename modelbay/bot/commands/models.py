@@ -110,14 +110,17 @@ def _lineage(m: ModelRecord) -> list[Field]:
 
 
 def _compact(value: object) -> str:
-    """A JSON value in one short line: numbers to 4 significant digits, objects as `key value` pairs."""
+    """A JSON value in one short line: numbers to 4 significant digits, objects as `key value` pairs (empty values
+    left out), lists of objects counted."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict):
-        return ", ".join(f"{k} {_compact(v)}" for k, v in value.items())
+        return ", ".join(f"{k} {_compact(v)}" for k, v in value.items() if v not in (None, [], {}, ""))
     if isinstance(value, list):
+        if any(isinstance(v, dict | list) for v in value):
+            return f"{len(value)} item{'' if len(value) == 1 else 's'}"  # e.g. the answers side by side, which the training card shows
         return "[" + ", ".join(_compact(v) for v in value[:8]) + (", …" if len(value) > 8 else "") + "]"
     return str(value)
 
