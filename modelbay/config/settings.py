@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     vllm_python: Path | None = Field(None, description="Python with vLLM installed (default: this one).")
 
     upload_max_bytes: int = Field(200_000_000, ge=1, description="Largest file (dataset) people may upload.")
+    train_processes: int | None = Field(None, ge=1, le=1024, description="Processes a training job runs in "
+                                        "(torchrun, DDP); unset: one per GPU the worker sees.")
 
     allow_pickle: bool = Field(False, description="Allow pickle weights (.bin/.pt); off by default.")
     trust_remote_code: bool = Field(False, description="Run model repos' own code; off by default.")

@@ -79,6 +79,13 @@ __all__ = [
     "SchemaOutdated",
     "ModelStoreUnusable",
     "UnknownJobKind",
+    "TemplateNotFound",
+    "NotResumable",
+    "CheckpointMissing",
+    "QuantizationUnavailable",
+    "TrainingConfigInvalid",
+    "CudaRequired",
+    "TrainingMemory",
     "JobCanceled",
     "TransferStopped",
 ]
@@ -251,6 +258,16 @@ class DatasetNameTaken(Conflict):
                          f"(`name:...`), or `/datasets delete {dataset_id}` first.")
 
 
+class TemplateNotFound(NotFound):
+    """No training template by that name."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(f"No training template `{shown(name)}`. Templates: {', '.join(known)} "
+                         "(`/train templates` describes them).")
+
+
 # -- conflict: not possible in the current state ---------------------------------------------------------------------
 
 class JobNotCancelable(Conflict):
@@ -337,6 +354,33 @@ class BaseModelMissing(Conflict):
             text = (f"`{shown(name)}` is a LoRA adapter on `{shown(base)}`, which is not installed any more. An admin "
                     f"can run `/models install {shown(base)}`; then try again.")
         super().__init__(text)
+
+
+class NotResumable(Conflict):
+    """Only a training job that stopped before its end (canceled, or failed after its retries) can be resumed."""
+
+    def __init__(self, job_id: str, status: str, kind: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.kind = kind
+        if kind != "train":
+            text = f"Job `{shown(job_id)}` is a `{shown(kind)}` job, not a training job."
+        else:
+            text = (f"Training job `{shown(job_id)}` is {status}; only a canceled or failed one resumes. "
+                    "`/train status` shows where it stands.")
+        super().__init__(text)
+
+
+class CheckpointMissing(Conflict):
+    """A resume found no checkpoint to continue from (the job stopped before its first save, or it was removed)."""
+
+    retryable = False  # the same run directory has the same checkpoints
+
+    def __init__(self, job_id: str, where: str) -> None:
+        self.job_id = job_id
+        self.where = where
+        super().__init__(f"Training job `{shown(job_id)}` left no checkpoint to resume from in {where} (it stopped "
+                         "before its first save). Start it again with `/train start`.")
 
 
 # -- unavailable: something ModelBay relies on failed or is missing --------------------------------------------------
@@ -447,6 +491,17 @@ class DatabaseUnavailable(Unavailable):
         self.dropped = dropped
         what = "The database connection dropped" if dropped else "The database did not answer"
         super().__init__(f"{what}. Try again in a moment; if it keeps happening, ask an admin to check the database.")
+
+
+class QuantizationUnavailable(Unavailable):
+    """QLoRA was asked for where bitsandbytes (4-bit loading) is not installed."""
+
+    retryable = False  # the worker's packages do not change between tries
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"4-bit training (QLoRA) cannot run on this gpu worker: {reason}. Install bitsandbytes "
+                         "there (`pip install bitsandbytes`), or use the chat-lora template.")
 
 
 # -- refused: bad input, not allowed, or unsafe to do ----------------------------------------------------------------
@@ -630,6 +685,45 @@ class UnknownPrecision(Refused):
         self.precision = precision
         self.known = tuple(known)
         super().__init__(f"There is no precision `{precision}`: use one of {', '.join(self.known)}.")
+
+
+class TrainingConfigInvalid(Refused):
+    """A training setting (a template's or an override) names no field or has a value its field refuses."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"Training setting `{shown(setting)}`: {one_line(problem, 200)}. Fix it and start again "
+                         "(`/train templates` lists the settings).")
+
+
+class CudaRequired(Refused):
+    """A training config that runs only on a CUDA GPU (QLoRA, 8-bit optimizers) was asked where there is none."""
+
+    retryable = False
+
+    def __init__(self, what: str, where: str = "the gpu workers have none") -> None:
+        self.what = what
+        self.where = where
+        super().__init__(f"{what} needs a CUDA GPU and {where}. Use the chat-lora template (it trains on the CPU "
+                         "too), or run a gpu worker on a machine with a GPU.")
+
+
+class TrainingMemory(Refused):
+    """A fine-tune would not fit the memory it runs in at this precision and batch size."""
+
+    def __init__(self, name: str, precision: str, batch: int, max_length: int, needed: int, room: int, where: str,
+                 fits: int) -> None:
+        self.name, self.precision, self.batch, self.max_length = name, precision, batch, max_length
+        self.needed, self.room, self.where, self.fits = needed, room, where, fits
+        wanted, has = human_bytes_apart(needed, room)
+        if fits >= 1:
+            advice = f"Batch {fits} would fit: add `batch:{fits}` (gradient accumulation keeps the effective batch)."
+        else:
+            advice = ("Even batch 1 does not fit: use the qlora-4bit template, a shorter `max_length:`, or "
+                      "`hardware.gradient_checkpointing:true`.")
+        super().__init__(f"Fine-tuning `{shown(name)}` at {precision} with batch {batch} and rows of up to {max_length} "
+                         f"tokens needs about {wanted}; {where} has {has}. {advice}")
 
 
 # -- misconfigured: an operator must fix the settings, catalog, database or code -------------------------------------
