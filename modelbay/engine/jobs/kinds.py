@@ -20,7 +20,8 @@ from modelbay.engine.extensions import Extensions
 
 __all__ = [
     "resolve",
-    "BUILT_IN", "INSTALL", "KINDS", "PROBE", "QUEUES", "RUNNER", "SERVE", "JobKind", "QueueName", "RetryPolicy",
+    "BUILT_IN", "INSTALL", "KINDS", "PROBE", "QUEUES", "RUNNER", "SERVE", "TRAIN", "JobKind", "QueueName",
+    "RetryPolicy",
     "register_kind",
 ]
 
@@ -80,7 +81,15 @@ PROBE = JobKind(
     description="Probe RAM, GPU memory and free disk where the gpu workers run.",
 )
 
-BUILT_IN: tuple[JobKind, ...] = (INSTALL, SERVE, PROBE)
+# Fine-tune a model with LoRA (engine/training): up to three days, and a worker killed mid-training (a lost machine,
+# an out-of-memory kill) is retried twice, a second and then a minute later; the retry continues from the run's last
+# checkpoint, its step count going on. ModelBay errors (a dataset that cannot train, no CUDA for QLoRA) fail at once.
+TRAIN = JobKind(
+    "train", "modelbay.workers.jobs.train.train", "gpu", timeout=72 * 3600,
+    retry=RetryPolicy(max=2, intervals=(1, 60)), description="Fine-tune a model (LoRA, QLoRA) on a dataset.",
+)
+
+BUILT_IN: tuple[JobKind, ...] = (INSTALL, SERVE, PROBE, TRAIN)
 
 
 def _check(kind: JobKind) -> None:
