@@ -11,6 +11,7 @@ from modelbay.config import Settings
 from modelbay.engine.analytics.analytics import Analytics
 from modelbay.engine.catalog.curated import load_catalog
 from modelbay.engine.chat.chats import Chats
+from modelbay.engine.datasets.datasets import Datasets
 from modelbay.engine.db.database import Database
 from modelbay.engine.catalog.discovery import Discovery
 from modelbay.engine.errors import SchemaOutdated
@@ -20,7 +21,6 @@ from modelbay.engine.jobs.jobs import Jobs
 from modelbay.engine.records import VersionRecord
 from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.inference.serving import Servers
-from modelbay.engine.uploads import Uploads
 from modelbay.workers.embedded import EmbeddedWorkers
 from modelbay.workers.runner import install_resources
 
@@ -52,7 +52,7 @@ class Runtime:
         self.servers = Servers(settings, self.db, self.registry, self.jobs)
         self.analytics = Analytics(self.db)
         self.chats = Chats(settings, self.db, self.redis, self.registry, self.servers, self.analytics)
-        self.uploads = Uploads(settings)
+        self.datasets = Datasets(settings, self.db)
         self._embedded: EmbeddedWorkers | None = None
 
     def prepare(self) -> None:

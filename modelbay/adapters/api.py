@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -25,10 +25,12 @@ from starlette.exceptions import HTTPException
 
 from modelbay import __version__
 from modelbay.bot.context import Actor, Context
+from modelbay.bot.commands.datasets import report_of, visible
 from modelbay.bot.errors import render_error, style_of, user_error
 from modelbay.bot.progress import watch
 from modelbay.config import Settings
 from modelbay.engine.analytics.analytics import PERIODS, parse_period
+from modelbay.engine.datasets.formats import FORMATS, parse_columns
 from modelbay.engine.errors import ModelBayError, NotAllowed, shown
 from modelbay.engine import hardware as hw
 from modelbay.engine.installs.installs import InstallTicket
@@ -281,6 +283,104 @@ class MetricsOut(_Record):
     satisfaction_high: float | None = Field(description="Wilson 95% interval, upper end.")
 
 
+class DatasetOut(_Record):
+    """A stored dataset and what reading every row of it found."""
+
+    # Where its bytes are stored stays on the server.
+    id: int
+    name: str
+    owner: str
+    filename: str
+    sha256: str
+    size_bytes: int
+    format: str = Field(description="chat, sharegpt, alpaca, completion, text or text-blocks.")
+    format_given: bool = Field(description="Named when it was added (else detected from the rows' fields).")
+    columns: dict[str, str] = Field(description="Our field -> the file's column, when a column map was given.")
+    source: str
+    rows: int = Field(description="Rows read: valid rows plus rows with a problem.")
+    valid_rows: int
+    duplicates: int
+    kinds: dict[str, int] = Field(description="Valid rows per kind: chat, completion, text.")
+    problems: dict[str, int] = Field(description="Rows left out per reason.")
+    created_at: datetime
+
+
+class DatasetListOut(BaseModel):
+    """Datasets, newest first."""
+
+    datasets: list[DatasetOut]
+
+
+class ProblemOut(_Record):
+    """A row left out: its line (1-based; a CSV's header is line 1), the reason and what to fix."""
+
+    line: int
+    reason: str
+    message: str
+    fatal: bool
+
+
+class ProblemSummaryOut(_Record):
+    """The rows left out for one reason: how many, and the first few."""
+
+    reason: str
+    title: str
+    count: int
+    first: list[ProblemOut]
+
+
+class HistogramOut(_Record):
+    """Rows per length bin: bin i holds lengths from edges[i] up to, not including, edges[i + 1]."""
+
+    unit: Literal["tokens", "characters"]
+    edges: list[int]
+    counts: list[int]
+    minimum: int
+    median: int
+    p95: int
+    maximum: int
+    mean: float
+    limit: int | None = Field(description="The max_length the rows were measured against (tokens only).")
+    over: int = Field(description="Rows longer than the limit, before the policy.")
+
+
+class SegmentOut(_Record):
+    """A run of the example's rendered text whose tokens are all trained on, or all masked."""
+
+    text: str
+    trained: bool
+
+
+class DatasetReportOut(_Record):
+    """A dataset's report: rows, kinds, problems by reason, lengths, the policy, an example and the split."""
+
+    dataset: DatasetOut
+    file_type: str
+    format: str
+    detected: bool
+    rows: int
+    valid: int
+    kinds: dict[str, int]
+    problems: list[ProblemSummaryOut]
+    duplicates: int
+    duplicate_lines: list[tuple[int, int]] = Field(description="The first few (line, line it repeats).")
+    policy: str
+    max_length: int
+    dropped: int = Field(description="Valid rows the policy leaves out (too long, no trained token, template).")
+    truncated: int
+    fatal: ProblemOut | None = Field(description="A row the fail policy stops training at.")
+    model: str | None = Field(description="Whose tokenizer and chat template measured the rows (null: characters).")
+    histogram: HistogramOut | None
+    example: list[SegmentOut]
+    example_line: int | None
+    train_rows: int
+    validation_rows: int
+    validation_from: str
+    seed: int
+    trainable: int
+    ready: bool = Field(description="Training can start: no fatal row and at least one row to train on.")
+
+
 class HealthOut(BaseModel):
     """The process answers."""
 
@@ -391,6 +491,7 @@ system = APIRouter(tags=["system"])
 marketplace = APIRouter(tags=["marketplace"], responses=_ERRORS)
 jobs = APIRouter(tags=["jobs"], responses=_ERRORS)
 analytics = APIRouter(tags=["analytics"], responses=_ERRORS)
+training_datasets = APIRouter(tags=["training"], responses=_ERRORS)
 
 
 @system.get("/healthz")
@@ -517,6 +618,89 @@ async def model_metrics(ctx: Viewer, model_id: ModelId, period: Literal[PERIODS]
                                            satisfaction_high=high))
 
 
+DatasetRef = Annotated[Text, Path(max_length=100, description="Dataset id or name.")]
+DATASETS = "/api/training/datasets"
+
+
+@training_datasets.get(DATASETS)
+async def list_datasets(
+    ctx: User, all: Annotated[bool, Query(description="Everyone's datasets (admins).")] = False,  # noqa: A002
+) -> DatasetListOut:
+    """List the caller's datasets (an admin's `all=true`: everyone's), newest first."""
+    if all and not ctx.has_role("admin"):
+        raise NotAllowed("listing everyone's datasets", ctx.role, "admin")
+    records = await ctx.call(ctx.runtime.datasets.list, None if all else ctx.actor.key)
+    return DatasetListOut(datasets=[DatasetOut.model_validate(r) for r in records])
+
+
+class _ReportOptions(BaseModel):
+    """How a report measures the rows (the same options as `/datasets info`)."""
+
+    model: Text | None = Field(None, max_length=200, description="Installed base model whose tokenizer and chat "
+                                                                 "template count the tokens.")
+    policy: Literal["drop", "truncate", "fail"] = Field("drop", description="Rows longer than max_length.")
+    max_length: int = Field(2048, ge=16, le=1_048_576)
+    validation: float = Field(0.1, ge=0.0, le=0.5, description="Share of rows held out for validation.")
+    validation_data: Text | None = Field(None, max_length=100, description="A dataset to validate on instead.")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+async def _dataset_report(ctx: Context, record: Any, options: _ReportOptions) -> DatasetReportOut:
+    validation_data = (await visible(ctx, options.validation_data)).ref if options.validation_data else None
+    report = await report_of(ctx, record, model=options.model, policy=options.policy,
+                             max_length=options.max_length, validation=options.validation,
+                             validation_data=validation_data, seed=options.seed)
+    return DatasetReportOut.model_validate(report)
+
+
+@training_datasets.post(DATASETS, status_code=201)
+async def add_dataset(
+    ctx: User,
+    file: Annotated[UploadFile, File(description="The dataset: .jsonl, .json, .csv, .tsv, .parquet or .txt.")],
+    format: Annotated[Literal[FORMATS] | None, Form(description="The rows' format (detected when not given).")  # type: ignore[valid-type]
+                      ] = None,  # noqa: A002 - the option's name
+    columns: Annotated[Text | None, Form(max_length=400, description="field=column pairs, comma separated, e.g. "
+                                                                     "prompt=question,completion=answer.")] = None,
+    name: Annotated[Text | None, Form(max_length=100, description="A name to use instead of the file's.")] = None,
+    model: Annotated[Text | None, Form(max_length=200, description="Installed base model whose tokenizer and chat "
+                                                                   "template count the tokens.")] = None,
+    policy: Annotated[Literal["drop", "truncate", "fail"], Form(description="Rows longer than max_length.")] = "drop",
+    max_length: Annotated[int, Form(ge=16, le=1_048_576)] = 2048,
+    validation: Annotated[float, Form(ge=0.0, le=0.5, description="Share of rows held out for validation.")] = 0.1,
+    validation_data: Annotated[Text | None, Form(max_length=100, description="A dataset to validate on "
+                                                                             "instead.")] = None,
+    seed: Annotated[int, Form(ge=0, le=2**31 - 1)] = 0,
+) -> DatasetReportOut:
+    """Add a dataset file (multipart form data) and return its report; the same file again is the same dataset."""
+    filename = ctx.runtime.datasets.check(file.filename or "dataset", file.size)
+    mapped = _column_map(columns)
+
+    def chunks() -> Iterator[bytes]:
+        while block := file.file.read(1 << 20):
+            yield block
+
+    record = await ctx.call(ctx.runtime.datasets.add, ctx.actor.key, filename, chunks(), source="api",
+                            format=format, columns=mapped, name=name)
+    options = _ReportOptions(model=model, policy=policy, max_length=max_length, validation=validation,
+                             validation_data=validation_data, seed=seed)
+    return await _dataset_report(ctx, record, options)
+
+
+def _column_map(columns: str | None) -> dict[str, str] | None:
+    try:
+        return parse_columns(columns) if columns else None
+    except ValueError as exc:
+        raise RequestValidationError([{"type": "value_error", "loc": ("body", "columns"), "input": columns,
+                                       "msg": f"Value error, {exc}"}]) from None
+
+
+@training_datasets.get(DATASETS + "/{dataset}")
+async def get_dataset(ctx: User, dataset: DatasetRef, options: Annotated[_ReportOptions, Query()]
+                      ) -> DatasetReportOut:
+    """A dataset's report: rows, problems with their lines, token lengths with a base model, split and policy."""
+    return await _dataset_report(ctx, await visible(ctx, dataset), options)
+
+
 def slack_configured(settings: Settings) -> bool:
     """Whether Slack's HTTP events can be served: they need the bot token and the signing secret."""
     return settings.slack_bot_token is not None and settings.slack_signing_secret is not None
@@ -588,10 +772,11 @@ def create_app(runtime: Runtime, *, slack: Any = None) -> FastAPI:
         openapi_tags=[{"name": "marketplace", "description": "Browse, search, install and uninstall models."},
                       {"name": "jobs", "description": "Long operations and their progress."},
                       {"name": "analytics", "description": "Per-model metrics from answers and ratings."},
+                      {"name": "training", "description": "Datasets for fine-tuning and their reports."},
                       {"name": "system", "description": "Health."}],
     )
     app.state.runtime = runtime
-    for router in (system, marketplace, jobs, analytics):
+    for router in (system, marketplace, jobs, analytics, training_datasets):
         app.include_router(router)
     _slack_route(app, runtime, slack)
     # Starlette answers ModelBayError in the routing layer; Exception only in its outermost middleware.

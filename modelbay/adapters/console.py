@@ -43,8 +43,8 @@ def _markup(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"[bold cyan]\1[/]", escape(text))
 
 
-def render(reply: Reply) -> RenderableType:
-    """Render a Reply as rich renderables."""
+def render(reply: Reply, saved: dict[str, Path] | None = None) -> RenderableType:
+    """Render a Reply as rich renderables; an attachment `saved` to a file is shown by its path."""
     colour = _TONES[reply.tone]
     parts: list[RenderableType] = []
     if reply.text:
@@ -64,7 +64,9 @@ def render(reply: Reply) -> RenderableType:
             table.add_row(*(_markup(cell) for cell in row))
         parts.append(table)
     for attachment in reply.attachments:
-        parts.append(f"[dim]attachment: {escape(attachment.filename)} ({len(attachment.data)} bytes)[/]")
+        where = (saved or {}).get(attachment.filename)
+        parts.append(f"[dim]attachment: {escape(str(where) if where else attachment.filename)} "
+                     f"({len(attachment.data):,} bytes)[/]")
     if reply.buttons:
         parts.append("  ".join(f"[reverse] {escape(b.label)} [/] [dim]{escape(b.command)}[/]" for b in reply.buttons))
     if reply.footer:
@@ -238,9 +240,22 @@ class ConsoleApp:
             await self.say(line)
             return
         reply = await self.dispatcher.prepare_line(line, self.actor, self.place).run()
-        self.out.print(render(reply))
+        self.out.print(render(reply, await asyncio.to_thread(self.keep, reply)))
         if reply.progress and reply.progress.status in ("queued", "started", "retrying"):
             await self.follow(reply.progress.job_id, reply.progress.label)
+
+    def keep(self, reply: Reply) -> dict[str, Path]:
+        """Write a reply's attachments (a chart) under HOME/files, where a terminal can open them; their paths."""
+        if not reply.attachments:
+            return {}
+        folder = self.dispatcher.runtime.settings.home / "files"
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = {}
+        for attachment in reply.attachments:
+            path = folder / Path(attachment.filename).name
+            path.write_bytes(attachment.data)
+            saved[attachment.filename] = path
+        return saved
 
     async def say(self, text: str) -> None:
         """Send a message to the chat open here and print the answer as it streams in; Ctrl-C stops the answer."""

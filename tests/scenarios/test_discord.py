@@ -384,19 +384,26 @@ def test_dataset_attachments_are_fetched_from_discords_cdn_only(bot: Bot, standi
     url = standin.add_file("train.jsonl", data)
     resolved = {"attachments": {"700": {"id": "700", "filename": "train.jsonl", "size": len(data), "url": url,
                                         "proxy_url": url, "content_type": "application/jsonl"}}}
-    token = standin.command("uploads", _sub("add", _opt("file", "700", kind=11)), member=member(USER),
-                            resolved=resolved)
-    saved = standin.wait("POST", "/webhooks/", lambda c: token in c.path)[0]
-    assert "Saved `train.jsonl`" in saved.text() and saved.body["flags"] & 64
-    [upload] = runtime.uploads.list(f"discord:{USER}")
-    assert Path(upload.path).read_bytes() == data and upload.source == "discord"
+    token = standin.command("datasets", _sub("add", _opt("path", "700", kind=11), _opt("name", "greetings"),
+                                             _opt("validation", 0.25, kind=10)),
+                            member=member(USER), resolved=resolved)
+    deferred = standin.wait("POST", "/callback", lambda c: token in c.path)[0]
+    assert deferred.body["type"] == 5 and not deferred.body.get("data", {}).get("flags", 0) & 64  # public card
+    card = standin.wait("PATCH", "/messages/@original", lambda c: token in c.path and "Dataset #1" in c.text())[0]
+    assert "Dataset #1 · greetings" in card.text() and "40 rows read from `train.jsonl`" in card.text()
+    assert "train 30 · validation 10 (25% held out, seed 0)" in card.text()
+    assert any(b.get("label") == "Train on this" for b in card.components())
+    chart = standin.wait("POST", "/webhooks/", lambda c: token in c.path and bool(c.body.get("_files")))[0]
+    assert chart.body["_files"] == ["dataset-1-lengths.png"]
+    [dataset] = runtime.datasets.list(f"discord:{USER}")
+    assert Path(dataset.path).read_bytes() == data and dataset.source == "discord" and dataset.name == "greetings"
 
     elsewhere = {"attachments": {"701": {"id": "701", "filename": "x.csv", "size": 10,
                                          "url": "http://127.0.0.1:9/x.csv", "proxy_url": "http://127.0.0.1:9/x.csv"}}}
-    token = standin.command("uploads", _sub("add", _opt("file", "701", kind=11)), member=member(USER),
+    token = standin.command("datasets", _sub("add", _opt("path", "701", kind=11)), member=member(USER),
                             resolved=elsewhere)
-    refused = standin.wait("POST", "/webhooks/", lambda c: token in c.path)[0]
-    assert "not on Discord's file host" in refused.text()
+    refused = standin.wait("POST", "/callback", lambda c: token in c.path)[0]
+    assert "not on Discord's file host" in refused.text() and refused.body["data"]["flags"] & 64
     assert [c.path for c in standin.to("GET", "/cdn/")] == ["/cdn/train.jsonl"]
 
 
@@ -446,7 +453,7 @@ def test_commands_sync_to_one_server_with_their_options(runtime: Runtime, standi
     assert f"in server {GUILD}" in result.stdout and BOT_TOKEN not in result.stdout + result.stderr
     [put] = standin.to("PUT", f"/applications/{APP_ID}/guilds/{GUILD}/commands")
     commands = {c["name"]: c for c in put.body}
-    assert {"models", "chat", "jobs", "rate", "help", "uploads"} <= set(commands)
+    assert {"models", "chat", "jobs", "rate", "help", "datasets"} <= set(commands)
     models = {o["name"]: o for o in commands["models"]["options"]}
     install = {o["name"]: o for o in models["install"]["options"]}
     assert install["model"]["autocomplete"] and install["model"]["required"]
@@ -454,8 +461,11 @@ def test_commands_sync_to_one_server_with_their_options(runtime: Runtime, standi
     assert listing["limit"]["type"] == 4 and (listing["limit"]["min_value"], listing["limit"]["max_value"]) == (1, 100)
     assert [c["value"] for c in listing["category"]["choices"]][:2] == ["chat", "code"]
     assert {o["name"] for o in commands["chat"]["options"]} == {"start", "end"}
-    uploads = {o["name"]: o for o in commands["uploads"]["options"]}
-    assert uploads["add"]["options"][0]["type"] == 11  # an attachment option
+    datasets = {o["name"]: o for o in commands["datasets"]["options"]}
+    add = {o["name"]: o for o in datasets["add"]["options"]}
+    assert add["path"]["type"] == 11 and add["path"]["required"]  # an attachment where the console takes a path
+    assert datasets["add"]["options"][0]["name"] == "path" and add["policy"]["choices"][0]["value"] == "drop"
+    assert add["model"]["autocomplete"] and {"info", "list", "preview", "delete"} <= set(datasets)
 
 
 def _rated(call: Call) -> bool:

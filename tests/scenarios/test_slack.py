@@ -354,23 +354,30 @@ def test_files_sent_in_a_direct_message_are_fetched_with_the_bot_token(slack: Si
     ]
     slack.event({"type": "message", "subtype": "file_share", "channel": "D1", "channel_type": "im", "user": USER,
                  "text": "", "ts": "7.0", "files": files})
-    said = standin.wait("chat.postMessage", lambda c: c.args["channel"] == "D1")[0]
-    assert _in(said, "Saved `train.jsonl`", "weights.bin", "datasets are", "not on Slack")
+    card = standin.wait("chat.update", lambda c: c.args["channel"] == "D1" and _in(c, "Dataset #1 · train"))[0]
+    assert _in(card, "50 rows read from `train.jsonl`", "50 valid", "Duplicates", "49 (kept;", "Train on this")
+    assert _button(card, "Train on this")["value"] == "/train start dataset:1"
+    refused = standin.wait("chat.postMessage", lambda c: c.args["channel"] == "D1" and _in(c, "weights.bin"))[0]
+    assert _in(refused, "datasets are", "not on Slack", "/modelbay datasets")
     fetched = standin.to("file")
     assert [c.args["name"] for c in fetched] == ["train.jsonl"]  # refused files are never fetched
     assert fetched[0].headers["authorization"] == f"Bearer {BOT_TOKEN}"
-    [upload] = runtime.uploads.list(f"slack:{USER}")
-    assert Path(upload.path).read_bytes() == data and upload.filename == "train.jsonl" and upload.source == "slack"
+    [dataset] = runtime.datasets.list(f"slack:{USER}")
+    assert Path(dataset.path).read_bytes() == data and dataset.filename == "train.jsonl" and dataset.source == "slack"
+    standin.wait("files.completeUploadExternal")  # the card's length chart, in the card's thread
+    chart = standin.to("upload")[0]
+    assert standin.uploads[chart.args["id"]].startswith(b"\x89PNG")
+    assert standin.to("files.completeUploadExternal")[0].args["channel_id"] == "D1"
 
     slack.view_action({"type": "home"}, {"type": "button", "action_id": "mb_open_upload", "value": ""}, {}, user=USER)
     form = standin.wait("views.open")[0].args["view"]
-    assert form["callback_id"] == "mb_upload" and "jsonl" in json.dumps(form)
+    assert form["callback_id"] == "mb_upload" and "jsonl" in json.dumps(form) and "parquet" in json.dumps(form)
     csv = b"prompt,completion\nhi,hello\n"
     picked = [{"id": "F4", "name": "more.csv", "size": len(csv), "url_private_download": standin.add_file("more.csv",
                                                                                                          csv)}]
     slack.submit(form, {"file": {"mb_upload_file": {"type": "file_input", "files": picked}}}, user=USER)
-    standin.wait("chat.postMessage", lambda c: _in(c, "Saved `more.csv`"))
-    assert {u.filename for u in runtime.uploads.list(f"slack:{USER}")} == {"train.jsonl", "more.csv"}
+    standin.wait("chat.update", lambda c: _in(c, "Dataset #2 · more", "completion CSV (detected)"))
+    assert {d.filename for d in runtime.datasets.list(f"slack:{USER}")} == {"train.jsonl", "more.csv"}
 
 
 def test_slack_user_groups_grant_roles(slack: SignedRequests, standin: SlackStandIn) -> None:

@@ -36,11 +36,12 @@ from discord.http import Route
 
 from modelbay.adapters.discord.embeds import COLOURS, DiscordMessage, render
 from modelbay.adapters.discord.layouts import CARD_BUTTONS, ROW_BUTTONS, TEXT_CHARS, Card, cards, fit_notes
-from modelbay.adapters.discord.tree import build, discord_text
+from modelbay.adapters.discord.tree import app_command, build, discord_text
 from modelbay.bot.context import Actor
 from modelbay.bot.conversation import relay
 from modelbay.bot.deliveries import first_delivery
 from modelbay.bot.commands.chat import SYSTEM_PROMPT
+from modelbay.bot.commands.datasets import add_file
 from modelbay.bot.dispatcher import Dispatcher, Invocation
 from modelbay.bot.errors import render_error
 from modelbay.bot.live import LiveMessage, Pace
@@ -246,7 +247,7 @@ class DiscordAdapter:
         self.pace = Pace(settings.discord_edit_interval)
         self.commands = build(self.client.tree, self.dispatcher.commands, self.run, self.complete)
         self.text = discord_text(self.dispatcher.commands)  # command names in replies as Discord shows them
-        self._add_upload_command()
+        self._add_dataset_command()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stored_keys: set[str] = set()
 
@@ -559,33 +560,36 @@ class DiscordAdapter:
             await first.edit(**self._edit_kwargs(self._cards(reply)[0]))  # the card stays a card
 
     # -- files ------------------------------------------------------------------------------------------------
-    def _add_upload_command(self) -> None:
-        group = self.commands.get("uploads")
-        adapter = self
+    def _add_dataset_command(self) -> None:
+        """`/datasets add` takes the file as an attachment here (the console takes a path), with the same options."""
+        group, cmd = self.commands.get("datasets"), self.dispatcher.commands.get(("datasets", "add"))
+        if not isinstance(group, app_commands.Group) or cmd is None:
+            return
+        group.remove_command("add")
+        group.add_command(app_command(cmd, "add", self.receive_file, self.complete, file="path",
+                                      help="Add a dataset file (attach it) and show its report card."))
 
-        @app_commands.command(name="add", description="Upload a dataset file (.jsonl, .csv, .json, .txt, .parquet).")
-        @app_commands.describe(file="The dataset file.")
-        async def add(interaction: discord.Interaction, file: discord.Attachment) -> None:
-            await adapter.guarded(interaction, adapter.receive_file(interaction, file))
+    async def receive_file(self, interaction: discord.Interaction, cmd: Command, options: dict[str, Any]) -> None:
+        """Fetch an attachment (from Discord's CDN only) into the person's datasets and answer with its card."""
+        async def go() -> None:
+            file: discord.Attachment = options.pop("path")
+            invocation = self.dispatcher.prepare(cmd.path, options, self.actor(interaction.user),
+                                                 self.place_of(interaction))
+            if invocation.error is not None:
+                raise invocation.error
+            ctx = invocation.context
+            if not ctx.has_role("user"):
+                raise NotAllowed("adding datasets", ctx.role, "user")
+            name = self.runtime.datasets.check(file.filename, file.size)
+            if not self._trusted_file_url(file.url):
+                raise UploadRefused(file.filename, "its link is not on Discord's file host.")
+            await interaction.response.defer(thinking=True)
+            data = await file.read()
+            values = {k: v for k, v in invocation.values.items() if k != "path"}
+            await self.respond(interaction, await add_file(ctx, name, [data], source="discord", **values),
+                               deferred=True)
 
-        if isinstance(group, app_commands.Group):
-            group.add_command(add)
-
-    async def receive_file(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
-        """Fetch an attachment (from Discord's CDN only) into the person's uploads."""
-        actor = self.actor(interaction.user)
-        ctx = self.dispatcher.context(actor)
-        if not ctx.has_role("user"):
-            raise NotAllowed("uploading datasets", ctx.role, "user")
-        await interaction.response.defer(thinking=True, ephemeral=True)
-        name = self.runtime.uploads.check(file.filename, file.size)
-        if not self._trusted_file_url(file.url):
-            raise UploadRefused(file.filename, "its link is not on Discord's file host.")
-        data = await file.read()
-        record = await asyncio.to_thread(self.runtime.uploads.save, actor.key, name, [data], source="discord")
-        await interaction.followup.send(
-            f"Saved `{record.filename}` ({record.size_bytes:,} bytes) as upload `{record.id}`. "
-            "`/uploads list` shows your uploads; fine-tuning reads them from there.", ephemeral=True)
+        await self.guarded(interaction, go())
 
     def _trusted_file_url(self, url: str) -> bool:
         parts, api = urlsplit(url), urlsplit(self.settings.discord_api_url)

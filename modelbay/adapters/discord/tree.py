@@ -17,7 +17,7 @@ from discord import app_commands
 
 from modelbay.bot.spec import Arg, ArgType, Command, CommandSet
 
-__all__ = ["BARE", "DiscordName", "build", "discord_name", "discord_text"]
+__all__ = ["BARE", "DiscordName", "app_command", "build", "discord_name", "discord_text"]
 
 BARE = "start"  # the subcommand name of a bare command that shares its name with a group
 CHOICES = 25  # Discord's most choices (and autocomplete results) per option
@@ -51,13 +51,17 @@ def _annotation(arg: Arg) -> Any:
     return app_commands.Range[str, None, arg.max_length]
 
 
-def _callback(cmd: Command, run: Run) -> Callable[..., Awaitable[None]]:
+def _callback(cmd: Command, run: Run, file: str | None = None) -> Callable[..., Awaitable[None]]:
     async def callback(interaction: discord.Interaction, **options: Any) -> None:
         await run(interaction, cmd, options)
 
     parameters = [inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                     annotation=discord.Interaction)]
     for arg in cmd.args:
+        if arg.name == file:  # a required attachment, first (Discord lists required options first)
+            parameters.insert(1, inspect.Parameter(arg.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                   annotation=discord.Attachment))
+            continue
         default = inspect.Parameter.empty if arg.required else None
         parameters.append(inspect.Parameter(arg.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
                                             annotation=_annotation(arg)))
@@ -72,6 +76,28 @@ def _completer(arg: Arg, complete: Complete) -> Callable[..., Awaitable[list[app
     return autocomplete
 
 
+def app_command(cmd: Command, name: str, run: Run, complete: Complete, *, file: str | None = None,
+                help: str | None = None) -> app_commands.Command:  # noqa: A002 - the description's name
+    """The app command of a spec command: typed options, descriptions, choices, autocomplete.
+
+    `file` names an argument taken as a required attachment instead (the adapter reads it: `/datasets add`'s file
+    where the console takes a path); the options `run` gets then hold a `discord.Attachment` under that name.
+    """
+    app_cmd = app_commands.Command(name=name, description=(help or cmd.help)[:100],
+                                   callback=_callback(cmd, run, file))
+    described = {a.name: a.help[:100] for a in cmd.args}
+    if described:
+        app_commands.describe(**described)(app_cmd)
+    choices = {a.name: [app_commands.Choice(name=c, value=c) for c in a.choices] for a in cmd.args
+               if a.choices and len(a.choices) <= CHOICES and a.name != file}
+    if choices:
+        app_commands.choices(**choices)(app_cmd)
+    for arg in cmd.args:
+        if arg.name != file and (arg.autocomplete or (arg.choices and len(arg.choices) > CHOICES)):
+            app_cmd.autocomplete(arg.name)(_completer(arg, complete))
+    return app_cmd
+
+
 def build(tree: app_commands.CommandTree, commands: CommandSet, run: Run, complete: Complete) -> dict[str, Any]:
     """Add every spec command to the tree; return the groups and top-level commands by name."""
     groups_named = {c.path[0] for c in commands if len(c.path) == 2}
@@ -79,17 +105,7 @@ def build(tree: app_commands.CommandTree, commands: CommandSet, run: Run, comple
     top: dict[str, Any] = {}
     for cmd in commands:
         group_name, name = discord_name(cmd, groups_named)
-        app_cmd = app_commands.Command(name=name, description=cmd.help[:100], callback=_callback(cmd, run))
-        described = {a.name: a.help[:100] for a in cmd.args}
-        if described:
-            app_commands.describe(**described)(app_cmd)
-        choices = {a.name: [app_commands.Choice(name=c, value=c) for c in a.choices] for a in cmd.args
-                   if a.choices and len(a.choices) <= CHOICES}
-        if choices:
-            app_commands.choices(**choices)(app_cmd)
-        for arg in cmd.args:
-            if arg.autocomplete or (arg.choices and len(arg.choices) > CHOICES):
-                app_cmd.autocomplete(arg.name)(_completer(arg, complete))
+        app_cmd = app_command(cmd, name, run, complete)
         if group_name is None:
             tree.add_command(app_cmd)
             top[name] = app_cmd

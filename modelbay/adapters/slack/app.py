@@ -51,6 +51,7 @@ from modelbay.bot.reply import FORMS, Button, Reply
 from modelbay.bot.stream import StreamedAnswer, with_cursor
 from modelbay.bot.text import Part, split_parts
 from modelbay.engine.chat.records import Place
+from modelbay.engine.datasets.records import DatasetRecord
 from modelbay.engine.catalog.discovery import SearchHit
 from modelbay.engine.errors import UploadRefused
 from modelbay.runtime import Runtime
@@ -436,28 +437,30 @@ class SlackAdapter:
 
     # -- files --------------------------------------------------------------------------------------------------
     async def receive_files(self, actor: Actor, where: Where, files: list[dict[str, Any]]) -> None:
-        """Fetch files shared with the app (with the bot token, from Slack's file host only) into the uploads."""
+        """Fetch files shared with the app (with the bot token, from Slack's file host only) into datasets, and
+        show each one's card (`/datasets info <id>`); refused files are listed in one message."""
         ctx = self.dispatcher.context(actor)
-        lines: list[str] = []
+        refused: list[str] = []
         for file in files[:5]:
             name = str(file.get("name") or file.get("title") or "file")
             try:
                 if not ctx.has_role("user"):
-                    raise UploadRefused(name, f"uploading needs the user role (yours: {ctx.role}).")
-                ctx.runtime.uploads.check(name, file.get("size"))
+                    raise UploadRefused(name, f"adding datasets needs the user role (yours: {ctx.role}).")
+                ctx.runtime.datasets.check(name, file.get("size"))
                 record = await self._fetch(actor, name, file)
-                lines.append(f":white_check_mark: Saved `{mrkdwn(record.filename)}` ({record.size_bytes:,} bytes) as "
-                             f"upload `{record.id}`.")
             except Exception as exc:  # noqa: BLE001 - each file gets its own one-line answer
-                lines.append(":x: " + render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown).text)
-        footer = "`/modelbay uploads` lists your uploads; fine-tuning reads them from there."
-        await self.deliver(Reply(text="\n".join(lines), footer=footer), where)
+                refused.append(":x: " + render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown).text)
+                continue
+            await self.run(self.dispatcher.prepare_line(f"/datasets info {record.id}", actor, where.place), where)
+        if refused:
+            await self.deliver(Reply(text="\n".join(refused), footer="`/modelbay datasets` lists your datasets."),
+                               where)
 
-    async def _fetch(self, actor: Actor, name: str, file: dict[str, Any]):  # noqa: ANN202 - UploadRecord
+    async def _fetch(self, actor: Actor, name: str, file: dict[str, Any]) -> DatasetRecord:
         url = str(file.get("url_private_download") or file.get("url_private") or "")
         if not self._trusted_file_url(url):
             raise UploadRefused(name, "its download link is not on Slack's file host.")
-        limit = self.runtime.uploads.max_bytes
+        limit = self.runtime.datasets.max_bytes
         with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
             size = 0
             timeout = aiohttp.ClientTimeout(total=600, sock_read=60)
@@ -469,7 +472,7 @@ class SlackAdapter:
                     async for chunk in response.content.iter_chunked(_CHUNK):
                         size += len(chunk)
                         if size > limit:
-                            self.runtime.uploads.check(name, size)  # refuses it, naming the limit
+                            self.runtime.datasets.check(name, size)  # refuses it, naming the limit
                         spool.write(chunk)
             spool.seek(0)
 
@@ -477,7 +480,7 @@ class SlackAdapter:
                 while block := spool.read(_CHUNK):
                     yield block
 
-            return await asyncio.to_thread(self.runtime.uploads.save, actor.key, name, chunks(), source="slack")
+            return await asyncio.to_thread(self.runtime.datasets.add, actor.key, name, chunks(), source="slack")
 
     def _trusted_file_url(self, url: str) -> bool:
         """Only Slack's own file host (or the configured API host) ever receives the bot token."""

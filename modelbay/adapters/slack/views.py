@@ -13,7 +13,7 @@ from modelbay.engine.chat.records import SessionRecord
 from modelbay.engine.catalog.discovery import SearchHit
 from modelbay.engine.records import JobRecord, ModelRecord
 from modelbay.engine.units import ago, human_bytes, human_count
-from modelbay.engine.uploads import DATASET_SUFFIXES
+from modelbay.engine.datasets.readers import SUFFIXES
 
 __all__ = [
     "ASK", "BROWSE", "BROWSE_CATEGORY", "BROWSE_QUERY", "FORM", "UPLOAD", "UPLOAD_FILE",
@@ -156,9 +156,10 @@ def upload_modal() -> dict[str, Any]:
     blocks = [
         {"type": "input", "block_id": "file", "label": _plain("Dataset files"),
          "element": {"type": "file_input", "action_id": UPLOAD_FILE, "max_files": 5,
-                     "filetypes": [s.lstrip(".") for s in DATASET_SUFFIXES]}},
-        context("JSON Lines with `messages` or `prompt`/`completion` fields, CSV, JSON, text or Parquet. "
-                 "You can also send a file to ModelBay in a direct message."),
+                     "filetypes": [s.lstrip(".") for s in SUFFIXES]}},
+        context("JSON Lines with `messages` (chat), `conversations` (ShareGPT), `instruction`/`output` (Alpaca), "
+                "`prompt`/`completion` or `text` fields; CSV, TSV, JSON, Parquet or plain text. Each file gets a "
+                "report card in your direct message with ModelBay; you can also send files there."),
     ]
     return _modal(UPLOAD, "Upload a dataset", blocks, submit="Upload")
 

@@ -1,5 +1,5 @@
 """Built-in commands; importing this package registers them in COMMANDS."""
 
-from modelbay.bot.commands import analytics, chat, help, jobs, models, privacy, system, uploads
+from modelbay.bot.commands import analytics, chat, datasets, help, jobs, models, privacy, system
 
-__all__ = ["analytics", "chat", "help", "jobs", "models", "privacy", "system", "uploads"]
+__all__ = ["analytics", "chat", "datasets", "help", "jobs", "models", "privacy", "system"]
