@@ -76,7 +76,10 @@ def add_tuned_version(db: Database, *, base: VersionRecord, name: str, adapter_d
     if base_folder is None:
         raise ValueError(f"base version #{base.id} is not installed with full weights (an adapter-only fine-tune "
                          "cannot be a base)")
-    json.dumps(params)  # a value the JSON column cannot store fails here, before anything moves
+    try:
+        json.dumps(params)  # a value the JSON column cannot store fails here, before anything moves
+    except TypeError as exc:
+        raise ValueError(f"params must be JSON values: {exc}") from None
     version_id, model_id, base_name = _reserve(db, base, name, params, merged=merged_dir is not None)
     staging = store.root / ".staging" / f"{FINETUNE}-{uuid.uuid4().hex[:16]}"
     moved: list[tuple[Path, Path]] = []
