@@ -38,9 +38,20 @@ _TONES = {"info": "cyan", "success": "green", "warning": "yellow", "error": "red
 _QUIT = {"/quit", "/exit", "/q"}
 
 
+_FENCED = re.compile(r"```[^\n`]*\n(.*?)\n?```", re.S)
+
+
+def _inline(text: str) -> str:
+    return re.sub(r"\*\*([^*\n]+)\*\*", r"[bold]\1[/]", re.sub(r"`([^`]+)`", r"[bold cyan]\1[/]", escape(text)))
+
+
 def _markup(text: str) -> str:
-    """Escape rich markup in text, then show `code` spans in bold cyan."""
-    return re.sub(r"`([^`]+)`", r"[bold cyan]\1[/]", escape(text))
+    """Escape rich markup in text, then show `code` spans in bold cyan, **bold** in bold and fenced code as it is."""
+    parts, last = [], 0
+    for block in _FENCED.finditer(text):
+        parts += [_inline(text[last:block.start()]), escape(block.group(1))]
+        last = block.end()
+    return "".join([*parts, _inline(text[last:])])
 
 
 def render(reply: Reply, saved: dict[str, Path] | None = None) -> RenderableType:

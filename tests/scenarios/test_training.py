@@ -166,7 +166,7 @@ def test_a_job_learns_the_task_in_one_process_and_in_two_alike(runtime: Runtime,
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_canceled_job_stops_with_a_checkpoint_and_resumes_where_it_stopped(runtime: Runtime, start_worker) -> None:
     _worker(start_worker, runtime)
-    first = _start(runtime, "tiny-resumed", {"parameters": {"max_steps": 40, "save_steps": 1000},
+    first = _start(runtime, "tiny-resumed", {"parameters": {"max_steps": 40, "save_steps": 1000, "merge": True},
                                              "evaluation": {"eval_steps": 1000, "prompts": 1}})
     files = _files(runtime, first)
     wait_for(lambda: len(_logged_steps(files)) >= 5, timeout=JOB_TIMEOUT, interval=0.1)
@@ -185,7 +185,10 @@ def test_a_canceled_job_stops_with_a_checkpoint_and_resumes_where_it_stopped(run
     assert done.result["resumed_from"] == stopped_at and done.result["step"] == 40
     assert _logged_steps(files) == list(range(1, 41))  # the count went on: no step twice, none missing
     assert runtime.training.status(resumed.id).run == first.id
-    assert runtime.registry.get("tiny-resumed").versions[0].install_state == "installed"
+    version = runtime.registry.get("tiny-resumed").versions[0]
+    assert version.install_state == "installed" and version.lineage_params["merged"] is True
+    merged = Path(version.local_path) / "merged"
+    assert (merged / "model.safetensors").is_file() and (merged / "tokenizer_config.json").is_file()
 
     with pytest.raises(NotResumable, match="finished"):
         runtime.training.resume(resumed.id, requester=OWNER)
