@@ -176,7 +176,14 @@ class Training:
         new_name = check_name(self._db, name or default_name(record.name))
         found = self._datasets.get(dataset, owner=owner)
         p, evaluation = config.parameters, config.evaluation
-        report = self._datasets.report(found.id, tokenizer=load_tokenizer(folder), model=record.name,
+        notices: list[str] = []
+        try:
+            tokenizer = load_tokenizer(folder)
+        except ImportError:  # a bot host with the base install: lengths in characters, tokens counted by the job
+            tokenizer = None
+            notices.append("Token lengths are not measured here (no transformers on this host); the job measures "
+                           "them and applies the over-length policy when it starts.")
+        report = self._datasets.report(found.id, tokenizer=tokenizer, model=record.name if tokenizer else None,
                                        max_length=p.max_length, policy=p.overlong, validation=evaluation.validation,
                                        seed=p.seed, validation_ref=evaluation.validation_dataset)
         report.check()
@@ -185,7 +192,9 @@ class Training:
                                              f"{p.overlong} policy, fewer than the {p.min_rows} a job needs (add "
                                              "rows, or set `min_rows:`)")
         reading = self._hardware.current(wait=hardware_wait)
-        hw, notices = reading.hardware, ([reading.notice] if reading.notice else [])
+        hw = reading.hardware
+        if reading.notice:
+            notices.append(reading.notice)
         known_gpus = reading.notice is None and hw.gpu_known
         on_gpu = bool(hw.gpus) and config.hardware.device != "cpu"
         if config.needs_cuda and known_gpus and not hw.gpus:
