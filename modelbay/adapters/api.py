@@ -619,6 +619,7 @@ async def model_metrics(ctx: Viewer, model_id: ModelId, period: Literal[PERIODS]
 
 
 DatasetRef = Annotated[Text, Path(max_length=100, description="Dataset id or name.")]
+RowFormat = Literal[FORMATS]  # type: ignore[valid-type]
 DATASETS = "/api/training/datasets"
 
 
@@ -657,8 +658,8 @@ async def _dataset_report(ctx: Context, record: Any, options: _ReportOptions) ->
 async def add_dataset(
     ctx: User,
     file: Annotated[UploadFile, File(description="The dataset: .jsonl, .json, .csv, .tsv, .parquet or .txt.")],
-    format: Annotated[Literal[FORMATS] | None, Form(description="The rows' format (detected when not given).")  # type: ignore[valid-type]
-                      ] = None,  # noqa: A002 - the option's name
+    format: Annotated[RowFormat | None,  # noqa: A002 - the option's name
+                      Form(description="The rows' format (detected when not given).")] = None,
     columns: Annotated[Text | None, Form(max_length=400, description="field=column pairs, comma separated, e.g. "
                                                                      "prompt=question,completion=answer.")] = None,
     name: Annotated[Text | None, Form(max_length=100, description="A name to use instead of the file's.")] = None,

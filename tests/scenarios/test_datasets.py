@@ -62,6 +62,7 @@ def test_the_same_bytes_twice_are_one_dataset_and_people_share_one_file(datasets
     assert other.name == "pairs-2" and other.rows == 23
     with pytest.raises(DatasetNameTaken, match="already have a dataset named `pairs` \\(#"):
         datasets.add(ME, "x.jsonl", [_row("a", "b").encode()], source="console", name="pairs")
+    assert _stored(datasets) == sorted([first.sha256, other.sha256])  # the refused file is not kept
     assert [d.id for d in datasets.list(ME)] == [other.id, first.id]
     assert {d.owner for d in datasets.list()} == {ME, YOU}
     assert datasets.get(str(first.id)) == first and datasets.get("pairs", owner=ME) == first
@@ -188,7 +189,7 @@ def test_datasets_add_from_a_console_path_shows_the_card(run, runtime: Runtime, 
     assert card.title == "Dataset #1 · pairs" and card.tone == "warning"
     assert "22 rows read from `pairs.jsonl`" in text and "21 valid, 1 with problems, 1 more left out by the drop " \
                                                           "policy. Train on 16, validate on 4." in text
-    assert "line 21: not valid JSON" in text and "• longer than max_length: 1 (lines 22)" in text
+    assert "line 21: not valid JSON" in text and "• longer than max_length: 1 (line 22)" in text
     assert "with tiny-chat's tokenizer and chat template" in text and "«Word0 means thing0.<|im_end|>»" in text
     [chart] = card.attachments
     assert chart.filename == "dataset-1-lengths.png" and chart.data.startswith(b"\x89PNG")

@@ -356,7 +356,8 @@ def test_files_sent_in_a_direct_message_are_fetched_with_the_bot_token(slack: Si
                  "text": "", "ts": "7.0", "files": files})
     card = standin.wait("chat.update", lambda c: c.args["channel"] == "D1" and _in(c, "Dataset #1 · train"))[0]
     assert _in(card, "50 rows read from `train.jsonl`", "50 valid", "Duplicates", "49 (kept;", "Train on this")
-    assert _button(card, "Train on this")["value"] == "/train start dataset:1"
+    # No model measured the rows: the button opens the form that asks for one, then runs /train start dataset:1.
+    assert _button(card, "Train on this")["value"] == "mb:train:1"
     refused = standin.wait("chat.postMessage", lambda c: c.args["channel"] == "D1" and _in(c, "weights.bin"))[0]
     assert _in(refused, "datasets are", "not on Slack", "/modelbay datasets")
     fetched = standin.to("file")

@@ -46,8 +46,10 @@ def _annotation(arg: Arg) -> Any:
         low = int(arg.min) if arg.min is not None else None
         high = int(arg.max) if arg.max is not None else None
         return app_commands.Range[int, low, high] if low is not None or high is not None else int
-    if arg.type is ArgType.NUMBER:
-        return app_commands.Range[float, arg.min, arg.max] if arg.min is not None or arg.max is not None else float
+    if arg.type is ArgType.NUMBER:  # discord.py wants both bounds of one type: 0.01 to 1000 becomes 0.01 to 1000.0
+        low = float(arg.min) if arg.min is not None else None
+        high = float(arg.max) if arg.max is not None else None
+        return app_commands.Range[float, low, high] if low is not None or high is not None else float
     return app_commands.Range[str, None, arg.max_length]
 
 

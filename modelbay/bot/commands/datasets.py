@@ -6,20 +6,20 @@ what it does, one row rendered with its trained and masked parts, and a "Train o
 rows are measured with that model's tokenizer and chat template, as training measures them.
 
 A file comes from a console path (`/datasets add ./pairs.jsonl`), a Slack direct message or the Home tab's
-upload form, a Discord attachment (`/datasets add` takes one there) or a REST upload; the adapters store it with
-`Datasets.add` and show the card by running `/datasets info <id>`.
+upload form, a Discord attachment (`/datasets add` takes one there) or a REST upload. The console's path and a
+Discord attachment go through `add_file` (store, then the card); Slack stores each file it is sent and runs
+`/datasets info <id>` for its card; REST answers with the report itself.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from modelbay.bot.context import Context
 from modelbay.bot.errors import ArgumentInvalid
-from modelbay.bot.reply import Attachment, Button, Field, Reply, Table
+from modelbay.bot.reply import Ask, Attachment, Button, Field, Reply, Table, form
 from modelbay.bot.spec import COMMANDS, Arg, ArgType, command
 from modelbay.engine.datasets.charts import bars, png
 from modelbay.engine.datasets.formats import FORMATS, parse_columns
@@ -30,11 +30,9 @@ from modelbay.engine.inference.serving import installed_version
 from modelbay.engine.units import ago, human_bytes
 
 __all__ = [
-    "COLUMNS", "DATASET", "FORMAT", "MAX_LENGTH", "POLICY", "SEED", "VALIDATION", "VALIDATION_DATA", "add_file",
-    "card", "how_to_add", "render", "report_args", "report_of", "visible",
+    "COLUMNS", "DATASET", "FORMAT", "MAX_LENGTH", "POLICY", "REPORT_ARGS", "SEED", "VALIDATION", "VALIDATION_DATA",
+    "add_file", "card", "how_to_add", "render", "report_args", "report_of", "visible",
 ]
-
-log = logging.getLogger(__name__)
 
 DATASET = Arg("dataset", "Dataset id or name (see /datasets list).", required=True, max_length=100)
 FORMAT = Arg("format", "The rows' format (detected from their fields when not given).", choices=FORMATS,
@@ -108,10 +106,11 @@ async def add_file(ctx: Context, filename: str, chunks: Iterable[bytes], *, sour
     """
     if not ctx.has_role("user"):
         raise NotAllowed("adding datasets", ctx.role, "user")
-    record = await ctx.call(ctx.runtime.datasets.add, ctx.actor.key, filename, chunks, source=source,
-                            format=format, columns=_columns(columns), name=name)
+    mapped = _columns(columns)
     if validation_data is not None:
         validation_data = (await visible(ctx, validation_data)).ref
+    record = await ctx.call(ctx.runtime.datasets.add, ctx.actor.key, filename, chunks, source=source,
+                            format=format, columns=mapped, name=name)
     return await card(ctx, record, **report_args(model, policy, max_length, validation, validation_data, seed))
 
 
@@ -299,14 +298,14 @@ def render(report: DatasetReport, chart: Attachment | None = None) -> Reply:
     if report.problems:
         parts.append(_problems(report))
     if report.histogram is not None:
-        how = (f"with {report.model}'s tokenizer and chat template" if report.model
-               else "in characters; add `model:<base>` to count tokens")
-        parts.append(f"**Lengths** ({report.histogram.unit}, {how})\n```\n{bars(report.histogram)}\n```")
+        how = (f"tokens, with {report.model}'s tokenizer and chat template" if report.model
+               else "characters; add `model:<base>` to count tokens")
+        parts.append(f"**Lengths** ({how})\n```\n{bars(report.histogram)}\n```")
     if report.example:
         text = "".join(f"«{s.text}»" if s.trained else s.text for s in report.example)
         parts.append(f"**Example** (line {report.example_line:,}): «…» is trained on, the rest is masked\n"
                      f"```\n{_fence_safe(_cut(text, EXAMPLE_CHARS))}\n```")
-    buttons = [Button("Train on this", _train_line(report), "primary")] if report.ready else []
+    buttons = [_train_button(report)] if report.ready else []
     buttons.append(Button("Preview rows", f"/datasets preview {d.id}"))
     tone = "error" if not report.ready else "warning" if report.problems else "success"
     return Reply(title=f"Dataset #{d.id} · {d.name}", text="\n\n".join(parts), tone=tone, fields=_fields(report),
@@ -315,9 +314,19 @@ def render(report: DatasetReport, chart: Attachment | None = None) -> Reply:
                         + ("" if report.model else f" · `/datasets info {d.id} model:<base>` counts tokens"))
 
 
-def _train_line(report: DatasetReport) -> str:
-    line = f"/train start dataset:{report.dataset.id}"
-    return f"{line} model:{report.model}" if report.model else line
+TRAIN_ON = form(
+    "train", "/train start dataset:{}", "Fine-tune on dataset #{}",
+    (Ask("model", "Which installed model should learn it?", placeholder="a model name from /models list "
+         "installed:true", max_length=200),),
+    submit="Start",
+)
+"""The card's "Train on this" when no model measured the rows: it asks for the model, then runs /train start."""
+
+
+def _train_button(report: DatasetReport) -> Button:
+    if report.model:
+        return Button("Train on this", f"/train start dataset:{report.dataset.id} model:{report.model}", "primary")
+    return TRAIN_ON.button("Train on this", report.dataset.id, "primary")
 
 
 def _fields(report: DatasetReport) -> list[Field]:
@@ -356,7 +365,7 @@ def _problems(report: DatasetReport) -> str:
     for summary in report.problems:
         shown_lines = ", ".join(f"{n:,}" for n in summary.lines) + (", …" if summary.count > len(summary.first)
                                                                        else "")
-        lines.append(f"• {summary.title}: {summary.count:,} (lines {shown_lines})")
+        lines.append(f"• {summary.title}: {summary.count:,} (line{'s' * (summary.count > 1)} {shown_lines})")
         lines += [f"    line {p.line:,}: {_cut(p.message, 200)}" for p in summary.first[:PROBLEM_LINES]]
     return "\n".join(lines)
 

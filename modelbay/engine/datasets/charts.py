@@ -21,7 +21,7 @@ def _bar(count: int, most: int, width: int) -> str:
 
 def bars(h: Histogram, width: int = BAR_WIDTH) -> str:
     """The histogram as lines of text: `  64–127 │██████▌ 52`, the bins over the limit marked with ✂."""
-    labels = [f"{lo:,}–{hi - 1:,}" for lo, hi in zip(h.edges, h.edges[1:])]
+    labels = [f"{lo:,}–{hi - 1:,}" if hi - lo > 1 else f"{lo:,}" for lo, hi in zip(h.edges, h.edges[1:])]
     pad = max(len(label) for label in labels)
     most = max(h.counts)
     lines = []
@@ -40,6 +40,7 @@ def png(h: Histogram, title: str) -> bytes:
     # The object API with the Agg canvas: no pyplot state, no display, safe on any thread.
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # extra: ml
     from matplotlib.figure import Figure  # extra: ml
+    from matplotlib.ticker import MaxNLocator  # extra: ml
 
     figure = Figure(figsize=(8, 4), dpi=100)
     FigureCanvasAgg(figure)
@@ -49,6 +50,8 @@ def png(h: Histogram, title: str) -> bytes:
     if h.limit is not None:
         axes.axvline(h.limit, color="#C44E52", linestyle="--", label=f"max_length {h.limit:,} ({h.over:,} over)")
         axes.legend(loc="upper right")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # lengths and row counts are whole numbers
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title(title)
     axes.set_xlabel(f"{h.unit} per row")
     axes.set_ylabel("rows")

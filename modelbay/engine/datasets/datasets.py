@@ -14,6 +14,7 @@ used; one that cannot be read as a dataset stays where it is, logged, and `forge
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -117,14 +118,18 @@ class Datasets:
             filename=stored, size_bytes=size, format=validation.format, format_given=format is not None,
             columns=dict(columns or {}), rows=validation.rows, valid_rows=len(validation.examples),
             duplicates=len(validation.duplicates), kinds=validation.kinds, problems=validation.problem_counts)
+        write = functools.partial(self._write, owner, sha256, values, source=source, name=name,
+                                  created_at=created_at, reread=format is not None or bool(columns))
         try:
-            return self._write(owner, sha256, values, source=source, name=name, created_at=created_at,
-                               reread=format is not None or bool(columns))
-        except IntegrityError:  # the same person added the same bytes at the same moment: theirs stands
-            existing = self._find(owner, sha256)
-            if existing is None:
-                raise
-            return existing
+            try:
+                return write()
+            except IntegrityError:
+                # Added at the same moment: the same bytes by the same person (theirs stands), or another file
+                # that took the name first (the next free name is found again).
+                return self._find(owner, sha256) or write()
+        except BaseException:
+            self._discard_unused(sha256)  # a name taken, the database gone: no file is kept without a dataset
+            raise
 
     def _write(self, owner: str, sha256: str, values: dict[str, Any], *, source: str, name: str | None,
                created_at: datetime | None, reread: bool) -> DatasetRecord:

@@ -138,8 +138,8 @@ def _string(value: Any, where: str, line: int) -> str | Problem:
         if kinds == {"text"} and all(isinstance(p.get("text"), str) for p in value):
             return "".join(p["text"] for p in value)
         other = sorted(kinds - {"text"})
-        return Problem(line, "wrong_type", f"{where} has a {other[0] if other else 'malformed'} part; only text "
-                                           "parts are read")
+        what = f"a part of type {other[0]}" if other else "a malformed text part"
+        return Problem(line, "wrong_type", f"{where} has {what}; only text parts are read")
     return Problem(line, "wrong_type", f"{where} is {_kind(value)}, expected text")
 
 

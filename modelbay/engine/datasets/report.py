@@ -32,12 +32,19 @@ def summarize(problems: Sequence[Problem]) -> tuple[ProblemSummary, ...]:
 
 
 def _plain(example: Example) -> tuple[Segment, ...]:
-    """A row shown without a tokenizer: each turn on its own line, the answers marked as trained."""
-    if example.kind == "chat":
-        return tuple(Segment(f"{m.role}: {m.content}\n", m.role == "assistant") for m in example.messages)
+    """A row shown without a tokenizer: each turn on its own line after its role, the answers marked as trained."""
     if example.kind == "completion":
         return Segment(example.prompt or "", False), Segment(example.completion or "", True)
-    return (Segment(example.text or "", True),)
+    if example.kind == "text":
+        return (Segment(example.text or "", True),)
+    runs: list[Segment] = []
+    for m in example.messages:
+        for piece in (Segment(f"{m.role}: ", False), Segment(m.content, m.role == "assistant"), Segment("\n", False)):
+            if runs and runs[-1].trained == piece.trained:
+                runs[-1] = Segment(runs[-1].text + piece.text, piece.trained)
+            else:
+                runs.append(piece)
+    return tuple(runs)
 
 
 def _survives(tokenizer: Any, row: Example, max_length: int, policy: Policy) -> tuple[Encoded | Problem, int | None]:

@@ -30,7 +30,10 @@ from typing import Any, Literal
 from modelbay.engine.datasets.examples import Example
 from modelbay.engine.datasets.problems import Problem
 
-__all__ = ["POLICIES", "UNLIMITED", "Encoded", "Policy", "Segment", "encode", "fit", "load_tokenizer", "segments", "tokenizer_folder"]
+__all__ = [
+    "POLICIES", "UNLIMITED", "Encoded", "Policy", "Segment", "encode", "fit", "load_tokenizer", "segments",
+    "tokenizer_folder",
+]
 
 Policy = Literal["drop", "truncate", "fail"]
 POLICIES: tuple[Policy, ...] = ("drop", "truncate", "fail")

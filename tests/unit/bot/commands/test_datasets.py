@@ -52,8 +52,8 @@ def test_a_card_with_problems_lengths_an_example_and_the_train_button(tmp_path: 
     assert reply.title == "Dataset #9 · pairs" and reply.tone == "warning" and reply.attachments == [chart]
     assert "9 rows read from `pairs.jsonl`" in text and "8 valid, 1 with problems, 1 more left out by the drop " \
                                                           "policy. Train on 5, validate on 2." in text
-    assert "• bad JSON: 1 (lines 3)" in text and "line 3: not valid JSON at column 15: Expecting value" in text
-    assert "• longer than max_length: 1 (lines 9)" in text
+    assert "• bad JSON: 1 (line 3)" in text and "line 3: not valid JSON at column 15: Expecting value" in text
+    assert "• longer than max_length: 1 (line 9)" in text
     assert "Lengths** (tokens, with tiny-chat's tokenizer and chat template)" in text and "│" in text
     assert "«Word0 means thing0.<|im_end|>»" in text and "<|im_start|>user\nWhat is word0?" in text
     fields = {f.name: f.value for f in reply.fields}
@@ -67,8 +67,8 @@ def test_a_card_with_problems_lengths_an_example_and_the_train_button(tmp_path: 
 def test_without_a_model_lengths_are_characters_and_the_button_names_only_the_dataset(tmp_path: Path) -> None:
     reply = render(_report(tmp_path, [_row("a", "b"), _row("c", "d")]))
     text = reply.plain()
-    assert reply.tone == "success" and "in characters; add `model:<base>` to count tokens" in text
-    assert "user: a\n«assistant: b\n»" in text
+    assert reply.tone == "success" and "Lengths** (characters; add `model:<base>` to count tokens)" in text
+    assert "user: a\nassistant: «b»\n" in text
     assert reply.buttons[0].command == "/train start dataset:9"
     assert "applied once a `model:` counts tokens" in {f.name: f.value for f in reply.fields}["Policy"]
     assert "`/datasets info 9 model:<base>` counts tokens" in (reply.footer or "")

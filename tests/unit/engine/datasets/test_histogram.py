@@ -27,6 +27,8 @@ def test_bars_scale_to_the_fullest_bin_and_mark_bins_past_the_limit() -> None:
     assert lines[4] == "40–49 │██     1 ✂"
     assert lines[-2] == "tokens per row: min 3 · median 19 · p95 95 · max 95"
     assert lines[-1] == "max_length 40: 2 rows longer (✂ marks bins past it)"
+    narrow = histogram([7, 7, 9], unit="characters")
+    assert narrow is not None and bars(narrow, width=4).splitlines()[:3] == ["7 │████ 2", "8 │     0", "9 │██   1"]
 
 
 def test_the_chart_is_a_png() -> None:

@@ -79,8 +79,8 @@ def test_without_a_tokenizer_lengths_are_characters_and_the_example_turn_by_turn
     report = _report(pairs)
     assert report.histogram is not None and report.histogram.unit == "characters" and report.histogram.limit is None
     assert report.dropped == 0 and report.train_rows == 19 and report.validation_rows == 2
-    assert [(s.text, s.trained) for s in report.example] == [("user: What is word0?\n", False),
-                                                              ("assistant: Word0 means thing0.\n", True)]
+    assert [(s.text, s.trained) for s in report.example] == [("user: What is word0?\nassistant: ", False),
+                                                              ("Word0 means thing0.", True), ("\n", False)]
 
 
 def test_a_dataset_with_no_valid_row_is_not_ready(tmp_path: Path) -> None:

@@ -85,7 +85,9 @@ def test_an_over_long_row_under_each_policy(tokenizer: Any) -> None:
 
 
 def test_truncating_away_every_answer_token_leaves_the_row_out(tokenizer: Any) -> None:
-    first_answer = encode(tokenizer, SKY, max_length=512, policy="drop").assistant_masks.index(1)  # type: ignore[union-attr]
+    whole = encode(tokenizer, SKY, max_length=512, policy="drop")
+    assert isinstance(whole, Encoded)
+    first_answer = whole.assistant_masks.index(1)
     problem = encode(tokenizer, SKY, max_length=first_answer, policy="truncate")
     assert isinstance(problem, Problem) and problem.reason == "no_trained_tokens" and not problem.fatal
     assert "cut there (policy truncate) it keeps no answer token" in problem.message

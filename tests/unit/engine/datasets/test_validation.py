@@ -44,7 +44,8 @@ MALFORMED = [
     ("user-after-user.jsonl", f'{GOOD}\n{_chat(("user", "a"), ("user", "b"), ("assistant", "c"))}\n',
      "line 2: messages[1] is user after user: turns must alternate user, assistant, user, … starting with the "
      "user", "not_alternating"),
-    ("system-in-the-middle.jsonl", f'{_chat(("user", "a"), ("assistant", "b"), ("system", "c"), ("user", "d"), ("assistant", "e"))}\n{GOOD}\n',
+    ("system-in-the-middle.jsonl",
+     f'{_chat(("user", "a"), ("assistant", "b"), ("system", "c"), ("user", "d"), ("assistant", "e"))}\n{GOOD}\n',
      "line 1: messages[2] is a system message; only the first message may be one", "not_alternating"),
     ("assistant-first.jsonl", f'{GOOD}\n{GOOD2}\n{_chat(("assistant", "Hello."), ("user", "Hi."))}\n',
      "line 3: messages[0] is assistant first: turns must alternate user, assistant, user, … starting with the "
@@ -55,12 +56,14 @@ MALFORMED = [
      "line 2: messages[1] (assistant) is empty", "empty_answer"),
     ("empty-question.jsonl", f'{_chat(("user", ""), ("assistant", "b"))}\n{GOOD}\n',
      "line 1: messages[0] (user) is empty", "empty_message"),
-    ("message-without-content.jsonl", f'{GOOD}\n{{"messages": [{{"role": "user", "content": "a"}}, {{"role": "assistant"}}]}}\n',
+    ("message-without-content.jsonl",
+     f'{GOOD}\n{{"messages": [{{"role": "user", "content": "a"}}, {{"role": "assistant"}}]}}\n',
      "line 2: messages[1] has no `content`", "missing_field"),
     ("message-not-an-object.jsonl", f'{GOOD}\n{{"messages": ["hi", "hello"]}}\n',
      "line 2: messages[0] is text, expected an object with role and content", "wrong_type"),
-    ("image-part.jsonl", f'{GOOD}\n{_chat(("user", [{"type": "image_url", "image_url": {"url": "x"}}]), ("assistant", "A cat."))}\n',
-     "line 2: messages[0].content has a image_url part; only text parts are read", "wrong_type"),
+    ("image-part.jsonl",
+     f'{GOOD}\n{_chat(("user", [{"type": "image_url", "image_url": {"url": "x"}}]), ("assistant", "A cat."))}\n',
+     "line 2: messages[0].content has a part of type image_url; only text parts are read", "wrong_type"),
     ("blank-line.jsonl", f"{GOOD}\n\n{GOOD2}\n", "line 2: the line is empty", "empty_row"),
     ("latin-1.jsonl", GOOD.encode() + b"\n" + '{"messages": "caf\xe9"}'.encode("latin-1") + b"\n",
      "line 2: byte 18 of the line is not UTF-8; save the file as UTF-8", "bad_encoding"),
@@ -83,7 +86,8 @@ MALFORMED = [
      "line 3: not valid JSON at column 18: Expecting ',' delimiter; the rest of the file could not be read",
      "bad_json"),
     ("empty-messages.jsonl", f'{GOOD}\n{{"messages": []}}\n', "line 2: messages is an empty list", "empty_row"),
-    ("bad-history.jsonl", '{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": "b", "history": [["q"]]}\n',
+    ("bad-history.jsonl",
+     '{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": "b", "history": [["q"]]}\n',
      "line 2: history[0] is not a [question, answer] pair of texts", "wrong_type"),
 ]
 

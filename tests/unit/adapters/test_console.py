@@ -1,0 +1,29 @@
+"""Console rendering: Markdown the bot writes (bold, code spans, fenced blocks) and attachments by their path."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from rich.console import Console
+
+from modelbay.adapters.console import render
+from modelbay.bot.reply import Attachment, Reply
+
+
+def _shown(reply: Reply, saved: dict[str, Path] | None = None) -> str:
+    out = Console(file=io.StringIO(), width=100, color_system=None)
+    out.print(render(reply, saved))
+    return out.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_fenced_code_is_shown_as_written_and_bold_and_code_spans_as_styles() -> None:
+    text = _shown(Reply(text="**Lengths** (`model:` counts)\n```\n 0–9 │██ 3 `x` **y** [z]\n```\nafter"))
+    assert "Lengths (model: counts)" in text and "**" not in text.split("│")[0]
+    assert " 0–9 │██ 3 `x` **y** [z]" in text and "```" not in text and "after" in text
+
+
+def test_an_attachment_saved_to_a_file_shows_its_path() -> None:
+    reply = Reply(text="chart", attachments=[Attachment("a.png", b"\x89PNG", "image/png")])
+    assert "attachment: a.png (4 bytes)" in _shown(reply)
+    assert "attachment: /tmp/home/files/a.png (4 bytes)" in _shown(reply, {"a.png": Path("/tmp/home/files/a.png")})
