@@ -75,6 +75,14 @@ def _user_error(exc: BaseException) -> str:
     return f"The job failed ({type(exc).__name__}). The worker log has the details."
 
 
+def _attempt(rq_job: Any) -> int | None:
+    """Which run of the job this is (1-based), counted from the retries RQ has left of those it was given."""
+    given = rq_job.meta.get("retries")
+    if rq_job.retries_left is None or not isinstance(given, int):
+        return None
+    return given - rq_job.retries_left + 1
+
+
 def execute(func_path: str, params: dict[str, Any]) -> dict[str, Any] | None:
     """Run one job function, recording its start, progress, result, failure, retry or cancellation."""
     resources = _current_resources()
@@ -82,7 +90,7 @@ def execute(func_path: str, params: dict[str, Any]) -> dict[str, Any] | None:
     if rq_job is None:
         raise RuntimeError("execute() runs only inside an RQ job")
     jobs = Jobs(resources.db, resources.redis)
-    record = jobs.transition(rq_job.id, JobStatus.STARTED, message="Started")
+    record = jobs.transition(rq_job.id, JobStatus.STARTED, message="Started", attempt=_attempt(rq_job))
     ctx = JobContext(rq_job.id, record.attempts, resources.settings, resources.db, jobs)
     try:
         ctx.check_canceled()

@@ -216,6 +216,7 @@ def test_a_work_horse_killed_mid_training_is_retried_and_goes_on_from_its_checkp
 
     done = runtime.jobs.wait(job.id, JOB_TIMEOUT)
     assert done.status == "finished", done.error
+    assert done.attempts == 2  # the run after the kill counts as the second attempt
     assert done.result["resumed_from"] is not None and done.result["resumed_from"] >= saved
     assert done.result["step"] == 40
     assert _logged_steps(files) == list(range(1, 41))  # the retry went on from the checkpoint, counting on

@@ -128,6 +128,7 @@ class Jobs:
                 self.queue(spec.queue).enqueue(
                     RUNNER, spec.func, params, job_id=job_id, job_timeout=spec.timeout,
                     retry=spec.retry.to_rq(), result_ttl=7 * 86400, failure_ttl=7 * 86400,
+                    meta={"retries": spec.retry.max},  # how the runner tells which attempt it runs
                     description=f"{kind} {json.dumps(params)[:200]}",
                 )
             except Exception:
@@ -292,9 +293,12 @@ class Jobs:
     # -- state changes, used by the runner inside the worker ------------------------------------------
     def transition(
         self, job_id: str, status: JobStatus, *, error: str | None = None, result: dict[str, Any] | None = None,
-        message: str | None = None,
+        message: str | None = None, attempt: int | None = None,
     ) -> JobRecord:
         """Move a job to a new status, record when it started or ended, and publish the change.
+
+        `attempt` (1-based), given with STARTED, is which run of the job this is as the queue counts it: a run
+        after a work horse was killed finds the row still started, and counts as a new attempt only by it.
 
         Raises:
             JobNotFound: no job has that id.
@@ -306,7 +310,7 @@ class Jobs:
             before = self._peek(job_id)
             if before.active:
                 self._ended(replace(before, status=status.value, error=error if error is not None else before.error))
-        record = self._move(job_id, status, error, result)
+        record = self._move(job_id, status, error, result, attempt)
         if record.status != status.value:
             return record  # an ended job stays ended, whatever a late runner or cancel says
         self._publish(ProgressEvent(job_id, status.value, record.progress, message or error, record.progress_detail))
@@ -321,7 +325,8 @@ class Jobs:
             return _record(row)
 
     @idempotent
-    def _move(self, job_id: str, status: JobStatus, error: str | None, result: dict[str, Any] | None) -> JobRecord:
+    def _move(self, job_id: str, status: JobStatus, error: str | None, result: dict[str, Any] | None,
+              attempt: int | None = None) -> JobRecord:
         with self._db.session() as session:
             row = session.get(JobRow, job_id)
             if row is None:
@@ -330,6 +335,8 @@ class Jobs:
                 return _record(row)
             if status is JobStatus.STARTED and row.status is not JobStatus.STARTED:
                 row.attempts += 1  # once per attempt, however often its start is written
+            if status is JobStatus.STARTED and attempt is not None:
+                row.attempts = max(row.attempts, attempt)  # a retry after a killed work horse
             row.status = status
             if status is JobStatus.STARTED:
                 row.started_at = row.started_at or _now()
