@@ -16,7 +16,8 @@ fix. The formats, with the fields they read:
 
 A column map (`columns`, our field -> the file's column, e.g. `{"prompt": "question"}`) renames fields first.
 A chat is accepted when it has at most one system message, first; then user and assistant turns alternating,
-starting with the user and ending with the assistant; no message empty.
+starting with the user and ending with the assistant; no message empty (an empty system message is left out: it is
+no system prompt, as an empty `system` field is).
 """
 
 from __future__ import annotations
@@ -143,31 +144,37 @@ def _string(value: Any, where: str, line: int) -> str | Problem:
     return Problem(line, "wrong_type", f"{where} is {_kind(value)}, expected text")
 
 
-def _turns(line: int, turns: list[Message], where: str) -> Example | Problem:
-    """Check the shape of a chat: one leading system message at most, then user/assistant alternating."""
+def _turns(line: int, turns: list[tuple[str, Message]], where: str) -> Example | Problem:
+    """Check the shape of a chat: one leading system message at most, then user/assistant alternating.
+
+    Each turn comes with the place in the row it was read from (`messages[2]`, `history[0][1]`, `system`), which is
+    what a problem names: a top-level system prompt or Alpaca's history shift no index.
+    """
     if not turns:
         return Problem(line, "empty_row", f"{where} is an empty list")
-    for i, turn in enumerate(turns):
+    for label, turn in turns:
         if not turn.content.strip():
             if turn.role == "assistant":
-                return Problem(line, "empty_answer", f"{where}[{i}] (assistant) is empty")
-            return Problem(line, "empty_message", f"{where}[{i}] ({turn.role}) is empty")
-    start = 1 if turns[0].role == "system" else 0
+                return Problem(line, "empty_answer", f"{label} (assistant) is empty")
+            return Problem(line, "empty_message", f"{label} ({turn.role}) is empty")
+    start = 1 if turns[0][1].role == "system" else 0
     expected: Role = "user"
-    for i, turn in enumerate(turns[start:], start):
+    for i, (label, turn) in enumerate(turns[start:], start):
         if turn.role == "system":
-            return Problem(line, "not_alternating", f"{where}[{i}] is a system message; only the first message "
-                                                    "may be one")
+            other = " (the row's `system` field is another)" if turns[0][0] == "system" else ""
+            return Problem(line, "not_alternating", f"{label} is a system message; only the first message may be "
+                                                    f"one{other}")
         if turn.role != expected:
-            after = f"after {turns[i - 1].role}" if i > start else "first"
-            return Problem(line, "not_alternating", f"{where}[{i}] is {turn.role} {after}: turns must alternate "
+            after = f"after {turns[i - 1][1].role}" if i > start else "first"
+            return Problem(line, "not_alternating", f"{label} is {turn.role} {after}: turns must alternate "
                                                     "user, assistant, user, … starting with the user")
         expected = "assistant" if expected == "user" else "user"
-    if turns[-1].role != "assistant":
-        last = "the user" if turns[-1].role == "user" else "a system message only"
-        return Problem(line, "no_answer", f"the last message is from {last}; a chat must end with the assistant's "
+    last = turns[-1][1].role
+    if last != "assistant":
+        said = "the user" if last == "user" else "a system message only"
+        return Problem(line, "no_answer", f"the last message is from {said}; a chat must end with the assistant's "
                                           "answer")
-    return Example(line, messages=tuple(turns))
+    return Example(line, messages=tuple(turn for _, turn in turns))
 
 
 def _messages(line: int, value: Any, where: str, role_key: str, content_key: str, roles: Mapping[str, Role],
@@ -179,13 +186,13 @@ def _messages(line: int, value: Any, where: str, role_key: str, content_key: str
             return Problem(line, "wrong_type", f"{where} is text that is not a JSON list of messages")
     if not isinstance(value, (list, tuple)):
         return Problem(line, "wrong_type", f"{where} is {_kind(value)}, expected a list of messages")
-    turns: list[Message] = []
+    turns: list[tuple[str, Message]] = []
     if system is not None:
         text = _string(system, "system", line)
         if isinstance(text, Problem):
             return text
         if text.strip():
-            turns.append(Message("system", text))
+            turns.append(("system", Message("system", text)))
     for i, item in enumerate(value):
         if not isinstance(item, Mapping):
             return Problem(line, "wrong_type", f"{where}[{i}] is {_kind(item)}, expected an object with "
@@ -205,7 +212,9 @@ def _messages(line: int, value: Any, where: str, role_key: str, content_key: str
         content = _string(item[keys[1]], f"{where}[{i}].{keys[1]}", line)
         if isinstance(content, Problem):
             return content
-        turns.append(Message(role, content))
+        if role == "system" and not content.strip():
+            continue  # an empty system prompt (exporters write one into every row) is no system prompt
+        turns.append((f"{where}[{i}]", Message(role, content)))
     return _turns(line, turns, where)
 
 
@@ -238,19 +247,21 @@ def _alpaca(line: int, row: Mapping[str, Any]) -> Example | Problem:
     if isinstance(got, Problem):
         return got
     question = "\n\n".join(part for part in (got["instruction"], got["input"]) if part.strip())
-    turns = [Message("system", got["system"])] if got["system"].strip() else []
+    turns = [("system", Message("system", got["system"]))] if got["system"].strip() else []
     history = row.get("history") or []
     if not isinstance(history, (list, tuple)):
         return Problem(line, "wrong_type", f"history is {_kind(history)}, expected a list of [question, answer]")
     for i, pair in enumerate(history):
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
             return Problem(line, "wrong_type", f"history[{i}] is not a [question, answer] pair of texts")
-        turns += [Message("user", pair[0]), Message("assistant", pair[1])]
+        turns += [(f"history[{i}][0]", Message("user", pair[0])),
+                  (f"history[{i}][1]", Message("assistant", pair[1]))]
     if not question.strip():
         return Problem(line, "empty_message", "instruction and input are both empty")
     if not got["output"].strip():
         return Problem(line, "empty_answer", "output is empty")
-    return _turns(line, [*turns, Message("user", question), Message("assistant", got["output"])], "messages")
+    return _turns(line, [*turns, ("instruction", Message("user", question)),
+                         ("output", Message("assistant", got["output"]))], "messages")
 
 
 def _completion(line: int, row: Mapping[str, Any]) -> Example | Problem:

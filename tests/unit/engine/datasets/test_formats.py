@@ -82,3 +82,36 @@ def test_a_column_map_that_is_not_field_column_pairs_is_refused(text: str, error
 def test_csv_cells_holding_json_lists_of_messages_are_read() -> None:
     cell = '[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]'
     assert parse("chat", 2, {"messages": cell}).messages == _turns(("user", "hi"), ("assistant", "yo"))
+
+
+@pytest.mark.parametrize(("fmt", "row", "expected"), [
+    # A top-level system prompt is not one of the list's items: problems name the list's own index.
+    ("sharegpt", {"system": "S", "conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"},
+                                                   {"from": "gpt", "value": "c"}]},
+     "line 1: conversations[1] is user after user: turns must alternate user, assistant, user, … starting with the "
+     "user"),
+    ("sharegpt", {"system": "S", "conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": " "}]},
+     "line 1: conversations[1] (assistant) is empty"),
+    ("chat", {"system": "S", "messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "b"},
+                                          {"role": "assistant", "content": "c"}]},
+     "line 1: messages[0] is a system message; only the first message may be one (the row's `system` field is "
+     "another)"),
+    # Alpaca has no messages: its history pairs and fields are named as the file has them.
+    ("alpaca", {"instruction": "q", "output": "a", "history": [["h", ""]]}, "line 1: history[0][1] (assistant) is "
+                                                                              "empty"),
+])
+def test_problems_name_the_place_in_the_row_as_the_file_has_it(fmt: str, row: dict, expected: str) -> None:
+    assert str(parse(fmt, 1, row)) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("fmt", "row"), [
+    ("chat", {"messages": [{"role": "system", "content": ""}, {"role": "user", "content": "q"},
+                           {"role": "assistant", "content": "a"}]}),
+    ("sharegpt", {"conversations": [{"from": "system", "value": "  "}, {"from": "human", "value": "q"},
+                                    {"from": "gpt", "value": "a"}]}),
+    ("sharegpt", {"system": "", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}),
+    ("alpaca", {"system": "", "instruction": "q", "input": "", "output": "a"}),
+])
+def test_an_empty_system_message_is_no_system_message_in_every_format(fmt: str, row: dict) -> None:
+    # Exporters write `{"role": "system", "content": ""}` into every row: that is no prompt, not a broken row.
+    assert parse(fmt, 4, row) == Example(4, messages=_turns(("user", "q"), ("assistant", "a")))  # type: ignore[arg-type]
