@@ -1,8 +1,9 @@
 """Reading a dataset file row by row, whatever its kind, with the line each row starts on.
 
-The kind of file comes from its name: `.jsonl` (one JSON object per line), `.json` (a list of objects, or JSON
-Lines under that name), `.csv`/`.tsv` (a header row, then one row per record; header is line 1), `.parquet`
-(row index + 1 as the line), `.txt` (plain text). `read` yields every row: `(line, fields)`, `(line, text)` for
+The kind of file comes from its name: `.jsonl` and `.json` (JSON rows, their layout read from the bytes, whatever
+the name says: JSON Lines, one object per line, a comma after each allowed; a list of objects; or objects spread over
+several lines each, as pretty-printers write them), `.csv`/`.tsv` (a header row, then one row per record; header is
+line 1), `.parquet` (row index + 1 as the line), `.txt` (plain text). `read` yields every row: `(line, fields)`, `(line, text)` for
 plain text, or `(line, Problem)` for a row that cannot be read at all (not UTF-8, not JSON, the wrong number of
 CSV fields). Nothing is skipped but blank lines at the very end of a file.
 """
@@ -49,9 +50,7 @@ def read(path: Path, kind: FileType, *, blocks: bool = False) -> Iterator[Row]:
     Raises:
         DatasetUnreadable: a Parquet file that pyarrow cannot open.
     """
-    if kind == "jsonl":
-        return _jsonl(path)
-    if kind == "json":
+    if kind in ("jsonl", "json"):
         return _json(path)
     if kind in ("csv", "tsv"):
         return _csv(path, "\t" if kind == "tsv" else ",")
@@ -97,10 +96,23 @@ def _object(number: int, text: str) -> Mapping[str, Any] | Problem:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        return Problem(number, "bad_json", f"not valid JSON at column {exc.colno}: {_said(exc)}")
+        value = _without_comma(text)
+        if value is None:
+            return Problem(number, "bad_json", f"not valid JSON at column {exc.colno}: {_said(exc)}")
     if not isinstance(value, dict):
         return Problem(number, "bad_row", f"a JSON {_json_kind(value)}, expected an object with fields")
     return value
+
+
+def _without_comma(text: str) -> Any:
+    """A line's object written with a comma after it (a JSON list's rows with the brackets taken away), or None."""
+    stripped = text.rstrip()
+    if not stripped.endswith(","):
+        return None
+    try:
+        return json.loads(stripped[:-1])
+    except json.JSONDecodeError:
+        return None
 
 
 def _said(exc: json.JSONDecodeError) -> str:
@@ -112,21 +124,55 @@ def _json_kind(value: Any) -> str:
     return {list: "list", str: "string", bool: "true/false", type(None): "null"}.get(type(value), "number")
 
 
+def _layout(path: Path) -> Literal["list", "lines", "objects"]:
+    """How a .json or .jsonl file holds its rows, read from its first line whatever its name says: a JSON list
+    (`[` first), JSON Lines (the first line is a whole JSON value), or objects spread over several lines each
+    (pretty-printed, one after another)."""
+    for _, text in _lines(path):
+        if isinstance(text, Problem):
+            return "lines"  # the line-by-line reader reports it
+        first = text.lstrip()
+        if first.startswith("["):
+            return "list"
+        if not first.startswith("{") or isinstance(_object(1, text), Mapping):
+            return "lines"
+        break
+    else:
+        return "lines"
+    # The first line opens an object it does not close: pretty-printed objects if the first one parses, else JSON
+    # Lines whose first line is broken (its other lines are read and the first reported).
+    try:
+        whole = path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8")
+        json.JSONDecoder().raw_decode(whole, _skip_space(whole, 0))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "lines"
+    return "objects"
+
+
 def _json(path: Path) -> Iterator[Row]:
-    """A JSON list of objects, each row at the line its object starts on; JSON Lines saved as .json too."""
-    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
-    start = len(raw) - len(raw.lstrip())
-    if not raw[start:start + 1] == b"[":
+    """Rows of a .json or .jsonl file in any of the layouts `_layout` tells apart, each at the line it starts on."""
+    layout = _layout(path)
+    if layout == "lines":
         yield from _jsonl(path)
         return
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         number = raw.count(b"\n", 0, exc.start) + 1
         yield number, Problem(number, "bad_encoding", "the file is not UTF-8 from this line on; save it as UTF-8")
         return
+    start = _skip_space(text, 0)
+    yield from _values(text, start + 1 if layout == "list" else start, "]" if layout == "list" else None)
+
+
+def _values(text: str, pos: int, closing: str | None) -> Iterator[Row]:
+    """The JSON values of `text` from `pos` on, separated by commas (and, without a `closing` bracket, by space
+    alone), up to that bracket or the end; a value that is not an object is a bad_row. Text that is not JSON is a
+    bad_json problem: in a list, reading stops there; between objects, it goes on at the next line starting with `{`
+    (where a pretty-printer starts each object)."""
     decoder = json.JSONDecoder()
-    pos, line, counted = start + 1, 1, 0
+    line, counted = 1, 0
 
     def line_at(index: int) -> int:
         nonlocal line, counted
@@ -136,7 +182,9 @@ def _json(path: Path) -> Iterator[Row]:
 
     while True:
         pos = _skip_space(text, pos)
-        if text.startswith("]", pos):
+        if closing is None and pos >= len(text):
+            return
+        if closing is not None and text.startswith(closing, pos):
             after = _skip_space(text, pos + 1)
             if after < len(text):
                 number = line_at(after)
@@ -146,15 +194,21 @@ def _json(path: Path) -> Iterator[Row]:
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
+            resume = text.find("\n{", pos) if closing is None else -1
+            then = "reading goes on at the next line that starts with {" if resume >= 0 else \
+                "the rest of the file could not be read"
             yield exc.lineno, Problem(exc.lineno, "bad_json", f"not valid JSON at column {exc.colno}: {_said(exc)}; "
-                                                              "the rest of the file could not be read")
-            return
+                                                              f"{then}")
+            if resume < 0:
+                return
+            pos = resume + 1
+            continue
         yield number, value if isinstance(value, dict) else Problem(
             number, "bad_row", f"a JSON {_json_kind(value)}, expected an object with fields")
         pos = _skip_space(text, end)
         if text.startswith(",", pos):
             pos += 1
-        elif not text.startswith("]", pos):
+        elif closing is not None and not text.startswith(closing, pos):
             number = line_at(min(pos, len(text)))
             yield number, Problem(number, "bad_json", "not valid JSON: expected , or ] after the object; the rest "
                                                       "of the file could not be read")

@@ -113,7 +113,19 @@ def _detect(filename: str, head: list[tuple[int, object]], columns: Mapping[str,
     if not objects:
         problem = next(row for _, row in head if isinstance(row, Problem))
         raise DatasetUnreadable(filename, f"none of its first rows can be read ({problem})")
+    holder = _holder(head)
+    if holder is not None:
+        raise DatasetUnreadable(filename, f"it is one JSON object holding its rows in `{holder}`: save that list "
+                                          "itself (a JSON list of objects, or JSON Lines: one object per line)")
     fields = ", ".join(f"`{k}`" for k in list(objects[0])[:8]) or "no fields"
     shapes = "; ".join(f"{fmt}: {'/'.join(names)}" for fmt, names in FIELDS.items())
     raise DatasetUnreadable(filename, f"its rows have {fields}, not the fields of a known format ({shapes}); name "
                                       "the format with format:<name> and map columns with columns:<field>=<column>")
+
+
+def _holder(head: list[tuple[int, object]]) -> str | None:
+    """The field of a file's only row that holds a list of objects (`{"data": [{...}, ...]}`), if that is the file."""
+    if len(head) != 1 or not isinstance(head[0][1], Mapping):
+        return None
+    return next((str(key) for key, value in head[0][1].items()
+                 if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value)), None)

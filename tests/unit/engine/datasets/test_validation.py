@@ -196,3 +196,51 @@ def test_a_named_format_overrides_detection_and_unknown_kinds_are_refused(tmp_pa
         validate(path, "t.xlsx")
     with pytest.raises(DatasetUnreadable, match="there is no format `yaml`"):
         validate(path, "t.jsonl", format="yaml")  # type: ignore[arg-type]
+
+
+def _pretty(*rows: dict) -> list[str]:
+    return [json.dumps(row, indent=2) for row in rows]
+
+
+A = {"prompt": "What is a?", "completion": "A letter."}
+B = {"prompt": "What is b?", "completion": "Another one."}
+
+
+@pytest.mark.parametrize("name", ["rows.jsonl", "rows.json"])
+@pytest.mark.parametrize(("layout", "content", "lines"), [
+    # The layout is read from the bytes, not the name: JSON Lines, a list, or objects written one after another.
+    ("a list", json.dumps([A, B]), [1, 1]),
+    ("a list, one object a line", "[\n" + ",\n".join(json.dumps(r) for r in (A, B)) + "\n]\n", [2, 3]),
+    ("a pretty-printed list", json.dumps([A, B], indent=2), [2, 6]),
+    ("pretty-printed objects", "\n".join(_pretty(A, B)) + "\n", [1, 5]),
+    ("one pretty-printed object", _pretty(A)[0], [1]),
+    ("JSON Lines with a comma after each object", f"{json.dumps(A)},\n{json.dumps(B)},\n", [1, 2]),
+])
+def test_json_rows_are_read_whatever_their_layout_and_suffix(tmp_path: Path, name: str, layout: str, content: str,
+                                                             lines: list[int]) -> None:
+    read = validate(_write(tmp_path, name, "\ufeff" + content.replace("\n", "\r\n")), name)
+    assert not read.problems, layout
+    assert [(e.line, e.prompt) for e in read.examples] == list(zip(lines, ["What is a?", "What is b?"])), layout
+
+
+def test_pretty_printed_objects_with_a_broken_one_lose_only_that_one(tmp_path: Path) -> None:
+    content = "\n".join(_pretty(A)) + '\n{\n  "prompt": "x",\n  "completion" "y"\n}\n' + _pretty(B)[0]
+    read = validate(_write(tmp_path, "rows.jsonl", content), "rows.jsonl")
+    assert [e.line for e in read.examples] == [1, 9] and read.rows == 3
+    assert [str(p) for p in read.problems] == [
+        "line 7: not valid JSON at column 16: Expecting ':' delimiter; reading goes on at the next line that starts "
+        "with {"]
+
+
+def test_json_lines_with_a_broken_first_line_keep_the_others(tmp_path: Path) -> None:
+    content = '{"prompt": "x", "completion":\n' + "\n".join(json.dumps(r) for r in (A, B)) + "\n"
+    read = validate(_write(tmp_path, "rows.jsonl", content), "rows.jsonl")
+    assert [e.line for e in read.examples] == [2, 3]
+    assert [str(p) for p in read.problems] == ["line 1: not valid JSON at column 30: Expecting value"]
+
+
+def test_a_json_object_holding_the_rows_in_a_field_says_to_save_the_list(tmp_path: Path) -> None:
+    path = _write(tmp_path, "wrapped.json", json.dumps({"version": 2, "data": [A, B]}, indent=2))
+    with pytest.raises(DatasetUnreadable, match="it is one JSON object holding its rows in `data`: save that list "
+                                                "itself"):
+        validate(path, "wrapped.json")
