@@ -3,9 +3,10 @@
 The kind of file comes from its name: `.jsonl` and `.json` (JSON rows, their layout read from the bytes, whatever
 the name says: JSON Lines, one object per line, a comma after each allowed; a list of objects; or objects spread over
 several lines each, as pretty-printers write them), `.csv`/`.tsv` (a header row, then one row per record; header is
-line 1), `.parquet` (row index + 1 as the line), `.txt` (plain text). `read` yields every row: `(line, fields)`, `(line, text)` for
-plain text, or `(line, Problem)` for a row that cannot be read at all (not UTF-8, not JSON, the wrong number of
-CSV fields). Nothing is skipped but blank lines at the very end of a file.
+line 1; the delimiter is read from the header: a semicolon CSV or a comma TSV is read too), `.parquet` (row
+index + 1 as the line), `.txt` (plain text). `read` yields every row: `(line, fields)`, `(line, text)` for plain text,
+or `(line, Problem)` for a row that cannot be read at all (not UTF-8, not JSON, the wrong number of CSV fields).
+Nothing is skipped but blank lines at the very end of a file.
 """
 
 from __future__ import annotations
@@ -44,18 +45,21 @@ def file_type(filename: str) -> FileType:
     return SUFFIXES[suffix]
 
 
-def read(path: Path, kind: FileType, *, blocks: bool = False) -> Iterator[Row]:
+def read(path: Path, kind: FileType, *, blocks: bool = False, name: str | None = None) -> Iterator[Row]:
     """Every row of the file at `path`, read as `kind`; text files as blank-line separated blocks if `blocks`.
 
+    `name` is the file's name as its owner knows it (the stored file is named by its hash), for errors.
+
     Raises:
-        DatasetUnreadable: a Parquet file that pyarrow cannot open.
+        DatasetUnreadable: a Parquet file that pyarrow cannot open; a table whose header names a column twice.
     """
+    name = name or path.name
     if kind in ("jsonl", "json"):
         return _json(path)
     if kind in ("csv", "tsv"):
-        return _csv(path, "\t" if kind == "tsv" else ",")
+        return _csv(path, kind, name)
     if kind == "parquet":
-        return _parquet(path)
+        return _parquet(path, name)
     return _text_blocks(path) if blocks else _text_lines(path)
 
 
@@ -221,12 +225,36 @@ def _skip_space(text: str, pos: int) -> int:
     return pos
 
 
-def _csv(path: Path, delimiter: str) -> Iterator[Row]:
+DELIMITERS = (",", ";", "\t", "|")  # what tables are written with: Excel's comma or, where the comma is the
+# decimal point, its semicolon; tabs; pipes
+
+
+def _delimiter(path: Path, default: str) -> str:
+    """The delimiter a table's header line uses: the one its suffix says (`,` for .csv, tab for .tsv) when the
+    header has it outside quotes, else the one of `DELIMITERS` it has most of (a semicolon CSV from Excel, a TSV
+    named .csv); the default for a one-column header."""
+    with path.open("rb") as f:
+        header = f.readline().removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="replace")
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for char in header:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    if counts[default]:
+        return default
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else default
+
+
+def _csv(path: Path, kind: FileType, name: str) -> Iterator[Row]:
     csv.field_size_limit(max(csv.field_size_limit(), min(_CSV_FIELD_LIMIT, sys.maxsize)))
+    what = kind.upper()
     with path.open("rb") as f:
         # Undecodable bytes become lone surrogates, found per row below, so one bad row does not stop the file.
         text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.reader(text, delimiter=delimiter)
+        reader = csv.reader(text, delimiter=_delimiter(path, "\t" if kind == "tsv" else ","))
         header: list[str] | None = None
         last = 0  # the line the previous record ended on
         blank: list[int] = []
@@ -238,12 +266,12 @@ def _csv(path: Path, delimiter: str) -> Iterator[Row]:
             except csv.Error as exc:
                 number = last + 1
                 last = reader.line_num
-                yield number, Problem(number, "bad_row", f"not a valid {'TSV' if delimiter == chr(9) else 'CSV'} "
-                                                         f"row: {exc}")
+                yield number, Problem(number, "bad_row", f"not a valid {what} row: {exc}")
                 continue
             number, last = last + 1, reader.line_num
             if header is None:
                 header = [h.strip() for h in row]
+                _check_header(header, name)
                 continue
             if not any(cell.strip() for cell in row):
                 blank.append(number)
@@ -259,6 +287,20 @@ def _csv(path: Path, delimiter: str) -> Iterator[Row]:
                 yield number, dict(zip(header, row))
 
 
+def _check_header(header: list[str], name: str) -> None:
+    """Refuse a header that names a column twice: one column's cells would silently stand for the other's.
+
+    Raises:
+        DatasetUnreadable: a name (not blank) appears twice.
+    """
+    seen: dict[str, int] = {}
+    for i, column in enumerate(header, 1):
+        if column and column in seen:
+            raise DatasetUnreadable(name, f"its header names `{column[:40]}` twice (columns {seen[column]} and {i}): "
+                                          "rename one")
+        seen.setdefault(column, i)
+
+
 def _undecodable(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -267,13 +309,13 @@ def _undecodable(text: str) -> bool:
     return False
 
 
-def _parquet(path: Path) -> Iterator[Row]:
+def _parquet(path: Path, name: str) -> Iterator[Row]:
     import pyarrow.parquet as pq  # extra: ml
 
     try:
         table = pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a file that is no Parquet
-        raise DatasetUnreadable(path.name, f"it is not a Parquet file pyarrow can read ({exc})") from None
+        raise DatasetUnreadable(name, f"it is not a Parquet file pyarrow can read ({exc})") from None
     number = 0
     for batch in table.iter_batches(batch_size=PARQUET_BATCH):
         for row in batch.to_pylist():

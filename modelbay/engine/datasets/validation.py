@@ -62,10 +62,10 @@ def validate(path: Path, filename: str, *, format: Format | None = None,  # noqa
             raise DatasetUnreadable(filename, "a .txt file holds plain text: use format:text (one document per "
                                               "line) or format:text-blocks (documents between blank lines)")
         fmt: Format = format or ("text-blocks" if has_blank_separators(path) else "text")
-        rows = read(path, kind, blocks=fmt == "text-blocks")
+        rows = read(path, kind, blocks=fmt == "text-blocks", name=filename)
         detected = format is None
     else:
-        rows = read(path, kind)
+        rows = read(path, kind, name=filename)
         head = list(itertools.islice(rows, DETECT_ROWS))
         rows = itertools.chain(head, rows)
         detected = format is None

@@ -114,4 +114,5 @@ def test_problems_name_the_place_in_the_row_as_the_file_has_it(fmt: str, row: di
 ])
 def test_an_empty_system_message_is_no_system_message_in_every_format(fmt: str, row: dict) -> None:
     # Exporters write `{"role": "system", "content": ""}` into every row: that is no prompt, not a broken row.
-    assert parse(fmt, 4, row) == Example(4, messages=_turns(("user", "q"), ("assistant", "a")))  # type: ignore[arg-type]
+    expected = Example(4, messages=_turns(("user", "q"), ("assistant", "a")))
+    assert parse(fmt, 4, row) == expected  # type: ignore[arg-type]

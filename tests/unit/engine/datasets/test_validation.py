@@ -181,6 +181,9 @@ def test_parquet_rows_are_numbered_from_one(tmp_path: Path) -> None:
     _write(tmp_path, "fake.parquet", "not parquet")
     with pytest.raises(DatasetUnreadable, match="not a Parquet file"):
         validate(tmp_path / "fake.parquet", "fake.parquet")
+    # The stored file is named by its hash: errors name the file as its owner knows it.
+    with pytest.raises(DatasetUnreadable, match="^`theirs.parquet` cannot be read"):
+        validate(tmp_path / "fake.parquet", "theirs.parquet")
 
 
 def test_duplicates_are_counted_with_the_line_they_repeat(tmp_path: Path) -> None:
@@ -244,3 +247,23 @@ def test_a_json_object_holding_the_rows_in_a_field_says_to_save_the_list(tmp_pat
     with pytest.raises(DatasetUnreadable, match="it is one JSON object holding its rows in `data`: save that list "
                                                 "itself"):
         validate(path, "wrapped.json")
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("semicolons.csv", 'prompt;completion\r\n"Two\nlines; one cell";"A, b"\r\nq;a\r\n'),  # Excel in most of Europe
+    ("pipes.csv", 'prompt|completion\n"Two\nlines| one cell"|"A, b"\nq|a\n'),
+    ("tabs.csv", 'prompt\tcompletion\n"Two\nlines\t one cell"\t"A, b"\nq\ta\n'),
+    ("commas.tsv", 'prompt,completion\n"Two\nlines, one cell","A, b"\nq,a\n'),
+])
+def test_a_table_s_delimiter_is_read_from_its_header(tmp_path: Path, name: str, content: str) -> None:
+    read = validate(_write(tmp_path, name, "\ufeff" + content), name)
+    assert not read.problems and read.format == "completion"
+    assert [(e.line, e.prompt) for e in read.examples][1] == (4, "q")
+    assert read.examples[0].prompt.startswith("Two\nlines") and read.examples[0].prompt.endswith(" one cell")
+
+
+def test_a_header_naming_a_column_twice_is_refused_not_overwritten(tmp_path: Path) -> None:
+    path = _write(tmp_path, "twice.csv", "prompt,completion,prompt,,\nfirst,answer,second,,\n")
+    with pytest.raises(DatasetUnreadable, match="^`mine.csv` .* its header names `prompt` twice \\(columns 1 and 3\\): "
+                                                "rename one"):
+        validate(path, "mine.csv")
