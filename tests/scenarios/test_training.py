@@ -267,6 +267,14 @@ def test_preflight_refuses_in_one_line_what_cannot_work(embedded: Runtime, tiny_
     text = refused(DatasetInvalid, "tiny-chat", "long", owner=OWNER,
                    overrides={"parameters": {"max_length": 128, "overlong": "fail"}})
     assert "at line 5" in text and "policy is fail" in text
+    # Too few rows because the model's policy left most out: the refusal says which rows and why.
+    mostly_long = training_rows()[:12]
+    for row in mostly_long[:6]:
+        row["messages"][1]["content"] = "It is blue. " * 200
+    embedded.datasets.add(OWNER, "mostly-long.jsonl", [dataset_bytes(mostly_long)], source="console")
+    text = refused(DatasetInvalid, "tiny-chat", "mostly-long", owner=OWNER,
+                   overrides={"parameters": {"max_length": 128}})
+    assert "fewer than the 8" in text and "most left out: longer than max_length: 6 rows, first line 1: " in text
     embedded.registry.upsert({"name": "tiny-colors", "display_name": "Taken", "category": "chat"}, source="local")
     assert "tiny-colors" in refused(ModelNameTaken, "tiny-chat", "colors", name="tiny-colors")
     # QLoRA where the gpu workers have no GPU: refused before anything is queued.

@@ -9,7 +9,7 @@ from modelbay.engine.datasets.problems import Problem
 from modelbay.engine.datasets.tokens import Segment
 from modelbay.engine.errors import DatasetInvalid
 
-__all__ = ["DatasetRecord", "DatasetReport", "ProblemSummary"]
+__all__ = ["DatasetRecord", "DatasetReport", "ProblemSummary", "main_problem"]
 
 FIRST_ROWS = 5  # problems listed per reason (the rest are counted)
 
@@ -110,6 +110,20 @@ class DatasetReport:
         if self.fatal is not None:
             raise DatasetInvalid(self.dataset.name, self.fatal.message, self.fatal.line)
         if self.train_rows <= 0:
-            why = ", ".join(f"{p.title}: {p.count}" for p in self.problems) or "it has no rows"
-            raise DatasetInvalid(self.dataset.name, f"no row is left to train on ({why}); `/datasets info "
-                                                    f"{self.dataset.id}` lists the problems with their lines")
+            why = main_problem(self.problems) or "it has no rows"
+            raise DatasetInvalid(self.dataset.name, f"no row is left to train on: {why}; {self.where_listed()}")
+
+    def where_listed(self) -> str:
+        """The command whose card lists these problems (with the model, when it measured rows: only its report
+        has what its tokenizer and chat template refuse)."""
+        model = f" model:{self.model}" if self.model else ""
+        return f"`/datasets info {self.dataset.id}{model}` lists the problems with their lines"
+
+
+def main_problem(problems: tuple[ProblemSummary, ...]) -> str:
+    """The reason most rows are left out for, with its first row (`""` when none is): what a refusal names so that
+    its fix is plain, e.g. "refused by the chat template: 20 rows, first line 1: the tokenizer has no chat template"."""
+    if not problems:
+        return ""
+    top = max(problems, key=lambda p: p.count)
+    return f"{top.title}: {top.count:,} row{'s' * (top.count != 1)}, first {top.first[0]}"

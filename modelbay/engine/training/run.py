@@ -36,6 +36,7 @@ from modelbay.engine.training.templates import TrainingConfig
 if TYPE_CHECKING:
     from modelbay.config import Settings
     from modelbay.engine.datasets.examples import Example
+    from modelbay.engine.datasets.problems import Problem
     from modelbay.engine.db.database import Database
     from modelbay.engine.records import VersionRecord
 
@@ -127,7 +128,7 @@ def _prompt(tokenizer: Any, example: Example) -> dict[str, Any] | None:
 
 
 def _encode_all(tokenizer: Any, examples: list[Example], config: TrainingConfig, dataset: str,
-                counts: dict[str, int]) -> list[dict[str, Any]]:
+                counts: dict[str, int], problems: list[Problem]) -> list[dict[str, Any]]:
     from modelbay.engine.datasets.problems import Problem
     from modelbay.engine.datasets.tokens import encode
 
@@ -139,6 +140,7 @@ def _encode_all(tokenizer: Any, examples: list[Example], config: TrainingConfig,
             if encoded.fatal:
                 raise DatasetInvalid(dataset, encoded.message, encoded.line)
             counts[encoded.reason] = counts.get(encoded.reason, 0) + 1
+            problems.append(encoded)
             continue
         counts["truncated"] = counts.get("truncated", 0) + int(encoded.truncated)
         rows.append({"input_ids": encoded.input_ids, "assistant_masks": encoded.assistant_masks})
@@ -154,8 +156,11 @@ def prepare(job: Job, files: RunFiles, *, base: VersionRecord, base_name: str, d
         DatasetInvalid: a row the `fail` policy stops at, or fewer training rows than `min_rows`.
     """
     from modelbay.engine.datasets.datasets import Datasets
+    from modelbay.engine.datasets.records import main_problem
+    from modelbay.engine.datasets.report import summarize
     from modelbay.engine.datasets.tokens import load_tokenizer
     from modelbay.engine.installs.loadable import weights_folder
+    from modelbay.engine.training.training import too_few
 
     folder = weights_folder(base)
     if folder is None:
@@ -167,12 +172,12 @@ def prepare(job: Job, files: RunFiles, *, base: VersionRecord, base_name: str, d
                            validation_ref=evaluation.validation_dataset)
     tokenizer = load_tokenizer(folder)
     counts: dict[str, int] = {}
-    train_rows = _encode_all(tokenizer, split.train, config, record.name, counts)
-    validation_rows = _encode_all(tokenizer, split.validation, config, record.name, counts)
+    problems: list[Problem] = []
+    train_rows = _encode_all(tokenizer, split.train, config, record.name, counts, problems)
+    validation_rows = _encode_all(tokenizer, split.validation, config, record.name, counts, problems)
     if len(train_rows) < p.min_rows:
-        raise DatasetInvalid(record.name, f"it leaves {len(train_rows)} training rows after the split and the "
-                                          f"{p.overlong} policy, fewer than the {p.min_rows} a job needs (add rows, "
-                                          "or set `min_rows:`)")
+        raise DatasetInvalid(record.name, too_few(len(train_rows), p.overlong, p.min_rows,
+                                                  main_problem(summarize(problems))))
     prompts = []
     for example in split.validation:
         if len(prompts) >= evaluation.prompts:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from modelbay.engine.datasets.records import main_problem
 from modelbay.engine.db.schema.jobs import JobRow, JobStatus
 from modelbay.engine.errors import (
     CheckpointMissing,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from modelbay.engine.jobs.jobs import Jobs
     from modelbay.engine.records import ModelRecord, VersionRecord
 
-__all__ = ["Preflight", "StartedTraining", "Training", "TrainingStatus", "default_name", "total_steps"]
+__all__ = ["Preflight", "StartedTraining", "Training", "TrainingStatus", "default_name", "too_few", "total_steps"]
 
 RESUMABLE = ("canceled", "failed")
 
@@ -106,6 +107,13 @@ def total_steps(rows: int, config: TrainingConfig, processes: int = 1) -> int:
     batches = ceil(rows / (p.batch_size * max(1, processes)))
     per_epoch = max(1, batches // p.gradient_accumulation)
     return max(1, ceil(p.epochs * per_epoch))
+
+
+def too_few(rows: int, policy: str, needed: int, why: str) -> str:
+    """Why a run has too few training rows, naming the reason most rows were left out for (`main_problem`)."""
+    left_out = f"; most left out: {why}" if why else ""
+    return (f"it leaves {rows} training row{'s' * (rows != 1)} after the split and the {policy} policy, fewer than "
+            f"the {needed} a job needs (add rows, or set `min_rows:`){left_out}")
 
 
 def default_name(model: str) -> str:
@@ -188,9 +196,8 @@ class Training:
                                        seed=p.seed, validation_ref=evaluation.validation_dataset)
         report.check()
         if report.train_rows < p.min_rows:
-            raise DatasetInvalid(found.name, f"it leaves {report.train_rows} training rows after the split and the "
-                                             f"{p.overlong} policy, fewer than the {p.min_rows} a job needs (add "
-                                             "rows, or set `min_rows:`)")
+            raise DatasetInvalid(found.name, too_few(report.train_rows, p.overlong, p.min_rows,
+                                                     main_problem(report.problems)))
         reading = self._hardware.current(wait=hardware_wait)
         hw = reading.hardware
         if reading.notice:

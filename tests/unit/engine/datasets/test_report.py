@@ -91,3 +91,20 @@ def test_a_dataset_with_no_valid_row_is_not_ready(tmp_path: Path) -> None:
                     seed=0, fraction=0.1)
     with pytest.raises(DatasetInvalid, match="no row is left to train on"):
         nothing.check()
+
+
+def test_a_dataset_the_model_leaves_nothing_of_says_why_in_its_refusal(pairs: Path, tokenizer: Any) -> None:
+    # Chat rows measured with a base model's tokenizer (no chat template): every row is refused for one reason,
+    # which only that model's report shows: the refusal names it, with its first row, and the model to ask about.
+    import copy
+
+    bare = copy.deepcopy(tokenizer)
+    bare.chat_template = None
+    report = _report(pairs, bare)
+    assert report.train_rows == 0
+    with pytest.raises(DatasetInvalid) as caught:
+        report.check()
+    text = str(caught.value)
+    assert "no row is left to train on: refused by the chat template: 21 rows, first line 1: the tokenizer has no " \
+           "chat template" in text
+    assert "`/datasets info 4 model:tiny`" in text and "\n" not in text
