@@ -17,6 +17,9 @@ __all__ = ["EmbeddedWorkers"]
 
 log = logging.getLogger(__name__)
 
+# Seconds an idle worker thread waits for a job before it looks whether it was asked to stop.
+_STOP_CHECK = 0.25
+
 
 class _ThreadWorker(SimpleWorker):
     """An RQ worker that runs jobs in its own thread (signals and SIGALRM work only in the main thread)."""
@@ -25,6 +28,18 @@ class _ThreadWorker(SimpleWorker):
 
     def _install_signal_handlers(self) -> None:
         pass
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):  # noqa: ANN201
+        """Wait for a job in short turns, looking for a stop request between them; None once one came.
+
+        RQ's own wait goes on until a job comes and never looks at a stop request, so stop() would wait out its
+        whole timeout (and leave the thread running) while the queues are idle.
+        """
+        while not self._stop_requested:
+            result = super().dequeue_job_and_maintain_ttl(_STOP_CHECK, max_idle_time=_STOP_CHECK)
+            if result is not None:
+                return result
+        return None
 
 
 class EmbeddedWorkers:
