@@ -55,7 +55,7 @@ class EmbeddedWorkers:
     def start(self) -> EmbeddedWorkers:
         """Start the worker and scheduler threads."""
         for name in self._queues:
-            # A short TTL keeps the blocking dequeue short, so stop() returns within seconds.
+            # The wait for a job is in short turns whatever the TTL (_ThreadWorker), so stop() returns at once.
             worker = _ThreadWorker([Queue(name, connection=self._redis)], connection=self._redis, worker_ttl=20)
             self._workers.append(worker)
             self._spawn(f"modelbay-worker-{name}", lambda w=worker: w.work(logging_level="WARNING"))
