@@ -51,6 +51,7 @@ from modelbay.engine.errors import (
     Refused,
     RemoteCodeRequired,
     RepoNotFound,
+    ResumeNameTaken,
     RevisionMissing,
     SchemaOutdated,
     ServerFailed,
@@ -142,6 +143,7 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     BaseModelMissing: ErrorStyle("Base model missing", "warning"),
     NotResumable: ErrorStyle("Cannot resume"),
     CheckpointMissing: ErrorStyle("No checkpoint", "warning"),
+    ResumeNameTaken: ErrorStyle("Cannot resume", "warning"),
     DatasetNameTaken: ErrorStyle("Name taken", "warning"),
     # unavailable: error, 502
     HubUnavailable: ErrorStyle("Hub unreachable"),

@@ -82,6 +82,7 @@ __all__ = [
     "TemplateNotFound",
     "NotResumable",
     "CheckpointMissing",
+    "ResumeNameTaken",
     "QuantizationUnavailable",
     "TrainingConfigInvalid",
     "CudaRequired",
@@ -381,6 +382,23 @@ class CheckpointMissing(Conflict):
         self.where = where
         super().__init__(f"Training job `{shown(job_id)}` left no checkpoint to resume from in {where} (it stopped "
                          "before its first save). Start it again with `/train start`.")
+
+
+class ResumeNameTaken(Conflict):
+    """A resume would train a run whose result cannot be registered: its run already made that model (through an
+    earlier resume), or another model took its new model's name since it started."""
+
+    def __init__(self, job_id: str, name: str, *, finished: bool) -> None:
+        self.job_id = job_id
+        self.name = name
+        self.finished = finished
+        if finished:
+            text = (f"Training job `{shown(job_id)}` was resumed already and its run finished as `{shown(name)}`: "
+                    f"`/models info {shown(name)}` shows it.")
+        else:
+            text = (f"Training job `{shown(job_id)}` would make `{shown(name)}`, a name another model has taken since "
+                    f"it started: delete or rename that model, or `/train start` again with another `name:`.")
+        super().__init__(text)
 
 
 # -- unavailable: something ModelBay relies on failed or is missing --------------------------------------------------

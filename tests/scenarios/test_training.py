@@ -24,6 +24,7 @@ from modelbay.engine.errors import (
     ModelNameTaken,
     NeedsInstall,
     NotResumable,
+    ResumeNameTaken,
     TemplateNotFound,
     TrainingConfigInvalid,
     TrainingMemory,
@@ -192,6 +193,8 @@ def test_a_canceled_job_stops_with_a_checkpoint_and_resumes_where_it_stopped(run
 
     with pytest.raises(NotResumable, match="finished"):
         runtime.training.resume(resumed.id, requester=OWNER)
+    with pytest.raises(ResumeNameTaken, match="was resumed already and its run finished as `tiny-resumed`"):
+        runtime.training.resume(first.id, requester=OWNER)  # still canceled, but its run is done
 
 
 @pytest.mark.slow
@@ -313,3 +316,22 @@ def test_resume_refuses_an_active_job_and_a_run_with_no_checkpoint(runtime: Runt
     assert failed.status == "failed" and failed.attempts == 1  # not retried: it would fail the same way
     assert failed.error == str(CheckpointMissing(queued.id, str(_files(runtime, queued).checkpoints)))
     assert [job.id for job in runtime.training.list()] == [again.id, queued.id]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_resume_refuses_a_run_whose_model_name_was_taken_since(runtime: Runtime, start_worker) -> None:
+    # A resume used to train the whole rest of the run and only then fail to register its model.
+    _hardware(runtime, ())
+    first = _start(runtime, "tiny-later")
+    assert runtime.jobs.cancel(first.id).status == "canceled"
+    again = runtime.training.resume(first.id, requester=OWNER)
+    # Taken between the resume and its run: the job refuses before it prepares or trains anything.
+    runtime.registry.upsert({"name": "tiny-later", "display_name": "Taken", "category": "chat"}, source="local")
+    _worker(start_worker, runtime)
+    failed = runtime.jobs.wait(again.id, 120)
+    assert failed.status == "failed" and failed.attempts == 1
+    assert failed.error == str(ResumeNameTaken(first.id, "tiny-later", finished=False))
+    assert not _files(runtime, first).train_rows.exists()
+    # Taken before the resume: refused at once, in one line.
+    with pytest.raises(ResumeNameTaken, match="would make `tiny-later`, a name another model has taken"):
+        runtime.training.resume(first.id, requester=OWNER)

@@ -11,6 +11,7 @@ or a retry of that job works in the same folder):
     loss.png          the loss chart, drawn when the run ends (also when it is canceled)
     adapter/, merged/ what the run made, until the new version takes them into the model store
     result.json       how the training process ended: finished or stopped (canceled), with its metrics
+    version.json      the job's result once the new version is registered: the run is done (a retry returns it)
     events.jsonl      reports of a multi-process run's rank 0, which the job forwards to the job's progress
     cancel            present once the job was asked to stop: every rank stops at its next step
     train.log         the output of a multi-process run (torchrun and its ranks)
@@ -89,6 +90,10 @@ class RunFiles:
     @property
     def result(self) -> Path:
         return self.root / "result.json"
+
+    @property
+    def version(self) -> Path:
+        return self.root / "version.json"
 
     @property
     def events(self) -> Path:

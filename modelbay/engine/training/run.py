@@ -288,7 +288,7 @@ def _finish(job: Job, files: RunFiles, spec: dict[str, Any], base: VersionRecord
     from modelbay.engine.installs.store import ModelStore
     from modelbay.engine.training.versions import add_tuned_version
 
-    made = files.root / "version.json"
+    made = files.version
     if made.exists():  # a retry after the version was made: the same version
         return json.loads(made.read_text(encoding="utf-8"))
     metrics = {key: result.get(key) for key in (
@@ -323,14 +323,23 @@ def run_job(job: Job, *, base_version_id: int, base: str, dataset: str, config: 
     Raises:
         JobCanceled: the job was canceled; a checkpoint was saved when training had started.
         CheckpointMissing: a resume found no checkpoint in the run's folder.
+        ResumeNameTaken: a resume of a run that made its model already, or whose name a model has taken since.
         DatasetNotFound, DatasetUnreadable, DatasetInvalid: the dataset cannot be trained on.
         CudaRequired, QuantizationUnavailable: the config needs what this worker lacks.
         ModelNameTaken: the new model's name was taken meanwhile.
     """
     from modelbay.engine.catalog.registry import Registry
 
+    from modelbay.engine.training.training import check_free
+    from modelbay.engine.training.versions import check_name
+
     files = RunFiles.of(job.settings.home, run or job.job_id)
     settings_config = TrainingConfig.model_validate(config)
+    if not files.version.exists():  # a name taken since pre-flight: refused before any training, not after it
+        if resume:
+            check_free(job.db, files, files.root.name, name)
+        else:
+            check_name(job.db, name)
     checkpoint = files.last_checkpoint()
     if resume and checkpoint is None:
         raise CheckpointMissing(files.root.name, str(files.checkpoints))

@@ -27,7 +27,9 @@ from modelbay.engine.errors import (
     CudaRequired,
     DatasetInvalid,
     IncompleteModel,
+    ModelNameTaken,
     NotResumable,
+    ResumeNameTaken,
     TrainingMemory,
 )
 from modelbay.engine.inference.serving import installed_version
@@ -50,7 +52,8 @@ if TYPE_CHECKING:
     from modelbay.engine.jobs.jobs import Jobs
     from modelbay.engine.records import ModelRecord, VersionRecord
 
-__all__ = ["Preflight", "StartedTraining", "Training", "TrainingStatus", "default_name", "too_few", "total_steps"]
+__all__ = ["Preflight", "StartedTraining", "Training", "TrainingStatus", "check_free", "default_name", "too_few",
+           "total_steps"]
 
 RESUMABLE = ("canceled", "failed")
 
@@ -114,6 +117,22 @@ def too_few(rows: int, policy: str, needed: int, why: str) -> str:
     left_out = f"; most left out: {why}" if why else ""
     return (f"it leaves {rows} training row{'s' * (rows != 1)} after the split and the {policy} policy, fewer than "
             f"the {needed} a job needs (add rows, or set `min_rows:`){left_out}")
+
+
+def check_free(db: Database, files: RunFiles, job_id: str, name: str) -> None:
+    """Refuse to resume a run whose new model cannot be registered at its end.
+
+    Raises:
+        ResumeNameTaken: the run made its model already (its `version.json`), or a model has taken its name.
+    """
+    from modelbay.engine.training.versions import check_name
+
+    if files.version.exists():
+        raise ResumeNameTaken(job_id, name, finished=True)
+    try:
+        check_name(db, name)
+    except ModelNameTaken:
+        raise ResumeNameTaken(job_id, name, finished=False) from None
 
 
 def default_name(model: str) -> str:
@@ -257,12 +276,14 @@ class Training:
             NotResumable: it is not a training job, or it has not stopped before its end.
             CheckpointMissing: its run left no checkpoint (checked here when this host sees the run's folder, else
                 by the job).
+            ResumeNameTaken: its run already made its model (resumed before), or another model took the name.
         """
         job = self._jobs.get(job_id)
         if job.kind != TRAIN.name or job.status not in RESUMABLE:
             raise NotResumable(job.id, job.status, job.kind)
         run = job.params.get("run") or job.id
         files = RunFiles.of(self._settings.home, run)
+        check_free(self._db, files, job.id, job.params["name"])
         if files.root.is_dir() and files.last_checkpoint() is None:
             raise CheckpointMissing(job.id, str(files.checkpoints))
         params = {**job.params, "run": run, "resume": True}

@@ -76,6 +76,8 @@ SAMPLES: list[E.ModelBayError] = [
     E.NotResumable("abc123", "finished", "train"),
     E.NotResumable("abc123", "failed", "install"),
     E.CheckpointMissing("abc123", "/data/training/abc123/checkpoints"),
+    E.ResumeNameTaken("abc123", "tiny-colors", finished=True),
+    E.ResumeNameTaken("abc123", "tiny-colors", finished=False),
     E.QuantizationUnavailable("bitsandbytes is not installed"),
     E.TrainingConfigInvalid("parameters.learning_rate", "Input should be greater than 0"),
     E.CudaRequired("4-bit training (QLoRA)"),
