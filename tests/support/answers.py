@@ -11,8 +11,10 @@ block quotes, as in list items and quotes), not borrowed from ModelBay.
 
 from __future__ import annotations
 
+import bisect
 import random
 import re
+from collections.abc import Callable
 
 __all__ = ["long_answer", "untile"]
 
@@ -98,6 +100,20 @@ def _open_after(text: str, fence: tuple[str, str] | None = None) -> tuple[str, s
     return fence
 
 
+def _prefix_fences(text: str) -> Callable[[int], tuple[str, str] | None]:
+    """`_open_after(text[:end])` for any end, each in one step: the block open at every line start is read once."""
+    starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    open_at = [None]
+    for start, end in zip(starts, starts[1:]):
+        open_at.append(_step(open_at[-1], text[start:end]))
+
+    def after(end: int) -> tuple[str, str] | None:
+        line = bisect.bisect_right(starts, end) - 1
+        return _step(open_at[line], text[starts[line]:end])  # the line cut at `end` (maybe "", as re.split gives)
+
+    return after
+
+
 def untile(shown: list[str], answer: str) -> int:
     """Check that `shown` is `answer` cut into pieces, each wrapped in the fence lines of the code block open at its
     start and end; return how many cuts fell inside a code block. Raises AssertionError naming the furthest mismatch.
@@ -105,6 +121,7 @@ def untile(shown: list[str], answer: str) -> int:
     A piece ending in a fence line may be the answer's own closing line or one added at a cut; both readings are
     tried (the next piece tells them apart)."""
     failures: list[tuple[int, str]] = [(0, "nothing shown")]
+    open_after = _prefix_fences(answer)  # _open_after(answer[:at]), without reading the answer again each time
 
     def rest(i: int, at: int) -> int | None:
         if i == len(shown):
@@ -112,7 +129,7 @@ def untile(shown: list[str], answer: str) -> int:
                 return 0
             failures.append((at, f"only {at} of {len(answer)} characters shown; missing {answer[at:at + 200]!r}"))
             return None
-        piece, start = shown[i], _open_after(answer[:at])
+        piece, start = shown[i], open_after(at)
         if start is not None:
             if not piece.startswith(start[0] + "\n"):
                 failures.append((at, f"piece {i} does not reopen {start[0]!r}: {piece[:80]!r}"))
@@ -121,7 +138,7 @@ def untile(shown: list[str], answer: str) -> int:
         for end in sorted({at + len(piece) - k for k in range(0, 12)}, reverse=True):
             if end < at:
                 continue
-            body, fence = answer[at:end], _open_after(answer[:end])
+            body, fence = answer[at:end], open_after(end)
             closer = "" if fence is None else (fence[1] if body.endswith("\n") or not body else "\n" + fence[1])
             if piece == body + closer and (inside := rest(i + 1, end)) is not None:
                 return inside + (start is not None)
