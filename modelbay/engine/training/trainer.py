@@ -256,6 +256,32 @@ def _sft_config(files: RunFiles, config: TrainingConfig, cuda: bool, precision: 
     )
 
 
+def _trainer_class(cuda: bool) -> type:
+    """TRL's SFTTrainer on CUDA; on the CPU, the same trainer computing the loss the way transformers' Trainer does.
+
+    TRL patches the model with a fused LM head: log-probabilities computed in vocabulary chunks and recomputed in the
+    backward pass, with entropy and token accuracy (metrics ModelBay does not log). With Triton (CUDA) it projects only
+    the trained positions, sparing the memory of the full logits; without it (the CPU) it projects every position, so
+    the chunking and recomputation are pure cost: a step of the tiny test model took about 20% longer than with the
+    model's own loss (bench/train.py). The CPU path takes the model's own loss, over the full fp32 logits that
+    `memory.estimate` already counts; the loss is the same (mean cross-entropy of the trained tokens).
+    """
+    from transformers import Trainer  # extra: ml
+    from trl import SFTTrainer  # extra: ml
+
+    if cuda:
+        return SFTTrainer
+
+    class CpuSFTTrainer(SFTTrainer):
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            inputs = {**inputs, "use_cache": False}  # as TRL's: no key/value cache while training
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return CpuSFTTrainer
+
+
 def _rows(path: Path, loss: str) -> list[dict[str, Any]]:
     rows = []
     for row in read_jsonl(path):
@@ -350,7 +376,6 @@ def train(files: RunFiles, channel: Channel) -> dict[str, Any]:
     from peft import LoraConfig  # extra: ml
     from transformers import AutoTokenizer  # extra: ml
     from transformers.utils import logging as hf_logging  # extra: ml
-    from trl import SFTTrainer  # extra: ml
 
     hf_logging.disable_progress_bar()
     disable_progress_bars()  # datasets' map bars would fill the worker log
@@ -375,7 +400,7 @@ def train(files: RunFiles, channel: Channel) -> dict[str, Any]:
                              target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM")
     metrics = json.loads(files.metrics.read_text(encoding="utf-8")) if files.metrics.exists() else {}
     reporter = Reporter(files, channel, rank, cuda=cuda, before=metrics.get("eval_loss_before"))
-    trainer = SFTTrainer(
+    trainer = _trainer_class(cuda)(
         model=model, args=_sft_config(files, config, cuda, precision, bool(validation_rows), rank.world > 1),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
