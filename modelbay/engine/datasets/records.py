@@ -90,6 +90,7 @@ class DatasetReport:
     validation_from: str  # "10% held out, seed 0" or "dataset #4 (heldout.jsonl)"
     seed: int = 0
     validation_fraction: float = 0.0
+    overlap: int = 0  # training rows left out because a validation row says the same
 
     @property
     def trainable(self) -> int:
@@ -109,6 +110,9 @@ class DatasetReport:
         """
         if self.fatal is not None:
             raise DatasetInvalid(self.dataset.name, self.fatal.message, self.fatal.line)
+        if self.train_rows <= 0 and self.overlap:
+            raise DatasetInvalid(self.dataset.name, f"every row it would train on is also a validation row "
+                                                    f"({self.overlap}); choose another validation dataset")
         if self.train_rows <= 0:
             why = main_problem(self.problems) or "it has no rows"
             raise DatasetInvalid(self.dataset.name, f"no row is left to train on: {why}; {self.where_listed()}")

@@ -102,4 +102,4 @@ def build(record: DatasetRecord, validation: Validation, split: Split, *, tokeni
         example=example, example_line=example_line,
         train_rows=sum(kept[id(e)] for e in split.train),
         validation_rows=sum(kept[id(e)] for e in split.validation),
-        validation_from=validation_from, seed=seed, validation_fraction=fraction)
+        validation_from=validation_from, seed=seed, validation_fraction=fraction, overlap=split.overlap)

@@ -12,10 +12,13 @@ __all__ = ["Split", "held_out", "split"]
 
 
 class Split(NamedTuple):
-    """The rows to train on and the rows to measure on, each in file order."""
+    """The rows to train on and the rows to measure on, each in file order; `overlap` training rows were left
+    out because a validation row says the same (a held-out loss measured on rows the model trained on means
+    nothing)."""
 
     train: list[Example]
     validation: list[Example]
+    overlap: int = 0
 
 
 def held_out(rows: int, fraction: float) -> int:
@@ -31,10 +34,14 @@ def split(examples: Sequence[Example], fraction: float, seed: int,
     """Split rows by a seeded shuffle (the same rows and seed give the same split), or take a validation set.
 
     With `validation` given, every row trains and those rows validate; otherwise `held_out(len, fraction)` rows
-    chosen by `random.Random(seed)` validate.
+    chosen by `random.Random(seed)` validate. Either way a training row with the same content as a validation row
+    (a duplicate in the file, or a validation dataset that overlaps it) does not train, and is counted in
+    `overlap`.
     """
-    if validation is not None:
-        return Split(list(examples), list(validation))
-    chosen = set(random.Random(seed).sample(range(len(examples)), held_out(len(examples), fraction)))
-    return Split([e for i, e in enumerate(examples) if i not in chosen],
-                 [e for i, e in enumerate(examples) if i in chosen])
+    if validation is None:
+        chosen = set(random.Random(seed).sample(range(len(examples)), held_out(len(examples), fraction)))
+        validation = [e for i, e in enumerate(examples) if i in chosen]
+        examples = [e for i, e in enumerate(examples) if i not in chosen]
+    measured = {e.content for e in validation}
+    train = [e for e in examples if e.content not in measured]
+    return Split(train, list(validation), len(examples) - len(train))

@@ -108,3 +108,18 @@ def test_a_dataset_the_model_leaves_nothing_of_says_why_in_its_refusal(pairs: Pa
     assert "no row is left to train on: refused by the chat template: 21 rows, first line 1: the tokenizer has no " \
            "chat template" in text
     assert "`/datasets info 4 model:tiny`" in text and "\n" not in text
+
+
+def test_a_validation_dataset_that_is_the_training_data_is_refused_and_overlaps_are_shown(pairs: Path) -> None:
+    read = validate(pairs, pairs.name)
+    same = build(_record(pairs), read, split(read.examples, 0.1, 0, read.examples), max_length=128,
+                 policy="drop", validation_from="dataset #4 (pairs.jsonl)", seed=0, fraction=0.0)
+    assert (same.train_rows, same.overlap) == (0, len(read.examples))
+    with pytest.raises(DatasetInvalid, match=r"every row it would train on is also a validation row \(21\); "
+                                             "choose another validation dataset"):
+        same.check()
+    part = build(_record(pairs), read, split(read.examples, 0.1, 0, read.examples[:5]), max_length=128,
+                 policy="drop", validation_from="dataset #5", seed=0, fraction=0.0)
+    # Lines 1-5 validate; line 21 repeats line 1, so it is left out of training too.
+    assert (part.train_rows, part.validation_rows, part.overlap) == (15, 5, 6)
+    part.check()

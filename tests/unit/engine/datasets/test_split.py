@@ -25,4 +25,18 @@ def test_small_datasets_keep_a_row_to_train_on() -> None:
 
 def test_a_validation_dataset_replaces_the_fraction() -> None:
     held = [Example(1, text="held out")]
-    assert split(ROWS, 0.2, 0, held) == (ROWS, held)
+    assert split(ROWS, 0.2, 0, held) == (ROWS, held, 0)
+
+
+def test_no_row_trains_that_a_validation_row_repeats() -> None:
+    # A duplicate of a held-out row would leak it into training and make the held-out loss meaningless.
+    rows = [*ROWS, *(Example(200 + e.line, text=e.text) for e in ROWS[:50])]
+    parts = split(rows, 0.1, 0)
+    measured = {e.text for e in parts.validation}
+    assert not measured & {e.text for e in parts.train}
+    assert parts.overlap == sum(e.text in measured for e in rows) - len(parts.validation) > 0
+    assert len(parts.train) + len(parts.validation) + parts.overlap == len(rows)
+    # A validation dataset that repeats training rows (or is the same file) takes them out of training.
+    same = split(ROWS, 0.1, 0, ROWS[:30])
+    assert (len(same.train), same.overlap) == (70, 30) and same.train == ROWS[30:]
+    assert split(ROWS, 0.1, 0, ROWS).train == []
