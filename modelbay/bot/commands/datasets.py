@@ -344,7 +344,8 @@ def _fields(report: DatasetReport) -> list[Field]:
         Field("Kinds", kinds),
         Field("Duplicates", duplicates),
         Field("Split", f"train {report.train_rows:,} · validation {report.validation_rows:,} "
-                       f"({report.validation_from})"),
+                       f"({report.validation_from})" + (f" · {report.overlap:,} training rows left out: the same as a "
+                                                        "validation row" if report.overlap else "")),
         Field("Policy", _policy(report), inline=False),
     ]
 
