@@ -27,7 +27,7 @@ from rich.table import Table as RichTable
 from modelbay.bot import COMMANDS, Actor, CommandSet, Dispatcher, Reply
 from modelbay.bot.conversation import answer_footer, converse
 from modelbay.bot.errors import render_error
-from modelbay.bot.progress import watch
+from modelbay.bot.progress import describe, finished, following, watch
 from modelbay.bot.spec import ArgType
 from modelbay.engine.chat.records import Answered, AnswerRecord, Delta, Notice, Place
 from modelbay.engine.jobs.progress import ProgressEvent
@@ -178,15 +178,15 @@ class _ProgressDisplay:
             self._task = self._bar.add_task(escape(self._label), total=1.0, message="")
         return self
 
-    def update(self, event: ProgressEvent) -> None:
-        """Show one progress event."""
+    def update(self, event: ProgressEvent, line: str) -> None:
+        """Show one progress event, described in one line (its message and measurements)."""
         if self._bar is not None:
-            self._bar.update(self._task, completed=event.progress, message=escape(event.message or ""))
+            self._bar.update(self._task, completed=event.progress, message=escape(line))
             return
         mark = (event.status, int(event.progress * 4))
         if mark != self._seen:
             self._seen = mark
-            self._out.print(f"{self._label}: {event.status} {event.progress:.0%} {event.message or ''}".rstrip(),
+            self._out.print(f"{self._label}: {event.status} {event.progress:.0%} {line}".rstrip(),
                             markup=False, highlight=False)
 
     def __exit__(self, *exc: object) -> None:
@@ -252,8 +252,8 @@ class ConsoleApp:
             return
         reply = await self.dispatcher.prepare_line(line, self.actor, self.place).run()
         self.out.print(render(reply, await asyncio.to_thread(self.keep, reply)))
-        if reply.progress and reply.progress.status in ("queued", "started", "retrying"):
-            await self.follow(reply.progress.job_id, reply.progress.label)
+        if following(reply):
+            await self.follow(reply)
 
     def keep(self, reply: Reply) -> dict[str, Path]:
         """Write a reply's attachments (a chart) under HOME/files, where a terminal can open them; their paths."""
@@ -296,8 +296,11 @@ class ConsoleApp:
             self.out.print(f"[yellow]{escape(answer.note)}[/]", highlight=False)
         self.out.print(f"[dim]{escape(answer_footer(answer))} · /rate up|down [reason][/]", highlight=False)
 
-    async def follow(self, job_id: str, label: str) -> None:
-        """Show a job's progress until it ends; Ctrl-C asks to cancel it."""
+    async def follow(self, reply: Reply) -> None:
+        """Show the progress of a reply's job until it ends, then the reply that replaces it (a training run's
+        results, its files saved); Ctrl-C asks to cancel it."""
+        assert reply.progress is not None
+        job_id, label = reply.progress.job_id, reply.progress.label
         last = None
         task = asyncio.current_task()
         try:
@@ -305,7 +308,7 @@ class ConsoleApp:
                     _ProgressDisplay(self.out, label) as display:
                 async for event in watch(self.dispatcher.runtime.jobs, job_id):
                     last = event
-                    display.update(event)
+                    display.update(event, describe(event))
         except (KeyboardInterrupt, asyncio.CancelledError):
             if task is not None:
                 task.uncancel()  # Ctrl-C means "cancel the job", not "leave the console"
@@ -319,3 +322,9 @@ class ConsoleApp:
             said = last.message and last.message.lower() not in (last.status, "done")
             message = f" - {escape(last.message)}" if said else ""
             self.out.print(f"[{tone}]{escape(label)} {job_id}: {last.status}{message}[/]", highlight=False)
+            try:
+                final = await finished(reply, last)
+            except Exception as exc:  # noqa: BLE001 - the job ended; only its last card is missing
+                final = render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)
+            if final is not None:
+                self.out.print(render(final, await asyncio.to_thread(self.keep, final)))

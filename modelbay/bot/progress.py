@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 from modelbay.bot.bridge import in_thread
 from modelbay.bot.live import LiveMessage
-from modelbay.bot.reply import Reply
+from modelbay.bot.reply import Attachment, Reply
 from modelbay.engine.jobs.jobs import Jobs
 from modelbay.engine.jobs.progress import ProgressEvent
 from modelbay.engine.units import human_bytes
 
-__all__ = ["advance", "describe", "follow", "following", "watch"]
+__all__ = ["advance", "describe", "finished", "follow", "following", "watch"]
 
 log = logging.getLogger(__name__)
 _ENDED = {"finished": ("success", "done"), "failed": ("error", "failed"), "canceled": ("warning", "canceled")}
@@ -59,7 +59,10 @@ def describe(event: ProgressEvent) -> str:
 
 
 def advance(reply: Reply, event: ProgressEvent) -> Reply:
-    """The reply that started a job, showing its latest event; when it ends (or is ready) its `done` buttons."""
+    """The reply that started a job, showing its latest event; when it ends (or is ready) its `done` buttons.
+
+    A progress `view` (a training card) then redraws the rest of the reply from the same event.
+    """
     progress = reply.progress
     if progress is None:
         return reply
@@ -70,19 +73,37 @@ def advance(reply: Reply, event: ProgressEvent) -> Reply:
         buttons = list(progress.done) if event.status == "finished" else []
         footer = f"{progress.label}: {word}" + (f" - {event.message}" if event.status != "finished" and event.message
                                                  else "")
-        return replace(reply, progress=shown, tone=tone, buttons=buttons, footer=footer)  # type: ignore[arg-type]
-    if ready:
-        return replace(reply, progress=shown, tone="success", buttons=list(progress.done) or reply.buttons,
-                       footer=f"{progress.label}: ready")
-    return replace(reply, progress=shown)
+        moved = replace(reply, progress=shown, tone=tone, buttons=buttons, footer=footer)  # type: ignore[arg-type]
+    elif ready:
+        moved = replace(reply, progress=shown, tone="success", buttons=list(progress.done) or reply.buttons,
+                        footer=f"{progress.label}: ready")
+    else:
+        moved = replace(reply, progress=shown)
+    return progress.view(moved, event) if progress.view is not None else moved
 
 
-async def follow(jobs: Jobs, live: LiveMessage[Any], reply: Reply, render: Callable[[Reply], Any]) -> None:
-    """Keep the message that shows a job up to date (throttled by the live message) until the job ends or is ready."""
+async def finished(reply: Reply, event: ProgressEvent) -> Reply | None:
+    """The reply that replaces a job's reply once the job ended (its progress's `finish`), or None without one."""
+    if reply.progress is None or reply.progress.finish is None or not event.terminal:
+        return None
+    return await reply.progress.finish(event)
+
+
+async def follow(jobs: Jobs, live: LiveMessage[Any], reply: Reply, render: Callable[[Reply], Any],
+                 attach: Callable[[list[Attachment]], Awaitable[None]] | None = None) -> None:
+    """Keep the message that shows a job up to date (throttled by the live message) until the job ends or is ready;
+    then show the reply that replaces it (`finished`), and send that reply's files with `attach`."""
     assert reply.progress is not None
     try:
+        last = None
         async for event in watch(jobs, reply.progress.job_id):
+            last = event
             live.show(render(advance(reply, event)))
+        final = await finished(reply, last) if last is not None else None
+        if final is not None:
+            live.show(render(final))
         await live.settle()
+        if final is not None and final.attachments and attach is not None:
+            await attach(final.attachments)
     except Exception:  # noqa: BLE001 - the job goes on; only its message stops moving
         log.exception("following job %s stopped", reply.progress.job_id)

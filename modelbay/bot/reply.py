@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from modelbay.engine.jobs.progress import ProgressEvent
 
 __all__ = ["FORMS", "Ask", "Attachment", "Button", "Field", "Form", "Progress", "Reply", "Table", "form"]
 
@@ -135,6 +139,11 @@ class Progress:
     status: str = "queued"
     detail: str | None = None  # the latest progress message: file, bytes, speed, time left
     done: tuple[Button, ...] = ()  # buttons that replace the reply's own once the job finished (or is ready)
+    # How a kind shows more than the progress line, without any adapter knowing the kind: `view` redraws the reply
+    # for each event (a training run's step, loss and sparkline), `finish` builds the reply that replaces it once
+    # the job ended, with its files (a training run's results and loss chart). Both stay in memory, with the follow.
+    view: Callable[[Reply, ProgressEvent], Reply] | None = field(default=None, compare=False, repr=False)
+    finish: Callable[[ProgressEvent], Awaitable[Reply]] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from modelbay.bot.dispatcher import Dispatcher, Invocation
 from modelbay.bot.errors import render_error
 from modelbay.bot.live import LiveMessage, Pace
 from modelbay.bot.progress import follow, following
-from modelbay.bot.reply import FORMS, Button, Reply
+from modelbay.bot.reply import FORMS, Attachment, Button, Reply
 from modelbay.bot.spec import Arg, Command
 from modelbay.bot.stream import StreamedAnswer, with_cursor
 from modelbay.bot.text import Part
@@ -417,13 +417,24 @@ class DiscordAdapter:
             await interaction.response.send_message(**self._send_kwargs(first))
         for message in messages[1:]:
             await interaction.followup.send(**self._send_kwargs(message))
-        if reply.attachments:
-            await interaction.followup.send(files=[discord.File(io.BytesIO(a.data), filename=a.filename)
-                                                   for a in reply.attachments[:10]])
+        began = time.monotonic()
+        await self._send_files(interaction, reply.attachments, began)
         if following(reply):
             live = LiveMessage(self._interaction_editor(interaction), first, ref=interaction,
                                interval=self.settings.discord_edit_interval, pace=self.pace)
-            self._spawn(follow(self.runtime.jobs, live, reply, lambda r: draw(r)[0]))
+            self._spawn(follow(self.runtime.jobs, live, reply, lambda r: draw(r)[0],
+                               lambda files: self._send_files(interaction, files, began)))
+
+    async def _send_files(self, interaction: discord.Interaction, attachments: list[Attachment],
+                          began: float) -> None:
+        """Send a reply's files (at most 10) in a follow-up while the interaction's token lives, then in its channel."""
+        if not attachments:
+            return
+        files = [discord.File(io.BytesIO(a.data), filename=a.filename) for a in attachments[:10]]
+        if time.monotonic() - began < self.token_life:
+            await interaction.followup.send(files=files)
+        else:
+            await self.client.get_partial_messageable(interaction.channel_id or 0).send(files=files)
 
     def _interaction_editor(self, interaction: discord.Interaction) -> Callable[[DiscordMessage], Awaitable[None]]:
         """Edits through the interaction token while it lives; after that, a plain channel message of the bot."""

@@ -47,7 +47,7 @@ from modelbay.bot.dispatcher import Dispatcher, Invocation
 from modelbay.bot.errors import render_error
 from modelbay.bot.live import LiveMessage
 from modelbay.bot.progress import follow, following
-from modelbay.bot.reply import FORMS, Button, Reply
+from modelbay.bot.reply import FORMS, Attachment, Button, Reply
 from modelbay.bot.stream import StreamedAnswer, with_cursor
 from modelbay.bot.text import Part, split_parts
 from modelbay.engine.chat.records import Place
@@ -256,12 +256,16 @@ class SlackAdapter:
         thread = where.thread_ts or live.ref.ts
         for message in messages[1:]:
             await self.outbox.post(where.channel, message, thread)
-        for attachment in reply.attachments:
-            await self.outbox.call("files_upload_v2", channel=where.channel, thread_ts=thread, content=attachment.data,
-                                   filename=attachment.filename, title=attachment.filename)
+        await self._upload(where.channel, thread, reply.attachments)
         if following(reply):
-            self._spawn(follow(self.runtime.jobs, live, reply,
-                               lambda r: render(r, self.text)[0]))
+            self._spawn(follow(self.runtime.jobs, live, reply, lambda r: render(r, self.text)[0],
+                               lambda files: self._upload(where.channel, thread, files)))
+
+    async def _upload(self, channel: str, thread: str, attachments: list[Attachment]) -> None:
+        """Upload a reply's files into its thread."""
+        for attachment in attachments:
+            await self.outbox.call("files_upload_v2", channel=channel, thread_ts=thread, content=attachment.data,
+                                   filename=attachment.filename, title=attachment.filename)
 
     async def _post_live(self, where: Where, message: SlackMessage) -> LiveMessage | None:
         """Post a message that will be edited; outside channels the app is in, join (public) or tell how to invite."""
