@@ -7,6 +7,8 @@ JSON names are snake_case. A model's `id` is its registry name, which the URLs t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,15 +19,16 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, ServerSentEvent, format_sse_event
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 
 from modelbay import __version__
 from modelbay.bot.context import Actor, Context
 from modelbay.bot.commands.datasets import report_of, visible
+from modelbay.bot.commands.train import resume_job, start_job
 from modelbay.bot.errors import render_error, style_of, user_error
 from modelbay.bot.progress import watch
 from modelbay.config import Settings
@@ -36,6 +39,9 @@ from modelbay.engine import hardware as hw
 from modelbay.engine.installs.installs import InstallTicket
 from modelbay.engine.jobs.progress import ProgressEvent
 from modelbay.engine.records import JobRecord, ModelQuery, SortKey
+from modelbay.engine.training.progress import TrainingDetail
+from modelbay.engine.training.templates import DEFAULT_TEMPLATE, TrainingRequest
+from modelbay.engine.training.training import TrainingStatus
 from modelbay.engine.training.versions import public_lineage
 from modelbay.engine.db.schema.catalog import Category
 from modelbay.runtime import Runtime
@@ -430,6 +436,7 @@ def _caller(needed: str) -> Callable[..., Context]:
 
 Viewer = Annotated[Context, Depends(_caller("viewer"))]
 User = Annotated[Context, Depends(_caller("user"))]
+Trainer = Annotated[Context, Depends(_caller("trainer"))]
 Admin = Annotated[Context, Depends(_caller("admin"))]
 
 
@@ -492,6 +499,7 @@ marketplace = APIRouter(tags=["marketplace"], responses=_ERRORS)
 jobs = APIRouter(tags=["jobs"], responses=_ERRORS)
 analytics = APIRouter(tags=["analytics"], responses=_ERRORS)
 training_datasets = APIRouter(tags=["training"], responses=_ERRORS)
+training_jobs = APIRouter(tags=["training"], responses=_ERRORS)
 
 
 @system.get("/healthz")
@@ -702,6 +710,290 @@ async def get_dataset(ctx: User, dataset: DatasetRef, options: Annotated[_Report
     return await _dataset_report(ctx, await visible(ctx, dataset), options)
 
 
+# -- training jobs --------------------------------------------------------------------------------------------
+# The seed's TrainingConfig body (baseModelId, datasetId, parameters, hardware, evaluation: camelCase, as the engine's
+# `TrainingRequest` takes it) starts a job; a job is shown with its new model, base, dataset and the config it runs
+# (the same body again, every field written out), its latest report and, once finished, its results. Its run's
+# files stay on the server: the loss chart is served at its own URL.
+
+JOBS_TRAINING = "/api/training/jobs"
+
+
+def _plain_values(value: Any) -> Any:
+    """Refuse text no database stores anywhere inside a body's nested settings."""
+    if isinstance(value, str):
+        return _plain(value)
+    if isinstance(value, dict):
+        return {_plain(str(k)): _plain_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_values(v) for v in value]
+    return value
+
+
+class TrainingJobIn(TrainingRequest):
+    """What to fine-tune: the seed's TrainingConfig (camelCase), plus the template it starts from and the new name."""
+
+    base_model_id: Text = Field(min_length=1, max_length=200, description="The installed model to fine-tune.")
+    dataset_id: Text = Field(min_length=1, max_length=200, description="Your dataset, by id or name.")
+    template: Text = Field(DEFAULT_TEMPLATE, max_length=64, description="The template the settings start from.")
+    name: Text | None = Field(None, max_length=96, description="The new model's name (default: <base>-ft-<hex>).")
+
+    @field_validator("parameters", "hardware", "evaluation", mode="after")
+    @classmethod
+    def _stored(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _plain_values(value)
+
+
+class TrainingProgressOut(BaseModel):
+    """A training job's latest report (a `progress` event of its stream): every measurement may be null."""
+
+    job_id: str
+    status: str
+    progress: float = Field(description="Share of the steps done, 0 to 1.")
+    message: str | None
+    phase: str | None = Field(description="preparing, loading, evaluating, training, testing or saving.")
+    step: int | None
+    total_steps: int | None
+    epoch: float | None
+    loss: float | None = Field(description="Training loss of the latest step (nats per token).")
+    eval_loss: float | None = Field(description="Latest held-out loss.")
+    eval_loss_before: float | None = Field(description="The base model's held-out loss.")
+    learning_rate: float | None
+    tokens_per_s: float | None
+    eta: float | None = Field(description="Seconds left at the recent step rate.")
+    peak_memory_bytes: int | None
+    recent_losses: list[float] = Field(description="The last losses, oldest first (a sparkline's values).")
+
+    @classmethod
+    def of(cls, e: ProgressEvent) -> TrainingProgressOut:
+        """Translate a training job's progress event."""
+        d = TrainingDetail.of(e.detail)
+        return cls(job_id=e.job_id, status=e.status, progress=e.progress, message=e.message, phase=d.phase,
+                   step=d.step, total_steps=d.total_steps, epoch=d.epoch, loss=d.loss, eval_loss=d.eval_loss,
+                   eval_loss_before=d.eval_loss_before, learning_rate=d.learning_rate, tokens_per_s=d.tokens_per_s,
+                   eta=d.eta, peak_memory_bytes=d.peak_memory_bytes, recent_losses=list(d.recent_losses or []))
+
+
+class AnswerOut(BaseModel):
+    """A validation prompt answered greedily by the base and the tuned model, with the dataset's answer."""
+
+    prompt: str | None
+    reference: str | None
+    base: str | None
+    tuned: str | None
+
+
+class TrainingResultOut(BaseModel):
+    """What a finished job made and measured (held-out loss and perplexity before and after training)."""
+
+    model: str = Field(description="The new model's registry name.")
+    version_id: int
+    eval_loss_before: float | None
+    eval_loss_after: float | None
+    perplexity_before: float | None
+    perplexity_after: float | None
+    step: int | None
+    total_steps: int | None
+    resumed_from: int | None = Field(description="The checkpoint's step a resume went on from, if any.")
+    train_rows: int | None
+    validation_rows: int | None
+    tokens: int | None
+    runtime_s: float | None
+    peak_memory_bytes: int | None
+    device: str | None
+    precision: str | None
+    processes: int | None
+    answers: list[AnswerOut]
+
+    @classmethod
+    def of(cls, result: dict[str, Any]) -> TrainingResultOut:
+        """Read a job's result, leaving its server paths (steps log, chart) out."""
+        return cls.model_validate({name: result.get(name) for name in cls.model_fields if name != "answers"}
+                                  | {"answers": result.get("answers") or []})
+
+
+class TrainingJobOut(BaseModel):
+    """A training job: the model it makes from which base and dataset, with which config, where it stands."""
+
+    id: str
+    status: str
+    progress: float
+    message: str | None
+    error: str | None
+    attempts: int
+    requester: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    name: str = Field(description="The new model's name.")
+    base: str
+    dataset: str
+    run: str = Field(description="The run it belongs to: the id of the job that started it (resumes share it).")
+    config: dict[str, Any] = Field(description="The body that asks for exactly this run (camelCase, every field).")
+    latest: TrainingProgressOut = Field(description="Its latest report.")
+    result: TrainingResultOut | None = Field(description="What it made, once finished.")
+    chart_url: str | None = Field(description="The loss chart (PNG), once drawn.")
+
+    @classmethod
+    def of(cls, status: TrainingStatus) -> TrainingJobOut:
+        """Read a training job's status."""
+        job = status.job
+        body = TrainingRequest.of(status.config, base_model_id=status.base, dataset_id=str(job.params["dataset"]),
+                                  name=status.name)
+        return cls(id=job.id, status=job.status, progress=job.progress, message=job.progress_detail.get("message"),
+                   error=job.error, attempts=job.attempts, requester=job.requester, created_at=job.created_at,
+                   started_at=job.started_at, ended_at=job.ended_at, name=status.name, base=status.base,
+                   dataset=status.dataset, run=status.run, config=body.model_dump(by_alias=True, mode="json"),
+                   latest=TrainingProgressOut.of(ProgressEvent(job.id, job.status, job.progress,
+                                                               job.progress_detail.message, job.progress_detail)),
+                   result=TrainingResultOut.of(job.result) if job.status == "finished" and job.result else None,
+                   chart_url=f"{JOBS_TRAINING}/{job.id}/chart.png" if status.chart is not None else None)
+
+
+class TrainingStartedOut(TrainingJobOut):
+    """A queued training job and what pre-flight measured."""
+
+    created: bool = Field(description="False: the same run (same new name) was already queued, and this is it.")
+    train_rows: int
+    validation_rows: int
+    total_steps: int
+    memory_bytes: int = Field(description="Memory one training process needs, estimated.")
+    precision: str
+    where: Literal["gpu", "cpu"]
+    notices: list[str] = Field(description="What pre-flight could not check here.")
+
+
+class TrainingJobListOut(BaseModel):
+    """Training jobs, newest first."""
+
+    jobs: list[TrainingJobOut]
+
+
+_TRAINING_STREAM = {
+    200: {"description": "The job (JSON); with `Accept: text/event-stream`, Server-Sent Events instead: `progress` "
+                         "(the latest report) at each report while it runs, then `complete` (the job with its result) "
+                         "or `error` {error, job_id}; `: ping` comments keep the connection alive.",
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TrainingJobOut"}},
+                      "text/event-stream": {"schema": {"type": "string"}}}},
+}
+PING_EVERY = 15.0  # seconds of silence before a stream sends a `: ping` comment
+
+
+@training_jobs.get(JOBS_TRAINING)
+async def list_training_jobs(
+    ctx: User,
+    active: Annotated[bool | None, Query(description="Only running (true) or only ended (false) jobs.")] = None,
+    all: Annotated[bool, Query(description="Everyone's training jobs (admins).")] = False,  # noqa: A002
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> TrainingJobListOut:
+    """List the caller's training jobs (an admin's `all=true`: everyone's), newest first."""
+    if all and not ctx.has_role("admin"):
+        raise NotAllowed("listing everyone's training jobs", ctx.role, "admin")
+    jobs = await ctx.call(ctx.runtime.training.list, requester=None if all else ctx.actor.key, active=active,
+                          limit=limit)
+    statuses = [await ctx.call(ctx.runtime.training.status, job.id) for job in jobs]
+    return TrainingJobListOut(jobs=[TrainingJobOut.of(s) for s in statuses])
+
+
+@training_jobs.post(JOBS_TRAINING, status_code=201)
+async def start_training_job(ctx: Trainer, body: TrainingJobIn) -> TrainingStartedOut:
+    """Fine-tune a model: pre-flight (each refusal one line), then queue the job on the gpu queue."""
+    started = await start_job(ctx, body.base_model_id, body.dataset_id, template=body.template,
+                              overrides=body.overrides(), name=body.name)
+    status = await ctx.call(ctx.runtime.training.status, started.job.id)
+    checked = started.preflight
+    return TrainingStartedOut(**TrainingJobOut.of(status).model_dump(), created=started.created,
+                              train_rows=checked.report.train_rows, validation_rows=checked.report.validation_rows,
+                              total_steps=checked.total_steps, memory_bytes=checked.estimate.needed,
+                              precision=checked.precision, where=checked.where, notices=list(checked.notices))
+
+
+@training_jobs.get(JOBS_TRAINING + "/{job_id}", responses=_TRAINING_STREAM, response_model=None)
+async def get_training_job(ctx: User, job_id: JobId, request: Request) -> TrainingJobOut | StreamingResponse:
+    """A training job; asked for `text/event-stream`, its progress streamed until it ends."""
+    status = await ctx.call(ctx.runtime.training.status, job_id)  # a refusal answers as JSON, before any stream
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        return TrainingJobOut.of(status)
+    response = StreamingResponse(_pinged(_training_events(ctx, job_id)), media_type="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+async def _training_events(ctx: Context, job_id: str) -> AsyncIterator[bytes]:
+    """A training job's stream: `progress` at each report, then `complete` or `error`."""
+    try:
+        async for event in watch(ctx.runtime.jobs, job_id):
+            if not event.terminal:
+                yield _sse("progress", TrainingProgressOut.of(event))
+        status = await ctx.call(ctx.runtime.training.status, job_id)
+        if status.job.status == "finished":
+            yield _sse("complete", TrainingJobOut.of(status))
+            return
+        error = status.job.error or (f"Training job `{job_id}` was {status.job.status}; "
+                                     f"POST {JOBS_TRAINING}/{job_id}/resume continues it from its last checkpoint.")
+        yield _sse("error", StreamErrorOut(error=error, job_id=job_id))
+    except Exception as exc:  # noqa: BLE001 - the stream has started: errors become its last event
+        yield _sse("error", StreamErrorOut(error=render_error(exc).text, job_id=job_id))
+
+
+def _sse(event: str, data: BaseModel) -> bytes:
+    return format_sse_event(data_str=data.model_dump_json(), event=event)
+
+
+async def _pinged(events: AsyncIterator[bytes], every: float = PING_EVERY) -> AsyncIterator[bytes]:
+    """Events as they come, with a `: ping` comment after each `every` seconds of silence (as FastAPI's own event
+    streams); the events' iterator is closed when the client leaves."""
+    pending: asyncio.Task[bytes] | None = None
+    try:
+        while True:
+            pending = pending or asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield KEEPALIVE_COMMENT
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield item
+    finally:  # the client left, or the events ended
+        if pending is not None and not pending.done():
+            pending.cancel()  # thrown into the events' generator where it waits: its own cleanup runs
+            with contextlib.suppress(BaseException):
+                await pending
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+@training_jobs.get(JOBS_TRAINING + "/{job_id}/chart.png", response_class=Response,
+                   responses={200: {"content": {"image/png": {}}, "description": "The loss chart."}})
+async def training_chart(ctx: User, job_id: JobId) -> Response:
+    """A training job's loss chart (training and held-out loss by step), once drawn: when the run ended or stopped."""
+    status = await ctx.call(ctx.runtime.training.status, job_id)
+    data = await ctx.call(status.chart.read_bytes) if status.chart is not None else None
+    if data is None:
+        raise HTTPException(404, f"Training job `{job_id}` has no loss chart yet: it is drawn when the run ends or "
+                                 "stops.")
+    return Response(data, media_type="image/png")
+
+
+@training_jobs.post(JOBS_TRAINING + "/{job_id}/resume", status_code=201)
+async def resume_training_job(ctx: Trainer, job_id: JobId) -> TrainingJobOut:
+    """Continue a canceled or failed training job from its last checkpoint, as a new job of the same run."""
+    resumed = await resume_job(ctx, job_id)
+    return TrainingJobOut.of(await ctx.call(ctx.runtime.training.status, resumed.id))
+
+
+@training_jobs.delete(JOBS_TRAINING + "/{job_id}")
+async def cancel_training_job(ctx: User, job_id: JobId,
+                              force: Annotated[bool, Query(description="Stop it now, without a checkpoint "
+                                                                       "(admins).")] = False) -> TrainingJobOut:
+    """Cancel a training job: it stops at its next step with a checkpoint (`POST .../resume` goes on from it)."""
+    await ctx.call(ctx.runtime.training.status, job_id)  # a training job, or 404 / 409
+    await ctx.cancel_job(job_id, force=force)
+    return TrainingJobOut.of(await ctx.call(ctx.runtime.training.status, job_id))
+
+
 def slack_configured(settings: Settings) -> bool:
     """Whether Slack's HTTP events can be served: they need the bot token and the signing secret."""
     return settings.slack_bot_token is not None and settings.slack_signing_secret is not None
@@ -773,11 +1065,12 @@ def create_app(runtime: Runtime, *, slack: Any = None) -> FastAPI:
         openapi_tags=[{"name": "marketplace", "description": "Browse, search, install and uninstall models."},
                       {"name": "jobs", "description": "Long operations and their progress."},
                       {"name": "analytics", "description": "Per-model metrics from answers and ratings."},
-                      {"name": "training", "description": "Datasets for fine-tuning and their reports."},
+                      {"name": "training", "description": "Datasets for fine-tuning and their reports; "
+                                                         "fine-tuning jobs, their live progress and results."},
                       {"name": "system", "description": "Health."}],
     )
     app.state.runtime = runtime
-    for router in (system, marketplace, jobs, analytics, training_datasets):
+    for router in (system, marketplace, jobs, analytics, training_datasets, training_jobs):
         app.include_router(router)
     _slack_route(app, runtime, slack)
     # Starlette answers ModelBayError in the routing layer; Exception only in its outermost middleware.
