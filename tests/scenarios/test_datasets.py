@@ -115,10 +115,10 @@ def test_split_and_examples_are_the_valid_rows_and_seeded(datasets: Datasets) ->
     held = datasets.add(ME, "held.jsonl", [(_row("x", "y") + "\n").encode()], source="console")
     examples = datasets.examples(record.id)
     assert len(examples) == 21 and [e.line for e in examples] == [*range(1, 21), 22]
-    train, validation = datasets.split(record.id, validation=0.2, seed=5)
-    assert (len(train), len(validation)) == (17, 4) and datasets.split(record.id, validation=0.2, seed=5) == (
-        train, validation)
-    assert datasets.split(record.id, validation_ref=held.id) == (examples, datasets.examples(held.id))
+    train, validation, overlap = datasets.split(record.id, validation=0.2, seed=5)
+    assert (len(train), len(validation), overlap) == (17, 4, 0) and datasets.split(
+        record.id, validation=0.2, seed=5) == (train, validation, 0)
+    assert datasets.split(record.id, validation_ref=held.id) == (examples, datasets.examples(held.id), 0)
     report = datasets.report(record.id, validation=0.2, seed=5)
     assert (report.train_rows, report.validation_rows, report.validation_from) == (17, 4, "20% held out, seed 5")
     other = datasets.report(record.id, validation_ref="held")

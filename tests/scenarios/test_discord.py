@@ -380,7 +380,7 @@ def test_long_answers_and_big_search_results_stay_within_embed_limits(bot: Bot, 
 
 def test_dataset_attachments_are_fetched_from_discords_cdn_only(bot: Bot, standin: DiscordStandIn,
                                                                runtime: Runtime) -> None:
-    data = b'{"prompt": "hi", "completion": "hello"}\n' * 40
+    data = b"".join(b'{"prompt": "hi %d", "completion": "hello"}\n' % i for i in range(40))
     url = standin.add_file("train.jsonl", data)
     resolved = {"attachments": {"700": {"id": "700", "filename": "train.jsonl", "size": len(data), "url": url,
                                         "proxy_url": url, "content_type": "application/jsonl"}}}

@@ -345,7 +345,9 @@ def test_the_home_tab_shows_models_jobs_and_your_chats(slack: SignedRequests, st
 
 def test_files_sent_in_a_direct_message_are_fetched_with_the_bot_token(slack: SignedRequests, standin: SlackStandIn,
                                                                        runtime: Runtime) -> None:
-    data = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n' * 50
+    # 25 rows, each sent twice: duplicates are counted and kept (a copy of a validation row does not train).
+    data = b"".join(b'{"messages": [{"role": "user", "content": "hi %d"}, {"role": "assistant", "content": "hello"}]}'
+                    b"\n" % i for i in range(25)) * 2
     files = [
         {"id": "F1", "name": "train.jsonl", "size": len(data), "url_private_download": standin.add_file("train.jsonl",
                                                                                                          data)},
@@ -355,7 +357,8 @@ def test_files_sent_in_a_direct_message_are_fetched_with_the_bot_token(slack: Si
     slack.event({"type": "message", "subtype": "file_share", "channel": "D1", "channel_type": "im", "user": USER,
                  "text": "", "ts": "7.0", "files": files})
     card = standin.wait("chat.update", lambda c: c.args["channel"] == "D1" and _in(c, "Dataset #1 · train"))[0]
-    assert _in(card, "50 rows read from `train.jsonl`", "50 valid", "Duplicates", "49 (kept;", "Train on this")
+    assert _in(card, "50 rows read from `train.jsonl`", "50 valid", "Duplicates", "25 (kept; line 26 repeats 1",
+               "Train on this")
     # No model measured the rows: the button opens the form that asks for one, then runs /train start dataset:1.
     assert _button(card, "Train on this")["value"] == "mb:train:1"
     refused = standin.wait("chat.postMessage", lambda c: c.args["channel"] == "D1" and _in(c, "weights.bin"))[0]
