@@ -11,13 +11,12 @@ from rq import Queue
 from modelbay.workers.embedded import EmbeddedWorkers
 
 
-def _ours() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("modelbay-")]
-
-
 def test_idle_workers_stop_at_once_and_leave_no_thread() -> None:
     redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    before = set(threading.enumerate())
     workers = EmbeddedWorkers(redis).start()
+    started_here = set(threading.enumerate()) - before
+    assert {t.name for t in started_here} >= {"modelbay-worker-cpu", "modelbay-scheduler"}
     job = Queue("cpu", connection=redis).enqueue("builtins.len", [1, 2, 3])
     deadline = time.monotonic() + 30
     while job.get_status(refresh=True) != "finished":
@@ -29,4 +28,4 @@ def test_idle_workers_stop_at_once_and_leave_no_thread() -> None:
     workers.stop(timeout=20)
     # RQ's own wait for a job never looks at a stop request: it kept the threads running and stop() waiting.
     assert time.monotonic() - started < 10
-    assert not _ours()
+    assert not [t for t in started_here if t.is_alive()]
