@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import huggingface_hub
 import pytest
@@ -211,6 +213,23 @@ def test_cache_survives_losing_a_build_race(tmp_path: pathlib.Path, monkeypatch:
     _use_cache_dir(monkeypatch, tmp_path, _CountingBuild(race_into=final))
     assert cached_tiny_model(TinyModelSpec()) == final
     assert (final / "model.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [final.name]
+
+
+def test_builders_at_once_build_once_and_leave_only_the_folder(tmp_path: pathlib.Path) -> None:
+    """Those that want the same folder at once (pytest-xdist workers) build it once between them."""
+    calls = []
+
+    def build(staging: pathlib.Path) -> None:
+        calls.append(staging)
+        time.sleep(0.5)  # the others come meanwhile
+        (staging / "model.safetensors").write_bytes(b"weights")
+
+    final = tmp_path / "tinymodel-once"
+    with ThreadPoolExecutor(4) as pool:  # each opens the lock file on its own, as separate processes do
+        built = list(pool.map(lambda _: tinymodel._build_into(final, build), range(4)))
+    assert built == [final] * 4 and len(calls) == 1
+    assert (final / "model.safetensors").read_bytes() == b"weights"
     assert [p.name for p in tmp_path.iterdir()] == [final.name]
 
 

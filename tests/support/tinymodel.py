@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -387,7 +388,25 @@ def cached_tiny_model(spec: TinyModelSpec = TinyModelSpec()) -> pathlib.Path:
 
 
 def _build_into(final: pathlib.Path, build: Callable[[pathlib.Path], object]) -> pathlib.Path:
-    """Builds a folder next to `final` and renames it into place, so readers never see a half-written one."""
+    """Builds a folder next to `final` and renames it into place, so readers never see a half-written one.
+
+    A lock file beside it makes processes that want it at once (pytest-xdist workers) build it once between them;
+    it is removed once the folder is there, for whoever comes later finds the folder and takes no lock.
+    """
+    lock_path = final.parent / f".{final.name}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
+        try:
+            if not final.is_dir():  # else another process built it while this one waited
+                _build_unlocked(final, build)
+        finally:
+            if final.is_dir():
+                lock_path.unlink(missing_ok=True)
+    return final
+
+
+def _build_unlocked(final: pathlib.Path, build: Callable[[pathlib.Path], object]) -> None:
+    """Builds into a private staging folder beside `final` and renames it into place."""
     staging = pathlib.Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
     try:
         build(staging)
@@ -401,7 +420,6 @@ def _build_into(final: pathlib.Path, build: Callable[[pathlib.Path], object]) ->
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return final
 
 
 def with_chat_template(source: pathlib.Path, template: str, name: str) -> pathlib.Path:
