@@ -812,19 +812,9 @@ class TrainingResultOut(BaseModel):
                                   | {"answers": result.get("answers") or []})
 
 
-class TrainingJobOut(BaseModel):
+class TrainingJobOut(JobOut):
     """A training job: the model it makes from which base and dataset, with which config, where it stands."""
 
-    id: str
-    status: str
-    progress: float
-    message: str | None
-    error: str | None
-    attempts: int
-    requester: str
-    created_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
     name: str = Field(description="The new model's name.")
     base: str
     dataset: str
@@ -840,10 +830,8 @@ class TrainingJobOut(BaseModel):
         job = status.job
         body = TrainingRequest.of(status.config, base_model_id=status.base, dataset_id=str(job.params["dataset"]),
                                   name=status.name)
-        return cls(id=job.id, status=job.status, progress=job.progress, message=job.progress_detail.get("message"),
-                   error=job.error, attempts=job.attempts, requester=job.requester, created_at=job.created_at,
-                   started_at=job.started_at, ended_at=job.ended_at, name=status.name, base=status.base,
-                   dataset=status.dataset, run=status.run, config=body.model_dump(by_alias=True, mode="json"),
+        return cls(**_job_out(job).model_dump(), name=status.name, base=status.base, dataset=status.dataset,
+                   run=status.run, config=body.model_dump(by_alias=True, mode="json"),
                    latest=TrainingProgressOut.of(ProgressEvent(job.id, job.status, job.progress,
                                                                job.progress_detail.message, job.progress_detail)),
                    result=TrainingResultOut.of(job.result) if job.status == "finished" and job.result else None,

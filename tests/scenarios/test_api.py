@@ -16,6 +16,7 @@ from modelbay.config import Settings
 from modelbay.runtime import Runtime
 from tests.conftest import wait_for
 from tests.support.asgi import serve
+from tests.support.asgi import sse_events as _events
 from tests.support.hub import Fault, HubStandIn
 
 TOKEN = "test-token"
@@ -24,19 +25,6 @@ PATHS = {
     "/healthz", "/api/marketplace/models", "/api/marketplace/models/{model_id}",
     "/api/marketplace/models/{model_id}/install", "/api/marketplace/search", "/api/jobs/{job_id}",
 }
-
-
-def _events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
-    """Parse a Server-Sent Events stream into (event, data) pairs, skipping comments."""
-    name, data = "message", []
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            name = line.removeprefix("event:").strip()
-        elif line.startswith("data:"):
-            data.append(line.removeprefix("data:").strip())
-        elif not line and data:
-            yield name, json.loads("\n".join(data))
-            name, data = "message", []
 
 
 def _install(client: httpx.Client, model: str, **body: str) -> list[tuple[str, dict]]:

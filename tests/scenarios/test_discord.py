@@ -8,7 +8,6 @@ side (engine, jobs, installs from the hub stand-in, in-process answers of a tiny
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,51 +16,25 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from modelbay.adapters.discord import DiscordAdapter
 from modelbay.adapters.discord.embeds import DESCRIPTION_CHARS, EMBED_CHARS, FIELD_LIMIT, embed_chars, render
 from modelbay.adapters.discord.layouts import TEXT_CHARS, fit_notes, small_print
-from modelbay.bot import Button, Dispatcher, Field, Reply, Table
+from modelbay.bot import Button, Field, Reply, Table
 from modelbay.bot.commands.chat import RATE_DOWN, SYSTEM_PROMPT
 from modelbay.bot.reply import Progress
 from modelbay.config import Settings
 from modelbay.engine.db.schema.analytics import AnalyticsEvent
 from modelbay.engine.db.schema.chat import Feedback, Message
 from modelbay.runtime import Runtime
-from tests.conftest import wait_for
 from tests.support.answers import long_answer, untile
 from tests.support.chat import FRONT_END_REPO as REPO
 from tests.support.chat import front_end_runtime, installed, served_by
-from tests.support.commands import COMMANDS_HERE
+from tests.support.discord import option as _opt
 from tests.support.discord import (
-    ADMIN_ROLE, BOT_TOKEN, CHANNEL, COMPONENTS_V2, Call, DiscordStandIn, dm_channel, member, thread_channel, walk,
+    ADMIN_ROLE, Bot, BOT_TOKEN, CHANNEL, COMPONENTS_V2, Call, DiscordStandIn, dm_channel, member, thread_channel, walk,
 )
 from tests.support.hub import HubStandIn
 
 ADMIN, USER = "500000000000000001", "500000000000000002"
-
-class Bot:
-    """A DiscordAdapter running its discord.py client on its own thread and event loop."""
-
-    def __init__(self, runtime: Runtime, standin: DiscordStandIn, **kw: object) -> None:
-        self.adapter = DiscordAdapter(runtime, dispatcher=Dispatcher(runtime, COMMANDS_HERE), **kw)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name="discord-bot", daemon=True)
-        self.thread.start()
-        wait_for(lambda: standin.identified.is_set() and self.adapter.client.is_ready(), timeout=30)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self.adapter.start())
-        finally:
-            self.loop.run_until_complete(self.adapter.client.close())  # finishes what stop() began
-
-    def stop(self) -> None:
-        """Close the client (as when the bot process stops) and wait for its thread."""
-        asyncio.run_coroutine_threadsafe(self.adapter.client.close(), self.loop)
-        self.thread.join(15)
-        assert not self.thread.is_alive()
-
 
 @pytest.fixture
 def standin() -> Iterator[DiscordStandIn]:
@@ -150,9 +123,6 @@ def _component(call: Call, label: str) -> dict:
 def _sub(name: str, *options: dict) -> list[dict]:
     return [{"name": name, "type": 1, "options": list(options)}]
 
-
-def _opt(name: str, value: object, kind: int = 3, **extra: object) -> dict:
-    return {"name": name, "type": kind, "value": value, **extra}
 
 
 def test_install_progress_edits_one_message_a_second_apart_and_backs_off_on_429(

@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,6 @@ import pytest
 from pydantic import SecretStr
 
 from modelbay.adapters.api import create_app
-from modelbay.adapters.discord import DiscordAdapter
 from modelbay.adapters.slack import SlackAdapter
 from modelbay.bot import Actor, Dispatcher, Reply
 from modelbay.config import Settings
@@ -35,11 +33,14 @@ from modelbay.engine.training.progress import TrainingDetail
 from modelbay.runtime import Runtime
 from tests.conftest import ROOT, wait_for
 from tests.support.asgi import serve
+from tests.support.asgi import sse_events as _events
 from tests.support.chat import front_end_runtime, installed
 from tests.support.commands import COMMANDS_HERE
 from tests.support.discord import BOT_TOKEN as DISCORD_TOKEN
 from tests.support.discord import Call as DiscordCall
+from tests.support.discord import Bot as DiscordBot
 from tests.support.discord import DiscordStandIn, member
+from tests.support.discord import option as _opt
 from tests.support.hub import HubStandIn
 from tests.support.slack import BOT_TOKEN, SIGNING_SECRET, Call, SignedRequests, SlackStandIn
 from tests.support.training import dataset_bytes, held_out_rows, training_rows, write_dataset
@@ -231,32 +232,6 @@ def test_slack_train_on_this_asks_for_the_model_then_the_card_moves_ends_with_re
 
 # -- Discord --------------------------------------------------------------------------------------------------------
 
-class _DiscordBot:
-    """The Discord adapter on its own thread and loop, as test_discord.py runs it."""
-
-    def __init__(self, runtime: Runtime, standin: DiscordStandIn) -> None:
-        self.adapter = DiscordAdapter(runtime, dispatcher=Dispatcher(runtime, COMMANDS_HERE))
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        wait_for(lambda: standin.identified.is_set() and self.adapter.client.is_ready(), timeout=30)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self.adapter.start())
-        finally:
-            self.loop.run_until_complete(self.adapter.client.close())
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.adapter.client.close(), self.loop)
-        self.thread.join(15)
-
-
-def _opt(name: str, value: object, kind: int = 3) -> dict:
-    return {"name": name, "type": kind, "value": value}
-
-
 def _component(call: DiscordCall, label: str) -> dict:
     return next(c for c in call.components() if c.get("label") == label)
 
@@ -272,7 +247,7 @@ def test_discord_starts_a_run_cancels_it_with_its_button_and_resumes_it_from_the
                                     roles={"trainer": [f"discord:{DISCORD_USER}"]})
         runtime.datasets.add(f"discord:{DISCORD_USER}", "colors.jsonl", [dataset_bytes(training_rows())],
                              source="discord")
-        bot = _DiscordBot(runtime, standin)
+        bot = DiscordBot(runtime, standin)
         try:
             # Enough small steps that the cancel lands mid-training, wherever this runs.
             token = standin.command("train", [{"name": "start", "type": 1, "options": [
@@ -311,19 +286,6 @@ def test_discord_starts_a_run_cancels_it_with_its_button_and_resumes_it_from_the
 
 
 # -- REST -----------------------------------------------------------------------------------------------------------
-
-def _events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
-    """Parse a Server-Sent Events stream into (event, data) pairs, skipping comments."""
-    name, data = "message", []
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            name = line.removeprefix("event:").strip()
-        elif line.startswith("data:"):
-            data.append(line.removeprefix("data:").strip())
-        elif not line and data:
-            yield name, json.loads("\n".join(data))
-            name, data = "message", []
-
 
 @pytest.mark.slow
 def test_rest_starts_a_run_from_the_seed_body_streams_it_to_the_end_and_serves_its_chart(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from fastapi import FastAPI
 
 from tests.conftest import wait_for
 
-__all__ = ["serve"]
+__all__ = ["serve", "sse_events"]
 
 
 @contextmanager
@@ -30,3 +31,16 @@ def serve(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
+    """Parse a Server-Sent Events stream into (event, data) pairs, skipping comments."""
+    name, data = "message", []
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            name = line.removeprefix("event:").strip()
+        elif line.startswith("data:"):
+            data.append(line.removeprefix("data:").strip())
+        elif not line and data:
+            yield name, json.loads("\n".join(data))
+            name, data = "message", []

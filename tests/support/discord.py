@@ -28,9 +28,14 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from modelbay.adapters.discord import DiscordAdapter
+from modelbay.bot import Dispatcher
+from modelbay.runtime import Runtime
+from tests.conftest import wait_for
 from tests.support.aioserver import ThreadedServer
+from tests.support.commands import COMMANDS_HERE
 
-__all__ = ["APP_ID", "BOT_TOKEN", "CHANNEL", "GUILD", "Call", "DiscordStandIn", "user"]
+__all__ = ["APP_ID", "BOT_TOKEN", "CHANNEL", "GUILD", "Bot", "Call", "DiscordStandIn", "option", "user"]
 
 BOT_TOKEN = "test.discord.bot-token"
 APP_ID = "100000000000000001"
@@ -517,3 +522,31 @@ def _ready(gateway: str) -> dict[str, Any]:
             "resume_gateway_url": gateway, "application": {"id": APP_ID, "flags": 0}, "private_channels": [],
             "relationships": [], "user_settings": {}, "shard": [0, 1]}
 
+
+class Bot:
+    """A DiscordAdapter running its discord.py client on its own thread and event loop."""
+
+    def __init__(self, runtime: Runtime, standin: DiscordStandIn, **kw: object) -> None:
+        self.adapter = DiscordAdapter(runtime, dispatcher=Dispatcher(runtime, COMMANDS_HERE), **kw)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="discord-bot", daemon=True)
+        self.thread.start()
+        wait_for(lambda: standin.identified.is_set() and self.adapter.client.is_ready(), timeout=30)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.adapter.start())
+        finally:
+            self.loop.run_until_complete(self.adapter.client.close())  # finishes what stop() began
+
+    def stop(self) -> None:
+        """Close the client (as when the bot process stops) and wait for its thread."""
+        asyncio.run_coroutine_threadsafe(self.adapter.client.close(), self.loop)
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+
+
+def option(name: str, value: object, kind: int = 3, **extra: object) -> dict:
+    """One option of an application command interaction (type 3 string, 4 integer, 10 number, 11 attachment)."""
+    return {"name": name, "type": kind, "value": value, **extra}
