@@ -294,6 +294,12 @@ class TrainingRequest(BaseModel):
     hardware: dict[str, Any] = Field(default_factory=dict, description="Overrides of `hardware`.")
     evaluation: dict[str, Any] = Field(default_factory=dict, description="Overrides of `evaluation`.")
 
+    @field_validator("dataset_id", mode="before")
+    @classmethod
+    def _id_number(cls, value: Any) -> Any:
+        """A dataset's id as `POST /api/training/datasets` answers it (a number) is taken as well as its text."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @field_validator("parameters", "hardware", "evaluation")
     @classmethod
     def _plain(cls, value: dict[str, Any]) -> dict[str, Any]:

@@ -136,6 +136,14 @@ def test_the_rest_body_maps_onto_the_config_one_to_one() -> None:
     assert {"epochs", "batchSize", "learningRate", "maxLength", "lora", "quantization"} <= set(dumped["parameters"])
 
 
+def test_a_rest_body_takes_the_dataset_id_as_the_datasets_route_answers_it_a_number() -> None:
+    # POST /api/training/datasets answers {"dataset": {"id": 2, ...}}: that id, pasted as is, was refused as
+    # "should be a valid string".
+    assert TrainingRequest.model_validate({"baseModelId": "m", "datasetId": 2}).dataset_id == "2"
+    with pytest.raises(ValueError):
+        TrainingRequest.model_validate({"baseModelId": "m", "datasetId": True})
+
+
 def test_a_rest_body_with_an_unknown_top_level_name_is_refused() -> None:
     with pytest.raises(ValueError):
         TrainingRequest.model_validate({"baseModelId": "m", "datasetId": "d", "epochs": 3})
