@@ -81,6 +81,9 @@ __all__ = [
     "UnknownJobKind",
     "TemplateNotFound",
     "NotResumable",
+    "NotATrainingJob",
+    "TrainingNameBusy",
+    "DatasetInUse",
     "CheckpointMissing",
     "ResumeNameTaken",
     "QuantizationUnavailable",
@@ -357,6 +360,9 @@ class BaseModelMissing(Conflict):
         super().__init__(text)
 
 
+_STATES = {"started": "running", "retrying": "waiting to be retried", "queued": "queued"}  # job states as said
+
+
 class NotResumable(Conflict):
     """Only a training job that stopped before its end (canceled, or failed after its retries) can be resumed."""
 
@@ -367,9 +373,42 @@ class NotResumable(Conflict):
         if kind != "train":
             text = f"Job `{shown(job_id)}` is a `{shown(kind)}` job, not a training job."
         else:
-            text = (f"Training job `{shown(job_id)}` is {status}; only a canceled or failed one resumes. "
-                    "`/train status` shows where it stands.")
+            text = (f"Training job `{shown(job_id)}` is {_STATES.get(status, status)}; only a canceled or failed one "
+                    f"resumes. `/train status {shown(job_id)}` shows where it stands.")
         super().__init__(text)
+
+
+class NotATrainingJob(NotFound):
+    """`/train status|resume` (or the training routes) named a job of another kind: an install, a server."""
+
+    def __init__(self, job_id: str, kind: str) -> None:
+        self.job_id = job_id
+        self.kind = kind
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        super().__init__(f"Job `{shown(job_id)}` is {article} `{shown(kind)}` job, not a training job: "
+                         f"`/jobs watch {shown(job_id)}` follows it, `/train list` shows the training jobs.")
+
+
+class TrainingNameBusy(Conflict):
+    """A queued or running training job already makes a model of that name, from a different request."""
+
+    def __init__(self, name: str, job_id: str) -> None:
+        self.name = name
+        self.job_id = job_id
+        super().__init__(f"Training job `{shown(job_id)}` is already making a model named `{shown(name)}`. Choose "
+                         f"another name (`name:...`), or `/train status {shown(job_id)}` follows that job.")
+
+
+class DatasetInUse(Conflict):
+    """A dataset a queued or running training job will read (to train or to validate on) cannot be deleted."""
+
+    def __init__(self, name: str, job_ids: list[str]) -> None:
+        self.name = name
+        self.job_ids = job_ids
+        jobs = ", ".join(f"`{shown(j)}`" for j in job_ids)
+        first = shown(job_ids[0])
+        super().__init__(f"Dataset `{shown(name)}` is used by training job{'s' * (len(job_ids) > 1)} {jobs}, queued "
+                         f"or running. `/jobs cancel {first}` first, then delete it.")
 
 
 class CheckpointMissing(Conflict):

@@ -159,6 +159,46 @@ def test_refusals_are_one_line_and_nothing_is_queued(bot) -> None:  # noqa: ANN0
     assert "No training jobs yet" in bot("/train list").text
 
 
+@pytest.mark.slow  # each start waits for the (absent) gpu workers' hardware before measuring this machine
+def test_a_name_another_run_makes_a_dataset_a_queued_run_reads_and_another_kind_of_job_are_refused(
+        bot) -> None:  # noqa: ANN001
+    from modelbay.engine.jobs.kinds import PROBE
+
+    def refused(line: str) -> str:
+        reply = bot(line)
+        assert reply.tone in ("warning", "error") and "\n" not in reply.text, reply.text
+        return reply.text
+
+    bot.runtime.datasets.add(ANN.key, "more.jsonl", [dataset_bytes(training_rows()[::-1])], source="console")
+    first = bot("/train start tiny-chat colors steps:3 name:tiny-same")
+    job = bot.runtime.training.list()[0].id
+    assert "tiny-same" in first.title and "already queued" not in first.text
+    # The very same request again is that run; another dataset (or other settings) under that name is refused: it
+    # answered with the first run's card, so the second dataset was never trained on.
+    assert "already queued or running: this is it" in bot("/train start tiny-chat colors steps:3 name:tiny-same").text
+    busy = refused("/train start tiny-chat more steps:3 name:tiny-same")
+    assert f"Training job `{job}` is already making a model named `tiny-same`" in busy and "name:" in busy
+    assert len(bot.runtime.training.list()) == 1
+
+    # The queued run reads its dataset when it starts: deleting it now would fail the run.
+    in_use = refused("/datasets delete colors")
+    assert f"used by training job `{job}`" in in_use and f"/jobs cancel {job}" in in_use
+    assert "Deleted dataset" in bot("/datasets delete more").text  # no run reads that one
+
+    # A queued run cannot be resumed; the refusal says it is queued, not 'started'.
+    queued = bot(f"/train resume {job}").text
+    assert f"is queued; only a canceled or failed one resumes. `/train status {job}`" in queued
+
+    # /train status and resume of another kind of job say what it is and where to follow it (not 'Cannot resume').
+    probe = bot.runtime.jobs.submit(PROBE.name, {}, requester=ANN.key).job.id
+    for line in (f"/train status {probe}", f"/train resume {probe}"):
+        reply = bot(line)
+        assert reply.title == "Not a training job" and f"/jobs watch {probe}" in reply.text, reply.text
+
+    bot(f"/jobs cancel {job}")
+    assert "Deleted dataset" in bot("/datasets delete colors").text
+
+
 # -- Slack ----------------------------------------------------------------------------------------------------------
 
 @pytest.fixture

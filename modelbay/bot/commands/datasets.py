@@ -25,7 +25,15 @@ from modelbay.engine.datasets.charts import bars, png
 from modelbay.engine.datasets.formats import FORMATS, parse_columns
 from modelbay.engine.datasets.records import DatasetRecord, DatasetReport
 from modelbay.engine.datasets.tokens import POLICIES, load_tokenizer
-from modelbay.engine.errors import ConsoleOnly, DatasetNotFound, ModelUnloadable, NotAllowed, UploadRefused, shown
+from modelbay.engine.errors import (
+    ConsoleOnly,
+    DatasetInUse,
+    DatasetNotFound,
+    ModelUnloadable,
+    NotAllowed,
+    UploadRefused,
+    shown,
+)
 from modelbay.engine.inference.serving import installed_version
 from modelbay.engine.units import ago, human_bytes
 
@@ -229,8 +237,11 @@ async def preview_dataset(ctx: Context, dataset: str, rows: int, start: int) -> 
     role="user",
 )
 async def delete_dataset(ctx: Context, dataset: str) -> Reply:
-    """Remove the dataset (its file goes when nobody else added the same bytes)."""
+    """Remove the dataset (its file goes when nobody else added the same bytes), unless a queued or running training
+    job will read it (DatasetInUse)."""
     record = await visible(ctx, dataset)
+    if jobs := await ctx.call(ctx.runtime.training.using, record.id):
+        raise DatasetInUse(record.name, [job.id for job in jobs])
     await ctx.call(ctx.runtime.datasets.delete, record.id)
     return Reply(text=f"Deleted dataset #{record.id} (`{shown(record.name)}`).", tone="success", ephemeral=True)
 

@@ -28,9 +28,11 @@ from modelbay.engine.errors import (
     DatasetInvalid,
     IncompleteModel,
     ModelNameTaken,
+    NotATrainingJob,
     NotResumable,
     ResumeNameTaken,
     TrainingMemory,
+    TrainingNameBusy,
 )
 from modelbay.engine.inference.serving import installed_version
 from modelbay.engine.jobs.kinds import TRAIN
@@ -258,6 +260,8 @@ class Training:
 
         Raises:
             Everything `preflight` raises.
+            TrainingNameBusy: a queued or running job makes a model of that name from another request (another
+                person's, or other settings); the very same request again answers with that job (`created` False).
         """
         checked = self.preflight(model, dataset, template=template, overrides=overrides, name=name, owner=owner,
                                  hardware_wait=hardware_wait)
@@ -266,6 +270,8 @@ class Training:
                   "name": checked.name}
         submitted = self._jobs.submit(TRAIN.name, params, requester=requester, dedup_key=f"train:{checked.name}",
                                       model_version_id=checked.base.id)
+        if not submitted.created and (submitted.job.requester != requester or submitted.job.params != params):
+            raise TrainingNameBusy(checked.name, submitted.job.id)  # the same name, another run: not this request
         return StartedTraining(submitted.job, checked, submitted.created)
 
     def resume(self, job_id: str, *, requester: str) -> JobRecord:
@@ -273,13 +279,17 @@ class Training:
 
         Raises:
             JobNotFound: no job has that id.
-            NotResumable: it is not a training job, or it has not stopped before its end.
+            NotATrainingJob: it is a job of another kind.
+            NotResumable: it has not stopped before its end.
             CheckpointMissing: its run left no checkpoint (checked here when this host sees the run's folder, else
                 by the job).
             ResumeNameTaken: its run already made its model (resumed before), or another model took the name.
+            TrainingNameBusy: another run, queued or running, makes a model of that name.
         """
         job = self._jobs.get(job_id)
-        if job.kind != TRAIN.name or job.status not in RESUMABLE:
+        if job.kind != TRAIN.name:
+            raise NotATrainingJob(job.id, job.kind)
+        if job.status not in RESUMABLE:
             raise NotResumable(job.id, job.status, job.kind)
         run = job.params.get("run") or job.id
         files = RunFiles.of(self._settings.home, run)
@@ -287,8 +297,11 @@ class Training:
         if files.root.is_dir() and files.last_checkpoint() is None:
             raise CheckpointMissing(job.id, str(files.checkpoints))
         params = {**job.params, "run": run, "resume": True}
-        return self._jobs.submit(TRAIN.name, params, requester=requester, dedup_key=f"train:{params['name']}",
-                                 model_version_id=params.get("base_version_id")).job
+        submitted = self._jobs.submit(TRAIN.name, params, requester=requester, dedup_key=f"train:{params['name']}",
+                                      model_version_id=params.get("base_version_id"))
+        if not submitted.created and submitted.job.params.get("run") != run:
+            raise TrainingNameBusy(params["name"], submitted.job.id)  # another run makes that name meanwhile
+        return submitted.job
 
     def list(self, *, requester: str | None = None, active: bool | None = None, limit: int = 20) -> list[JobRecord]:
         """The newest training jobs, optionally one person's or only active ones."""
@@ -302,16 +315,23 @@ class Training:
             ids = list(session.scalars(query))
         return [self._jobs.get(job_id) for job_id in ids]
 
+    def using(self, dataset_id: int) -> list[JobRecord]:
+        """The queued or running training jobs that will read this dataset: to train on, or to validate on."""
+        ref = str(dataset_id)
+        return [job for job in self.list(active=True, limit=1000)
+                if job.params.get("dataset") == ref
+                or str((job.params.get("config") or {}).get("evaluation", {}).get("validation_dataset")) == ref]
+
     def status(self, job_id: str) -> TrainingStatus:
         """Where a training job stands (reconciled with the queue first).
 
         Raises:
             JobNotFound: no job has that id.
-            NotResumable: the job is not a training job.
+            NotATrainingJob: the job is of another kind.
         """
         job = self._jobs.get(job_id)
         if job.kind != TRAIN.name:
-            raise NotResumable(job.id, job.status, job.kind)
+            raise NotATrainingJob(job.id, job.kind)
         params = job.params
         run = params.get("run") or job.id
         files = RunFiles.of(self._settings.home, run)
