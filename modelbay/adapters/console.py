@@ -28,6 +28,7 @@ from modelbay.bot import COMMANDS, Actor, CommandSet, Dispatcher, Reply
 from modelbay.bot.conversation import answer_footer, converse
 from modelbay.bot.errors import render_error
 from modelbay.bot.progress import describe, finished, following, watch
+from modelbay.bot.reply import Button
 from modelbay.bot.spec import ArgType
 from modelbay.engine.chat.records import Answered, AnswerRecord, Delta, Notice, Place
 from modelbay.engine.jobs.progress import ProgressEvent
@@ -52,6 +53,12 @@ def _markup(text: str) -> str:
         parts += [_inline(text[last:block.start()]), escape(block.group(1))]
         last = block.end()
     return "".join([*parts, _inline(text[last:])])
+
+
+def _typed(button: Button) -> str:
+    """The line to type for a button: one that opens a form (no forms here) shows what the form asks, `arg:<arg>`."""
+    asks = button.form.asks if button.form is not None else ()
+    return " ".join([button.command, *(f"{ask.arg}:<{ask.arg}>" for ask in asks if not ask.optional)])
 
 
 def render(reply: Reply, saved: dict[str, Path] | None = None) -> RenderableType:
@@ -79,7 +86,7 @@ def render(reply: Reply, saved: dict[str, Path] | None = None) -> RenderableType
         parts.append(f"[dim]attachment: {escape(str(where) if where else attachment.filename)} "
                      f"({len(attachment.data):,} bytes)[/]")
     if reply.buttons:
-        parts.append("  ".join(f"[reverse] {escape(b.label)} [/] [dim]{escape(b.command)}[/]" for b in reply.buttons))
+        parts.append("  ".join(f"[reverse] {escape(b.label)} [/] [dim]{escape(_typed(b))}[/]" for b in reply.buttons))
     if reply.footer:
         parts.append(f"[dim]{_markup(reply.footer)}[/]")
     body = Group(*parts) if parts else ""

@@ -27,3 +27,11 @@ def test_an_attachment_saved_to_a_file_shows_its_path() -> None:
     reply = Reply(text="chart", attachments=[Attachment("a.png", b"\x89PNG", "image/png")])
     assert "attachment: a.png (4 bytes)" in _shown(reply)
     assert "attachment: /tmp/home/files/a.png (4 bytes)" in _shown(reply, {"a.png": Path("/tmp/home/files/a.png")})
+
+
+def test_a_button_that_asks_first_shows_the_line_with_what_it_asks_for() -> None:
+    # The dataset card's "Train on this" showed `/train start dataset:3`, which answers "model is missing".
+    from modelbay.bot.commands.datasets import TRAIN_ON
+
+    text = _shown(Reply(text="card", buttons=[TRAIN_ON.button("Train on this", 3, "primary")]))
+    assert "/train start dataset:3 model:<model>" in text
