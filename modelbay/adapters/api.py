@@ -648,7 +648,7 @@ class _ReportOptions(BaseModel):
     model: Text | None = Field(None, max_length=200, description="Installed base model whose tokenizer and chat "
                                                                  "template count the tokens.")
     policy: Literal["drop", "truncate", "fail"] = Field("drop", description="Rows longer than max_length.")
-    max_length: int = Field(2048, ge=16, le=1_048_576)
+    max_length: int = Field(2048, ge=8, le=1_048_576)
     validation: float = Field(0.1, ge=0.0, le=0.5, description="Share of rows held out for validation.")
     validation_data: Text | None = Field(None, max_length=100, description="A dataset to validate on instead.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -674,7 +674,7 @@ async def add_dataset(
     model: Annotated[Text | None, Form(max_length=200, description="Installed base model whose tokenizer and chat "
                                                                    "template count the tokens.")] = None,
     policy: Annotated[Literal["drop", "truncate", "fail"], Form(description="Rows longer than max_length.")] = "drop",
-    max_length: Annotated[int, Form(ge=16, le=1_048_576)] = 2048,
+    max_length: Annotated[int, Form(ge=8, le=1_048_576)] = 2048,
     validation: Annotated[float, Form(ge=0.0, le=0.5, description="Share of rows held out for validation.")] = 0.1,
     validation_data: Annotated[Text | None, Form(max_length=100, description="A dataset to validate on "
                                                                              "instead.")] = None,

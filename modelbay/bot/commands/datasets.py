@@ -52,7 +52,7 @@ BASE = Arg("model", "Base model whose tokenizer and chat template measure the ro
            autocomplete="model", named=True)
 POLICY = Arg("policy", "What happens to rows longer than max_length: drop, truncate or fail.", choices=POLICIES,
              default="drop", named=True)
-MAX_LENGTH = Arg("max_length", "Most tokens in a row.", type=ArgType.INTEGER, default=2048, min=16, max=1_048_576,
+MAX_LENGTH = Arg("max_length", "Most tokens in a row.", type=ArgType.INTEGER, default=2048, min=8, max=1_048_576,
                  named=True)
 VALIDATION = Arg("validation", "Share of rows held out for validation (0 to 0.5).", type=ArgType.NUMBER,
                  default=0.1, min=0.0, max=0.5, named=True)

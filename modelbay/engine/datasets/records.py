@@ -12,6 +12,7 @@ from modelbay.engine.errors import DatasetInvalid
 __all__ = ["DatasetRecord", "DatasetReport", "ProblemSummary", "main_problem"]
 
 FIRST_ROWS = 5  # problems listed per reason (the rest are counted)
+DEFAULT_MAX_LENGTH = 2048  # tokens: the limit a dataset's card measures against unless told another
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,13 @@ class DatasetReport:
 
     def where_listed(self) -> str:
         """The command whose card lists these problems (with the model, when it measured rows: only its report
-        has what its tokenizer and chat template refuse)."""
+        has what its tokenizer and chat template refuse; and the max_length and policy it measured with, where they
+        are not the card's defaults: without them the card showed no row too long)."""
         model = f" model:{self.model}" if self.model else ""
+        if self.model and self.max_length != DEFAULT_MAX_LENGTH:  # what is too long depends on the limit measured
+            model += f" max_length:{self.max_length}"
+        if self.policy != "drop":
+            model += f" policy:{self.policy}"
         return f"`/datasets info {self.dataset.id}{model}` lists the problems with their lines"
 
 

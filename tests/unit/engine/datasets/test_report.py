@@ -107,7 +107,20 @@ def test_a_dataset_the_model_leaves_nothing_of_says_why_in_its_refusal(pairs: Pa
     text = str(caught.value)
     assert "no row is left to train on: refused by the chat template: 21 rows, first line 1: the tokenizer has no " \
            "chat template" in text
-    assert "`/datasets info 4 model:tiny`" in text and "\n" not in text
+    assert "`/datasets info 4 model:tiny max_length:128`" in text and "\n" not in text
+
+
+def test_rows_too_long_for_a_run_point_to_the_card_measured_with_that_run_s_limit_and_policy(
+        pairs: Path, tokenizer: Any) -> None:
+    # /train start ... max_length:8 said "`/datasets info 1 model:tiny-chat` lists the problems": that card measures
+    # against 2,048 tokens and shows no row too long.
+    for policy in ("drop", "truncate"):
+        report = _report(pairs, tokenizer, max_length=8, policy=policy)
+        assert report.train_rows == 0
+        with pytest.raises(DatasetInvalid) as caught:
+            report.check()
+        suffix = "" if policy == "drop" else " policy:truncate"
+        assert f"`/datasets info 4 model:tiny max_length:8{suffix}`" in str(caught.value)
 
 
 def test_a_validation_dataset_that_is_the_training_data_is_refused_and_overlaps_are_shown(pairs: Path) -> None:
