@@ -284,13 +284,14 @@ class JobNotCancelable(Conflict):
 
 
 class ModelInUse(Conflict):
-    """The model is being served or trained and cannot be removed now."""
+    """The model is being served or trained, or a fine-tune answers through it, and cannot be removed now."""
 
     def __init__(self, name: str, uses: list[str]) -> None:
         self.name = name
         self.uses = uses
         super().__init__(
-            f"`{shown(name)}` is in use ({', '.join(uses)}). Stop that first, or an admin can add `force:true`."
+            f"`{shown(name)}` is in use ({', '.join(uses)}). Stop or uninstall that first, or an admin can add "
+            "`force:true`."
         )
 
 

@@ -26,7 +26,9 @@ from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.chat.records import Answered, Place
 from modelbay.engine.db.database import Database
 from modelbay.engine.db.schema.catalog import Model
-from modelbay.engine.errors import BaseModelMissing, IncompleteModel, InvalidId, ModelNameTaken, ModelNotFound
+from modelbay.engine.errors import (
+    BaseModelMissing, IncompleteModel, InvalidId, ModelInUse, ModelNameTaken, ModelNotFound,
+)
 from modelbay.engine.installs.loadable import check_tuned
 from modelbay.engine.installs.store import ModelStore
 from modelbay.engine.records import VersionRecord
@@ -197,7 +199,12 @@ def test_a_fine_tune_that_cannot_load_is_refused_in_one_line(runtime: Runtime, t
     _tuned_here(runtime, "words", tiny_lora, tmp_path)
     _tuned_here(runtime, "words-merged", tiny_lora, tmp_path, merged=True)
     base = runtime.registry.get("tiny-chat").versions[0]
-    runtime.registry.update_version(base.id, install_state="uninstalled", local_path=None)
+    # Uninstalling the base is refused while adapter-only fine-tunes answer through it (merged ones do not need it).
+    with pytest.raises(ModelInUse) as in_use:
+        runtime.uninstall("tiny-chat")
+    assert str(in_use.value) == ("`tiny-chat` is in use (fine-tune `words-broken`, fine-tune `words`). Stop or "
+                                 "uninstall that first, or an admin can add `force:true`.")
+    runtime.registry.update_version(base.id, install_state="uninstalled", local_path=None)  # as force:true leaves it
     refused = chat("words")
     assert refused.title == "Base model missing" and refused.text == (
         "`words` is a LoRA adapter on `tiny-chat`, which is not installed any more. An admin can run "

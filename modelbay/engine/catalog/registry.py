@@ -198,6 +198,16 @@ class Registry:
                                    .order_by(ModelVersion.id))
             return [_version_record(r) for r in rows]
 
+    def derived(self, version_ids: Iterable[int]) -> list[tuple[str, VersionRecord]]:
+        """Installed versions made from these (fine-tunes, optimized copies), each with its model's name."""
+        with self._db.session() as session:
+            rows = session.execute(
+                select(Model.name, ModelVersion).join(ModelVersion.model)
+                .where(ModelVersion.parent_version_id.in_(list(version_ids)),
+                       ModelVersion.install_state == InstallState.INSTALLED)
+                .order_by(ModelVersion.id))
+            return [(name, _version_record(row)) for name, row in rows]
+
     @staticmethod
     def _version_row(session: Session, version_id: int) -> ModelVersion:
         row = session.get(ModelVersion, version_id)

@@ -22,7 +22,7 @@ from modelbay.engine.errors import (
 from modelbay.engine.hardware import HardwareInfo, fits
 from modelbay.engine.ids import is_repo_id, validate_repo_id, validate_revision
 from modelbay.engine.installs.files import check_listing, select_files
-from modelbay.engine.installs.loadable import check_folder, inspect
+from modelbay.engine.installs.loadable import check_folder, inspect, tuned_parts
 from modelbay.engine.installs.store import ModelStore
 from modelbay.engine.jobs.jobs import Jobs
 from modelbay.engine.jobs.kinds import INSTALL
@@ -224,7 +224,8 @@ class Installs:
             InvalidId: the name or revision is not a valid repo id or revision.
             ModelNotFound: no model has that name.
             NotInstalled: no version (or not that revision) is installed.
-            ModelInUse: a job uses an installed version and force is not set.
+            ModelInUse: a job uses an installed version, or an installed fine-tune needs it as its base (a LoRA
+                adapter without merged weights), and force is not set.
         """
         if revision is not None:
             validate_revision(revision)  # a path or garbage is refused as such, not reported "not installed"
@@ -247,5 +248,9 @@ class Installs:
 
     def _uses(self, versions: list[VersionRecord]) -> list[str]:
         ids = {v.id for v in versions}
-        return [f"{job.kind} job {job.id}" for job in self.jobs.list(active=True, limit=200)
+        jobs = [f"{job.kind} job {job.id}" for job in self.jobs.list(active=True, limit=200)
                 if job.model_version_id in ids and job.kind != INSTALL.name]
+        # An adapter-only fine-tune answers through its base: removing the base would leave it unable to load.
+        adapters = [f"fine-tune `{name}`" for name, version in self.registry.derived(ids)
+                    if (parts := tuned_parts(version)) is not None and parts.merged is None]
+        return jobs + adapters
