@@ -69,3 +69,16 @@ def configure_logging(settings: Settings, *, to_file: bool) -> Path | None:
         hub_logger.removeHandler(own)
     hub_logger.propagate = True
     return path
+
+
+def route_transformers_logs() -> None:
+    """Send transformers' warnings to our log, without its progress bars (call it where transformers is imported).
+
+    transformers gives its loggers a stderr handler of its own when imported; its warnings ("mtime may not be
+    reliable on this filesystem" while training) would print through the console's output, and bypass the log file.
+    """
+    from transformers.utils import logging as hf_logging  # extra: ml
+
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+    hf_logging.disable_progress_bar()

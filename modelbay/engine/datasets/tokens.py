@@ -27,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from modelbay.logs import route_transformers_logs
 from modelbay.engine.datasets.examples import Example
 from modelbay.engine.datasets.problems import Problem
 
@@ -141,6 +142,7 @@ def tokenizer_folder(model_folder: str | Path) -> Path:
 def _load(folder: str) -> Any:
     from transformers import AutoTokenizer  # extra: ml
 
+    route_transformers_logs()
     return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
 
 

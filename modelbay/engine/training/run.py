@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from modelbay.logs import route_transformers_logs
 from modelbay.engine.errors import CheckpointMissing, DatasetInvalid, JobCanceled
 from modelbay.engine.training.distributed import die_with_parent, rank_environment, read_events, torchrun_command
 from modelbay.engine.training.files import RunFiles, write_jsonl
@@ -205,6 +206,8 @@ def prepare(job: Job, files: RunFiles, *, base: VersionRecord, base_name: str, d
 
 def _in_process(job: Job, files: RunFiles) -> dict[str, Any]:
     from modelbay.engine.training.trainer import train
+
+    route_transformers_logs()
 
     channel = JobChannel(job)
     result = train(files, channel)

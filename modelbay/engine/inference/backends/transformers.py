@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from modelbay.logs import route_transformers_logs
 from modelbay.engine.errors import BackendFailed, ModelBayError, ModelUnloadable
 from modelbay.engine.inference.backends.base import Backend, Finished, Generation, InferenceUnavailable
 from modelbay.engine.inference.templates import ChatTemplate, Messages
@@ -37,10 +38,9 @@ class _Loaded:
         try:
             import torch  # extra: ml
             from transformers import AutoModelForCausalLM, AutoTokenizer  # extra: ml
-            from transformers.utils import logging as hf_logging  # extra: ml
         except ImportError:
             raise InferenceUnavailable() from None
-        hf_logging.disable_progress_bar()  # a loading bar on stderr would tear through the console's output
+        route_transformers_logs()  # a loading bar or warning on stderr would tear through the console's output
         self.torch = torch
         tokenizer_from = adapter if adapter is not None and _has_tokenizer(Path(adapter)) else path
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_from, trust_remote_code=False)
