@@ -105,6 +105,14 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(200_000_000, ge=1, description="Largest file (dataset) people may upload.")
     train_processes: int | None = Field(None, ge=1, le=1024, description="Processes a training job runs in "
                                         "(torchrun, DDP); unset: one per GPU the worker sees.")
+    train_nodes: int = Field(1, ge=1, le=1024, description="Machines a training job spans (torchrun's rendezvous, "
+                             "each running train_processes); above 1 needs train_rdzv_endpoint and a home every "
+                             "node shares.")
+    train_rdzv_endpoint: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$",
+                                            description="host:port where a multi-node run's nodes meet (torchrun "
+                                            "--rdzv-endpoint, c10d backend), e.g. node0:29400.")
+    train_node_rank: int | None = Field(None, ge=0, le=1023, description="This machine's rank in a multi-node run "
+                                        "(torchrun --node-rank); unset: the rendezvous assigns one.")
 
     allow_pickle: bool = Field(False, description="Allow pickle weights (.bin/.pt); off by default.")
     trust_remote_code: bool = Field(False, description="Run model repos' own code; off by default.")
@@ -165,6 +173,16 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("use an http:// or https:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _rendezvous(self) -> Settings:
+        if self.train_nodes > 1 and not self.train_rdzv_endpoint:
+            raise ValueError(f"{ENV_PREFIX}TRAIN_NODES is {self.train_nodes}: set {ENV_PREFIX}TRAIN_RDZV_ENDPOINT "
+                             "to the host:port where the nodes meet")
+        if self.train_node_rank is not None and self.train_node_rank >= self.train_nodes:
+            raise ValueError(f"{ENV_PREFIX}TRAIN_NODE_RANK must be below {ENV_PREFIX}TRAIN_NODES "
+                             f"({self.train_nodes})")
+        return self
 
     @model_validator(mode="after")
     def _production_needs(self) -> Settings:

@@ -7,8 +7,14 @@ and every rank stops when the job's `cancel` file appears (the flag is all-reduc
 ranks stop at the same step). The launcher dies with the job (PR_SET_PDEATHSIG) and each rank with the launcher, so
 a killed work horse leaves no training process behind; its retry resumes from the last checkpoint.
 
-Multi-node runs use the same entry point with torchrun's rendezvous (`--nnodes`, `--rdzv-endpoint`) instead of
-`--standalone`; ModelBay starts single-node runs only.
+Multi-node runs (`MODELBAY_TRAIN_NODES` above 1) use the same entry point with torchrun's c10d rendezvous instead of
+`--standalone`: `--nnodes`, `--rdzv-endpoint` (`MODELBAY_TRAIN_RDZV_ENDPOINT`) and `--rdzv-id` the run's name (the
+first job's id), so every node's launcher of one run meets the others and no other run; `--node-rank` when
+`MODELBAY_TRAIN_NODE_RANK` fixes it. The job starts this machine's launcher; each other node runs the same command
+(the worker log prints it), and the run folder must be on storage every node sees (a shared `MODELBAY_HOME`).
+
+The strategy (`memory.strategy_for`, kept in run.json) is DDP, or FSDP when the model must be sharded across the
+GPUs; the ranks read it from run.json, so every rank, a retry and a resume train the same way.
 """
 
 from __future__ import annotations
@@ -45,9 +51,24 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         _LIBC.prctl(PR_SET_PDEATHSIG, sig)
 
 
-def torchrun_command(files: RunFiles, processes: int, python: str | None = None) -> list[str]:
-    """The command line that runs this run in `processes` processes on this machine."""
-    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+def torchrun_command(files: RunFiles, processes: int, python: str | None = None, *, nodes: int = 1,
+                     rdzv_endpoint: str | None = None, node_rank: int | None = None) -> list[str]:
+    """The command line that runs this run in `processes` processes on this machine: alone (`--standalone`), or as
+    one of `nodes` machines meeting at `rdzv_endpoint` (host:port) in a rendezvous named after the run.
+
+    Raises:
+        ValueError: several nodes and no rendezvous endpoint.
+    """
+    if nodes > 1:
+        if not rdzv_endpoint:
+            raise ValueError(f"a run on {nodes} nodes needs a rendezvous endpoint (MODELBAY_TRAIN_RDZV_ENDPOINT)")
+        where = [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
+                 f"--rdzv-id={files.root.name}", "--max-restarts=0"]
+        if node_rank is not None:
+            where.append(f"--node-rank={node_rank}")
+    else:
+        where = ["--standalone"]
+    return [python or sys.executable, "-m", "torch.distributed.run", *where, f"--nproc_per_node={processes}",
             "-m", "modelbay.engine.training.distributed", str(files.root)]
 
 
