@@ -771,11 +771,13 @@ class TrainingMemory(Refused):
     """A fine-tune would not fit the memory it runs in at this precision and batch size."""
 
     def __init__(self, name: str, precision: str, batch: int, max_length: int, needed: int, room: int, where: str,
-                 fits: int) -> None:
+                 fits: int, shard: int = 0) -> None:
         self.name, self.precision, self.batch, self.max_length = name, precision, batch, max_length
-        self.needed, self.room, self.where, self.fits = needed, room, where, fits
+        self.needed, self.room, self.where, self.fits, self.shard = needed, room, where, fits, shard
         wanted, has = human_bytes_apart(needed, room)
-        if fits >= 1:
+        if shard >= 2:  # the GPUs together hold it: shard the model (FSDP) rather than shrink the run
+            advice = f"Sharded across {shard} GPUs it fits: add `processes:{shard} strategy:fsdp`."
+        elif fits >= 1:
             advice = f"Batch {fits} would fit: add `batch:{fits}` (gradient accumulation keeps the effective batch)."
         else:
             advice = ("Even batch 1 does not fit: use the qlora-4bit template, a shorter `max_length:`, or "

@@ -15,6 +15,10 @@ The estimate is the sum of (sources in each line):
 - a fixed runtime cost (`engine/hardware.RUNTIME_OVERHEAD`: CUDA context, kernels, allocator slack).
 
 Only the activations and logits grow with the batch, so the largest batch that fits is one division.
+
+Sharded across N processes (FSDP FULL_SHARD: parameters, gradients and optimizer state split evenly; Zhao et al.
+2023, "PyTorch FSDP", section 3) each device holds 1/N of the weights and of the adapters' training state, and its
+own activations and logits in full (`sharded`). `strategy_for` picks DDP or FSDP from these two estimates.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from typing import Literal
 
 from modelbay.engine.hardware import RUNTIME_OVERHEAD
 
-__all__ = ["Estimate", "ModelShape", "Precision", "estimate", "largest_batch", "lora_parameters"]
+__all__ = ["Estimate", "ModelShape", "Precision", "Strategy", "devices_to_shard", "estimate", "largest_batch",
+           "lora_parameters", "sharded", "strategy_for"]
 
 Precision = Literal["fp32", "bf16", "fp16", "4bit"]
+Strategy = Literal["single", "ddp", "fsdp"]
 _WEIGHT_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "4bit": 0.5 + 0.127 / 8}
 _TRAINABLE_BYTES = 16  # fp32 weight, gradient and AdamW's two moments
 _ACTIVATION_FACTOR = 34  # bytes per token per hidden unit per layer at 16 bits (Korthikanti et al. 2022)
@@ -182,3 +188,33 @@ def largest_batch(found: Estimate, room: int) -> int:
     if found.per_row <= 0:
         return found.batch
     return max(0, floor((room - found.fixed) / found.per_row))
+
+
+def sharded(found: Estimate, processes: int) -> Estimate:
+    """What one of `processes` FSDP (FULL_SHARD) processes needs: 1/N of the weights and of the adapters' training
+    state, its own activations, logits and runtime in full (ceil: a shard is never smaller than its share)."""
+    n = max(1, processes)
+    return Estimate(weights=-(-found.weights // n), trainable=-(-found.trainable // n), per_row=found.per_row,
+                    overhead=found.overhead, batch=found.batch)
+
+
+def devices_to_shard(found: Estimate, room: int, available: int) -> int:
+    """The fewest devices (2 to `available`) of `room` bytes each that hold this run sharded; 0 when none do."""
+    for n in range(2, available + 1):
+        if sharded(found, n).needed <= room:
+            return n
+    return 0
+
+
+def strategy_for(asked: str, processes: int, found: Estimate | None, room: int | None, *,
+                 quantized: bool = False) -> Strategy:
+    """How `processes` processes train: "single" (one process), or "ddp" / "fsdp" as asked; "auto" picks FSDP when
+    one device of `room` bytes cannot hold the run at this precision but `processes` of them sharded can, else DDP
+    (also when the room is not known, and for 4-bit weights, which ModelBay does not shard)."""
+    if processes <= 1:
+        return "single"
+    if asked in ("ddp", "fsdp"):
+        return asked  # type: ignore[return-value]
+    if quantized or found is None or room is None or found.needed <= room:
+        return "ddp"
+    return "fsdp" if sharded(found, processes).needed <= room else "ddp"

@@ -7,9 +7,10 @@
    under the config's over-length policy; the rows, a few validation prompts and `run.json` go to the run's folder
    (`files.RunFiles`). A retry or a resume of the run finds them there and trains on exactly the same rows.
 2. train: in this process (`trainer.train`), or through torchrun in N processes when the worker sees more than one
-   GPU, the config asks for processes, or `MODELBAY_TRAIN_PROCESSES` is set (`distributed.py`); rank 0's reports
-   are forwarded to the job's progress. A cancel stops the run at its next step with a checkpoint saved, and the
-   job ends canceled. A run that finds a checkpoint in its folder continues from it (a retry after a killed worker,
+   GPU, the config asks for processes, or `MODELBAY_TRAIN_PROCESSES` is set, on several machines with
+   `MODELBAY_TRAIN_NODES` (`distributed.py`); DDP, or FSDP when the model must be sharded across the GPUs
+   (`strategy_of`); rank 0's reports are forwarded to the job's progress. A cancel stops the run at its next step
+   with a checkpoint saved, and the job ends canceled. A run that finds a checkpoint in its folder continues from it (a retry after a killed worker,
    or `Training.resume`), its step count going on.
 3. finish ("saving"): the adapter (and merged weights) become a new model with one installed version whose lineage
    names the base version, the dataset, the config and the metrics (`versions.add_tuned_version`); the version id is
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from modelbay.engine.db.database import Database
     from modelbay.engine.records import VersionRecord
 
-__all__ = ["JobChannel", "Job", "processes_for", "run_job"]
+__all__ = ["JobChannel", "Job", "processes_for", "run_job", "strategy_of"]
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,49 @@ def _forward(job: Job, files: RunFiles, offset: int, canceled: bool) -> tuple[in
     return offset, canceled
 
 
+def _gpu_room() -> int | None:
+    """Total memory of the smallest GPU this worker sees (bytes), None without one."""
+    import torch  # extra: ml
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
+        return None
+    return min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
+
+
+def strategy_of(files: RunFiles, spec: dict[str, Any], config: TrainingConfig, processes: int,
+                room: int | None) -> str:
+    """How this run's processes train ("single", "ddp" or "fsdp"), decided once and kept in run.json: a retry or a
+    resume trains the same way (a DDP checkpoint is not an FSDP one). Auto picks FSDP when one GPU of `room` bytes
+    cannot hold the run at its precision but `processes` GPUs sharded can (`memory.strategy_for`)."""
+    from pathlib import Path
+
+    from modelbay.engine.training.files import read_jsonl
+    from modelbay.engine.training.memory import ModelShape, estimate, strategy_for
+
+    if spec.get("strategy") in ("ddp", "fsdp") and processes > 1:
+        return str(spec["strategy"])
+    found = None
+    if processes > 1 and room is not None and config.hardware.strategy == "auto" and not config.quantized:
+        p = config.parameters
+        import torch  # extra: ml
+
+        precision = config.hardware.precision if config.hardware.precision != "auto" else (
+            "bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        longest = max((len(row["input_ids"]) for row in read_jsonl(files.train_rows)), default=p.max_length)
+        try:
+            shape = ModelShape.of_folder(Path(spec["base"]["folder"]))
+        except ValueError:
+            shape = None
+        if shape is not None:
+            found = estimate(shape, precision=precision, batch=p.batch_size, seq_len=min(longest, p.max_length),
+                             r=p.lora.r, target_modules=p.lora.target_modules,
+                             gradient_checkpointing=config.hardware.gradient_checkpointing)
+    chosen = strategy_for(config.hardware.strategy, processes, found, room, quantized=config.quantized)
+    if processes > 1:
+        files.spec.write_text(json.dumps({**spec, "strategy": chosen}, indent=1), encoding="utf-8")
+    return chosen
+
+
 def _launched(job: Job, files: RunFiles, processes: int,
               wait: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     """Train in `processes` processes through torchrun, forwarding reports and a cancel; return rank 0's result.
@@ -243,8 +287,11 @@ def _launched(job: Job, files: RunFiles, processes: int,
     files.events.unlink(missing_ok=True)
     files.cancel.unlink(missing_ok=True)
     files.result.unlink(missing_ok=True)
-    command = torchrun_command(files, processes)
-    log.info("training %s in %d processes: %s", files.root.name, processes, " ".join(command))
+    settings = job.settings
+    command = torchrun_command(files, processes, nodes=settings.train_nodes,
+                               rdzv_endpoint=settings.train_rdzv_endpoint, node_rank=settings.train_node_rank)
+    log.info("training %s in %d processes on %d node(s): %s", files.root.name, processes, settings.train_nodes,
+             " ".join(command))
     with files.log.open("ab") as output:
         process = subprocess.Popen(command, env=rank_environment(os.environ), stdout=output, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, process_group=0,
@@ -358,7 +405,11 @@ def run_job(job: Job, *, base_version_id: int, base: str, dataset: str, config: 
     job.check_canceled()
     processes = processes_for(settings_config, job.settings.train_processes,
                               _cuda_devices() if settings_config.hardware.device != "cpu" else 0)
-    result = _in_process(job, files) if processes == 1 else _launched(job, files, processes)
+    distributed = processes > 1 or job.settings.train_nodes > 1
+    if distributed:
+        strategy_of(files, spec, settings_config, processes * job.settings.train_nodes,
+                    _gpu_room() if settings_config.hardware.device != "cpu" else None)
+    result = _launched(job, files, processes) if distributed else _in_process(job, files)
     if result.get("stopped"):
         raise JobCanceled(job.job_id)
     job.progress(1.0, f"Registering {spec['name']}", force=True,

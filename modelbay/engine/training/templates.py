@@ -48,6 +48,7 @@ SHORT_NAMES: dict[str, str] = {
     "processes": "hardware.processes",
     "precision": "hardware.precision",
     "device": "hardware.device",
+    "strategy": "hardware.strategy",
     "validation": "evaluation.validation",
 }
 
@@ -126,6 +127,10 @@ class HardwareSettings(_Section):
                                   "null: one per GPU the worker sees, one on the CPU.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less "
                                          "memory, about a third more time.")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="How several processes train: ddp (each GPU holds the whole model), fsdp (the model "
+        "sharded across the GPUs, CUDA only), auto: FSDP when one GPU cannot hold the run at this precision but the "
+        "GPUs together can, else DDP.")
 
 
 class EvaluationSettings(_Section):
@@ -156,6 +161,11 @@ class TrainingConfig(_Section):
             raise ValueError("4-bit quantization (QLoRA) runs on CUDA only: set hardware.device to cuda or auto")
         if self.parameters.optimizer != "adamw_torch" and self.hardware.device == "cpu":
             raise ValueError(f"{self.parameters.optimizer} runs on CUDA only: use adamw_torch on the CPU")
+        if self.hardware.strategy == "fsdp" and self.hardware.device == "cpu":
+            raise ValueError("FSDP shards a model across GPUs only (accelerate trains CPU processes with DDP): set "
+                             "hardware.strategy to ddp or auto on the CPU")
+        if self.hardware.strategy == "fsdp" and quantized:
+            raise ValueError("FSDP does not shard 4-bit (QLoRA) weights here: set hardware.strategy to ddp or auto")
         return self
 
     @property
@@ -166,7 +176,19 @@ class TrainingConfig(_Section):
     @property
     def needs_cuda(self) -> bool:
         """Whether this config can only run on a CUDA GPU."""
-        return self.quantized or self.hardware.device == "cuda" or self.parameters.optimizer != "adamw_torch"
+        return (self.quantized or self.hardware.device == "cuda" or self.parameters.optimizer != "adamw_torch"
+                or self.hardware.strategy == "fsdp")
+
+    @property
+    def cuda_use(self) -> str:
+        """What in this config needs CUDA, as a sentence's subject (for CudaRequired)."""
+        if self.quantized:
+            return "4-bit training (QLoRA)"
+        if self.parameters.optimizer != "adamw_torch":
+            return f"The {self.parameters.optimizer} optimizer"
+        if self.hardware.strategy == "fsdp":
+            return "FSDP training (hardware.strategy fsdp)"
+        return "Training with hardware.device cuda"
 
 
 class Template(BaseModel):

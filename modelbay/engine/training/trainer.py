@@ -12,6 +12,9 @@ Every logged step goes to `steps.jsonl` and, as a `TrainingDetail`, to the chann
 channel also says when to stop: the callback then asks transformers to save a checkpoint and stop at the end of the
 step (`control.should_save`, `control.should_training_stop`), after all ranks agree (the flag is all-reduced, MAX),
 so that no rank waits for another in a collective.
+
+Several processes train with DDP, or with FSDP when run.json's `strategy` says so (`fsdp_arguments`: FULL_SHARD,
+one unit per decoder layer); a sharded run saves its adapter through all ranks and answers no validation prompts.
 """
 
 from __future__ import annotations
@@ -187,10 +190,7 @@ def _device(config: TrainingConfig) -> bool:
 
     cuda = torch.cuda.is_available() and config.hardware.device != "cpu"
     if config.needs_cuda and not cuda:
-        what = "4-bit training (QLoRA)" if config.quantized else (
-            f"The {config.parameters.optimizer} optimizer" if config.parameters.optimizer != "adamw_torch"
-            else "Training with hardware.device cuda")
-        raise CudaRequired(what, "this gpu worker has none")
+        raise CudaRequired(config.cuda_use, "this gpu worker has none")
     if config.quantized or config.parameters.optimizer != "adamw_torch":
         import importlib.util
 
@@ -228,8 +228,24 @@ def _load_model(folder: str, config: TrainingConfig, cuda: bool, precision: str,
     return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
 
 
+def fsdp_arguments(layer_classes: list[str] | None) -> dict[str, Any]:
+    """transformers' TrainingArguments for FSDP: FULL_SHARD (parameters resharded after the forward pass), each
+    decoder layer its own unit (auto wrap by transformer layer class; None: the model's `_no_split_modules`), full
+    state dicts in checkpoints (so a checkpoint and the adapter load anywhere).
+
+    FSDP2 (`fully_shard`, transformers' default) shards each parameter on its own, so peft's frozen base weights and
+    trainable adapters live side by side: FSDP1's `use_orig_params=True` (and its flat parameters, whose frozen and
+    trainable parts must not mix) are not needed.
+    """
+    config: dict[str, Any] = {"version": 2, "reshard_after_forward": True, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                              "state_dict_type": "FULL_STATE_DICT"}
+    if layer_classes:
+        config["transformer_layer_cls_to_wrap"] = list(layer_classes)
+    return {"fsdp": True, "fsdp_config": config}
+
+
 def _sft_config(files: RunFiles, config: TrainingConfig, cuda: bool, precision: str, has_validation: bool,
-                distributed: bool) -> Any:
+                distributed: bool, fsdp: dict[str, Any] | None = None) -> Any:
     from trl import SFTConfig  # extra: ml
 
     p = config.parameters
@@ -252,7 +268,7 @@ def _sft_config(files: RunFiles, config: TrainingConfig, cuda: bool, precision: 
         gradient_checkpointing=config.hardware.gradient_checkpointing,
         ddp_backend=("nccl" if cuda else "gloo") if distributed else None, ddp_find_unused_parameters=False,
         include_num_input_tokens_seen="non_padding", max_length=p.max_length, packing=False,
-        report_to=[], disable_tqdm=True, dataloader_num_workers=0, save_only_model=False,
+        report_to=[], disable_tqdm=True, dataloader_num_workers=0, save_only_model=False, **(fsdp or {}),
     )
 
 
@@ -353,6 +369,33 @@ def _save(trainer: Any, tokenizer: Any, files: RunFiles, spec: dict[str, Any], c
     tokenizer.save_pretrained(str(files.merged))
 
 
+def _save_sharded(trainer: Any, tokenizer: Any, files: RunFiles, spec: dict[str, Any], config: TrainingConfig,
+                  precision: str, rank: _Rank) -> None:
+    """Write an FSDP run's adapter (every rank takes part: the full state dict is gathered to rank 0, which writes
+    it), and merged weights when asked: the base reloaded on rank 0's CPU with the adapter merged in."""
+    import shutil
+
+    import torch  # extra: ml
+
+    if rank.main:
+        for folder in (files.adapter, files.merged):
+            shutil.rmtree(folder, ignore_errors=True)
+    torch.distributed.barrier()
+    trainer.save_model(str(files.adapter))  # a collective under FSDP; rank 0 writes adapter_config + weights
+    if not rank.main:
+        return
+    tokenizer.save_pretrained(str(files.adapter))
+    if config.parameters.merge:
+        from peft import PeftModel  # extra: ml
+        from transformers import AutoModelForCausalLM  # extra: ml
+
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(spec["base"]["folder"], dtype=dtype)
+        merged = PeftModel.from_pretrained(base, str(files.adapter)).merge_and_unload()
+        merged.save_pretrained(str(files.merged))
+        tokenizer.save_pretrained(str(files.merged))
+
+
 def _phase(channel: Channel, rank: _Rank, phase: str, message: str, fraction: float, **detail: Any) -> None:
     if rank.main:
         channel.report(fraction, message, TrainingDetail(phase=phase, **detail), force=True)
@@ -400,8 +443,10 @@ def train(files: RunFiles, channel: Channel) -> dict[str, Any]:
                              target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM")
     metrics = json.loads(files.metrics.read_text(encoding="utf-8")) if files.metrics.exists() else {}
     reporter = Reporter(files, channel, rank, cuda=cuda, before=metrics.get("eval_loss_before"))
+    strategy = spec.get("strategy", "ddp") if rank.world > 1 else "single"
+    fsdp = fsdp_arguments(getattr(model, "_no_split_modules", None)) if strategy == "fsdp" else None
     trainer = _trainer_class(cuda)(
-        model=model, args=_sft_config(files, config, cuda, precision, bool(validation_rows), rank.world > 1),
+        model=model, args=_sft_config(files, config, cuda, precision, bool(validation_rows), rank.world > 1, fsdp),
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
         processing_class=tokenizer, peft_config=peft_config, callbacks=[reporter],
@@ -409,6 +454,9 @@ def train(files: RunFiles, channel: Channel) -> dict[str, Any]:
     from transformers.trainer_callback import PrinterCallback  # extra: ml
 
     trainer.remove_callback(PrinterCallback)  # it prints every log to stdout: the steps log and progress have them
+    if fsdp and not trainer.is_fsdp_enabled:  # accelerate shards only on GPUs: say so rather than train otherwise
+        raise RuntimeError("FSDP was asked for but accelerate did not enable it (it shards on GPUs only; "
+                           f"this run's processes are {trainer.accelerator.state.distributed_type})")
     if len(trainer.train_dataset) != len(train_rows):
         raise RuntimeError(f"TRL kept {len(trainer.train_dataset)} of the {len(train_rows)} training rows it was given")
 
@@ -433,7 +481,7 @@ def train(files: RunFiles, channel: Channel) -> dict[str, Any]:
     state = trainer.state
     result: dict[str, Any] = {
         "stopped": reporter.stopped, "step": int(state.global_step), "total_steps": int(state.max_steps),
-        "resumed_from": resumed_from, "processes": rank.world, "precision": precision,
+        "resumed_from": resumed_from, "processes": rank.world, "strategy": strategy, "precision": precision,
         "device": "cuda" if cuda else "cpu", "train_rows": len(train_rows), "validation_rows": len(validation_rows),
         "eval_loss_before": metrics.get("eval_loss_before"), "tokens": int(state.num_input_tokens_seen or 0),
     }
@@ -442,14 +490,18 @@ def train(files: RunFiles, channel: Channel) -> dict[str, Any]:
             _phase(channel, rank, "testing", "Measuring the held-out loss after training", 1.0,
                    step=result["step"], total_steps=result["total_steps"], eval_loss_before=result["eval_loss_before"])
             result["eval_loss_after"] = float(trainer.evaluate(metric_key_prefix="final")["final_loss"])
-        if rank.main and prompts:
+        # Under FSDP no rank holds the whole model: generating on rank 0 alone would wait on the others' shards, so
+        # a sharded run answers no validation prompts (its held-out loss above is measured by all ranks).
+        if rank.main and prompts and strategy != "fsdp":
             _phase(channel, rank, "testing", f"Answering {len(prompts)} validation prompts with both models", 1.0,
                    step=result["step"], total_steps=result["total_steps"])
             result["answers"] = _answers(trainer.model, tokenizer, prompts, config.evaluation.max_new_tokens)
-        if rank.main:
-            _phase(channel, rank, "saving", "Saving the adapter" + (" and merged weights"
-                                                                     if config.parameters.merge else ""), 1.0,
-                   step=result["step"], total_steps=result["total_steps"])
+        _phase(channel, rank, "saving", "Saving the adapter" + (" and merged weights"
+                                                                 if config.parameters.merge else ""), 1.0,
+               step=result["step"], total_steps=result["total_steps"])
+        if strategy == "fsdp":
+            _save_sharded(trainer, tokenizer, files, spec, config, precision, rank)
+        elif rank.main:
             _save(trainer, tokenizer, files, spec, config, precision)
     result["perplexity_before"] = _perplexity(result.get("eval_loss_before"))
     result["perplexity_after"] = _perplexity(result.get("eval_loss_after"))

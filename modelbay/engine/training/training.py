@@ -6,9 +6,11 @@ dependency) before calling this service, as for every other service.
 `preflight` refuses in one line what cannot work, before any GPU time: a template or setting that does not exist
 or is out of range, a base model that is not installed (or is an adapter without merged weights), a new name that is
 invalid or taken, a dataset that is missing, has a row the `fail` policy stops at or too few rows to train on, a
-config that needs CUDA where the gpu workers have none (QLoRA), and a run that would not fit the memory it runs in at
-this precision (suggesting the largest batch that would). `start` queues the `train` job on the gpu queue
-(`engine/jobs/kinds.TRAIN`); the job itself (`run.py`) checks again what it can only check there.
+config that needs CUDA where the gpu workers have none (QLoRA, FSDP), and a run that would not fit the memory it runs
+in at this precision (suggesting the largest batch that would or, when the gpu workers' GPUs together hold it, sharding
+it across them with FSDP; `hardware.strategy` auto accepts such a run in several processes as FSDP). `start` queues
+the `train` job on the gpu queue (`engine/jobs/kinds.TRAIN`); the job itself (`run.py`) checks again what it can only
+check there.
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ from modelbay.engine.inference.serving import installed_version
 from modelbay.engine.jobs.kinds import TRAIN
 from modelbay.engine.records import JobRecord
 from modelbay.engine.training.files import RunFiles, read_jsonl
-from modelbay.engine.training.memory import Estimate, ModelShape, estimate, largest_batch
+from modelbay.engine.training.memory import (
+    Estimate,
+    ModelShape,
+    devices_to_shard,
+    estimate,
+    largest_batch,
+    sharded,
+    strategy_for,
+)
 from modelbay.engine.training.progress import TrainingDetail
 from modelbay.engine.training.templates import Template, TrainingConfig, load_templates, resolve
 
@@ -70,13 +80,14 @@ class Preflight:
     report: DatasetReport  # the dataset measured with the base model's tokenizer under the config's policy
     config: TrainingConfig
     name: str  # the new model's name
-    estimate: Estimate  # memory one training process needs (bytes), at `precision`
+    estimate: Estimate  # memory one training process needs (bytes), at `precision` (its shard under FSDP)
     precision: str  # "bf16", "fp16", "fp32" or "4bit" (the weights' precision the estimate assumed)
     where: str  # "gpu" or "cpu": where the gpu workers would train
     room: int | None  # memory there (the largest GPU's, or available RAM), None when not known
     processes: int  # training processes the estimate assumed (one per GPU, or the config's)
     total_steps: int  # optimizer steps the run will take
     notices: tuple[str, ...] = ()  # what could not be checked here (the gpu workers' hardware unknown, ...)
+    strategy: str = "single"  # "single" (one process), "ddp" or "fsdp" (`memory.strategy_for`)
 
 
 @dataclass(frozen=True)
@@ -226,9 +237,7 @@ class Training:
         known_gpus = reading.notice is None and hw.gpu_known
         on_gpu = bool(hw.gpus) and config.hardware.device != "cpu"
         if config.needs_cuda and known_gpus and not hw.gpus:
-            what = "4-bit training (QLoRA)" if config.quantized else (
-                f"The {p.optimizer} optimizer" if p.optimizer != "adamw_torch" else "Training with hardware.device cuda")
-            raise CudaRequired(what)
+            raise CudaRequired(config.cuda_use)
         if config.needs_cuda and not known_gpus:
             notices.append("Whether the gpu workers have CUDA is not known here; the job checks when it starts.")
         precision = _precision(config, on_gpu or (config.needs_cuda and not known_gpus))
@@ -243,14 +252,22 @@ class Training:
         room = hw.largest_gpu_memory if on_gpu else hw.ram_available
         where = "the largest GPU" if on_gpu else "this machine's available RAM" if reading.notice else \
             "the gpu workers' available RAM"
+        strategy = strategy_for(config.hardware.strategy, processes, found_estimate,
+                                room if on_gpu and known_gpus else None, quantized=config.quantized)
+        per_process = sharded(found_estimate, processes) if strategy == "fsdp" else found_estimate
         if known_gpus or not on_gpu:
-            if found_estimate.needed > room:
-                raise TrainingMemory(record.name, precision, p.batch_size, seq_len, found_estimate.needed, room,
-                                     where, largest_batch(found_estimate, room))
+            if per_process.needed > room:
+                # The GPUs together may hold what one cannot: say how many, sharded (FSDP), before a smaller batch.
+                shard = devices_to_shard(found_estimate, room, len(hw.gpus)) if on_gpu and not config.quantized \
+                    and config.hardware.device != "cpu" else 0
+                raise TrainingMemory(record.name, precision, p.batch_size, seq_len, per_process.needed, room,
+                                     where if strategy != "fsdp" else f"each of {processes} GPUs (FSDP)",
+                                     largest_batch(per_process, room), shard=shard if shard > processes
+                                     or strategy != "fsdp" else 0)
         return Preflight(model=record, base=base, dataset=found, report=report, config=config, name=new_name,
-                         estimate=found_estimate, precision=precision, where="gpu" if on_gpu else "cpu", room=room,
+                         estimate=per_process, precision=precision, where="gpu" if on_gpu else "cpu", room=room,
                          processes=processes, total_steps=total_steps(report.train_rows, config, processes),
-                         notices=tuple(notices))
+                         notices=tuple(notices), strategy=strategy)
 
     # -- jobs -----------------------------------------------------------------------------------------------------
     def start(self, model: str, dataset: str | int, *, requester: str, template: str | None = None,
