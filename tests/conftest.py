@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import pytest
@@ -20,13 +21,51 @@ from sqlalchemy import create_engine, text
 from modelbay.config import Settings, load_settings
 from modelbay.engine.db.database import Database
 from modelbay.engine.jobs.kinds import KINDS, JobKind, RetryPolicy, register_kind
+from tests.support.databases import MigratedSchema, MigratedSqlite
 from tests.support.hub import hub  # noqa: F401 - fixture
 from tests.support.tinymodel import tiny_chat_model, tiny_model  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
+# pytest-xdist runs the tests in several worker processes (gw0, gw1, ...; see addopts in pyproject.toml); each
+# gets a Redis database and a PostgreSQL schema of its own, since tests flush and drop them. A plain run is "".
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def _worker_redis_url(url: str) -> str:
+    """The Redis URL of this worker: the given database number plus the worker's index (gw1 of .../9 is .../10)."""
+    if not XDIST_WORKER:
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{base + int(XDIST_WORKER.removeprefix('gw'))}"))
+
+
 POSTGRES_URL = os.environ.get("MODELBAY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("MODELBAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-PG_SCHEMA = os.environ.get("MODELBAY_TEST_PG_SCHEMA", "modelbay_test")
+REDIS_URL = _worker_redis_url(os.environ.get("MODELBAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9"))
+PG_SCHEMA = os.environ.get("MODELBAY_TEST_PG_SCHEMA", "modelbay_test") + (f"_{XDIST_WORKER}" if XDIST_WORKER else "")
+
+# Modules whose tests run in one pytest-xdist worker, one after another, sent before any other test: the vLLM servers
+# test_vllm.py starts for its session and its modules (about 30 s each) start once, not once per worker.
+ONE_WORKER = ("tests/scenarios/test_vllm.py",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, ANN201 - xdist's types
+    """Send tests to the workers one at a time (as --dist load does), but each module of ONE_WORKER whole, first.
+
+    (xdist's own --dist loadgroup would do it by mark, but its marking of node ids has no effect under pytest 9.)
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER else nodeid  # the biggest units go first (--loadscope-reorder)
+
+    return Scheduling(config, log)
+
 
 # Job kinds the tests submit; the functions live in tests/support/jobs.py.
 TEST_KINDS = [
@@ -78,18 +117,31 @@ def postgres_url() -> str:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database URL, once for SQLite and once for the machine's PostgreSQL."""
+    """An empty database URL, once for SQLite and once for the machine's PostgreSQL (migrated instead, by the
+    `database` fixture, for a test that asks for that too)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'modelbay.db'}"
-    _reset_pg_schema()
+    if "database" not in request.fixturenames:
+        _reset_pg_schema()
     return postgres_url()
 
 
+@pytest.fixture(scope="session")
+def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> MigratedSqlite:
+    return MigratedSqlite(tmp_path_factory.mktemp("migrated"))
+
+
+_MIGRATED_SCHEMA = MigratedSchema(POSTGRES_URL, PG_SCHEMA, postgres_url())
+
+
 @pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    """A migrated database on each backend."""
+def database(database_url: str, _migrated_sqlite: MigratedSqlite) -> Iterator[Database]:
+    """A migrated database on each backend, with no rows (tests/support/databases.py: migrated once per process)."""
+    if database_url.startswith("sqlite"):
+        _migrated_sqlite.copy_to(database_url)
+    else:
+        _MIGRATED_SCHEMA.prepare()
     db = Database(database_url)
-    db.upgrade()
     yield db
     db.dispose()
 

@@ -29,7 +29,8 @@ _MARK = re.compile(r"#\s*extra:\s*([a-z0-9-]+)")
 # Bounded to the major version we test (see the README's "Versions" section): their APIs changed under us.
 BOUNDED = {"huggingface-hub", "transformers", "rq", "redis", "sqlalchemy", "pydantic", "fastapi", "slack-bolt",
            "slack-sdk", "discord-py", "typer", "alembic", "psycopg", "peft", "httpx", "starlette", "aiohttp",
-           "uvicorn", "httpx2", "pydantic-settings", "fakeredis", "rich", "prompt-toolkit", "yarl", "pluggy"}
+           "uvicorn", "httpx2", "pydantic-settings", "fakeredis", "rich", "prompt-toolkit", "yarl", "pluggy",
+           "pytest-xdist"}
 
 
 @dataclass(frozen=True)

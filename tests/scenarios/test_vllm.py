@@ -33,6 +33,8 @@ from tests.support.chat import VLLM_SETTINGS, installed, start_vllm, vllm_availa
 from tests.support.lora import TAUGHT, TinyLora, ask, tiny_lora  # noqa: F401 - fixture
 from tests.support.tinymodel import tiny_gemma_model, tiny_mistral_model  # noqa: F401 - fixtures
 
+# One pytest-xdist worker runs them all (ONE_WORKER in tests/conftest.py): the session's server and the ruled ones
+# start once, one at a time.
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")]
 
 QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
