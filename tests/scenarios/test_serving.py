@@ -27,6 +27,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not vllm_available(), reason=
 
 ADMIN = Actor("console", "root")
 SERVE_ENV = {
+    # The runtime below counts a worker dead after 15 s of silence: its workers beat as often as that needs (every
+    # 5 s; with the default 60 s TTL, every 15 s, and a job read between two beats could be taken for lost).
+    "MODELBAY_WORKER_TTL": "15",
     "MODELBAY_SERVE_ENFORCE_EAGER": "true", "MODELBAY_SERVE_MAX_MODEL_LEN": "512",
     "MODELBAY_SERVE_CPU_KV_CACHE_GIB": "1", "MODELBAY_SERVE_MAX_LORA_RANK": "8",
     "MODELBAY_SERVE_EXTRA_ARGS": '["--dtype", "float32"]', "VLLM_LOGGING_LEVEL": "WARNING",
@@ -129,6 +132,8 @@ def test_serve_chat_and_stop_through_the_bot_and_a_real_worker(runtime: Runtime,
     assert list(runtime.chats.answer(session, ADMIN.key, "Hello!"))[-1].answer.backend == "transformers"
 
 
+# One vLLM start: SQLite has the real server above and servers marked down (below); crash watching is the same on both.
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_a_crashed_server_is_detected_and_marked_down(runtime: Runtime, gpu_worker) -> None:  # noqa: ANN001
     server, job, created = runtime.servers.start("tiny-chat", ADMIN.key)
     assert created and server.state == "starting"
