@@ -527,6 +527,8 @@ class Bot:
     """A DiscordAdapter running its discord.py client on its own thread and event loop."""
 
     def __init__(self, runtime: Runtime, standin: DiscordStandIn, **kw: object) -> None:
+        # The stand-in sends its one server inside READY and no GUILD_CREATE after it: nothing to wait 2 s for.
+        kw.setdefault("guild_ready_timeout", 0.05)
         self.adapter = DiscordAdapter(runtime, dispatcher=Dispatcher(runtime, COMMANDS_HERE), **kw)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="discord-bot", daemon=True)

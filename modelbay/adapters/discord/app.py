@@ -215,10 +215,10 @@ class FormModal(discord.ui.Modal):
 class ModelBayClient(discord.Client):
     """The discord.py client: the command tree, the dynamic buttons, and messages in chat threads."""
 
-    def __init__(self, adapter: DiscordAdapter) -> None:
+    def __init__(self, adapter: DiscordAdapter, *, guild_ready_timeout: float = 2.0) -> None:
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: enable "Message Content Intent" for the bot (README)
-        super().__init__(intents=intents)
+        super().__init__(intents=intents, guild_ready_timeout=guild_ready_timeout)
         self.adapter = adapter
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = adapter.on_tree_error  # type: ignore[method-assign]
@@ -234,7 +234,7 @@ class DiscordAdapter:
     """Translates Discord interactions and messages into Dispatcher calls and renders Replies back."""
 
     def __init__(self, runtime: Runtime, *, dispatcher: Dispatcher | None = None,
-                 token_life: float = TOKEN_LIFE) -> None:
+                 token_life: float = TOKEN_LIFE, guild_ready_timeout: float = 2.0) -> None:
         settings = runtime.settings
         self.runtime = runtime
         self.settings = settings
@@ -243,7 +243,8 @@ class DiscordAdapter:
         # discord.py reads its API base and gateway from class attributes: point them where settings say.
         Route.BASE = settings.discord_api_url.rstrip("/")
         DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
-        self.client = ModelBayClient(self)
+        # guild_ready_timeout: how long discord.py waits for more servers (GUILD_CREATE) before it counts as ready.
+        self.client = ModelBayClient(self, guild_ready_timeout=guild_ready_timeout)
         self.pace = Pace(settings.discord_edit_interval)
         self.commands = build(self.client.tree, self.dispatcher.commands, self.run, self.complete)
         self.text = discord_text(self.dispatcher.commands)  # command names in replies as Discord shows them
