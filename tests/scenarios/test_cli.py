@@ -12,6 +12,8 @@ import pytest
 from modelbay.engine.db.database import Database
 
 ROOT = Path(__file__).resolve().parents[2]
+# The newest migration (each file is named by its revision: 0005_datasets.py is revision 0005).
+HEAD = max(p.name[:4] for p in (ROOT / "modelbay" / "migrations" / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 
 
 def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -24,10 +26,10 @@ def _run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedPro
 def test_db_upgrade_on_each_backend(database_url: str, tmp_path: Path) -> None:
     result = _run(["db", "upgrade"], tmp_path, MODELBAY_DATABASE_URL=database_url)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "Database at revision 0004."
-    assert _run(["db", "current"], tmp_path, MODELBAY_DATABASE_URL=database_url).stdout.strip() == "0004"
+    assert result.stdout.strip() == f"Database at revision {HEAD}."
+    assert _run(["db", "current"], tmp_path, MODELBAY_DATABASE_URL=database_url).stdout.strip() == HEAD
     db = Database(database_url)
-    assert "jobs" in db.table_names()
+    assert {"jobs", "datasets"} <= set(db.table_names())
     db.dispose()
 
 
@@ -38,7 +40,7 @@ def test_console_refuses_an_outdated_postgres_schema(tmp_path: Path) -> None:
     _reset_pg_schema()
     result = _run(["console"], tmp_path, MODELBAY_DATABASE_URL=postgres_url())
     assert result.returncode == 1
-    assert result.stderr.strip() == ("The database schema is at nothing and this version needs 0004: run "
+    assert result.stderr.strip() == (f"The database schema is at nothing and this version needs {HEAD}: run "
                                      "`modelbay db upgrade`.")
 
 
