@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from modelbay.bot import COMMANDS, Actor, CommandSet, Dispatcher, Reply
 from modelbay.bot.conversation import answer_footer, converse
@@ -61,8 +62,8 @@ def _typed(button: Button) -> str:
     return " ".join([button.command, *(f"{ask.arg}:<{ask.arg}>" for ask in asks if not ask.optional)])
 
 
-def render(reply: Reply, saved: dict[str, Path] | None = None) -> RenderableType:
-    """Render a Reply as rich renderables; an attachment `saved` to a file is shown by its path."""
+def render(reply: Reply) -> RenderableType:
+    """Render a Reply as rich renderables (its attachments are `attachment_lines`, printed below it)."""
     colour = _TONES[reply.tone]
     parts: list[RenderableType] = []
     if reply.text:
@@ -81,10 +82,6 @@ def render(reply: Reply, saved: dict[str, Path] | None = None) -> RenderableType
         for row in reply.table.rows:
             table.add_row(*(_markup(cell) for cell in row))
         parts.append(table)
-    for attachment in reply.attachments:
-        where = (saved or {}).get(attachment.filename)
-        parts.append(f"[dim]attachment: {escape(str(where) if where else attachment.filename)} "
-                     f"({len(attachment.data):,} bytes)[/]")
     if reply.buttons:
         parts.append("  ".join(f"[reverse] {escape(b.label)} [/] [dim]{escape(_typed(b))}[/]" for b in reply.buttons))
     if reply.footer:
@@ -94,6 +91,13 @@ def render(reply: Reply, saved: dict[str, Path] | None = None) -> RenderableType
         return Panel(body, title=f"[bold {colour}]{escape(reply.title)}[/]", title_align="left", border_style=colour,
                      expand=False)
     return Group(*[f"[{colour}]{p}[/]" if isinstance(p, str) and reply.tone != "info" else p for p in parts])
+
+
+def attachment_lines(reply: Reply, saved: dict[str, Path] | None = None) -> list[Text]:
+    """One line per attachment: its path once `saved` to a file (else its name) and size. Print them with
+    `soft_wrap=True`: a path is never cut or split inside a card's borders, so it can be copied whole."""
+    return [Text(f"attachment: {(saved or {}).get(a.filename) or a.filename} ({len(a.data):,} bytes)", style="dim")
+            for a in reply.attachments]
 
 
 @contextmanager
@@ -258,9 +262,16 @@ class ConsoleApp:
             await self.say(line)
             return
         reply = await self.dispatcher.prepare_line(line, self.actor, self.place).run()
-        self.out.print(render(reply, await asyncio.to_thread(self.keep, reply)))
+        await self.show(reply)
         if following(reply):
             await self.follow(reply)
+
+    async def show(self, reply: Reply) -> None:
+        """Print a reply, then its attachments, saved under HOME/files, by their paths."""
+        saved = await asyncio.to_thread(self.keep, reply)
+        self.out.print(render(reply))
+        for line in attachment_lines(reply, saved):
+            self.out.print(line, soft_wrap=True)
 
     def keep(self, reply: Reply) -> dict[str, Path]:
         """Write a reply's attachments (a chart) under HOME/files, where a terminal can open them; their paths."""
@@ -334,4 +345,4 @@ class ConsoleApp:
             except Exception as exc:  # noqa: BLE001 - the job ended; only its last card is missing
                 final = render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)
             if final is not None:
-                self.out.print(render(final, await asyncio.to_thread(self.keep, final)))
+                await self.show(final)

@@ -7,13 +7,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from modelbay.adapters.console import render
+from modelbay.adapters.console import attachment_lines, render
 from modelbay.bot.reply import Attachment, Reply
 
 
 def _shown(reply: Reply, saved: dict[str, Path] | None = None) -> str:
     out = Console(file=io.StringIO(), width=100, color_system=None)
-    out.print(render(reply, saved))
+    out.print(render(reply))
+    for line in attachment_lines(reply, saved):
+        out.print(line, soft_wrap=True)
     return out.file.getvalue()  # type: ignore[attr-defined]
 
 
@@ -27,6 +29,11 @@ def test_an_attachment_saved_to_a_file_shows_its_path() -> None:
     reply = Reply(text="chart", attachments=[Attachment("a.png", b"\x89PNG", "image/png")])
     assert "attachment: a.png (4 bytes)" in _shown(reply)
     assert "attachment: /tmp/home/files/a.png (4 bytes)" in _shown(reply, {"a.png": Path("/tmp/home/files/a.png")})
+    # A path longer than the terminal is printed whole, on one line, below the card (inside it, the card's borders
+    # split it into pieces that cannot be copied).
+    long = Path("/tmp/pytest-of-root/pytest-143/popen-gw0/test_the_console_adds_a_dataset/home/files/train-loss.png")
+    card = Reply(title="Results", text="done", attachments=[Attachment("a.png", b"\x89PNG", "image/png")])
+    assert f"\nattachment: {long} (4 bytes)\n" in _shown(card, {"a.png": long})
 
 
 def test_a_button_that_asks_first_shows_the_line_with_what_it_asks_for() -> None:
