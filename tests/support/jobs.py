@@ -39,7 +39,9 @@ def refuse(ctx: JobContext, marker: str) -> None:
 def sleepy(ctx: JobContext, seconds: float, pidfile: str | None = None) -> dict:
     """Sleep without reporting progress (only a forced cancel or the timeout stops it)."""
     if pidfile:
-        Path(pidfile).write_text(str(os.getpid()))
+        # Written whole, then renamed into place: a test that sees the file reads the pid, never an empty file.
+        Path(f"{pidfile}.part").write_text(str(os.getpid()))
+        os.replace(f"{pidfile}.part", pidfile)
     time.sleep(seconds)
     return {"slept": seconds}
 
