@@ -47,6 +47,9 @@ from modelbay.engine.errors import (
     NotFound,
     NotInstalled,
     NotATrainingJob,
+    NotAnOptimizationJob,
+    OptimizationConfigInvalid,
+    OptimizationFailed,
     NotResumable,
     QuantizationUnavailable,
     NotServed,
@@ -135,6 +138,7 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     DatasetNotFound: ErrorStyle("Dataset not found"),
     TemplateNotFound: ErrorStyle("Template not found"),
     NotATrainingJob: ErrorStyle("Not a training job"),
+    NotAnOptimizationJob: ErrorStyle("Not an optimization job"),
     # conflict: info, 409
     JobNotCancelable: ErrorStyle("Nothing to cancel"),
     ModelInUse: ErrorStyle("Model in use", "warning"),
@@ -182,6 +186,8 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     TrainingConfigInvalid: ErrorStyle("Check the training settings", "warning"),
     CudaRequired: ErrorStyle("Needs a GPU"),
     TrainingMemory: ErrorStyle("Not enough memory", "warning"),
+    OptimizationConfigInvalid: ErrorStyle("Check the optimization settings", "warning"),
+    OptimizationFailed: ErrorStyle("Optimization failed"),
     # misconfigured: "Configuration problem", error, shown to all, 500 (DatabaseDriverMissing takes all of it)
     CatalogInvalid: ErrorStyle("Catalog problem"),
     UnknownJobKind: ErrorStyle("Unknown job kind", ephemeral=True),

@@ -82,6 +82,7 @@ __all__ = [
     "TemplateNotFound",
     "NotResumable",
     "NotATrainingJob",
+    "NotAnOptimizationJob",
     "TrainingNameBusy",
     "DatasetInUse",
     "CheckpointMissing",
@@ -90,6 +91,8 @@ __all__ = [
     "TrainingConfigInvalid",
     "CudaRequired",
     "TrainingMemory",
+    "OptimizationConfigInvalid",
+    "OptimizationFailed",
     "JobCanceled",
     "TransferStopped",
 ]
@@ -377,6 +380,17 @@ class NotResumable(Conflict):
             text = (f"Training job `{shown(job_id)}` is {_STATES.get(status, status)}; only a canceled or failed one "
                     f"resumes. `/train status {shown(job_id)}` shows where it stands.")
         super().__init__(text)
+
+
+class NotAnOptimizationJob(NotFound):
+    """`/optimize status` (or the optimization routes) named a job of another kind: an install, a training run."""
+
+    def __init__(self, job_id: str, kind: str) -> None:
+        self.job_id = job_id
+        self.kind = kind
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        super().__init__(f"Job `{shown(job_id)}` is {article} `{shown(kind)}` job, not an optimization job: "
+                         f"`/jobs watch {shown(job_id)}` follows it, `/optimize list` shows the optimization jobs.")
 
 
 class NotATrainingJob(NotFound):
@@ -760,11 +774,38 @@ class CudaRequired(Refused):
 
     retryable = False
 
-    def __init__(self, what: str, where: str = "the gpu workers have none") -> None:
+    def __init__(self, what: str, where: str = "the gpu workers have none",
+                 fix: str = "Use the chat-lora template (it trains on the CPU too)") -> None:
         self.what = what
         self.where = where
-        super().__init__(f"{what} needs a CUDA GPU and {where}. Use the chat-lora template (it trains on the CPU "
-                         "too), or run a gpu worker on a machine with a GPU.")
+        super().__init__(f"{what} needs a CUDA GPU and {where}. {fix}, or run a gpu worker on a machine with a GPU.")
+
+
+class OptimizationConfigInvalid(Refused):
+    """An optimization setting (a command's option, a recipe's step or the REST body) is unknown, out of range or
+    impossible with another one (4-bit int8, sparsity 1.5, static quantization without calibration data)."""
+
+    retryable = False
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"Optimization setting `{shown(setting)}`: {one_line(problem, 220)}. Fix it and start again "
+                         "(`/help optimize` lists the settings).")
+
+
+class OptimizationFailed(Refused):
+    """A method could not make a variant of this model (an architecture ONNX export does not take, a logits check
+    that failed, a layer shape 2:4 sparsity cannot use); nothing is kept."""
+
+    retryable = False
+
+    def __init__(self, method: str, model: str, reason: str) -> None:
+        self.method = method
+        self.model = model
+        self.reason = reason
+        super().__init__(f"{method} could not make a variant of `{shown(model)}`: {one_line(reason, 240)}. Nothing "
+                         "was kept; try another method (`/help optimize`).")
 
 
 class TrainingMemory(Refused):
