@@ -1,0 +1,1 @@
+"""Optimization: quantize, prune and export installed models, each variant measured against its parent."""
