@@ -21,6 +21,7 @@ from modelbay.engine.jobs.jobs import Jobs
 from modelbay.engine.records import VersionRecord
 from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.inference.serving import Servers
+from modelbay.engine.optimization.optimization import Optimization
 from modelbay.engine.training.training import Training
 from modelbay.workers.embedded import EmbeddedWorkers
 from modelbay.workers.runner import install_resources
@@ -55,6 +56,7 @@ class Runtime:
         self.chats = Chats(settings, self.db, self.redis, self.registry, self.servers, self.analytics)
         self.datasets = Datasets(settings, self.db)
         self.training = Training(settings, self.db, self.registry, self.jobs, self.hardware, self.datasets)
+        self.optimization = Optimization(settings, self.db, self.registry, self.jobs, self.hardware, self.datasets)
         self._embedded: EmbeddedWorkers | None = None
 
     def prepare(self) -> None:

@@ -405,13 +405,15 @@ class NotATrainingJob(NotFound):
 
 
 class TrainingNameBusy(Conflict):
-    """A queued or running training job already makes a model of that name, from a different request."""
+    """A queued or running training (or optimization) job already makes a model of that name, from a different
+    request."""
 
-    def __init__(self, name: str, job_id: str) -> None:
+    def __init__(self, name: str, job_id: str, command: str = "train") -> None:
         self.name = name
         self.job_id = job_id
-        super().__init__(f"Training job `{shown(job_id)}` is already making a model named `{shown(name)}`. Choose "
-                         f"another name (`name:...`), or `/train status {shown(job_id)}` follows that job.")
+        what = "Training" if command == "train" else "Optimization"
+        super().__init__(f"{what} job `{shown(job_id)}` is already making a model named `{shown(name)}`. Choose "
+                         f"another name (`name:...`), or `/{command} status {shown(job_id)}` follows that job.")
 
 
 class DatasetInUse(Conflict):

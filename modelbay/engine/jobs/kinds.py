@@ -20,7 +20,8 @@ from modelbay.engine.extensions import Extensions
 
 __all__ = [
     "resolve",
-    "BUILT_IN", "INSTALL", "KINDS", "PROBE", "QUEUES", "RUNNER", "SERVE", "TRAIN", "JobKind", "QueueName",
+    "BUILT_IN", "INSTALL", "KINDS", "OPTIMIZE", "OPTIMIZE_CPU", "PROBE", "QUEUES", "RUNNER", "SERVE", "TRAIN",
+    "JobKind", "QueueName",
     "RetryPolicy",
     "register_kind",
 ]
@@ -89,7 +90,19 @@ TRAIN = JobKind(
     retry=RetryPolicy(max=2, intervals=(1, 60)), description="Fine-tune a model (LoRA, QLoRA) on a dataset.",
 )
 
-BUILT_IN: tuple[JobKind, ...] = (INSTALL, SERVE, PROBE, TRAIN)
+# Quantize, prune or export a model and measure the variant against its parent (engine/optimization): up to a day, no
+# retries (a killed job leaves nothing: its folder is removed, and it is run again by asking again). Steps that make
+# GPU-served variants (bitsandbytes) run on the gpu queue, the others (casts, pruning, ONNX) on the cpu queue.
+OPTIMIZE = JobKind(
+    "optimize", "modelbay.workers.jobs.optimize.optimize", "gpu", timeout=24 * 3600,
+    description="Quantize, prune or export a model and measure it against its parent (GPU-served variants).",
+)
+OPTIMIZE_CPU = JobKind(
+    "optimize.cpu", "modelbay.workers.jobs.optimize.optimize", "cpu", timeout=24 * 3600,
+    description="Quantize, prune or export a model and measure it against its parent (CPU variants, ONNX).",
+)
+
+BUILT_IN: tuple[JobKind, ...] = (INSTALL, SERVE, PROBE, TRAIN, OPTIMIZE, OPTIMIZE_CPU)
 
 
 def _check(kind: JobKind) -> None:

@@ -1,0 +1,213 @@
+"""An optimization job from start to end, in a worker's work horse: apply the steps, measure, register the variant.
+
+`run_job(job, ...)` is what the `optimize` and `optimize.cpu` job kinds run (`workers/jobs/optimize.py`):
+
+1. prepare ("preparing"): the parent's folder, and the text the job measures on: the person's dataset when given,
+   else the shipped held-out text (`heldout.py`), cut into held-out windows and, apart from them, calibration
+   windows for the methods that need them (Wanda, static int8).
+2. apply ("applying"): each step's method reads the previous step's folder and writes its own under the job's
+   folder (`<home>/optimization/<job id>/step<N>/`), reporting its part of the job's progress.
+3. measure ("measuring-parent", then "measuring"): the parent and the variant each in a child process, on this
+   machine and the same windows (`measure.py`): size, load time and peak memory, time to first token, tokens/s,
+   perplexity with its standard error, and the variant's KL divergence and top-1 agreement against the parent.
+4. judge and register ("saving"): the comparison against the person's (or the kind's default) perplexity budget
+   gives a verdict; the chart is drawn into the variant's folder, and the variant becomes a new model whose version
+   points at the parent's (`installs/derived.add_derived_version`), its report in `lineage_params`.
+
+A cancel (seen at every progress report) or a failure removes the job's folder: nothing partial is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelbay.engine.optimization.progress import OptimizationDetail
+from modelbay.logs import route_transformers_logs
+
+if TYPE_CHECKING:
+    from modelbay.engine.optimization.methods.base import Applied
+    from modelbay.engine.records import VersionRecord
+    from modelbay.engine.training.run import Job
+
+__all__ = ["JobWork", "job_folder", "run_job"]
+
+log = logging.getLogger(__name__)
+
+# The job's fraction at the start of each phase; the steps share APPLYING..MEASURING_PARENT equally.
+PREPARING, APPLYING, MEASURING_PARENT, MEASURING, SAVING = 0.0, 0.05, 0.6, 0.75, 0.95
+HELDOUT_TOKENS = 16_384  # held-out tokens measured at most (perplexity, KL)
+CALIBRATION_WINDOWS = 32  # calibration windows a method gets at most
+
+
+def job_folder(home: Path, job_id: str) -> Path:
+    """The folder a job works in: its steps' outputs and the parent's log-probabilities."""
+    return Path(home) / "optimization" / job_id
+
+
+@dataclass
+class JobWork:
+    """What a method gets from the job (`methods.base.Work`): the device, progress within its step, calibration."""
+
+    job: Job
+    device: str
+    step: int  # from 1
+    steps: int
+    label: str
+    calibration_windows: list[list[int]] = field(default_factory=list)
+
+    def progress(self, fraction: float, message: str) -> None:
+        """Report this step's progress (0..1) as the job's; raises JobCanceled once a cancel was asked for."""
+        share = (MEASURING_PARENT - APPLYING) / self.steps
+        whole = APPLYING + share * (self.step - 1 + max(0.0, min(1.0, fraction)))
+        self.job.progress(whole, f"Step {self.step}/{self.steps} ({self.label}): {message}",
+                          detail=OptimizationDetail(phase="applying", step=self.step, steps=self.steps,
+                                                    method=self.label, step_fraction=round(fraction, 4)))
+
+    def calibration(self, n: int, length: int) -> list[list[int]]:
+        """Up to n calibration windows of at most `length` tokens (never the held-out windows)."""
+        return [w[:length] for w in self.calibration_windows[:n]]
+
+
+def _device(queue_gpu: bool) -> str:
+    if not queue_gpu:
+        return "cpu"
+    import torch  # extra: ml
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_job(job: Job, *, parent_version_id: int, parent: str, name: str, steps: list[dict[str, Any]],
+            labels: list[str], dataset: str | None, dataset_name: str | None, budget_kind: str,
+            budget: float | bool, gpu: bool) -> dict[str, Any]:
+    """Apply, measure, judge and register one optimization (the module docstring has the phases); return the result.
+
+    Raises:
+        JobCanceled: the job was canceled; its folder is removed.
+        OptimizationFailed: a method could not make this variant; nothing is kept.
+        ModelNameTaken: the new model's name was taken meanwhile.
+        DatasetNotFound, DatasetUnreadable: the dataset is gone.
+    """
+    from modelbay.engine.catalog.registry import Registry
+    from modelbay.engine.installs.derived import check_name
+    from modelbay.engine.installs.loadable import weights_folder
+
+    route_transformers_logs()
+    check_name(job.db, name)  # a name taken since pre-flight: refused before any work
+    root = job_folder(job.settings.home, job.job_id)
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    try:
+        version = Registry(job.db).get_version(parent_version_id)
+        source = weights_folder(version)
+        if source is None:
+            raise ValueError(f"version #{parent_version_id} has no full weights (pre-flight refuses this)")
+        job.progress(PREPARING, f"Preparing {parent}", force=True, detail=OptimizationDetail(phase="preparing"))
+        heldout, calibration, text_source = _windows(job, source, dataset, dataset_name)
+        device = _device(gpu)
+        folder, facts, output = _apply(job, source, root, steps, labels, device, calibration)
+        return _measure_and_register(job, version, parent, name, source, folder, output, facts, steps, labels,
+                                     heldout, text_source, budget_kind, budget, device, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _windows(job: Job, source: Path, dataset: str | None,
+             dataset_name: str | None) -> tuple[list[list[int]], list[list[int]], str]:
+    """Held-out and calibration windows of the person's dataset (or the shipped text), and where they came from."""
+    from modelbay.engine.optimization import heldout
+
+    if dataset is not None:
+        from modelbay.engine.datasets.datasets import Datasets
+
+        examples = Datasets(job.settings, job.db).examples(dataset)
+        texts = heldout.dataset_texts(examples, source)
+        text_source = f"dataset {dataset_name or dataset}"
+    else:
+        texts = heldout.default_texts()
+        text_source = "the shipped held-out text"
+    held, calibration = heldout.split_windows(source, texts, max_tokens=HELDOUT_TOKENS,
+                                              calibration=CALIBRATION_WINDOWS)
+    return held, calibration, text_source
+
+
+def _apply(job: Job, source: Path, root: Path, steps: list[dict[str, Any]], labels: list[str], device: str,
+           calibration: list[list[int]]) -> tuple[Path, list[dict[str, Any]], str]:
+    """Apply each step to the previous one's folder; return the last folder, each step's facts and its format."""
+    from modelbay.engine.optimization.methods import METHODS
+
+    folder, facts, output = source, [], "transformers"
+    for i, step in enumerate(steps, start=1):
+        method = METHODS[step["method"]]
+        label = labels[i - 1] if i - 1 < len(labels) else method.label
+        work = JobWork(job, device, i, len(steps), label, calibration)
+        work.progress(0.0, "starting")
+        out = root / f"step{i}"
+        out.mkdir()
+        applied: Applied = method.apply(folder, out, step["params"], work)
+        facts.append({"method": step["method"], "label": label, **applied.facts})
+        output = method.needs(step["params"]).output
+        if folder != source:
+            shutil.rmtree(folder, ignore_errors=True)  # an intermediate step's folder is not needed any more
+        folder = applied.folder
+    return folder, facts, output
+
+
+def _measure_and_register(job: Job, version: VersionRecord, parent: str, name: str, source: Path, folder: Path,
+                          output: str, facts: list[dict[str, Any]], steps: list[dict[str, Any]], labels: list[str],
+                          heldout: list[list[int]], text_source: str, budget_kind: str, budget: float | bool,
+                          device: str, root: Path) -> dict[str, Any]:
+    from modelbay.engine.installs.derived import Derived, add_derived_version
+    from modelbay.engine.installs.store import ModelStore
+    from modelbay.engine.optimization import charts, compare, measure
+    from modelbay.engine.optimization.optimization import LINEAGE, OPTIMIZED, REPORT_CHART
+
+    job.progress(MEASURING_PARENT, f"Measuring {parent} on this machine", force=True,
+                 detail=OptimizationDetail(phase="measuring-parent"))
+    reference = root / "parent-logprobs.npy"
+    parent_m, _ = measure.measure(source, "transformers", heldout, reference=None, logprobs_out=reference,
+                                  device=device, cancel=job.check_canceled)
+    job.progress(MEASURING, f"Measuring {name} against {parent}", force=True,
+                 detail=OptimizationDetail(phase="measuring"))
+    variant_m, kl = measure.measure(folder, output, heldout, reference=reference, logprobs_out=None, device=device,
+                                    cancel=job.check_canceled)
+    comparison = compare.Comparison(parent=parent_m, variant=variant_m, kl=kl)
+    rule = compare.Budget.of(budget_kind, budget)
+    verdict, reason = compare.verdict(comparison, rule)
+    report = {
+        "parent_name": parent, "labels": list(labels), "steps": steps, "facts": facts, "format": output,
+        "parent": parent_m.to_dict(), "variant": variant_m.to_dict(), "versus": comparison.to_dict(),
+        "verdict": verdict, "reason": reason, "budget": rule.to_dict(),
+        "heldout": {"source": text_source, "tokens": parent_m.tokens, "windows": len(heldout)},
+    }
+    rows = [charts.ChartRow.of(parent, report["parent"], parent=True),
+            charts.ChartRow.of(name, report["variant"], verdict=verdict)]
+    (folder / REPORT_CHART).write_bytes(charts.variants_png(rows))
+    job.progress(SAVING, f"Registering {name}", force=True, detail=OptimizationDetail(phase="saving"))
+    parameters = next((f.get("parameters") for f in reversed(facts) if f.get("parameters")), None)
+    derived = Derived(source=OPTIMIZED, lineage=LINEAGE, tag=OPTIMIZED, parts=[(folder, ".")],
+                      format="onnx" if output == "onnx" else "safetensors", parameter_count=parameters,
+                      description=f"{' → '.join(labels)} of {{base}}, measured against it: {reason}")
+    added = add_derived_version(job.db, parent=version, name=name, derived=derived,
+                                params={"steps": steps, "report": report, "verdict": verdict, "format": output},
+                                store=ModelStore(job.settings.resolved_model_store), check=_checker(output))
+    chart = Path(added.local_path or "") / REPORT_CHART
+    return {"version_id": added.id, "name": name, "parent": parent, "verdict": verdict, "reason": reason,
+            "report": report, "chart": str(chart) if chart.is_file() else None, "text": charts.variants_text(rows)}
+
+
+def _checker(output: str) -> Any:
+    """The loadability check of a staged variant folder: ONNX layout, or a folder transformers loads."""
+    from modelbay.engine.installs import loadable
+
+    def check(staged: Path, parent_name: str) -> dict[str, Any]:
+        if output == "onnx":
+            loadable.check_onnx(staged, parent_name)
+        else:
+            loadable.check_folder(staged, parent_name, allow_pickle=False)
+        return {}
+
+    return check
