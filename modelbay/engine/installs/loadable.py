@@ -23,6 +23,12 @@ A fine-tune (a version with lineage "finetune", made by a training job) keeps it
 `adapter_model.safetensors`; often the tokenizer files too) and, when it was merged, `merged/` (a complete model by
 the rules above). It loads from `merged/` when that is complete, else from its adapter applied to its base model,
 which must then be installed and complete (`check_tuned`).
+
+An ONNX variant (a version with format "onnx", made by an optimization job's ONNX export) loads with onnxruntime,
+not transformers. Its folder holds `config.json` and a tokenizer as above, ONNX_MANIFEST (`modelbay_onnx.json`: the
+graph to load under "file", its external data files under "external_data", and the cache shape) and, under
+ONNX_DIR, ONNX_MODEL (fp32) and ONNX_QUANTIZED when it was quantized to int8 (transformers.js' names), with the
+external data files the manifest names (`model.onnx_data` beside a graph too large for one protobuf); `check_onnx`.
 """
 
 from __future__ import annotations
@@ -37,9 +43,29 @@ from modelbay.engine.catalog.sources.base import READ_LIMIT
 from modelbay.engine.errors import BaseModelMissing, IncompleteModel, RemoteCodeRequired
 from modelbay.engine.records import VersionRecord
 
-__all__ = ["ADAPTER_DIR", "ADAPTER_FILES", "FINETUNE", "MERGED_DIR", "PICKLE", "SAFETENSORS_WEIGHTS", "Reader",
-           "Inspection", "Tuned", "adapter_rank", "check_folder", "check_tuned", "folder_reader", "inspect",
-           "tuned_parts", "weights_folder"]
+__all__ = [
+    "ADAPTER_DIR",
+    "ADAPTER_FILES",
+    "FINETUNE",
+    "MERGED_DIR",
+    "ONNX_DIR",
+    "ONNX_MANIFEST",
+    "ONNX_MODEL",
+    "ONNX_QUANTIZED",
+    "PICKLE",
+    "SAFETENSORS_WEIGHTS",
+    "Inspection",
+    "Reader",
+    "Tuned",
+    "adapter_rank",
+    "check_folder",
+    "check_onnx",
+    "check_tuned",
+    "folder_reader",
+    "inspect",
+    "tuned_parts",
+    "weights_folder",
+]
 
 PICKLE = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # Returns a file's bytes, or None where it cannot be read yet (a source that only lists files before download);
@@ -60,7 +86,13 @@ FINETUNE = "finetune"
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what peft's save_pretrained writes
-_RETRAIN = "Fine-tune it again to replace it."  # a fine-tune's files come from its training job, not a download
+_RETRAIN = "Fine-tune it again to replace it."
+# An ONNX variant's layout (the module docstring), relative to its folder.
+ONNX_MANIFEST = "modelbay_onnx.json"
+ONNX_DIR = "onnx"
+ONNX_MODEL = f"{ONNX_DIR}/model.onnx"
+ONNX_QUANTIZED = f"{ONNX_DIR}/model_quantized.onnx"
+_REEXPORT = "Export it again with `/optimize onnx` on its parent model."  # a fine-tune's files come from its training job, not a download
 _UNREADABLE = object()  # not JSON
 _NOT_YET = object()  # not readable before download
 
@@ -241,6 +273,33 @@ def check_tuned(folder: Path, name: str, *, base: Path | None, base_name: str | 
         raise BaseModelMissing(name, base_name)
     check_folder(base, base_name or "its base model", installed=True)
     return Tuned(None, adapter, adapter_rank(adapter))
+
+
+def check_onnx(folder: Path, name: str) -> dict[str, Any]:
+    """Raise IncompleteModel naming what an ONNX variant's folder lacks for loading; return its manifest when complete.
+
+    It needs config.json, a tokenizer, a readable ONNX_MANIFEST naming its graph ("file") and every external data
+    file it lists, and those files.
+    """
+    if not folder.is_dir():
+        raise IncompleteModel(name, [f"its folder {folder}"], installed=True, fix=_REEXPORT)
+    top = {p.name for p in folder.iterdir() if p.is_file()}
+    read = folder_reader(folder)
+    missing: list[str] = []
+    config = _json(read, "config.json") if "config.json" in top else _UNREADABLE
+    if not isinstance(config, dict) or not config:
+        missing.append("a readable config.json (a JSON object)")
+    missing += _tokenizer(top)
+    manifest = _json(read, ONNX_MANIFEST) if ONNX_MANIFEST in top else _UNREADABLE
+    graph = manifest.get("file") if isinstance(manifest, dict) else None
+    extra = manifest.get("external_data", []) if isinstance(manifest, dict) else None
+    if not isinstance(graph, str) or not isinstance(extra, list) or not all(isinstance(e, str) for e in extra):
+        missing.append(f"a readable {ONNX_MANIFEST} (a JSON object naming its graph under \"file\")")
+    else:
+        missing += [path for path in (graph, *extra) if not (folder / path).is_file()]
+    if missing:
+        raise IncompleteModel(name, missing, installed=True, fix=_REEXPORT)
+    return manifest
 
 
 def weights_folder(version: VersionRecord) -> Path | None:
