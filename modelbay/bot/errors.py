@@ -48,6 +48,7 @@ from modelbay.engine.errors import (
     NotInstalled,
     NotATrainingJob,
     NotAnOptimizationJob,
+    ServingUnsupported,
     OptimizationConfigInvalid,
     OptimizationFailed,
     NotResumable,
@@ -139,6 +140,7 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     TemplateNotFound: ErrorStyle("Template not found"),
     NotATrainingJob: ErrorStyle("Not a training job"),
     NotAnOptimizationJob: ErrorStyle("Not an optimization job"),
+    ServingUnsupported: ErrorStyle("Not servable by vLLM", "warning"),
     # conflict: info, 409
     JobNotCancelable: ErrorStyle("Nothing to cancel"),
     ModelInUse: ErrorStyle("Model in use", "warning"),

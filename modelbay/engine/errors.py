@@ -83,6 +83,7 @@ __all__ = [
     "NotResumable",
     "NotATrainingJob",
     "NotAnOptimizationJob",
+    "ServingUnsupported",
     "TrainingNameBusy",
     "DatasetInUse",
     "CheckpointMissing",
@@ -323,6 +324,16 @@ class NotServed(Conflict):
         self.why = why
         super().__init__(f"`{shown(name)}` is not being served ({why}). An admin can start it with "
                          f"`/models serve {shown(name)}`.")
+
+
+class ServingUnsupported(Refused):
+    """`/models serve` was asked for a version vLLM cannot serve (an ONNX export)."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self.name = name
+        self.why = why
+        super().__init__(f"`{shown(name)}` cannot be served by vLLM: {why}. `/chat {shown(name)}` answers it in this "
+                         "process.")
 
 
 class ServerNotRunning(Conflict):

@@ -72,6 +72,7 @@ KEEP_BACKENDS = 16  # backends kept in all (HTTP ones hold only a connection poo
 # (how each is built: the `Backend` docstring).
 SERVED_BY = "vllm"
 IN_PROCESS = "transformers"
+IN_PROCESS_ONNX = "onnx"  # an ONNX export (version format "onnx"), answered with onnxruntime in this process
 # Seconds this process trusts what it last read of the chat open at a place; opening or closing a chat here
 # updates it at once, another process's change shows after at most this long.
 PLACE_FRESH_FOR = 5.0
@@ -367,6 +368,12 @@ class Chats:
             InferenceUnavailable, ModelUnloadable: as TransformersBackend.
         """
         folder = Path(version.local_path)
+        if version.format == "onnx":
+            from modelbay.engine.installs.loadable import check_onnx
+
+            check_onnx(folder, model.name)
+            self._make_room_for_a_model()
+            return BACKENDS[IN_PROCESS_ONNX](version.local_path, label=model.name)
         if version.lineage != FINETUNE:
             check_folder(folder, model.name)  # files removed since: one line, not a traceback
             self._make_room_for_a_model()

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from modelbay.config import Settings
 from modelbay.engine.db.database import Database
-from modelbay.engine.errors import BaseModelMissing, NeedsInstall, ServerFailed, ServerNotRunning
+from modelbay.engine.errors import BaseModelMissing, NeedsInstall, ServerFailed, ServerNotRunning, ServingUnsupported
 from modelbay.engine.installs.loadable import tuned_parts
 from modelbay.engine.jobs.jobs import Jobs
 from modelbay.engine.jobs.kinds import SERVE
@@ -120,9 +120,12 @@ class Servers:
             ModelNotFound: no model has that name.
             NeedsInstall: no version of it is installed.
             BaseModelMissing: a LoRA fine-tune's base model is not installed any more.
+            ServingUnsupported: it is an ONNX export.
         """
         model = self.registry.get(name)
         version = installed_version(model, "serve")
+        if version.format == "onnx":
+            raise ServingUnsupported(model.name, "it is an ONNX export (onnxruntime runs it, vLLM does not)")
         parts = tuned_parts(version)
         if parts is not None and parts.merged is None:
             # A LoRA fine-tune without merged weights runs on its base model's server (chats hot-load the adapter).

@@ -78,6 +78,7 @@ SAMPLES: list[E.ModelBayError] = [
     E.NotResumable("abc123", "started", "train"),
     E.NotATrainingJob("abc123", "install"),
     E.NotAnOptimizationJob("abc123", "train"),
+    E.ServingUnsupported("tiny-chat-onnx", "it is an ONNX export (onnxruntime runs it, vLLM does not)"),
     E.OptimizationConfigInvalid("quantization.dataType", "int8 is an 8-bit type, not 4-bit: use nf4 or fp4 with bits 4"),
     E.OptimizationFailed("ONNX export", "tiny-chat", "logits differ from torch by 0.3 (at most 1e-3)"),
     E.TrainingNameBusy("tiny-colors", "abc123"),
