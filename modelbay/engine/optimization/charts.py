@@ -1,0 +1,117 @@
+"""A parent and its variants drawn for chat: size vs perplexity (with error bars) beside tokens/s, as PNG and text."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from modelbay.engine.optimization.measure import Measurement
+
+__all__ = ["ChartRow", "variants_png", "variants_text"]
+
+_PARENT, _WITHIN, _OVER, _OTHER = "#C44E52", "#4C72B0", "#DD8452", "#8C8C8C"
+
+
+@dataclass(frozen=True)
+class ChartRow:
+    """One model in the chart: its name and the figures drawn."""
+
+    label: str
+    size_bytes: int
+    perplexity: float
+    perplexity_se: float
+    tokens_per_s: float | None
+    parent: bool = False
+    verdict: str | None = None  # compare.Verdict.label of a variant; None for the parent
+
+    @classmethod
+    def of(cls, label: str, m: Measurement, *, parent: bool = False, verdict: str | None = None) -> ChartRow:
+        """The row of a measurement."""
+        return cls(label, m.size_bytes, m.perplexity, m.perplexity_se, m.tokens_per_s, parent, verdict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChartRow:
+        """Rebuild from `to_dict`'s dict."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+def _color(row: ChartRow) -> str:
+    if row.parent:
+        return _PARENT
+    return {"within budget": _WITHIN, "over budget": _OVER}.get(row.verdict or "", _OTHER)
+
+
+def variants_png(rows: list[ChartRow], title: str = "Variants against their parent") -> bytes:
+    """Two panels, about 1000x420 pixels: size on disk (MB) vs perplexity with ±1 SE bars, each point labelled,
+    the parent in red, variants in blue (within budget), orange (over) or grey (no budget); and tokens/s bars.
+
+    Raises ValueError for no rows.
+    """
+    if not rows:
+        raise ValueError("no models to draw")
+    # The object API with the Agg canvas: no pyplot state, no display, safe on any thread.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # extra: ml
+    from matplotlib.figure import Figure  # extra: ml
+
+    figure = Figure(figsize=(10, 4.2), dpi=100)
+    FigureCanvasAgg(figure)
+    scatter, bars = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    for row in rows:
+        size_mb = row.size_bytes / 1e6
+        scatter.errorbar(size_mb, row.perplexity, yerr=row.perplexity_se, fmt="o", color=_color(row),
+                         markersize=9 if row.parent else 7, capsize=3, zorder=3 if row.parent else 2)
+        scatter.annotate(row.label + (" (parent)" if row.parent else ""), (size_mb, row.perplexity),
+                         textcoords="offset points", xytext=(6, 6), fontsize=8)
+    scatter.set_xlabel("size on disk (MB)")
+    scatter.set_ylabel("perplexity (held-out, ± 1 SE)")
+    scatter.set_title("size vs perplexity (lower left is better)")
+    scatter.grid(True, alpha=0.3)
+    scatter.margins(x=0.25, y=0.2)
+
+    labels = [row.label for row in rows]
+    speeds = [row.tokens_per_s or 0.0 for row in rows]
+    drawn = bars.barh(range(len(rows)), speeds, color=[_color(row) for row in rows])
+    for bar, row in zip(drawn, rows):
+        text = "not measured" if row.tokens_per_s is None else f"{row.tokens_per_s:.1f}"
+        bars.annotate(text, (bar.get_width(), bar.get_y() + bar.get_height() / 2), textcoords="offset points",
+                      xytext=(3, 0), va="center", fontsize=8)
+    bars.set_yticks(range(len(rows)), labels, fontsize=8)
+    bars.invert_yaxis()  # the first row (the parent) on top
+    bars.set_xlabel("decode tokens/s (higher is better)")
+    bars.set_title("speed on this machine")
+    bars.margins(x=0.2)
+    figure.suptitle(title)
+    figure.tight_layout()
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return out.getvalue()
+
+
+def variants_text(rows: list[ChartRow]) -> str:
+    """The chart's figures as aligned text lines, one per model, the parent first and marked: the text alternative."""
+    from modelbay.engine.units import human_bytes_apart
+
+    ordered = sorted(rows, key=lambda row: not row.parent)
+    parent = next((row for row in ordered if row.parent), None)
+    sizes = human_bytes_apart(*(row.size_bytes for row in ordered)) if ordered else []
+    pad = max((len(row.label) for row in ordered), default=0)
+    lines = []
+    for row, size in zip(ordered, sizes):
+        speed = "—" if row.tokens_per_s is None else f"{row.tokens_per_s:.1f} tok/s"
+        line = f"{row.label:<{pad}}  {size:>10}  ppl {row.perplexity:.4g} ± {row.perplexity_se:.2g}  {speed}"
+        if parent is not None and not row.parent:
+            line += f"  ({row.size_bytes / parent.size_bytes:.2f}x size, {row.perplexity / parent.perplexity:.3f}x ppl"
+            if row.tokens_per_s and parent.tokens_per_s:
+                line += f", {row.tokens_per_s / parent.tokens_per_s:.2f}x speed"
+            line += ")"
+        if row.parent:
+            line += "  (parent)"
+        elif row.verdict:
+            line += f"  · {row.verdict}"
+        lines.append(line)
+    return "\n".join(lines)
