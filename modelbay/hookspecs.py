@@ -1,4 +1,5 @@
-"""Every extension point of ModelBay, one hook each: model sources, inference backends, bot commands, job kinds.
+"""Every extension point of ModelBay, one hook each: model sources, inference backends, optimization methods, bot
+commands, job kinds.
 
 A plugin is a module (or object) with functions of these names marked `@hookimpl`. It is found through the
 `modelbay` entry-point group of an installed distribution::
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from modelbay.engine.catalog.sources.base import ModelSource
     from modelbay.engine.inference.backends.base import Backend
     from modelbay.engine.jobs.kinds import JobKind
+    from modelbay.engine.optimization.methods.base import Method
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -37,6 +39,11 @@ def register_sources(register: Callable[[type[ModelSource]], type[ModelSource]])
 @hookspec
 def register_backends(register: Callable[[type[Backend]], type[Backend]]) -> None:
     """Add inference backends: call `register(cls)` with each `Backend` subclass, known by its `name`."""
+
+
+@hookspec
+def register_optimization_methods(register: Callable[[type[Method]], type[Method]]) -> None:
+    """Add optimization methods: call `register(cls)` with each `Method` subclass, known by its `name`."""
 
 
 @hookspec

@@ -1,8 +1,8 @@
 """The plugin manager: the plugins installed as entry points, and the built-in ones (`modelbay/default_plugins/`).
 
-Registries read their hook the first time they are read (`engine/extensions.py` for sources, backends and job
-kinds; the bot package for commands), so every process (CLI, API, bot, RQ work horses, tests) has them without
-importing anything for its side effects. A plugin added later with `register()` is called at once for the
+Registries read their hook the first time they are read (`engine/extensions.py` for sources, backends, optimization
+methods and job kinds; the bot package for commands), so every process (CLI, API, bot, RQ work horses, tests) has
+them without importing anything for its side effects. A plugin added later with `register()` is called at once for the
 registries already filled. Built-in hooks run first (`tryfirst`), so a plugin replaces a built-in by registering
 the same name.
 """
@@ -30,6 +30,7 @@ ENTRY_POINTS = "modelbay"  # the entry-point group installed plugins declare
 DEFAULT_PLUGINS = (
     "modelbay.default_plugins.sources",
     "modelbay.default_plugins.backends",
+    "modelbay.default_plugins.methods",
     "modelbay.default_plugins.commands",
     "modelbay.default_plugins.job_kinds",
 )
