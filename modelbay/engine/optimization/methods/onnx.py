@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -210,15 +211,19 @@ def _trace(model: Any, shape: dict[str, int], path: Path, opset: int, external: 
     dynamic = {"input_ids": tokens, "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
                "position_ids": tokens, "past": tuple({0: "batch_size", 2: "past_sequence_length"}
                                                      for _ in range(2 * layers))}
-    try:
-        program = torch.onnx.export(
-            WithCache(model).eval(), example, None, dynamo=True, opset_version=opset, dynamic_shapes=dynamic,
-            input_names=_names("past_key_values", layers, ["input_ids", "attention_mask", "position_ids"]),
-            output_names=_names("present", layers, ["logits"]), optimize=True, verbose=False, report=False)
-    except Exception as error:  # torch.export's and onnxscript's errors have no common base
-        raise OptimizationFailed("ONNX export", name, f"torch.onnx (dynamo) could not export it: "
-                                 f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") \
-            from error
+    with warnings.catch_warnings():
+        # torch.export's notes on axis names it merged and on pytree internals: nothing a person acts on.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            program = torch.onnx.export(
+                WithCache(model).eval(), example, None, dynamo=True, opset_version=opset, dynamic_shapes=dynamic,
+                input_names=_names("past_key_values", layers, ["input_ids", "attention_mask", "position_ids"]),
+                output_names=_names("present", layers, ["logits"]), optimize=True, verbose=False, report=False)
+        except Exception as error:  # torch.export's and onnxscript's errors have no common base
+            raise OptimizationFailed("ONNX export", name, f"torch.onnx (dynamo) could not export it: "
+                                     f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") \
+                from error
     ir.save(program.model, path, external_data=f"{path.name}_data" if external else None)
 
 
