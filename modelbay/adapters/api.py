@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 from modelbay import __version__
 from modelbay.bot.context import Actor, Context
 from modelbay.bot.commands.datasets import report_of, visible
+from modelbay.bot.commands.optimize import start_job as start_optimization
 from modelbay.bot.commands.train import resume_job, start_job
 from modelbay.bot.errors import render_error, style_of, user_error
 from modelbay.bot.progress import watch
@@ -38,6 +39,9 @@ from modelbay.engine.errors import ModelBayError, NotAllowed, shown
 from modelbay.engine import hardware as hw
 from modelbay.engine.installs.installs import InstallTicket
 from modelbay.engine.jobs.progress import ProgressEvent
+from modelbay.engine.optimization.config import OptimizationRequest
+from modelbay.engine.optimization.optimization import OptimizationStatus
+from modelbay.engine.optimization.progress import OptimizationDetail
 from modelbay.engine.records import JobRecord, ModelQuery, SortKey
 from modelbay.engine.training.progress import TrainingDetail
 from modelbay.engine.training.templates import DEFAULT_TEMPLATE, TrainingRequest
@@ -500,6 +504,7 @@ jobs = APIRouter(tags=["jobs"], responses=_ERRORS)
 analytics = APIRouter(tags=["analytics"], responses=_ERRORS)
 training_datasets = APIRouter(tags=["training"], responses=_ERRORS)
 training_jobs = APIRouter(tags=["training"], responses=_ERRORS)
+optimization = APIRouter(tags=["optimization"], responses=_ERRORS)
 
 
 @system.get("/healthz")
@@ -982,6 +987,222 @@ async def cancel_training_job(ctx: User, job_id: JobId,
     return TrainingJobOut.of(await ctx.call(ctx.runtime.training.status, job_id))
 
 
+# -- optimization jobs ----------------------------------------------------------------------------------------
+# The seed's OptimizationConfig body (type, quantization, pruning, export, recipe, targetReduction, preserveAccuracy:
+# camelCase, as the engine's `OptimizationRequest` takes it) plus the model, the new name and a dataset starts a job
+# (the same one `/optimize` starts); impossible combinations are refused in one line before anything is queued. A job
+# is shown with its steps, its latest report and, once finished, the variant's report against its parent (without
+# server paths); the report's chart is served at its own URL.
+
+JOBS_OPTIMIZATION = "/api/optimization/jobs"
+
+
+class OptimizationJobIn(OptimizationRequest):
+    """What to optimize: the seed's OptimizationConfig (camelCase), plus the model, the new name and a dataset."""
+
+    model: Text = Field(min_length=1, max_length=200, description="The installed model to optimize.")
+    name: Text | None = Field(None, max_length=96, description="The new model's name (default: <model>-<method>).")
+    dataset: Text | int | None = Field(None, description="Your dataset, by id or name: held-out and calibration "
+                                                         "text (default: the shipped held-out text).")
+
+
+class OptimizationProgressOut(BaseModel):
+    """An optimization job's latest report (a `progress` event of its stream): every field may be null."""
+
+    job_id: str
+    status: str
+    progress: float = Field(description="Share of the job done, 0 to 1.")
+    message: str | None
+    phase: str | None = Field(description="preparing, applying, measuring-parent, measuring or saving.")
+    step: int | None = Field(description="The step being applied, from 1.")
+    steps: int | None
+    method: str | None = Field(description="The step's method, as people read it.")
+    step_fraction: float | None = Field(description="How far the step is, 0 to 1.")
+
+    @classmethod
+    def of(cls, e: ProgressEvent) -> OptimizationProgressOut:
+        """Translate an optimization job's progress event."""
+        d = OptimizationDetail.of(e.detail)
+        return cls(job_id=e.job_id, status=e.status, progress=e.progress, message=e.message, phase=d.phase,
+                   step=d.step, steps=d.steps, method=d.method, step_fraction=d.step_fraction)
+
+
+class OptimizationResultOut(BaseModel):
+    """What a finished job made: the new model and its report against the parent."""
+
+    model: str = Field(description="The new model's registry name.")
+    version_id: int | None
+    verdict: str | None = Field(description="within budget, over budget (kept, not a drop-in) or no budget.")
+    reason: str | None
+    report: dict[str, Any] = Field(description="parent and variant measurements, versus (ratios, KL, top-1), budget, "
+                                               "held-out text, labels, facts, format.")
+    text: str | None = Field(description="The chart's text alternative.")
+
+    @classmethod
+    def of(cls, result: dict[str, Any]) -> OptimizationResultOut:
+        """Read a job's result, leaving server paths (the chart's) out."""
+        return cls(model=str(result.get("name", "")), version_id=result.get("version_id"),
+                   verdict=result.get("verdict"), reason=result.get("reason"),
+                   report=_no_paths(result.get("report") or {}), text=result.get("text"))
+
+
+def _no_paths(value: Any) -> Any:
+    """A JSON value without the strings that are absolute server paths."""
+    if isinstance(value, dict):
+        return {k: _no_paths(v) for k, v in value.items() if not _is_path(v)}
+    if isinstance(value, list):
+        return [_no_paths(v) for v in value if not _is_path(v)]
+    return value
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, str) and (value.startswith(("/", "~")) or value[1:3] in (":\\", ":/"))
+
+
+class OptimizationJobOut(JobOut):
+    """An optimization job: the model it makes from which parent, with which steps, where it stands."""
+
+    name: str = Field(description="The new model's name.")
+    parent: str
+    steps: list[dict[str, Any]] = Field(description="The checked steps, in order: {method, params}.")
+    labels: list[str] = Field(description="Each step as people read it.")
+    config: dict[str, Any] = Field(description="The config it was started with (camelCase).")
+    latest: OptimizationProgressOut = Field(description="Its latest report.")
+    result: OptimizationResultOut | None = Field(description="What it made, once finished.")
+    chart_url: str | None = Field(description="The report's chart (PNG), once drawn.")
+
+    @classmethod
+    def of(cls, status: OptimizationStatus) -> OptimizationJobOut:
+        """Read an optimization job's status."""
+        job = status.job
+        return cls(**_job_out(job).model_dump(), name=status.name, parent=status.parent, steps=list(status.steps),
+                   labels=list(status.labels), config=dict(job.params.get("config") or {}),
+                   latest=OptimizationProgressOut.of(ProgressEvent(job.id, job.status, job.progress,
+                                                                   job.progress_detail.message, job.progress_detail)),
+                   result=OptimizationResultOut.of(status.result) if job.status == "finished" and status.result
+                   else None,
+                   chart_url=f"{JOBS_OPTIMIZATION}/{job.id}/chart.png" if status.chart is not None else None)
+
+
+class OptimizationStartedOut(OptimizationJobOut):
+    """A queued optimization job and what pre-flight decided."""
+
+    created: bool = Field(description="False: a job making the same model was already queued, and this is it.")
+    where: Literal["gpu", "cpu"] = Field(description="The queue it runs on.")
+    output: str = Field(description="transformers or onnx.")
+    budget: float | bool = Field(description="The perplexity budget in percent; true: the kind's default; false: "
+                                             "none.")
+    budget_kind: str
+    dataset: str | None = Field(description="The dataset it measures on (null: the shipped held-out text).")
+    notices: list[str] = Field(description="What pre-flight could not check here.")
+
+
+class OptimizationJobListOut(BaseModel):
+    """Optimization jobs, newest first."""
+
+    jobs: list[OptimizationJobOut]
+
+
+class RecipeOut(BaseModel):
+    """A named list of steps (`recipe` in the body)."""
+
+    name: str
+    description: str
+    steps: list[dict[str, Any]]
+
+
+class RecipeListOut(BaseModel):
+    """The shipped recipes."""
+
+    recipes: list[RecipeOut]
+
+
+_OPTIMIZATION_STREAM = {
+    200: {"description": "The job (JSON); with `Accept: text/event-stream`, Server-Sent Events instead: `progress` "
+                         "(the latest report) at each report while it runs, then `complete` (the job with its report) "
+                         "or `error` {error, job_id}; `: ping` comments keep the connection alive.",
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OptimizationJobOut"}},
+                      "text/event-stream": {"schema": {"type": "string"}}}},
+}
+
+
+@optimization.get("/api/optimization/recipes")
+async def list_optimization_recipes(ctx: User) -> RecipeListOut:
+    """The shipped recipes and their steps."""
+    recipes = await ctx.call(ctx.runtime.optimization.recipes)
+    return RecipeListOut(recipes=[RecipeOut(name=r.name, description=r.description,
+                                            steps=[s.to_dict() for s in r.steps]) for r in recipes])
+
+
+@optimization.get(JOBS_OPTIMIZATION)
+async def list_optimization_jobs(
+    ctx: User,
+    active: Annotated[bool | None, Query(description="Only running (true) or only ended (false) jobs.")] = None,
+    all: Annotated[bool, Query(description="Everyone's optimization jobs (admins).")] = False,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> OptimizationJobListOut:
+    """List the caller's optimization jobs (an admin's `all=true`: everyone's), newest first."""
+    if all and not ctx.has_role("admin"):
+        raise NotAllowed("listing everyone's optimization jobs", ctx.role, "admin")
+    jobs = await ctx.call(ctx.runtime.optimization.list, requester=None if all else ctx.actor.key, active=active,
+                          limit=limit)
+    statuses = [await ctx.call(ctx.runtime.optimization.status, job.id) for job in jobs]
+    return OptimizationJobListOut(jobs=[OptimizationJobOut.of(s) for s in statuses])
+
+
+@optimization.post(JOBS_OPTIMIZATION, status_code=201)
+async def start_optimization_job(ctx: Trainer, body: OptimizationJobIn) -> OptimizationStartedOut:
+    """Optimize a model: pre-flight (each refusal one line), then queue the job (gpu for bitsandbytes, else cpu)."""
+    dataset = str(body.dataset) if body.dataset is not None else None
+    started = await start_optimization(ctx, body.model, body.config(), name=body.name, dataset=dataset)
+    status = await ctx.call(ctx.runtime.optimization.status, started.job.id)
+    plan = started.plan
+    return OptimizationStartedOut(**OptimizationJobOut.of(status).model_dump(), created=started.created,
+                                  where="gpu" if plan.queue == "gpu" else "cpu", output=plan.output,
+                                  budget=plan.budget, budget_kind=plan.budget_kind,
+                                  dataset=plan.dataset.name if plan.dataset is not None else None,
+                                  notices=list(plan.notices))
+
+
+@optimization.get(JOBS_OPTIMIZATION + "/{job_id}", responses=_OPTIMIZATION_STREAM, response_model=None)
+async def get_optimization_job(ctx: User, job_id: JobId, request: Request) -> OptimizationJobOut | StreamingResponse:
+    """An optimization job; asked for `text/event-stream`, its progress streamed until it ends."""
+    status = await ctx.call(ctx.runtime.optimization.status, job_id)  # a refusal answers as JSON, before any stream
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        return OptimizationJobOut.of(status)
+    response = StreamingResponse(_pinged(_optimization_events(ctx, job_id)), media_type="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+async def _optimization_events(ctx: Context, job_id: str) -> AsyncIterator[bytes]:
+    """An optimization job's stream: `progress` at each report, then `complete` or `error`."""
+    try:
+        async for event in watch(ctx.runtime.jobs, job_id):
+            if not event.terminal:
+                yield _sse("progress", OptimizationProgressOut.of(event))
+        status = await ctx.call(ctx.runtime.optimization.status, job_id)
+        if status.job.status == "finished":
+            yield _sse("complete", OptimizationJobOut.of(status))
+            return
+        error = status.job.error or f"Optimization job `{job_id}` was {status.job.status}; nothing partial was kept."
+        yield _sse("error", StreamErrorOut(error=error, job_id=job_id))
+    except Exception as exc:  # noqa: BLE001 - the stream has started: errors become its last event
+        yield _sse("error", StreamErrorOut(error=render_error(exc).text, job_id=job_id))
+
+
+@optimization.get(JOBS_OPTIMIZATION + "/{job_id}/chart.png", response_class=Response,
+                  responses={200: {"content": {"image/png": {}}, "description": "Size, perplexity and speed of "
+                                                                                "the variant and its parent."}})
+async def optimization_chart(ctx: User, job_id: JobId) -> Response:
+    """An optimization job's chart (size vs perplexity vs speed, parent and variant), once the job finished."""
+    status = await ctx.call(ctx.runtime.optimization.status, job_id)
+    data = await ctx.call(status.chart.read_bytes) if status.chart is not None else None
+    if data is None:
+        raise HTTPException(404, f"Optimization job `{job_id}` has no chart: it is drawn when the job finishes.")
+    return Response(data, media_type="image/png")
+
+
 def slack_configured(settings: Settings) -> bool:
     """Whether Slack's HTTP events can be served: they need the bot token and the signing secret."""
     return settings.slack_bot_token is not None and settings.slack_signing_secret is not None
@@ -1055,10 +1276,12 @@ def create_app(runtime: Runtime, *, slack: Any = None) -> FastAPI:
                       {"name": "analytics", "description": "Per-model metrics from answers and ratings."},
                       {"name": "training", "description": "Datasets for fine-tuning and their reports; "
                                                          "fine-tuning jobs, their live progress and results."},
+                      {"name": "optimization", "description": "Quantize, prune and export models; each variant's "
+                                                             "report against its parent, live progress and chart."},
                       {"name": "system", "description": "Health."}],
     )
     app.state.runtime = runtime
-    for router in (system, marketplace, jobs, analytics, training_datasets, training_jobs):
+    for router in (system, marketplace, jobs, analytics, training_datasets, training_jobs, optimization):
         app.include_router(router)
     _slack_route(app, runtime, slack)
     # Starlette answers ModelBayError in the routing layer; Exception only in its outermost middleware.
