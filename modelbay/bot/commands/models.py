@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from modelbay.bot.commands._args import CATEGORY, MODEL, MODEL_OR_REPO, limit, revision
+from modelbay.bot.commands.optimize import key_figures
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Field, Progress, Reply, Table
-from modelbay.bot.commands._args import CATEGORY, MODEL, MODEL_OR_REPO, limit, revision
 from modelbay.bot.spec import Arg, ArgType, command
 from modelbay.engine.catalog.sources.base import SOURCES
 from modelbay.engine.errors import one_line, shown
 from modelbay.engine.hardware import fits
+from modelbay.engine.optimization.optimization import LINEAGE as OPTIMIZE
 from modelbay.engine.records import ModelRecord, VersionRecord
 from modelbay.engine.training.versions import FINETUNE, public_lineage
 from modelbay.engine.units import human_bytes, human_count
+
+if TYPE_CHECKING:
+    from modelbay.engine.catalog.registry import Registry
 
 STOP_WAIT = 45.0  # seconds /models stop waits for vLLM to exit (it gets 30 s after SIGTERM)
 
@@ -64,7 +71,9 @@ async def model_info(ctx: Context, model: str) -> Reply:
     footer = " · ".join(x for x in (f"`{record.name}`", f"source: {record.source}", notice) if x)
     buttons = [Button("Try it", f"/chat {record.name}", "primary") if record.installed
                else Button("Install", f"/models install {record.name}", "primary")]
-    return Reply(title=record.display_name, text=record.description, fields=[*_fields(record), *_lineage(record), fit],
+    tree = await ctx.call(lineage_tree, ctx.runtime.registry, record)
+    lineage = [*_lineage(record), *_optimized(record)] + ([Field("Lineage", tree, inline=False)] if tree else [])
+    return Reply(title=record.display_name, text=record.description, fields=[*_fields(record), *lineage, fit],
                  table=_versions(record), buttons=buttons, footer=footer)
 
 
@@ -107,6 +116,104 @@ def _lineage(m: ModelRecord) -> list[Field]:
         if shown_params.get(key) not in (None, {}, [], ""):
             fields.append(Field(label, one_line(_compact(shown_params[key]), LINEAGE_CHARS), inline=False))
     return fields
+
+
+def _optimized(m: ModelRecord) -> list[Field]:
+    """The newest optimized version's origin: its parent, the steps, the verdict and the report's key figures."""
+    made = [v for v in m.versions if v.lineage == OPTIMIZE]
+    if not made:
+        return []
+    version = made[-1]
+    params = version.lineage_params
+    report = params.get("report") if isinstance(params.get("report"), dict) else {}
+    base = params.get("base")
+    of = (f"`{shown(base)}`" if isinstance(base, str) else "a removed model") + (
+        f" (version #{version.parent_version_id})" if version.parent_version_id else " (its version was removed)")
+    fields = [Field("Optimized from", of, inline=False)]
+    labels = report.get("labels") or [s.get("method") for s in params.get("steps") or [] if isinstance(s, dict)]
+    if labels:
+        fields.append(Field("Made by", " → ".join(str(x) for x in labels)))
+    verdict, reason = params.get("verdict") or report.get("verdict"), report.get("reason")
+    if verdict:
+        over = " (kept as over budget, not a drop-in)" if verdict == "over budget" else ""
+        fields.append(Field("Verdict", one_line(f"{verdict}{over}" + (f": {reason}" if reason else ""),
+                                                LINEAGE_CHARS), inline=False))
+    figures = key_figures(report)
+    if figures:
+        fields.append(Field("Against its parent", figures, inline=False))
+    return fields
+
+
+TREE_UP = 8  # ancestors a lineage tree walks up at most
+TREE_DOWN = 2  # generations of descendants it lists
+TREE_NODES = 16  # descendants it lists at most
+_INDENT = "\u00a0" * 3  # no-break spaces: chat platforms keep them at the start of a line
+
+
+def lineage_tree(registry: Registry, record: ModelRecord) -> str:
+    """The model's lineage as a tree: its ancestors from the root down (base -> fine-tune -> 4-bit ...), the model
+    itself, and the installed variants and fine-tunes made from it below; "" when it has none."""
+    own = next((v for v in reversed(record.versions) if v.parent_version_id), None)
+    chain: list[tuple[str, VersionRecord | None]] = []
+    current, seen = own, set()
+    while current is not None and current.parent_version_id and len(chain) < TREE_UP:
+        base = current.lineage_params.get("base")
+        name = base if isinstance(base, str) else "(a removed model)"
+        try:
+            parent = registry.get_version(current.parent_version_id)
+        except LookupError:
+            chain.append((name, None))
+            break
+        if parent.id in seen:
+            break
+        seen.add(parent.id)
+        chain.append((name, parent))
+        current = parent
+    below = _descendants(registry, [v.id for v in record.versions], 1, [0])
+    if not chain and not below:
+        return ""
+    lines = ["…"] if current is not None and current.parent_version_id and chain else []
+    for depth, (name, version) in enumerate(reversed(chain)):
+        lines.append(_node(depth, name, version, last=True))
+    me = own or (record.versions[-1] if record.versions else None)
+    lines.append(_node(len(chain), record.name, me, last=True, this=True))
+    lines += [_INDENT * (len(chain) + depth - 1) + line for depth, line in below]
+    return "\n".join(lines)
+
+
+def _descendants(registry: Registry, ids: list[int], depth: int, count: list[int]) -> list[tuple[int, str]]:
+    """(depth, line) for the installed versions made from `ids`, and theirs, depth first."""
+    if not ids or depth > TREE_DOWN:
+        return []
+    children = registry.derived(ids)
+    lines: list[tuple[int, str]] = []
+    for i, (name, version) in enumerate(children):
+        if count[0] >= TREE_NODES:
+            lines.append((depth, f"└ … {len(children) - i} more"))
+            break
+        count[0] += 1
+        lines.append((depth, _node(1, name, version, last=i == len(children) - 1)))
+        lines += _descendants(registry, [version.id], depth + 1, count)
+    return lines
+
+
+def _node(depth: int, name: str, version: VersionRecord | None, *, last: bool, this: bool = False) -> str:
+    """One line of a lineage tree: the model, how it was made, and for an optimized version its verdict and key
+    figures."""
+    branch = "" if depth == 0 else _INDENT * (depth - 1) + ("└ " if last else "├ ")
+    what = ""
+    if version is not None and version.lineage == FINETUNE:
+        what = "fine-tune"
+    elif version is not None and version.lineage == OPTIMIZE:
+        report = version.lineage_params.get("report")
+        report = report if isinstance(report, dict) else {}
+        labels = " → ".join(str(x) for x in report.get("labels") or []) or "optimized"
+        verdict = version.lineage_params.get("verdict") or report.get("verdict")
+        what = " · ".join(x for x in (labels, verdict, key_figures(report)) if x)
+    elif version is not None and version.lineage:
+        what = str(version.lineage)
+    text = f"`{shown(name, 60)}`" + (f" · {what}" if what else "") + (" ← this model" if this else "")
+    return branch + one_line(text, 160)
 
 
 def _compact(value: object) -> str:
