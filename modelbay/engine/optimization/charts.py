@@ -26,8 +26,11 @@ class ChartRow:
     verdict: str | None = None  # compare.Verdict.label of a variant; None for the parent
 
     @classmethod
-    def of(cls, label: str, m: Measurement, *, parent: bool = False, verdict: str | None = None) -> ChartRow:
-        """The row of a measurement."""
+    def of(cls, label: str, m: Measurement | dict[str, Any], *, parent: bool = False,
+           verdict: str | None = None) -> ChartRow:
+        """The row of a measurement (or its `to_dict` dict, as a stored report holds it)."""
+        if isinstance(m, dict):
+            m = Measurement.from_dict(m)
         return cls(label, m.size_bytes, m.perplexity, m.perplexity_se, m.tokens_per_s, parent, verdict)
 
     def to_dict(self) -> dict[str, Any]:

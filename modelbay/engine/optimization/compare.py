@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from modelbay.engine.optimization.measure import KlStats, Measurement
 
@@ -115,7 +115,7 @@ class Budget:
     asked: bool = False  # set by a person (preserveAccuracy as a number)
 
     @classmethod
-    def for_kind(cls, kind: str, preserve_accuracy: bool | float = True) -> Budget:
+    def of(cls, kind: str, preserve_accuracy: bool | float = True) -> Budget:
         """The budget of a kind of variant: its default (True), none (False) or a person's percent (a number).
 
         Raises ValueError for an unknown kind with the default, or a negative percent.
@@ -149,9 +149,8 @@ class Budget:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """Whether a variant keeps within its budget, and one line saying so with the figures."""
+class Verdict(NamedTuple):
+    """Whether a variant keeps within its budget, and one line saying so with the figures (`label, reason = ...`)."""
 
     label: VerdictLabel
     reason: str
@@ -163,7 +162,7 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return asdict(self)
+        return self._asdict()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
@@ -172,7 +171,10 @@ class Verdict:
 
 
 def _percent(fraction: float) -> str:
-    """0.02 -> `2%`, 0.005 -> `0.5%`, 0.0123 -> `1.23%` (up to 2 decimals, no trailing zeros)."""
+    """0.02 -> `2%`, 0.005 -> `0.5%`, 0.0123 -> `1.23%` (up to 2 decimals, no trailing zeros), 0.000004 ->
+    `0.0004%` (one significant digit below 0.01%, so a small error never reads as none)."""
+    if 0 < abs(fraction) < 0.0001:
+        return f"{fraction * 100:.1g}%"
     return f"{fraction * 100:.2f}".rstrip("0").rstrip(".") + "%"
 
 

@@ -9,7 +9,7 @@ The texts become one token stream: each text tokenised without special tokens, t
 (as llama.cpp's perplexity tool reads one file as one stream). A tokenizer that adds a BOS of its own gets it at the
 start of every window (llama.cpp puts one at the start of each chunk); the first token of a window is never scored.
 
-The split (`split`): the stream is cut at one token index, held-out before it and calibration after it. Held-out
+The split (`split_windows`): the stream is cut at one token index, held-out before it and calibration after it. Held-out
 takes windows of `length` from the start, up to `max_tokens` and never more than half the stream, so the held-out
 windows depend only on the text, the tokenizer, `length` and `max_tokens` (the same for a parent and each of its
 variants, whatever calibration a method asks for); calibration windows come from the rest. With a person's dataset
@@ -20,26 +20,26 @@ the job may instead take held-out windows from the validation rows and calibrati
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from modelbay.engine.datasets.examples import Example
 
-__all__ = ["DEFAULT_FILE", "Split", "dataset_texts", "default_texts", "split", "stream", "windows"]
+__all__ = ["DEFAULT_FILE", "HELDOUT_TOKENS", "WINDOW_TOKENS", "Split", "dataset_texts", "default_texts",
+           "split_windows", "stream", "windows"]
 
 DEFAULT_FILE = "heldout.txt"  # in the modelbay.config package
+WINDOW_TOKENS = 256  # tokens per window (llama.cpp's perplexity uses 512; shorter gives more windows of a short text)
+HELDOUT_TOKENS = 16_384  # held-out tokens at most
 MIN_WINDOW = 2  # tokens: one context token and one scored
 
 
-@dataclass(frozen=True)
-class Split:
+class Split(NamedTuple):
     """Held-out windows (scored) and calibration windows (for methods), cut from disjoint parts of one stream."""
 
     heldout: list[list[int]]
     calibration: list[list[int]]
-    stream_tokens: int  # tokens in the whole stream the windows were cut from
 
 
 def default_texts() -> list[str]:
@@ -52,9 +52,12 @@ def dataset_texts(examples: Iterable[Example], tokenizer: Any) -> list[str]:
     """The rows of a dataset as plain texts: chat rows rendered with `tokenizer`'s chat template (no generation
     prompt), completion rows as prompt followed by completion, text rows as they are.
 
+    `tokenizer` is a transformers tokenizer or a model folder (its tokenizer is loaded).
+
     A chat row the template refuses (or a tokenizer without a template) is rendered as `role: content` lines, so a
     person's data is still measured rather than dropped.
     """
+    tokenizer = _tokenizer(tokenizer)
     texts = []
     for example in examples:
         if example.kind == "chat":
@@ -136,20 +139,18 @@ def windows(tokenizer: Any, texts: Sequence[str], length: int, max_tokens: int |
     return _cut(stream(tokenizer, texts), length, max_tokens, _bos(tokenizer))
 
 
-def split(tokenizer: Any, texts: Sequence[str], length: int, max_tokens: int, *, calibration_length: int | None = None,
-          calibration_windows: int | None = None) -> Split:
-    """Held-out windows from the start of the stream (at most `max_tokens`, at most half of it) and calibration
-    windows (of `calibration_length`, default `length`; up to `calibration_windows`) from the tokens after them.
+def split_windows(tokenizer: Any, texts: Sequence[str], *, length: int = WINDOW_TOKENS,
+                  max_tokens: int = HELDOUT_TOKENS, calibration: int | None = None,
+                  calibration_length: int | None = None) -> Split:
+    """Held-out windows of `length` from the start of the stream (at most `max_tokens`, at most half of it) and up
+    to `calibration` windows (None: all) of `calibration_length` (default `length`) from the tokens after them.
 
-    Raises ValueError when a length is < 2.
+    `tokenizer` is a transformers tokenizer or a model folder. Raises ValueError when a length is < 2.
     """
     tokenizer = _tokenizer(tokenizer)
     ids = stream(tokenizer, texts)
     bos = _bos(tokenizer)
     heldout = _cut(ids, length, min(max_tokens, max(len(ids) // 2, MIN_WINDOW)), bos)
     used = sum(len(w) - (bos is not None) for w in heldout)
-    cal_length = calibration_length or length
-    calibration = _cut(ids[used:], cal_length, None, bos)
-    if calibration_windows is not None:
-        calibration = calibration[:calibration_windows]
-    return Split(heldout=heldout, calibration=calibration, stream_tokens=len(ids))
+    cut = _cut(ids[used:], calibration_length or length, None, bos)
+    return Split(heldout=heldout, calibration=cut if calibration is None else cut[:calibration])

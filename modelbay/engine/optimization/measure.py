@@ -3,8 +3,8 @@
 `measure` runs the measurement in a child process (`python -m modelbay.engine.optimization.measure REQUEST RESULT`,
 JSON in and out) so that load time and peak memory are the model's alone (torch and the libraries are imported
 before the clock starts), CUDA is touched only there (RQ's worker parent never may), and memory is given back when
-it exits. The child reports progress as marked lines on stdout; a `progress` callback that raises (JobCanceled)
-stops it.
+it exits. The child reports progress as marked lines on stdout; a `progress` or `cancel` callback that raises
+(JobCanceled) kills it.
 
 What is measured, the way llama.cpp's `perplexity` tool reports it (its `--kl-divergence` mode for the KL part):
 
@@ -25,7 +25,7 @@ What is measured, the way llama.cpp's `perplexity` tool reports it (its `--kl-di
   ignored); the first round is a warm-up, the figures are the median of `speed_rounds` more. Threads are set and
   recorded (one per physical core unless given), the same for torch and onnxruntime.
 - sparsity: the zero fraction of the 2-D float weights in the decoder layers (`.layers.N.`), None for quantized
-  weights; size on disk: every file in the folder.
+  weights; size on disk: every file in the folder (for ONNX, less the graph the manifest does not serve).
 
 The reference file is an uncompressed NumPy .npz (read with allow_pickle=False): `logprobs` (tokens, vocab),
 `nll` (scored,) float32 and `targets` (scored,) int32, which must match the variant's held-out tokens.
@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,7 @@ PROMPT_TOKENS = 64  # prompt length for time to first token
 KL_CAP_BYTES = 256 * 2**20  # most bytes of parent log-probs saved for KL
 _MARK = "@@modelbay-measure "  # progress lines on the child's stdout start with this; other output is ignored
 _SAMPLE_S = 0.002
+CANCEL_POLL_S = 0.5  # seconds between calls of measure's cancel()
 
 
 @dataclass(frozen=True)
@@ -109,22 +111,33 @@ class KlStats:
         return cls(**{f.name: data.get(f.name) for f in fields(cls)})
 
 
-def folder_size(folder: Path) -> int:
-    """Bytes of every regular file under `folder`."""
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())
+def folder_size(folder: Path, fmt: str = "transformers") -> int:
+    """Bytes of every regular file under `folder`; for an ONNX folder, without the graphs its manifest does not run
+    (the fp32 `onnx/model.onnx` beside the int8 one it serves), so the size is what serving it needs."""
+    folder = Path(folder)
+    unused: set[Path] = set()
+    if fmt == "onnx":
+        from modelbay.engine.installs.loadable import ONNX_DIR, ONNX_MANIFEST
+
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            served = folder / json.loads((folder / ONNX_MANIFEST).read_text())["file"]
+            for graph in (folder / ONNX_DIR).glob("*.onnx"):
+                if graph != served:
+                    unused |= {graph, *graph.parent.glob(graph.name + "_data"), *graph.parent.glob(graph.name + ".data")}
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and p not in unused)
 
 
 def measure(folder: Path, fmt: str, windows: Sequence[Sequence[int]], *, reference: Path | None = None,
             logprobs_out: Path | None = None, device: str = "cpu", speed_rounds: int = 3, new_tokens: int = 32,
             threads: int | None = None, kl_cap_bytes: int = KL_CAP_BYTES,
-            progress: Callable[[float, str], None] | None = None,
+            progress: Callable[[float, str], None] | None = None, cancel: Callable[[], None] | None = None,
             timeout_s: float | None = None) -> tuple[Measurement, KlStats | None]:
     """Measure `folder` (format "transformers" or "onnx") on the held-out `windows` in a child process.
 
     `logprobs_out`: where to save this model's log-probs for its variants' KL; `reference`: a parent's saved file,
     to compare against (KlStats returned, else None). `device` "cpu" or "cuda" (transformers folders; ONNX runs on
-    CPU). `speed_rounds` 0 skips the speed figures. `progress(fraction, message)` is called as the child goes; what
-    it raises (JobCanceled) kills the child and propagates.
+    CPU). `speed_rounds` 0 skips the speed figures. `progress(fraction, message)` is called as the child goes, and
+    `cancel()` at least every CANCEL_POLL_S; what either raises (JobCanceled) kills the child and propagates.
 
     Raises:
         ValueError: an unknown format, or no window of at least 2 tokens.
@@ -143,25 +156,43 @@ def measure(folder: Path, fmt: str, windows: Sequence[Sequence[int]], *, referen
     with tempfile.TemporaryDirectory(prefix="modelbay-measure-") as tmp:
         req, res, err = Path(tmp) / "request.json", Path(tmp) / "result.json", Path(tmp) / "stderr.txt"
         req.write_text(json.dumps(request))
-        result = _run_child(req, res, err, progress, timeout_s, name=Path(folder).name)
+        result = _run_child(req, res, err, progress, cancel, timeout_s, name=Path(folder).name)
     measurement = Measurement.from_dict(result["measurement"])
     kl = KlStats.from_dict(result["kl"]) if result.get("kl") else None
     return measurement, kl
 
 
 def _run_child(req: Path, res: Path, err: Path, progress: Callable[[float, str], None] | None,
-               timeout_s: float | None, *, name: str) -> dict[str, Any]:
+               cancel: Callable[[], None] | None, timeout_s: float | None, *, name: str) -> dict[str, Any]:
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     started = time.monotonic()
+    timed_out = False
     with err.open("wb") as stderr:
         child = subprocess.Popen([sys.executable, "-m", "modelbay.engine.optimization.measure", str(req), str(res)],
                                  stdout=subprocess.PIPE, stderr=stderr, env=env, text=True)
-        timer = threading.Timer(timeout_s, child.kill) if timeout_s else None
-        if timer:
-            timer.start()
-        try:
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:  # a thread, so that cancel() is polled while the child is quiet (loading, decoding)
             assert child.stdout is not None
             for line in child.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            while True:
+                if cancel is not None:
+                    cancel()
+                if timeout_s and time.monotonic() - started > timeout_s:
+                    timed_out = True
+                    child.kill()
+                    break
+                try:
+                    line = lines.get(timeout=CANCEL_POLL_S)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    break
                 if line.startswith(_MARK) and progress is not None:
                     event = json.loads(line[len(_MARK):])
                     progress(float(event["fraction"]), str(event["message"]))
@@ -170,16 +201,13 @@ def _run_child(req: Path, res: Path, err: Path, progress: Callable[[float, str],
             child.kill()
             child.wait()
             raise
-        finally:
-            if timer:
-                timer.cancel()
-    if res.is_file():
+    if timed_out:
+        reason = f"the measurement ran past {timeout_s:g} s"
+    elif res.is_file():
         result = json.loads(res.read_text())
         if "error" not in result:
             return result
         reason = result["error"]
-    elif timeout_s and time.monotonic() - started >= timeout_s:
-        reason = f"the measurement ran past {timeout_s:g} s"
     else:
         tail = err.read_text(errors="replace").strip().splitlines()[-3:]
         reason = f"the measuring process ended with code {child.returncode}: {' / '.join(tail) or 'no output'}"
@@ -321,12 +349,13 @@ class _Onnx:
         self.cuda = False
 
     def prepare(self, folder: Path) -> None:
-        """Nothing to import ahead: onnxruntime is imported already."""
-
-    def load(self, folder: Path) -> None:
+        """Import the loader off the clock."""
         from modelbay.engine.optimization.onnxmodel import OnnxCausalLM
 
-        self.model = OnnxCausalLM(folder, threads=self.threads)
+        self.loader = OnnxCausalLM
+
+    def load(self, folder: Path) -> None:
+        self.model = self.loader(folder, threads=self.threads)
 
     def logits(self, ids: list[int]) -> Any:
         import numpy as np
@@ -428,7 +457,8 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
     ppl = float(np.exp(mean))
     facts = runner.facts()
     measurement = Measurement(
-        format=request["format"], size_bytes=folder_size(folder), load_s=load_s, peak_load_bytes=int(peak_load),
+        format=request["format"], size_bytes=folder_size(folder, request["format"]), load_s=load_s,
+        peak_load_bytes=int(peak_load),
         ttft_ms=ttft_ms, tokens_per_s=tokens_per_s, perplexity=ppl, perplexity_se=ppl * sd / np.sqrt(scored),
         nll_mean=mean, tokens=scored, sparsity=facts["sparsity"], parameters=facts["parameters"],
         device=facts["device"], threads=threads)
