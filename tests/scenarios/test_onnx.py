@@ -30,12 +30,12 @@ from modelbay.engine.optimization.heldout import default_texts, windows
 from modelbay.engine.optimization.methods.onnx import (
     FP32_TOLERANCE,
     INT8_TOLERANCE,
-    INT8_TOP1,
     OnnxExport,
     export,
 )
 from modelbay.engine.optimization.onnxmodel import OnnxCausalLM
 
+INT8_TOP1 = 0.8  # next-token agreement of int8 with fp32 on the pretrained tiny model, at least
 QUESTION = [{"role": "user", "content": "What color is the sky?"}]
 
 
