@@ -69,13 +69,18 @@ def parent(tiny_chat_model: Path, windows: list[list[int]], tmp_path_factory: py
            ) -> tuple[Measurement, Path]:
     """The tiny chat model measured, its log-probs saved for its variants."""
     saved = tmp_path_factory.mktemp("parent") / "logprobs.npz"
-    measurement, kl = measure(tiny_chat_model, "transformers", windows, logprobs_out=saved)
+    measurement, kl = measure(tiny_chat_model, "transformers", windows, logprobs_out=saved, **QUICK)
     assert kl is None
     return measurement, saved
 
 
 def _against(parent: tuple[Measurement, Path], folder: Path, windows: list[list[int]]) -> Comparison:
-    measurement, kl = measure(folder, "transformers", windows, reference=parent[1], **QUICK)
+    return _against_format(parent, folder, "transformers", windows)
+
+
+def _against_format(parent: tuple[Measurement, Path], folder: Path, fmt: str,
+                    windows: list[list[int]]) -> Comparison:
+    measurement, kl = measure(folder, fmt, windows, reference=parent[1], **QUICK)
     assert kl is not None
     return Comparison(parent[0], measurement, kl)
 
@@ -137,6 +142,39 @@ def test_8_bit_stays_closer_to_the_parent_than_4_bit(parent: tuple[Measurement, 
     assert int8.kl.kl_mean < nf4.kl.kl_mean
     assert int8.variant.sparsity is None and nf4.variant.sparsity is None  # quantized: not a float zero count
     assert int8.size_ratio is not None and nf4.size_ratio is not None and nf4.size_ratio < int8.size_ratio < 1
+
+
+class _Work:
+    """What an optimization method gets from a job, for calling the ONNX export directly: no progress, no cancel."""
+
+    device = "cpu"
+
+    def __init__(self, windows: list[list[int]]) -> None:
+        self.windows = windows
+
+    def progress(self, fraction: float, message: str) -> None:
+        """Nothing to report to."""
+
+    def calibration(self, n: int, length: int) -> list[list[int]]:
+        """The first held-out windows: calibration and held-out apart does not matter for dynamic int8."""
+        return [w[:length] for w in self.windows[:n]]
+
+
+@pytest.mark.slow
+def test_an_onnx_int8_export_is_measured_against_its_parent(parent: tuple[Measurement, Path], tiny_chat_model: Path,
+                                                             windows: list[list[int]], tmp_path: Path) -> None:
+    from modelbay.engine.optimization.methods.onnx import export
+
+    out = tmp_path / "onnx"
+    out.mkdir()
+    export(tiny_chat_model, out, int8="dynamic", work=_Work(windows))
+    comparison = _against_format(parent, out, "onnx", windows)
+    kl, v = comparison.kl, comparison.variant
+    assert kl is not None and v.format == "onnx" and v.sparsity is None
+    assert 0 < kl.kl_mean < 0.1 and kl.top1_agreement > 0.9
+    assert comparison.ppl_ratio == pytest.approx(1, abs=0.05)
+    assert v.tokens_per_s is not None and v.ttft_ms is not None and v.threads == parent[0].threads
+    assert v.size_bytes < folder_size(out)  # the int8 graph it serves, not the fp32 one beside it
 
 
 def test_a_reference_for_other_tokens_is_refused(parent: tuple[Measurement, Path], tiny_chat_model: Path,
