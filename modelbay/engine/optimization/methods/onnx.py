@@ -98,6 +98,7 @@ def export(source: Path, out: Path, *, int8: str | bool = False, opset: int = OP
             (`out` is emptied).
         JobCanceled: from work.progress; `out` is emptied.
     """
+    int8 = _INT8.get(int8.strip().lower() if isinstance(int8, str) else int8, int8)  # true means "dynamic"
     try:
         return _export(source, out, int8, opset, work, external_data_bytes)
     except BaseException:
