@@ -1,8 +1,9 @@
 """Weight-only int8 for CPU serving: torchao's Int8WeightOnlyConfig, saved as safetensors transformers reloads.
 
 Chosen after measuring torchao 0.18 against optimum-quanto 0.2.7 on this project's CPU (2 cores; decode tokens/s
-of the tiny model and a 28M-parameter one, docs/ARCHITECTURE.md): neither sped up decoding (torchao int8
-weight-only 0.66x fp32 at 28M, int8 dynamic 0.61x; quanto qint8 0.56x, qint4 0.09x), but only torchao saves
+of the tiny model and a 28M-parameter one, docs/ARCHITECTURE.md): neither sped up decoding (at 28M, against float32:
+torchao int8 weight-only 1.01x, int8 dynamic 0.42x, int4 0.50x; quanto qint8 0.56x, qint4 0.39x; torch's own
+`quantize_dynamic` 2.06x, but it saves only by pickle), but only torchao saves
 through transformers (`TorchAoConfig`, tensor subclasses flattened into safetensors with a JSON header, no pickle:
 `AutoModelForCausalLM.from_pretrained(out)` reloads it, so "Try it" needs nothing new). quanto needs its own
 `requantize` loader. So this method gives size, not speed: Linear weights in int8 with one scale per output row
