@@ -94,6 +94,15 @@ class Comparison:
                 "speed": self.speed_ratio, "ttft": self.ttft_ratio, "load": self.load_ratio,
                 "memory": self.memory_ratio}
 
+    def versus(self) -> dict[str, Any]:
+        """The variant against its parent as one flat JSON object (a stored report's `versus`): each ratio as
+        `<name>_ratio` (`size_ratio`, `ppl_ratio`, `ppl_ratio_upper`, `speed_ratio`, ...) and the KL stats
+        (`kl_mean`, `kl_se`, `kl_p99`, `top1_agreement`, ...; absent without them)."""
+        ratios = {"size_ratio": self.size_ratio, "ppl_ratio": self.ppl_ratio, "ppl_ratio_upper": self.ppl_ratio_upper,
+                  "speed_ratio": self.speed_ratio, "ttft_ratio": self.ttft_ratio, "load_ratio": self.load_ratio,
+                  "memory_ratio": self.memory_ratio}
+        return {**ratios, **(self.kl.to_dict() if self.kl else {})}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: both measurements, the KL stats and (for readers, ignored by from_dict) the ratios."""
         return {"parent": self.parent.to_dict(), "variant": self.variant.to_dict(),

@@ -205,13 +205,13 @@ def steps(config: OptimizationConfig, *, stored_dtype: str | None = None, calibr
         found = [Step("onnx", {"int8": _int8(export.int8, calibration)})]
     checked = []
     for i, step in enumerate(found):
-        method = METHODS.get(step.method)
-        if method is None:
+        cls = METHODS.get(step.method)
+        if cls is None:
             raise OptimizationConfigInvalid(f"steps[{i}].method", f"no method `{step.method}` (known: "
-                                            f"{', '.join(sorted(METHODS.names()))})")
-        checked.append(Step(step.method, method.check(step.params)))
+                                            f"{', '.join(sorted(METHODS))})")
+        checked.append(Step(step.method, cls().check(step.params)))
     for i, step in enumerate(checked[:-1]):
-        if METHODS[step.method].needs(step.params).output == "onnx":
+        if METHODS[step.method]().needs(step.params).output == "onnx":
             raise OptimizationConfigInvalid(f"steps[{i}]", "an ONNX export must be the last step (nothing reads "
                                             "its output but onnxruntime)")
         if step.method in ("bnb", "weight-only"):

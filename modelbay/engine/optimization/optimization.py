@@ -182,7 +182,7 @@ class Optimization:
         found = self._datasets.get(dataset, owner=owner) if dataset is not None else None
         checked = steps(config, stored_dtype=stored.get("dtype") or stored.get("torch_dtype"),
                         calibration=found is not None)
-        methods = [METHODS[s.method] for s in checked]
+        methods = [METHODS[s.method]() for s in checked]
         needs = [m.needs(s.params) for m, s in zip(methods, checked, strict=True)]
         notices: list[str] = []
         if any(n.cuda for n in needs):
@@ -199,8 +199,7 @@ class Optimization:
         on_gpu = any(s.method == "bnb" or n.cuda for s, n in zip(checked, needs, strict=True))
         return OptimizationPlan(
             model=record, parent=parent, config=config, steps=tuple(checked),
-            labels=tuple(m.label_of(s.params) if hasattr(m, "label_of") else m.label
-                         for m, s in zip(methods, checked, strict=True)),
+            labels=tuple(m.describe(s.params) for m, s in zip(methods, checked, strict=True)),
             name=new_name, dataset=found, queue="gpu" if on_gpu else "cpu", budget_kind=budget_kind(checked),
             budget=budget_percent(config), output=needs[-1].output, notices=tuple(notices))
 
@@ -209,7 +208,7 @@ class Optimization:
         from modelbay.engine.installs.derived import check_name
         from modelbay.engine.optimization.methods import METHODS
 
-        suffix = config.recipe or "-".join(METHODS[s.method].suffix(s.params) for s in checked)
+        suffix = config.recipe or "-".join(METHODS[s.method]().suffix(s.params) for s in checked)
         base = f"{parent}-{suffix}"[:90]
         for n in range(1, 50):
             candidate = base if n == 1 else f"{base}-{n}"

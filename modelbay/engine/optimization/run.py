@@ -141,7 +141,7 @@ def _apply(job: Job, source: Path, root: Path, steps: list[dict[str, Any]], labe
 
     folder, facts, output = source, [], "transformers"
     for i, step in enumerate(steps, start=1):
-        method = METHODS[step["method"]]
+        method = METHODS[step["method"]]()
         label = labels[i - 1] if i - 1 < len(labels) else method.label
         work = JobWork(job, device, i, len(steps), label, calibration)
         work.progress(0.0, "starting")
@@ -179,7 +179,7 @@ def _measure_and_register(job: Job, version: VersionRecord, parent: str, name: s
     verdict, reason = compare.verdict(comparison, rule)
     report = {
         "parent_name": parent, "labels": list(labels), "steps": steps, "facts": facts, "format": output,
-        "parent": parent_m.to_dict(), "variant": variant_m.to_dict(), "versus": comparison.to_dict(),
+        "parent": parent_m.to_dict(), "variant": variant_m.to_dict(), "versus": comparison.versus(),
         "verdict": verdict, "reason": reason, "budget": rule.to_dict(),
         "heldout": {"source": text_source, "tokens": parent_m.tokens, "windows": len(heldout)},
     }
