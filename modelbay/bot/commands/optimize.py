@@ -149,7 +149,7 @@ async def _started(ctx: Context, model: str, config: OptimizationConfig, name: s
 
 @command(
     "optimize", "quantize",
-    help="Quantize an installed model (4, 8 or 16 bits) into a new version measured against it.",
+    help="Quantize a model (4, 8 or 16 bits), measured against it.",
     args=(
         SOURCE,
         Arg("bits", "Bits per weight (or give target:).", choices=("4", "8", "16")),
@@ -171,7 +171,7 @@ async def quantize(ctx: Context, model: str, bits: str | None, method: str | Non
 
 @command(
     "optimize", "prune",
-    help="Prune an installed model (magnitude or Wanda; unstructured, 2:4 or whole MLP channels).",
+    help="Prune a model (magnitude or Wanda; 2:4, channels).",
     args=(
         SOURCE,
         Arg("sparsity", "Fraction of weights (or MLP channels) to remove, e.g. 0.5.", type=ArgType.NUMBER),
@@ -192,7 +192,7 @@ async def prune(ctx: Context, model: str, sparsity: float | None, method: str | 
 
 @command(
     "optimize", "onnx",
-    help="Export an installed model to ONNX (onnxruntime and the browser), int8 optionally.",
+    help="Export a model to ONNX (int8 optionally).",
     args=(
         SOURCE,
         Arg("int8", "Int8 weights: true (dynamic), static (with dataset:) or false.",
@@ -210,7 +210,7 @@ async def export_onnx(ctx: Context, model: str, int8: str | None, name: str | No
 
 @command(
     "optimize", "recipe",
-    help="Apply a named recipe (see /optimize recipes) to an installed model.",
+    help="Apply an optimization recipe to a model.",
     args=(SOURCE, Arg("recipe", "The recipe (see /optimize recipes).", required=True, choices=tuple(load_recipes())),
           *_COMMON),
     role="trainer",
@@ -222,7 +222,7 @@ async def apply_recipe(ctx: Context, model: str, recipe: str, name: str | None, 
     return await _started(ctx, model, recipe_config(recipe, budget), name, dataset)
 
 
-@command("optimize", "recipes", help="List the optimization recipes and their steps.")
+@command("optimize", "recipes", help="List the optimization recipes.")
 async def list_recipes(ctx: Context) -> Reply:
     """Show each recipe's steps and purpose."""
     recipes = await ctx.call(ctx.runtime.optimization.recipes)
@@ -233,7 +233,7 @@ async def list_recipes(ctx: Context) -> Reply:
 
 @command(
     "optimize", "compare",
-    help="Compare optimized variants with their parents: a table, a chart and notes.",
+    help="Compare variants with their parents, with a chart.",
     args=(Arg("models", "Two or more model names (variants, or parents to see their variants).", required=True,
               rest=True, max_length=1000),),
     slow=True,
@@ -255,7 +255,7 @@ async def compare(ctx: Context, models: str) -> Reply:
 
 @command(
     "optimize", "list",
-    help="List your optimization jobs (admins: everyone's with all:true).",
+    help="List your optimization jobs.",
     args=(
         Arg("active", "Only running (true) or only ended (false) jobs.", type=ArgType.BOOLEAN),
         Arg("all", "Everyone's optimization jobs (admins).", type=ArgType.BOOLEAN, default=False),
@@ -283,7 +283,7 @@ async def list_jobs(ctx: Context, active: bool | None, all: bool, limit: int) ->
 
 @command(
     "optimize", "status",
-    help="Show an optimization job: its live card while it runs, its report once ended.",
+    help="Show an optimization job and its report.",
     args=(JOB,),
     role="user",
     slow=True,
