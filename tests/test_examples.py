@@ -22,7 +22,8 @@ def _run(name: str, tmp_path: Path) -> str:
 
 
 def test_every_example_is_run_here() -> None:
-    assert {p.name for p in (ROOT / "examples").glob("*.py")} == {"model_source.py", "backend.py", "command.py"}
+    assert {p.name for p in (ROOT / "examples").glob("*.py")} == {"model_source.py", "backend.py", "command.py",
+                                                                 "optimization_method.py"}
 
 
 def test_a_plugin_model_source_is_searched(tmp_path: Path) -> None:
@@ -35,7 +36,7 @@ def test_a_plugin_model_source_is_searched(tmp_path: Path) -> None:
 
 def test_a_plugin_backend_streams_an_answer(tmp_path: Path) -> None:
     out = _run("backend.py", tmp_path).splitlines()
-    assert out[0] == "backends: vllm, transformers, echo"  # the built-ins, registered through the same hook
+    assert out[0] == "backends: vllm, transformers, onnx, echo"  # the built-ins, registered through the same hook
     assert out[1] == "ModelBay streams answers piece by piece"
     assert out[2].endswith("tokens in, 6 out, stop]")
 
@@ -46,3 +47,11 @@ def test_a_plugin_command_answers_through_the_dispatcher(tmp_path: Path) -> None
     assert "/hello -> **Hello**\nHello, Ada! The registry holds" in out
     assert "/hello Grace Hopper -> **Hello**\nHello, Grace Hopper!" in out
     assert "Usage: `/hello [name]`" in out  # /help lists it like a built-in
+
+
+@pytest.mark.slow
+def test_a_plugin_optimization_method_makes_a_variant(tmp_path: Path) -> None:
+    out = _run("optimization_method.py", tmp_path)
+    assert "methods: cast, bnb, weight-only, prune, channels, onnx, drop-blocks" in out  # built-ins, then the plugin's
+    assert "  50% dropped block 3\n  100% dropped block 2" in out  # progress through the job's side, per block
+    assert out.rstrip().endswith("model-drop2: 2 blocks left")

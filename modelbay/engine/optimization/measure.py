@@ -221,7 +221,7 @@ def _say(fraction: float, message: str) -> None:
 
 
 def _rss() -> int:
-    import psutil
+    import psutil  # extra: ml
 
     return psutil.Process().memory_info().rss
 
@@ -259,7 +259,7 @@ def _peak_rss() -> Iterator[dict[str, int]]:
 
 
 def _default_threads() -> int:
-    import psutil
+    import psutil  # extra: ml
 
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
@@ -268,8 +268,8 @@ class _Transformers:
     """A transformers folder loaded for measuring: logits and greedy decoding with the KV cache."""
 
     def __init__(self, folder: Path, device: str, threads: int) -> None:
-        import torch
-        import transformers  # noqa: F401 - imported before the clock starts
+        import torch  # extra: ml
+        import transformers  # noqa: F401 - imported before the clock starts  # extra: ml
 
         from modelbay.logs import route_transformers_logs
 
@@ -281,8 +281,8 @@ class _Transformers:
 
     def prepare(self, folder: Path) -> None:
         """Import what loading this folder will import (the model's class, its quantizer's library), off the clock."""
-        from transformers import AutoConfig
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+        from transformers import AutoConfig  # extra: ml
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING  # extra: ml
 
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
         with contextlib.suppress(KeyError, ValueError):
@@ -290,12 +290,12 @@ class _Transformers:
         quantization = getattr(config, "quantization_config", None) or {}
         method = quantization.get("quant_method") if isinstance(quantization, dict) else None
         if method == "bitsandbytes":
-            import bitsandbytes  # noqa: F401
+            import bitsandbytes  # noqa: F401  # extra: ml
         if self.cuda:
             self.torch.zeros(1, device=self.device)  # the CUDA context is not the model's memory
 
     def load(self, folder: Path) -> None:
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM  # extra: ml
 
         model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
                                                      dtype="auto", device_map=self.device)
@@ -342,8 +342,8 @@ class _Onnx:
     """An ONNX folder loaded for measuring (onnxmodel.OnnxCausalLM, CPU)."""
 
     def __init__(self, folder: Path, device: str, threads: int) -> None:
-        import numpy  # noqa: F401 - imported before the clock starts
-        import onnxruntime  # noqa: F401
+        import numpy  # noqa: F401 - imported before the clock starts  # extra: ml
+        import onnxruntime  # noqa: F401  # extra: ml
 
         self.threads = threads
         self.cuda = False
@@ -358,7 +358,7 @@ class _Onnx:
         self.model = self.loader(folder, threads=self.threads)
 
     def logits(self, ids: list[int]) -> Any:
-        import numpy as np
+        import numpy as np  # extra: ml
 
         return np.asarray(self.model.logits(np.array([ids], dtype=np.int64))[0], dtype=np.float32)
 
@@ -370,7 +370,7 @@ class _Onnx:
 
 
 def _log_softmax(logits: Any) -> Any:
-    import numpy as np
+    import numpy as np  # extra: ml
 
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
@@ -396,7 +396,7 @@ def _speed(runner: Any, prompt: list[int], rounds: int, new_tokens: int) -> tupl
 
 
 def _child(request: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
+    import numpy as np  # extra: ml
 
     folder = Path(request["folder"])
     windows: list[list[int]] = request["windows"]
@@ -469,7 +469,7 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
 def _saved_array(scored: int, vocab: int, cap: int) -> Any:
     """Room for the log-probs to save: float32 when all scored tokens fit in `cap` bytes, else float16 for as many
     of the first as fit (at least one)."""
-    import numpy as np
+    import numpy as np  # extra: ml
 
     if scored * vocab * 4 <= cap:
         return np.empty((scored, vocab), dtype=np.float32)
@@ -477,7 +477,7 @@ def _saved_array(scored: int, vocab: int, cap: int) -> Any:
 
 
 def _kl_stats(kl_parts: list[Any], top_parts: list[Any], diff: Any) -> KlStats:
-    import numpy as np
+    import numpy as np  # extra: ml
 
     kl = np.concatenate(kl_parts)
     top = np.concatenate(top_parts).astype(np.float64)

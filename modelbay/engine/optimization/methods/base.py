@@ -17,13 +17,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from modelbay.engine.errors import OptimizationConfigInvalid, OptimizationFailed
 from modelbay.engine.extensions import Extensions
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = ["METHODS", "Applied", "Method", "Needs", "Work", "register_method"]
 
@@ -186,8 +183,8 @@ def copy_companions(source: Path, out: Path) -> None:
 def load_causal_lm(source: Path, dtype: str = "auto", **kwargs: Any) -> Any:
     """Load a transformers causal LM from a folder in eval mode, in `dtype` ("auto": the one its config names);
     raises OptimizationFailed when it is not one."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    import torch  # extra: ml
+    from transformers import AutoModelForCausalLM  # extra: ml
 
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
@@ -212,7 +209,7 @@ def folder_bytes(folder: Path) -> int:
 def decoder_layers(model: Any, method: str, model_name: str) -> list[Any]:
     """The decoder blocks of a causal LM (`model.model.layers` for Llama-style models, or the first ModuleList of
     more than one block); raises OptimizationFailed when there is none."""
-    import torch
+    import torch  # extra: ml
 
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
@@ -226,7 +223,7 @@ def decoder_layers(model: Any, method: str, model_name: str) -> list[Any]:
 
 def linears(layer: Any) -> dict[str, Any]:
     """The nn.Linear modules of one decoder block, by their name inside it."""
-    import torch
+    import torch  # extra: ml
 
     return {name: module for name, module in layer.named_modules() if isinstance(module, torch.nn.Linear)}
 
@@ -236,7 +233,7 @@ class _Stop(Exception):
 
 
 def layer_input_norms(model: Any, layers: Sequence[Any], windows: list[list[int]], device: str,
-                      select: Callable[[Any], dict[str, Any]]) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+                      select: Callable[[Any], dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
     """For each block in order, the squared L2 norm of every input feature of its selected Linear modules over
     all calibration tokens: yields (index, {name: tensor of shape (in_features,)}).
 
@@ -244,7 +241,7 @@ def layer_input_norms(model: Any, layers: Sequence[Any], windows: list[list[int]
     block i after it is yielded, and block i+1's inputs then come from the changed blocks. The model runs only
     up to the block measured.
     """
-    import torch
+    import torch  # extra: ml
 
     batches = _batches(windows, device)
     for index, layer in enumerate(layers):
@@ -252,7 +249,7 @@ def layer_input_norms(model: Any, layers: Sequence[Any], windows: list[list[int]
         sums = {name: torch.zeros(module.in_features, dtype=torch.float64, device=device)
                 for name, module in modules.items()}
 
-        def record(name: str, sums: dict[str, torch.Tensor] = sums) -> Callable[..., None]:
+        def record(name: str, sums: dict[str, Any] = sums) -> Callable[..., None]:
             def hook(_module: Any, args: tuple[Any, ...]) -> None:
                 x = args[0].detach().to(torch.float64)
                 sums[name] += (x.reshape(-1, x.shape[-1]) ** 2).sum(dim=0)
@@ -276,9 +273,9 @@ def layer_input_norms(model: Any, layers: Sequence[Any], windows: list[list[int]
         yield index, {name: total.float() for name, total in sums.items()}
 
 
-def _batches(windows: list[list[int]], device: str) -> list[torch.Tensor]:
+def _batches(windows: list[list[int]], device: str) -> list[Any]:  # torch tensors
     """Windows as (batch, length) token tensors: windows of one length together, CALIBRATION_BATCH at most."""
-    import torch
+    import torch  # extra: ml
 
     by_length: dict[int, list[list[int]]] = {}
     for window in windows:

@@ -72,8 +72,8 @@ class BitsAndBytes(Method):
 
     def apply(self, source: Path, out: Path, params: dict[str, Any], work: Work) -> Applied:
         """Load quantized, save at once; facts: bits, quant_type, double_quant, weights_bytes, memory_bytes."""
-        import torch
-        from transformers import BitsAndBytesConfig
+        import torch  # extra: ml
+        from transformers import BitsAndBytesConfig  # extra: ml
 
         if params["bits"] == 8:
             config = BitsAndBytesConfig(load_in_8bit=True)

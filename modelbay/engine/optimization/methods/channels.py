@@ -86,7 +86,7 @@ class Channels(Method):
     def apply(self, source: Path, out: Path, params: dict[str, Any], work: Work) -> Applied:
         """Remove channels block by block (progress per block), write the smaller config; facts: intermediate_size
         (before, after), channels_removed (fraction), parameters (before, after), parameter_ratio."""
-        import torch
+        import torch  # extra: ml
 
         work.progress(0.0, "loading")
         model = load_causal_lm(source)
@@ -136,7 +136,7 @@ def kept_channels(intermediate: int, sparsity: float) -> int:
 
 def _intermediate_size(model: Any, layers: list[Any], name: str) -> int:
     """The config's intermediate_size, checked against every block's gate/up/down Linear layers."""
-    import torch
+    import torch  # extra: ml
 
     size = getattr(model.config, "intermediate_size", None)
     if not isinstance(size, int):
@@ -156,7 +156,7 @@ def _intermediate_size(model: Any, layers: list[Any], name: str) -> int:
 
 def _keep_rows(linear: Any, kept: Any) -> None:
     """Keep only the output rows `kept` of a Linear layer."""
-    import torch
+    import torch  # extra: ml
 
     linear.weight = torch.nn.Parameter(linear.weight[kept.to(linear.weight.device)].clone())
     if linear.bias is not None:
@@ -166,7 +166,7 @@ def _keep_rows(linear: Any, kept: Any) -> None:
 
 def _keep_inputs(linear: Any, kept: Any) -> None:
     """Keep only the input columns `kept` of a Linear layer."""
-    import torch
+    import torch  # extra: ml
 
     linear.weight = torch.nn.Parameter(linear.weight[:, kept.to(linear.weight.device)].clone())
     linear.in_features = len(kept)

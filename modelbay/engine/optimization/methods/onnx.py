@@ -107,7 +107,7 @@ def export(source: Path, out: Path, *, int8: str | bool = False, opset: int = OP
 
 
 def _export(source: Path, out: Path, int8: str | bool, opset: int, work: Work, external_data_bytes: int) -> Applied:
-    import torch
+    import torch  # extra: ml
 
     from modelbay.engine.optimization.methods.base import load_causal_lm
 
@@ -183,11 +183,9 @@ def _names(prefix: str, layers: int, first: list[str]) -> list[str]:
 
 def _trace(model: Any, shape: dict[str, int], path: Path, opset: int, external: bool, name: str) -> None:
     """Export the model with its cache through torch.onnx's dynamo exporter and save it (weights external if asked)."""
-    import torch
-    from onnxscript import (
-        ir,  # extra: ml (onnx_ir, which onnxscript ships as onnxscript.ir)
-    )
-    from transformers.cache_utils import DynamicCache
+    import torch  # extra: ml
+    from onnxscript import ir  # extra: ml (onnx_ir, shipped with onnxscript as onnxscript.ir)
+    from transformers.cache_utils import DynamicCache  # extra: ml
 
     layers = shape["num_layers"]
 
@@ -265,7 +263,7 @@ class _Calibration:
         self._shape = shape
 
     def get_next(self) -> dict[str, Any] | None:
-        import numpy as np
+        import numpy as np  # extra: ml
 
         window = next(self._windows, None)
         if window is None:
@@ -280,7 +278,7 @@ class _Calibration:
 
 def _check_ids(vocab: int) -> list[list[int]]:
     """Two rows of fixed pseudo-random token ids, sum(_CHECK_TOKENS) long, the same for every export."""
-    import numpy as np
+    import numpy as np  # extra: ml
 
     return np.random.default_rng(15).integers(0, vocab, size=(2, sum(_CHECK_TOKENS))).tolist()
 
@@ -288,7 +286,7 @@ def _check_ids(vocab: int) -> list[list[int]]:
 def _check(out: Path, graph: str, ids: list[list[int]], reference: Any, shape: dict[str, int], name: str) \
         -> dict[str, float]:
     """Compare a graph's logits through its cache with torch's; raise OptimizationFailed past the tolerance."""
-    import numpy as np
+    import numpy as np  # extra: ml
 
     from modelbay.engine.optimization.onnxmodel import OnnxCausalLM
 

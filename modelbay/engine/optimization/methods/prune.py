@@ -88,7 +88,7 @@ class Prune(Method):
     def apply(self, source: Path, out: Path, params: dict[str, Any], work: Work) -> Applied:
         """Prune block by block (progress per block), save; facts: sparsity (measured zero fraction of the pruned
         layers), pruned_parameters, parameters, method, structure."""
-        from torch.nn.utils import prune
+        from torch.nn.utils import prune  # extra: ml
 
         work.progress(0.0, "loading")
         model = load_causal_lm(source)
@@ -131,7 +131,7 @@ class Prune(Method):
 def _mask(weight: Any, norms: Any, sparsity: float, two_four: bool) -> Any:
     """Keep-mask (1 keep, 0 prune) of a (out, in) weight: Wanda's |W| * ||X_j|| per row (or |W| without norms),
     the lowest `sparsity` of each row zeroed, or the 2 lowest of every 4 consecutive inputs for 2:4."""
-    import torch
+    import torch  # extra: ml
 
     score = weight.abs().float()
     if norms is not None:

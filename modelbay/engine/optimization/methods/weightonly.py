@@ -62,8 +62,8 @@ class WeightOnly(Method):
 
     def apply(self, source: Path, out: Path, params: dict[str, Any], work: Work) -> Applied:
         """Load quantized through transformers' TorchAoConfig and save as safetensors; facts: bits, weights_bytes."""
-        from torchao.quantization import Int8WeightOnlyConfig
-        from transformers import TorchAoConfig
+        from torchao.quantization import Int8WeightOnlyConfig  # extra: ml
+        from transformers import TorchAoConfig  # extra: ml
 
         work.progress(0.0, "quantizing to int8 with torchao")
         model = load_causal_lm(source, quantization_config=TorchAoConfig(Int8WeightOnlyConfig()),
