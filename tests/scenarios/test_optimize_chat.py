@@ -101,7 +101,7 @@ def _variant(runtime: Runtime, parent: VersionRecord, of: str, name: str, lineag
         comparison = Comparison(before, after, kl)
         params = {"steps": [], "verdict": verdict, "format": "transformers",
                   "report": {"parent_name": of, "labels": list(labels), "parent": before.to_dict(),
-                             "variant": after.to_dict(), "versus": comparison.to_dict(), "verdict": verdict,
+                             "variant": after.to_dict(), "versus": comparison.versus(), "verdict": verdict,
                              "reason": f"perplexity +{(comparison.ppl_ratio - 1):.1%}",
                              "heldout": {"source": "the shipped held-out text", "tokens": 4096}}}
     derived = Derived(source="optimized" if lineage == "optimize" else "finetune", lineage=lineage,

@@ -128,8 +128,8 @@ REPORT = {
     "variant": {"format": "transformers", "size_bytes": 12_000_000, "load_s": 0.25, "peak_load_bytes": 30_000_000,
                 "ttft_ms": 30.0, "tokens_per_s": 80.0, "perplexity": 11.0, "perplexity_se": 0.25, "sparsity": None,
                 "device": "cpu"},
-    "versus": {"kl": {"kl_mean": 0.0123, "kl_se": 0.001, "top1_agreement": 0.955},
-               "ratios": {"size": 0.3, "perplexity": 1.1, "speed": 0.8, "ttft": 1.5, "load": 0.5, "memory": 0.375}},
+    "versus": {"size_ratio": 0.3, "ppl_ratio": 1.1, "speed_ratio": 0.8, "ttft_ratio": 1.5, "load_ratio": 0.5,
+               "memory_ratio": 0.375, "kl_mean": 0.0123, "kl_se": 0.001, "top1_agreement": 0.955},
     "labels": ["bitsandbytes 4-bit nf4"], "verdict": "over budget", "reason": "perplexity +10% is over the +8% budget",
     "heldout": {"source": "the shipped held-out text", "tokens": 4096},
 }
@@ -205,10 +205,12 @@ def test_canceled_and_failed_jobs_end_with_one_line() -> None:
 
 
 def test_versus_reads_nested_and_flat_reports() -> None:
-    assert versus(REPORT["versus"]) == {"size": 0.3, "perplexity": 1.1, "speed": 0.8, "ttft": 1.5, "load": 0.5,
-                                        "memory": 0.375, "kl_mean": 0.0123, "kl_se": 0.001, "top1_agreement": 0.955}
-    assert versus({"size_ratio": 0.5, "ppl_ratio": 1.01, "kl_mean": 0.2}) == {"size": 0.5, "perplexity": 1.01,
-                                                                             "kl_mean": 0.2}
+    flat = {"size": 0.3, "perplexity": 1.1, "speed": 0.8, "ttft": 1.5, "load": 0.5, "memory": 0.375,
+            "kl_mean": 0.0123, "kl_se": 0.001, "top1_agreement": 0.955}
+    assert versus(REPORT["versus"]) == flat  # compare.Comparison.versus(), as a job stores it
+    nested = {"kl": {"kl_mean": 0.0123, "kl_se": 0.001, "top1_agreement": 0.955},
+              "ratios": {"size": 0.3, "perplexity": 1.1, "speed": 0.8, "ttft": 1.5, "load": 0.5, "memory": 0.375}}
+    assert versus(nested) == flat  # compare.Comparison.to_dict()
     assert versus(None) == {} and versus({"ratios": {"speed": None}}) == {}
 
 
