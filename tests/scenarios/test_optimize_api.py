@@ -16,7 +16,7 @@ from modelbay.config import Settings
 from modelbay.engine.jobs.kinds import PROBE
 from modelbay.engine.optimization.config import load_recipes
 from modelbay.runtime import Runtime
-from tests.support.asgi import serve
+from tests.support.asgi import serve, sse_events
 from tests.support.chat import installed
 
 TOKEN = "t0k3n"
@@ -106,7 +106,15 @@ def test_a_job_starts_from_the_seed_body_and_is_listed_shown_and_refused_where_i
     denied = _refused(api.post(JOBS, json={"model": "tiny-chat", "quantization": {"bits": 8}}), 403)
     assert "trainer" in denied["error"]
     assert "admin" in _refused(api.get(JOBS, params={"all": "true"}), 403)["error"]
-    api.delete(f"/api/jobs/{job['id']}")
+    api.runtime.settings.roles = {"trainer": ["api:token"]}  # type: ignore[attr-defined]
+
+    # Canceled while queued: its stream ends with `error`, saying so in one line.
+    assert api.delete(f"/api/jobs/{job['id']}").json()["status"] == "canceled"
+    with api.stream("GET", f"{JOBS}/{job['id']}", headers={"Accept": "text/event-stream"}) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = list(sse_events(stream))
+    assert events[-1] == ("error", {"error": f"Optimization job `{job['id']}` was canceled; nothing partial was kept.",
+                                    "job_id": job["id"]})
 
 
 def test_recipes_are_listed_with_their_steps(api: httpx.Client) -> None:
