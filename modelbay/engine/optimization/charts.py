@@ -24,14 +24,19 @@ class ChartRow:
     tokens_per_s: float | None
     parent: bool = False
     verdict: str | None = None  # compare.Verdict.label of a variant; None for the parent
+    # A variant's (size, perplexity, tokens/s) ratios against its parent as measured in its own job (a stored
+    # report's `versus`): what the text says, since another variant's job may have measured the parent apart.
+    ratios: tuple[float | None, float | None, float | None] | None = None
 
     @classmethod
     def of(cls, label: str, m: Measurement | dict[str, Any], *, parent: bool = False,
-           verdict: str | None = None) -> ChartRow:
-        """The row of a measurement (or its `to_dict` dict, as a stored report holds it)."""
+           verdict: str | None = None, versus: dict[str, Any] | None = None) -> ChartRow:
+        """The row of a measurement (or its `to_dict` dict, as a stored report holds it), with a variant's `versus`
+        (`compare.Comparison.versus`) when known."""
         if isinstance(m, dict):
             m = Measurement.from_dict(m)
-        return cls(label, m.size_bytes, m.perplexity, m.perplexity_se, m.tokens_per_s, parent, verdict)
+        ratios = (versus.get("size_ratio"), versus.get("ppl_ratio"), versus.get("speed_ratio")) if versus else None
+        return cls(label, m.size_bytes, m.perplexity, m.perplexity_se, m.tokens_per_s, parent, verdict, ratios)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -96,7 +101,9 @@ def variants_png(rows: list[ChartRow], title: str = "Variants against their pare
 
 
 def variants_text(rows: list[ChartRow]) -> str:
-    """The chart's figures as aligned text lines, one per model, the parent first and marked: the text alternative."""
+    """The chart's figures as aligned text lines, one per model, the parent first and marked: the text alternative.
+
+    A variant's ratios are its own job's (`ChartRow.ratios`) when known, else against the parent row."""
     from modelbay.engine.units import human_bytes_apart
 
     ordered = sorted(rows, key=lambda row: not row.parent)
@@ -107,7 +114,11 @@ def variants_text(rows: list[ChartRow]) -> str:
     for row, size in zip(ordered, sizes):
         speed = "—" if row.tokens_per_s is None else f"{row.tokens_per_s:.1f} tok/s"
         line = f"{row.label:<{pad}}  {size:>10}  ppl {row.perplexity:.4g} ± {row.perplexity_se:.2g}  {speed}"
-        if parent is not None and not row.parent:
+        if row.ratios is not None and row.ratios[0] is not None and row.ratios[1] is not None:
+            size_ratio, ppl_ratio, speed_ratio = row.ratios
+            line += f"  ({size_ratio:.2f}x size, {ppl_ratio:.3f}x ppl"
+            line += f", {speed_ratio:.2f}x speed)" if speed_ratio is not None else ")"
+        elif parent is not None and not row.parent:
             line += f"  ({row.size_bytes / parent.size_bytes:.2f}x size, {row.perplexity / parent.perplexity:.3f}x ppl"
             if row.tokens_per_s and parent.tokens_per_s:
                 line += f", {row.tokens_per_s / parent.tokens_per_s:.2f}x speed"

@@ -324,8 +324,12 @@ class Optimization:
                                             "by `/optimize`")
         if len(texts) > 1:
             notes.append("These variants were measured on different held-out texts: compare each with its own parent.")
+        if len(variants) > 1:
+            notes.append("Each variant's ratios are against its parent as measured in its own job (the parent row is "
+                         "the first job's measurement; speed on a shared machine varies between jobs).")
         rows = (*parents.values(), *variants)
-        chart_rows = [charts.ChartRow.of(r.name, r.report, parent=r.parent is None, verdict=r.verdict) for r in rows]
+        chart_rows = [charts.ChartRow.of(r.name, r.report, parent=r.parent is None, verdict=r.verdict, versus=r.versus)
+                      for r in rows]
         return Comparison(rows, charts.variants_png(chart_rows), charts.variants_text(chart_rows), tuple(notes))
 
     def _variant_reports_of(self, record: ModelRecord) -> list[tuple[str, dict[str, Any]]]:

@@ -184,7 +184,7 @@ def _measure_and_register(job: Job, version: VersionRecord, parent: str, name: s
         "heldout": {"source": text_source, "tokens": parent_m.tokens, "windows": len(heldout)},
     }
     rows = [charts.ChartRow.of(parent, report["parent"], parent=True),
-            charts.ChartRow.of(name, report["variant"], verdict=verdict)]
+            charts.ChartRow.of(name, report["variant"], verdict=verdict, versus=report["versus"])]
     (folder / REPORT_CHART).write_bytes(charts.variants_png(rows))
     job.progress(SAVING, f"Registering {name}", force=True, detail=OptimizationDetail(phase="saving"))
     parameters = next((f.get("parameters") for f in reversed(facts) if f.get("parameters")), None)
