@@ -77,6 +77,10 @@ class Measurement:
     parameters: int | None
     device: str  # "cpu" | "cuda:0 (NVIDIA ...)"
     threads: int
+    # The parent's speed from the same child, its rounds alternating with this model's (`measure(speed_against=)`),
+    # so that a load on a shared machine slows both alike; None when measured alone.
+    parent_ttft_ms: float | None = None
+    parent_tokens_per_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The measurement as a JSON-ready dict (stored in a version's lineage_params)."""
@@ -131,13 +135,17 @@ def measure(folder: Path, fmt: str, windows: Sequence[Sequence[int]], *, referen
             logprobs_out: Path | None = None, device: str = "cpu", speed_rounds: int = 3, new_tokens: int = 32,
             threads: int | None = None, kl_cap_bytes: int = KL_CAP_BYTES,
             progress: Callable[[float, str], None] | None = None, cancel: Callable[[], None] | None = None,
-            timeout_s: float | None = None) -> tuple[Measurement, KlStats | None]:
+            timeout_s: float | None = None,
+            speed_against: tuple[Path, str] | None = None) -> tuple[Measurement, KlStats | None]:
     """Measure `folder` (format "transformers" or "onnx") on the held-out `windows` in a child process.
 
     `logprobs_out`: where to save this model's log-probs for its variants' KL; `reference`: a parent's saved file,
     to compare against (KlStats returned, else None). `device` "cpu" or "cuda" (transformers folders; ONNX runs on
     CPU). `speed_rounds` 0 skips the speed figures. `progress(fraction, message)` is called as the child goes, and
     `cancel()` at least every CANCEL_POLL_S; what either raises (JobCanceled) kills the child and propagates.
+    `speed_against` (a parent's folder and format) loads the parent too, after this model's own figures, and times
+    the two in alternating rounds (`parent_ttft_ms`, `parent_tokens_per_s`): the speed ratio of a variant is then
+    measured under the same load, at the cost of holding both models at once.
 
     Raises:
         ValueError: an unknown format, or no window of at least 2 tokens.
@@ -152,7 +160,8 @@ def measure(folder: Path, fmt: str, windows: Sequence[Sequence[int]], *, referen
     request = {"folder": str(folder), "format": fmt, "windows": windows, "device": device,
                "reference": str(reference) if reference else None,
                "logprobs_out": str(logprobs_out) if logprobs_out else None, "speed_rounds": speed_rounds,
-               "new_tokens": new_tokens, "threads": threads, "kl_cap_bytes": kl_cap_bytes}
+               "new_tokens": new_tokens, "threads": threads, "kl_cap_bytes": kl_cap_bytes,
+               "speed_against": [str(speed_against[0]), speed_against[1]] if speed_against else None}
     with tempfile.TemporaryDirectory(prefix="modelbay-measure-") as tmp:
         req, res, err = Path(tmp) / "request.json", Path(tmp) / "result.json", Path(tmp) / "stderr.txt"
         req.write_text(json.dumps(request))
@@ -376,23 +385,29 @@ def _log_softmax(logits: Any) -> Any:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def _speed(runner: Any, prompt: list[int], rounds: int, new_tokens: int) -> tuple[float | None, float | None]:
+def _speed(runners: Sequence[Any], prompt: list[int], rounds: int,
+           new_tokens: int) -> list[tuple[float | None, float | None]]:
+    """(time to first token in ms, decode tokens/s) of each runner: medians over `rounds` after one warm-up round,
+    the runners taking turns within every round, so a change of load on the machine slows each alike."""
     import statistics
 
     if rounds <= 0 or new_tokens < 1:
-        return None, None
-    ttfts, rates = [], []
-    for _ in range(rounds + 1):  # the first is a warm-up
-        started = time.perf_counter()
-        tokens = runner.greedy(prompt, new_tokens)
-        next(tokens)
-        first = time.perf_counter()
-        rest = sum(1 for _ in tokens)
-        ended = time.perf_counter()
-        ttfts.append((first - started) * 1000)
-        rates.append(rest / (ended - first) if rest and ended > first else None)
-    rates = [r for r in rates[1:] if r is not None]
-    return statistics.median(ttfts[1:]), (statistics.median(rates) if rates else None)
+        return [(None, None) for _ in runners]
+    ttfts: list[list[float]] = [[] for _ in runners]
+    rates: list[list[float]] = [[] for _ in runners]
+    for round_ in range(rounds + 1):  # the first is a warm-up
+        for i, runner in enumerate(runners):
+            started = time.perf_counter()
+            tokens = runner.greedy(prompt, new_tokens)
+            next(tokens)
+            first = time.perf_counter()
+            rest = sum(1 for _ in tokens)
+            ended = time.perf_counter()
+            if round_:
+                ttfts[i].append((first - started) * 1000)
+                if rest and ended > first:
+                    rates[i].append(rest / (ended - first))
+    return [(statistics.median(t), statistics.median(r) if r else None) for t, r in zip(ttfts, rates, strict=True)]
 
 
 def _child(request: dict[str, Any]) -> dict[str, Any]:
@@ -450,7 +465,17 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
             np.savez(out, logprobs=saved, nll=nll, targets=targets)
     _say(0.8, "speed")
     prompt = [t for w in windows for t in w][:PROMPT_TOKENS]
-    ttft_ms, tokens_per_s = _speed(runner, prompt, int(request["speed_rounds"]), int(request["new_tokens"]))
+    runners = [runner]
+    if request.get("speed_against"):
+        against, against_format = request["speed_against"]
+        parent = (_Transformers if against_format == "transformers" else _Onnx)(Path(against), request["device"],
+                                                                                threads)
+        parent.prepare(Path(against))
+        parent.load(Path(against))
+        runners.append(parent)
+    speeds = _speed(runners, prompt, int(request["speed_rounds"]), int(request["new_tokens"]))
+    (ttft_ms, tokens_per_s), (parent_ttft_ms, parent_tokens_per_s) = speeds[0], speeds[-1] if len(speeds) > 1 \
+        else (None, None)
 
     mean = float(nll.mean())
     sd = float(nll.std(ddof=1)) if scored > 1 else 0.0
@@ -461,7 +486,8 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
         peak_load_bytes=int(peak_load),
         ttft_ms=ttft_ms, tokens_per_s=tokens_per_s, perplexity=ppl, perplexity_se=ppl * sd / np.sqrt(scored),
         nll_mean=mean, tokens=scored, sparsity=facts["sparsity"], parameters=facts["parameters"],
-        device=facts["device"], threads=threads)
+        device=facts["device"], threads=threads, parent_ttft_ms=parent_ttft_ms,
+        parent_tokens_per_s=parent_tokens_per_s)
     kl = _kl_stats(kl_parts, top_parts, nll - ref["nll"]) if ref is not None else None
     return {"measurement": measurement.to_dict(), "kl": kl.to_dict() if kl else None}
 

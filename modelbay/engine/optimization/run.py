@@ -8,8 +8,9 @@
 2. apply ("applying"): each step's method reads the previous step's folder and writes its own under the job's
    folder (`<home>/optimization/<job id>/step<N>/`), reporting its part of the job's progress.
 3. measure ("measuring-parent", then "measuring"): the parent and the variant each in a child process, on this
-   machine and the same windows (`measure.py`): size, load time and peak memory, time to first token, tokens/s,
-   perplexity with its standard error, and the variant's KL divergence and top-1 agreement against the parent.
+   machine and the same windows (`measure.py`): size, load time and peak memory, perplexity with its standard
+   error, and the variant's KL divergence and top-1 agreement against the parent; then time to first token and
+   tokens/s of both in the variant's child, their rounds alternating, so a busy machine slows both alike.
 4. judge and register ("saving"): the comparison against the person's (or the kind's default) perplexity budget
    gives a verdict; the chart is drawn into the variant's folder, and the variant becomes a new model whose version
    points at the parent's (`installs/derived.add_derived_version`), its report in `lineage_params`.
@@ -19,6 +20,7 @@ A cancel (seen at every progress report) or a failure removes the job's folder: 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -173,7 +175,10 @@ def _measure_and_register(job: Job, version: VersionRecord, parent: str, name: s
     job.progress(MEASURING, f"Measuring {name} against {parent}", force=True,
                  detail=OptimizationDetail(phase="measuring"))
     variant_m, kl = measure.measure(folder, output, heldout, reference=reference, logprobs_out=None, device=device,
-                                    cancel=job.check_canceled)
+                                    cancel=job.check_canceled, speed_against=(source, "transformers"))
+    # The speed figures of both come from the variant's child, their rounds alternating: the same load for each.
+    parent_m = dataclasses.replace(parent_m, ttft_ms=variant_m.parent_ttft_ms,
+                                   tokens_per_s=variant_m.parent_tokens_per_s)
     comparison = compare.Comparison(parent=parent_m, variant=variant_m, kl=kl)
     rule = compare.Budget.of(budget_kind, budget)
     verdict, reason = compare.verdict(comparison, rule)
