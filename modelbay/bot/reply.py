@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -158,6 +159,16 @@ class Attachment:
     def is_image(self) -> bool:
         """Whether platforms should show it inline."""
         return self.content_type.startswith("image/")
+
+    @classmethod
+    def png(cls, path: Path | None, filename: str) -> Attachment | None:
+        """A PNG file a job drew (a chart), or None when there is none or this host cannot read it."""
+        if path is None:
+            return None
+        try:
+            return cls(filename, path.read_bytes(), "image/png")
+        except OSError:
+            return None
 
 
 @dataclass

@@ -370,13 +370,7 @@ async def _finish(ctx: Context, event: ProgressEvent) -> Reply:
 
 def _chart(status: OptimizationStatus) -> Attachment | None:
     """The report's chart, when this host sees the variant's folder."""
-    if status.chart is None:
-        return None
-    try:
-        data = status.chart.read_bytes()
-    except OSError:
-        return None
-    return Attachment(f"optimize-{status.job.id}.png", data, "image/png")
+    return Attachment.png(status.chart, f"optimize-{status.job.id}.png")
 
 
 def _verdict_line(verdict: str | None, reason: str | None) -> str:

@@ -320,13 +320,7 @@ async def _finish(ctx: Context, event: ProgressEvent) -> Reply:
 
 def _chart(status: TrainingStatus) -> Attachment | None:
     """The run's loss chart, when this host sees the run's folder."""
-    if status.chart is None:
-        return None
-    try:
-        data = status.chart.read_bytes()
-    except OSError:
-        return None
-    return Attachment(f"train-{status.job.id}-loss.png", data, "image/png")
+    return Attachment.png(status.chart, f"train-{status.job.id}-loss.png")
 
 
 def result_card(status: TrainingStatus, chart: Attachment | None = None) -> Reply:

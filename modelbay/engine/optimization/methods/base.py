@@ -170,6 +170,18 @@ def flag(params: dict[str, Any], key: str, default: bool) -> bool:
     return value
 
 
+def calibration_settings(params: dict[str, Any], method: str) -> dict[str, Any]:
+    """Wanda's calibration settings (`samples` windows of `window` tokens) when `method` is "wanda"; refused for
+    magnitude, which reads no text."""
+    if method == "wanda":
+        return {"samples": whole(params, "samples", 32, low=1, high=4096),
+                "window": whole(params, "window", 256, low=8, high=32768)}
+    for key in ("samples", "window"):
+        if key in params:
+            raise OptimizationConfigInvalid(key, "only wanda uses calibration text; magnitude pruning has none")
+    return {}
+
+
 # Model folders.
 
 

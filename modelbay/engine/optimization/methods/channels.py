@@ -22,12 +22,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from modelbay.engine.errors import OptimizationConfigInvalid, OptimizationFailed
+from modelbay.engine.errors import OptimizationFailed
 from modelbay.engine.optimization.methods.base import (
     Applied,
     Method,
     Needs,
     Work,
+    calibration_settings,
     calibration_windows,
     choice,
     decoder_layers,
@@ -36,7 +37,6 @@ from modelbay.engine.optimization.methods.base import (
     layer_input_norms,
     load_causal_lm,
     save_model,
-    whole,
 )
 
 __all__ = ["Channels", "kept_channels"]
@@ -61,14 +61,7 @@ class Channels(Method):
         known(params, ("sparsity", "method", "samples", "window"))
         method = choice(params, "method", ("wanda", "magnitude"), "wanda")
         checked: dict[str, Any] = {"sparsity": fraction(params, "sparsity", 0.3, high=0.9), "method": method}
-        if method == "wanda":
-            checked |= {"samples": whole(params, "samples", 32, low=1, high=4096),
-                        "window": whole(params, "window", 256, low=8, high=32768)}
-        else:
-            for key in ("samples", "window"):
-                if key in params:
-                    raise OptimizationConfigInvalid(key, "only wanda uses calibration text; magnitude pruning has none")
-        return checked
+        return checked | calibration_settings(params, method)
 
     def needs(self, params: dict[str, Any]) -> Needs:
         """Wanda-sp needs calibration windows."""

@@ -22,6 +22,7 @@ from modelbay.engine.optimization.methods.base import (
     Method,
     Needs,
     Work,
+    calibration_settings,
     calibration_windows,
     choice,
     decoder_layers,
@@ -31,7 +32,6 @@ from modelbay.engine.optimization.methods.base import (
     linears,
     load_causal_lm,
     save_model,
-    whole,
 )
 
 __all__ = ["Prune"]
@@ -61,14 +61,7 @@ class Prune(Method):
             raise OptimizationConfigInvalid("sparsity", f"2:4 sparsity zeroes exactly half the weights, not {sparsity:g}; "
                                             "leave sparsity out or use structure unstructured")
         checked: dict[str, Any] = {"method": method, "sparsity": sparsity, "structure": structure}
-        if method == "wanda":
-            checked |= {"samples": whole(params, "samples", 32, low=1, high=4096),
-                        "window": whole(params, "window", 256, low=8, high=32768)}
-        else:
-            for key in ("samples", "window"):
-                if key in params:
-                    raise OptimizationConfigInvalid(key, "only wanda uses calibration text; magnitude pruning has none")
-        return checked
+        return checked | calibration_settings(params, method)
 
     def needs(self, params: dict[str, Any]) -> Needs:
         """Wanda needs calibration windows."""
