@@ -26,17 +26,19 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from starlette.exceptions import HTTPException
 
 from modelbay import __version__
-from modelbay.bot.context import Actor, Context
 from modelbay.bot.commands.datasets import report_of, visible
 from modelbay.bot.commands.optimize import start_job as start_optimization
 from modelbay.bot.commands.train import resume_job, start_job
+from modelbay.bot.context import Actor, Context
 from modelbay.bot.errors import render_error, style_of, user_error
 from modelbay.bot.progress import watch
 from modelbay.config import Settings
+from modelbay.engine import hardware as hw
 from modelbay.engine.analytics.analytics import PERIODS, parse_period
 from modelbay.engine.datasets.formats import FORMATS, parse_columns
+from modelbay.engine.db.schema.catalog import Category
 from modelbay.engine.errors import ModelBayError, NotAllowed, shown
-from modelbay.engine import hardware as hw
+from modelbay.engine.installs.derived import without_paths
 from modelbay.engine.installs.installs import InstallTicket
 from modelbay.engine.jobs.progress import ProgressEvent
 from modelbay.engine.optimization.config import OptimizationRequest
@@ -47,7 +49,6 @@ from modelbay.engine.training.progress import TrainingDetail
 from modelbay.engine.training.templates import DEFAULT_TEMPLATE, TrainingRequest
 from modelbay.engine.training.training import TrainingStatus
 from modelbay.engine.training.versions import public_lineage
-from modelbay.engine.db.schema.catalog import Category
 from modelbay.runtime import Runtime
 
 __all__ = ["configured_token", "create_app", "slack_configured"]
@@ -1043,20 +1044,7 @@ class OptimizationResultOut(BaseModel):
         """Read a job's result, leaving server paths (the chart's) out."""
         return cls(model=str(result.get("name", "")), version_id=result.get("version_id"),
                    verdict=result.get("verdict"), reason=result.get("reason"),
-                   report=_no_paths(result.get("report") or {}), text=result.get("text"))
-
-
-def _no_paths(value: Any) -> Any:
-    """A JSON value without the strings that are absolute server paths."""
-    if isinstance(value, dict):
-        return {k: _no_paths(v) for k, v in value.items() if not _is_path(v)}
-    if isinstance(value, list):
-        return [_no_paths(v) for v in value if not _is_path(v)]
-    return value
-
-
-def _is_path(value: Any) -> bool:
-    return isinstance(value, str) and (value.startswith(("/", "~")) or value[1:3] in (":\\", ":/"))
+                   report=without_paths(result.get("report") or {}), text=result.get("text"))
 
 
 class OptimizationJobOut(JobOut):

@@ -31,7 +31,7 @@ from modelbay.engine.ids import validate_model_name
 from modelbay.engine.installs.store import ModelStore, sha256_file
 from modelbay.engine.records import VersionRecord, record_from_row
 
-__all__ = ["Derived", "add_derived_version", "check_name"]
+__all__ = ["Derived", "add_derived_version", "check_name", "without_paths"]
 
 WHOLE = "."  # a part moved as the version's folder itself (not a sub-folder of it)
 
@@ -177,3 +177,17 @@ def _installed(db: Database, version_id: int, final: Path, files: list[dict[str,
             setattr(model, key, value)
         session.flush()
         return record_from_row(VersionRecord, row)
+
+
+def without_paths(value: Any) -> Any:
+    """A JSON value (lineage params, a job's result) without the strings that are absolute server paths: what people
+    see of it (`/models info`, REST); the files stay on the server."""
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items() if not _is_path(v)}
+    if isinstance(value, list):
+        return [without_paths(v) for v in value if not _is_path(v)]
+    return value
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, str) and (value.startswith(("/", "~")) or value[1:3] in (":\\", ":/"))

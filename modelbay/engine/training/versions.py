@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from modelbay.engine.db.database import Database
-from modelbay.engine.installs.derived import Derived, add_derived_version, check_name
+from modelbay.engine.installs.derived import Derived, add_derived_version, check_name, without_paths
 from modelbay.engine.installs.loadable import ADAPTER_DIR, FINETUNE, MERGED_DIR, check_tuned, weights_folder
 from modelbay.engine.installs.store import ModelStore
 from modelbay.engine.records import VersionRecord
@@ -68,16 +68,4 @@ LINEAGE_KEYS = ("base", "dataset", "config", "metrics", "merged", "lora_rank")
 def public_lineage(params: dict[str, Any]) -> dict[str, Any]:
     """The shown part of a version's lineage_params (LINEAGE_KEYS), without values that are absolute paths (files
     stay on the server)."""
-    return {key: _no_paths(params[key]) for key in LINEAGE_KEYS if key in params}
-
-
-def _no_paths(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _no_paths(v) for k, v in value.items() if not _is_path(v)}
-    if isinstance(value, list):
-        return [_no_paths(v) for v in value if not _is_path(v)]
-    return value
-
-
-def _is_path(value: Any) -> bool:
-    return isinstance(value, str) and (value.startswith(("/", "~")) or value[1:3] in (":\\", ":/"))
+    return {key: without_paths(params[key]) for key in LINEAGE_KEYS if key in params}
