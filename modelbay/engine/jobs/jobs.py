@@ -6,7 +6,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -238,9 +238,12 @@ class Jobs:
         age = (datetime.now(timezone.utc) - utcparse(beat.decode()).replace(tzinfo=timezone.utc)).total_seconds()
         return age < self._worker_ttl
 
-    def list(self, *, requester: str | None = None, active: bool | None = None, limit: int = 20) -> list[JobRecord]:
-        """Return the newest jobs, optionally only one requester's or only active ones."""
+    def list(self, *, requester: str | None = None, active: bool | None = None, limit: int = 20,
+             kinds: Sequence[str] | None = None) -> list[JobRecord]:
+        """Return the newest jobs, optionally only one requester's, only active ones, or only of some kinds."""
         query = select(JobRow.id).order_by(JobRow.created_at.desc()).limit(limit)
+        if kinds is not None:
+            query = query.where(JobRow.kind.in_(list(kinds)))
         if requester:
             query = query.where(JobRow.requester == requester)
         if active is not None:

@@ -254,14 +254,7 @@ class Optimization:
 
     def list(self, *, requester: str | None = None, active: bool | None = None, limit: int = 20) -> list[JobRecord]:
         """The newest optimization jobs, optionally one person's or only active ones."""
-        query = select(JobRow.id).where(JobRow.kind.in_(KINDS)).order_by(JobRow.created_at.desc()).limit(limit)
-        if requester:
-            query = query.where(JobRow.requester == requester)
-        if active is not None:
-            query = query.where(JobRow.status.in_(_ACTIVE) if active else JobRow.status.not_in(_ACTIVE))
-        with self._db.session() as session:
-            ids = list(session.scalars(query))
-        return [self._jobs.get(job_id) for job_id in ids]
+        return self._jobs.list(requester=requester, active=active, limit=limit, kinds=KINDS)
 
     def status(self, job_id: str) -> OptimizationStatus:
         """Where an optimization job stands.

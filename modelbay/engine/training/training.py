@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from math import ceil
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 
 from modelbay.engine.datasets.records import main_problem
-from modelbay.engine.db.schema.jobs import JobRow, JobStatus
 from modelbay.engine.errors import (
     CheckpointMissing,
     CudaRequired,
@@ -322,15 +320,7 @@ class Training:
 
     def list(self, *, requester: str | None = None, active: bool | None = None, limit: int = 20) -> list[JobRecord]:
         """The newest training jobs, optionally one person's or only active ones."""
-        query = select(JobRow.id).where(JobRow.kind == TRAIN.name).order_by(JobRow.created_at.desc()).limit(limit)
-        if requester:
-            query = query.where(JobRow.requester == requester)
-        if active is not None:
-            states = [JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING]
-            query = query.where(JobRow.status.in_(states) if active else JobRow.status.not_in(states))
-        with self._db.session() as session:
-            ids = list(session.scalars(query))
-        return [self._jobs.get(job_id) for job_id in ids]
+        return self._jobs.list(requester=requester, active=active, limit=limit, kinds=(TRAIN.name,))
 
     def using(self, dataset_id: int) -> list[JobRecord]:
         """The queued or running training jobs that will read this dataset: to train on, or to validate on."""
