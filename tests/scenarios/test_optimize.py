@@ -128,6 +128,8 @@ def test_an_onnx_int8_export_answers_with_onnxruntime_and_a_tight_budget_marks_a
     assert pruned["verdict"] == "over budget", pruned["reason"]
     assert abs(pruned["report"]["variant"]["sparsity"] - 0.5) <= 0.01
     assert "%" in pruned["reason"]
+    assert runtime.registry.get("tiny-wanda50").tags[:2] == ["optimized", "over-budget"]  # shown as not a drop-in
+    assert "over-budget" not in runtime.registry.get("tiny-onnx-int8").tags
 
 
 @pytest.mark.slow

@@ -57,10 +57,11 @@ class Derived:
     source: str  # the new model's `source` ("finetune", "optimized")
     lineage: str  # the version's lineage ("finetune", "optimize")
     description: str  # the new model's description; "{base}" in it becomes the parent model's name
-    tag: str  # a tag the new model gets first (its parent's others follow)
+    tags: tuple[str, ...]  # tags the new model gets first (its parent's others follow)
     parts: Sequence[tuple[Path, str]]  # (folder a job wrote, its name in the version's folder; WHOLE: the folder)
     format: str = "safetensors"  # the version's format column ("safetensors", "onnx")
     parameter_count: int | None = None  # when it differs from the parent's (a structured pruning)
+    not_inherited: tuple[str, ...] = ()  # parent's tags that say something of the parent only ("over-budget")
 
 
 def add_derived_version(db: Database, *, parent: VersionRecord, name: str, derived: Derived, params: dict[str, Any],
@@ -130,7 +131,8 @@ def _reserve(db: Database, parent: VersionRecord, name: str, derived: Derived,
             of = row_parent.model
             row = Model(
                 name=name, display_name=name, source=derived.source, repo_id=None, category=of.category,
-                tags=[derived.tag, *(t for t in of.tags or [] if t != derived.tag)],
+                tags=[*derived.tags, *(t for t in of.tags or []
+                                       if t not in derived.tags and t not in derived.not_inherited)],
                 description=derived.description.replace("{base}", of.name), license=of.license,
                 parameter_count=derived.parameter_count or of.parameter_count, context_length=of.context_length,
                 dtype=of.dtype, pipeline_tag=of.pipeline_tag, languages=list(of.languages or []),

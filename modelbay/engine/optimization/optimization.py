@@ -47,11 +47,12 @@ if TYPE_CHECKING:
     from modelbay.engine.jobs.jobs import Jobs
     from modelbay.engine.records import ModelRecord, VersionRecord
 
-__all__ = ["KINDS", "OPTIMIZED", "CompareRow", "Comparison", "Optimization", "OptimizationPlan",
+__all__ = ["KINDS", "OPTIMIZED", "OVER_BUDGET", "CompareRow", "Comparison", "Optimization", "OptimizationPlan",
            "OptimizationStatus", "StartedOptimization", "budget_percent"]
 
 OPTIMIZED = "optimized"  # the `source` of every model an optimization job makes; also its versions' lineage tag
 LINEAGE = "optimize"  # the lineage of an optimized version
+OVER_BUDGET = "over-budget"  # the tag of a variant whose perplexity broke its budget: kept, never a drop-in
 KINDS = (OPTIMIZE.name, OPTIMIZE_CPU.name)
 REPORT_CHART = "report.png"  # the variant's chart, in its version's folder
 _ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING)

@@ -13,7 +13,8 @@
    tokens/s of both in the variant's child, their rounds alternating, so a busy machine slows both alike.
 4. judge and register ("saving"): the comparison against the person's (or the kind's default) perplexity budget
    gives a verdict; the chart is drawn into the variant's folder, and the variant becomes a new model whose version
-   points at the parent's (`installs/derived.add_derived_version`), its report in `lineage_params`.
+   points at the parent's (`installs/derived.add_derived_version`), its report in `lineage_params`; a variant over
+   its budget is tagged `over-budget`, so searches and lists show it is not a drop-in.
 
 A cancel (seen at every progress report) or a failure removes the job's folder: nothing partial is left.
 """
@@ -165,7 +166,7 @@ def _measure_and_register(job: Job, version: VersionRecord, parent: str, name: s
     from modelbay.engine.installs.derived import Derived, add_derived_version
     from modelbay.engine.installs.store import ModelStore
     from modelbay.engine.optimization import charts, compare, measure
-    from modelbay.engine.optimization.optimization import LINEAGE, OPTIMIZED, REPORT_CHART
+    from modelbay.engine.optimization.optimization import LINEAGE, OPTIMIZED, OVER_BUDGET, REPORT_CHART
 
     job.progress(MEASURING_PARENT, f"Measuring {parent} on this machine", force=True,
                  detail=OptimizationDetail(phase="measuring-parent"))
@@ -193,7 +194,8 @@ def _measure_and_register(job: Job, version: VersionRecord, parent: str, name: s
     (folder / REPORT_CHART).write_bytes(charts.variants_png(rows))
     job.progress(SAVING, f"Registering {name}", force=True, detail=OptimizationDetail(phase="saving"))
     parameters = next((f.get("parameters") for f in reversed(facts) if f.get("parameters")), None)
-    derived = Derived(source=OPTIMIZED, lineage=LINEAGE, tag=OPTIMIZED, parts=[(folder, ".")],
+    derived = Derived(source=OPTIMIZED, lineage=LINEAGE, parts=[(folder, ".")], not_inherited=(OVER_BUDGET,),
+                      tags=(OPTIMIZED, OVER_BUDGET) if verdict == "over budget" else (OPTIMIZED,),
                       format="onnx" if output == "onnx" else "safetensors", parameter_count=parameters,
                       description=f"{' → '.join(labels)} of {{base}}, measured against it: {reason}")
     added = add_derived_version(job.db, parent=version, name=name, derived=derived,

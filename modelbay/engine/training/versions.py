@@ -55,7 +55,7 @@ def add_tuned_version(db: Database, *, base: VersionRecord, name: str, adapter_d
     def check(staged: Path, base_name: str) -> dict[str, Any]:
         return {"lora_rank": check_tuned(staged, name, base=base_folder, base_name=base_name).rank}
 
-    derived = Derived(source=SOURCE, lineage=FINETUNE, tag=FINETUNE, parts=parts,
+    derived = Derived(source=SOURCE, lineage=FINETUNE, tags=(FINETUNE,), parts=parts,
                       description="Fine-tuned from {base}" + (f" on {dataset_name}." if dataset_name else "."))
     return add_derived_version(db, parent=base, name=name, derived=derived,
                                params={**params, "merged": merged_dir is not None}, store=store, check=check)
