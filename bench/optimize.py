@@ -1,9 +1,9 @@
 """Each optimization method's variant of a ~28M-parameter Llama against its fp32 parent, on this CPU, in one run.
 
 The model is the test factory's BENCH_MODEL_SPEC (`tests/support/tinymodel.py`: 8 blocks, hidden 512, MLP 1536,
-vocabulary 1024, 28.3M parameters), pre-trained 60 steps of the factory's recipe (batch 16, 3-6 minutes on 2 cores
-when it is built; a few hundred steps would take half an hour) and cached per machine, so only a machine's first run
-pays for it. Its held-out perplexity is about 20 (the vocabulary's uniform guess would be 1024): enough for the
+vocabulary 1024, 28.3M parameters), pre-trained 60 steps of the factory's recipe (batch 16: 6 minutes or more on 2
+cores when it is built, 19 beside other sessions' test runs; a few hundred steps would take half an hour or more) and
+cached per machine, so only a machine's first run pays for it. Its held-out perplexity is about 20 (the vocabulary's uniform guess would be 1024): enough for the
 methods' losses to show, far from a converged model. The variants are made by the real methods
 (`engine/optimization/methods`, applied as a job applies them, calibration windows from the factory's corpus with
 seed 8): bitsandbytes 8-bit and 4-bit nf4, ONNX with onnxruntime's dynamic int8, MLP channel pruning (Wanda-sp) of

@@ -455,7 +455,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 CHAT_MODEL_SPEC = TinyModelSpec(pretrain_steps=300)
 # The optimization benchmark's model (bench/optimize.py): about 28M parameters (8 blocks of hidden 512, MLP 1536), big
 # enough that quantization and pruning change its size and speed measurably. 60 steps of the factory's recipe (batch
-# 16) take 3-6 minutes on 2 cores, once per machine (cached); a few hundred would take half an hour.
+# 16) take 6 minutes or more on 2 cores (19 beside other sessions' test runs), once per machine (cached); a few hundred
+# would take half an hour or more.
 BENCH_MODEL_SPEC = TinyModelSpec(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=8, intermediate_size=1536,
                                  pretrain_steps=60)
 
