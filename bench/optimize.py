@@ -32,15 +32,17 @@ perplexity <= +8%; onnxruntime int8 forward >= 2x torch fp32's speed; a structur
 ch30 and ch50) >= 1.3x faster than its parent, judged on the forward pass like the ONNX goal (its decode ratio is
 printed too).
 
-What it showed when written (2 cores shared with other sessions' test runs, 1 thread, about 5 minutes): every goal
-met. bnb 8-bit 0.28x, perplexity +0.04% (KL 6e-5); nf4 0.16x, perplexity -0.6% (within its noise: KL 0.002, 99.2%
-same top token); bitsandbytes keeps the embeddings and the output head in fp32, 4.2 MB of the 31.7 MB here, so on a
-model whose vocabulary is a larger share (Llama-3.2-1B: a fifth of its weights) the 8-bit ratio would be near 0.4x.
-ONNX int8 0.26x, forward 3.6x and decode 3.9x torch fp32's, perplexity +0.3%. ch50: 0.67x the size, forward 1.49x,
-decode 1.2x, perplexity +8% (no recovery fine-tune); ch30: 1.2x, +1.7%. Wanda 50% unstructured: +11% perplexity,
-no gain in size or speed (dense storage and kernels). float16 on this CPU: half the size, forward about 4.5x slower
-(no fast fp16 matrix products), decode faster (it reads half the bytes). bnb 8-bit decodes about 0.6x fp32's speed
-here (LLM.int8 on the CPU casts activations to float16 and splits outliers), nf4 about 1.5x.
+What it showed when written (2 cores shared with other sessions' test runs, 1 thread, 4-5 minutes; ranges over
+two runs): every goal met. bnb 8-bit 0.28x, perplexity +0.04% (KL 6e-5); nf4 0.16x, perplexity -0.6% (within its
+noise: KL 0.002, 99.2% same top token). bitsandbytes keeps the embeddings and the output head unquantized, in fp32
+on the CPU: 4.2 MB of the 31.7 MB here, where the vocabulary is 1024; on a model whose embeddings are a larger share
+(Llama-3.2-1B: 263M of 1.24B parameters) 8-bit would be about 0.41x fp32, 0.30x with them in 16-bit. ONNX int8 0.26x,
+forward 2.9-3.6x and decode 3.7-3.9x torch fp32's, perplexity +0.3%; ONNX fp32 forward 1.1x, decode 1.6-2.1x. ch50:
+0.67x the size, forward 1.45-1.49x, decode 1.2-1.3x, perplexity +8% (no recovery fine-tune); ch30: 0.80x, forward
+1.2x, +1.7%. Wanda 50% unstructured: +11% perplexity and no gain in size or speed (dense storage and kernels).
+float16 on this CPU: half the size, forward 4.5-7x slower (no fast fp16 matrix products), decode 1.7x faster (it
+reads half the bytes). bnb 8-bit decodes at 0.6-0.7x fp32's speed here (LLM.int8 on the CPU casts activations to
+float16 and splits outliers), nf4 at 1.6-1.7x. Decode figures swing more than forward ones between runs.
 
 Prints a line per variant, the table, then a final JSON line: {"model", "threads", "heldout_tokens", "forward_batch",
 "decode", "rounds", "parent", "variants": {name: figures}, "goals": {name: {"variant", "value", "goal", "met"}},
