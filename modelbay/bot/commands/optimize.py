@@ -56,7 +56,7 @@ DATASET = Arg("dataset", "Your dataset (id or name) to measure on and calibrate 
 BUDGET = Arg("budget", "How much perplexity may rise, in percent (e.g. 2); `default` for the kind's, `off` for "
                        "none.", max_length=16, named=True)
 TARGET = Arg("target", "Percent of the size on disk to remove; picks the bits (or sparsity) when they are not given.",
-             type=ArgType.NUMBER, named=True)
+             type=ArgType.NUMBER, min=0.01, max=99.99, named=True)
 _COMMON = (NAME, DATASET, BUDGET)
 
 
@@ -174,7 +174,8 @@ async def quantize(ctx: Context, model: str, bits: str | None, method: str | Non
     help="Prune a model (magnitude or Wanda; 2:4, channels).",
     args=(
         SOURCE,
-        Arg("sparsity", "Fraction of weights (or MLP channels) to remove, e.g. 0.5.", type=ArgType.NUMBER),
+        Arg("sparsity", "Fraction of weights (or MLP channels) to remove, e.g. 0.5.", type=ArgType.NUMBER, min=0.0,
+            max=1.0),
         Arg("method", "How weights are ranked: magnitude, or wanda (|W|·‖X‖, needs calibration text).",
             choices=("magnitude", "wanda"), named=True),
         Arg("structure", "unstructured, 2:4 (two of every four, sparsity 0.5), or channels (smaller and faster).",

@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -85,7 +85,7 @@ class ExportSpec(_Section):
 class StepSpec(_Section):
     """One step written out: a registered method's name and its params (recipes, or the REST body's `steps`)."""
 
-    method: str
+    method: str = Field(max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -96,10 +96,11 @@ class OptimizationConfig(_Section):
     quantization: QuantizationSpec | None = None
     pruning: PruningSpec | None = None
     export: ExportSpec | None = None
-    recipe: str | None = None
-    steps: list[StepSpec] | None = None
-    target_reduction: float | None = Field(None, gt=0.0, lt=100.0)  # percent of size on disk removed
-    preserve_accuracy: bool | float = True  # True: default budget; a number: max perplexity increase (percent)
+    recipe: str | None = Field(None, max_length=64)
+    steps: list[StepSpec] | None = Field(None, max_length=16)
+    target_reduction: float | None = Field(None, ge=0.01, le=99.99)  # percent of size on disk removed
+    # True: the kind's default budget; False: none; a number: the largest perplexity increase allowed, in percent.
+    preserve_accuracy: bool | Annotated[float, Field(ge=0.0, le=10_000.0)] = True
 
 
 class OptimizationRequest(OptimizationConfig):
@@ -108,7 +109,7 @@ class OptimizationRequest(OptimizationConfig):
 
     model: str = Field(min_length=1, max_length=200)
     name: str | None = Field(None, max_length=96)
-    dataset: str | int | None = None
+    dataset: Annotated[str, Field(max_length=200)] | Annotated[int, Field(ge=1, le=2**53)] | None = None
 
     def config(self) -> OptimizationConfig:
         """The config part alone."""

@@ -99,14 +99,15 @@ def test_impossible_combinations_are_refused_in_one_line_before_anything_is_read
     # The runtime has no services: each of these is refused from the options alone.
     assert "int8 is not a 4-bit type" in _refused("/optimize quantize tiny bits:4 type:int8")
     assert "nf4 is not a 8-bit type" in _refused("/optimize quantize tiny bits:8 type:nf4")
-    assert "`pruning.sparsity`" in _refused("/optimize prune tiny sparsity:1.5")
+    assert "`sparsity` must be a number from 0 to 1 (got 1.5)" in _refused("/optimize prune tiny sparsity:1.5")
+    assert "`pruning.sparsity`" in _refused("/optimize prune tiny sparsity:1")  # in the argument's range, not a fraction
     assert "2:4 sparsity is exactly 0.5" in _refused("/optimize prune tiny sparsity:0.3 structure:2:4")
     assert "static int8 needs calibration data" in _refused("/optimize onnx tiny int8:static")
     assert "static int8 needs calibration data" in _refused("/optimize quantize tiny bits:8 method:static")
     assert "a cast gives 16 bits" in _refused("/optimize quantize tiny bits:8 method:cast")
     assert "give bits" in _refused("/optimize quantize tiny")
     assert "`budget`" in _refused("/optimize quantize tiny bits:8 budget:lots")
-    assert "`targetReduction`" in _refused("/optimize quantize tiny target:150")
+    assert "`target` must be a number from 0.01 to 99.99 (got 150)" in _refused("/optimize quantize tiny target:150")
     assert "`bits` must be one of 4, 8, 16" in _refused("/optimize quantize tiny bits:5")
     assert "`recipe` must be one of" in _refused("/optimize recipe tiny no-such-recipe")
 
