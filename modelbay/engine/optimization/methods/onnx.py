@@ -84,6 +84,12 @@ class OnnxExport(Method):
         """"onnx", "onnx-int8" (dynamic) or "onnx-int8s" (static)."""
         return {False: "onnx", "dynamic": "onnx-int8", "static": "onnx-int8s"}[params.get("int8", False)]
 
+    def describe(self, params: dict[str, Any]) -> str:
+        """"ONNX export (fp32, opset 18)", "ONNX export (int8 dynamic, opset 18)" or "(int8 static, ...)"."""
+        value = params.get("int8", False)
+        int8 = _INT8.get(value.strip().lower() if isinstance(value, str) else value, value)
+        return f"{self.label} ({f'int8 {int8}' if int8 else 'fp32'}, opset {params.get('opset', OPSETS[0])})"
+
     def apply(self, source: Path, out: Path, params: dict[str, Any], work: Work) -> Applied:
         """Export `source` into `out` (the ONNX variant layout); facts: the logits check's figures and sizes."""
         return export(source, out, int8=params.get("int8", False), opset=params.get("opset", OPSETS[0]), work=work)
