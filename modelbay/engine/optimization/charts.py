@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from modelbay.engine.optimization.measure import Measurement
 
-__all__ = ["ChartRow", "variants_png", "variants_text"]
+__all__ = ["ChartRow", "figure_text", "kl_text", "percent_text", "significant", "variants_png", "variants_text"]
 
 _PARENT, _WITHIN, _OVER, _OTHER = "#C44E52", "#4C72B0", "#DD8452", "#8C8C8C"
 
@@ -48,6 +49,49 @@ class ChartRow:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
+# -- figures as people read them (the chart's text, and the chat cards: bot/commands/optimize.py) -------------------
+
+def significant(value: float, digits: int, least: int = 0, *, strip: bool = True) -> str:
+    """`value` to `digits` significant figures and at least `least` decimals, with thousands separators; `strip`
+    drops trailing zeros past `least` decimals. Ratios: significant(0.0032, 3, 2) -> `0.0032` (never `0.00`),
+    significant(0.3, 3, 2) -> `0.30`, significant(1.1, 4, 3) -> `1.100`; timing: significant(0.8, 2, strip=False)
+    -> `0.80`, significant(1.46, 2) -> `1.5`."""
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    decimals = least if value == 0 else max(least, digits - 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:,.{decimals}f}"
+    if strip and decimals > least:
+        whole, _, part = text.partition(".")
+        part = part.rstrip("0").ljust(least, "0")
+        text = f"{whole}.{part}" if part else whole
+    return "0" + text[2:] if text.startswith("-0") and not text.strip("-0.,") else text  # no "-0.00"
+
+
+def figure_text(value: float, digits: int = 4) -> str:
+    """A figure such as a perplexity: thousands separators from 1,000 (`12,010`), else `digits` significant
+    figures (`10.00`, `9.877`), one format whatever the size (never `1.2e+04`)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else significant(value, digits, strip=False)
+
+
+def percent_text(fraction: float, decimals: int = 2, *, signed: bool = False) -> str:
+    """A fraction as a percent with `decimals` decimals (`+1.23%`, `0.50%`); a non-zero one too small to show
+    reads `<0.01%` (never `3e-06%`), and zero is never `-0.00%`."""
+    value = float(fraction) * 100
+    if 0 < abs(value) < 0.5 * 10 ** -decimals:
+        return f"<{10 ** -decimals:.{decimals}f}%"
+    if round(value, decimals) == 0:
+        value = 0.0
+    return f"{value:{'+' if signed else ''}.{decimals}f}%"
+
+
+def kl_text(mean: float, se: float | None = None) -> str:
+    """A mean KL divergence (3 significant figures, at least 4 decimals) ± its standard error (2); rounding noise
+    below zero reads 0 (KL is never negative)."""
+    text = significant(max(float(mean), 0.0), 3, 4)
+    return f"{text} ± {significant(abs(float(se)), 2, 4)}" if se is not None and math.isfinite(se) else text
+
+
 def _color(row: ChartRow) -> str:
     if row.parent:
         return _PARENT
@@ -55,8 +99,8 @@ def _color(row: ChartRow) -> str:
 
 
 def variants_png(rows: list[ChartRow], title: str = "Variants against their parent") -> bytes:
-    """Two panels, about 1000x420 pixels: size on disk (MB) vs perplexity with ±1 SE bars, each point labelled,
-    the parent in red, variants in blue (within budget), orange (over) or grey (no budget); and tokens/s bars.
+    """Two panels, about 1000x420 pixels: the served weights' size (MB) vs perplexity with ±1 SE bars, each point
+    labelled, the parent in red, variants in blue (within budget), orange (over) or grey (no budget); and tokens/s bars.
 
     Raises ValueError for no rows.
     """
@@ -75,7 +119,7 @@ def variants_png(rows: list[ChartRow], title: str = "Variants against their pare
                          markersize=9 if row.parent else 7, capsize=3, zorder=3 if row.parent else 2)
         scatter.annotate(row.label + (" (parent)" if row.parent else ""), (size_mb, row.perplexity),
                          textcoords="offset points", xytext=(6, 6), fontsize=8)
-    scatter.set_xlabel("size on disk (MB)")
+    scatter.set_xlabel("size of the served weights (MB)")
     scatter.set_ylabel("perplexity (held-out, ± 1 SE)")
     scatter.set_title("size vs perplexity (lower left is better)")
     scatter.grid(True, alpha=0.3)
@@ -113,16 +157,16 @@ def variants_text(rows: list[ChartRow]) -> str:
     lines = []
     for row, size in zip(ordered, sizes):
         speed = "—" if row.tokens_per_s is None else f"{row.tokens_per_s:.1f} tok/s"
-        line = f"{row.label:<{pad}}  {size:>10}  ppl {row.perplexity:.4g} ± {row.perplexity_se:.2g}  {speed}"
-        if row.ratios is not None and row.ratios[0] is not None and row.ratios[1] is not None:
-            size_ratio, ppl_ratio, speed_ratio = row.ratios
-            line += f"  ({size_ratio:.2f}x size, {ppl_ratio:.3f}x ppl"
-            line += f", {speed_ratio:.2f}x speed)" if speed_ratio is not None else ")"
-        elif parent is not None and not row.parent:
-            line += f"  ({row.size_bytes / parent.size_bytes:.2f}x size, {row.perplexity / parent.perplexity:.3f}x ppl"
-            if row.tokens_per_s and parent.tokens_per_s:
-                line += f", {row.tokens_per_s / parent.tokens_per_s:.2f}x speed"
-            line += ")"
+        ppl = f"{figure_text(row.perplexity)} ± {figure_text(row.perplexity_se, 2)}"
+        line = f"{row.label:<{pad}}  {size:>10}  ppl {ppl}  {speed}"
+        ratios = row.ratios if row.ratios is not None and None not in row.ratios[:2] else None
+        if ratios is None and parent is not None and not row.parent:
+            ratios = (row.size_bytes / parent.size_bytes, row.perplexity / parent.perplexity,
+                      row.tokens_per_s / parent.tokens_per_s if row.tokens_per_s and parent.tokens_per_s else None)
+        if ratios is not None:
+            size_ratio, ppl_ratio, speed_ratio = ratios
+            line += f"  ({significant(size_ratio, 3, 2)}x size, {significant(ppl_ratio, 4, 3)}x ppl"
+            line += f", {significant(speed_ratio, 2, 2)}x speed)" if speed_ratio is not None else ")"
         if row.parent:
             line += "  (parent)"
         elif row.verdict:
