@@ -105,7 +105,7 @@ def _variant(runtime: Runtime, parent: VersionRecord, of: str, name: str, lineag
                              "reason": f"perplexity +{(comparison.ppl_ratio - 1):.1%}",
                              "heldout": {"source": "the shipped held-out text", "tokens": 4096}}}
     derived = Derived(source="optimized" if lineage == "optimize" else "finetune", lineage=lineage,
-                      tag=lineage, parts=[(folder, ".")], description=f"{name} of {{base}}")
+                      tags=(lineage,), parts=[(folder, ".")], description=f"{name} of {{base}}")
     return add_derived_version(runtime.db, parent=parent, name=name, derived=derived, params=params,
                                store=ModelStore(runtime.settings.resolved_model_store), check=lambda staged, of: {})
 
@@ -126,13 +126,13 @@ def test_models_info_shows_the_lineage_tree_and_each_variant_s_verdict_and_figur
     middle = _fields(bot("/models info tiny-ft"))["Lineage"].splitlines()
     assert middle[0] == "`tiny-chat`"
     assert middle[1].endswith("`tiny-ft` · fine-tune ← this model") and middle[1].startswith("└ ")
-    assert "`tiny-ft-int8` · bitsandbytes 8-bit · within budget · size 0.30× · perplexity 1.010×" in middle[2]
+    assert "`tiny-ft-int8` · bitsandbytes 8-bit · within budget · weights 0.30× · perplexity 1.010×" in middle[2]
     assert "top-1 98.1%" in middle[2] and len(middle) == 3
 
     leaf = _fields(bot("/models info tiny-chat-nf4"))
     assert leaf["Optimized from"].startswith("`tiny-chat` (version #") and leaf["Made by"] == "bitsandbytes 4-bit nf4"
-    assert leaf["Verdict"].startswith("over budget (kept as over budget, not a drop-in): perplexity +15.0%")
-    assert leaf["Against its parent"].startswith("size 0.20× · perplexity 1.150× · tokens/s 0.50× · KL 0.0042")
+    assert leaf["Verdict"].startswith("over budget (kept as over budget, not a drop-in): perplexity +15.00%")
+    assert leaf["Against its parent"].startswith("weights 0.20× · perplexity 1.150× · tokens/s 0.50× · KL 0.0042")
     assert leaf["Lineage"].splitlines()[-1].endswith("← this model")
 
     base = _fields(bot("/models info tiny-chat"))["Lineage"].splitlines()
@@ -151,6 +151,40 @@ def test_compare_lays_variants_beside_their_parents_with_the_chart(bot, tmp_path
     names = [row[0] for row in compared.table.rows]
     assert names == ["tiny-ft", "tiny-chat", "tiny-ft-int8", "tiny-chat-nf4"]
     nf4 = compared.table.rows[3]
-    assert nf4[1] == "bitsandbytes 4-bit nf4" and nf4[-1] == "over budget" and "size 0.20×" in nf4[7]
+    assert nf4[1] == "bitsandbytes 4-bit nf4" and nf4[-1] == "over budget" and "weights 0.20×" in nf4[7]
+    assert compared.table.columns[2] == "Size (served weights)"
     assert compared.attachments[0].data.startswith(b"\x89PNG") and compared.attachments[0].is_image
     assert "different held-out texts" not in compared.text and "Chart, as text" in compared.text
+    assert [b.command for b in compared.buttons] == ["/chat tiny-ft-int8"]  # the over-budget variant is not offered
+    assert "vary between runs" in compared.footer
+
+
+def test_compare_notes_a_name_with_no_model_and_lists_each_model_once(bot, tmp_path: Path) -> None:
+    _family(bot.runtime, tmp_path)
+    compared = bot("/optimize compare tiny-chat-nf4 no-such-model")
+    assert [row[0] for row in compared.table.rows] == ["tiny-chat", "tiny-chat-nf4"]
+    assert compared.text.splitlines()[0].startswith("No model named `no-such-model`")
+    nothing = bot("/optimize compare no-such-model")
+    assert nothing.table is None and nothing.text.startswith("No model named `no-such-model`")
+
+    # tiny-ft-int8 is a variant (of tiny-ft) and the parent of tiny-ft-int8-onnx: one row, its variant row.
+    int8 = bot.runtime.registry.get("tiny-ft-int8").versions[0]
+    _variant(bot.runtime, int8, "tiny-ft-int8", "tiny-ft-int8-onnx", "optimize", tmp_path,
+             labels=("ONNX export (fp32, opset 18)",), verdict="within budget",
+             figures=((12_000_000, 10.1, 60.0), (12_500_000, 10.1, 70.0)))
+    both = bot("/optimize compare tiny-ft-int8 tiny-ft-int8-onnx")
+    names = [row[0] for row in both.table.rows]
+    assert names == ["tiny-ft", "tiny-ft-int8", "tiny-ft-int8-onnx"], names
+    assert both.table.rows[1][1] == "bitsandbytes 8-bit"  # the variant row, not a parent row
+    chart_text = both.text.split("**Chart, as text:**\n")[1].splitlines()
+    assert [line.split()[0] for line in chart_text] == ["tiny-ft", "tiny-ft-int8", "tiny-ft-int8-onnx"]
+    assert both.attachments[0].data.startswith(b"\x89PNG")
+
+
+def test_a_long_lineage_line_keeps_this_model_whole(bot, tmp_path: Path) -> None:
+    root = bot.runtime.registry.get("tiny-chat").versions[0]
+    _variant(bot.runtime, root, "tiny-chat", "tiny-chat-" + "x" * 50, "optimize", tmp_path,
+             labels=("Wanda 50% unstructured", "ONNX export (int8 dynamic, opset 18)"), verdict="within budget",
+             figures=((40_000_000, 10.0, 100.0), (12_000_000, 10.1, 60.0)))
+    line = _fields(bot("/models info tiny-chat-" + "x" * 50))["Lineage"].splitlines()[-1]
+    assert line.endswith("… ← this model") and "int8 dynamic" in line

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from modelbay.bot.commands._args import CATEGORY, MODEL, MODEL_OR_REPO, limit, revision
-from modelbay.bot.commands.optimize import key_figures
+from modelbay.bot.commands.optimize import key_figures, verdict_reason
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Field, Progress, Reply, Table
 from modelbay.bot.spec import Arg, ArgType, command
@@ -133,7 +133,7 @@ def _optimized(m: ModelRecord) -> list[Field]:
     labels = report.get("labels") or [s.get("method") for s in params.get("steps") or [] if isinstance(s, dict)]
     if labels:
         fields.append(Field("Made by", " → ".join(str(x) for x in labels)))
-    verdict, reason = params.get("verdict") or report.get("verdict"), report.get("reason")
+    verdict, reason = params.get("verdict") or report.get("verdict"), verdict_reason(report.get("reason"), report)
     if verdict:
         over = " (kept as over budget, not a drop-in)" if verdict == "over budget" else ""
         fields.append(Field("Verdict", one_line(f"{verdict}{over}" + (f": {reason}" if reason else ""),
@@ -147,6 +147,7 @@ def _optimized(m: ModelRecord) -> list[Field]:
 TREE_UP = 8  # ancestors a lineage tree walks up at most
 TREE_DOWN = 2  # generations of descendants it lists
 TREE_NODES = 16  # descendants it lists at most
+NODE_CHARS = 160  # one node's name and figures at most (its "← this model" mark comes after)
 _INDENT = "\u00a0" * 3  # no-break spaces: chat platforms keep them at the start of a line
 
 
@@ -212,8 +213,8 @@ def _node(depth: int, name: str, version: VersionRecord | None, *, last: bool, t
         what = " · ".join(x for x in (labels, verdict, key_figures(report)) if x)
     elif version is not None and version.lineage:
         what = str(version.lineage)
-    text = f"`{shown(name, 60)}`" + (f" · {what}" if what else "") + (" ← this model" if this else "")
-    return branch + one_line(text, 160)
+    text = f"`{shown(name, 60)}`" + (f" · {what}" if what else "")
+    return branch + one_line(text, NODE_CHARS) + (" ← this model" if this else "")  # the mark is never cut
 
 
 def _compact(value: object) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -26,16 +27,25 @@ from modelbay.bot.context import Context
 from modelbay.bot.progress import advance
 from modelbay.bot.reply import Attachment, Button, Field, Progress, Reply, Table
 from modelbay.bot.spec import Arg, ArgType, command
-from modelbay.engine.errors import NotAllowed, OptimizationConfigInvalid, one_line, shown
+from modelbay.engine.errors import ModelNotFound, NotAllowed, OptimizationConfigInvalid, one_line, shown
 from modelbay.engine.jobs.progress import ProgressEvent
+from modelbay.engine.optimization import charts
+from modelbay.engine.optimization.charts import figure_text, kl_text, percent_text, significant
 from modelbay.engine.optimization.config import OptimizationConfig, Step, load_recipes, parse_config, steps
-from modelbay.engine.optimization.optimization import OptimizationPlan, OptimizationStatus, StartedOptimization
+from modelbay.engine.optimization.methods import METHODS
+from modelbay.engine.optimization.optimization import (
+    CompareRow,
+    OptimizationPlan,
+    OptimizationStatus,
+    StartedOptimization,
+)
 from modelbay.engine.optimization.progress import OptimizationDetail
 from modelbay.engine.records import JobRecord
 from modelbay.engine.units import ago, human_bytes
 
-__all__ = ["budget_of", "key_figures", "live_card", "onnx_config", "optimization_card", "prune_config",
-           "quantize_config", "recipe_config", "report_table", "result_card", "start_job", "step_view", "versus"]
+__all__ = ["SPEED_NOTE", "budget_of", "key_figures", "live_card", "onnx_config", "optimization_card", "prune_config",
+           "quantize_config", "recipe_config", "report_table", "result_card", "start_job", "step_text", "step_view",
+           "verdict_reason", "versus"]
 
 _PHASES = {
     "preparing": "Reading the parent and the held-out text…",
@@ -47,6 +57,8 @@ _PHASES = {
 _OFF = {"off", "none", "false", "no"}
 _DEFAULT = {"default", "on", "true", "yes"}
 _INT8 = {"true": True, "false": False, "dynamic": "dynamic", "static": "static"}
+SPEED_NOTE = "Speed ratios come from alternating rounds in one process; on a busy machine they vary between runs."
+SIZE = "Size (served weights)"  # Measurement.size_bytes: an ONNX int8 variant's served graph, not its whole folder
 
 SOURCE = replace(MODEL, help="The installed model to optimize.")
 NAME = Arg("name", "The new model's name (default: <model>-<method>, e.g. tiny-chat-int8).", max_length=96,
@@ -227,7 +239,7 @@ async def apply_recipe(ctx: Context, model: str, recipe: str, name: str | None, 
 async def list_recipes(ctx: Context) -> Reply:
     """Show each recipe's steps and purpose."""
     recipes = await ctx.call(ctx.runtime.optimization.recipes)
-    rows = [[r.name, " → ".join(_step_text(s) for s in r.steps), r.description] for r in recipes]
+    rows = [[r.name, " → ".join(step_text(s) for s in r.steps), r.description] for r in recipes]
     return Reply(title="Optimization recipes", table=Table(["Recipe", "Steps", "What it gives"], rows),
                  footer="`/optimize recipe <model> <recipe>`; or `/optimize quantize|prune|onnx <model> ...`.")
 
@@ -240,18 +252,45 @@ async def list_recipes(ctx: Context) -> Reply:
     slow=True,
 )
 async def compare(ctx: Context, models: str) -> Reply:
-    """Lay the variants' reports side by side with the chart."""
-    names = [n for n in models.replace(",", " ").split() if n]
+    """Lay the variants' reports side by side with the chart; a name with no model is a note, and a model named
+    both as a parent and as a variant is one row (its variant row)."""
+    names = list(dict.fromkeys(n for n in models.replace(",", " ").split() if n))
+    notes = {n: await _missing(ctx, n) for n in names}
+    missing, names = [x for x in notes.values() if x], [n for n, x in notes.items() if not x]
+    if not names:
+        return Reply(title="Optimized variants", text="\n".join(missing), tone="warning")
     found = await ctx.call(ctx.runtime.optimization.compare, names)
-    rows = [_compare_row(r) for r in found.rows]
-    text = "\n".join([*found.notes, *(["**Chart, as text:**", found.text] if found.text else [])])
-    attachments = [Attachment("optimize-compare.png", found.chart, "image/png")] if found.chart else []
-    variants = [r.name for r in found.rows if r.parent is not None]
+    rows, chart, chart_text = await ctx.call(_deduplicated, found)
+    text = "\n".join([*missing, *found.notes, *(["**Chart, as text:**", chart_text] if chart_text else [])])
+    attachments = [Attachment("optimize-compare.png", chart, "image/png")] if chart else []
+    variants = [r.name for r in rows if r.parent is not None and r.verdict != "over budget"]
     return Reply(title="Optimized variants", text=text,
-                 table=Table(["Model", "Made by", "Size", "Load memory", "TTFT", "Tokens/s", "Perplexity",
-                              "vs parent", "KL", "Top-1", "Verdict"], rows),
+                 table=Table(["Model", "Made by", SIZE, "Load memory", "TTFT", "Tokens/s", "Perplexity",
+                              "vs parent", "KL", "Top-1", "Verdict"], [_compare_row(r) for r in rows]),
                  attachments=attachments, buttons=[Button(f"Try {n}", f"/chat {n}") for n in variants[:3]],
-                 footer="Ratios are variant / parent, measured on the same machine and text.")
+                 footer=f"Ratios are variant / parent, measured on the same machine and text. {SPEED_NOTE}")
+
+
+async def _missing(ctx: Context, name: str) -> str:
+    """A note when no model has this name ("" when one has)."""
+    try:
+        await ctx.call(ctx.runtime.registry.get, name)
+    except ModelNotFound as exc:
+        close = f" (did you mean {', '.join(exc.suggestions[:3])}?)" if exc.suggestions else ""
+        return f"No model named `{shown(name)}`{close}."
+    return ""
+
+
+def _deduplicated(found: Any) -> tuple[tuple[CompareRow, ...], bytes | None, str]:
+    """The comparison's rows with a model named both as a parent and as a variant kept once, as its variant row,
+    and its chart and text (redrawn only when a row was dropped)."""
+    variants = {r.name for r in found.rows if r.parent is not None}
+    rows = tuple(r for r in found.rows if r.parent is not None or r.name not in variants)
+    if len(rows) == len(found.rows):
+        return rows, found.chart, found.text
+    drawn = [charts.ChartRow.of(r.name, r.report, parent=r.parent is None, verdict=r.verdict, versus=r.versus)
+             for r in rows]
+    return rows, charts.variants_png(drawn), charts.variants_text(drawn)
 
 
 @command(
@@ -260,7 +299,7 @@ async def compare(ctx: Context, models: str) -> Reply:
     args=(
         Arg("active", "Only running (true) or only ended (false) jobs.", type=ArgType.BOOLEAN),
         Arg("all", "Everyone's optimization jobs (admins).", type=ArgType.BOOLEAN, default=False),
-        limit(10, 50),
+        replace(limit(10, 50), named=True),  # by name: `/optimize foo` is a usage error, not a bad limit
     ),
     role="user",
     aliases=(("optimize",),),
@@ -398,7 +437,8 @@ def result_card(status: OptimizationStatus, chart: Attachment | None = None) -> 
                      tone="error", progress=progress, footer=footer)
     r = status.result
     report = r.get("report") or {}
-    verdict, reason = r.get("verdict") or report.get("verdict"), r.get("reason") or report.get("reason")
+    verdict = r.get("verdict") or report.get("verdict")
+    reason = verdict_reason(r.get("reason") or report.get("reason"), report)
     held = report.get("heldout") or {}
     variant = report.get("variant") or {}
     measured = " · ".join(x for x in (
@@ -412,7 +452,7 @@ def result_card(status: OptimizationStatus, chart: Attachment | None = None) -> 
     return Reply(title=f"Optimized {name}" + (" (over budget)" if over else ""), text="\n".join(lines),
                  tone="warning" if over else "success", table=report_table(report, parent, name),
                  progress=progress, attachments=[chart] if chart else [],
-                 footer=footer + f" · version #{r.get('version_id', '?')} · ended {ago(job.ended_at)}",
+                 footer=f"{SPEED_NOTE}\n{footer} · version #{r.get('version_id', '?')} · ended {ago(job.ended_at)}",
                  buttons=[Button("Try it", f"/chat {name}", "primary"), Button("Model info", f"/models info {name}"),
                           Button("Compare", f"/optimize compare {name}")])
 
@@ -440,31 +480,47 @@ def report_table(report: dict[str, Any], parent: str = "Parent", variant: str = 
         return [show(p.get(key)), show(v.get(key))]
 
     rows = [
-        ["Size on disk", *both("size_bytes", _bytes), _ratio(vs.get("size", _divide(v, p, "size_bytes")))],
+        [SIZE, *both("size_bytes", _bytes), _ratio(vs.get("size", _divide(v, p, "size_bytes")))],
         ["Peak memory to load", *both("peak_load_bytes", _bytes),
          _ratio(vs.get("memory", _divide(v, p, "peak_load_bytes")))],
-        ["Load time", *both("load_s", lambda x: _number(x, 2, " s")), _ratio(vs.get("load", _divide(v, p, "load_s")))],
+        ["Load time", *both("load_s", lambda x: _number(x, 2, " s")), _timing(vs.get("load", _divide(v, p, "load_s")))],
         ["Time to first token", *both("ttft_ms", lambda x: _number(x, 0, " ms")),
-         _ratio(vs.get("ttft", _divide(v, p, "ttft_ms")))],
+         _timing(vs.get("ttft", _divide(v, p, "ttft_ms")))],
         ["Tokens/s", *both("tokens_per_s", lambda x: _number(x, 1)),
-         _ratio(vs.get("speed", _divide(v, p, "tokens_per_s")))],
-        ["Perplexity", _perplexity(p), _perplexity(v), _ratio(vs.get("perplexity", _divide(v, p, "perplexity")), 3)],
+         _timing(vs.get("speed", _divide(v, p, "tokens_per_s")))],
+        ["Perplexity", _perplexity(p), _perplexity(v), _ppl_ratio(vs.get("perplexity", _divide(v, p, "perplexity")))],
         ["KL divergence (mean)", "-", _kl(vs), ""],
         ["Top-1 agreement", "-", _percent(vs.get("top1_agreement"), 1), ""],
     ]
-    if p.get("sparsity") is not None or v.get("sparsity") is not None:
-        rows.append(["Sparsity", *both("sparsity", lambda x: _percent(x, 1)), ""])
+    pruned = _pruned(report) if not _is_number(v.get("sparsity")) else None
+    if p.get("sparsity") is not None or v.get("sparsity") is not None or pruned:
+        rows.append(["Sparsity", _percent(p.get("sparsity"), 1), pruned or _percent(v.get("sparsity"), 1), ""])
     return Table(["Measure", parent, variant, "Variant / parent"], rows)
 
 
+def _pruned(report: dict[str, Any]) -> str | None:
+    """The sparsity an earlier step of the recipe measured ("50.0% (before quantizing)"), when a later step
+    changed the weights' format so the variant's own zeros cannot be counted; None when no step pruned."""
+    facts = [f for f in report.get("facts") or [] if isinstance(f, dict)]
+    at = next((i for i in reversed(range(len(facts))) if _is_number(facts[i].get("sparsity"))), None)
+    if at is None:
+        return None
+    later = facts[at + 1] if at + 1 < len(facts) else {}
+    before = "before the ONNX export" if later.get("method") == "onnx" else "before quantizing" if later else \
+        "as pruned"
+    return f"{_percent(facts[at]['sparsity'], 1)} ({before})"
+
+
 def key_figures(report: dict[str, Any]) -> str:
-    """A report's key figures against the parent in one line: size, perplexity, tokens/s, KL, top-1, sparsity."""
+    """A report's key figures against the parent in one line: served weights, perplexity, tokens/s (ratios), KL,
+    top-1, sparsity."""
     vs = versus(report.get("versus"))
     variant = report.get("variant") if isinstance(report.get("variant"), dict) else {}
-    parts = [f"{label} {_ratio(vs[key], 3 if key == 'perplexity' else 2)}"
-             for label, key in (("size", "size"), ("perplexity", "perplexity"), ("tokens/s", "speed")) if key in vs]
+    shown_as = {"size": _ratio, "perplexity": _ppl_ratio, "speed": _timing}
+    parts = [f"{label} {shown_as[key](vs[key])}"
+             for label, key in (("weights", "size"), ("perplexity", "perplexity"), ("tokens/s", "speed")) if key in vs]
     if "kl_mean" in vs:
-        parts.append(f"KL {vs['kl_mean']:.3g}")
+        parts.append(f"KL {kl_text(vs['kl_mean'])}")
     if "top1_agreement" in vs:
         parts.append(f"top-1 {vs['top1_agreement']:.1%}")
     if _is_number(variant.get("sparsity")) and variant["sparsity"]:
@@ -475,8 +531,9 @@ def key_figures(report: dict[str, Any]) -> str:
 def _compare_row(row: Any) -> list[str]:
     m, vs = row.report or {}, versus(row.versus)
     against = "parent" if row.parent is None else " · ".join(
-        f"{label} {_ratio(vs.get(key))}" for label, key in (("size", "size"), ("ppl", "perplexity"),
-                                                            ("speed", "speed")))
+        f"{label} {show(vs.get(key))}" for label, key, show in (("weights", "size", _ratio),
+                                                               ("ppl", "perplexity", _ppl_ratio),
+                                                               ("speed", "speed", _timing)))
     return [row.name, row.steps or ("parent" if row.parent is None else "-"), _bytes(m.get("size_bytes")),
             _bytes(m.get("peak_load_bytes")), _number(m.get("ttft_ms"), 0, " ms"), _number(m.get("tokens_per_s"), 1),
             _perplexity(m), against, _kl(vs) if row.parent is not None else "-",
@@ -502,9 +559,15 @@ def _row(job: JobRecord) -> list[str]:
             ago(job.created_at)]
 
 
-def _step_text(step: Step) -> str:
-    params = ", ".join(f"{k} {v}" for k, v in step.params.items())
-    return f"{step.method} ({params})" if params else step.method
+def step_text(step: Step) -> str:
+    """A step as its method describes it ("ONNX export (int8 dynamic, opset 18)"); its raw params when the method
+    is not registered here or refuses them."""
+    try:
+        method = METHODS[step.method]()
+        return method.describe(method.check(dict(step.params)))
+    except Exception:  # noqa: BLE001 - a listing shows what it can
+        params = ", ".join(f"{k} {v}" for k, v in step.params.items())
+        return f"{step.method} ({params})" if params else step.method
 
 
 def _is_number(value: Any) -> bool:
@@ -523,8 +586,20 @@ def _percent(value: Any, digits: int = 0) -> str:
     return f"{float(value):.{digits}%}" if _is_number(value) else "-"
 
 
-def _ratio(value: Any, digits: int = 2) -> str:
-    return f"{float(value):.{digits}f}×" if _is_number(value) else "-"
+def _ratio(value: Any) -> str:
+    """A size or memory ratio: 3 significant figures, at least 2 decimals (`0.30×`, `0.0032×`, never `0.00×`)."""
+    return f"{significant(value, 3, 2)}×" if _is_number(value) else "-"
+
+
+def _ppl_ratio(value: Any) -> str:
+    """A perplexity ratio: 4 significant figures, at least 3 decimals (`1.010×`)."""
+    return f"{significant(value, 4, 3)}×" if _is_number(value) else "-"
+
+
+def _timing(value: Any) -> str:
+    """A speed ratio (load, time to first token, tokens/s): 2 significant figures (`0.80×`, `1.5×`), as noisy as
+    they are (SPEED_NOTE)."""
+    return f"{significant(value, 2, strip=False)}×" if _is_number(value) else "-"
 
 
 def _divide(top: dict[str, Any], bottom: dict[str, Any], key: str) -> float | None:
@@ -536,11 +611,48 @@ def _perplexity(m: dict[str, Any]) -> str:
     ppl, se = m.get("perplexity"), m.get("perplexity_se")
     if not _is_number(ppl):
         return "-"
-    return f"{ppl:,.3f} ± {se:,.3f}" if _is_number(se) else f"{ppl:,.3f}"
+    return f"{figure_text(ppl)} ± {figure_text(se, 2)}" if _is_number(se) else figure_text(ppl)
 
 
 def _kl(vs: dict[str, Any]) -> str:
     kl, se = vs.get("kl_mean"), vs.get("kl_se")
     if not _is_number(kl):
         return "-"
-    return f"{kl:.4f} ± {se:.4f}" if _is_number(se) else f"{kl:.4f}"
+    return kl_text(kl, se if _is_number(se) else None)
+
+
+_MEASURED = re.compile(r"perplexity (?P<parent>[0-9][0-9.,e+-]*) → (?P<variant>[0-9][0-9.,e+-]*)")
+_PERCENT = re.compile(r"(?P<sign>[+-]?)(?P<number>\d[\d.]*(?:e[+-]?\d+)?)%(?! budget)")
+
+
+def verdict_reason(reason: Any, report: dict[str, Any] | None = None) -> str | None:
+    """A stored verdict's reason (compare.verdict: "perplexity 1.201e+04 → 1.2e+04 (+0% ± 3e-06%), at most +0%:
+    within the +2% budget for 8-bit"; notes after "; ") in the cards' formats: the perplexities as the table shows
+    them (the report's own figures when it has them: `12,010 → 12,000`) and its percents with 2 decimals
+    (`+0.00% ± <0.01%`); a budget's percent and the notes are kept as written."""
+    if not isinstance(reason, str) or not reason:
+        return None
+    report = report if isinstance(report, dict) else {}
+    head, sep, notes = reason.partition("; ")
+
+    def figure(which: str, written: str) -> str:
+        m = report.get(which)
+        value = m.get("perplexity") if isinstance(m, dict) else None
+        if not _is_number(value):
+            try:
+                value = float(written.replace(",", ""))
+            except ValueError:
+                return written
+        return figure_text(value)
+
+    def percent(match: re.Match[str]) -> str:
+        try:
+            value = float(match["number"]) / 100
+        except ValueError:
+            return match[0]
+        return percent_text(-value if match["sign"] == "-" else value, signed=bool(match["sign"]))
+
+    head = _PERCENT.sub(percent, head)
+    head = _MEASURED.sub(lambda m: f"perplexity {figure('parent', m['parent'])} → {figure('variant', m['variant'])}",
+                         head, count=1)
+    return head + sep + notes
