@@ -72,7 +72,8 @@ def configure_logging(settings: Settings, *, to_file: bool) -> Path | None:
 
 
 def route_transformers_logs() -> None:
-    """Send transformers' warnings to our log, without its progress bars (call it where transformers is imported).
+    """Send transformers' and torch's warnings to our log, without progress bars (call it where transformers is
+    imported).
 
     transformers gives its loggers a stderr handler of its own when imported; its warnings ("mtime may not be
     reliable on this filesystem" while training) would print through the console's output, and bypass the log file.
@@ -82,3 +83,9 @@ def route_transformers_logs() -> None:
     hf_logging.disable_default_handler()
     hf_logging.enable_propagation()
     hf_logging.disable_progress_bar()
+    # torch gives its "torch" logger a stderr handler too (torch._logging); its warnings (torchao's deprecations when a
+    # quantizer loads) go to our log the same way.
+    torch_logger = logging.getLogger("torch")
+    for handler in list(torch_logger.handlers):
+        torch_logger.removeHandler(handler)
+    torch_logger.propagate = True

@@ -16,7 +16,13 @@ from redis import Redis
 from modelbay.config import load_settings
 from modelbay.engine.chat.records import Place
 from modelbay.engine.db.database import Database
-from modelbay.engine.errors import ModelNameTaken, ModelNotFound, NeedsInstall, OptimizationConfigInvalid
+from modelbay.engine.errors import (
+    ModelNameTaken,
+    ModelNotFound,
+    NeedsInstall,
+    OptimizationConfigInvalid,
+    TrainingNameBusy,
+)
 from modelbay.engine.jobs.progress import ProgressEvent
 from modelbay.engine.optimization.config import OptimizationConfig, parse_config
 from modelbay.engine.optimization.run import job_folder
@@ -25,6 +31,7 @@ from modelbay.runtime import Runtime
 from tests.conftest import REDIS_URL, wait_for
 from tests.support.chat import installed
 from tests.support.tinymodel import chat_corpus
+from tests.support.training import dataset_bytes, training_rows
 
 OWNER = "console:ann"
 JOB_TIMEOUT = 300  # seconds: a work horse imports torch, applies the step, then measures two models in child processes
@@ -49,7 +56,7 @@ def runtime(database: Database, redis: Redis, tmp_path: Path, tiny_chat_model: P
     runtime.close()
 
 
-def _worker(start_worker, runtime: Runtime):  # noqa: ANN001, ANN202
+def _worker(start_worker, runtime: Runtime):
     return start_worker(queues="cpu,gpu", MODELBAY_HOME=str(runtime.settings.home), OMP_NUM_THREADS="1")
 
 
@@ -122,13 +129,17 @@ def test_an_onnx_int8_export_answers_with_onnxruntime_and_a_tight_budget_marks_a
     assert exported["report"]["versus"]["kl_mean"] < 0.5  # int8 weights stay close to fp32's distributions
     assert _answer(runtime, "tiny-onnx-int8", "What color is the sky?").strip()
 
-    # A budget of 0.01% perplexity no pruning at 50% meets: kept, marked over budget, with its figures.
-    pruned = _finished(runtime, _start(runtime, {"type": "pruning", "pruning": {"method": "wanda", "sparsity": 0.5},
-                                                 "preserveAccuracy": 0.01}, "tiny-wanda50"))
-    assert pruned["verdict"] == "over budget", pruned["reason"]
-    assert abs(pruned["report"]["variant"]["sparsity"] - 0.5) <= 0.01
-    assert "%" in pruned["reason"]
-    assert runtime.registry.get("tiny-wanda50").tags[:2] == ["optimized", "over-budget"]  # shown as not a drop-in
+    # A recipe: half the MLP channels removed (Wanda-sp), then ONNX int8. A budget of 0.01% perplexity, which no such
+    # pruning meets: kept, marked over budget, with its figures; a smaller model than its parent.
+    slim = _finished(runtime, _start(runtime, {"type": "recipe", "recipe": "slim-cpu", "preserveAccuracy": 0.01},
+                                     "tiny-slim"))
+    assert slim["verdict"] == "over budget", slim["reason"]
+    assert "%" in slim["reason"]
+    channels = slim["report"]["facts"][0]
+    assert channels["step"] == "channels" and channels["parameters"][1] < channels["parameters"][0]
+    model = runtime.registry.get("tiny-slim")
+    assert model.tags[:2] == ["optimized", "over-budget"]  # shown as not a drop-in
+    assert model.parameter_count == channels["parameters"][1] and model.versions[0].format == "onnx"
     assert "over-budget" not in runtime.registry.get("tiny-onnx-int8").tags
 
 
@@ -148,6 +159,14 @@ def test_a_canceled_job_leaves_no_files_and_no_model(runtime: Runtime, start_wor
     with pytest.raises(ModelNotFound):
         runtime.registry.get("tiny-canceled")
 
+    # Two conversations are too few held-out tokens to judge a variant by: refused in one line, before any step.
+    rows = "".join(json.dumps({"messages": c}) + "\n" for c in chat_corpus(seed=9)[:2])
+    runtime.datasets.add(OWNER, "two.jsonl", [rows.encode()], source="console")
+    few = runtime.jobs.wait(_start(runtime, {"quantization": {"bits": 16}}, "tiny-few", dataset="two").id,
+                            JOB_TIMEOUT)
+    assert few.status == "failed" and "held-out tokens to measure on, fewer than 512" in few.error
+    assert "\n" not in few.error and not job_folder(runtime.settings.home, few.id).exists()
+
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_preflight_refuses_impossible_requests_in_one_line(runtime: Runtime) -> None:
@@ -159,6 +178,10 @@ def test_preflight_refuses_impossible_requests_in_one_line(runtime: Runtime) -> 
         {"type": "distillation"},
         {"type": "quantization", "targetReduction": 95},
         {"type": "quantization", "quantization": {"bits": 8}, "colour": "red"},
+        {"type": "export", "quantization": {"bits": 4}},  # a section the type would ignore
+        {"type": "quantization", "quantization": {"bits": 8}, "preserveAccuracy": float("nan")},
+        {"type": "quantization", "quantization": {"bits": 8}, "preserveAccuracy": -5},
+        {"type": "pruning", "pruning": {"sparsity": 0.5}, "targetReduction": 50},
     ]
     for body in refusals:
         with pytest.raises(OptimizationConfigInvalid) as caught:
@@ -176,3 +199,22 @@ def test_preflight_refuses_impossible_requests_in_one_line(runtime: Runtime) -> 
         "tiny-chat-int8-2"
     with pytest.raises(ModelNameTaken):
         runtime.optimization.preflight("tiny-chat", OptimizationConfig(targetReduction=75), name="tiny-chat-int8")
+    # A size target for pruning removes whole channels: unstructured zeros would leave the size as it was.
+    plan = runtime.optimization.preflight("tiny-chat", parse_config({"type": "pruning", "targetReduction": 30}))
+    assert [s.method for s in plan.steps] == ["channels"] and plan.steps[0].params["sparsity"] == 0.3
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_training_run_and_an_optimization_cannot_make_the_same_name(runtime: Runtime) -> None:
+    runtime.datasets.add(OWNER, "pairs.jsonl", [dataset_bytes(training_rows())], source="console")
+    trained = runtime.training.start("tiny-chat", "pairs", requester=OWNER, owner=OWNER, name="tiny-same",
+                                     hardware_wait=0)
+    with pytest.raises(TrainingNameBusy) as caught:
+        _start(runtime, {"quantization": {"bits": 16}}, "tiny-same")
+    assert trained.job.id in str(caught.value) and "/train status" in str(caught.value)
+    runtime.jobs.cancel(trained.job.id)
+    optimizing = _start(runtime, {"quantization": {"bits": 16}}, "tiny-other")
+    with pytest.raises(TrainingNameBusy) as caught:
+        runtime.training.start("tiny-chat", "pairs", requester=OWNER, owner=OWNER, name="tiny-other",
+                               hardware_wait=0)
+    assert optimizing.id in str(caught.value) and "/optimize status" in str(caught.value)

@@ -136,6 +136,13 @@ class Jobs:
                 raise
             return Submitted(self.get(job_id), True)
 
+    def active_with_keys(self, keys: Sequence[str]) -> JobRecord | None:
+        """A queued or running job of any kind with one of these dedup keys (a new model's name that a training and
+        an optimization job would both make), or None."""
+        ids = self._ids(select(JobRow.id).where(JobRow.dedup_key.in_(list(keys)), JobRow.status.in_(
+            [JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING])).limit(1))
+        return self.get(ids[0]) if ids else None
+
     def _active_duplicate(self, kind: str, dedup_key: str) -> JobRecord | None:
         ids = self._ids(select(JobRow.id).where(
             JobRow.kind == kind,

@@ -32,12 +32,13 @@ refused with the figure each would give.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from modelbay.engine.errors import OptimizationConfigInvalid
@@ -100,7 +101,17 @@ class OptimizationConfig(_Section):
     steps: list[StepSpec] | None = Field(None, max_length=16)
     target_reduction: float | None = Field(None, ge=0.01, le=99.99)  # percent of size on disk removed
     # True: the kind's default budget; False: none; a number: the largest perplexity increase allowed, in percent.
-    preserve_accuracy: bool | Annotated[float, Field(ge=0.0, le=10_000.0)] = True
+    preserve_accuracy: bool | Annotated[float, Field(ge=0.0, le=1_000.0)] = True
+
+    @field_validator("preserve_accuracy", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> Any:
+        """One plain message for a budget that is neither true/false nor a percent from 0 to 1000."""
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1000:
+            return float(value)
+        raise ValueError(f"must be true, false or a percent from 0 to 1000, not {value!r}")
 
 
 class OptimizationRequest(OptimizationConfig):
@@ -156,9 +167,9 @@ def parse_config(body: dict[str, Any]) -> OptimizationConfig:
 def _invalid(exc: ValidationError) -> OptimizationConfigInvalid:
     error = exc.errors()[0]
     where = ".".join(str(p) for p in error["loc"] if not isinstance(p, int)) or "config"
-    problem = "not a setting" if error["type"] == "extra_forbidden" else error["msg"]
+    problem = "not a setting" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
     given = error.get("input")
-    if error["type"] != "extra_forbidden" and isinstance(given, str | int | float | bool):
+    if error["type"] not in ("extra_forbidden", "value_error") and isinstance(given, str | int | float | bool):
         problem = f"{problem} (got {given!r})"
     return OptimizationConfigInvalid(where, problem)
 
@@ -192,6 +203,7 @@ def steps(config: OptimizationConfig, *, stored_dtype: str | None = None, calibr
     if config.type == "distillation":
         raise OptimizationConfigInvalid("type", "distillation is not offered (it trains a new student model); use "
                                         "quantization, pruning, export or a recipe")
+    _sections_match(config)
     if config.type == "recipe" or config.recipe:
         found = _recipe_steps(config)
     elif config.steps:
@@ -219,6 +231,28 @@ def steps(config: OptimizationConfig, *, stored_dtype: str | None = None, calibr
             raise OptimizationConfigInvalid(f"steps[{i}]", "a quantized model cannot be changed further: quantize "
                                             "last (prune, then quantize)")
     return checked
+
+
+def _sections_match(config: OptimizationConfig) -> None:
+    """Refuse a section the config's type would silently ignore (`{"type": "export", "quantization": {...}}`), and
+    a size target a recipe or explicit steps would not use."""
+    sections = {"quantization": config.quantization, "pruning": config.pruning, "export": config.export}
+    wanted = {"quantization": "quantization", "pruning": "pruning", "export": "export"}.get(config.type)
+    for section, value in sections.items():
+        if value is not None and section != wanted:
+            article = "an" if config.type[0] in "aeiou" else "a"
+            raise OptimizationConfigInvalid(section, f"{article} {config.type} job does not read it: set type "
+                                            f"{section}, or leave the {section} section out")
+    if config.target_reduction is not None:
+        if config.type in ("recipe", "export") or config.steps or config.recipe:
+            raise OptimizationConfigInvalid("targetReduction", "a recipe, an export or explicit steps take no size "
+                                            "target: leave targetReduction out")
+        given = (config.quantization and config.quantization.bits) or (config.pruning and config.pruning.sparsity)
+        if given:
+            raise OptimizationConfigInvalid("targetReduction", "bits or sparsity are given too: give one or the "
+                                            "other")
+    if config.steps and (config.recipe or config.type != "recipe" and any(sections.values())):
+        raise OptimizationConfigInvalid("steps", "give steps alone, not with a recipe or a section")
 
 
 def _recipe_steps(config: OptimizationConfig) -> list[Step]:
@@ -290,7 +324,9 @@ def _bits_for(target: float | None, stored_dtype: str | None) -> int:
 
 def _pruning(p: PruningSpec | None, target: float | None) -> Step:
     p = p or PruningSpec()
-    structure = p.structure or ("channels" if p.method == "structured" else "unstructured")
+    # A size target needs weights really removed: whole channels, unless a structure is asked for.
+    by_target = p.sparsity is None and target is not None
+    structure = p.structure or ("channels" if p.method == "structured" or by_target else "unstructured")
     method = p.method if p.method in ("magnitude", "wanda") else "magnitude"
     sparsity = p.sparsity
     if sparsity is None and target is not None:

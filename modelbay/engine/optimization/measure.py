@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import tempfile
@@ -135,8 +136,8 @@ def measure(folder: Path, fmt: str, windows: Sequence[Sequence[int]], *, referen
             logprobs_out: Path | None = None, device: str = "cpu", speed_rounds: int = 3, new_tokens: int = 32,
             threads: int | None = None, kl_cap_bytes: int = KL_CAP_BYTES,
             progress: Callable[[float, str], None] | None = None, cancel: Callable[[], None] | None = None,
-            timeout_s: float | None = None,
-            speed_against: tuple[Path, str] | None = None) -> tuple[Measurement, KlStats | None]:
+            timeout_s: float | None = None, speed_against: tuple[Path, str] | None = None,
+            label: str | None = None) -> tuple[Measurement, KlStats | None]:
     """Measure `folder` (format "transformers" or "onnx") on the held-out `windows` in a child process.
 
     `logprobs_out`: where to save this model's log-probs for its variants' KL; `reference`: a parent's saved file,
@@ -145,7 +146,8 @@ def measure(folder: Path, fmt: str, windows: Sequence[Sequence[int]], *, referen
     `cancel()` at least every CANCEL_POLL_S; what either raises (JobCanceled) kills the child and propagates.
     `speed_against` (a parent's folder and format) loads the parent too, after this model's own figures, and times
     the two in alternating rounds (`parent_ttft_ms`, `parent_tokens_per_s`): the speed ratio of a variant is then
-    measured under the same load, at the cost of holding both models at once.
+    measured under the same load, at the cost of holding both models at once. `label` names the model in errors
+    (default: the folder's name); no server path is ever part of an error's text.
 
     Raises:
         ValueError: an unknown format, or no window of at least 2 tokens.
@@ -165,10 +167,14 @@ def measure(folder: Path, fmt: str, windows: Sequence[Sequence[int]], *, referen
     with tempfile.TemporaryDirectory(prefix="modelbay-measure-") as tmp:
         req, res, err = Path(tmp) / "request.json", Path(tmp) / "result.json", Path(tmp) / "stderr.txt"
         req.write_text(json.dumps(request))
-        result = _run_child(req, res, err, progress, cancel, timeout_s, name=Path(folder).name)
+        result = _run_child(req, res, err, progress, cancel, timeout_s, name=label or Path(folder).name)
     measurement = Measurement.from_dict(result["measurement"])
     kl = KlStats.from_dict(result["kl"]) if result.get("kl") else None
     return measurement, kl
+
+
+# Absolute paths in a child's error text (a transformers message quoting the folder): shown by their last part only.
+_PATHS = re.compile(r"(?<![\w.])/(?:[^\s'\"/:,]+/)+[^\s'\",:)]*")
 
 
 def _run_child(req: Path, res: Path, err: Path, progress: Callable[[float, str], None] | None,
@@ -220,7 +226,7 @@ def _run_child(req: Path, res: Path, err: Path, progress: Callable[[float, str],
     else:
         tail = err.read_text(errors="replace").strip().splitlines()[-3:]
         reason = f"the measuring process ended with code {child.returncode}: {' / '.join(tail) or 'no output'}"
-    raise OptimizationFailed("measurement", name, reason)
+    raise OptimizationFailed("measurement", name, _PATHS.sub(lambda m: Path(m.group(0)).name or "…", reason))
 
 
 # --- the child -------------------------------------------------------------------------------------------------

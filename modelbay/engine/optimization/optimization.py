@@ -22,10 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from modelbay.engine.db.schema.jobs import JobRow, JobStatus
 from modelbay.engine.errors import (
     CudaRequired,
-    IncompleteModel,
     ModelNameTaken,
     NotAnOptimizationJob,
     OptimizationConfigInvalid,
@@ -55,7 +53,6 @@ LINEAGE = "optimize"  # the lineage of an optimized version
 OVER_BUDGET = "over-budget"  # the tag of a variant whose perplexity broke its budget: kept, never a drop-in
 KINDS = (OPTIMIZE.name, OPTIMIZE_CPU.name)
 REPORT_CHART = "report.png"  # the variant's chart, in its version's folder
-_ACTIVE = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING)
 
 
 def budget_percent(config: OptimizationConfig) -> float | None | bool:
@@ -153,9 +150,10 @@ class Optimization:
         """Check that a job can work, without starting it (the module docstring lists what is refused).
 
         Raises:
-            OptimizationConfigInvalid: the config is impossible, or the model cannot be optimized this way.
+            OptimizationConfigInvalid: the config is impossible, or the model cannot be optimized this way (an ONNX
+                export, a quantized model, a LoRA adapter without merged weights).
             ModelNotFound, NeedsInstall: no such model, or it is not installed.
-            IncompleteModel: its files are incomplete, or it is an adapter without merged weights.
+            IncompleteModel: its files are incomplete.
             InvalidId, ModelNameTaken: the new name is invalid or taken.
             DatasetNotFound, DatasetUnreadable: the dataset is missing.
             CudaRequired: a step needs a CUDA GPU and the gpu workers have none.
@@ -171,9 +169,9 @@ class Optimization:
                                             "further: optimize the model it was exported from")
         folder = weights_folder(parent)
         if folder is None:
-            raise IncompleteModel(record.name, ["full weights"], installed=True,
-                                  fix="It is a LoRA adapter: optimize its base model, or a fine-tune made with "
-                                      "`merge:true`.")
+            raise OptimizationConfigInvalid("model", f"{record.name} is a LoRA adapter (a fine-tune saved without "
+                                            "merged weights): optimize its base model, or fine-tune again with "
+                                            "`merge:true` and optimize that")
         check_folder(folder, record.name, allow_pickle=False)
         stored = _stored_config(folder)
         if stored.get("quantization_config"):
@@ -239,19 +237,12 @@ class Optimization:
             "config": plan.config.model_dump(mode="json", by_alias=True, exclude_none=True),
         }
         kind = OPTIMIZE if plan.queue == "gpu" else OPTIMIZE_CPU
-        busy = self._active_for(plan.name)
-        if busy is not None and (busy.requester != requester or busy.params != params):
-            raise TrainingNameBusy(plan.name, busy.id, "optimize")
+        busy = self._jobs.active_with_keys((f"optimize:{plan.name}", f"train:{plan.name}"))
+        if busy is not None and (busy.kind not in KINDS or busy.requester != requester or busy.params != params):
+            raise TrainingNameBusy(plan.name, busy.id, "optimize" if busy.kind in KINDS else "train")
         submitted = self._jobs.submit(kind.name, params, requester=requester, dedup_key=f"optimize:{plan.name}",
                                       model_version_id=plan.parent.id)
         return StartedOptimization(submitted.job, plan, submitted.created)
-
-    def _active_for(self, name: str) -> JobRecord | None:
-        query = select(JobRow.id).where(JobRow.kind.in_(KINDS), JobRow.dedup_key == f"optimize:{name}",
-                                        JobRow.status.in_(_ACTIVE))
-        with self._db.session() as session:
-            found = session.scalars(query).first()
-        return self._jobs.get(found) if found else None
 
     def list(self, *, requester: str | None = None, active: bool | None = None, limit: int = 20) -> list[JobRecord]:
         """The newest optimization jobs, optionally one person's or only active ones."""

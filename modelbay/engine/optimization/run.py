@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelbay.engine.errors import OptimizationConfigInvalid, OptimizationFailed
 from modelbay.engine.optimization.progress import OptimizationDetail
 from modelbay.logs import route_transformers_logs
 
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 # The job's fraction at the start of each phase; the steps share APPLYING..MEASURING_PARENT equally.
 PREPARING, APPLYING, MEASURING_PARENT, MEASURING, SAVING = 0.0, 0.05, 0.6, 0.75, 0.95
 HELDOUT_TOKENS = 16_384  # held-out tokens measured at most (perplexity, KL)
+MIN_HELDOUT_TOKENS = 512  # fewer scored tokens give a perplexity too uncertain to judge a variant by
 CALIBRATION_WINDOWS = 32  # calibration windows a method gets at most
+WINDOW_TOKENS = 256  # a held-out window's length, or the model's context when that is shorter
 
 
 def job_folder(home: Path, job_id: str) -> Path:
@@ -85,12 +88,17 @@ def _device(queue_gpu: bool) -> str:
 
 def run_job(job: Job, *, parent_version_id: int, parent: str, name: str, steps: list[dict[str, Any]],
             labels: list[str], dataset: str | None, dataset_name: str | None, budget_kind: str,
-            budget: float | bool, gpu: bool) -> dict[str, Any]:
+            budget: float | bool, gpu: bool, target_reduction: float | None = None) -> dict[str, Any]:
     """Apply, measure, judge and register one optimization (the module docstring has the phases); return the result.
+
+    `target_reduction` (percent of the parent's size asked to be removed) is checked against the result and said in
+    the verdict's reason.
 
     Raises:
         JobCanceled: the job was canceled; its folder is removed.
-        OptimizationFailed: a method could not make this variant; nothing is kept.
+        OptimizationFailed: a method could not make this variant, or the parent's files went away (uninstalled
+            while the job ran); nothing is kept.
+        OptimizationConfigInvalid: the dataset gives too few held-out tokens to judge by.
         ModelNameTaken: the new model's name was taken meanwhile.
         DatasetNotFound, DatasetUnreadable: the dataset is gone.
     """
@@ -109,32 +117,84 @@ def run_job(job: Job, *, parent_version_id: int, parent: str, name: str, steps: 
         if source is None:
             raise ValueError(f"version #{parent_version_id} has no full weights (pre-flight refuses this)")
         job.progress(PREPARING, f"Preparing {parent}", force=True, detail=OptimizationDetail(phase="preparing"))
-        heldout, calibration, text_source = _windows(job, source, dataset, dataset_name)
+        heldout, calibration, text_source = _windows(job, version, source, dataset, dataset_name)
         device = _device(gpu)
         folder, facts, output = _apply(job, source, root, steps, labels, device, calibration)
         return _measure_and_register(job, version, parent, name, source, folder, output, facts, steps, labels,
-                                     heldout, text_source, budget_kind, budget, device, root)
+                                     heldout, text_source, budget_kind, budget, device, root, target_reduction)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _windows(job: Job, source: Path, dataset: str | None,
+def _windows(job: Job, version: VersionRecord, source: Path, dataset: str | None,
              dataset_name: str | None) -> tuple[list[list[int]], list[list[int]], str]:
-    """Held-out and calibration windows of the person's dataset (or the shipped text), and where they came from."""
+    """Held-out and calibration windows of the person's dataset (or the shipped text), and where they came from.
+
+    A dataset the parent was fine-tuned on is split as its training split it (same validation share and seed): the
+    held-out windows come from its validation rows only, which the parent never trained on, and calibration from its
+    training rows. Any other dataset is the person's held-out data: its first part held out, the rest calibration.
+    Windows are at most the model's context long.
+
+    Raises:
+        OptimizationConfigInvalid: fewer than MIN_HELDOUT_TOKENS tokens to measure on.
+    """
     from modelbay.engine.optimization import heldout
 
+    length = min(WINDOW_TOKENS, _context_length(source))
     if dataset is not None:
         from modelbay.engine.datasets.datasets import Datasets
 
-        examples = Datasets(job.settings, job.db).examples(dataset)
-        texts = heldout.dataset_texts(examples, source)
-        text_source = f"dataset {dataset_name or dataset}"
+        datasets = Datasets(job.settings, job.db)
+        trained = _trained_split(version, dataset)
+        if trained is not None:
+            split = datasets.split(dataset, validation=trained[0], seed=trained[1])
+            held = heldout.windows(source, heldout.dataset_texts(split.validation, source), length, HELDOUT_TOKENS)
+            calibration = heldout.windows(source, heldout.dataset_texts(split.train, source), length,
+                                          CALIBRATION_WINDOWS * length)
+            text_source = f"dataset {dataset_name or dataset} (its validation rows: the parent trained on the rest)"
+        else:
+            texts = heldout.dataset_texts(datasets.examples(dataset), source)
+            held, calibration = heldout.split_windows(source, texts, length=length, max_tokens=HELDOUT_TOKENS,
+                                                      calibration=CALIBRATION_WINDOWS)
+            text_source = f"dataset {dataset_name or dataset}"
     else:
-        texts = heldout.default_texts()
+        held, calibration = heldout.split_windows(source, heldout.default_texts(), length=length,
+                                                  max_tokens=HELDOUT_TOKENS, calibration=CALIBRATION_WINDOWS)
         text_source = "the shipped held-out text"
-    held, calibration = heldout.split_windows(source, texts, max_tokens=HELDOUT_TOKENS,
-                                              calibration=CALIBRATION_WINDOWS)
+    scored = sum(len(w) - 1 for w in held)
+    if scored < MIN_HELDOUT_TOKENS:
+        raise OptimizationConfigInvalid("dataset", f"{text_source} gives {scored} held-out tokens to measure on, fewer "
+                                        f"than {MIN_HELDOUT_TOKENS}: give a larger dataset, or leave `dataset` out for "
+                                        "the shipped text")
     return held, calibration, text_source
+
+
+def _context_length(folder: Path) -> int:
+    """The model's context in tokens, from its config (a large number when it names none)."""
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return WINDOW_TOKENS
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = config.get(key) if isinstance(config, dict) else None
+        if isinstance(value, int) and value >= 2:
+            return value
+    return WINDOW_TOKENS
+
+
+def _trained_split(version: VersionRecord, dataset: str) -> tuple[float, int] | None:
+    """(validation share, seed) of the fine-tune's training split when the parent was fine-tuned on `dataset`."""
+    params = version.lineage_params or {}
+    trained = params.get("dataset")
+    if version.lineage != "finetune" or not isinstance(trained, dict) or str(trained.get("id")) != str(dataset):
+        return None
+    config = params.get("config") or {}
+    evaluation, parameters = config.get("evaluation") or {}, config.get("parameters") or {}
+    validation = evaluation.get("validation", 0.1)
+    return (float(validation) if isinstance(validation, int | float) and 0 < validation < 1 else 0.1,
+            int(parameters.get("seed", 0) or 0))
 
 
 def _apply(job: Job, source: Path, root: Path, steps: list[dict[str, Any]], labels: list[str], device: str,
@@ -151,7 +211,7 @@ def _apply(job: Job, source: Path, root: Path, steps: list[dict[str, Any]], labe
         out = root / f"step{i}"
         out.mkdir()
         applied: Applied = method.apply(folder, out, step["params"], work)
-        facts.append({"method": step["method"], "label": label, **applied.facts})
+        facts.append({"step": step["method"], "label": label, **applied.facts})
         output = method.needs(step["params"]).output
         if folder != source:
             shutil.rmtree(folder, ignore_errors=True)  # an intermediate step's folder is not needed any more
@@ -162,7 +222,7 @@ def _apply(job: Job, source: Path, root: Path, steps: list[dict[str, Any]], labe
 def _measure_and_register(job: Job, version: VersionRecord, parent: str, name: str, source: Path, folder: Path,
                           output: str, facts: list[dict[str, Any]], steps: list[dict[str, Any]], labels: list[str],
                           heldout: list[list[int]], text_source: str, budget_kind: str, budget: float | bool,
-                          device: str, root: Path) -> dict[str, Any]:
+                          device: str, root: Path, target_reduction: float | None) -> dict[str, Any]:
     from modelbay.engine.installs.derived import Derived, add_derived_version
     from modelbay.engine.installs.store import ModelStore
     from modelbay.engine.optimization import charts, compare, measure
@@ -171,18 +231,21 @@ def _measure_and_register(job: Job, version: VersionRecord, parent: str, name: s
     job.progress(MEASURING_PARENT, f"Measuring {parent} on this machine", force=True,
                  detail=OptimizationDetail(phase="measuring-parent"))
     reference = root / "parent-logprobs.npy"
+    _parent_present(source, parent)
     parent_m, _ = measure.measure(source, "transformers", heldout, reference=None, logprobs_out=reference,
-                                  device=device, cancel=job.check_canceled)
+                                  device=device, cancel=job.check_canceled, label=parent)
     job.progress(MEASURING, f"Measuring {name} against {parent}", force=True,
                  detail=OptimizationDetail(phase="measuring"))
+    _parent_present(source, parent)
     variant_m, kl = measure.measure(folder, output, heldout, reference=reference, logprobs_out=None, device=device,
-                                    cancel=job.check_canceled, speed_against=(source, "transformers"))
+                                    cancel=job.check_canceled, speed_against=(source, "transformers"), label=name)
     # The speed figures of both come from the variant's child, their rounds alternating: the same load for each.
     parent_m = dataclasses.replace(parent_m, ttft_ms=variant_m.parent_ttft_ms,
                                    tokens_per_s=variant_m.parent_tokens_per_s)
     comparison = compare.Comparison(parent=parent_m, variant=variant_m, kl=kl)
     rule = compare.Budget.of(budget_kind, budget)
     verdict, reason = compare.verdict(comparison, rule)
+    reason += _target_note(target_reduction, comparison.size_ratio) + _fit_note(parent_m, source)
     report = {
         "parent_name": parent, "labels": list(labels), "steps": steps, "facts": facts, "format": output,
         "parent": parent_m.to_dict(), "variant": variant_m.to_dict(), "versus": comparison.versus(),
@@ -193,7 +256,7 @@ def _measure_and_register(job: Job, version: VersionRecord, parent: str, name: s
             charts.ChartRow.of(name, report["variant"], verdict=verdict, versus=report["versus"])]
     (folder / REPORT_CHART).write_bytes(charts.variants_png(rows))
     job.progress(SAVING, f"Registering {name}", force=True, detail=OptimizationDetail(phase="saving"))
-    parameters = next((f.get("parameters") for f in reversed(facts) if f.get("parameters")), None)
+    parameters = next((_count(f.get("parameters")) for f in reversed(facts) if _count(f.get("parameters"))), None)
     derived = Derived(source=OPTIMIZED, lineage=LINEAGE, parts=[(folder, ".")], not_inherited=(OVER_BUDGET,),
                       tags=(OPTIMIZED, OVER_BUDGET) if verdict == "over budget" else (OPTIMIZED,),
                       format="onnx" if output == "onnx" else "safetensors", parameter_count=parameters,
@@ -204,6 +267,46 @@ def _measure_and_register(job: Job, version: VersionRecord, parent: str, name: s
     chart = Path(added.local_path or "") / REPORT_CHART
     return {"version_id": added.id, "name": name, "parent": parent, "verdict": verdict, "reason": reason,
             "report": report, "chart": str(chart) if chart.is_file() else None, "text": charts.variants_text(rows)}
+
+
+def _count(value: Any) -> int | None:
+    """A parameter count from a step's facts: a number, or the last of [before, after] (a structured pruning)."""
+    if isinstance(value, list) and value:
+        value = value[-1]
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _parent_present(source: Path, parent: str) -> None:
+    """Refuse to go on when the parent's files are gone (uninstalled with force while the job ran)."""
+    if not (source / "config.json").is_file():
+        raise OptimizationFailed("measurement", parent, "its files were removed while the job ran (the model was "
+                                 "uninstalled): install it again and start the job again")
+
+
+def _target_note(target: float | None, size_ratio: float | None) -> str:
+    """The asked size reduction against the one reached, for the verdict's reason ("" without a target)."""
+    if target is None or size_ratio is None:
+        return ""
+    reached = 100.0 * (1.0 - size_ratio)
+    met = "reached" if reached + 1e-9 >= target else "NOT reached"
+    return f"; size target -{target:g}% {met}: {reached:+.1f}% removed" if reached >= 0 else \
+        f"; size target -{target:g}% NOT reached: the variant is {-reached:.1f}% larger"
+
+
+def _fit_note(parent: Any, source: Path) -> str:
+    """A warning when the parent does not model the held-out text at all (perplexity above its vocabulary's size,
+    worse than a uniform guess): its figures then say little about the variant on real use."""
+    import json
+
+    try:
+        vocab = int(json.loads((source / "config.json").read_text(encoding="utf-8")).get("vocab_size") or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return ""
+    if vocab and parent.perplexity > vocab:
+        return (f"; note: the parent's perplexity on this text ({parent.perplexity:,.0f}) is above its vocabulary's "
+                f"size ({vocab:,}), so it does not model this text: give your own data (`dataset:`) for figures that "
+                "mean something")
+    return ""
 
 
 def _checker(output: str) -> Any:

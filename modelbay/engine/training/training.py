@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from math import ceil
 from typing import TYPE_CHECKING, Any
 
-
 from modelbay.engine.datasets.records import main_problem
 from modelbay.engine.errors import (
     CheckpointMissing,
@@ -283,6 +282,9 @@ class Training:
         params = {"base_version_id": checked.base.id, "base": checked.model.name, "dataset": str(checked.dataset.id),
                   "dataset_name": checked.dataset.name, "config": checked.config.model_dump(mode="json"),
                   "name": checked.name}
+        optimizing = self._jobs.active_with_keys((f"optimize:{checked.name}",))
+        if optimizing is not None:  # an optimization job makes a model of that name
+            raise TrainingNameBusy(checked.name, optimizing.id, "optimize")
         submitted = self._jobs.submit(TRAIN.name, params, requester=requester, dedup_key=f"train:{checked.name}",
                                       model_version_id=checked.base.id)
         if not submitted.created and (submitted.job.requester != requester or submitted.job.params != params):

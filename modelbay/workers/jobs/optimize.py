@@ -22,4 +22,4 @@ def optimize(ctx: JobContext, *, parent_version_id: int, parent: str, name: str,
 
     return run_job(ctx, parent_version_id=parent_version_id, parent=parent, name=name, steps=steps,
                    labels=list(labels or ()), dataset=dataset, dataset_name=dataset_name, budget_kind=budget_kind,
-                   budget=budget, gpu=gpu)
+                   budget=budget, gpu=gpu, target_reduction=(config or {}).get("targetReduction"))
