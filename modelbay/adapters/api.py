@@ -1003,9 +1003,9 @@ class OptimizationJobIn(OptimizationRequest):
 
     model: Text = Field(min_length=1, max_length=200, description="The installed model to optimize.")
     name: Text | None = Field(None, max_length=96, description="The new model's name (default: <model>-<method>).")
-    dataset: Annotated[Text, Field(max_length=200)] | Annotated[int, Field(ge=1, le=2**53)] | None = Field(
-        None, description="Your dataset, by id or name: held-out and calibration text (default: the shipped held-out "
-                          "text).")
+    dataset: Annotated[Text, Field(min_length=1, max_length=200)] | None = Field(
+        None, description="Your dataset, by id (a number or its digits) or name: held-out and calibration text "
+                          "(default: the shipped held-out text).")
 
 
 class OptimizationProgressOut(BaseModel):

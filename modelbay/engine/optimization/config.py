@@ -120,7 +120,13 @@ class OptimizationRequest(OptimizationConfig):
 
     model: str = Field(min_length=1, max_length=200)
     name: str | None = Field(None, max_length=96)
-    dataset: Annotated[str, Field(max_length=200)] | Annotated[int, Field(ge=1, le=2**53)] | None = None
+    dataset: Annotated[str, Field(min_length=1, max_length=200)] | None = None  # an id (a number is read as one)
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_id(cls, value: Any) -> Any:
+        """A dataset's id may come as a JSON number."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     def config(self) -> OptimizationConfig:
         """The config part alone."""
