@@ -6,11 +6,12 @@ for an impossible combination, before anything is read), and calls `Optimization
 role; admins too). The answer is a live card like a training run's: the adapters follow the job (`bot/progress`)
 and `step_view` draws each report's `OptimizationDetail` (the phase; while applying, step i/n, its method and how
 far the step is). When the job ends `finish` replaces the card with `result_card`: the report of the variant
-against its parent on the same machine and text (size, peak memory to load, load time, time to first token,
-tokens/s, perplexity ± its standard error, their ratios, KL divergence and top-1 agreement, sparsity), the verdict
-against the perplexity budget (a variant over it is kept as over budget, never offered as a drop-in), "Try it", and
-the chart as a PNG attachment. Canceled and failed jobs end with one line. `/optimize compare` lays several
-variants side by side (table, chart, its text alternative and notes).
+against its parent on the same machine and text (size of the served weights, peak memory to load, load time, time
+to first token, tokens/s, perplexity ± its standard error, their ratios, KL divergence and top-1 agreement, sparsity:
+the variant's, or a pruning step's before a later one changed the format), the verdict against the perplexity
+budget (a variant over it is kept as over budget, never offered as a drop-in), "Try it", and the chart as a PNG
+attachment. Canceled and failed jobs end with one line. `/optimize compare` lays several variants side by side
+(table, chart, its text alternative and notes; a name with no model is a note, a model named twice one row).
 """
 
 from __future__ import annotations
