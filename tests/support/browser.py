@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import shutil
 import subprocess
@@ -97,10 +98,17 @@ class PageServer:
 
 @contextlib.contextmanager
 def chromium(url: str) -> Iterator[subprocess.Popen]:
-    """Debian's chromium, headless, on `url`, ended when the block ends; fails the test when it is not installed."""
+    """Debian's chromium, headless, on `url`, ended when the block ends.
+
+    Without chromium the test is skipped with the command that installs it (the README's test command works on a
+    fresh machine), or fails where MODELBAY_TEST_REQUIRE_BROWSER=1 says it must run (`.ci/run` installs it and sets
+    that).
+    """
     if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium) to run the "
-                    "browser test.")
+        why = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium) to run the browser test."
+        if os.environ.get("MODELBAY_TEST_REQUIRE_BROWSER") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
     with tempfile.TemporaryDirectory(prefix="modelbay-chromium-") as profile:
         process = subprocess.Popen([str(CHROMIUM), *_FLAGS, f"--user-data-dir={profile}", url],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
