@@ -20,9 +20,10 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, NamedTuple
 
+from modelbay.engine.optimization.charts import figure_text, percent_text
 from modelbay.engine.optimization.measure import KlStats, Measurement
 
-__all__ = ["DEFAULT_BUDGETS", "Z_ONE_SIDED_95", "Budget", "Comparison", "Verdict", "VerdictLabel", "table",
+__all__ = ["DEFAULT_BUDGETS", "Z_ONE_SIDED_95", "Budget", "Comparison", "Verdict", "VerdictLabel",
            "verdict"]
 
 # Largest perplexity increase (a fraction) per kind of variant: config.BUDGET_KINDS.
@@ -187,57 +188,20 @@ def _percent(fraction: float) -> str:
     return f"{fraction * 100:.2f}".rstrip("0").rstrip(".") + "%"
 
 
-def _signed(fraction: float) -> str:
-    return ("+" if fraction >= 0 else "-") + _percent(abs(fraction))
-
-
 def verdict(comparison: Comparison, budget: Budget) -> Verdict:
     """Judge a comparison against a budget by the noise rule in the module docstring, with a one-line reason."""
     change = comparison.ppl_ratio - 1
     error = comparison.ln_ratio_se  # ln-ratio SE is the ratio's relative SE
     upper = comparison.ppl_ratio_upper - 1
-    measured = (f"perplexity {comparison.parent.perplexity:.4g} → {comparison.variant.perplexity:.4g} "
-                f"({_signed(change)} ± {_percent(error)})")
+    measured = (f"perplexity {figure_text(comparison.parent.perplexity)} → {figure_text(comparison.variant.perplexity)} "
+                f"({percent_text(change, signed=True)} ± {percent_text(error)})")
     if budget.max_ppl_increase is None:
         return Verdict("no budget", f"{measured}; no budget was set")
     limit = budget.max_ppl_increase
     if upper <= limit:
-        return Verdict("within budget", f"{measured}, at most {_signed(upper)}: within {budget.describe()}")
+        return Verdict("within budget", f"{measured}, at most {percent_text(upper, signed=True)}: within "
+                                        f"{budget.describe()}")
     if change > limit:
         return Verdict("over budget", f"{measured}: over {budget.describe()}")
-    return Verdict("over budget", f"{measured} could be up to {_signed(upper)}: not shown within "
+    return Verdict("over budget", f"{measured} could be up to {percent_text(upper, signed=True)}: not shown within "
                                   f"{budget.describe()} on {comparison.variant.tokens:,} tokens")
-
-
-def _fmt(value: float | None, spec: str, unit: str = "") -> str:
-    return "—" if value is None else f"{value:{spec}}{unit}"
-
-
-def table(comparison: Comparison) -> list[tuple[str, str, str, str]]:
-    """The report as rows of (figure, parent, variant, change) text, for a chat table."""
-    from modelbay.engine.units import human_bytes_apart
-
-    p, v, kl = comparison.parent, comparison.variant, comparison.kl
-
-    def times(ratio: float | None) -> str:
-        return _fmt(ratio, ".2f", "x")
-
-    sizes = human_bytes_apart(p.size_bytes, v.size_bytes)
-    memory = human_bytes_apart(p.peak_load_bytes, v.peak_load_bytes)
-    rows = [
-        ("size on disk", sizes[0], sizes[1], times(comparison.size_ratio)),
-        ("peak memory to load", memory[0], memory[1], times(comparison.memory_ratio)),
-        ("load time", _fmt(p.load_s, ".2f", " s"), _fmt(v.load_s, ".2f", " s"), times(comparison.load_ratio)),
-        ("time to first token", _fmt(p.ttft_ms, ".1f", " ms"), _fmt(v.ttft_ms, ".1f", " ms"),
-         times(comparison.ttft_ratio)),
-        ("tokens/s", _fmt(p.tokens_per_s, ".1f"), _fmt(v.tokens_per_s, ".1f"), times(comparison.speed_ratio)),
-        ("perplexity", f"{p.perplexity:.4g} ± {p.perplexity_se:.2g}", f"{v.perplexity:.4g} ± {v.perplexity_se:.2g}",
-         f"{comparison.ppl_ratio:.4f}x"),
-    ]
-    if kl is not None:
-        rows.append(("KL divergence (nats/token)", "", f"{kl.kl_mean:.3g} ± {kl.kl_se:.2g} (p99 {kl.kl_p99:.3g})",
-                     f"{kl.tokens:,} tokens"))
-        rows.append(("same top token", "", f"{kl.top1_agreement:.2%} ± {kl.top1_se:.2%}", ""))
-    if p.sparsity is not None or v.sparsity is not None:
-        rows.append(("sparsity", _fmt(p.sparsity, ".1%"), _fmt(v.sparsity, ".1%"), ""))
-    return rows
