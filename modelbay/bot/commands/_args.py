@@ -26,9 +26,11 @@ PERIOD = Arg("period", "How far back.", choices=PERIODS, default="7d")
 """How far back analytics look: one of `PERIODS`, a week unless given."""
 
 
-def limit(default: int, most: int) -> Arg:
-    """How many rows a listing shows: from 1 to `most`, `default` unless given."""
-    return Arg("limit", "How many to show.", type=ArgType.INTEGER, default=default, min=1, max=most)
+def limit(default: int, most: int, *, named: bool = False) -> Arg:
+    """How many rows a listing shows: from 1 to `most`, `default` unless given. A group's bare listing (`/jobs`,
+    `/train`, `/optimize`) takes it by name only (`limit:5`), so a stray word after it (`/jobs foo`) is a usage
+    error, not a bad limit."""
+    return Arg("limit", "How many to show.", type=ArgType.INTEGER, default=default, min=1, max=most, named=named)
 
 
 def revision(help: str) -> Arg:  # noqa: A002 - the Arg field it fills

@@ -18,7 +18,7 @@ from modelbay.engine.records import JobRecord
     args=(
         Arg("active", "Only running (true) or only ended (false) jobs.", type=ArgType.BOOLEAN),
         Arg("all", "Everyone's jobs (admins).", type=ArgType.BOOLEAN, default=False),
-        limit(20, 100),
+        limit(20, 100, named=True),
     ),
     aliases=(("jobs",),),
 )

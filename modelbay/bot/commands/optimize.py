@@ -300,7 +300,7 @@ def _deduplicated(found: Any) -> tuple[tuple[CompareRow, ...], bytes | None, str
     args=(
         Arg("active", "Only running (true) or only ended (false) jobs.", type=ArgType.BOOLEAN),
         Arg("all", "Everyone's optimization jobs (admins).", type=ArgType.BOOLEAN, default=False),
-        replace(limit(10, 50), named=True),  # by name: `/optimize foo` is a usage error, not a bad limit
+        limit(10, 50, named=True),
     ),
     role="user",
     aliases=(("optimize",),),

@@ -117,7 +117,7 @@ async def list_templates(ctx: Context) -> Reply:
     args=(
         Arg("active", "Only running (true) or only ended (false) jobs.", type=ArgType.BOOLEAN),
         Arg("all", "Everyone's training jobs (admins).", type=ArgType.BOOLEAN, default=False),
-        replace(limit(10, 50), named=True),  # by name: `/train foo` is a usage error, not a bad limit
+        limit(10, 50, named=True),
     ),
     role="user",
     aliases=(("train",),),
