@@ -908,26 +908,34 @@ async def get_training_job(ctx: User, job_id: JobId, request: Request) -> Traini
     status = await ctx.call(ctx.runtime.training.status, job_id)  # a refusal answers as JSON, before any stream
     if "text/event-stream" not in request.headers.get("accept", ""):
         return TrainingJobOut.of(status)
-    response = StreamingResponse(_pinged(_training_events(ctx, job_id)), media_type="text/event-stream")
+    return _job_stream(ctx, job_id, ctx.runtime.training.status, TrainingProgressOut.of, TrainingJobOut.of,
+                       f"Training job `{job_id}` was {{status}}; POST {JOBS_TRAINING}/{job_id}/resume continues it "
+                       "from its last checkpoint.")
+
+
+def _job_stream(ctx: Context, job_id: str, status_of: Callable[[str], Any],
+                progress_out: Callable[[ProgressEvent], BaseModel], job_out: Callable[[Any], BaseModel],
+                ended: str) -> StreamingResponse:
+    """A training or optimization job's stream: `progress` at each report, then `complete` with the job (`job_out`
+    of `status_of(job_id)`), or `error` with the job's error or `ended` (its `{status}` filled)."""
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for event in watch(ctx.runtime.jobs, job_id):
+                if not event.terminal:
+                    yield _sse("progress", progress_out(event))
+            status = await ctx.call(status_of, job_id)
+            if status.job.status == "finished":
+                yield _sse("complete", job_out(status))
+                return
+            error = status.job.error or ended.format(status=status.job.status)
+            yield _sse("error", StreamErrorOut(error=error, job_id=job_id))
+        except Exception as exc:  # noqa: BLE001 - the stream has started: errors become its last event
+            yield _sse("error", StreamErrorOut(error=render_error(exc).text, job_id=job_id))
+
+    response = StreamingResponse(_pinged(events()), media_type="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     return response
-
-
-async def _training_events(ctx: Context, job_id: str) -> AsyncIterator[bytes]:
-    """A training job's stream: `progress` at each report, then `complete` or `error`."""
-    try:
-        async for event in watch(ctx.runtime.jobs, job_id):
-            if not event.terminal:
-                yield _sse("progress", TrainingProgressOut.of(event))
-        status = await ctx.call(ctx.runtime.training.status, job_id)
-        if status.job.status == "finished":
-            yield _sse("complete", TrainingJobOut.of(status))
-            return
-        error = status.job.error or (f"Training job `{job_id}` was {status.job.status}; "
-                                     f"POST {JOBS_TRAINING}/{job_id}/resume continues it from its last checkpoint.")
-        yield _sse("error", StreamErrorOut(error=error, job_id=job_id))
-    except Exception as exc:  # noqa: BLE001 - the stream has started: errors become its last event
-        yield _sse("error", StreamErrorOut(error=render_error(exc).text, job_id=job_id))
 
 
 def _sse(event: str, data: BaseModel) -> bytes:
@@ -1159,25 +1167,8 @@ async def get_optimization_job(ctx: User, job_id: JobId, request: Request) -> Op
     status = await ctx.call(ctx.runtime.optimization.status, job_id)  # a refusal answers as JSON, before any stream
     if "text/event-stream" not in request.headers.get("accept", ""):
         return OptimizationJobOut.of(status)
-    response = StreamingResponse(_pinged(_optimization_events(ctx, job_id)), media_type="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    return response
-
-
-async def _optimization_events(ctx: Context, job_id: str) -> AsyncIterator[bytes]:
-    """An optimization job's stream: `progress` at each report, then `complete` or `error`."""
-    try:
-        async for event in watch(ctx.runtime.jobs, job_id):
-            if not event.terminal:
-                yield _sse("progress", OptimizationProgressOut.of(event))
-        status = await ctx.call(ctx.runtime.optimization.status, job_id)
-        if status.job.status == "finished":
-            yield _sse("complete", OptimizationJobOut.of(status))
-            return
-        error = status.job.error or f"Optimization job `{job_id}` was {status.job.status}; nothing partial was kept."
-        yield _sse("error", StreamErrorOut(error=error, job_id=job_id))
-    except Exception as exc:  # noqa: BLE001 - the stream has started: errors become its last event
-        yield _sse("error", StreamErrorOut(error=render_error(exc).text, job_id=job_id))
+    return _job_stream(ctx, job_id, ctx.runtime.optimization.status, OptimizationProgressOut.of,
+                       OptimizationJobOut.of, f"Optimization job `{job_id}` was {{status}}; nothing partial was kept.")
 
 
 @optimization.get(JOBS_OPTIMIZATION + "/{job_id}/chart.png", response_class=Response,
