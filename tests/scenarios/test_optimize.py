@@ -5,7 +5,6 @@ leaves nothing behind; pre-flight refuses impossible requests in one line."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from modelbay.config import load_settings
+from modelbay.config import Settings
 from modelbay.engine.chat.records import Place
 from modelbay.engine.db.database import Database
 from modelbay.engine.errors import (
@@ -38,15 +37,9 @@ JOB_TIMEOUT = 300  # seconds: a work horse imports torch, applies the step, then
 
 
 @pytest.fixture
-def runtime(database: Database, redis: Redis, tmp_path: Path, tiny_chat_model: Path,
-            monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+def runtime(settings: Settings, database: Database, redis: Redis, tiny_chat_model: Path) -> Iterator[Runtime]:
     """A runtime on the test's database and Redis, the tiny chat model installed, held-out conversations added."""
-    for key in list(os.environ):
-        if key.startswith("MODELBAY_") and not key.startswith("MODELBAY_TEST"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    settings = load_settings(home=tmp_path / "home", database_url=database.url, redis_url=REDIS_URL,
-                             environment="test")
+    settings.database_url, settings.redis_url = database.url, REDIS_URL
     runtime = Runtime(settings)
     installed(runtime.registry, tiny_chat_model)
     # Conversations the tiny model never saw (another seed of its corpus): perplexity on them means something.

@@ -4,18 +4,15 @@ pre-flight refusals."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from redis import Redis
 
-from modelbay.config import Settings, load_settings
+from modelbay.config import Settings
 from modelbay.engine.db.database import Database
 from modelbay.engine.errors import (
     CheckpointMissing,
@@ -57,15 +54,9 @@ def _merge(*parts: dict) -> dict:
 
 
 @pytest.fixture
-def runtime(database: Database, redis: Redis, tmp_path: Path, tiny_chat_model: Path,
-            monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+def runtime(settings: Settings, database: Database, redis: Redis, tiny_chat_model: Path) -> Iterator[Runtime]:
     """A runtime on the test's database and Redis, the tiny chat model installed, the task's two datasets added."""
-    for key in list(os.environ):
-        if key.startswith("MODELBAY_") and not key.startswith("MODELBAY_TEST"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    settings = load_settings(home=tmp_path / "home", database_url=database.url, redis_url=REDIS_URL,
-                             environment="test")
+    settings.database_url, settings.redis_url = database.url, REDIS_URL
     runtime = Runtime(settings)
     installed(runtime.registry, tiny_chat_model)
     runtime.datasets.add(OWNER, "colors.jsonl", [dataset_bytes(training_rows())], source="console")
