@@ -1150,8 +1150,7 @@ async def list_optimization_jobs(
 @optimization.post(JOBS_OPTIMIZATION, status_code=201)
 async def start_optimization_job(ctx: Trainer, body: OptimizationJobIn) -> OptimizationStartedOut:
     """Optimize a model: pre-flight (each refusal one line), then queue the job (gpu for bitsandbytes, else cpu)."""
-    dataset = str(body.dataset) if body.dataset is not None else None
-    started = await start_optimization(ctx, body.model, body.config(), name=body.name, dataset=dataset)
+    started = await start_optimization(ctx, body.model, body.config(), name=body.name, dataset=body.dataset)
     status = await ctx.call(ctx.runtime.optimization.status, started.job.id)
     plan = started.plan
     return OptimizationStartedOut(**OptimizationJobOut.of(status).model_dump(), created=started.created,

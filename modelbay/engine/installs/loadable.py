@@ -62,7 +62,7 @@ __all__ = [
     "check_onnx",
     "check_tuned",
     "folder_reader",
-    "inspect",
+    "inspect", "read_config",
     "tuned_parts",
     "weights_folder",
 ]
@@ -199,6 +199,13 @@ def folder_reader(folder: Path) -> Reader:
             return b""  # listed but unreadable: not JSON, so reported as such
 
     return read
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """A model folder's `config.json` as a dict; empty when it is missing, unreadable or not a JSON object (the
+    checks above say which, where it matters)."""
+    value = _json(folder_reader(folder), "config.json")
+    return value if isinstance(value, dict) else {}
 
 
 def check_folder(folder: Path, name: str, *, allow_pickle: bool = True, installed: bool = True,

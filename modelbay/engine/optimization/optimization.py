@@ -15,7 +15,6 @@ parent and the variant on the same machine and text, and registers the variant w
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,7 +158,7 @@ class Optimization:
             CudaRequired: a step needs a CUDA GPU and the gpu workers have none.
         """
         from modelbay.engine.installs.derived import check_name
-        from modelbay.engine.installs.loadable import check_folder, weights_folder
+        from modelbay.engine.installs.loadable import check_folder, read_config, weights_folder
         from modelbay.engine.optimization.methods import METHODS
 
         record = self._registry.get(model)
@@ -173,7 +172,7 @@ class Optimization:
                                             "merged weights): optimize its base model, or fine-tune again with "
                                             "`merge:true` and optimize that")
         check_folder(folder, record.name, allow_pickle=False)
-        stored = _stored_config(folder)
+        stored = read_config(folder)
         if stored.get("quantization_config"):
             raise OptimizationConfigInvalid("model", f"{record.name} is quantized already "
                                             f"({stored['quantization_config'].get('quant_method', 'quantized')}): "
@@ -328,12 +327,3 @@ class Optimization:
             rows = session.execute(select(Model.name, ModelVersion.lineage_params).join(ModelVersion.model).where(
                 ModelVersion.parent_version_id.in_(ids), ModelVersion.lineage == LINEAGE)).all()
         return [(name, params["report"]) for name, params in rows if (params or {}).get("report")]
-
-
-def _stored_config(folder: Path) -> dict[str, Any]:
-    """The parent's config.json (empty when unreadable; check_folder has refused a missing one)."""
-    try:
-        value = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}

@@ -33,9 +33,9 @@ from modelbay.engine.optimization.progress import OptimizationDetail
 from modelbay.logs import route_transformers_logs
 
 if TYPE_CHECKING:
+    from modelbay.engine.jobs.kinds import Job
     from modelbay.engine.optimization.methods.base import Applied
     from modelbay.engine.records import VersionRecord
-    from modelbay.engine.training.run import Job
 
 __all__ = ["JobWork", "job_folder", "run_job"]
 
@@ -104,7 +104,7 @@ def run_job(job: Job, *, parent_version_id: int, parent: str, name: str, steps: 
     """
     from modelbay.engine.catalog.registry import Registry
     from modelbay.engine.installs.derived import check_name
-    from modelbay.engine.installs.loadable import weights_folder
+    from modelbay.engine.installs.loadable import read_config, weights_folder
 
     route_transformers_logs()
     check_name(job.db, name)  # a name taken since pre-flight: refused before any work
@@ -117,17 +117,20 @@ def run_job(job: Job, *, parent_version_id: int, parent: str, name: str, steps: 
         if source is None:
             raise ValueError(f"version #{parent_version_id} has no full weights (pre-flight refuses this)")
         job.progress(PREPARING, f"Preparing {parent}", force=True, detail=OptimizationDetail(phase="preparing"))
-        heldout, calibration, text_source = _windows(job, version, source, dataset, dataset_name)
+        config = read_config(source)
+        heldout, calibration, text_source = _windows(job, version, source, dataset, dataset_name,
+                                                     _context_length(config))
         device = _device(gpu)
         folder, facts, output = _apply(job, source, root, steps, labels, device, calibration)
         return _measure_and_register(job, version, parent, name, source, folder, output, facts, steps, labels,
-                                     heldout, text_source, budget_kind, budget, device, root, target_reduction)
+                                     heldout, text_source, budget_kind, budget, device, root, target_reduction,
+                                     config.get("vocab_size"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _windows(job: Job, version: VersionRecord, source: Path, dataset: str | None,
-             dataset_name: str | None) -> tuple[list[list[int]], list[list[int]], str]:
+def _windows(job: Job, version: VersionRecord, source: Path, dataset: str | None, dataset_name: str | None,
+             context: int) -> tuple[list[list[int]], list[list[int]], str]:
     """Held-out and calibration windows of the person's dataset (or the shipped text), and where they came from.
 
     A dataset the parent was fine-tuned on is split as its training split it (same validation share and seed): the
@@ -138,9 +141,11 @@ def _windows(job: Job, version: VersionRecord, source: Path, dataset: str | None
     Raises:
         OptimizationConfigInvalid: fewer than MIN_HELDOUT_TOKENS tokens to measure on.
     """
+    from modelbay.engine.datasets.tokens import load_tokenizer
     from modelbay.engine.optimization import heldout
 
-    length = min(WINDOW_TOKENS, _context_length(source))
+    length = min(WINDOW_TOKENS, context)
+    tokenizer = load_tokenizer(source)  # once: every cut and rendering below uses it
     if dataset is not None:
         from modelbay.engine.datasets.datasets import Datasets
 
@@ -148,17 +153,18 @@ def _windows(job: Job, version: VersionRecord, source: Path, dataset: str | None
         trained = _trained_split(version, dataset)
         if trained is not None:
             split = datasets.split(dataset, validation=trained[0], seed=trained[1])
-            held = heldout.windows(source, heldout.dataset_texts(split.validation, source), length, HELDOUT_TOKENS)
-            calibration = heldout.windows(source, heldout.dataset_texts(split.train, source), length,
+            held = heldout.windows(tokenizer, heldout.dataset_texts(split.validation, tokenizer), length,
+                                   HELDOUT_TOKENS)
+            calibration = heldout.windows(tokenizer, heldout.dataset_texts(split.train, tokenizer), length,
                                           CALIBRATION_WINDOWS * length)
             text_source = f"dataset {dataset_name or dataset} (its validation rows: the parent trained on the rest)"
         else:
-            texts = heldout.dataset_texts(datasets.examples(dataset), source)
-            held, calibration = heldout.split_windows(source, texts, length=length, max_tokens=HELDOUT_TOKENS,
+            texts = heldout.dataset_texts(datasets.examples(dataset), tokenizer)
+            held, calibration = heldout.split_windows(tokenizer, texts, length=length, max_tokens=HELDOUT_TOKENS,
                                                       calibration=CALIBRATION_WINDOWS)
             text_source = f"dataset {dataset_name or dataset}"
     else:
-        held, calibration = heldout.split_windows(source, heldout.default_texts(), length=length,
+        held, calibration = heldout.split_windows(tokenizer, heldout.default_texts(), length=length,
                                                   max_tokens=HELDOUT_TOKENS, calibration=CALIBRATION_WINDOWS)
         text_source = "the shipped held-out text"
     scored = sum(len(w) - 1 for w in held)
@@ -169,16 +175,10 @@ def _windows(job: Job, version: VersionRecord, source: Path, dataset: str | None
     return held, calibration, text_source
 
 
-def _context_length(folder: Path) -> int:
-    """The model's context in tokens, from its config (a large number when it names none)."""
-    import json
-
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return WINDOW_TOKENS
+def _context_length(config: dict[str, Any]) -> int:
+    """The model's context in tokens, from its config (WINDOW_TOKENS when it names none)."""
     for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
-        value = config.get(key) if isinstance(config, dict) else None
+        value = config.get(key)
         if isinstance(value, int) and value >= 2:
             return value
     return WINDOW_TOKENS
@@ -222,7 +222,8 @@ def _apply(job: Job, source: Path, root: Path, steps: list[dict[str, Any]], labe
 def _measure_and_register(job: Job, version: VersionRecord, parent: str, name: str, source: Path, folder: Path,
                           output: str, facts: list[dict[str, Any]], steps: list[dict[str, Any]], labels: list[str],
                           heldout: list[list[int]], text_source: str, budget_kind: str, budget: float | bool,
-                          device: str, root: Path, target_reduction: float | None) -> dict[str, Any]:
+                          device: str, root: Path, target_reduction: float | None,
+                          vocab_size: Any) -> dict[str, Any]:
     from modelbay.engine.installs.derived import Derived, add_derived_version
     from modelbay.engine.installs.store import ModelStore
     from modelbay.engine.optimization import charts, compare, measure
@@ -245,7 +246,7 @@ def _measure_and_register(job: Job, version: VersionRecord, parent: str, name: s
     comparison = compare.Comparison(parent=parent_m, variant=variant_m, kl=kl)
     rule = compare.Budget.of(budget_kind, budget)
     verdict, reason = compare.verdict(comparison, rule)
-    reason += _target_note(target_reduction, comparison.size_ratio) + _fit_note(parent_m, source)
+    reason += _target_note(target_reduction, comparison.size_ratio) + _fit_note(parent_m, vocab_size)
     report = {
         "parent_name": parent, "labels": list(labels), "steps": steps, "facts": facts, "format": output,
         "parent": parent_m.to_dict(), "variant": variant_m.to_dict(), "versus": comparison.versus(),
@@ -293,19 +294,13 @@ def _target_note(target: float | None, size_ratio: float | None) -> str:
         f"; size target -{target:g}% NOT reached: the variant is {-reached:.1f}% larger"
 
 
-def _fit_note(parent: Any, source: Path) -> str:
+def _fit_note(parent: Any, vocab_size: Any) -> str:
     """A warning when the parent does not model the held-out text at all (perplexity above its vocabulary's size,
     worse than a uniform guess): its figures then say little about the variant on real use."""
-    import json
-
-    try:
-        vocab = int(json.loads((source / "config.json").read_text(encoding="utf-8")).get("vocab_size") or 0)
-    except (OSError, ValueError, TypeError, AttributeError):
-        return ""
-    if vocab and parent.perplexity > vocab:
+    if isinstance(vocab_size, int) and vocab_size > 0 and parent.perplexity > vocab_size:
         return (f"; note: the parent's perplexity on this text ({parent.perplexity:,.0f}) is above its vocabulary's "
-                f"size ({vocab:,}), so it does not model this text: give your own data (`dataset:`) for figures that "
-                "mean something")
+                f"size ({vocab_size:,}), so it does not model this text: give your own data (`dataset:`) for figures "
+                "that mean something")
     return ""
 
 
