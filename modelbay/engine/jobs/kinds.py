@@ -12,16 +12,20 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from rq import Retry
 
 from modelbay.engine.extensions import Extensions
 
+if TYPE_CHECKING:
+    from modelbay.config import Settings
+    from modelbay.engine.db.database import Database
+
 __all__ = [
     "resolve",
     "BUILT_IN", "INSTALL", "KINDS", "OPTIMIZE", "OPTIMIZE_CPU", "PROBE", "QUEUES", "RUNNER", "SERVE", "TRAIN",
-    "JobKind", "QueueName",
+    "Job", "JobKind", "QueueName",
     "RetryPolicy",
     "register_kind",
 ]
@@ -56,6 +60,22 @@ class JobKind:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     description: str = ""
     on_end: str | None = None  # dotted path of f(db, JobRecord), called once the job has ended in any way
+
+
+class Job(Protocol):
+    """What an engine job function needs of its context (`workers.context.JobContext` is one): its id, settings and
+    database, progress reports and the cancel flag (training's and optimization's `run_job` take it)."""
+
+    job_id: str
+    settings: Settings
+    db: Database
+
+    def progress(self, fraction: float | None = None, message: str | None = None, *, force: bool = False,
+                 detail: Any = None, **values: Any) -> None:
+        """Report progress; raises JobCanceled once a cancel was asked for."""
+
+    def check_canceled(self) -> None:
+        """Raise JobCanceled if a cancel was asked for."""
 
 
 # -- the built-in kinds --------------------------------------------------------------------------------------

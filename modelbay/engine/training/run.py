@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from modelbay.logs import route_transformers_logs
 from modelbay.engine.errors import CheckpointMissing, DatasetInvalid, JobCanceled
@@ -36,34 +36,18 @@ from modelbay.engine.training.progress import TrainingDetail
 from modelbay.engine.training.templates import TrainingConfig
 
 if TYPE_CHECKING:
-    from modelbay.config import Settings
     from modelbay.engine.datasets.examples import Example
     from modelbay.engine.datasets.problems import Problem
-    from modelbay.engine.db.database import Database
+    from modelbay.engine.jobs.kinds import Job
     from modelbay.engine.records import VersionRecord
 
-__all__ = ["JobChannel", "Job", "processes_for", "run_job", "strategy_of"]
+__all__ = ["JobChannel", "processes_for", "run_job", "strategy_of"]
 
 log = logging.getLogger(__name__)
 
 POLL = 0.2  # seconds between looks at a multi-process run's events and its job's cancel flag
 STOP_GRACE = 120.0  # seconds a canceled multi-process run gets to save its checkpoint before it is killed
 LOG_TAIL = 2000  # characters of a failed launch's output kept in the error the worker log gets
-
-
-class Job(Protocol):
-    """What run_job needs of a job's context (`workers.context.JobContext` is one)."""
-
-    job_id: str
-    settings: Settings
-    db: Database
-
-    def progress(self, fraction: float | None = None, message: str | None = None, *, force: bool = False,
-                 detail: Any = None, **values: Any) -> None:
-        """Report progress; raises JobCanceled once a cancel was asked for."""
-
-    def check_canceled(self) -> None:
-        """Raise JobCanceled if a cancel was asked for."""
 
 
 class JobChannel:
