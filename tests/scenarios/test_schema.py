@@ -17,8 +17,10 @@ from modelbay.engine.db.schema.catalog import Category, InstallState, Model, Mod
 from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
 from modelbay.engine.db.schema.jobs import JobRow, JobStatus
 
-TABLES = ["alembic_version", "analytics_events", "chat_sessions", "datasets", "feedback", "jobs", "latency_daily", "latency_hourly", "messages",
-          "model_versions", "models", "privacy_optouts", "servers", "usage_hourly"]
+TABLES = ["alembic_version", "analytics_events", "arena_battles", "arena_votes", "chat_sessions", "datasets",
+          "experiment_exposures", "experiment_latency", "experiment_variants", "experiments", "feedback", "jobs",
+          "latency_daily", "latency_hourly", "messages", "model_versions", "models", "privacy_optouts", "servers",
+          "usage_hourly"]
 
 
 def _model(name: str = "tiny") -> Model:
@@ -31,7 +33,7 @@ def test_upgrade_creates_every_table_and_downgrade_removes_them(database_url: st
     try:
         db.upgrade()
         assert db.table_names() == TABLES
-        assert db.current_revision() == "0005"
+        assert db.current_revision() == "0006"
         db.downgrade("base")
         assert db.table_names() == ["alembic_version"]
         db.upgrade()

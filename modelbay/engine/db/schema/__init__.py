@@ -9,9 +9,18 @@ from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message, Priva
 from modelbay.engine.db.schema.analytics import AnalyticsEvent, LatencyDaily, LatencyHourly, UsageHourly
 from modelbay.engine.db.schema.serving import Server, ServerState
 from modelbay.engine.db.schema.datasets import Dataset
+from modelbay.engine.db.schema.experiments import (
+    ArenaBattle,
+    ArenaVote,
+    Experiment,
+    ExperimentExposure,
+    ExperimentLatency,
+    ExperimentVariant,
+)
 
 __all__ = [
-    "AnalyticsEvent", "Base", "Category", "ChatSession", "Dataset", "enum_column", "Feedback", "InstallState",
+    "AnalyticsEvent", "ArenaBattle", "ArenaVote", "Base", "Category", "ChatSession", "Dataset", "enum_column",
+    "Experiment", "ExperimentExposure", "ExperimentLatency", "ExperimentVariant", "Feedback", "InstallState",
     "JobRow", "JobStatus", "LatencyDaily", "LatencyHourly", "Message", "Model", "ModelVersion", "PrivacyOptout",
     "Server", "ServerState", "UsageHourly", "UTCDateTime", "utcnow",
 ]

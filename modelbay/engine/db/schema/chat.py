@@ -25,6 +25,8 @@ class ChatSession(Base):
     user_key: Mapped[str] = mapped_column(String(128), index=True)
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
     system_prompt: Mapped[str | None] = mapped_column(Text)
+    # The experiment variant this chat was assigned to (its answers and ratings count for the variant).
+    variant_id: Mapped[int | None] = mapped_column(ForeignKey("experiment_variants.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column()
 
