@@ -22,6 +22,7 @@ from modelbay.engine.records import VersionRecord
 from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.inference.serving import Servers
 from modelbay.engine.optimization.optimization import Optimization
+from modelbay.engine.experiments.arena import Arena  # arena
 from modelbay.engine.training.training import Training
 from modelbay.workers.embedded import EmbeddedWorkers
 from modelbay.workers.runner import install_resources
@@ -57,6 +58,7 @@ class Runtime:
         self.datasets = Datasets(settings, self.db)
         self.training = Training(settings, self.db, self.registry, self.jobs, self.hardware, self.datasets)
         self.optimization = Optimization(settings, self.db, self.registry, self.jobs, self.hardware, self.datasets)
+        self.arena = Arena(settings, self.db, self.chats)  # arena: blind battles, votes, the leaderboard
         self._embedded: EmbeddedWorkers | None = None
 
     def prepare(self) -> None:

@@ -28,7 +28,7 @@ from rich.text import Text
 from modelbay.bot import COMMANDS, Actor, CommandSet, Dispatcher, Reply
 from modelbay.bot.conversation import answer_footer, converse
 from modelbay.bot.errors import render_error
-from modelbay.bot.progress import describe, finished, following, watch
+from modelbay.bot.progress import describe, events_of, finished, following
 from modelbay.bot.reply import Button
 from modelbay.bot.spec import ArgType
 from modelbay.engine.chat.records import Answered, AnswerRecord, Delta, Notice, Place
@@ -324,13 +324,14 @@ class ConsoleApp:
         try:
             with _on_ctrl_c(task.cancel if task is not None else lambda: None), \
                     _ProgressDisplay(self.out, label) as display:
-                async for event in watch(self.dispatcher.runtime.jobs, job_id):
+                async for event in events_of(self.dispatcher.runtime.jobs, reply.progress):
                     last = event
                     display.update(event, describe(event))
         except (KeyboardInterrupt, asyncio.CancelledError):
             if task is not None:
                 task.uncancel()  # Ctrl-C means "cancel the job", not "leave the console"
-            await self.handle(f"/jobs cancel {job_id}")
+            if reply.progress.events is None:  # not a job (an arena battle): leaving its events stopped it
+                await self.handle(f"/jobs cancel {job_id}")
         except Exception as exc:  # the queue or database went away: say so and keep the console running
             self.out.print(render(render_error(exc, reraise_unknown=self.dispatcher.reraise_unknown)))
         if last is not None and last.detail.ready and not last.terminal:

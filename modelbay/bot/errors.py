@@ -76,6 +76,13 @@ from modelbay.engine.errors import (
     one_line,
     shown,
 )
+from modelbay.engine.errors import (  # arena
+    AlreadyVoted,
+    ArenaNeedsModels,
+    BattleNotFound,
+    BattleNotReady,
+    VoteCapReached,
+)
 
 if TYPE_CHECKING:
     from modelbay.bot.spec import Command
@@ -195,6 +202,12 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     UnknownJobKind: ErrorStyle("Unknown job kind", ephemeral=True),
     SchemaOutdated: _GENERIC,
     ModelStoreUnusable: _GENERIC,
+    # arena: battles and votes
+    BattleNotFound: ErrorStyle("Battle not found"),
+    ArenaNeedsModels: ErrorStyle("Not enough models"),
+    BattleNotReady: ErrorStyle("Not ready to vote"),
+    AlreadyVoted: ErrorStyle("Already voted"),
+    VoteCapReached: ErrorStyle("Daily votes used", "warning"),
     # not a ModelBayError: the settings are read before the engine exists
     SettingsError: ErrorStyle("Configuration problem", "error", ephemeral=False, http_status=500),
 }

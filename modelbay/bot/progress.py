@@ -10,12 +10,12 @@ from typing import Any
 
 from modelbay.bot.bridge import in_thread
 from modelbay.bot.live import LiveMessage
-from modelbay.bot.reply import Attachment, Reply
+from modelbay.bot.reply import Attachment, Progress, Reply
 from modelbay.engine.jobs.jobs import Jobs
 from modelbay.engine.jobs.progress import ProgressEvent
 from modelbay.engine.units import human_bytes
 
-__all__ = ["advance", "describe", "finished", "follow", "following", "watch"]
+__all__ = ["advance", "describe", "events_of", "finished", "follow", "following", "watch"]
 
 log = logging.getLogger(__name__)
 _ENDED = {"finished": ("success", "done"), "failed": ("error", "failed"), "canceled": ("warning", "canceled")}
@@ -37,6 +37,11 @@ async def watch(jobs: Jobs, job_id: str, *, poll: float = 0.5) -> AsyncIterator[
             yield event
     finally:
         stop.set()
+
+
+def events_of(jobs: Jobs, progress: Progress) -> AsyncIterator[ProgressEvent]:
+    """A progress's events: its own source when it has one (an arena battle), else its job's (`watch`)."""
+    return progress.events() if progress.events is not None else watch(jobs, progress.job_id)
 
 
 def following(reply: Reply) -> bool:
@@ -96,7 +101,7 @@ async def follow(jobs: Jobs, live: LiveMessage[Any], reply: Reply, render: Calla
     assert reply.progress is not None
     try:
         last = None
-        async for event in watch(jobs, reply.progress.job_id):
+        async for event in events_of(jobs, reply.progress):
             last = event
             live.show(render(advance(reply, event)))
         final = await finished(reply, last) if last is not None else None

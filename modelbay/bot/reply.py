@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -145,6 +145,9 @@ class Progress:
     # the job ended, with its files (a training run's results and loss chart). Both stay in memory, with the follow.
     view: Callable[[Reply, ProgressEvent], Reply] | None = field(default=None, compare=False, repr=False)
     finish: Callable[[ProgressEvent], Awaitable[Reply]] | None = field(default=None, compare=False, repr=False)
+    # Where the events come from when it is not a job (an arena battle streaming in this process): followed instead
+    # of the job's channel, and ended (not canceled as a job) when the reader leaves.
+    events: Callable[[], AsyncIterator[ProgressEvent]] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

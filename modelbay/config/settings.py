@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     train_node_rank: int | None = Field(None, ge=0, le=1023, description="This machine's rank in a multi-node run "
                                         "(torchrun --node-rank); unset: the rendezvous assigns one.")
 
+    # arena (blind battles and the leaderboard)
+    arena_daily_votes: int = Field(100, ge=1, le=100_000, description="Arena votes one person may cast per day "
+                                   "(UTC).")
+    arena_bootstrap_rounds: int = Field(200, ge=0, le=10_000, description="Bootstrap rounds behind the "
+                                        "leaderboard's 95% intervals (0: no intervals).")
+
     allow_pickle: bool = Field(False, description="Allow pickle weights (.bin/.pt); off by default.")
     trust_remote_code: bool = Field(False, description="Run model repos' own code; off by default.")
 

@@ -840,6 +840,56 @@ class TrainingMemory(Refused):
                          f"tokens needs about {wanted}; {where} has {has}. {advice}")
 
 
+# -- arena: blind battles and votes (not found, conflict, refused) ---------------------------------------------------
+
+class BattleNotFound(NotFound):
+    """No arena battle with that number."""
+
+    def __init__(self, battle_id: int) -> None:
+        self.battle_id = battle_id
+        super().__init__(f"No arena battle #{battle_id}. `/arena <prompt>` starts one.")
+
+
+class ArenaNeedsModels(Conflict):
+    """A battle needs two installed models that can answer."""
+
+    def __init__(self, installed: int) -> None:
+        self.installed = installed
+        have = "none is" if installed == 0 else "only one is"
+        super().__init__(f"The arena needs two installed models and {have}: install another with "
+                         "`/models install <name>` (`/models list` shows them).")
+
+
+class BattleNotReady(Conflict):
+    """A vote on a battle that is still answering, or whose answers failed."""
+
+    def __init__(self, battle_id: int, status: str) -> None:
+        self.battle_id = battle_id
+        self.status = status
+        if status == "failed":
+            text = f"Battle #{battle_id} has no two answers to compare (a model failed); `/arena` starts another."
+        else:
+            text = f"Battle #{battle_id} is still answering; vote once both answers are in."
+        super().__init__(text)
+
+
+class AlreadyVoted(Conflict):
+    """One vote per person per battle."""
+
+    def __init__(self, battle_id: int) -> None:
+        self.battle_id = battle_id
+        super().__init__(f"You already voted on battle #{battle_id}: one vote per battle. `/arena` starts another.")
+
+
+class VoteCapReached(Refused):
+    """A person reached the daily number of arena votes."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        super().__init__(f"You have cast {cap} arena votes today, the daily cap (MODELBAY_ARENA_DAILY_VOTES); "
+                         "vote again tomorrow (UTC).")
+
+
 # -- misconfigured: an operator must fix the settings, catalog, database or code -------------------------------------
 
 class CatalogInvalid(Misconfigured):

@@ -545,6 +545,42 @@ class Chats:
             self._end_turn(session_id, ticket)
             self._unlease(held)
 
+    # -- arena: one generation outside any chat session --------------------------------------------------------
+    def generate(self, version_id: int, messages: list[dict[str, str]],
+                 stop: threading.Event | None = None) -> Iterator[str | Adjusted | Finished]:
+        """Stream one answer of a model version to `messages` (OpenAI-style dicts): text pieces, any `Adjusted`
+        notice, then `Finished`. The version's backend is chosen as for a chat and leased while it streams.
+
+        Nothing is stored (the arena keeps its own record). Setting `stop` ends it after the current piece.
+
+        Raises:
+            NeedsInstall, NotServed, ServerFailed, IncompleteModel, InferenceUnavailable, ModelUnloadable: as
+                `backend_for`, before the first piece.
+            BackendFailed: the backend failed or timed out while answering.
+        """
+        version = self.registry.get_version(version_id)
+        held = self._fresh(version_id, lease=True)
+        if held is None:
+            held = self._choose(self.registry.get(self._model_name(version.model_id) or ""), version, lease=True)
+        try:
+            params = self.generation()
+            prompt = held.backend.prompt(messages, params)
+            for notice in prompt.notices:
+                yield Adjusted(notice)
+            stream = held.backend.stream(prompt.messages, replace(params, max_tokens=prompt.max_tokens))
+            try:
+                for item in stream:
+                    yield item
+                    if stop is not None and stop.is_set():
+                        break
+            except BackendFailed:
+                self._forget_choice(version_id, held)
+                raise
+            finally:
+                stream.close()
+        finally:
+            self._unlease(held)
+
     def _forget_choice(self, version_id: int, held: _Held) -> None:
         """Make the next message choose its backend again (kept if still the same: a loaded model stays)."""
         with self._backends_lock:

@@ -1,0 +1,161 @@
+"""/arena: a blind battle of two installed models on one prompt, the vote buttons, and the leaderboard."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from modelbay.bot.bridge import in_thread
+from modelbay.bot.commands._args import CATEGORIES, CATEGORY
+from modelbay.bot.context import Context
+from modelbay.bot.reply import Attachment, Button, Progress, Reply, Table
+from modelbay.bot.spec import Arg, ArgType, command
+from modelbay.engine.analytics.leaderboard import Leaderboard, chart, standings_text
+from modelbay.engine.experiments.arena import BattleRecord, Piece, SideDone, VoteRecord
+from modelbay.engine.jobs.progress import ProgressEvent
+
+__all__ = ["battle", "board", "vote"]
+
+PROMPT_MAX = 4000  # characters of a prompt
+SHOWN_WHILE_WRITING = 1500  # characters of each answer shown while both are being written (the end shows all)
+# A prompt for a battle asked without one, per category.
+SAMPLE_PROMPTS = {
+    "code": "Write a Python function that checks whether a string is a palindrome.",
+    "creative": "Write a four-line poem about the sea at night.",
+    "analysis": "Which is larger, 9.11 or 9.9? Explain briefly.",
+}
+DEFAULT_PROMPT = "Explain in two sentences why the sky is blue."
+VOTES = (("A is better", "a", "primary"), ("B is better", "b", "primary"), ("Tie", "tie", "secondary"),
+         ("Both bad", "bad", "danger"))
+_SAID = {"a": "Model A is better", "b": "Model B is better", "tie": "a tie", "both_bad": "both bad"}
+
+
+@dataclass
+class _Battle:
+    """A battle as it streams: both answers so far and how each ended."""
+
+    record: BattleRecord
+    prompt: str
+    text: dict[str, str] = field(default_factory=lambda: {"a": "", "b": ""})
+    done: dict[str, SideDone] = field(default_factory=dict)
+
+    def body(self, *, writing: bool) -> str:
+        parts = [f"**Prompt:** {self.prompt}"]
+        for side in ("a", "b"):
+            text = self.text[side]
+            ended = self.done.get(side)
+            if writing and len(text) > SHOWN_WHILE_WRITING:
+                text = "…" + text[-SHOWN_WHILE_WRITING:]
+            if ended is not None and ended.status != "ok":
+                text = f"{text}\n\n_{ended.note}_" if text else f"_{ended.note}_"
+            elif ended is None and writing:
+                text = f"{text} ▍" if text else "_writing…_"
+            parts.append(f"**Model {side.upper()}**\n{text}")
+        return "\n\n".join(parts)
+
+    def view(self, reply: Reply, event: ProgressEvent) -> Reply:
+        return Reply(title=reply.title, text=self.body(writing=True), progress=reply.progress,
+                     footer="Both answers are being written; vote when they are done.")
+
+    async def finish(self, event: ProgressEvent) -> Reply:
+        battle = self.record.id
+        if event.status != "finished":
+            return Reply(title=f"Arena battle #{battle}", text=self.body(writing=False), tone="warning",
+                         footer="A model failed, so this battle takes no vote. `/arena` starts another.")
+        buttons = [Button(label, f"/arena vote {battle} {code}", style) for label, code, style in VOTES]
+        return Reply(title=f"Arena battle #{battle}", text=self.body(writing=False), buttons=buttons,
+                     footer=f"Which answer is better? Names are revealed after your vote · `/arena vote {battle} "
+                            "a|b|tie|bad`")
+
+
+async def _events(ctx: Context, state: _Battle) -> AsyncIterator[ProgressEvent]:
+    """Stream both answers into the battle and report them as progress events (the reply's view draws them)."""
+    stop = threading.Event()
+    job = f"arena-{state.record.id}"
+    cap = max(1, ctx.runtime.settings.chat_max_tokens) * 2
+    pieces = 0
+    try:
+        async for item in in_thread(lambda: ctx.runtime.arena.run(state.record, state.prompt, stop)):
+            if isinstance(item, Piece):
+                state.text[item.side] += item.text
+                pieces += 1
+            elif isinstance(item, SideDone):
+                state.done[item.side] = item
+            yield ProgressEvent(job, "started", min(0.99, pieces / cap), "Both models are answering")
+    finally:
+        stop.set()
+    ok = len(state.done) == 2 and all(d.status == "ok" for d in state.done.values())
+    yield ProgressEvent(job, "finished" if ok else "failed", 1.0, "both answered" if ok else "a model failed")
+
+
+@command(
+    "arena",
+    help="Two anonymous installed models answer your prompt side by side; vote for the better answer.",
+    args=(Arg("category", "Pit models of this category (first word works too).", choices=CATEGORIES, named=True),
+          Arg("prompt", "What to ask both models (a sample prompt when left out).", rest=True,
+              max_length=PROMPT_MAX)),
+    role="user",
+    slow=True,  # the first battle loads both models
+)
+async def battle(ctx: Context, category: str | None, prompt: str | None) -> Reply:
+    """Start a battle and stream both answers into its card; the vote buttons come when both are done."""
+    words = (prompt or "").split(maxsplit=1)
+    if category is None and words and words[0].lower() in CATEGORIES:
+        category, prompt = words[0].lower(), (words[1] if len(words) > 1 else None)
+    prompt = (prompt or "").strip() or SAMPLE_PROMPTS.get(category or "", DEFAULT_PROMPT)
+    record = await ctx.call(ctx.runtime.arena.start, ctx.actor.key, prompt, category)
+    state = _Battle(record, prompt)
+    label = f"Battle #{record.id}"
+    note = (f"Fewer than two {category} models are installed, so any two answer. " if record.fallback else "")
+    progress = Progress(f"arena-{record.id}", label, status="started", view=state.view, finish=state.finish,
+                        events=lambda: _events(ctx, state))
+    return Reply(title=f"Arena battle #{record.id}", text=note + state.body(writing=True), progress=progress,
+                 footer="Two anonymous models are answering; vote when both are done.")
+
+
+@command(
+    "arena", "vote",
+    help="Vote on an arena battle: a, b, tie or bad (both bad). The models are named after your vote.",
+    args=(Arg("battle", "The battle's number.", type=ArgType.INTEGER, required=True, min=1, max=2**53),
+          Arg("outcome", "a, b, tie or bad.", required=True, choices=("a", "b", "tie", "bad"))),
+    role="user",
+)
+async def vote(ctx: Context, battle: int, outcome: str) -> Reply:
+    """Store the vote and reveal the two models to the voter."""
+    voted: VoteRecord = await ctx.call(ctx.runtime.arena.vote, battle, ctx.actor.key,
+                                       "both_bad" if outcome == "bad" else outcome)
+    b = voted.battle
+    text = (f"You voted {_SAID[voted.outcome]} in battle #{b.id}.\n"
+            f"Model A was **{b.a.label}** (`{b.a.model}`); Model B was **{b.b.label}** (`{b.b.model}`).")
+    category = "" if b.category == "any" else f" {b.category}"
+    return Reply(title="Thanks for your vote", text=text, tone="success", ephemeral=True,
+                 footer=f"{voted.left_today} votes left today · `/arena leaderboard{category}`",
+                 buttons=[Button("Leaderboard", f"/arena leaderboard{category}")])
+
+
+def leaderboard_reply(board: Leaderboard) -> Reply:
+    """A leaderboard as a table, its chart and the method in one line."""
+    where = f" · {board.category}" if board.category else ""
+    if not board.standings:
+        return Reply(title=f"Arena leaderboard{where}",
+                     text=f"Not enough votes yet ({board.votes} so far, none between two models that count). "
+                          "`/arena <prompt>` starts a battle.")
+    table = Table(["Rank", "Model", "Strength (95% CI)", "Battles", "Win %", "Both bad"], standings_text(board))
+    return Reply(
+        title=f"Arena leaderboard{where}", table=table,
+        text=f"{board.votes:,} votes. Rank 1 + the models whose whole interval is above this one's.",
+        attachments=[Attachment(f"arena-leaderboard{'-' + board.category if board.category else ''}.png",
+                                chart(board), "image/png")],
+        footer=f"Bradley-Terry by maximum likelihood (ties half a win, both-bad kept apart), LMSYS scale; "
+               f"95% intervals from {board.rounds} bootstrap rounds.")
+
+
+@command(
+    "arena", "leaderboard",
+    help="The arena leaderboard: Bradley-Terry strengths with 95% intervals, ranks, battles and win rates.",
+    args=(CATEGORY,),
+)
+async def board(ctx: Context, category: str | None) -> Reply:
+    """Fit the leaderboard from the counted votes and show it with its chart."""
+    return leaderboard_reply(await ctx.call(ctx.runtime.arena.leaderboard, category))

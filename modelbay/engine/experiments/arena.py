@@ -1,0 +1,310 @@
+"""The blind arena: two installed models answer one prompt side by side, people vote, a leaderboard ranks them.
+
+A battle picks two different installed models at random (of the asked category when two of it are installed, else
+of any), calls them Model A and Model B, and streams both answers at once (`run`, one thread per side through
+`Chats.generate`, merged in arrival order). Names are revealed only in the answer to a vote. One vote per person and
+battle (the table's key), at most MODELBAY_ARENA_DAILY_VOTES per person and UTC day. The leaderboard counts votes
+per (model A, model B, outcome) in SQL and fits Bradley-Terry to those counts (`engine/analytics/leaderboard.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from modelbay.config import Settings
+from modelbay.engine.analytics.leaderboard import OUTCOMES, BattleCounts, Leaderboard, leaderboard
+from modelbay.engine.chat.chats import Chats
+from modelbay.engine.db.database import Database, idempotent
+from modelbay.engine.db.schema.catalog import Category, InstallState, Model, ModelVersion
+from modelbay.engine.db.schema.experiments import ArenaBattle, ArenaVote
+from modelbay.engine.errors import (
+    AlreadyVoted,
+    ArenaNeedsModels,
+    BattleNotFound,
+    BattleNotReady,
+    ModelBayError,
+    VoteCapReached,
+)
+from modelbay.engine.inference.backends.base import Adjusted, Finished
+
+__all__ = ["SIDES", "Arena", "BattleRecord", "Contender", "Piece", "SideDone", "VoteRecord"]
+
+log = logging.getLogger(__name__)
+
+SIDES = ("a", "b")
+ANY = "any"  # the category stored for a battle asked without one
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One side of a battle: the model version, its registry name and display name."""
+
+    version_id: int
+    model: str
+    label: str
+    category: str = ""
+
+
+@dataclass(frozen=True)
+class BattleRecord:
+    """A battle: who asked, the two sides (anonymous until a vote), its state and per-side measurements."""
+
+    id: int
+    category: str
+    user_key: str
+    a: Contender
+    b: Contender
+    status: str  # answering | ready | failed
+    created_at: datetime
+    details: dict[str, Any] = field(default_factory=dict)
+    fallback: bool = False  # the asked category had fewer than two installed models: any were used
+
+    def side(self, which: str) -> Contender:
+        """Model A or Model B."""
+        return self.a if which == "a" else self.b
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A piece of one side's answer as it is written."""
+
+    side: str  # a | b
+    text: str
+
+
+@dataclass(frozen=True)
+class SideDone:
+    """One side's answer ended: ok, or failed with a one-line note; its tokens and timings."""
+
+    side: str
+    status: str  # ok | failed
+    note: str | None = None
+    output_tokens: int | None = None
+    ttft_ms: float | None = None
+    total_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class VoteRecord:
+    """A stored vote and the battle it revealed; `left_today` votes remain of the daily cap."""
+
+    battle: BattleRecord
+    outcome: str
+    left_today: int
+
+
+class Arena:
+    """Starts battles, streams both answers, takes votes, and fits the leaderboard from the counted votes."""
+
+    def __init__(self, settings: Settings, db: Database, chats: Chats) -> None:
+        self.settings = settings
+        self._db = db
+        self.chats = chats
+
+    # -- battles -------------------------------------------------------------------------------------------
+    def contenders(self, category: str | None = None) -> list[Contender]:
+        """Every model with an installed version (its newest), of one category or all, ordered by name."""
+        with self._db.session() as session:
+            newest = (select(ModelVersion.model_id, func.max(ModelVersion.id).label("version_id"))
+                      .where(ModelVersion.install_state == InstallState.INSTALLED,
+                             ModelVersion.local_path.is_not(None))
+                      .group_by(ModelVersion.model_id).subquery())
+            query = select(newest.c.version_id, Model.name, Model.display_name, Model.category).join(
+                Model, Model.id == newest.c.model_id)
+            if category:
+                query = query.where(Model.category == Category(category))
+            rows = session.execute(query.order_by(Model.name)).all()
+        return [Contender(v, name, label, getattr(cat, "value", cat)) for v, name, label, cat in rows]
+
+    def start(self, user_key: str, prompt: str | None, category: str | None = None,
+              rng: random.Random | None = None) -> BattleRecord:
+        """Pick two different installed models at random and record a battle (status answering).
+
+        The prompt is stored only with MODELBAY_STORE_TRANSCRIPTS.
+
+        Raises:
+            ArenaNeedsModels: fewer than two models are installed.
+        """
+        rng = rng or random.SystemRandom()
+        pool = self.contenders(category) if category else []
+        fallback = bool(category) and len(pool) < 2
+        if len(pool) < 2:
+            pool = self.contenders()
+        if len(pool) < 2:
+            raise ArenaNeedsModels(len(pool))
+        a, b = rng.sample(pool, 2)
+        with self._db.session() as session:
+            row = ArenaBattle(category=category or ANY, user_key=user_key, model_a_version_id=a.version_id,
+                              model_b_version_id=b.version_id, status="answering", details={},
+                              prompt=prompt if self.settings.store_transcripts else None)
+            session.add(row)
+            session.flush()
+            battle_id = row.id
+        return _replace_fallback(self.get(battle_id), fallback)
+
+    @idempotent  # a read: repeated once if its connection drops
+    def get(self, battle_id: int) -> BattleRecord:
+        """One battle with both sides named.
+
+        Raises:
+            BattleNotFound: no battle has that number.
+        """
+        with self._db.session() as session:
+            row = session.get(ArenaBattle, battle_id)
+            if row is None:
+                raise BattleNotFound(battle_id)
+            sides = {v: c for v, c in ((c.version_id, c) for c in self._named(
+                session, [row.model_a_version_id, row.model_b_version_id]))}
+            return BattleRecord(row.id, row.category, row.user_key, sides[row.model_a_version_id],
+                                sides[row.model_b_version_id], row.status, row.created_at, dict(row.details or {}))
+
+    @staticmethod
+    def _named(session: Any, version_ids: list[int]) -> list[Contender]:
+        rows = session.execute(select(ModelVersion.id, Model.name, Model.display_name, Model.category).join(
+            Model, Model.id == ModelVersion.model_id).where(ModelVersion.id.in_(version_ids))).all()
+        return [Contender(v, name, label, getattr(cat, "value", cat)) for v, name, label, cat in rows]
+
+    def run(self, battle: BattleRecord, prompt: str, stop: threading.Event | None = None
+            ) -> Iterator[Piece | SideDone]:
+        """Generate both answers at once and yield their pieces as they arrive, then each side's end.
+
+        The battle becomes ready when both sides answered with some text, else failed; each side's tokens, time to
+        first token and total time are kept in its details (the answers' text only with MODELBAY_STORE_TRANSCRIPTS).
+        Leaving early (or setting `stop`) stops both generations.
+        """
+        stop = stop or threading.Event()
+        arrivals: queue.Queue[Piece | SideDone | BaseException] = queue.Queue()
+        messages = [{"role": "user", "content": prompt.encode("utf-8", "replace").decode("utf-8")}]
+
+        def answer(side: str, version_id: int) -> None:
+            started, first, pieces, tokens = time.monotonic(), None, 0, None
+            text: list[str] = []
+            try:
+                for item in self.chats.generate(version_id, messages, stop):
+                    if isinstance(item, Finished):
+                        tokens = item.output_tokens
+                    elif isinstance(item, Adjusted):
+                        continue  # e.g. a system prompt folded: nothing the voter needs to weigh
+                    elif item:
+                        first = first if first is not None else time.monotonic()
+                        pieces += 1
+                        text.append(item)
+                        arrivals.put(Piece(side, item))
+                ended = time.monotonic()
+                ok = bool(text)
+                arrivals.put(SideDone(side, "ok" if ok else "failed", None if ok else "The model wrote nothing.",
+                                      tokens or pieces or None,
+                                      (first - started) * 1000 if first is not None else None,
+                                      (ended - started) * 1000))
+            except ModelBayError as exc:
+                arrivals.put(SideDone(side, "failed", str(exc), total_ms=(time.monotonic() - started) * 1000))
+            except BaseException as exc:  # noqa: BLE001 - raised again on the reading side
+                arrivals.put(exc)
+            finally:
+                answers[side] = "".join(text)
+
+        answers: dict[str, str] = {}
+        threads = [threading.Thread(target=answer, args=(side, battle.side(side).version_id), daemon=True,
+                                    name=f"arena-{battle.id}-{side}") for side in SIDES]
+        for thread in threads:
+            thread.start()
+        done: dict[str, SideDone] = {}
+        try:
+            while len(done) < 2:
+                item = arrivals.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, SideDone):
+                    done[item.side] = item
+                yield item
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=self.settings.chat_timeout + self.settings.chat_idle_timeout)
+            self._finish(battle.id, done, answers)
+
+    def _finish(self, battle_id: int, done: dict[str, SideDone], answers: dict[str, str]) -> None:
+        ready = len(done) == 2 and all(d.status == "ok" for d in done.values())
+        details = {side: {"status": d.status, "note": d.note, "output_tokens": d.output_tokens,
+                          "ttft_ms": d.ttft_ms, "total_ms": d.total_ms} for side, d in done.items()}
+        if self.settings.store_transcripts:
+            for side, text in answers.items():
+                details.setdefault(side, {})["text"] = text
+        with self._db.session() as session:
+            row = session.get(ArenaBattle, battle_id)
+            if row is not None:
+                row.status = "ready" if ready else "failed"
+                row.details = details
+
+    # -- votes ---------------------------------------------------------------------------------------------
+    def vote(self, battle_id: int, user_key: str, outcome: str) -> VoteRecord:
+        """Record one person's verdict (a, b, tie or both_bad) on a ready battle and reveal its models.
+
+        Raises:
+            ValueError: the outcome is not one of a, b, tie, both_bad.
+            BattleNotFound: no such battle.
+            BattleNotReady: it is still answering, or a side failed.
+            AlreadyVoted: this person voted on it already.
+            VoteCapReached: this person cast MODELBAY_ARENA_DAILY_VOTES votes today (UTC).
+        """
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome is one of {', '.join(OUTCOMES)}")
+        battle = self.get(battle_id)
+        if battle.status != "ready":
+            raise BattleNotReady(battle_id, battle.status)
+        cap = self.settings.arena_daily_votes
+        day = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        try:
+            with self._db.session() as session:
+                if session.get(ArenaVote, (battle_id, user_key)) is not None:
+                    raise AlreadyVoted(battle_id)
+                today = session.scalar(select(func.count()).select_from(ArenaVote).where(
+                    ArenaVote.user_key == user_key, ArenaVote.created_at >= day,
+                    ArenaVote.created_at < day + timedelta(days=1))) or 0
+                if today >= cap:
+                    raise VoteCapReached(cap)
+                session.add(ArenaVote(battle_id=battle_id, user_key=user_key, outcome=outcome))
+        except IntegrityError:  # the same person's other click stored its vote first
+            raise AlreadyVoted(battle_id) from None
+        return VoteRecord(battle, outcome, cap - today - 1)
+
+    # -- leaderboard ---------------------------------------------------------------------------------------
+    @idempotent  # a read: repeated once if its connection drops
+    def counts(self, category: str | None = None) -> BattleCounts:
+        """Votes counted per (model A, model B, outcome) in SQL, for one category or all."""
+        with self._db.session() as session:
+            query = (select(ArenaBattle.model_a_version_id, ArenaBattle.model_b_version_id, ArenaVote.outcome,
+                            func.count()).join(ArenaBattle, ArenaBattle.id == ArenaVote.battle_id)
+                     .group_by(ArenaBattle.model_a_version_id, ArenaBattle.model_b_version_id, ArenaVote.outcome))
+            if category:
+                query = query.where(ArenaBattle.category == category)
+            rows = session.execute(query).all()
+        return BattleCounts.from_rows((a, b, o, n) for a, b, o, n in rows)
+
+    def leaderboard(self, category: str | None = None, *, rounds: int | None = None, seed: int = 0) -> Leaderboard:
+        """The leaderboard of one category's battles (None: all), fitted with MODELBAY_ARENA_BOOTSTRAP_ROUNDS rounds.
+
+        Strengths are on the LMSYS scale (mean 1000); see `engine/analytics/leaderboard.py` for the method.
+        """
+        counts = self.counts(category)
+        names = {}
+        if counts.models:
+            with self._db.session() as session:
+                names = {c.version_id: (c.model, c.label) for c in self._named(session, list(counts.models))}
+        rounds = self.settings.arena_bootstrap_rounds if rounds is None else rounds
+        return leaderboard(counts, names, category=category, rounds=rounds, seed=seed)
+
+
+def _replace_fallback(battle: BattleRecord, fallback: bool) -> BattleRecord:
+    return replace(battle, fallback=True) if fallback else battle

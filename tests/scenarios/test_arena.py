@@ -1,0 +1,104 @@
+"""/arena end to end with two tiny models answering in this process: a battle streams both answers, the vote buttons
+come when both are done, a vote reveals the names, a second vote and votes past the daily cap are refused, and the
+leaderboard fits the votes with intervals and a chart; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelbay.bot import Actor, Dispatcher, Reply
+from modelbay.config import Settings
+from modelbay.engine.db.database import Database
+from modelbay.runtime import Runtime
+from tests.support.chat import installed
+
+ANN, BOB = Actor("console", "ann"), Actor("console", "bob")
+
+
+@pytest.fixture
+def arena(settings: Settings, database_url: str, database: Database, tiny_chat_model: Path,
+          tiny_model: Path) -> Iterator:
+    """Run lines as people; `battle` runs /arena and follows its stream as an adapter does."""
+    settings.database_url = database_url
+    settings.chat_temperature = 0.0
+    settings.chat_max_tokens = 12
+    settings.arena_daily_votes = 2
+    settings.arena_bootstrap_rounds = 50
+    runtime = Runtime(settings)
+    runtime.prepare()
+    dispatcher = Dispatcher(runtime, reraise_unknown=True)
+
+    def run(line: str, actor: Actor = ANN) -> Reply:
+        return asyncio.run(dispatcher.dispatch_line(line, actor))
+
+    async def follow(line: str, actor: Actor) -> tuple[Reply, list[Reply], Reply | None]:
+        reply = await dispatcher.dispatch_line(line, actor)
+        if reply.progress is None:
+            return reply, [], None
+        shown, last = [], None
+        async for event in reply.progress.events():
+            last = event
+            shown.append(reply.progress.view(reply, event))
+        return reply, shown, await reply.progress.finish(last)
+
+    run.battle = lambda line, actor=ANN: asyncio.run(follow(line, actor))  # type: ignore[attr-defined]
+    run.runtime = runtime  # type: ignore[attr-defined]
+    run.models = (tiny_chat_model, tiny_model)  # type: ignore[attr-defined]
+    yield run
+    runtime.close()
+
+
+def test_a_battle_streams_both_answers_then_votes_reveal_names_and_the_leaderboard_fits_them(arena) -> None:
+    runtime = arena.runtime
+    refused = arena("/arena hello there")
+    assert refused.title == "Not enough models" and "none is" in refused.text and "/models install" in refused.text
+    installed(runtime.registry, arena.models[0], name="tiny-chat")
+    assert "only one is" in arena("/arena hello").text
+    installed(runtime.registry, arena.models[1], name="tiny-base")
+
+    card, shown, final = arena.battle("/arena chat Hello, how are you?")
+    assert card.title.startswith("Arena battle #") and card.progress.status == "started"
+    assert "**Prompt:** Hello, how are you?" in card.text and "tiny" not in card.text  # anonymous
+    assert len(shown) >= 3 and "▍" in shown[1].text  # grew in place while both were written
+    battle = int(card.title.rsplit("#", 1)[1])
+    assert [b.command for b in final.buttons] == [f"/arena vote {battle} {v}" for v in ("a", "b", "tie", "bad")]
+    a_text = final.text.split("**Model A**\n", 1)[1].split("\n\n**Model B**", 1)[0]
+    b_text = final.text.split("**Model B**\n", 1)[1]
+    assert a_text.strip() and b_text.strip() and "tiny" not in final.text
+    stored = runtime.arena.get(battle)
+    assert stored.status == "ready" and stored.category == "chat"
+    assert stored.details["a"]["output_tokens"] and stored.details["b"]["ttft_ms"] is not None
+    assert "text" not in stored.details["a"]  # transcripts are off
+
+    revealed = arena(f"/arena vote {battle} a")
+    assert revealed.ephemeral and revealed.title == "Thanks for your vote"
+    assert {stored.a.model, stored.b.model} == {"tiny-chat", "tiny-base"}
+    assert f"Model A was **{stored.a.label}** (`{stored.a.model}`)" in revealed.text
+    assert revealed.footer.startswith("1 votes left today")
+    again = arena(f"/arena vote {battle} b")
+    assert again.title == "Already voted" and f"battle #{battle}" in again.text
+    assert arena(f"/arena vote {battle} tie", BOB).title == "Thanks for your vote"
+    assert arena("/arena vote 999999 a").title == "Battle not found"
+
+    _, _, second = arena.battle("/arena Say something nice.")
+    other = int(second.title.rsplit("#", 1)[1])
+    assert runtime.arena.get(other).category == "any"
+    assert arena(f"/arena vote {other} bad").title == "Thanks for your vote"
+    _, _, third = arena.battle("/arena What is two plus two?")
+    capped = arena(f"/arena vote {int(third.title.rsplit('#', 1)[1])} a")
+    assert capped.title == "Daily votes used" and "MODELBAY_ARENA_DAILY_VOTES" in capped.text
+
+    board = arena("/arena leaderboard")
+    assert board.table.columns[:3] == ["Rank", "Model", "Strength (95% CI)"]
+    assert sorted(row[1] for row in board.table.rows) == sorted([stored.a.label, stored.b.label])
+    assert all("(−" in row[2] and "/+" in row[2] for row in board.table.rows)
+    assert "3 votes" in board.text and board.attachments[0].data.startswith(b"\x89PNG")
+    assert [row[5] for row in board.table.rows] == ["1", "1"]  # both bad, kept apart
+    assert sum(int(row[3]) for row in board.table.rows) == 2 * 2  # a and tie count; both bad does not
+    chat_board = arena("/arena leaderboard chat")
+    assert "2 votes" in chat_board.text and chat_board.title == "Arena leaderboard · chat"
+    assert "Not enough votes yet" in arena("/arena leaderboard code").text
