@@ -104,6 +104,8 @@ def worker(
     name: Annotated[str | None, typer.Option(help="Worker name (default: host and pid).")] = None,
 ) -> None:
     """Run an RQ worker for the given queues (needs MODELBAY_REDIS_URL)."""
+    settings = _settings()
+    metrics_dir = _multiprocess_metrics(settings)  # before prometheus_client is imported (by the runner's imports)
     from redis import Redis
     from rq import Queue
 
@@ -112,7 +114,6 @@ def worker(
     from modelbay.workers.runner import install_resources
     from modelbay.workers.worker import Worker
 
-    settings = _settings()
     if not settings.redis_url:
         raise _fail("MODELBAY_REDIS_URL is not set: a worker needs Redis (the console runs jobs in-process).", 2)
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
@@ -122,13 +123,39 @@ def worker(
     configure_logging(settings, to_file=False)
     redis = Redis.from_url(settings.redis_url)
     # No torch or CUDA here: jobs import them in the forked work horse, which frees GPU memory on exit.
-    install_resources(settings, _database(settings), redis)
+    db = _database(settings)
+    telemetry = None
+    if settings.metrics_port:
+        from modelbay.engine.analytics.telemetry import Telemetry, serve_worker_metrics
+
+        telemetry = Telemetry()  # its job runs, observed in the work horses, reach the port through metrics_dir
+        serve_worker_metrics(settings.metrics_port, db, redis, metrics_dir)
+    install_resources(settings, db, redis, telemetry=telemetry)
     # A short TTL with frequent heartbeats lets the engine tell a dead worker from a busy one within a minute,
     # and a worker take over retry scheduling from a dead one as soon.
     beat = max(5, settings.worker_ttl // 4)
     rq_worker = Worker([Queue(q, connection=redis) for q in wanted], connection=redis, name=name,
                        worker_ttl=settings.worker_ttl, job_monitoring_interval=beat, takeover_interval=beat)
     rq_worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+
+
+def _multiprocess_metrics(settings: Settings) -> str | None:
+    """A fresh folder for prometheus-client's multiprocess mode when this worker serves metrics (its forked work
+    horses write their job metrics there), named in PROMETHEUS_MULTIPROC_DIR as the library requires."""
+    import os
+    import tempfile
+
+    if not settings.metrics_port:
+        return None
+    folder = tempfile.mkdtemp(prefix="modelbay-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return folder
+
+
+def _serve_metrics(runtime: Runtime) -> None:
+    """Serve the process's Prometheus metrics on MODELBAY_METRICS_PORT when it is set."""
+    if runtime.settings.metrics_port:
+        runtime.telemetry.serve(runtime.settings.metrics_port)
 
 
 @db_app.command("upgrade")
@@ -185,6 +212,7 @@ def slack() -> None:
                     "Mode; see the README's Slack steps. For HTTP mode run `modelbay api` instead.", 2)
     configure_logging(settings, to_file=False)
     runtime = _runtime(settings)
+    _serve_metrics(runtime)
 
     async def run() -> None:
         adapter = SlackAdapter(runtime, socket_mode=True)
@@ -209,6 +237,8 @@ def discord(
                     "(README: Discord) and retry.", 2)
     configure_logging(settings, to_file=False)
     runtime = _runtime(settings)
+    if not sync:
+        _serve_metrics(runtime)
 
     async def run() -> None:
         adapter = DiscordAdapter(runtime)

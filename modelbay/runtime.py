@@ -9,6 +9,7 @@ from redis import Redis
 
 from modelbay.config import Settings
 from modelbay.engine.analytics.analytics import Analytics
+from modelbay.engine.analytics.telemetry import Telemetry
 from modelbay.engine.catalog.curated import load_catalog
 from modelbay.engine.chat.chats import Chats
 from modelbay.engine.datasets.datasets import Datasets
@@ -54,7 +55,10 @@ class Runtime:
         self.discovery = Discovery(settings, self.registry, self.hardware)
         self.servers = Servers(settings, self.db, self.registry, self.jobs)
         self.analytics = Analytics(self.db)
-        self.chats = Chats(settings, self.db, self.redis, self.registry, self.servers, self.analytics)
+        # telemetry: this process's Prometheus metrics (answers counted by Chats, job runs by the embedded workers)
+        self.telemetry = Telemetry(self.db, self.redis)
+        self.chats = Chats(settings, self.db, self.redis, self.registry, self.servers, self.analytics,
+                           telemetry=self.telemetry)
         self.datasets = Datasets(settings, self.db)
         self.training = Training(settings, self.db, self.registry, self.jobs, self.hardware, self.datasets)
         self.optimization = Optimization(settings, self.db, self.registry, self.jobs, self.hardware, self.datasets)
@@ -82,7 +86,7 @@ class Runtime:
         """Run jobs in this process when no Redis is configured."""
         if self.settings.redis_url or self._embedded is not None:
             return
-        install_resources(self.settings, self.db, self.redis)
+        install_resources(self.settings, self.db, self.redis, telemetry=self.telemetry)
         self._embedded = EmbeddedWorkers(self.redis).start()
 
     def uninstall(self, name: str, revision: str | None = None, *, force: bool = False) -> list[VersionRecord]:

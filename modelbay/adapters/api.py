@@ -35,6 +35,8 @@ from modelbay.bot.progress import watch
 from modelbay.config import Settings
 from modelbay.engine import hardware as hw
 from modelbay.engine.analytics.analytics import PERIODS, parse_period
+from modelbay.engine.analytics.events import TrackedEvent, csv_lines, export_events, jsonl_lines, track
+from modelbay.engine.analytics.telemetry import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelbay.engine.datasets.formats import FORMATS, parse_columns
 from modelbay.engine.db.schema.catalog import Category
 from modelbay.engine.errors import ModelBayError, NotAllowed, shown
@@ -630,6 +632,84 @@ async def model_metrics(ctx: Viewer, model_id: ModelId, period: Literal[PERIODS]
     low, high = m.satisfaction_interval or (None, None)
     return MetricsOut.model_validate(_With(m, model=record.name, period=period, satisfaction_low=low,
                                            satisfaction_high=high))
+
+
+# -- telemetry: /metrics, the events export and trackEvent ------------------------------------------------
+
+@system.get("/metrics", include_in_schema=False)
+async def metrics(request: Request,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Response:
+    """Prometheus metrics in the text format; open unless MODELBAY_METRICS_TOKEN is set, then it is the bearer
+    token (Prometheus scrapes with its own credentials, never the API token)."""
+    runtime = _runtime(request)
+    token = runtime.settings.metrics_token.get_secret_value() if runtime.settings.metrics_token else ""
+    if token and not secrets.compare_digest((credentials.credentials if credentials else "").encode(), token.encode()):
+        raise HTTPException(401, "Missing or wrong token: send `Authorization: Bearer <MODELBAY_METRICS_TOKEN>`.",
+                            headers={"WWW-Authenticate": "Bearer"})
+    body = await asyncio.to_thread(runtime.telemetry.exposition)
+    return Response(body, media_type=METRICS_CONTENT_TYPE)
+
+
+_EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+
+
+@analytics.get("/api/analytics/events", responses={200: {"content": {t: {} for t in _EXPORT_TYPES.values()},
+                                                        "description": "The events, streamed."}})
+async def export_analytics_events(
+    ctx: Admin, format: Literal["csv", "jsonl"] = "jsonl",  # noqa: A002 - the seed's parameter name
+    period: Literal[PERIODS] = "all",  # type: ignore[valid-type]
+    model: Annotated[Text | None, Query(max_length=200, description="Only this model's events.")] = None,
+) -> StreamingResponse:
+    """Every analytics event (answers: timings, tokens, outcome; no text), oldest first, as CSV or JSON Lines."""
+    version_ids = None
+    if model is not None:
+        record = await ctx.call(ctx.runtime.registry.get, model)
+        version_ids = [v.id for v in record.versions]
+    rows = export_events(ctx.runtime.db, parse_period(period), version_ids)
+    lines = csv_lines(rows) if format == "csv" else jsonl_lines(rows)
+    return StreamingResponse((line.encode() for line in lines), media_type=_EXPORT_TYPES[format],
+                             headers={"Content-Disposition": f'attachment; filename="modelbay-events.{format}"'})
+
+
+class TrackMetadataIn(BaseModel):
+    """What the answer took (the seed's `metadata`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputTokens: int | None = Field(None, ge=0, le=10_000_000)  # noqa: N815 - the seed's camelCase names
+    outputTokens: int | None = Field(None, ge=0, le=10_000_000)  # noqa: N815
+    responseTime: float = Field(ge=0, le=86_400_000, description="Milliseconds the whole answer took.")  # noqa: N815
+
+
+class TrackEventIn(BaseModel):
+    """An answer a model gave outside ModelBay (the seed's `trackEvent`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    modelId: Text = Field(min_length=1, max_length=200, description="Registry name or repo id.")  # noqa: N815
+    userId: Text = Field(min_length=1, max_length=100)  # noqa: N815
+    sessionId: Text | None = Field(None, max_length=100)  # noqa: N815
+    eventType: Literal["inference_complete", "inference_error"] = "inference_complete"  # noqa: N815
+    metadata: TrackMetadataIn
+
+
+class TrackedOut(BaseModel):
+    """Whether the event was recorded (not when the person opted out of measurement), and against which model."""
+
+    recorded: bool
+    model: str
+    revision: str | None
+
+
+@analytics.post("/api/analytics/events", status_code=201)
+async def track_event(ctx: User, body: TrackEventIn) -> TrackedOut:
+    """Record an answer given outside ModelBay, so the model's analytics count it."""
+    event = TrackedEvent(model=body.modelId, user_id=body.userId, session_id=body.sessionId,
+                         event_type=body.eventType, input_tokens=body.metadata.inputTokens,
+                         output_tokens=body.metadata.outputTokens, response_ms=body.metadata.responseTime)
+    record = await ctx.call(ctx.runtime.registry.get, body.modelId)
+    version = await ctx.call(track, ctx.runtime.analytics, ctx.runtime.registry, event)
+    return TrackedOut(recorded=version is not None, model=record.name, revision=version.revision if version else None)
 
 
 DatasetRef = Annotated[Text, Path(max_length=100, description="Dataset id or name.")]

@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     arena_bootstrap_rounds: int = Field(200, ge=0, le=10_000, description="Bootstrap rounds behind the "
                                         "leaderboard's 95% intervals (0: no intervals).")
 
+    # telemetry (Prometheus)
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Port the worker, Slack and Discord processes "
+                                     "serve Prometheus metrics on (unset: none; the API serves /metrics itself).")
+    metrics_token: SecretStr | None = Field(None, description="Bearer token the API's /metrics requires (unset: "
+                                            "/metrics is open, for a Prometheus on the private network).")
+
     allow_pickle: bool = Field(False, description="Allow pickle weights (.bin/.pt); off by default.")
     trust_remote_code: bool = Field(False, description="Run model repos' own code; off by default.")
 
@@ -196,7 +202,8 @@ class Settings(BaseSettings):
             return self
         if not self.database_url or self.database_url.startswith("sqlite"):
             raise ValueError("MODELBAY_DATABASE_URL: production needs a postgresql+psycopg:// URL")
-        for name in ("api_token", "slack_signing_secret", "slack_bot_token", "discord_token", "hub_token"):
+        for name in ("api_token", "slack_signing_secret", "slack_bot_token", "discord_token", "hub_token",
+                     "metrics_token"):
             secret = getattr(self, name)
             if secret is not None and secret.get_secret_value().lower() in _PLACEHOLDERS:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}: replace the placeholder secret")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from modelbay.config import Settings
+from modelbay.engine.analytics.telemetry import Telemetry
 from modelbay.engine.db.database import Database, database_unavailable
 from modelbay.engine.errors import ModelBayError
 from modelbay.engine.jobs.jobs import JobCanceled, Jobs
@@ -33,15 +35,16 @@ class WorkerResources:
     db: Database
     redis: Redis
     pid: int
+    telemetry: Telemetry | None = None  # where job runs are counted (Prometheus), when the process exposes metrics
 
 
 _resources: WorkerResources | None = None
 
 
-def install_resources(settings: Settings, db: Database, redis: Redis) -> None:
+def install_resources(settings: Settings, db: Database, redis: Redis, telemetry: Telemetry | None = None) -> None:
     """Hand the worker's resources to the jobs it will run (RQ calls jobs by name, not with objects)."""
     global _resources
-    _resources = WorkerResources(settings, db, redis, os.getpid())
+    _resources = WorkerResources(settings, db, redis, os.getpid(), telemetry)
 
 
 def _current_resources() -> WorkerResources:
@@ -92,19 +95,29 @@ def execute(func_path: str, params: dict[str, Any]) -> dict[str, Any] | None:
     jobs = Jobs(resources.db, resources.redis)
     record = jobs.transition(rq_job.id, JobStatus.STARTED, message="Started", attempt=_attempt(rq_job))
     ctx = JobContext(rq_job.id, record.attempts, resources.settings, resources.db, jobs)
+    started = time.monotonic()
     try:
         ctx.check_canceled()
         # Heavy libraries (torch, transformers) are imported here, inside the job, never in the worker parent.
         result = _resolve(func_path, record.kind)(ctx, **params)
     except JobCanceled:
         jobs.transition(rq_job.id, JobStatus.CANCELED, message="Canceled")
+        _observe(resources, record.kind, JobStatus.CANCELED, started)
         return {"canceled": True}
     except BaseException as exc:
         known = database_unavailable(exc) or exc  # a driver's dropped connection reads as one line, and is retried
         if isinstance(known, ModelBayError) and not known.retryable:
             rq_job.retries_left = 0  # bad input or a refusal fails the same way every time
         retrying = bool(rq_job.retries_left)
-        jobs.transition(rq_job.id, JobStatus.RETRYING if retrying else JobStatus.FAILED, error=_user_error(known))
+        outcome = JobStatus.RETRYING if retrying else JobStatus.FAILED
+        jobs.transition(rq_job.id, outcome, error=_user_error(known))
+        _observe(resources, record.kind, outcome, started)
         raise
     jobs.transition(rq_job.id, JobStatus.FINISHED, result=result or {}, message="Done")
+    _observe(resources, record.kind, JobStatus.FINISHED, started)
     return result
+
+
+def _observe(resources: WorkerResources, kind: str, outcome: JobStatus, started: float) -> None:
+    if resources.telemetry is not None:
+        resources.telemetry.observe_job(kind, outcome.value, time.monotonic() - started)

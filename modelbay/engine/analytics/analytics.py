@@ -121,6 +121,7 @@ class AnswerEvent:
     total_ms: float
     failed: bool = False
     at: datetime | None = None
+    details: dict[str, Any] | None = None  # more about the event, kept with it (a tracked event's source, session)
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -205,7 +206,8 @@ class Analytics:
                 event_type="answer", model_version_id=e.model_version_id, user_key=e.user_key,
                 session_id=e.session_id, message_id=e.message_id, backend=e.backend, input_tokens=e.input_tokens,
                 output_tokens=e.output_tokens, ttft_ms=e.ttft_ms, total_ms=e.total_ms, tokens_per_s=tps,
-                latency_bucket=bucket, details={"failed": True} if e.failed else {}, created_at=at,
+                latency_bucket=bucket, details={**(e.details or {}), **({"failed": True} if e.failed else {})},
+                created_at=at,
             ))
             hour = _hour(at)
             sums = usage[(e.model_version_id, hour)]

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from modelbay.config import Settings
 from modelbay.engine.analytics.analytics import Analytics, AnswerEvent
+from modelbay.engine.analytics.telemetry import Telemetry  # Prometheus (telemetry)
 from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.chat.records import (
     DOWN_REASONS,
@@ -125,8 +126,9 @@ class Chats:
 
     def __init__(self, settings: Settings, db: Database, redis: Redis, registry: Registry, servers: Servers,
                  analytics: Analytics, *, keep_in_process: int = KEEP_IN_PROCESS,
-                 keep_backends: int = KEEP_BACKENDS) -> None:
+                 keep_backends: int = KEEP_BACKENDS, telemetry: Telemetry | None = None) -> None:
         self.settings = settings
+        self.telemetry = telemetry  # Prometheus counters of stored answers (telemetry), when the process keeps them
         self._db = db
         self.redis = redis
         self.registry = registry
@@ -606,6 +608,9 @@ class Chats:
                     ttft_ms=ttft_ms, total_ms=total_ms, failed=status == "failed",
                 )], session=session)
             message_id = said.id
+        if measured and self.telemetry is not None:  # telemetry: counted once the answer is stored
+            self.telemetry.observe_answer(chat.model_name, status, input_tokens=input_tokens,
+                                          output_tokens=output_tokens, ttft_ms=ttft_ms, total_ms=total_ms)
         self._remember(chat.id, question, answer)
         return AnswerRecord(message_id, chat.id, answer, status, note, backend, input_tokens, output_tokens, ttft_ms,
                             total_ms, list(notices))
