@@ -40,6 +40,7 @@ from modelbay.engine.analytics.telemetry import CONTENT_TYPE as METRICS_CONTENT_
 from modelbay.engine.datasets.formats import FORMATS, parse_columns
 from modelbay.engine.db.schema.catalog import Category
 from modelbay.engine.errors import ModelBayError, NotAllowed, shown
+from modelbay.engine.experiments.arena import BattleRecord, Piece, SideDone  # arena
 from modelbay.engine.installs.derived import without_paths
 from modelbay.engine.installs.installs import InstallTicket
 from modelbay.engine.jobs.progress import ProgressEvent
@@ -1325,6 +1326,139 @@ def _ssl_check(request: Request, body: bytes) -> bool:
     return form.get("ssl_check") == ["1"] and set(form) <= {"ssl_check", "token"}
 
 
+# -- arena: blind battles, votes and the leaderboard -----------------------------------------------------------------
+
+arena_api = APIRouter(tags=["arena"], responses=_ERRORS)
+
+
+class BattleIn(BaseModel):
+    """A battle: the prompt both models answer, and optionally a category to draw them from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=4000)
+    category: Category | None = None
+    user: str | None = Field(None, max_length=100, description="Who asks (kept as `api:<user>`; default: the API).")
+
+
+class SideOut(BaseModel):
+    """One side's answer (anonymous) and how it ended."""
+
+    text: str
+    status: str
+    note: str | None
+    output_tokens: int | None
+    ttft_ms: float | None
+    total_ms: float | None
+
+
+class BattleOut(BaseModel):
+    """A finished battle: both answers, anonymous until a vote."""
+
+    id: int
+    category: str
+    status: str = Field(description="ready (vote on it) or failed.")
+    a: SideOut
+    b: SideOut
+
+
+class VoteIn(BaseModel):
+    """A verdict on a battle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["a", "b", "tie", "both_bad"]
+    user: str | None = Field(None, max_length=100, description="Who votes (one vote per person and battle).")
+
+
+class ContenderOut(BaseModel):
+    """A side revealed."""
+
+    model: str
+    name: str = Field(description="Display name.")
+
+
+class VoteOut(BaseModel):
+    """The stored vote and the two models revealed."""
+
+    battle: int
+    outcome: str
+    a: ContenderOut
+    b: ContenderOut
+    votes_left_today: int
+
+
+class StandingOut(BaseModel):
+    """A model's line on the leaderboard (Bradley-Terry strength, LMSYS scale, 95% bootstrap interval)."""
+
+    rank: int
+    model: str
+    name: str = Field(description="Display name.")
+    strength: float
+    low: float
+    high: float
+    battles: int
+    wins: int
+    ties: int
+    win_fraction: float
+    both_bad: int
+
+
+class LeaderboardOut(BaseModel):
+    """A category's board (null: all), best first."""
+
+    category: str | None
+    votes: int
+    rounds: int
+    standings: list[StandingOut]
+
+
+def _asker(ctx: Context, user: str | None) -> str:
+    return f"api:{user}" if user else ctx.actor.key
+
+
+@arena_api.post("/api/arena/battles", status_code=201)
+async def start_battle(ctx: User, body: BattleIn) -> BattleOut:
+    """Two installed models drawn at random answer the prompt (both at once); returns when both are done."""
+    arena = ctx.runtime.arena
+    category = body.category.value if body.category else None
+    battle: BattleRecord = await ctx.call(arena.start, _asker(ctx, body.user), body.prompt, category)
+
+    def both() -> dict[str, Any]:
+        sides: dict[str, Any] = {side: {"text": ""} for side in ("a", "b")}
+        for item in arena.run(battle, body.prompt):
+            if isinstance(item, Piece):
+                sides[item.side]["text"] += item.text
+            elif isinstance(item, SideDone):
+                sides[item.side].update(status=item.status, note=item.note, output_tokens=item.output_tokens,
+                                        ttft_ms=item.ttft_ms, total_ms=item.total_ms)
+        return sides
+
+    sides = await ctx.call(both)
+    done = await ctx.call(arena.get, battle.id)
+    return BattleOut(id=done.id, category=done.category, status=done.status, a=SideOut(**sides["a"]),
+                     b=SideOut(**sides["b"]))
+
+
+@arena_api.post("/api/arena/battles/{battle}/votes", status_code=201)
+async def vote_battle(ctx: User, battle: Annotated[int, Path(ge=1, le=2**53)], body: VoteIn) -> VoteOut:
+    """Vote on a ready battle (one vote per person, a daily cap) and learn which models answered."""
+    voted = await ctx.call(ctx.runtime.arena.vote, battle, _asker(ctx, body.user), body.outcome)
+    b = voted.battle
+    return VoteOut(battle=b.id, outcome=voted.outcome, a=ContenderOut(model=b.a.model, name=b.a.label),
+                   b=ContenderOut(model=b.b.model, name=b.b.label), votes_left_today=voted.left_today)
+
+
+@arena_api.get("/api/arena/leaderboard")
+async def arena_leaderboard(ctx: Viewer, category: Category | None = None) -> LeaderboardOut:
+    """Bradley-Terry strengths with 95% bootstrap intervals, ranks by interval overlap, battles and win shares."""
+    board = await ctx.call(ctx.runtime.arena.leaderboard, category.value if category else None)
+    return LeaderboardOut(category=board.category, votes=board.votes, rounds=board.rounds, standings=[
+        StandingOut(rank=s.rank, model=s.model, name=s.label, strength=s.strength, low=s.low, high=s.high,
+                    battles=s.battles, wins=s.wins, ties=s.ties, win_fraction=s.win_fraction, both_bad=s.both_bad)
+        for s in board.standings])
+
+
 def create_app(runtime: Runtime, *, slack: Any = None) -> FastAPI:
     """Build the API over one runtime (with Slack's events route, served by `slack` or one built from settings)."""
     app = FastAPI(
@@ -1340,7 +1474,8 @@ def create_app(runtime: Runtime, *, slack: Any = None) -> FastAPI:
                       {"name": "system", "description": "Health."}],
     )
     app.state.runtime = runtime
-    for router in (system, marketplace, jobs, analytics, training_datasets, training_jobs, optimization):
+    for router in (system, marketplace, jobs, analytics, training_datasets, training_jobs, optimization,
+                   arena_api):  # arena
         app.include_router(router)
     _slack_route(app, runtime, slack)
     # Starlette answers ModelBayError in the routing layer; Exception only in its outermost middleware.
