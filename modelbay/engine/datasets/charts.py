@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import io
-
+from modelbay.engine.analytics import figures
 from modelbay.engine.datasets.histogram import Histogram
 
 __all__ = ["BAR_WIDTH", "bars", "png"]
@@ -37,13 +36,9 @@ def bars(h: Histogram, width: int = BAR_WIDTH) -> str:
 
 def png(h: Histogram, title: str) -> bytes:
     """The histogram as a PNG chart (bars per bin, a dashed line at max_length), about 800x400 pixels."""
-    # The object API with the Agg canvas: no pyplot state, no display, safe on any thread.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # extra: ml
-    from matplotlib.figure import Figure  # extra: ml
-    from matplotlib.ticker import MaxNLocator  # extra: ml
+    from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(8, 4), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = figures.figure(8, 4)
     axes = figure.add_subplot()
     widths = [hi - lo for lo, hi in zip(h.edges, h.edges[1:])]
     axes.bar(h.edges[:-1], h.counts, width=widths, align="edge", color="#4C72B0", edgecolor="white")
@@ -55,7 +50,4 @@ def png(h: Histogram, title: str) -> bytes:
     axes.set_title(title)
     axes.set_xlabel(f"{h.unit} per row")
     axes.set_ylabel("rows")
-    figure.tight_layout()
-    out = io.BytesIO()
-    figure.savefig(out, format="png")
-    return out.getvalue()
+    return figures.png(figure)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from modelbay.engine.analytics import figures
 from modelbay.engine.optimization.measure import Measurement
 
 __all__ = ["ChartRow", "figure_text", "kl_text", "percent_text", "significant", "variants_png", "variants_text"]
@@ -106,12 +106,7 @@ def variants_png(rows: list[ChartRow], title: str = "Variants against their pare
     """
     if not rows:
         raise ValueError("no models to draw")
-    # The object API with the Agg canvas: no pyplot state, no display, safe on any thread.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # extra: ml
-    from matplotlib.figure import Figure  # extra: ml
-
-    figure = Figure(figsize=(10, 4.2), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = figures.figure(10, 4.2)
     scatter, bars = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     for row in rows:
         size_mb = row.size_bytes / 1e6
@@ -138,10 +133,7 @@ def variants_png(rows: list[ChartRow], title: str = "Variants against their pare
     bars.set_title("speed on this machine")
     bars.margins(x=0.2)
     figure.suptitle(title)
-    figure.tight_layout()
-    out = io.BytesIO()
-    figure.savefig(out, format="png")
-    return out.getvalue()
+    return figures.png(figure)
 
 
 def variants_text(rows: list[ChartRow]) -> str:

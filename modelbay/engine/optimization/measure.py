@@ -357,7 +357,7 @@ class _Onnx:
     """An ONNX folder loaded for measuring (onnxmodel.OnnxCausalLM, CPU)."""
 
     def __init__(self, folder: Path, device: str, threads: int) -> None:
-        import numpy  # noqa: F401 - imported before the clock starts  # extra: ml
+        import numpy  # noqa: F401 - imported before the clock starts
         import onnxruntime  # noqa: F401  # extra: ml
 
         self.threads = threads
@@ -373,7 +373,7 @@ class _Onnx:
         self.model = self.loader(folder, threads=self.threads)
 
     def logits(self, ids: list[int]) -> Any:
-        import numpy as np  # extra: ml
+        import numpy as np
 
         return np.asarray(self.model.logits(np.array([ids], dtype=np.int64))[0], dtype=np.float32)
 
@@ -385,7 +385,7 @@ class _Onnx:
 
 
 def _log_softmax(logits: Any) -> Any:
-    import numpy as np  # extra: ml
+    import numpy as np
 
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
@@ -417,7 +417,7 @@ def _speed(runners: Sequence[Any], prompt: list[int], rounds: int,
 
 
 def _child(request: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np  # extra: ml
+    import numpy as np
 
     folder = Path(request["folder"])
     windows: list[list[int]] = request["windows"]
@@ -501,7 +501,7 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
 def _saved_array(scored: int, vocab: int, cap: int) -> Any:
     """Room for the log-probs to save: float32 when all scored tokens fit in `cap` bytes, else float16 for as many
     of the first as fit (at least one)."""
-    import numpy as np  # extra: ml
+    import numpy as np
 
     if scored * vocab * 4 <= cap:
         return np.empty((scored, vocab), dtype=np.float32)
@@ -509,7 +509,7 @@ def _saved_array(scored: int, vocab: int, cap: int) -> Any:
 
 
 def _kl_stats(kl_parts: list[Any], top_parts: list[Any], diff: Any) -> KlStats:
-    import numpy as np  # extra: ml
+    import numpy as np
 
     kl = np.concatenate(kl_parts)
     top = np.concatenate(top_parts).astype(np.float64)

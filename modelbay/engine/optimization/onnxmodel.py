@@ -29,7 +29,7 @@ class OnnxCausalLM:
     """
 
     def __init__(self, folder: Path, *, threads: int | None = None, file: str | None = None) -> None:
-        import numpy as np  # extra: ml
+        import numpy as np
         import onnxruntime as ort  # extra: ml
 
         self.folder = Path(folder)
@@ -109,7 +109,7 @@ class OnnxCausalLM:
 def sample(logits: Any, temperature: float, top_p: float, rng: Any) -> int:
     """One token id from a (vocab,) logits row: argmax at temperature 0, else softmax(logits / temperature) cut to
     the smallest set of tokens whose probability reaches top_p (nucleus sampling, Holtzman et al. 2019)."""
-    import numpy as np  # extra: ml
+    import numpy as np
 
     if temperature <= 0:
         return int(np.argmax(logits))

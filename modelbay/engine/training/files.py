@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelbay.engine.analytics import figures
+
 __all__ = ["RunFiles", "draw_chart", "last_checkpoint", "read_jsonl", "trim_steps", "write_jsonl"]
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -172,7 +174,7 @@ def draw_chart(steps: list[dict[str, Any]], path: Path, title: str, *, before: f
     """Draw training loss (and held-out loss, from the base model's `before` at step 0) by step as a PNG at `path`;
     None when no step has a loss.
 
-    Uses matplotlib's Agg backend (no display), through the object API so no global figure state is touched.
+    Drawn on `engine.analytics.figures` (matplotlib's Agg canvas: no display, no global figure state).
     """
     train = [(row["step"], row["loss"]) for row in steps if row.get("loss") is not None]
     evals = [(row["step"], row["eval_loss"]) for row in steps if row.get("eval_loss") is not None]
@@ -180,11 +182,7 @@ def draw_chart(steps: list[dict[str, Any]], path: Path, title: str, *, before: f
         evals.insert(0, (0, before))
     if not train and not evals:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # extra: ml
-    from matplotlib.figure import Figure  # extra: ml
-
-    figure = Figure(figsize=(6.4, 3.6), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = figures.figure(6.4, 3.6)
     axes = figure.add_subplot()
     if train:
         axes.plot([s for s, _ in train], [v for _, v in train], label="training loss", linewidth=1.2)
@@ -195,9 +193,8 @@ def draw_chart(steps: list[dict[str, Any]], path: Path, title: str, *, before: f
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp.png")
-    figure.savefig(temporary, format="png")
+    temporary.write_bytes(figures.png(figure))
     os.replace(temporary, path)
     return path

@@ -269,7 +269,7 @@ class _Calibration:
         self._shape = shape
 
     def get_next(self) -> dict[str, Any] | None:
-        import numpy as np  # extra: ml
+        import numpy as np
 
         window = next(self._windows, None)
         if window is None:
@@ -284,7 +284,7 @@ class _Calibration:
 
 def _check_ids(vocab: int) -> list[list[int]]:
     """Two rows of fixed pseudo-random token ids, sum(_CHECK_TOKENS) long, the same for every export."""
-    import numpy as np  # extra: ml
+    import numpy as np
 
     return np.random.default_rng(15).integers(0, vocab, size=(2, sum(_CHECK_TOKENS))).tolist()
 
@@ -292,7 +292,7 @@ def _check_ids(vocab: int) -> list[list[int]]:
 def _check(out: Path, graph: str, ids: list[list[int]], reference: Any, shape: dict[str, int], name: str) \
         -> dict[str, float]:
     """Compare a graph's logits through its cache with torch's; raise OptimizationFailed past the tolerance."""
-    import numpy as np  # extra: ml
+    import numpy as np
 
     from modelbay.engine.optimization.onnxmodel import OnnxCausalLM
 
