@@ -35,6 +35,8 @@ from modelbay.bot.progress import watch
 from modelbay.config import Settings
 from modelbay.engine import hardware as hw
 from modelbay.engine.analytics.analytics import PERIODS, parse_period
+from modelbay.engine.analytics import charts as analytics_charts
+from modelbay.engine.analytics import compare as analytics_compare
 from modelbay.engine.analytics.events import TrackedEvent, csv_lines, export_events, jsonl_lines, track
 from modelbay.engine.analytics.telemetry import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelbay.engine.datasets.formats import FORMATS, parse_columns
@@ -633,6 +635,107 @@ async def model_metrics(ctx: Viewer, model_id: ModelId, period: Literal[PERIODS]
     low, high = m.satisfaction_interval or (None, None)
     return MetricsOut.model_validate(_With(m, model=record.name, period=period, satisfaction_low=low,
                                            satisfaction_high=high))
+
+
+# -- compare and charts: models side by side, and the analytics charts as PNG (or their text alternative) -------
+
+class StrengthOut(BaseModel):
+    """A model's arena strength (Bradley-Terry, LMSYS scale) with its 95% bootstrap interval."""
+
+    strength: float
+    low: float
+    high: float
+    battles: int | None
+
+
+class CompareModelOut(BaseModel):
+    """One model of a comparison: its answers over the period and its arena strength."""
+
+    model: str
+    name: str = Field(description="Display name.")
+    requests: int
+    failures: int
+    p50_ms: float | None
+    p95_ms: float | None
+    mean_ttft_ms: float | None
+    tokens_per_s: float | None
+    ups: int
+    downs: int
+    satisfaction: float | None
+    satisfaction_low: float | None = Field(description="Wilson 95% interval, lower end.")
+    satisfaction_high: float | None = Field(description="Wilson 95% interval, upper end.")
+    arena: StrengthOut | None = Field(description="Null without arena votes for it.")
+
+
+class CompareOut(BaseModel):
+    """Models side by side over a period, in the order asked."""
+
+    period: str
+    models: list[CompareModelOut]
+
+
+Period = Literal[PERIODS]  # type: ignore[valid-type]
+ModelNames = Annotated[list[Text], Query(max_length=20, description="Model names (repeat, or comma-separated).")]
+_CHART = re.compile(rf"({'|'.join(analytics_charts.CHARTS)})\.(png|txt)")
+
+
+def _names(models: list[str]) -> list[str]:
+    return list(dict.fromkeys(n for m in models for n in m.replace(",", " ").split() if n))[:20]
+
+
+@analytics.get("/api/analytics/compare")
+async def compare_models(ctx: Viewer, models: ModelNames, period: Period = "7d") -> CompareOut:
+    """Requests, p50/p95 response time, first-token time, tokens/s, 👍 share and arena strength of models."""
+    runtime = ctx.runtime
+    columns = await ctx.call(analytics_compare.compare, runtime.db, runtime.registry, runtime.analytics,
+                             _names(models), parse_period(period), getattr(runtime, "arena", None))
+    out = []
+    for c in columns:
+        m = c.metrics
+        low, high = m.satisfaction_interval or (None, None)
+        out.append(CompareModelOut(
+            model=c.name, name=c.display_name, requests=m.requests, failures=m.failures, p50_ms=m.p50_ms,
+            p95_ms=m.p95_ms, mean_ttft_ms=m.mean_ttft_ms, tokens_per_s=m.tokens_per_s, ups=m.ups, downs=m.downs,
+            satisfaction=m.satisfaction, satisfaction_low=low, satisfaction_high=high,
+            arena=StrengthOut(**vars(c.strength)) if c.strength else None))
+    return CompareOut(period=period, models=out)
+
+
+@analytics.get("/api/analytics/charts/{chart}", response_class=Response,
+               responses={200: {"content": {"image/png": {}, "text/plain": {}},
+                                "description": "The chart as PNG (`.png`) or its text alternative (`.txt`)."}})
+async def analytics_chart(
+    ctx: Viewer,
+    chart: Annotated[str, Path(description=f"One of {', '.join(analytics_charts.CHARTS)}, then .png or .txt.")],
+    models: Annotated[list[Text] | None, Query(max_length=20, description="Model names (the dashboard: the "
+                                                                          "installed ones when left out).")] = None,
+    period: Period = "24h",
+) -> Response:
+    """Response time over time (p50/p95), satisfaction over time (👍 share with its interval), or the dashboard."""
+    match = _CHART.fullmatch(chart)
+    if match is None:
+        raise HTTPException(404, f"No chart `{shown(chart)}`: ask for one of "
+                                 f"{', '.join(n + '.png' for n in analytics_charts.CHARTS)} (or .txt for its text).")
+    name, kind = match.groups()
+    runtime, since = ctx.runtime, parse_period(period)
+    if models:
+        columns = await ctx.call(analytics_compare.compare, runtime.db, runtime.registry, runtime.analytics,
+                                 _names(models), since)
+    elif name == "dashboard":
+        columns, _ = await ctx.call(analytics_compare.dashboard, runtime.db, runtime.registry, runtime.analytics,
+                                    since)
+    else:
+        raise HTTPException(422, f"Name the models of the {name} chart: `?models=<model>&models=<model>`.")
+    named = {c.name: c.series for c in columns}
+    draw, text = {
+        "response-time": (analytics_charts.latency_png, analytics_charts.latency_text),
+        "satisfaction": (analytics_charts.satisfaction_png, analytics_charts.satisfaction_text),
+    }.get(name, (None, None))
+    if kind == "txt":
+        body = text(named) if text else analytics_charts.dashboard_text(columns)
+        return Response(body or "No models.", media_type="text/plain; charset=utf-8")
+    data = await ctx.call(draw, named) if draw else await ctx.call(analytics_charts.dashboard_png, columns)
+    return Response(data, media_type="image/png")
 
 
 # -- telemetry: /metrics, the events export and trackEvent ------------------------------------------------

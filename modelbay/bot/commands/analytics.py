@@ -1,12 +1,15 @@
-"""/analytics model: requests, response times, speed and satisfaction of a model over a period."""
+"""/analytics model, compare and dashboard: requests, response times, speed and satisfaction of models over a
+period, side by side and as charts (PNG attachments, each with its text alternative in the same reply)."""
 
 from __future__ import annotations
 
 from modelbay.bot.context import Context
-from modelbay.bot.reply import Field, Reply
+from modelbay.bot.reply import Attachment, Button, Field, Reply, Table
 from modelbay.bot.commands._args import MODEL, PERIOD
-from modelbay.bot.spec import command
-from modelbay.engine.analytics.analytics import Metrics, parse_period
+from modelbay.bot.spec import Arg, command
+from modelbay.engine.analytics import charts
+from modelbay.engine.analytics.analytics import PERIODS, Metrics, parse_period
+from modelbay.engine.analytics.compare import Column, Strength, compare, dashboard
 
 
 def _ms(value: float | None) -> str:
@@ -46,3 +49,120 @@ async def model_metrics(ctx: Context, model: str, period: str) -> Reply:
     ]
     return Reply(title=f"{record.display_name} · {span}", fields=fields,
                  footer="Percentiles from 5%-wide response-time buckets; people who opted out are not counted.")
+
+
+# -- compare and dashboard ---------------------------------------------------------------------------------------
+
+def _span(period: str) -> str:
+    return "all time" if period == "all" else f"last {period}"
+
+
+def _share_cell(m: Metrics) -> str:
+    if not m.ratings:
+        return "no ratings"
+    low, high = m.satisfaction_interval or (0.0, 1.0)
+    return f"{m.satisfaction:.0%} of {m.ratings} ({low:.0%}–{high:.0%})"
+
+
+def _strength_cell(strength: Strength | None, arena: bool) -> str:
+    if strength is None:
+        return "no battles" if arena else "-"
+    return f"{strength.strength:.0f} ({strength.low:.0f}–{strength.high:.0f})"
+
+
+def _arena(ctx: Context) -> object | None:
+    # Integration point with the arena (engine/experiments/arena.py): `runtime.arena.leaderboard(category=None)`.
+    # A runtime without one (a build without the arena) shows no strengths instead of failing.
+    return getattr(ctx.runtime, "arena", None)
+
+
+def compare_table(columns: list[Column], *, arena: bool) -> Table:
+    """The compared models as columns, one figure per row."""
+    rows = [
+        ["Requests"] + [f"{c.metrics.requests:,}" + (f" ({c.metrics.failures:,} failed)" if c.metrics.failures
+                                                      else "") for c in columns],
+        ["Response p50"] + [_ms(c.metrics.p50_ms) for c in columns],
+        ["Response p95"] + [_ms(c.metrics.p95_ms) for c in columns],
+        ["First token (mean)"] + [_ms(c.metrics.mean_ttft_ms) for c in columns],
+        ["Tokens/s"] + [f"{c.metrics.tokens_per_s:.1f}" if c.metrics.tokens_per_s else "-" for c in columns],
+        ["👍 share (95% CI)"] + [_share_cell(c.metrics) for c in columns],
+        ["Arena strength (95% CI)"] + [_strength_cell(c.strength, arena) for c in columns],
+    ]
+    return Table(["", *(c.name for c in columns)], rows)
+
+
+def chart_attachments(columns: list[Column], stem: str) -> tuple[list[Attachment], str]:
+    """The response-time and satisfaction charts of these models as PNG attachments, and their text."""
+    named = {c.name: c.series for c in columns}
+    attachments = [Attachment(f"{stem}-response-time.png", charts.latency_png(named), "image/png")]
+    text = ["**Response time, as text:**", charts.latency_text(named)]
+    if any(c.metrics.ratings for c in columns):
+        attachments.append(Attachment(f"{stem}-satisfaction.png", charts.satisfaction_png(named), "image/png"))
+        text += ["**Satisfaction, as text:**", charts.satisfaction_text(named)]
+    return attachments, "\n".join(text)
+
+
+def _split_period(words: list[str]) -> tuple[list[str], str]:
+    """Model names and the period: a last word that is a period (`24h`, `7d`, ...) is the period, else a week."""
+    if len(words) > 1 and words[-1].lower() in PERIODS:
+        return words[:-1], words[-1].lower()
+    return words, "7d"
+
+
+@command(
+    "analytics", "compare",
+    help="Compare models side by side: requests, p50/p95, first token, tokens/s, 👍 share, arena strength, charts.",
+    args=(Arg("models", f"Two or more model names, then a period ({', '.join(PERIODS)}; a week unless given).",
+              required=True, rest=True, max_length=1000),),
+    slow=True,
+)
+async def compare_models(ctx: Context, models: str) -> Reply:
+    """Lay the models' figures side by side from the rollups, with response-time and satisfaction charts."""
+    names, period = _split_period([w for w in models.replace(",", " ").split() if w])
+    names = list(dict.fromkeys(names))
+    arena = _arena(ctx)
+    columns = await ctx.call(compare, ctx.runtime.db, ctx.runtime.registry, ctx.runtime.analytics, names,
+                             parse_period(period), arena)
+    title = f"{' vs '.join(c.display_name for c in columns)} · {_span(period)}"
+    if not any(c.metrics.requests or c.metrics.ratings for c in columns):
+        return Reply(title=title, table=compare_table(columns, arena=arena is not None),
+                     text="No answers recorded for these models in this period. "
+                          f"`/chat {columns[0].name}` to try one, or a longer period (e.g. 30d).")
+    attachments, text = await ctx.call(chart_attachments, columns, "compare")
+    return Reply(title=title, table=compare_table(columns, arena=arena is not None), text=text,
+                 attachments=attachments, buttons=[Button(f"Chat with {c.name}", f"/chat {c.name}")
+                                                   for c in columns[:3]],
+                 footer="Percentiles from 5%-wide response-time buckets; 👍 intervals are Wilson 95%; arena "
+                        "strength is Bradley-Terry with a 95% bootstrap interval. Times in UTC.")
+
+
+def dashboard_reply(columns: list[Column], installed: int, period: str, png: bytes | None) -> Reply:
+    """The dashboard card: one line per model with its figures, the chart, and its text."""
+    title = f"ModelBay dashboard · {_span(period)}"
+    if not columns:
+        return Reply(title=title, text="No model is installed yet. An admin installs one with "
+                                       "`/models install <model>`; `/models search <words>` finds them.")
+    more = installed - len(columns)
+    table = Table(["Model", "Requests", "p50", "p95", "👍 share (95% CI)"],
+                  [[c.name, f"{c.metrics.requests:,}", _ms(c.metrics.p50_ms), _ms(c.metrics.p95_ms),
+                    _share_cell(c.metrics)] for c in columns])
+    text = ["**Chart, as text:**", charts.dashboard_text(columns)]
+    if more > 0:
+        text.append(f"{more} more installed model{'s' if more != 1 else ''} not shown (fewest answers).")
+    return Reply(title=title, table=table, text="\n".join(text),
+                 attachments=[Attachment("dashboard.png", png, "image/png")] if png else [],
+                 footer="`/analytics compare <model> <model>` for one comparison; `/analytics model <model>` for one.")
+
+
+@command(
+    "analytics", "dashboard",
+    help="The team's installed models with their requests, p95 and 👍 share, and a chart.",
+    args=(Arg("period", "How far back.", choices=PERIODS, default="24h"),),
+    slow=True,
+)
+async def show_dashboard(ctx: Context, period: str) -> Reply:
+    """One card: the installed models (most answers first) with figures over the period and the dashboard chart."""
+    columns, installed = await ctx.call(dashboard, ctx.runtime.db, ctx.runtime.registry, ctx.runtime.analytics,
+                                        parse_period(period))
+    png = await ctx.call(charts.dashboard_png, columns, f"Models · {_span(period)}") if columns else None
+    return dashboard_reply(columns, installed, period, png)
