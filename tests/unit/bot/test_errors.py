@@ -99,6 +99,14 @@ SAMPLES: list[E.ModelBayError] = [
     E.SchemaOutdated(None, "0007"),
     E.ModelStoreUnusable(Path("/models"), "permission denied"),
     E.UnknownJobKind("model.prune"),
+    # arena
+    E.BattleNotFound(12),
+    E.ArenaNeedsModels(0),
+    E.ArenaNeedsModels(1),
+    E.BattleNotReady(12, "answering"),
+    E.BattleNotReady(12, "failed"),
+    E.AlreadyVoted(12),
+    E.VoteCapReached(100),
 ]
 
 
