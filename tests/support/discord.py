@@ -35,7 +35,7 @@ from tests.conftest import wait_for
 from tests.support.aioserver import ThreadedServer
 from tests.support.commands import COMMANDS_HERE
 
-__all__ = ["APP_ID", "BOT_TOKEN", "CHANNEL", "GUILD", "Bot", "Call", "DiscordStandIn", "option", "user"]
+__all__ = ["APP_ID", "BOT_TOKEN", "CHANNEL", "GUILD", "Attached", "Bot", "Call", "DiscordStandIn", "option", "user"]
 
 BOT_TOKEN = "test.discord.bot-token"
 APP_ID = "100000000000000001"
@@ -174,6 +174,15 @@ def form_errors(body: dict[str, Any], before: dict[str, Any] | None = None) -> d
     return errors
 
 
+@dataclass(frozen=True)
+class Attached:
+    """A file attached to a message sent to the stand-in."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
 class DiscordStandIn(ThreadedServer):
     """Discord's HTTP API, gateway and CDN, served from a thread with its own event loop."""
 
@@ -183,6 +192,7 @@ class DiscordStandIn(ThreadedServer):
         super().__init__()
         self.calls: list[Call] = []
         self.cdn: dict[str, bytes] = {}
+        self.attachments: list[Attached] = []  # every file attached to a message, in order
         self.messages: dict[str, dict[str, Any]] = {}  # message id -> the message as Discord would return it
         self._originals: dict[str, str] = {}  # interaction token -> the id of its response message
         self._ids = itertools.count(500000000000000001)
@@ -341,7 +351,11 @@ class DiscordStandIn(ThreadedServer):
         if request.content_type.startswith("multipart/"):
             form = await request.post()
             body = json.loads(str(form.get("payload_json") or "{}"))
-            body["_files"] = [getattr(v, "filename", "") for k, v in form.items() if k.startswith("files")]
+            files = [v for k, v in form.items() if k.startswith("files")]
+            body["_files"] = [getattr(v, "filename", "") for v in files]
+            with self._lock:  # what was attached, as Discord stores it (name, content type, bytes)
+                self.attachments += [Attached(v.filename, v.content_type, v.file.read()) for v in files
+                                     if hasattr(v, "file")]
             return body
         return {}
 

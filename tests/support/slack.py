@@ -10,6 +10,14 @@ characters of markdown a call, and refuses appends once stopped (`message_not_in
 `refuse_streaming` to an error code ("unknown_method", "not_allowed") refuses chat.startStream, as a workspace
 without the feature does. Blocks are checked against the limits of the markdown block (12,000 characters, and
 12,000 for all markdown blocks of a message) and of feedback buttons (`invalid_blocks`).
+
+Uploads follow files_upload_v2's three steps (files.getUploadURLExternal, the POST of the bytes, and
+files.completeUploadExternal); the file is then hosted (`hosted`) with an id as Slack shapes them (`F` and 10 or more
+capitals and digits). As on Slack, a file is processed after it is completed: files.info answers an empty `mimetype`
+until then (`processing_checks` files.info calls, 0 by default). Image blocks in messages and views are checked as
+Slack documents them: `alt_text` (1 to 2,000 characters), either `image_url` or `slack_file`, and a `slack_file` with
+either an `id` or a `url` (`url_private` or `permalink`) of a hosted, processed PNG, JPEG or GIF; anything else is
+`invalid_blocks`. Views hold at most 100 blocks, messages 50.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
@@ -40,6 +49,7 @@ SIGNING_SECRET = "test-signing-secret"
 BOT_USER = "UMODELBAY"
 RESET = 0  # a status for `SlackStandIn.fail`: the connection is closed with no answer, as a reset or a crash does
 MARKDOWN_CHARS = 12000  # a markdown block's text, all markdown blocks of a message, and a stream call's markdown
+VIEW_BLOCKS = 100  # blocks a modal or Home tab holds
 STREAMED_CHARS = 12000  # the markdown one streamed message holds in all (read as a markdown block's limit)
 
 
@@ -92,12 +102,15 @@ class SlackStandIn(ThreadedServer):
         self.usergroups: list[dict[str, Any]] = []
         self.files: dict[str, bytes] = {}
         self.uploads: dict[str, bytes] = {}
+        self.hosted: dict[str, dict[str, Any]] = {}  # file id -> the file object files.info answers (and "data")
+        self.processing_checks = 0  # files.info calls that find a completed upload still being processed
         self.refuse_streaming: str | None = None  # an error code chat.startStream answers with
         self.streams: dict[str, dict[str, Any]] = {}  # ts -> {"thread", "channel", "text", "state", "blocks"}
         self.deleted: set[str] = set()
         self._faults: dict[str, list[tuple[int, dict[str, str]] | None]] = {}  # None: answer that call normally
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
+        self._pending: dict[str, str] = {}  # file id -> filename, between getUploadURLExternal and completion
 
     def routes(self, app: web.Application) -> None:
         """The Web API, response URLs, uploads, file downloads and the Socket Mode websocket."""
@@ -221,9 +234,17 @@ class SlackStandIn(ThreadedServer):
     def _refusal(self, method: str, args: dict[str, Any]) -> str | None:
         """The error Slack would answer this call with, or None."""
         if method in ("chat.postMessage", "chat.update", "chat.stopStream") and args.get("blocks"):
-            error = _blocks_error(args["blocks"])
+            error = _blocks_error(args["blocks"]) or self._images_error(args["blocks"])
             if error:
                 return error
+        if method in ("views.publish", "views.open", "views.update", "views.push"):
+            view = args.get("view")
+            view = json.loads(view) if isinstance(view, str) else view or {}
+            blocks = view.get("blocks") or []
+            if len(blocks) > VIEW_BLOCKS or self._images_error(blocks):
+                return "invalid_blocks"
+        if method == "files.info" and str(args.get("file")) not in self.hosted:
+            return "file_not_found"
         if method not in ("chat.startStream", "chat.appendStream", "chat.stopStream"):
             return None
         texts = [args["markdown_text"]] if args.get("markdown_text") else []
@@ -288,15 +309,69 @@ class SlackStandIn(ThreadedServer):
         if method == "usergroups.list":
             return {"usergroups": self.usergroups}
         if method == "files.getUploadURLExternal":
-            file_id = f"F{next(self._ts)}"
+            file_id = f"F{next(self._ts):010d}"
+            with self._lock:
+                self._pending[file_id] = str(args.get("filename", ""))
             return {"upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
         if method == "files.completeUploadExternal":
             files = args.get("files")
             files = json.loads(files) if isinstance(files, str) else files or []
+            for f in files:
+                self._host(f["id"], f.get("title", ""), args.get("channel_id") or args.get("channels"))
             return {"files": [{"id": f["id"], "title": f.get("title", "")} for f in files]}
+        if method == "files.info":
+            with self._lock:
+                hosted = self.hosted[str(args["file"])]
+                if hosted["_checks_left"] > 0:
+                    hosted["_checks_left"] -= 1
+                    return {"file": {**_public(hosted), "mimetype": "", "filetype": "", "pretty_type": ""}}
+                hosted["_processed"] = True
+                return {"file": _public(hosted)}
         if method == "apps.connections.open":
             return {"url": self.base.replace("http://", "ws://") + "/socket"}
         return {}
+
+    def _host(self, file_id: str, title: str, channel: str | None) -> None:
+        """Host a completed upload, as files.info will answer it once processed."""
+        with self._lock:
+            name = self._pending.pop(file_id, "")
+            data = self.uploads.get(file_id, b"")
+            kind = next((k for magic, k in _IMAGE_KINDS if data.startswith(magic)), None)
+            self.hosted[file_id] = {
+                "id": file_id, "name": name, "title": title, "size": len(data), "user": BOT_USER,
+                "mimetype": f"image/{kind}" if kind else "application/octet-stream", "filetype": kind or "binary",
+                "url_private": f"{self.base}/files-pri/T1-{file_id}/{name}",
+                "permalink": f"{self.base}/files/{BOT_USER}/{file_id}/{name}",
+                "channels": [channel] if channel else [], "is_public": bool(channel), "data": data,
+                "_checks_left": self.processing_checks, "_processed": self.processing_checks == 0,
+            }
+
+    def _images_error(self, blocks: list[dict[str, Any]]) -> str | None:
+        """invalid_blocks for an image block Slack would refuse (see the module docstring), else None."""
+        for block in blocks:
+            if block.get("type") != "image":
+                continue
+            alt = block.get("alt_text")
+            if not isinstance(alt, str) or not 0 < len(alt) <= 2000:
+                return "invalid_blocks"
+            if ("image_url" in block) == ("slack_file" in block):
+                return "invalid_blocks"
+            if "image_url" in block:
+                continue
+            ref = block["slack_file"]
+            if not isinstance(ref, dict) or ("id" in ref) == ("url" in ref):
+                return "invalid_blocks"
+            with self._lock:
+                if "id" in ref:
+                    if not re.fullmatch(r"F[A-Z0-9]{8,}", str(ref["id"])):
+                        return "invalid_blocks"
+                    hosted = self.hosted.get(ref["id"])
+                else:
+                    hosted = next((h for h in self.hosted.values()
+                                   if ref["url"] in (h["url_private"], h["permalink"])), None)
+                if hosted is None or not hosted["_processed"] or hosted["filetype"] not in ("png", "jpeg", "gif"):
+                    return "invalid_blocks"  # Slack: "invalid slack file"
+        return None
 
     async def _respond(self, request: web.Request) -> web.Response:
         self._record("response_url", await self._args(request), dict(request.headers))
@@ -326,6 +401,14 @@ class SlackStandIn(ThreadedServer):
             if message.type == WSMsgType.TEXT:
                 self._record("socket_ack", json.loads(message.data), {})
         return ws
+
+
+_IMAGE_KINDS = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF8", "gif"))
+
+
+def _public(hosted: dict[str, Any]) -> dict[str, Any]:
+    """A hosted file as files.info shows it (without its bytes and the stand-in's own state)."""
+    return {k: v for k, v in hosted.items() if k != "data" and not k.startswith("_")}
 
 
 def _blocks_error(blocks: list[dict[str, Any]]) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import re
@@ -45,11 +46,14 @@ from modelbay.bot.conversation import relay
 from modelbay.bot.deliveries import first_delivery
 from modelbay.bot.dispatcher import Dispatcher, Invocation
 from modelbay.bot.errors import render_error
-from modelbay.bot.live import LiveMessage
+from modelbay.bot.live import LiveMessage, RateLimited
 from modelbay.bot.progress import follow, following
 from modelbay.bot.reply import FORMS, Attachment, Button, Reply
 from modelbay.bot.stream import StreamedAnswer, with_cursor
 from modelbay.bot.text import Part, split_parts
+from modelbay.engine.analytics import charts
+from modelbay.engine.analytics.analytics import parse_period
+from modelbay.engine.analytics.compare import Column, dashboard
 from modelbay.engine.chat.records import Place
 from modelbay.engine.datasets.records import DatasetRecord
 from modelbay.engine.catalog.discovery import SearchHit
@@ -62,6 +66,8 @@ log = logging.getLogger(__name__)
 GROUPS_FRESH_FOR = 300.0  # seconds a user-group membership list is trusted
 SEED_KEEP = 3600  # seconds a message waits in Redis for its "Ask a model" modal to be submitted
 _CHUNK = 1 << 16
+HOME_CHART_CHECKS = (0.2, 0.5, 1.0, 2.0)  # seconds between files.info calls while Slack processes the Home chart
+HOME_CHARTS_KEPT = 16  # distinct Home tab charts remembered, so an unchanged chart is not uploaded again
 STREAMING_RECHECK = 600.0  # seconds answers stay on chat.update after the app was refused the streaming methods
 # Refusals of the streaming methods that concern the app or workspace, not one answer or channel.
 _APP_REFUSALS = frozenset({"unknown_method", "not_allowed", "missing_scope", "not_allowed_token_type", "no_permission",
@@ -115,6 +121,7 @@ class SlackAdapter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stream_limits = StreamLimits()
         self._streaming_off_until = 0.0
+        self._home_charts: dict[str, str] = {}  # Home tab charts uploaded: Slack file id -> the PNG's sha256
         self._register()
 
     # -- listeners ------------------------------------------------------------------------------------------
@@ -436,8 +443,60 @@ class SlackAdapter:
         requester = None if ctx.has_role("admin") else actor.key
         jobs = await ctx.call(runtime.jobs.list, requester=requester, active=True, limit=10)
         chats = await ctx.call(runtime.chats.recent, actor.key, 10)
-        await self.outbox.call("views_publish", user_id=event["user"],
-                               view=views.home_view(installed=installed, jobs=jobs, chats=chats, role=ctx.role))
+        figures, _ = await ctx.call(dashboard, runtime.db, runtime.registry, runtime.analytics,
+                                    parse_period("24h"), views.HOME_FIGURES)
+        chart = await self._home_chart(figures)
+        view = views.home_view(installed=installed, jobs=jobs, chats=chats, role=ctx.role, figures=figures,
+                               chart=chart)
+        try:
+            await self.outbox.call("views_publish", user_id=event["user"], view=view)
+        except SlackApiError as exc:
+            if chart is None or exc.response.get("error") != "invalid_blocks":
+                raise
+            # Slack refuses an image block whose file it cannot show yet (still processing, or gone): the figures
+            # and the chart's text are in the section above it, so publish without the image.
+            log.warning("slack refused the Home tab's chart %s (%s); published without it", chart.file_id,
+                        exc.response.get("errors") or exc.response.get("error"))
+            self._home_charts.pop(chart.file_id, None)
+            view["blocks"] = [b for b in view["blocks"] if b.get("type") != "image"]
+            await self.outbox.call("views_publish", user_id=event["user"], view=view)
+
+    # -- Home tab chart --------------------------------------------------------------------------------------------
+    async def _home_chart(self, figures: list[Column]) -> views.HomeChart | None:
+        """The dashboard chart uploaded to Slack (once per distinct drawing) and processed, for an image block, or
+        None when there is nothing to draw or Slack did not take it.
+
+        An image block can show a Slack file by id (`slack_file`) that the app can see: a file the bot uploaded
+        with files_upload_v2 and shared nowhere qualifies. Slack processes an upload after completing it, and
+        refuses a block naming a file still in processing, so files.info is asked until it reports the file's type.
+        """
+        if not any(c.metrics.requests or c.metrics.ratings for c in figures):
+            return None
+        png = await asyncio.to_thread(charts.dashboard_png, figures, "Models · last 24h")
+        text = charts.dashboard_text(figures)
+        digest = hashlib.sha256(png).hexdigest()
+        cached = next((file_id for file_id, seen in self._home_charts.items() if seen == digest), None)
+        if cached is not None:
+            return views.HomeChart(cached, text)
+        try:
+            uploaded = await self.outbox.call("files_upload_v2", content=png, filename="modelbay-dashboard.png",
+                                              title="ModelBay · last 24 hours")
+            file_id = str(uploaded["file"]["id"])
+            for wait in HOME_CHART_CHECKS:
+                info = await self.outbox.call("files_info", file=file_id)
+                if (info.get("file") or {}).get("mimetype"):
+                    break
+                await asyncio.sleep(wait)
+            else:
+                log.warning("slack was still processing the Home tab's chart %s; shown without it", file_id)
+                return None
+        except (SlackApiError, RateLimited, KeyError, TypeError) as exc:
+            log.warning("could not upload the Home tab's chart: %s", exc)
+            return None
+        self._home_charts[file_id] = digest
+        while len(self._home_charts) > HOME_CHARTS_KEPT:
+            self._home_charts.pop(next(iter(self._home_charts)))
+        return views.HomeChart(file_id, text)
 
     # -- files --------------------------------------------------------------------------------------------------
     async def receive_files(self, actor: Actor, where: Where, files: list[dict[str, Any]]) -> None:

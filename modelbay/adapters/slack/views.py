@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from modelbay.adapters.slack.blocks import ACTION_PREFIX, button, context, mrkdwn, section
 from modelbay.bot.commands._args import CATEGORIES
 from modelbay.bot.reply import Ask, Button, Form
+from modelbay.engine.analytics.charts import ms_text
+from modelbay.engine.analytics.compare import Column
 from modelbay.engine.chat.records import SessionRecord
 from modelbay.engine.catalog.discovery import SearchHit
 from modelbay.engine.records import JobRecord, ModelRecord
@@ -16,7 +19,7 @@ from modelbay.engine.units import ago, human_bytes, human_count
 from modelbay.engine.datasets.readers import SUFFIXES
 
 __all__ = [
-    "ASK", "BROWSE", "BROWSE_CATEGORY", "BROWSE_QUERY", "FORM", "UPLOAD", "UPLOAD_FILE",
+    "ASK", "BROWSE", "BROWSE_CATEGORY", "BROWSE_QUERY", "FORM", "UPLOAD", "UPLOAD_FILE", "HomeChart",
     "ask_modal", "browse_modal", "form_modal", "home_view", "upload_modal",
 ]
 
@@ -31,6 +34,7 @@ UPLOAD_FILE = "mb_upload_file"
 OPEN_BROWSE = "mb_open_browse"
 OPEN_UPLOAD = "mb_open_upload"
 VIEW_BLOCKS = 100  # modals and Home tabs hold at most 100 blocks
+HOME_FIGURES = 10  # models the Home tab's last-24-hours section lists
 BROWSE_RESULTS = 20
 
 
@@ -164,9 +168,42 @@ def upload_modal() -> dict[str, Any]:
     return _modal(UPLOAD, "Upload a dataset", blocks, submit="Upload")
 
 
+@dataclass(frozen=True)
+class HomeChart:
+    """The dashboard chart as the Home tab shows it: an uploaded Slack file's id and the chart's text."""
+
+    file_id: str
+    text: str
+
+
+def _figures_line(c: Column) -> str:
+    m = c.metrics
+    if not m.requests and not m.ratings:
+        return f"*{mrkdwn(c.display_name)}* · no answers"
+    low, high = m.satisfaction_interval or (0.0, 1.0)
+    rated = f"👍 {m.satisfaction:.0%} of {m.ratings} ({low:.0%}–{high:.0%})" if m.ratings else "no ratings"
+    return (f"*{mrkdwn(c.display_name)}* · {m.requests:,} answers · p95 {ms_text(m.p95_ms)} · {rated}")
+
+
+def _last_day(figures: Sequence[Column], chart: HomeChart | None) -> list[dict[str, Any]]:
+    """The team's models over the last 24 hours: one line each (the busiest first) and the chart."""
+    if not figures:
+        return []
+    blocks: list[dict[str, Any]] = [{"type": "divider"}, {"type": "header", "text": _plain("Last 24 hours", 150)},
+                                    section("\n".join(_figures_line(c) for c in figures[:HOME_FIGURES]))]
+    if chart is not None:
+        blocks.append({"type": "image", "slack_file": {"id": chart.file_id}, "alt_text": chart.text[:2000] or "chart",
+                       "title": _plain("Response time and satisfaction, last 24 hours", 2000)})
+    blocks.append(context("Times in UTC; 👍 intervals are Wilson 95%. `/modelbay analytics dashboard` posts this "
+                          "card; `/modelbay analytics compare <model> <model>` compares models."))
+    return blocks
+
+
 def home_view(*, installed: Sequence[ModelRecord], jobs: Sequence[JobRecord], chats: Sequence[SessionRecord],
-              role: str) -> dict[str, Any]:
-    """The App Home tab: actions, installed models, running jobs and the person's recent chats."""
+              role: str, figures: Sequence[Column] = (), chart: HomeChart | None = None) -> dict[str, Any]:
+    """The App Home tab: actions, the team's models over the last 24 hours with the dashboard chart (an uploaded
+    file shown by its id, with the chart's text as its alt text), installed models, running jobs and the person's
+    recent chats."""
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": _plain("ModelBay", 150)},
         {"type": "actions", "elements": [
@@ -174,6 +211,7 @@ def home_view(*, installed: Sequence[ModelRecord], jobs: Sequence[JobRecord], ch
             {"type": "button", "action_id": OPEN_UPLOAD, "text": _plain("Upload a dataset")},
         ]},
         context(f"Your role: {role} · `/modelbay help` lists every command."),
+        *_last_day(figures, chart),
         {"type": "divider"},
         {"type": "header", "text": _plain("Installed models", 150)},
     ]
