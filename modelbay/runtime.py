@@ -24,6 +24,7 @@ from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.inference.serving import Servers
 from modelbay.engine.optimization.optimization import Optimization
 from modelbay.engine.experiments.arena import Arena  # arena
+from modelbay.engine.experiments.experiments import Experiments  # experiments
 from modelbay.engine.training.training import Training
 from modelbay.workers.embedded import EmbeddedWorkers
 from modelbay.workers.runner import install_resources
@@ -63,6 +64,7 @@ class Runtime:
         self.training = Training(settings, self.db, self.registry, self.jobs, self.hardware, self.datasets)
         self.optimization = Optimization(settings, self.db, self.registry, self.jobs, self.hardware, self.datasets)
         self.arena = Arena(settings, self.db, self.chats)  # arena: blind battles, votes, the leaderboard
+        self.experiments = Experiments(settings, self.db, self.registry, self.chats, self.analytics)  # A/B tests
         self._embedded: EmbeddedWorkers | None = None
 
     def prepare(self) -> None:

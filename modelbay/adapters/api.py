@@ -42,6 +42,7 @@ from modelbay.engine.analytics.telemetry import CONTENT_TYPE as METRICS_CONTENT_
 from modelbay.engine.datasets.formats import FORMATS, parse_columns
 from modelbay.engine.db.schema.catalog import Category
 from modelbay.engine.errors import ModelBayError, NotAllowed, shown
+from modelbay.engine.experiments.experiments import ExperimentRecord, ExperimentStatus, VariantSpec  # experiments
 from modelbay.engine.experiments.arena import BattleRecord, Piece, SideDone  # arena
 from modelbay.engine.installs.derived import without_paths
 from modelbay.engine.installs.installs import InstallTicket
@@ -1429,6 +1430,188 @@ def _ssl_check(request: Request, body: bytes) -> bool:
     return form.get("ssl_check") == ["1"] and set(form) <= {"ssl_check", "token"}
 
 
+# -- experiments: A/B tests of model variants ------------------------------------------------------------------------
+
+experiments_api = APIRouter(tags=["experiments"], responses=_ERRORS)
+
+
+class VariantIn(BaseModel):
+    """One variant: a model (its newest installed version) and optional serving parameters and system prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(max_length=200)
+    name: str | None = Field(None, max_length=32, description="a, b, c... in order when left out.")
+    weight: float = Field(1.0, gt=0, description="Share of traffic, relative to the others.")
+    system_prompt: str | None = Field(None, max_length=4000)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+
+
+class ExperimentIn(BaseModel):
+    """A new experiment; the first variant is the control."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=64)
+    variants: list[VariantIn] = Field(max_length=10)
+    metric: Literal["thumbs_up", "response_time"] = "thumbs_up"
+    alias: str | None = Field(None, max_length=64, description="`/chat <alias>` opens it while it runs.")
+    alpha: float = Field(0.05, gt=0, le=0.2)
+    p95_ms: float | None = Field(None, gt=0, description="Guardrail: highest p95 response time (ms).")
+    error_rate: float | None = Field(None, ge=0, lt=1, description="Guardrail: highest share of failed answers.")
+
+
+class VariantOut(_Record):
+    """A variant with its running totals."""
+
+    id: int
+    name: str
+    model_name: str
+    model_version_id: int
+    weight: float
+    system_prompt: str | None
+    params: dict[str, Any]
+    exposures: int
+    answers: int
+    failures: int
+    ups: int
+    downs: int
+
+
+class ExperimentOut(_Record):
+    """An experiment and its variants."""
+
+    name: str
+    alias: str | None
+    metric: str
+    status: str
+    alpha: float
+    guardrails: dict[str, float]
+    created_by: str
+    created_at: datetime
+    ended_at: datetime | None
+    winner: str | None = Field(description="The shipped variant's name.")
+    variants: list[VariantOut]
+
+    @classmethod
+    def of(cls, e: ExperimentRecord) -> ExperimentOut:
+        """From the engine's record."""
+        return cls.model_validate({**vars(e), "winner": e.winner.name if e.winner else None,
+                                   "variants": [vars(v) for v in e.variants]})
+
+
+class VariantFiguresOut(BaseModel):
+    """One variant's figures: its metric with a 95% interval, P(best), expected loss, guardrail breaches."""
+
+    name: str
+    value: float | None = Field(description="👍 share (0-1), or mean response time (ms).")
+    low: float | None
+    high: float | None
+    p95_ms: float | None
+    error_rate: float | None
+    p_best: float | None
+    expected_loss: float | None
+    breaches: list[str]
+
+
+class ComparisonOut(BaseModel):
+    """A variant against the control: fixed-sample figures and the always-valid (mSPRT) ones."""
+
+    variant: str
+    control: str
+    difference: float | None
+    low: float | None = Field(description="Fixed-sample 95% interval (valid for a single look only).")
+    high: float | None
+    p_value: float | None = Field(description="Fixed-sample test (valid for a single look only).")
+    always_valid_p: float
+    sequence_low: float | None = Field(description="mSPRT confidence sequence, valid at any look.")
+    sequence_high: float | None
+    alpha: float
+
+
+class VerdictOut(BaseModel):
+    """Whether the experiment may stop, why, and the winner if there is one."""
+
+    may_stop: bool
+    reason: str
+    winner: str | None
+
+
+class ExperimentStatusOut(BaseModel):
+    """An experiment with its figures and verdict."""
+
+    experiment: ExperimentOut
+    variants: list[VariantFiguresOut]
+    comparisons: list[ComparisonOut]
+    srm_p: float | None = Field(description="Chi-square p of the exposures against the split; below 0.001 warns.")
+    srm: bool
+    verdict: VerdictOut
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return x if x is not None and abs(x) != float("inf") else None
+
+
+def _status_out(found: ExperimentStatus) -> ExperimentStatusOut:
+    a = found.analysis
+    return ExperimentStatusOut(
+        experiment=ExperimentOut.of(found.experiment),
+        variants=[VariantFiguresOut(
+            name=f.totals.name, value=f.value, low=f.interval.low if f.interval else None,
+            high=f.interval.high if f.interval else None, p95_ms=f.totals.p95_ms, error_rate=f.totals.error_rate,
+            p_best=f.p_best, expected_loss=f.expected_loss, breaches=list(f.breaches)) for f in a.variants],
+        comparisons=[ComparisonOut(
+            variant=c.variant, control=c.control, difference=c.difference,
+            low=c.interval.low if c.interval else None, high=c.interval.high if c.interval else None,
+            p_value=c.p_value, always_valid_p=c.sequential.p_value, sequence_low=_finite_or_none(c.sequential.low),
+            sequence_high=_finite_or_none(c.sequential.high), alpha=c.alpha) for c in a.comparisons],
+        srm_p=a.srm_p, srm=a.srm, verdict=VerdictOut(**vars(a.verdict)))
+
+
+class ShipIn(BaseModel):
+    """Which variant to ship (the statistics' winner when left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str | None = Field(None, max_length=32)
+
+
+@experiments_api.get("/api/experiments")
+async def list_experiments(ctx: Viewer, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> list[ExperimentOut]:
+    """Running experiments first, then the most recently ended."""
+    return [ExperimentOut.of(e) for e in await ctx.call(ctx.runtime.experiments.list, limit)]
+
+
+@experiments_api.post("/api/experiments", status_code=201)
+async def create_experiment(ctx: Trainer, body: ExperimentIn) -> ExperimentOut:
+    """Start an experiment (each variant's model installed; the first variant is the control)."""
+    specs = [VariantSpec(**v.model_dump()) for v in body.variants]
+    created = await ctx.call(ctx.runtime.experiments.start, body.name, specs, created_by=ctx.actor.key,
+                             metric=body.metric, alias=body.alias, alpha=body.alpha, p95_ms=body.p95_ms,
+                             error_rate=body.error_rate)
+    return ExperimentOut.of(created)
+
+
+@experiments_api.get("/api/experiments/{name}")
+async def experiment_status(ctx: Viewer, name: str) -> ExperimentStatusOut:
+    """Figures, comparisons with the control, SRM check and whether it may stop (each look is a look)."""
+    return _status_out(await ctx.call(ctx.runtime.experiments.status, name))
+
+
+@experiments_api.post("/api/experiments/{name}/stop")
+async def stop_experiment(ctx: Admin, name: str) -> ExperimentOut:
+    """End it without a winner."""
+    return ExperimentOut.of(await ctx.call(ctx.runtime.experiments.stop, name))
+
+
+@experiments_api.post("/api/experiments/{name}/ship")
+async def ship_experiment(ctx: Admin, name: str, body: ShipIn | None = None) -> ExperimentOut:
+    """Record the winner (or the variant named) and end it; its alias opens the winner from now on."""
+    shipped = await ctx.call(ctx.runtime.experiments.ship, name, body.variant if body else None)
+    return ExperimentOut.of(shipped.experiment)
+
+
 # -- arena: blind battles, votes and the leaderboard -----------------------------------------------------------------
 
 arena_api = APIRouter(tags=["arena"], responses=_ERRORS)
@@ -1578,7 +1761,7 @@ def create_app(runtime: Runtime, *, slack: Any = None) -> FastAPI:
     )
     app.state.runtime = runtime
     for router in (system, marketplace, jobs, analytics, training_datasets, training_jobs, optimization,
-                   arena_api):  # arena
+                   experiments_api, arena_api):  # experiments, arena
         app.include_router(router)
     _slack_route(app, runtime, slack)
     # Starlette answers ModelBayError in the routing layer; Exception only in its outermost middleware.

@@ -76,6 +76,13 @@ from modelbay.engine.errors import (
     one_line,
     shown,
 )
+from modelbay.engine.errors import (  # experiments
+    ExperimentEnded,
+    ExperimentInvalid,
+    ExperimentNameTaken,
+    ExperimentNotFound,
+    NoWinnerYet,
+)
 from modelbay.engine.errors import (  # arena
     AlreadyVoted,
     ArenaNeedsModels,
@@ -208,6 +215,12 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     BattleNotReady: ErrorStyle("Not ready to vote"),
     AlreadyVoted: ErrorStyle("Already voted"),
     VoteCapReached: ErrorStyle("Daily votes used", "warning"),
+    # experiments: A/B tests
+    ExperimentNotFound: ErrorStyle("Experiment not found"),
+    ExperimentInvalid: ErrorStyle("Check the experiment", "warning"),
+    ExperimentNameTaken: ErrorStyle("Name taken", "warning"),
+    ExperimentEnded: ErrorStyle("Experiment ended"),
+    NoWinnerYet: ErrorStyle("No winner yet"),
     # not a ModelBayError: the settings are read before the engine exists
     SettingsError: ErrorStyle("Configuration problem", "error", ephemeral=False, http_status=500),
 }

@@ -92,6 +92,12 @@ __all__ = [
     "TrainingConfigInvalid",
     "CudaRequired",
     "TrainingMemory",
+    # experiments
+    "ExperimentEnded",
+    "ExperimentInvalid",
+    "ExperimentNameTaken",
+    "ExperimentNotFound",
+    "NoWinnerYet",
     "OptimizationConfigInvalid",
     "OptimizationFailed",
     "JobCanceled",
@@ -888,6 +894,58 @@ class VoteCapReached(Refused):
         self.cap = cap
         super().__init__(f"You have cast {cap} arena votes today, the daily cap (MODELBAY_ARENA_DAILY_VOTES); "
                          "vote again tomorrow (UTC).")
+
+
+# -- experiments: A/B tests of model variants (not found, refused, conflict) -------------------------------------------
+
+class ExperimentNotFound(NotFound):
+    """No experiment by that name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"No experiment `{shown(name)}`. `/experiments list` shows them.")
+
+
+class ExperimentInvalid(Refused):
+    """An experiment cannot start as asked: a bad name, variant, split, metric, guardrail or alpha."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"Check the experiment's {field}: {reason}.")
+
+
+class ExperimentNameTaken(Conflict):
+    """The name is used by another experiment, or the alias by a running one."""
+
+    def __init__(self, name: str, *, alias: bool = False, by: str | None = None) -> None:
+        self.name = name
+        self.alias = alias
+        if alias:
+            text = (f"The alias `{shown(name)}` belongs to the running experiment `{shown(by or '')}`; pick another "
+                    f"alias or end that one with `/experiments stop {shown(by or '')}`.")
+        else:
+            text = f"An experiment named `{shown(name)}` exists already; pick another name."
+        super().__init__(text)
+
+
+class ExperimentEnded(Conflict):
+    """The experiment was stopped or shipped: it takes no chats and cannot be ended again."""
+
+    def __init__(self, name: str, status: str) -> None:
+        self.name = name
+        self.status = status
+        super().__init__(f"Experiment `{shown(name)}` is {status}. `/experiments start` begins a new one.")
+
+
+class NoWinnerYet(Conflict):
+    """`ship` without a variant while the statistics name no winner."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"Experiment `{shown(name)}` has no winner yet ({reason}); keep it running, or name the "
+                         f"variant to ship anyway: `/experiments ship {shown(name)} <variant>`.")
 
 
 # -- misconfigured: an operator must fix the settings, catalog, database or code -------------------------------------

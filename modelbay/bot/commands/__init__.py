@@ -1,5 +1,19 @@
 """Built-in commands; importing this package registers them in COMMANDS."""
 
-from modelbay.bot.commands import analytics, arena, chat, datasets, help, jobs, models, optimize, privacy, system, train
+from modelbay.bot.commands import (
+    analytics,
+    arena,
+    chat,
+    datasets,
+    experiments,
+    help,
+    jobs,
+    models,
+    optimize,
+    privacy,
+    system,
+    train,
+)
 
-__all__ = ["analytics", "arena", "chat", "datasets", "help", "jobs", "models", "optimize", "privacy", "system", "train"]
+__all__ = ["analytics", "arena", "chat", "datasets", "experiments", "help", "jobs", "models", "optimize", "privacy",
+           "system", "train"]

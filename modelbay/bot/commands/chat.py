@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from modelbay.bot.commands._args import MODEL
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Ask, Button, Field, Reply, form
@@ -39,7 +41,8 @@ SYSTEM_PROMPT = form(
 @command(
     "chat",
     help="Chat with an installed model here: your next messages go to it and answers stream in.",
-    args=(MODEL, Arg("system", "A system prompt for the whole chat.", rest=True, max_length=SYSTEM_MAX)),
+    args=(replace(MODEL, help="Model name, or exp:<experiment>."),
+          Arg("system", "A system prompt for the whole chat.", rest=True, max_length=SYSTEM_MAX)),
     role="user",
     slow=True,  # the first in-process chat loads the model
     opens_thread=True,  # a chat lives in a thread: its messages go to the model
@@ -47,15 +50,27 @@ SYSTEM_PROMPT = form(
 async def start_chat(ctx: Context, model: str, system: str | None) -> Reply:
     """Open a session bound to this thread or channel."""
     chats = ctx.runtime.chats
-    session = await ctx.call(chats.open, ctx.where(), ctx.actor.key, model, system)
+    # experiments: `exp:<name>`, or an alias an experiment owns, opens the person's variant (or the shipped winner)
+    opened = await ctx.call(ctx.runtime.experiments.open, ctx.where(), ctx.actor.key, model, system)
+    session = opened.session
     backend = await ctx.call(chats.backend_of, session)  # chosen by open() a moment ago: no lookups here
+    title = f"Chatting with {session.model_display_name}"
     fields = [Field("Model", f"`{session.model_name}`"), Field("Answered by", backend.name),
               Field("Context", f"{backend.context_length:,} tokens")]
-    if system:
+    notes: tuple[str, ...] = ()
+    if opened.experiment is not None and opened.experiment.status == "running":
+        # The model stays hidden while the experiment runs, so that knowing it does not sway the ratings.
+        title = f"Chatting in experiment {opened.experiment.name}"
+        fields = [Field("Experiment", f"`{opened.experiment.name}`"), Field("Context",
+                                                                           f"{backend.context_length:,} tokens")]
+        notes = ("You get one of its variants, always the same one; your 👍/👎 on the answers decide which is "
+                 "kept." + (" This variant has its own system prompt, used instead of yours." if system and
+                            opened.variant.system_prompt else ""),)
+    elif system:
         fields.append(Field("System prompt", system[:300], inline=False))
     # Said once, here: e.g. a system prompt sent inside the first kept message, for a template without a system role.
-    text = "\n\n".join(("Send messages here; answers stream as they are written.", *session.notices))
-    return Reply(title=f"Chatting with {session.model_display_name}", tone="success", fields=fields, text=text,
+    text = "\n\n".join(("Send messages here; answers stream as they are written.", *notes, *session.notices))
+    return Reply(title=title, tone="success", fields=fields, text=text,
                  buttons=[Button("End chat", "/chat end", "danger")],
                  footer="`/rate up` or `/rate down [reason]` rates the last answer · `/chat end` ends the chat")
 

@@ -22,11 +22,12 @@ from typing import Any
 
 import httpx
 from redis import Redis
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from modelbay.config import Settings
-from modelbay.engine.analytics.analytics import Analytics, AnswerEvent
+from modelbay.engine.analytics.analytics import Analytics, AnswerEvent, latency_bucket
 from modelbay.engine.analytics.telemetry import Telemetry  # Prometheus (telemetry)
 from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.chat.records import (
@@ -45,6 +46,12 @@ from modelbay.engine.db.database import Database, idempotent
 from modelbay.engine.db.schema.analytics import AnalyticsEvent
 from modelbay.engine.db.schema.catalog import Model, ModelVersion
 from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
+from modelbay.engine.db.schema.experiments import (  # experiments: variant totals kept here, below the service
+    Experiment,
+    ExperimentExposure,
+    ExperimentLatency,
+    ExperimentVariant,
+)
 from modelbay.engine.errors import (
     AnswerNotFound,
     BackendFailed,
@@ -143,8 +150,12 @@ class Chats:
         self._turn_script = redis.register_script(_TAKE_TURN)
 
     # -- sessions ------------------------------------------------------------------------------------------
-    def open(self, place: Place, user_key: str, model: str, system_prompt: str | None = None) -> SessionRecord:
+    def open(self, place: Place, user_key: str, model: str, system_prompt: str | None = None, *,
+             version_id: int | None = None, variant_id: int | None = None) -> SessionRecord:
         """Start a chat with the newest installed version of a model here, closing any chat open here.
+
+        Experiments open a variant's own version (`version_id`) and name the variant (`variant_id`): its serving
+        parameters apply to the answers, and its answers and ratings count in its totals while the experiment runs.
 
         Raises:
             ModelNotFound: no model has that name.
@@ -157,6 +168,11 @@ class Chats:
         """
         record = self.registry.get(model)
         version = installed_version(record)
+        if version_id is not None:  # experiments: the variant's version, which must still be installed
+            version = next((v for v in record.versions if v.id == version_id and v.install_state == "installed"
+                            and v.local_path), None)
+            if version is None:
+                raise NeedsInstall(record.name)
         backend = self.backend_for(record, version)  # say now, not at the first message, if it cannot be answered
         notices: tuple[str, ...] = ()
         if system_prompt and not backend.takes_system:  # found by rendering the template once, kept per version
@@ -167,7 +183,8 @@ class Chats:
                 row.closed_at = datetime.now(timezone.utc)
                 replaced.add(row.model_version_id)
             row = ChatSession(platform=place.platform, channel_id=place.channel_id, thread_id=place.thread_id,
-                              user_key=user_key, model_version_id=version.id, system_prompt=system_prompt or None)
+                              user_key=user_key, model_version_id=version.id, system_prompt=system_prompt or None,
+                              variant_id=variant_id)
             session.add(row)
             session.flush()
             session_id = row.id
@@ -217,15 +234,18 @@ class Chats:
     def _select(self, *where: Any, limit: int) -> list[SessionRecord]:
         with self._db.session() as session:
             rows = session.execute(
-                select(ChatSession, Model).join(ModelVersion, ModelVersion.id == ChatSession.model_version_id)
-                .join(Model, Model.id == ModelVersion.model_id).where(*where).order_by(ChatSession.id.desc())
-                .limit(limit)
+                select(ChatSession, Model, ExperimentVariant.params)
+                .join(ModelVersion, ModelVersion.id == ChatSession.model_version_id)
+                .join(Model, Model.id == ModelVersion.model_id)
+                .outerjoin(ExperimentVariant, ExperimentVariant.id == ChatSession.variant_id)  # its serving params
+                .where(*where).order_by(ChatSession.id.desc()).limit(limit)
             ).all()
             return [
                 record_from_row(SessionRecord, row, place=Place(row.platform, row.channel_id, row.thread_id),
                                 model_name=model.name, model_display_name=model.display_name,
-                                closed=row.closed_at is not None)
-                for row, model in rows
+                                closed=row.closed_at is not None, temperature=(params or {}).get("temperature"),
+                                max_tokens=(params or {}).get("max_tokens"))
+                for row, model, params in rows
             ]
 
     def recent(self, user_key: str, limit: int = 5) -> list[SessionRecord]:
@@ -492,6 +512,9 @@ class Chats:
             messages = ([{"role": "system", "content": chat.system_prompt}] if chat.system_prompt else [])
             messages += _answered(history) + [{"role": "user", "content": text}]
             params = self.generation()
+            if chat.temperature is not None or chat.max_tokens is not None:  # an experiment variant's parameters
+                params = replace(params, temperature=params.temperature if chat.temperature is None
+                                 else chat.temperature, max_tokens=chat.max_tokens or params.max_tokens)
             prompt = backend.prompt(messages, params)
             notices = list(prompt.notices)
             for notice in notices:
@@ -607,6 +630,8 @@ class Chats:
                     message_id=said.id, backend=backend, input_tokens=input_tokens, output_tokens=output_tokens,
                     ttft_ms=ttft_ms, total_ms=total_ms, failed=status == "failed",
                 )], session=session)
+                if chat.variant_id is not None:  # experiments: in the same transaction as the answer
+                    self._count_answer(session, chat.variant_id, status, total_ms)
             message_id = said.id
         if measured and self.telemetry is not None:  # telemetry: counted once the answer is stored
             self.telemetry.observe_answer(chat.model_name, status, input_tokens=input_tokens,
@@ -712,7 +737,40 @@ class Chats:
             if before != after:
                 self.analytics.add_rating(session, chat.model_version_id, message.created_at,
                                           ups=(after == 1) - (before == 1), downs=(after == -1) - (before == -1))
+                if chat.variant_id is not None:  # experiments: re-rating moves the variant's totals too
+                    self._count_rating(session, chat.variant_id, ups=(after == 1) - (before == 1),
+                                       downs=(after == -1) - (before == -1))
         return RatingRecord(message_id, up, reason, comment or None, changed=before not in (0, after))
+
+    # -- experiments: a chat on a variant counts its answers and ratings in the variant's totals ----------------
+    def _count_answer(self, session: Any, variant_id: int, status: str, total_ms: float) -> None:
+        """Add an answer to its variant's totals and latency histogram, while the experiment runs.
+
+        A stopped answer is not counted: its time is the person's, not the model's. Failed answers count as answers
+        and failures, without a response time.
+        """
+        if status == "canceled":
+            return
+        v = ExperimentVariant
+        failed = status == "failed"
+        values: dict[str, Any] = {"answers": v.answers + 1, "failures": v.failures + int(failed)}
+        if not failed:
+            values.update(ms_sum=v.ms_sum + total_ms, ms_sq_sum=v.ms_sq_sum + total_ms * total_ms)
+        counted = session.execute(update(v).where(v.id == variant_id, _running(v)).values(values)
+                                  .execution_options(synchronize_session=False)).rowcount
+        if counted and not failed:
+            table = ExperimentLatency.__table__
+            stmt = (sqlite if self._db.url.startswith("sqlite") else postgresql).insert(table)
+            session.execute(stmt.on_conflict_do_update(index_elements=["variant_id", "bucket"],
+                                                       set_={"count": table.c.count + stmt.excluded["count"]}),
+                            [{"variant_id": variant_id, "bucket": latency_bucket(total_ms), "count": 1}])
+
+    @staticmethod
+    def _count_rating(session: Any, variant_id: int, ups: int, downs: int) -> None:
+        """Add a rating (or the change of one) to its variant's 👍/👎 totals, while the experiment runs."""
+        v = ExperimentVariant
+        session.execute(update(v).where(v.id == variant_id, _running(v))
+                        .values(ups=v.ups + ups, downs=v.downs + downs).execution_options(synchronize_session=False))
 
     # -- privacy -------------------------------------------------------------------------------------------
     def forget(self, user_key: str) -> dict[str, int]:
@@ -726,10 +784,17 @@ class Chats:
                     (Message.user_key == user_key) | Message.session_id.in_(sessions))).rowcount,
                 "chats": session.execute(delete(ChatSession).where(ChatSession.user_key == user_key)).rowcount,
             }
+            # experiments: who was assigned where goes too; the variants' anonymous totals stay
+            session.execute(delete(ExperimentExposure).where(ExperimentExposure.user_key == user_key))
         self._places.clear()
         for session_id in sessions:
             self.redis.delete(*(self._key(session_id, what) for what in ("history", "ticket", "turn")))
         return counts
+
+
+def _running(v: type[ExperimentVariant]) -> Any:
+    """experiments: a variant of a running experiment (a shipped one's chats no longer count)."""
+    return v.experiment_id.in_(select(Experiment.id).where(Experiment.status == "running"))
 
 
 def _answered(history: list[dict[str, str]]) -> list[dict[str, str]]:

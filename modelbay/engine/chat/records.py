@@ -40,6 +40,10 @@ class SessionRecord:
     created_at: datetime
     closed: bool = False
     notices: tuple[str, ...] = ()  # what the person should know as the chat opens (set by Chats.open)
+    # experiments: the variant this chat was assigned to, and that variant's serving parameters (None: the defaults)
+    variant_id: int | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)

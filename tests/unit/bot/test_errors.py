@@ -107,6 +107,13 @@ SAMPLES: list[E.ModelBayError] = [
     E.BattleNotReady(12, "failed"),
     E.AlreadyVoted(12),
     E.VoteCapReached(100),
+    # experiments
+    E.ExperimentNotFound("tone"),
+    E.ExperimentInvalid("split", "give one weight per variant (2 variants, 3 weights)"),
+    E.ExperimentNameTaken("tone"),
+    E.ExperimentNameTaken("assistant", alias=True, by="tone"),
+    E.ExperimentEnded("tone", "shipped"),
+    E.NoWinnerYet("tone", "not enough data yet"),
 ]
 
 

@@ -1,0 +1,298 @@
+"""/experiments start, status, stop, ship and list: A/B tests of model variants, decided from chat.
+
+`start` takes the variants as one list separated by `|`, each a model and optional `temperature=`, `max_tokens=`
+and `system=` (the rest of that variant's text up to the next option): `/experiments start tone tiny-chat |
+tiny-chat temperature=0.2 system=Answer in one sentence. split:50/50 alias:assistant`. People then chat with
+`/chat exp:tone` (or `/chat assistant` while it runs) and rate the answers; `status` is the card that says, in plain
+words, whether it may stop and why.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from modelbay.bot.commands._args import limit
+from modelbay.bot.context import Context
+from modelbay.bot.reply import Attachment, Button, Field, Reply, Table
+from modelbay.bot.spec import Arg, ArgType, command
+from modelbay.engine.errors import ExperimentInvalid, shown
+from modelbay.engine.experiments import charts
+from modelbay.engine.experiments.experiments import (
+    ExperimentRecord,
+    ExperimentStatus,
+    VariantRecord,
+    VariantSpec,
+)
+from modelbay.engine.experiments.stats import METRICS, THUMBS_UP, Analysis
+from modelbay.engine.units import ago
+
+__all__ = ["parse_split", "parse_variants", "status_card"]
+
+NAME = Arg("name", "The experiment's name.", required=True, max_length=64)
+_OPTION = re.compile(r"(?:^|\s)(temperature|max_tokens|system)=")
+
+
+def parse_variants(text: str) -> list[VariantSpec]:
+    """`model [temperature=T] [max_tokens=N] [system=text...] | model ...` into variant specs.
+
+    Raises:
+        ExperimentInvalid: a variant without a model, or a value that is not a number.
+    """
+    specs = []
+    for i, part in enumerate(p.strip() for p in text.split("|")):
+        cuts = list(_OPTION.finditer(part))
+        model = (part[:cuts[0].start()] if cuts else part).strip()
+        if not model or " " in model:
+            raise ExperimentInvalid(f"variant {i + 1}", "start each variant with one model name, then options like "
+                                                        "temperature=0.2 max_tokens=128 system=...")
+        values = {m.group(1): part[m.end():(cuts[k + 1].start() if k + 1 < len(cuts) else len(part))].strip()
+                  for k, m in enumerate(cuts)}
+        try:
+            temperature = float(values["temperature"]) if "temperature" in values else None
+            max_tokens = int(values["max_tokens"]) if "max_tokens" in values else None
+        except ValueError:
+            raise ExperimentInvalid(f"variant {i + 1}", "temperature and max_tokens take numbers") from None
+        specs.append(VariantSpec(model=model, temperature=temperature, max_tokens=max_tokens,
+                                 system_prompt=values.get("system") or None))
+    return specs
+
+
+def parse_split(text: str | None, count: int) -> list[float]:
+    """`50/50`, `20,80` or `1:1:1` into one weight per variant (an even split when not given).
+
+    Raises:
+        ExperimentInvalid: not one positive number per variant.
+    """
+    if not text:
+        return [1.0] * count
+    try:
+        weights = [float(w) for w in re.split(r"[/,:]", text)]
+    except ValueError:
+        raise ExperimentInvalid("split", f"`{shown(text)}` is not numbers like 50/50") from None
+    if len(weights) != count:
+        raise ExperimentInvalid("split", f"give one weight per variant ({count} variants, {len(weights)} weights)")
+    if not all(math.isfinite(w) and w > 0 for w in weights):
+        raise ExperimentInvalid("split", "every weight must be a number above 0")
+    return weights
+
+
+@command(
+    "experiments", "start",
+    help="Start an A/B experiment: variants separated by |, each a model with optional temperature=, max_tokens=, "
+         "system=.",
+    args=(
+        NAME,
+        Arg("variants", "model [temperature=T] [max_tokens=N] [system=...] | model ...", required=True, rest=True,
+            max_length=9000),
+        Arg("split", "Traffic split, e.g. 50/50 (even unless given).", named=True, max_length=100),
+        Arg("metric", "What decides: thumbs_up (👍 share) or response_time.", choices=METRICS, default="thumbs_up",
+            named=True),
+        Arg("alias", "A name `/chat <alias>` opens while it runs (and the winner after ship).", named=True,
+            max_length=64),
+        Arg("p95", "Guardrail: highest p95 response time in ms.", type=ArgType.NUMBER, min=1, max=3_600_000,
+            named=True),
+        Arg("errors", "Guardrail: highest error rate, e.g. 0.05.", type=ArgType.NUMBER, min=0, max=0.99, named=True),
+        Arg("alpha", "False-positive rate of the test.", type=ArgType.NUMBER, min=0.001, max=0.2, default=0.05,
+            named=True),
+    ),
+    role="trainer",
+)
+async def start(ctx: Context, name: str, variants: str, split: str | None, metric: str, alias: str | None,
+                p95: float | None, errors: float | None, alpha: float) -> Reply:
+    """Start an experiment and say how people join it."""
+    specs = parse_variants(variants)
+    weights = parse_split(split, len(specs))
+    specs = [VariantSpec(s.model, None, w, s.system_prompt, s.temperature, s.max_tokens)
+             for s, w in zip(specs, weights, strict=True)]
+    experiment = await ctx.call(ctx.runtime.experiments.start, name, specs, created_by=ctx.actor.key, metric=metric,
+                                alias=alias, alpha=alpha, p95_ms=p95, error_rate=errors)
+    join = f"`/chat exp:{experiment.name}`" + (f" or `/chat {experiment.alias}`" if experiment.alias else "")
+    return Reply(
+        title=f"Experiment {experiment.name} started", tone="success",
+        text=(f"People who open {join} get a variant by a fixed hash of who they are, and keep it. Their 👍/👎 "
+              f"decide ({_metric_words(experiment.metric)}). Check `/experiments status {experiment.name}` as "
+              "often as you like: the test stays valid at every look."),
+        table=Table(["Variant", "What", "Share"], [[v.name + (" (control)" if i == 0 else ""), v.describe(),
+                                                  f"{v.weight:.0%}"] for i, v in enumerate(experiment.variants)]),
+        fields=_guardrail_fields(experiment),
+        buttons=[Button("Status", f"/experiments status {experiment.name}")],
+    )
+
+
+@command("experiments", "status", help="An experiment's figures, and whether it may stop yet.", args=(NAME,))
+async def status(ctx: Context, name: str) -> Reply:
+    """The status card with its chart."""
+    found = await ctx.call(ctx.runtime.experiments.status, name)
+    png = await ctx.call(charts.progress_png, found.analysis, found.history)
+    return status_card(found, png)
+
+
+def status_card(found: ExperimentStatus, png: bytes | None = None) -> Reply:
+    """The card: may it stop and why, the figures in plain words, the per-variant table, the chart and its text."""
+    e, a = found.experiment, found.analysis
+    verdict = a.verdict
+    if e.status == "running":
+        head = f"**May stop: {'yes' if verdict.may_stop else 'no'}**, because {verdict.reason}."
+        if verdict.winner:
+            head += f" Ship it with `/experiments ship {e.name}`."
+    else:
+        winner = f" Winner: {e.winner.name} ({e.winner.describe()})." if e.winner else ""
+        head = f"This experiment is {e.status}.{winner} Its last figures:"
+    lines = [head, ""]
+    lines += _explain(e, a)
+    if a.srm:
+        lines.append(f"⚠️ Sample ratio mismatch: the people per variant ({_people(e)}) are off the split "
+                     f"({_split(e)}); chi-square p = {a.srm_p:.1g}.")
+    elif a.srm_p is not None:
+        lines.append(f"The people per variant ({_people(e)}) fit the split ({_split(e)}): chi-square p = "
+                     f"{a.srm_p:.2f}.")
+    lines += ["", charts.progress_text(a, found.history)]
+    rows = []
+    by_name = {v.name: v for v in e.variants}
+    for f in a.variants:
+        t, v = f.totals, by_name[f.totals.name]
+        rows.append([
+            t.name + (" (control)" if v is e.variants[0] else ""), v.describe(), f"{t.exposures:,}", f"{t.answers:,}",
+            f"{t.ups}/{t.downs}", _value(a.metric, f.value, f.interval),
+            f"{t.mean_ms:,.0f}" if t.mean_ms is not None else "–", f"{t.p95_ms:,.0f}" if t.p95_ms else "–",
+            f"{t.error_rate:.1%}" if t.error_rate is not None else "–",
+            f"{f.p_best:.0%}" if f.p_best is not None else "–",
+        ])
+    buttons = [Button("Refresh", f"/experiments status {e.name}")]
+    if e.status == "running":
+        if verdict.winner:
+            buttons.append(Button(f"Ship {verdict.winner}", f"/experiments ship {e.name}", "primary"))
+        buttons.append(Button("Stop", f"/experiments stop {e.name}", "danger"))
+    return Reply(
+        title=f"Experiment {e.name} · {e.status}", tone="success" if verdict.may_stop else "info",
+        text="\n".join(lines),
+        table=Table(["Variant", "What", "People", "Answers", "👍/👎", _metric_column(a.metric), "Mean ms", "p95 ms",
+                     "Errors", "P(best)"], rows),
+        fields=_guardrail_fields(e),
+        attachments=[Attachment(f"experiment-{e.name}.png", png, "image/png")] if png else [],
+        buttons=buttons,
+        footer=f"Started {ago(e.created_at)} by {e.created_by} · metric {e.metric} · alpha {e.alpha:g}",
+    )
+
+
+def _explain(e: ExperimentRecord, a: Analysis) -> list[str]:
+    lines = []
+    scale, unit = (100, " points") if a.metric == THUMBS_UP else (1, " ms")
+    for c in a.comparisons:
+        f = next(x for x in a.variants if x.totals.name == c.variant)
+        f0 = a.variants[0]
+        if c.difference is None:
+            lines.append(f"{c.variant} vs {c.control}: no data to compare yet.")
+            continue
+        s = c.sequential
+        text = (f"{c.variant} vs {c.control}: {_plain(a.metric, f.value)} vs {_plain(a.metric, f0.value)}, "
+                f"{c.difference * scale:+.1f}{unit}")
+        if c.interval is not None:
+            text += (f" (95% interval {c.interval.low * scale:+.1f} to {c.interval.high * scale:+.1f}{unit}, "
+                     f"p = {c.p_value:.2g} — a fixed-sample test, right only if this were the one look)")
+        if s.looks:
+            band = (f"; at any look the difference lies between {s.low * scale:+.1f} and {s.high * scale:+.1f}{unit}"
+                    if math.isfinite(s.low) and math.isfinite(s.high) else "")
+            text += (f". Sequential test: always-valid p = {s.p_value:.3g} against alpha {c.alpha:.3g}{band}.")
+        else:
+            text += ". The sequential test starts once each side has enough data."
+        lines.append(text)
+    best = [f for f in a.variants if f.p_best is not None]
+    if best:
+        worded = ", ".join(f"{f.totals.name} {f.p_best:.0%}" for f in best)
+        loss = min(best, key=lambda f: f.expected_loss)
+        size = (f"{loss.expected_loss * 100:.1f} points of 👍 share" if a.metric == THUMBS_UP
+                else f"{loss.expected_loss:,.0f} ms")
+        lines.append(f"Chance each is best (Bayesian, Beta posteriors): {worded}. Choosing {loss.totals.name} now "
+                     f"risks losing {size} on average if it is not the best.")
+    for f in a.variants:
+        for breach in f.breaches:
+            lines.append(f"Guardrail: {f.totals.name}'s {breach}.")
+    return lines
+
+
+def _plain(metric: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.0%} 👍" if metric == THUMBS_UP else f"{value:,.0f} ms"
+
+
+def _value(metric: str, value: float | None, interval) -> str:
+    if value is None:
+        return "–"
+    if metric == THUMBS_UP:
+        return f"{value:.0%} ({interval.low:.0%}–{interval.high:.0%})" if interval else f"{value:.0%}"
+    return f"{value:,.0f} ({interval.low:,.0f}–{interval.high:,.0f})" if interval else f"{value:,.0f}"
+
+
+def _metric_column(metric: str) -> str:
+    return "👍 share (95%)" if metric == THUMBS_UP else "Mean ms (95%)"
+
+
+def _metric_words(metric: str) -> str:
+    return "the 👍 share decides" if metric == THUMBS_UP else "the mean response time decides, lower is better"
+
+
+def _people(e: ExperimentRecord) -> str:
+    return ", ".join(f"{v.name} {v.exposures:,}" for v in e.variants)
+
+
+def _split(e: ExperimentRecord) -> str:
+    return "/".join(f"{v.weight:.0%}" for v in e.variants)
+
+
+def _guardrail_fields(e: ExperimentRecord) -> list[Field]:
+    fields = []
+    if "p95_ms" in e.guardrails:
+        fields.append(Field("Guardrail p95", f"≤ {e.guardrails['p95_ms']:,.0f} ms"))
+    if "error_rate" in e.guardrails:
+        fields.append(Field("Guardrail errors", f"≤ {e.guardrails['error_rate']:.1%}"))
+    if e.alias:
+        fields.append(Field("Alias", f"`/chat {e.alias}`"))
+    return fields
+
+
+@command("experiments", "stop", help="End an experiment without a winner.", args=(NAME,), role="admin")
+async def stop(ctx: Context, name: str) -> Reply:
+    """Stop it; chats already open keep their model but no longer count."""
+    e = await ctx.call(ctx.runtime.experiments.stop, name)
+    alias = f" `/chat {e.alias}` opens the model of that name again, if there is one." if e.alias else ""
+    return Reply(text=f"Experiment `{e.name}` stopped without a winner; its figures stay in "
+                      f"`/experiments status {e.name}`.{alias}", tone="success")
+
+
+@command(
+    "experiments", "ship",
+    help="Ship the winner (or the variant named): the alias opens it from now on, and the experiment ends.",
+    args=(NAME, Arg("variant", "Ship this variant even without a clear winner.", max_length=32)),
+    role="admin",
+)
+async def ship(ctx: Context, name: str, variant: str | None) -> Reply:
+    """Record the winner and say what changed."""
+    shipped = await ctx.call(ctx.runtime.experiments.ship, name, variant)
+    e, v = shipped.experiment, shipped.variant
+    if e.alias:
+        changed = (f"`/chat {e.alias}` now opens {v.describe()} (before: {shipped.before}). `/chat exp:{e.name}` "
+                   "opens it too.")
+    else:
+        changed = f"It has no alias: `/chat exp:{e.name}` now opens {v.describe()}."
+    return Reply(title=f"Shipped {v.name} from {e.name}", tone="success",
+                 text=f"Experiment `{e.name}` ended with variant {v.name} as the winner. {changed}")
+
+
+@command("experiments", "list", help="Running experiments, then recent ones.", args=(limit(10, 50, named=True),))
+async def list_experiments(ctx: Context, limit: int) -> Reply:
+    """One row per experiment."""
+    found = await ctx.call(ctx.runtime.experiments.list, limit)
+    if not found:
+        return Reply(text="No experiments yet. `/experiments start <name> <model> | <model>` starts one.")
+    rows = [[e.name, e.status, e.metric, " | ".join(_short(v) for v in e.variants),
+             f"{sum(v.exposures for v in e.variants):,}", e.alias or "–", ago(e.created_at)] for e in found]
+    return Reply(title="Experiments", table=Table(["Name", "Status", "Metric", "Variants", "People", "Alias",
+                                                   "Started"], rows),
+                 footer="`/experiments status <name>` for the figures and whether it may stop")
+
+
+def _short(v: VariantRecord) -> str:
+    return f"{v.name}: {v.model_name}" + (" (+options)" if v.params or v.system_prompt else "")

@@ -1,0 +1,179 @@
+"""/experiments end to end with two tiny models answering in this process, on SQLite and PostgreSQL: start (and its
+refusals), people chat through `/chat exp:<name>` and the alias and keep their variant, answers and ratings land in
+the variant totals (re-rating adjusts them), status says whether it may stop and why with a chart, ship makes the
+alias open the winner; REST create, status and ship. The assignment split over 10,000 people is checked too."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from modelbay.bot import Actor, Dispatcher, Reply
+from modelbay.config import Settings
+from modelbay.engine.chat.records import Answered, Place
+from modelbay.engine.db.database import Database
+from modelbay.engine.db.schema.experiments import ExperimentExposure
+from modelbay.engine.experiments.assignment import choose, position
+from modelbay.engine.experiments.experiments import VariantSpec
+from modelbay.runtime import Runtime
+from tests.support.chat import installed
+
+ADMIN = Actor("console", "admin")
+TOKEN = "experiments-token"
+
+
+@pytest.fixture
+def lab(settings: Settings, database_url: str, database: Database, tiny_chat_model: Path,
+        tiny_model: Path) -> Iterator:
+    settings.database_url = database_url
+    settings.chat_temperature = 0.0
+    settings.chat_max_tokens = 8
+    settings.roles = {"admin": ["console:admin", "api:*"]}
+    settings.api_token = SecretStr(TOKEN)
+    runtime = Runtime(settings)
+    runtime.prepare()
+    installed(runtime.registry, tiny_chat_model, name="tiny-chat")
+    installed(runtime.registry, tiny_model, name="tiny-base")
+    dispatcher = Dispatcher(runtime, reraise_unknown=True)
+
+    def run(line: str, actor: Actor = ADMIN) -> Reply:
+        return asyncio.run(dispatcher.dispatch_line(line, actor, Place("console", "lab")))
+
+    run.runtime = runtime  # type: ignore[attr-defined]
+    yield run
+    runtime.close()
+
+
+def _ask(runtime: Runtime, session_id: int, user: str, text: str) -> int:
+    answered = [e for e in runtime.chats.answer(session_id, user, text) if isinstance(e, Answered)]
+    return answered[0].answer.message_id
+
+
+def test_an_experiment_assigns_people_stably_counts_their_ratings_and_ships(lab) -> None:
+    runtime = lab.runtime
+    assert lab("/experiments start tone tiny-chat").title == "Check the experiment"  # one variant
+    assert lab("/experiments start tone tiny-chat | nothing-here").title == "Model not found"
+    assert lab("/experiments start tone tiny-chat | tiny-base split:1/2/3").title == "Check the experiment"
+    started = lab("/experiments start tone tiny-chat | tiny-chat temperature=0.5 system=Answer briefly. "
+                  "alias:tiny-base p95:600000")
+    assert started.title == "Experiment tone started", started.plain()
+    assert "`/chat exp:tone` or `/chat tiny-base`" in started.text
+    assert started.table.rows[1][1] == "`tiny-chat`, temperature 0.5, system prompt “Answer briefly.”"
+    assert lab("/experiments start other tiny-chat | tiny-base alias:tiny-base").title == "Name taken"
+    assert lab("/experiments start tone tiny-chat | tiny-base").title == "Name taken"
+    experiment = runtime.experiments.get("tone")
+
+    people = [f"console:p{i}" for i in range(8)]
+    seen: dict[str, int] = {}
+    for i, person in enumerate(people):
+        opened = runtime.experiments.open(Place("console", f"room{i}"), person, "exp:tone" if i % 2 else "tiny-base")
+        assert opened.experiment.name == "tone" and opened.session.variant_id == opened.variant.id
+        expected = experiment.variants[choose([v.weight for v in experiment.variants], position("tone", person))]
+        assert opened.variant.id == expected.id
+        if opened.variant.name == "b":
+            assert opened.session.system_prompt == "Answer briefly." and opened.session.temperature == 0.5
+        seen[person] = opened.variant.id
+        message = _ask(runtime, opened.session.id, person, "Hello there")
+        runtime.chats.rate(message, person, up=opened.variant.name == "b")
+        if i == 0:  # re-rating moves the totals, not adds to them
+            runtime.chats.rate(message, person, up=True)
+    again = runtime.experiments.open(Place("console", "again"), people[0], "exp:tone")
+    assert again.variant.id == seen[people[0]]
+    with runtime.db.session() as session:
+        assert len(list(session.scalars(select(ExperimentExposure)))) == len(people)
+
+    totals = {v.name: v for v in runtime.experiments.get("tone").variants}
+    assert sum(v.exposures for v in totals.values()) == len(people)
+    assert sum(v.answers for v in totals.values()) == len(people)
+    assert sum(v.ups + v.downs for v in totals.values()) == len(people)
+    first = next(v for v in totals.values() if v.id == seen[people[0]])
+    assert first.ups >= 1  # person 0's rating changed to 👍
+    assert all(v.ms_sum > 0 for v in totals.values() if v.answers)
+
+    card = lab("/experiments status tone")
+    assert card.title == "Experiment tone · running"
+    assert card.text.startswith("**May stop: no**, because not enough data yet")
+    assert "always-valid" in card.text and "Chance each is best" in card.text
+    assert card.attachments[0].content_type == "image/png" and card.attachments[0].data.startswith(b"\x89PNG")
+    assert card.table.columns[:4] == ["Variant", "What", "People", "Answers"]
+    assert [b.command for b in card.buttons] == ["/experiments status tone", "/experiments stop tone"]
+    assert lab("/experiments ship tone").title == "No winner yet"
+    assert lab("/experiments ship tone b", Actor("console", "someone")).title == "Not allowed"
+
+    shipped = lab("/experiments ship tone b")
+    assert shipped.title == "Shipped b from tone", shipped.plain()
+    assert "`/chat tiny-base` now opens `tiny-chat`, temperature 0.5" in shipped.text
+    assert "before: the model `tiny-base`" in shipped.text
+    after = runtime.experiments.open(Place("console", "after"), "console:new", "tiny-base")
+    assert after.session.model_name == "tiny-chat" and after.session.system_prompt == "Answer briefly."
+    b = runtime.experiments.get("tone").variant("b")
+    _ask(runtime, after.session.id, "console:new", "Hi")
+    assert runtime.experiments.get("tone").variant("b").answers == b.answers  # ended: no longer counted
+    chat = lab("/chat tiny-base")
+    assert chat.title == "Chatting with Tiny Chat" or chat.title.startswith("Chatting with"), chat.plain()
+    listed = lab("/experiments list")
+    assert listed.table.rows[0][:2] == ["tone", "shipped"]
+    assert lab("/experiments stop tone").title == "Experiment ended"
+    assert lab("/experiments status nothing").title == "Experiment not found"
+
+
+def test_status_shows_a_winner_from_many_ratings(lab) -> None:
+    runtime = lab.runtime
+    experiment = runtime.experiments.start("big", [VariantSpec("tiny-chat"), VariantSpec("tiny-base")],
+                                           created_by="console:admin")
+    a, b = experiment.variants
+    from sqlalchemy import update
+
+    from modelbay.engine.db.schema.experiments import ExperimentVariant
+    with runtime.db.session() as session:  # as if 800 people had rated: the totals are all status reads
+        session.execute(update(ExperimentVariant).where(ExperimentVariant.id == a.id)
+                        .values(exposures=400, answers=400, ups=200, downs=200))
+        session.execute(update(ExperimentVariant).where(ExperimentVariant.id == b.id)
+                        .values(exposures=400, answers=400, ups=290, downs=110))
+    card = lab("/experiments status big")
+    assert card.text.startswith("**May stop: yes**, because b has the better 👍 share"), card.text
+    assert "Ship it with `/experiments ship big`" in card.text
+    assert "/experiments ship big" in [button.command for button in card.buttons]
+    shipped = runtime.experiments.ship("big")
+    assert shipped.variant.name == "b" and shipped.before is None
+
+
+def test_assignment_splits_within_binomial_tolerance() -> None:
+    weights = [0.2, 0.8]
+    n = 10_000
+    counts = [0, 0]
+    for i in range(n):
+        counts[choose(weights, position("split", f"slack:U{i}"))] += 1
+    sd = math.sqrt(n * 0.2 * 0.8)
+    assert abs(counts[0] - n * 0.2) < 4 * sd
+    assert choose(weights, position("split", "slack:U1")) == choose(weights, position("split", "slack:U1"))
+
+
+def test_rest_creates_reports_and_ships(lab) -> None:
+    from modelbay.adapters.api import create_app
+
+    runtime = lab.runtime
+    client = TestClient(create_app(runtime))
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"name": "rest", "metric": "response_time", "variants": [
+        {"model": "tiny-chat"}, {"model": "tiny-chat", "max_tokens": 4, "weight": 2}]}
+    created = client.post("/api/experiments", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    assert [v["weight"] for v in created.json()["variants"]] == pytest.approx([1 / 3, 2 / 3])
+    bad = client.post("/api/experiments", json={**body, "name": "x", "variants": body["variants"][:1]},
+                      headers=headers)
+    assert bad.status_code == 422 and "variants" in bad.json()["error"]
+    status = client.get("/api/experiments/rest", headers=headers)
+    assert status.status_code == 200 and status.json()["verdict"]["may_stop"] is False
+    assert status.json()["verdict"]["reason"].startswith("not enough data")
+    assert client.get("/api/experiments", headers=headers).json()[0]["name"] == "rest"
+    shipped = client.post("/api/experiments/rest/ship", json={"variant": "a"}, headers=headers)
+    assert shipped.status_code == 200 and shipped.json()["status"] == "shipped"
+    assert client.get("/api/experiments/none", headers=headers).status_code == 404
