@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modelbay.bot.commands._args import CATEGORY, MODEL, MODEL_OR_REPO, limit, revision
+from modelbay.bot.commands._args import CATEGORIES, CATEGORY, MODEL, MODEL_OR_REPO, limit, revision
 from modelbay.bot.commands.optimize import key_figures, verdict_reason
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Field, Progress, Reply, Table
@@ -376,3 +376,39 @@ async def list_servers(ctx: Context) -> Reply:
         return Reply(text="No model servers yet. An admin starts one with `/models serve <model>`.")
     rows = [[s.served_name, s.state, s.endpoint or "-", ", ".join(s.adapters) or "-", s.error or ""] for s in servers]
     return Reply(title="Model servers", table=Table(["Model", "State", "Endpoint", "Adapters", "Error"], rows))
+
+
+# -- recommend: ranked suggestions from this team's evidence (engine/analytics/recommend.py) ----------------
+
+@command(
+    "models", "recommend",
+    help="Suggest models for a task from this team's ratings, arena, measured speed, hardware and use.",
+    args=(
+        Arg("task", "The kind of work (a model category).", choices=CATEGORIES),
+        Arg("fits", "Only models that fit the hardware.", type=ArgType.BOOLEAN, default=False),
+    ),
+)
+async def recommend_models(ctx: Context, task: str | None, fits: bool) -> Reply:
+    """Rank the team's models with a one-line reason each, then what this person rates well and uses most."""
+    from modelbay.engine.analytics.recommend import Recommender
+
+    hardware, notice = await ctx.call(ctx.runtime.hardware.current, wait=3.0)
+    arena = getattr(ctx.runtime, "arena", None)  # the blind arena's leaderboard, where this build has one
+    recommender = Recommender(ctx.runtime.db, arena.leaderboard if arena is not None else None)
+    team = await ctx.call(recommender.recommend, task, hardware=hardware, fits_only=fits)
+    mine = await ctx.call(recommender.recommend, task, hardware=hardware, fits_only=fits, user_key=ctx.actor.key,
+                          limit=3)
+    what = f"{task} models" if task else "models"
+    if not team:
+        hint = " that fit this hardware" if fits else ""
+        return Reply(text=f"No {what}{hint} installed or used here yet. `/models search` finds some; install one and "
+                          "rate its answers, and recommendations follow.", footer=notice)
+    rows = [[str(i), s.model, f"{s.score:.2f}", s.reason] for i, s in enumerate(team, 1)]
+    fields = [Field("For you", "\n".join(f"{s.model}: {s.reason}" for s in mine), inline=False)] if mine else []
+    best = team[0]
+    return Reply(
+        title=f"Recommended {what}", table=Table(["#", "Model", "Score", "Why"], rows), fields=fields,
+        buttons=[Button(f"Try {best.model}", f"/chat {best.model}", "primary")] if best.evidence.installed else [],
+        footer=" · ".join(x for x in ("Score: 👍 share (lower bound) 45%, arena 25%, measured speed 15%, use 15% "
+                                      "over 30 days.", notice) if x),
+    )

@@ -1,0 +1,40 @@
+"""Recommendation ranking without services: better evidence ranks first, with the reason naming it."""
+
+from __future__ import annotations
+
+from modelbay.engine.analytics.recommend import Evidence, rank, reason
+
+
+def _e(name: str, **kw: object) -> Evidence:
+    return Evidence(model=name, display_name=name.title(), category="code", installed=True, **kw)  # type: ignore[arg-type]
+
+
+def test_a_well_rated_model_beats_a_lucky_few_ratings() -> None:
+    ranked = rank([_e("lucky", answers=3, ups=3), _e("proven", answers=80, ups=70, downs=10), _e("unused")],
+                  task="code")
+    assert [s.model for s in ranked] == ["proven", "lucky", "unused"]
+    assert ranked[0].reason.startswith("👍 88% of 80 rated code answers here")
+    assert ranked[-1].score == 0 and ranked[-1].reason == "no answers, ratings or battles here yet"
+
+
+def test_arena_speed_and_fit_count_and_are_said() -> None:
+    fast = _e("fast", answers=10, ups=5, downs=5, tokens_per_s=55.0, speed_source="answers", fit="int8",
+              fit_known=True)
+    strong = _e("strong", answers=10, ups=5, downs=5, arena_strength=1150.0, arena_low=1100.0, arena_battles=120)
+    plain = _e("plain", answers=10, ups=5, downs=5)
+    ranked = rank([plain, fast, strong])
+    assert [s.model for s in ranked] == ["strong", "fast", "plain"]
+    assert "arena 1,150 (from 1,100, 120 battles)" in ranked[0].reason
+    assert "55 tokens/s measured" in ranked[1].reason and "fits at int8" in ranked[1].reason
+
+
+def test_fits_only_leaves_out_what_does_not_fit() -> None:
+    big = _e("big", answers=50, ups=50, fit=None, fit_known=True)
+    small = _e("small", answers=1, ups=1, fit="4bit", fit_known=True)
+    assert [s.model for s in rank([big, small], fits_only=True)] == ["small"]
+    assert "does not fit this hardware" in reason(big)
+
+
+def test_a_report_speed_is_named_as_such() -> None:
+    text = reason(_e("variant", tokens_per_s=41.6, speed_source="optimization report"))
+    assert text == "42 tokens/s measured (optimization report)"
