@@ -102,3 +102,30 @@ def test_a_battle_streams_both_answers_then_votes_reveal_names_and_the_leaderboa
     chat_board = arena("/arena leaderboard chat")
     assert "2 votes" in chat_board.text and chat_board.title == "Arena leaderboard · chat"
     assert "Not enough votes yet" in arena("/arena leaderboard code").text
+
+
+def test_the_console_prints_a_battle_when_both_answers_are_in_and_takes_the_vote(settings: Settings,
+                                                                                  tiny_chat_model: Path,
+                                                                                  tiny_model: Path) -> None:
+    import io
+
+    from rich.console import Console as RichConsole
+
+    from modelbay.adapters.console import ConsoleApp
+
+    settings.chat_temperature, settings.chat_max_tokens, settings.arena_bootstrap_rounds = 0.0, 8, 20
+    runtime = Runtime(settings)
+    runtime.prepare()
+    installed(runtime.registry, tiny_chat_model, name="tiny-chat")
+    installed(runtime.registry, tiny_model, name="tiny-base")
+    buffer = io.StringIO()
+    out = RichConsole(file=buffer, force_terminal=False, width=120, color_system=None)
+    script = "/arena Hello there\n/arena vote 1 b\n/arena leaderboard\n"
+    try:
+        assert ConsoleApp(Dispatcher(runtime, reraise_unknown=True), stdin=io.StringIO(script), out=out).run() == 0
+    finally:
+        runtime.close()
+    shown = buffer.getvalue()
+    assert "Battle #1 arena-1: finished - both answered" in shown and "/arena vote 1 bad" in shown
+    assert "Model A was Tiny Chat (tiny-chat)" in shown or "Model A was Tiny Base (tiny-base)" in shown
+    assert "arena-leaderboard.png" in shown and "Strength (95% CI)" in shown
