@@ -1677,7 +1677,7 @@ class VoteOut(BaseModel):
 class StandingOut(BaseModel):
     """A model's line on the leaderboard (Bradley-Terry strength, LMSYS scale, 95% bootstrap interval)."""
 
-    rank: int
+    rank: int | None = Field(description="Null: unranked (provisional or separated), listed after the ranked.")
     model: str
     name: str = Field(description="Display name.")
     strength: float
@@ -1688,6 +1688,8 @@ class StandingOut(BaseModel):
     ties: int
     win_fraction: float
     both_bad: int
+    provisional: bool = Field(description="Fewer battles than the leaderboard's minimum: no interval, no rank.")
+    separated: str | None = Field(description="won or lost: it won (lost) every battle, so its strength is unbounded.")
 
 
 class LeaderboardOut(BaseModel):
@@ -1696,6 +1698,7 @@ class LeaderboardOut(BaseModel):
     category: str | None
     votes: int
     rounds: int
+    groups: int = Field(description="Strongly connected groups of who beat whom; over 1: gaps between them unmeasured.")
     standings: list[StandingOut]
 
 
@@ -1739,9 +1742,11 @@ async def vote_battle(ctx: User, battle: Annotated[int, Path(ge=1, le=2**53)], b
 async def arena_leaderboard(ctx: Viewer, category: Category | None = None) -> LeaderboardOut:
     """Bradley-Terry strengths with 95% bootstrap intervals, ranks by interval overlap, battles and win shares."""
     board = await ctx.call(ctx.runtime.arena.leaderboard, category.value if category else None)
-    return LeaderboardOut(category=board.category, votes=board.votes, rounds=board.rounds, standings=[
+    return LeaderboardOut(category=board.category, votes=board.votes, rounds=board.rounds, groups=board.groups,
+                          standings=[
         StandingOut(rank=s.rank, model=s.model, name=s.label, strength=s.strength, low=s.low, high=s.high,
-                    battles=s.battles, wins=s.wins, ties=s.ties, win_fraction=s.win_fraction, both_bad=s.both_bad)
+                    battles=s.battles, wins=s.wins, ties=s.ties, win_fraction=s.win_fraction, both_bad=s.both_bad,
+                    provisional=s.provisional, separated=s.separated)
         for s in board.standings])
 
 

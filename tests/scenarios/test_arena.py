@@ -95,7 +95,9 @@ def test_a_battle_streams_both_answers_then_votes_reveal_names_and_the_leaderboa
     board = arena("/arena leaderboard")
     assert board.table.columns[:3] == ["Rank", "Model", "Strength (95% CI)"]
     assert sorted(row[1] for row in board.table.rows) == sorted([stored.a.label, stored.b.label])
-    assert all("(−" in row[2] and "/+" in row[2] for row in board.table.rows)
+    # Two counted battles each: provisional, so no interval and no rank (see the leaderboard's MIN_BATTLES)
+    assert [row[2] for row in board.table.rows] == ["provisional (2 battles)"] * 2
+    assert [row[0] for row in board.table.rows] == ["–", "–"] and "fewer than 20 battles" in board.text
     assert "3 votes" in board.text and board.attachments[0].data.startswith(b"\x89PNG")
     assert [row[5] for row in board.table.rows] == ["1", "1"]  # both bad, kept apart
     assert sum(int(row[3]) for row in board.table.rows) == 2 * 2  # a and tie count; both bad does not

@@ -63,5 +63,6 @@ def test_a_battle_over_rest_answers_both_sides_and_votes_reveal_them(api) -> Non
     board = api.get("/api/arena/leaderboard").json()
     assert board["votes"] == 2 and board["rounds"] == 20 and len(board["standings"]) == 2
     first = board["standings"][0]
-    assert first["low"] <= first["strength"] <= first["high"] and first["battles"] == 2 and first["rank"] == 1
+    assert first["low"] <= first["strength"] <= first["high"] and first["battles"] == 2
+    assert first["rank"] is None and first["provisional"] is True  # two battles: too few to rank
     assert api.get("/api/arena/leaderboard", params={"category": "code"}).json()["standings"] == []

@@ -67,6 +67,8 @@ def _share_cell(m: Metrics) -> str:
 def _strength_cell(strength: Strength | None, arena: bool) -> str:
     if strength is None:
         return "no battles" if arena else "-"
+    if strength.unranked:  # too few battles, or won/lost them all: the leaderboard's words, not a runaway figure
+        return strength.unranked
     return f"{strength.strength:.0f} ({strength.low:.0f}–{strength.high:.0f})"
 
 

@@ -11,7 +11,7 @@ from modelbay.bot.commands._args import CATEGORIES, CATEGORY
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Attachment, Button, Progress, Reply, Table
 from modelbay.bot.spec import Arg, ArgType, command
-from modelbay.engine.analytics.leaderboard import Leaderboard, chart, standings_text
+from modelbay.engine.analytics.leaderboard import MIN_BATTLES, Leaderboard, chart, standings_text
 from modelbay.engine.experiments.arena import BattleRecord, Piece, SideDone, VoteRecord
 from modelbay.engine.jobs.progress import ProgressEvent
 
@@ -142,9 +142,15 @@ def leaderboard_reply(board: Leaderboard) -> Reply:
                      text=f"Not enough votes yet ({board.votes} so far, none between two models that count). "
                           "`/arena <prompt>` starts a battle.")
     table = Table(["Rank", "Model", "Strength (95% CI)", "Battles", "Win %", "Both bad"], standings_text(board))
+    text = f"{board.votes:,} votes. Rank 1 + the ranked models whose whole interval is above this one's."
+    if any(not s.settled for s in board.standings):
+        text += (f" Unranked (–), listed last: models with fewer than {MIN_BATTLES} battles (provisional: too few "
+                 "votes for an interval) and models that won or lost every battle (their strength has no bound).")
+    if board.groups > 1:
+        text += (f" The votes split the models into {board.groups} groups that never beat a group above them, so "
+                 "the gaps between groups are not measured yet.")
     return Reply(
-        title=f"Arena leaderboard{where}", table=table,
-        text=f"{board.votes:,} votes. Rank 1 + the models whose whole interval is above this one's.",
+        title=f"Arena leaderboard{where}", table=table, text=text,
         attachments=[Attachment(f"arena-leaderboard{'-' + board.category if board.category else ''}.png",
                                 chart(board), "image/png")],
         footer=f"Bradley-Terry by maximum likelihood (ties half a win, both-bad kept apart), LMSYS scale; "

@@ -31,6 +31,7 @@ class Strength:
     low: float
     high: float
     battles: int | None = None
+    unranked: str | None = None  # the leaderboard's words instead: "provisional (3 battles)", "won all 3"
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ def strengths(arena: _Arena | None) -> dict[int, Strength]:
     if arena is None:
         return {}
     board = arena.leaderboard(None)
-    return {s.version_id: Strength(float(s.strength), float(s.low), float(s.high), getattr(s, "battles", None))
+    return {s.version_id: Strength(float(s.strength), float(s.low), float(s.high), getattr(s, "battles", None),
+                                   None if getattr(s, "settled", True) else s.interval)
             for s in getattr(board, "standings", ())}
 
 

@@ -11,6 +11,18 @@ rounds; a round resamples the battles with replacement, which for counts is one 
 All rounds are fitted at once: the parameters are a (rounds x models) array and each Newton step solves the
 rounds' (models x models) systems together. A model's rank is 1 + the number of models whose lower bound is above
 its upper bound (LMSYS's rank by interval overlap).
+
+Small samples: with a handful of votes the maximum-likelihood strength runs far out and the bootstrap interval
+collapses (one vote: every resample is that same vote, so the interval has zero width). The fit stays as it is, but a
+model with fewer than MIN_BATTLES counted battles is *provisional*: its interval is not shown as one, it takes no rank
+and other models are not ranked against it; it is listed after the ranked models. A model that won (or lost) every
+battle it fought is *separated*: its likelihood keeps rising as its strength runs off, so the figure is only where the
+ridge stopped it; the board says "won all N" instead, and it is not ranked either. Whether the maximum-likelihood
+strengths exist at all (Zermelo 1929, Ford 1957) is whether the graph "i beat j at least once" (a tie both ways) is
+strongly connected; `Leaderboard.groups` counts its strongly connected components (1: every strength is determined
+by the data; more: the gaps between groups rest on the ridge). Strengths are identified only up to a constant, so
+the board puts the mean of the settled models at 1000 (in the fit and in each bootstrap round): a provisional
+model's run-off in some rounds then moves only itself, not the settled models' intervals.
 """
 
 from __future__ import annotations
@@ -20,11 +32,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from modelbay.engine.analytics.figures import figure, png
 
-__all__ = ["OUTCOMES", "BattleCounts", "Fit", "Leaderboard", "Standing", "battle_counts", "chart", "fit",
-           "leaderboard", "rating", "standings_text"]
+__all__ = ["MIN_BATTLES", "OUTCOMES", "BattleCounts", "Fit", "Leaderboard", "Standing", "battle_counts", "chart", "fit",
+           "groups", "leaderboard", "rating", "standings_text"]
 
 OUTCOMES = ("a", "b", "tie", "both_bad")  # a vote's outcome codes 0..3
 BASE = 1000.0  # the scale's mean
@@ -33,6 +47,11 @@ RIDGE = 1e-6  # weak L2 on theta: finite strengths for a model that never lost; 
 _MAX_STEP = 3.0  # largest change of any theta in one Newton step (damps the first steps of separated data)
 _TOLERANCE = 1e-9
 _MAX_ITERATIONS = 100
+# Fewer counted battles than this and a model is provisional (unranked, no interval shown). At 20 battles near even
+# odds the standard error of a strength is about 2/sqrt(20) = 0.45 natural-log units (78 points), so a 95% interval
+# spans about ±150 points: wide, but a real interval. Below it a percentile bootstrap over so few votes is too
+# discrete to trust (with one vote, or votes all one way, every resample is the same and the interval has no width).
+MIN_BATTLES = 20
 
 
 @dataclass(frozen=True)
@@ -205,7 +224,11 @@ def fit(counts: BattleCounts, rounds: int = 200, seed: int = 0) -> Fit:
 
 @dataclass(frozen=True)
 class Standing:
-    """One model's line on a leaderboard (strength and interval on the rating scale)."""
+    """One model's line on a leaderboard (strength and interval on the rating scale).
+
+    `rank` is None for a model that is not `settled` (provisional or separated): its maximum-likelihood figure is
+    kept, but it is not ranked and nobody is ranked against it.
+    """
 
     version_id: int
     model: str
@@ -213,12 +236,28 @@ class Standing:
     strength: float
     low: float
     high: float
-    rank: int
+    rank: int | None
     battles: int  # decisive and tied votes it took part in
     wins: int
     ties: int
     win_fraction: float  # (wins + ties / 2) / battles
     both_bad: int  # "both bad" votes it took part in, kept out of the fit
+    provisional: bool = False  # fewer than MIN_BATTLES battles
+    separated: str | None = None  # "won" or "lost": it won (lost) every battle it fought, no tie
+
+    @property
+    def settled(self) -> bool:
+        """Enough battles and not separated: its strength and interval mean what they say."""
+        return not self.provisional and self.separated is None
+
+    @property
+    def interval(self) -> str:
+        """The strength cell: "1032 (−25/+27)", "provisional (3 battles)", "won all 3 (provisional)", "lost all 40"."""
+        if self.separated is not None:
+            return f"{self.separated} all {self.battles:,}" + (" (provisional)" if self.provisional else "")
+        if self.provisional:
+            return f"provisional ({self.battles:,} battle{'' if self.battles == 1 else 's'})"
+        return f"{self.strength:.0f} (−{self.strength - self.low:.0f}/+{self.high - self.strength:.0f})"
 
 
 @dataclass(frozen=True)
@@ -229,6 +268,7 @@ class Leaderboard:
     standings: list[Standing]
     votes: int
     rounds: int
+    groups: int = 1  # strongly connected groups of the "beat at least once" graph; > 1: some gaps rest on the ridge
 
 
 def leaderboard(counts: BattleCounts, names: dict[int, tuple[str, str]] | None = None, *, category: str | None = None,
@@ -248,36 +288,98 @@ def leaderboard(counts: BattleCounts, names: dict[int, tuple[str, str]] | None =
     wins = np.bincount(counts.i, counts.wins_i, m) + np.bincount(counts.j, counts.wins_j, m)
     ties = np.bincount(counts.i, counts.ties, m) + np.bincount(counts.j, counts.ties, m)
     bad = np.bincount(counts.i, counts.both_bad, m) + np.bincount(counts.j, counts.both_bad, m)
-    ranks = result.rank
+    provisional = battles < MIN_BATTLES
+    separated = np.where((battles > 0) & (wins == battles), "won",
+                         np.where((battles > 0) & (wins == 0) & (ties == 0), "lost", ""))
+    settled = ~provisional & (separated == "")
+    result = _anchored(result, settled)
+    # Rank among the settled only: 1 + the settled models whose lower bound is above this one's upper bound.
+    above = (result.low[None, :] > result.high[:, None]) & settled[None, :]
+    ranks = 1 + above.sum(axis=1)
     standings = []
     for k, version_id in enumerate(counts.models):
         model, label = names.get(version_id, (str(version_id), str(version_id)))
         standings.append(Standing(
             version_id, model, label, float(result.strength[k]), float(result.low[k]), float(result.high[k]),
-            int(ranks[k]), int(battles[k]), int(wins[k]), int(ties[k]),
-            float((wins[k] + ties[k] / 2) / battles[k]) if battles[k] else 0.0, int(bad[k])))
-    standings.sort(key=lambda s: (s.rank, -s.strength))
-    return Leaderboard(category, standings, counts.votes, rounds)
+            int(ranks[k]) if settled[k] else None, int(battles[k]), int(wins[k]), int(ties[k]),
+            float((wins[k] + ties[k] / 2) / battles[k]) if battles[k] else 0.0, int(bad[k]),
+            bool(provisional[k]), str(separated[k]) or None))
+    # The ranked first (by rank, then strength); then the rest by win share and battles (their figures run off).
+    standings.sort(key=lambda s: (0, s.rank, -s.strength) if s.settled else (1, -s.win_fraction, -s.battles))
+    return Leaderboard(category, standings, counts.votes, rounds, groups(counts))
+
+
+def _anchored(result: Fit, settled: np.ndarray) -> Fit:
+    """Strengths are fixed only up to a constant; put the settled models' mean at BASE in the fit and in every round.
+
+    `fit` centres all models, so in a bootstrap round where a provisional model's few votes all went one way its
+    run-off strength would drag the mean, shifting every settled model and widening their intervals for nothing.
+    """
+    if not settled.any():
+        return result
+    strength = result.strength - (result.strength[settled].mean() - BASE)
+    if result.rounds.shape[0] == 0:
+        return Fit(result.models, strength, result.rounds, strength.copy(), strength.copy())
+    rounds = result.rounds - (result.rounds[:, settled].mean(axis=1, keepdims=True) - BASE)
+    low, high = np.percentile(rounds, [2.5, 97.5], axis=0)
+    return Fit(result.models, strength, rounds, low, high)
+
+
+def groups(counts: BattleCounts) -> int:
+    """How many strongly connected groups the graph "i beat j at least once" (a tie: both ways) has, among models
+    with a counted battle. The maximum-likelihood strengths exist, without the ridge, exactly when it is one (Ford
+    1957, "Solution of a ranking problem from binary comparisons", condition on the comparison graph)."""
+    beat_j, beat_i = counts.wins_i + counts.ties > 0, counts.wins_j + counts.ties > 0
+    played = np.zeros(len(counts.models), dtype=bool)
+    played[counts.i[beat_i | beat_j]] = played[counts.j[beat_i | beat_j]] = True
+    if not played.any():
+        return 0
+    src = np.concatenate([counts.i[beat_j], counts.j[beat_i]])
+    dst = np.concatenate([counts.j[beat_j], counts.i[beat_i]])
+    m = len(counts.models)
+    graph = coo_matrix((np.ones(src.size), (src, dst)), shape=(m, m)).tocsr()
+    _, label = connected_components(graph, directed=True, connection="strong")
+    return int(np.unique(label[played]).size)
 
 
 def standings_text(board: Leaderboard) -> list[list[str]]:
-    """The board as table rows: rank, model, strength (−low/+high), battles, win %, both bad."""
-    return [[str(s.rank), s.label, f"{s.strength:.0f} (−{s.strength - s.low:.0f}/+{s.high - s.strength:.0f})",
-             f"{s.battles:,}", f"{s.win_fraction:.0%}", f"{s.both_bad:,}"] for s in board.standings]
+    """The board as table rows: rank ("–" when unranked), model, strength (−low/+high) or why it has none
+    ("provisional (3 battles)", "won all 3"), battles, win %, both bad."""
+    return [[str(s.rank) if s.rank is not None else "–", s.label, s.interval, f"{s.battles:,}",
+             f"{s.win_fraction:.0%}", f"{s.both_bad:,}"] for s in board.standings]
 
 
 def chart(board: Leaderboard) -> bytes:
-    """The board as a PNG: each model's strength with its 95% interval as a horizontal bar, best on top."""
+    """The board as a PNG, best on top: a settled model's strength with its 95% interval as a horizontal bar; a
+    provisional one as a hollow circle without a bar; a separated one as a hollow arrow at the edge it runs to."""
     standings = board.standings
     fig = figure(7.0, 1.2 + 0.45 * max(1, len(standings)))
     axes = fig.add_subplot(1, 1, 1)
     y = np.arange(len(standings))[::-1]
-    strengths = np.array([s.strength for s in standings])
-    errors = np.array([[s.strength - s.low for s in standings], [s.high - s.strength for s in standings]])
-    axes.errorbar(strengths, y, xerr=errors, fmt="o", color="#1f6feb", ecolor="#8c959f", capsize=4)
-    axes.set_yticks(y, [f"{s.rank}. {s.label}" for s in standings])
+    settled = np.array([s.settled for s in standings], dtype=bool)
+    shown = [s for s in standings if s.separated is None]  # the figures that mean something set the axis
+    left = min([s.low for s in shown if s.settled] + [s.strength for s in shown] + [BASE - 100.0])
+    right = max([s.high for s in shown if s.settled] + [s.strength for s in shown] + [BASE + 100.0])
+    pad = 0.08 * (right - left)
+    left, right = left - pad, right + pad
+    if settled.any():
+        ranked = [s for s in standings if s.settled]
+        errors = np.array([[s.strength - s.low for s in ranked], [s.high - s.strength for s in ranked]])
+        axes.errorbar([s.strength for s in ranked], y[settled], xerr=errors, fmt="o", color="#1f6feb",
+                      ecolor="#8c959f", capsize=4)
+    for row, s in zip(y, standings, strict=True):
+        if s.settled:
+            continue
+        x, marker = ((right, ">") if s.separated == "won" else (left, "<") if s.separated == "lost"
+                     else (s.strength, "o"))
+        axes.plot([x], [row], marker=marker, markersize=8, markerfacecolor="none", markeredgecolor="#8c959f",
+                  linestyle="none", clip_on=False)
+    axes.set_xlim(left, right)
+    axes.set_yticks(y, [f"{s.rank}. {s.label}" if s.rank is not None else f"–  {s.label}: {s.interval}"
+                        for s in standings])
     axes.axvline(BASE, color="#d0d7de", linewidth=1, zorder=0)
-    axes.set_xlabel(f"strength (Bradley-Terry, 95% interval from {board.rounds} bootstrap rounds)")
+    axes.set_xlabel(f"strength (Bradley-Terry, 95% interval from {board.rounds} bootstrap rounds)\n"
+                    f"hollow, no bar: unranked (under {MIN_BATTLES} battles, or won/lost every battle)")
     title = "Arena leaderboard" + (f": {board.category}" if board.category else "")
     axes.set_title(f"{title} ({board.votes:,} votes)")
     fig.tight_layout()

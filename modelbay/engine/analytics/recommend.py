@@ -201,7 +201,9 @@ class Recommender:
         if self._arena_board is None:
             return {}
         board = self._arena_board(task)
-        return {s.model: (s.strength, s.low, s.battles) for s in getattr(board, "standings", [])}
+        # A provisional or separated model's figure is no evidence (engine/analytics/leaderboard.py, MIN_BATTLES).
+        return {s.model: (s.strength, s.low, s.battles) for s in getattr(board, "standings", [])
+                if getattr(s, "settled", True)}
 
     def recommend(self, task: str | None = None, *, hardware: hw.Hardware | None = None, fits_only: bool = False,
                   user_key: str | None = None, limit: int = 5) -> list[Suggestion]:

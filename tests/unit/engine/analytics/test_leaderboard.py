@@ -12,6 +12,7 @@ import pytest
 from scipy.optimize import minimize
 
 from modelbay.engine.analytics.leaderboard import (
+    MIN_BATTLES,
     SCALE,
     BattleCounts,
     Fit,
@@ -128,8 +129,80 @@ def test_a_model_that_never_lost_keeps_a_finite_strength_and_the_board_draws() -
     board = leaderboard(battle_counts([5, 5, 6], [6, 7, 7], ["a", "a", "tie"]), {5: ("m5", "Model Five")},
                         category="code", rounds=20)
     assert board.standings[0].label == "Model Five" and math.isfinite(board.standings[0].strength)
-    assert standings_text(board)[0][:2] == ["1", "Model Five"] and chart(board).startswith(b"\x89PNG")
+    assert standings_text(board)[0][:3] == ["–", "Model Five", "won all 2 (provisional)"]
+    assert chart(board).startswith(b"\x89PNG")
     assert board.standings[-1].label == "7"  # no name given: its id
+
+
+def _mixed(rng: np.random.Generator, n: int = 3000) -> tuple[list[int], list[int], list[int]]:
+    """Votes among models 1, 2, 3 (strengths 1, 0, -1) with every pair both ways: all settled, ranks 1, 2, 3."""
+    a, b, outcome = _votes(np.array([1.0, 0.0, -1.0]), n, rng, tie=0.1, bad=0.0)
+    return list(a - 99), list(b - 99), list(outcome)
+
+
+def test_one_vote_is_provisional_not_an_extreme_figure_with_a_zero_width_interval() -> None:
+    board = leaderboard(battle_counts([1], [2], ["a"]), rounds=50)
+    one, two = board.standings
+    assert (one.rank, two.rank) == (None, None) and one.provisional and two.provisional
+    assert (one.separated, two.separated) == ("won", "lost") and not one.settled
+    assert one.high - one.low < 1e-6  # what the bootstrap gives (every resample is that vote): why it is not shown
+    rows = standings_text(board)
+    assert [r[:3] for r in rows] == [["–", "1", "won all 1 (provisional)"], ["–", "2", "lost all 1 (provisional)"]]
+    assert not any("(−" in r[2] for r in rows) and board.groups == 2
+    mixed = leaderboard(battle_counts([1, 1, 2], [2, 2, 1], ["a", "b", "tie"]), rounds=20)
+    assert [r[2] for r in standings_text(mixed)] == ["provisional (3 battles)"] * 2 and mixed.groups == 1
+
+
+def test_provisional_models_are_unranked_listed_last_and_nobody_is_ranked_against_them() -> None:
+    a, b, outcome = _mixed(np.random.default_rng(5))
+    before = {s.version_id: s for s in leaderboard(battle_counts(a, b, outcome), rounds=100).standings}
+    # Model 9: 5 battles, 4 wins over the best model: a high figure and a bootstrap interval that means little.
+    a += [9] * 5
+    b += [1] * 5
+    outcome += [0, 0, 0, 0, 1]
+    board = leaderboard(battle_counts(a, b, outcome), rounds=100)
+    settled = [s for s in board.standings if s.settled]
+    assert [s.version_id for s in settled] == [1, 2, 3] and [s.rank for s in settled] == [1, 2, 3]
+    nine = board.standings[-1]
+    assert nine.version_id == 9 and nine.rank is None and nine.provisional and nine.separated is None
+    assert standings_text(board)[-1][:3] == ["–", "9", "provisional (5 battles)"] and MIN_BATTLES > 5
+    assert nine.low > settled[2].high  # ranked by overlap as if sure, it would push model 3 down to 4th
+    for s in settled:  # anchored on the settled models: 9's run-off rounds do not widen their intervals
+        width = before[s.version_id].high - before[s.version_id].low
+        assert abs(s.strength - before[s.version_id].strength) < 1.0 and s.high - s.low < 1.5 * width
+
+
+def test_a_model_that_won_every_battle_says_so_and_is_unranked_however_many_battles() -> None:
+    a, b, outcome = _mixed(np.random.default_rng(8))
+    a += [7] * 15 + [2] * 15
+    b += [1] * 15 + [7] * 15
+    outcome += [0] * 15 + [1] * 15  # model 7 beats 1 fifteen times and 2 fifteen times
+    board = leaderboard(battle_counts(a, b, outcome), {7: ("champ", "Champ")}, rounds=50)
+    champ = next(s for s in board.standings if s.version_id == 7)
+    assert (champ.separated, champ.provisional, champ.rank, champ.interval) == ("won", False, None, "won all 30")
+    assert board.standings[-1] is champ and board.groups == 2  # {7} never lost to the others' group
+    assert [s.rank for s in board.standings[:3]] == [1, 2, 3]
+
+
+def test_the_chart_draws_unranked_models_hollow_and_without_a_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelbay.engine.analytics import leaderboard as module
+
+    drawn = []
+    monkeypatch.setattr(module, "png", lambda fig: drawn.append(fig) or b"\x89PNG")
+    a, b, outcome = _mixed(np.random.default_rng(1))
+    a += [9] * 3 + [8] * 25
+    b += [1] * 3 + [3] * 25
+    outcome += [0, 1, 2] + [1] * 25  # 9: provisional; 8: lost all 25
+    board = leaderboard(battle_counts(a, b, outcome), rounds=30)
+    assert chart(board) == b"\x89PNG"
+    axes = drawn[0].axes[0]
+    assert len(axes.containers) == 1 and len(axes.containers[0].lines[2][0].get_segments()) == 3  # 3 bars
+    hollow = [line for line in axes.lines if line.get_markerfacecolor() == "none"]
+    assert sorted(line.get_marker() for line in hollow) == ["<", "o"]  # lost all: arrow at the left edge
+    left, right = axes.get_xlim()
+    assert all(left <= x <= right for line in hollow for x in line.get_xdata())
+    labels = [t.get_text() for t in axes.get_yticklabels()]
+    assert "–  9: provisional (3 battles)" in labels and "–  8: lost all 25" in labels and "1. 1" in labels
 
 
 def test_counts_from_grouped_rows_match_counts_from_votes_and_bad_input_is_refused() -> None:
