@@ -31,6 +31,7 @@ __all__ = [
     "Analytics",
     "Interval",
     "Metrics",
+    "Rated",
     "bucket_bounds",
     "latency_bucket",
     "parse_period",
@@ -129,8 +130,30 @@ class AnswerEvent:
         return tokens_per_second(self.output_tokens, self.total_ms)
 
 
+class Rated:
+    """Figures that count 👍 (`ups`) and 👎 (`downs`): the ratings, the 👍 share and its Wilson interval."""
+
+    ups: int
+    downs: int
+
+    @property
+    def ratings(self) -> int:
+        """How many answers were rated."""
+        return self.ups + self.downs
+
+    @property
+    def satisfaction(self) -> float | None:
+        """The 👍 share of ratings, or None without ratings."""
+        return self.ups / self.ratings if self.ratings else None
+
+    @property
+    def satisfaction_interval(self) -> Interval | None:
+        """The Wilson 95% interval of the 👍 share, or None without ratings."""
+        return wilson(self.ups, self.ratings) if self.ratings else None
+
+
 @dataclass(frozen=True)
-class Metrics:
+class Metrics(Rated):
     """A model's numbers over a period."""
 
     requests: int
@@ -142,21 +165,6 @@ class Metrics:
     output_tokens: int
     ups: int
     downs: int
-
-    @property
-    def ratings(self) -> int:
-        """How many answers were rated."""
-        return self.ups + self.downs
-
-    @property
-    def satisfaction(self) -> float | None:
-        """The 👍 share of ratings."""
-        return self.ups / self.ratings if self.ratings else None
-
-    @property
-    def satisfaction_interval(self) -> Interval | None:
-        """The Wilson 95% interval of the 👍 share."""
-        return wilson(self.ups, self.ratings) if self.ratings else None
 
 
 class Analytics:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from modelbay.engine.analytics.analytics import Interval, bucket_bounds, wilson
+from modelbay.engine.analytics.analytics import Rated, bucket_bounds
 from modelbay.engine.db.database import Database
 from modelbay.engine.db.schema.analytics import LatencyDaily, LatencyHourly, UsageHourly
 
@@ -30,7 +30,7 @@ QUANTILES = (0.50, 0.95)
 
 
 @dataclass(frozen=True)
-class Point:
+class Point(Rated):
     """One time bucket of a series: its start (UTC) and what was answered and rated in it."""
 
     start: datetime
@@ -40,21 +40,6 @@ class Point:
     p95_ms: float | None
     ups: int
     downs: int
-
-    @property
-    def ratings(self) -> int:
-        """How many of the bucket's answers were rated."""
-        return self.ups + self.downs
-
-    @property
-    def satisfaction(self) -> float | None:
-        """The 👍 share of the bucket's ratings, or None without ratings."""
-        return self.ups / self.ratings if self.ratings else None
-
-    @property
-    def satisfaction_interval(self) -> Interval | None:
-        """The Wilson 95% interval of the 👍 share, or None without ratings."""
-        return wilson(self.ups, self.ratings) if self.ratings else None
 
 
 @dataclass(frozen=True)
