@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +177,8 @@ def _fill(db, registry) -> tuple[str, list[int]]:  # noqa: ANN001
             row.ms_sum, row.ms_sq_sum = float(ms[mine].sum()), float((ms[mine] ** 2).sum())
             found, counts = np.unique(buckets[mine], return_counts=True)
             session.execute(insert(ExperimentLatency), [
-                {"variant_id": variant, "bucket": int(bk), "count": int(n)} for bk, n in zip(found, counts, strict=True)])
+                {"variant_id": variant, "bucket": int(bk), "count": int(n)}
+                for bk, n in zip(found, counts, strict=True)])
     return "bench", variant_ids
 
 
