@@ -634,3 +634,42 @@ def test_an_answers_notes_are_cut_to_the_room_its_last_card_has_left() -> None:
     assert len(small_print(notes)) <= 400 and notes[0].endswith("…") and notes[1:] == ("line one\nline two", footer)
     assert len(small_print(fit_notes(["x" * 50, footer], 10))) <= 10  # never over the room
     assert fit_notes(["x" * 50, footer], 3) == ()  # no room: no small print at all
+
+
+# -- arena: the battle card edited as both answers grow, vote buttons, names revealed to the voter only --------------
+
+ARENA_ANSWER = "The sea at night is dark and calm, and the stars are bright above it."
+
+
+def test_an_arena_battle_is_one_card_edited_as_both_answers_grow_and_a_vote_reveals_the_names_privately(
+        bot: Bot, standin: DiscordStandIn, runtime: Runtime, tiny_model: Path) -> None:
+    from tests.support.openai_standin import Script, StandIn
+
+    installed(runtime.registry, tiny_model, name="tiny-base")
+    with StandIn() as model:  # tiny-base answers slowly from a served stand-in; tiny-chat in process
+        served_by(runtime, "tiny-base", model.endpoint)
+        model.script = Script.in_pieces(ARENA_ANSWER, 6, 0.35)  # 12 pieces over about four seconds
+        token = standin.command("arena", _sub("start", _opt("prompt", "Say hello.")), member=member(USER))
+        assert standin.wait("POST", "/callback", lambda c: token in c.path)[0].body["type"] == 5  # slow: deferred
+        voting = standin.wait("PATCH", "/messages/@original", lambda c: token in c.path and any(
+            "/arena vote" in b.get("custom_id", "") for b in c.components()), timeout=120)[0]
+    ids = [b["custom_id"] for b in voting.components() if "/arena vote" in b.get("custom_id", "")]
+    battle = runtime.arena.get(int(ids[0].split()[2]))
+    assert ids == [f"mb:run:/arena vote {battle.id} {code}" for code in ("a", "b", "tie", "bad")]
+    side = "A" if battle.a.model == "tiny-base" else "B"
+    edits = [c for c in _original(standin, token) if c.at < voting.at]
+    growing = [c for c in edits if f"Model {side}" in c.text() and ARENA_ANSWER[:6] in c.text()
+               and ARENA_ANSWER not in c.text()]
+    assert growing, [c.text()[:300] for c in edits]  # the one card, edited while the answers were written
+    assert ARENA_ANSWER in voting.text() and "tiny-base" not in voting.text()  # whole, and anonymous until a vote
+    assert not standin.to("POST", "/channels/")  # everything happened in the one answer
+
+    a_better = next(b for b in voting.components() if b.get("label") == "A is better")
+    press = standin.press(a_better, standin.original(token)["id"], member=member(USER))
+    revealed = standin.wait("POST", "/callback", lambda c: press in c.path)[0]
+    assert revealed.body["data"]["flags"] & 64 and "Thanks for your vote" in revealed.text()  # to the voter only
+    assert battle.a.label in revealed.text() and battle.b.label in revealed.text()
+    again = standin.press(a_better, standin.original(token)["id"], member=member(USER))
+    refused = standin.wait("POST", "/callback", lambda c: again in c.path)[0]
+    assert refused.body["data"]["flags"] & 64 and f"You already voted on battle #{battle.id}" in refused.text()
+    assert runtime.arena.counts().votes == 1

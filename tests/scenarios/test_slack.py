@@ -532,3 +532,42 @@ def test_the_same_message_delivered_again_is_answered_once(slack: SignedRequests
 ])
 def test_mrkdwn_rewrites_bold_and_never_code(markdown: str, shown: str) -> None:
     assert mrkdwn(markdown) == shown
+
+
+# -- arena: the battle card edited as both answers grow, vote buttons, names revealed to the voter only --------------
+
+ARENA_ANSWER = "The sea at night is dark and calm, and the stars are bright above it."
+
+
+def test_an_arena_battle_is_one_card_edited_as_both_answers_grow_and_a_vote_reveals_the_names_privately(
+        slack: SignedRequests, standin: SlackStandIn, runtime: Runtime, tiny_model: Path) -> None:
+    from tests.support.chat import installed
+    from tests.support.openai_standin import Script, StandIn
+
+    installed(runtime.registry, tiny_model, name="tiny-base")
+    with StandIn() as model:  # tiny-base answers slowly from a served stand-in; tiny-chat in process
+        served_by(runtime, "tiny-base", model.endpoint)
+        model.script = Script.in_pieces(ARENA_ANSWER, 6, 0.35)  # 12 pieces over about four seconds
+        slack.command("arena Say hello.", user=USER)
+        voting = standin.wait("chat.update", lambda c: any("/arena vote" in b.get("value", "") for b in c.buttons()),
+                              timeout=120)[0]
+    battle = runtime.arena.get(int(voting.buttons()[0]["value"].split()[2]))
+    side = "A" if battle.a.model == "tiny-base" else "B"
+    card = [c for c in [*standin.to("chat.postMessage"), *standin.to("chat.update")]
+            if c.args.get("ts", c.args.get("_ts")) == voting.args["ts"]]
+    growing = [c for c in card if c.at < voting.at and _in(c, f"Model {side}", ARENA_ANSWER[:6], "▍")
+               and ARENA_ANSWER not in c.text()]
+    assert growing, [c.args.get("text") for c in card]  # the same message, edited while the answers were written
+    assert len(standin.to("chat.postMessage")) == 1 and _in(voting, ARENA_ANSWER)  # one card, then both in full
+    assert _in(voting, "Model A", "Model B") and "tiny-base" not in voting.text()  # anonymous until the vote
+    values = [b["value"] for b in voting.buttons()]
+    assert values == [f"/arena vote {battle.id} {code}" for code in ("a", "b", "tie", "bad")]
+
+    slack.button(_button(voting, "A is better"), user=USER, message_ts=voting.args["ts"])
+    revealed = standin.wait("response_url", lambda c: _in(c, "Thanks for your vote"))[0]
+    assert revealed.args["response_type"] == "ephemeral" and _in(revealed, battle.a.label, battle.b.label)
+    assert not any(_in(c, "Model A was") for c in standin.to("chat.postMessage") + standin.to("chat.update"))
+    slack.button(_button(voting, "B is better"), user=USER, message_ts=voting.args["ts"])
+    again = standin.wait("response_url", lambda c: _in(c, f"You already voted on battle #{battle.id}"))[0]
+    assert again.args["response_type"] == "ephemeral" and "Traceback" not in again.text()
+    assert runtime.arena.counts().votes == 1
