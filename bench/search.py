@@ -3,7 +3,8 @@
 Builds a temporary SQLite database (migrated, WAL, as the embedded default runs it) with generated entries shaped
 like Hugging Face listings: families, sizes, fine-tunes and quantizations by many authors, with tags, licences,
 Zipf-like downloads and, for some, speed and accuracy figures; the 500 most downloaded are installed, chatted with
-and rated (5,000 ratings, 20,000 analytics events) so the rating and recent-use sorts have data to join. The query
+and rated (5,000 ratings, 20,000 analytics events, 20,000 hourly usage rows with tokens/s) so the rating and
+recent-use sorts have data to join and the speed filter has measured figures to aggregate. The query
 kinds run interleaved, so machine noise hits all alike. The baseline is `list_models()`, the unfiltered first page
 `/models list` shows. Prints a line per query kind, then a final JSON line:
 {"models", "runs", "load_s", "baseline", "queries": {kind: {"median_ms", "p95_ms", "matches"}}, "worst_median_ms",
@@ -29,7 +30,7 @@ from sqlalchemy import insert, select  # noqa: E402
 from modelbay.engine.db.database import Database
 from modelbay.engine.records import ModelQuery  # noqa: E402
 from modelbay.engine.catalog.registry import Registry
-from modelbay.engine.db.schema.analytics import AnalyticsEvent
+from modelbay.engine.db.schema.analytics import AnalyticsEvent, UsageHourly
 from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
 from modelbay.engine.db.schema.catalog import InstallState, Model, ModelVersion
 
@@ -162,6 +163,11 @@ def add_usage(db: Database, count: int, seed: int = 7) -> None:
              "created_at": start + timedelta(minutes=rng.randint(0, 500_000))}
             for v in versions for _ in range(40)
         ])
+        session.execute(insert(UsageHourly), [  # what the speed filter aggregates: tokens/s measured here
+            {"model_version_id": v.id, "hour": start + timedelta(hours=hour), "requests": 2,
+             "tps_sum": rng.uniform(10, 300), "tps_count": 2}
+            for v in versions for hour in range(0, 400, 10)
+        ])
 
 
 QUERIES: dict[str, ModelQuery] = {
@@ -173,6 +179,7 @@ QUERIES: dict[str, ModelQuery] = {
                                                        max_parameters=8_000_000_000),
     "filters: speed+accuracy+memory": ModelQuery(min_tokens_per_s=50, min_accuracy=0.5,
                                                  max_memory_bytes=16_000_000_000),
+    "text+speed measured here: instruct speed:100": ModelQuery.parse("instruct speed:100"),
     "text+filters: llama author+size, by likes": ModelQuery.parse("llama author:bartowski", max_size_bytes=10**10,
                                                                   sort="likes"),
     "sort by downloads (no filter)": ModelQuery(sort="downloads"),

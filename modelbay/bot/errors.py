@@ -79,11 +79,11 @@ from modelbay.engine.errors import (
 from modelbay.engine.errors import (  # experiments
     ExperimentEnded,
     ExperimentInvalid,
-    ExperimentModelHidden,
     ExperimentNameTaken,
     ExperimentNotFound,
     NoWinnerYet,
 )
+from modelbay.engine.errors import SearchTermInvalid  # registry search
 from modelbay.engine.errors import (  # arena
     AlreadyVoted,
     ArenaNeedsModels,
@@ -220,9 +220,10 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     ExperimentNotFound: ErrorStyle("Experiment not found"),
     ExperimentInvalid: ErrorStyle("Check the experiment", "warning"),
     ExperimentNameTaken: ErrorStyle("Name taken", "warning"),
-    ExperimentModelHidden: ErrorStyle("Model unavailable", "warning"),
     ExperimentEnded: ErrorStyle("Experiment ended"),
     NoWinnerYet: ErrorStyle("No winner yet"),
+    # registry search
+    SearchTermInvalid: ErrorStyle("Check the search", "warning"),
     # not a ModelBayError: the settings are read before the engine exists
     SettingsError: ErrorStyle("Configuration problem", "error", ephemeral=False, http_status=500),
 }

@@ -872,10 +872,7 @@ class BattleNotReady(Conflict):
     def __init__(self, battle_id: int, status: str) -> None:
         self.battle_id = battle_id
         self.status = status
-        if status == "expired":  # still answering long after any answer could take: its stream was left unread
-            text = (f"Battle #{battle_id} never finished answering (its answers were not read to the end); `/arena` "
-                    "starts a new battle.")
-        elif status == "failed":
+        if status == "failed":
             text = f"Battle #{battle_id} has no two answers to compare (a model failed); `/arena` starts another."
         else:
             text = f"Battle #{battle_id} is still answering; vote once both answers are in."
@@ -921,16 +918,6 @@ class ExperimentInvalid(Refused):
 class ExperimentNameTaken(Conflict):
     """The name is used by another experiment, or the alias by a running one."""
 
-class ExperimentModelHidden(Unavailable):
-    """A chat on a running experiment's variant cannot be answered; the model's own error would name it."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"The model behind experiment `{shown(name)}` cannot answer right now (it stays hidden while "
-                         "the experiment runs); tell the experiment's owner, or `/chat end` and chat with another "
-                         "model.")
-
-
     def __init__(self, name: str, *, alias: bool = False, by: str | None = None) -> None:
         self.name = name
         self.alias = alias
@@ -959,6 +946,17 @@ class NoWinnerYet(Conflict):
         self.reason = reason
         super().__init__(f"Experiment `{shown(name)}` has no winner yet ({reason}); keep it running, or name the "
                          f"variant to ship anyway: `/experiments ship {shown(name)} <variant>`.")
+
+
+# -- registry search: measured speed (refused) -----------------------------------------------------------------------
+
+class SearchTermInvalid(Refused):
+    """A `key:value` search term whose value is not what the key takes (`speed:fast`)."""
+
+    def __init__(self, term: str, fix: str) -> None:
+        self.term = term
+        self.fix = fix
+        super().__init__(f"The search term `{shown(term)}` is not understood: {fix}.")
 
 
 # -- misconfigured: an operator must fix the settings, catalog, database or code -------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import datetime
 from functools import cache
@@ -12,8 +13,8 @@ if TYPE_CHECKING:
     from modelbay.engine.jobs.progress import ProgressDetail  # engine.jobs imports this module
 
 __all__ = [
-    "JobRecord", "ModelPage", "ModelQuery", "ModelRecord", "SortKey", "Submitted", "VersionRecord", "record_fields",
-    "record_from_row",
+    "MAX_TOKENS_PER_S", "JobRecord", "ModelPage", "ModelQuery", "ModelRecord", "SortKey", "SpeedSource", "Submitted",
+    "VersionRecord", "record_fields", "record_from_row",
 ]
 
 R = TypeVar("R")
@@ -21,7 +22,12 @@ R = TypeVar("R")
 SortKey = Literal["relevance", "downloads", "likes", "size", "rating", "recent", "name"]
 
 # Terms a search text may carry as `key:value`, and the ModelQuery field each one sets.
-_TERMS = {"tag": "tags", "category": "category", "license": "license", "author": "author", "source": "source"}
+_TERMS = {"tag": "tags", "category": "category", "license": "license", "author": "author", "source": "source",
+          "speed": "min_tokens_per_s"}
+MAX_TOKENS_PER_S = 1_000_000.0  # the largest `speed:` bound a search takes (the REST parameter's maximum too)
+# Where a model's tokens/s figure comes from: measured here (its answers, else its newest optimization report), else
+# the catalog or Hub metadata.
+SpeedSource = Literal["answers", "optimization report", "catalog"]
 
 
 def record_fields(cls: type) -> frozenset[str]:
@@ -116,12 +122,20 @@ class ModelRecord:
     performance: dict[str, Any] = field(default_factory=dict)
     requirements: dict[str, Any] = field(default_factory=dict)
     rating: float | None = None  # share of 👍; only a search sorted by rating computes it
+    # Decode tokens/s: measured here when speed_source is "answers" or "optimization report", else the catalog's.
+    tokens_per_s: float | None = None
+    speed_source: SpeedSource | None = None
     last_used_at: datetime | None = None  # only a search sorted by recent use computes it
 
     @property
     def installed(self) -> bool:
         """Whether any version is installed."""
         return any(v.install_state == "installed" for v in self.versions)
+
+    @property
+    def speed_measured(self) -> bool:
+        """Whether tokens_per_s was measured on this deployment (its answers or an optimization report)."""
+        return self.speed_source in ("answers", "optimization report")
 
 
 class ModelPage(NamedTuple):
@@ -154,7 +168,11 @@ class ModelQuery:
 
     @classmethod
     def parse(cls, text: str, **overrides: Any) -> ModelQuery:
-        """Split `tag:x`, `category:x`, `license:x`, `author:x` and `source:x` terms out of text."""
+        """Split `tag:x`, `category:x`, `license:x`, `author:x`, `source:x` and `speed:N` terms out of text.
+
+        Raises:
+            SearchTermInvalid: a `speed:` value that is not a number of tokens/s from 0 to MAX_TOKENS_PER_S.
+        """
         # Overrides left at None (an optional command argument not given) keep what the text says.
         overrides = {key: value for key, value in overrides.items() if value is not None}
         words: list[str] = []
@@ -164,6 +182,8 @@ class ModelQuery:
             field_name = _TERMS.get(key.lower()) if sep and value else None
             if field_name == "tags":
                 found["tags"] += (value.lower(),)
+            elif field_name == "min_tokens_per_s":
+                found[field_name] = _tokens_per_s(token, value)
             elif field_name:
                 found[field_name] = value.lower()
             else:
@@ -182,6 +202,21 @@ class ModelQuery:
     def order(self) -> SortKey:
         """Return the sort to apply: relevance when there are words, else downloads, unless one is set."""
         return self.sort or ("relevance" if self.words else "downloads")
+
+
+def _tokens_per_s(term: str, value: str) -> float:
+    """The least tokens/s a `speed:` term asks for: `speed:40`, `speed:>=40` or `speed:40tok/s`."""
+    from modelbay.engine.errors import SearchTermInvalid  # errors imports units only; kept local all the same
+
+    number = value.removeprefix(">=").removeprefix(">").lower().removesuffix("tok/s").removesuffix("tokens/s")
+    try:
+        bound = float(number)
+    except ValueError:
+        bound = math.nan
+    if not 0 <= bound <= MAX_TOKENS_PER_S:  # nan fails too
+        raise SearchTermInvalid(term, f"give the least tokens/s as a number from 0 to {MAX_TOKENS_PER_S:,.0f}, "
+                                      "like speed:40")
+    return bound
 
 
 @dataclass(frozen=True)

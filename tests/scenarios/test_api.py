@@ -151,7 +151,8 @@ def test_search_each_source_and_degrade_without_the_hub(client: httpx.Client, hu
                if h["id"] == REPO)
     assert hit == {"id": REPO, "repo_id": REPO, "source": "huggingface", "category": "chat",
                    "parameter_count": hit["parameter_count"], "size_bytes": hit["size_bytes"], "downloads": 42,
-                   "license": "apache-2.0", "installed": False, "in_registry": False}
+                   "license": "apache-2.0", "installed": False, "in_registry": False, "tokens_per_s": None,
+                   "speed_source": None}  # a source states no speed
 
     hub.stop()
     degraded, notices = ids(source="all")

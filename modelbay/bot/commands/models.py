@@ -13,7 +13,7 @@ from modelbay.engine.catalog.sources.base import SOURCES
 from modelbay.engine.errors import one_line, shown
 from modelbay.engine.hardware import fits
 from modelbay.engine.optimization.optimization import LINEAGE as OPTIMIZE
-from modelbay.engine.records import ModelRecord, VersionRecord
+from modelbay.engine.records import MAX_TOKENS_PER_S, ModelRecord, VersionRecord
 from modelbay.engine.training.versions import FINETUNE, public_lineage
 from modelbay.engine.units import human_bytes, human_count
 
@@ -77,12 +77,25 @@ async def model_info(ctx: Context, model: str) -> Reply:
                  table=_versions(record), buttons=buttons, footer=footer)
 
 
+def speed_text(tokens_per_s: float | None, source: str | None, *, short: bool = False) -> str:
+    """A tokens/s figure marked with where it comes from: `45.2 tokens/s (measured here, from its answers)`, or
+    `80 (catalog)` when short (a table cell); "-" (short) or "not measured" without one."""
+    if tokens_per_s is None:
+        return "-" if short else "not measured here or stated by the catalog"
+    where = "catalog" if source == "catalog" else "measured here"
+    if short:
+        return f"{tokens_per_s:,.0f} ({where})" if tokens_per_s >= 10 else f"{tokens_per_s:.1f} ({where})"
+    how = {"answers": ", from its answers", "optimization report": ", by its optimization report"}.get(source or "", "")
+    return f"{tokens_per_s:,.1f} tokens/s ({where}{how})"
+
+
 def _fields(m: ModelRecord) -> list[Field]:
     fields = [
         Field("Repo", m.repo_id or "-"),
         Field("Category", m.category),
         Field("Parameters", human_count(m.parameter_count)),
         Field("Size", human_bytes(m.size_bytes)),
+        Field("Speed", speed_text(m.tokens_per_s, m.speed_source), inline=False),
         Field("Context", f"{m.context_length:,} tokens" if m.context_length else "?"),
         Field("License", m.license or "?"),
         Field("Format", " ".join(x for x in (m.format, m.dtype) if x) or "?"),
@@ -259,22 +272,27 @@ def _lineage_cell(v: VersionRecord) -> str:
         Arg("source", "Where to look.", choices=("all", "registry", *SOURCES), default="all"),
         CATEGORY,
         Arg("fits", "Only models that fit this machine (at 4-bit or better).", type=ArgType.BOOLEAN, default=False),
+        Arg("speed", "Only models at least this fast, in tokens/s: measured here when it can be, else the catalog's.",
+            type=ArgType.NUMBER, min=0, max=MAX_TOKENS_PER_S, named=True),
         limit(15, 50),
     ),
     slow=True,
 )
-async def search_models(ctx: Context, query: str, source: str, category: str | None, fits: bool, limit: int) -> Reply:
-    """Merge registry and source results, de-duplicated by repo id, marking what is installed."""
+async def search_models(ctx: Context, query: str, source: str, category: str | None, fits: bool,
+                        speed: float | None, limit: int) -> Reply:
+    """Merge registry and source results, de-duplicated by repo id, marking what is installed and each one's
+    tokens/s, measured here or the catalog's."""
     hits, notices = await ctx.call(ctx.runtime.discovery.search, query, source=source, category=category, fits=fits,
-                                   limit=limit)
+                                   limit=limit, min_tokens_per_s=speed)
     if not hits:
-        return Reply(text=f"Nothing matches `{shown(query)}`. Try fewer words or another source.",
+        fewer = " or a lower speed:" if speed is not None or "speed:" in query.lower() else ""
+        return Reply(text=f"Nothing matches `{shown(query)}`. Try fewer words{fewer} or another source.",
                      footer=" ".join(notices) or None)
     rows = [[h.name, h.source, h.category, human_count(h.parameter_count), human_bytes(h.size_bytes),
-             "yes" if h.installed else ""] for h in hits]
+             speed_text(h.tokens_per_s, h.speed_source, short=True), "yes" if h.installed else ""] for h in hits]
     return Reply(
         title=f"Search: {shown(query)}",
-        table=Table(["Name", "Source", "Category", "Params", "Size", "Installed"], rows),
+        table=Table(["Name", "Source", "Category", "Params", "Size", "Tokens/s", "Installed"], rows),
         footer=" ".join([*notices, "`/models install <name>` installs one; `/models info <name>` tells more."]),
     )
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from modelbay.engine import hardware as hw
 from modelbay.engine.analytics.analytics import wilson
+from modelbay.engine.catalog import search
 from modelbay.engine.db.database import Database
 from modelbay.engine.db.schema.analytics import AnalyticsEvent, UsageHourly
 from modelbay.engine.db.schema.catalog import Category, InstallState, Model, ModelVersion
@@ -106,25 +107,11 @@ def rank(evidence: Iterable[Evidence], *, task: str | None = None, fits_only: bo
 
 
 def measured_speeds(db: Database, since: datetime | None) -> dict[int, tuple[float, str]]:
-    """Tokens/s measured here per model id: the mean over its answers since `since` (usage rollups), else its
-    optimization report's figure (a variant's own measurement on this machine); the source is named."""
-    u, v = UsageHourly, ModelVersion
+    """Tokens/s measured here per model id: the mean over its answers since `since` (usage rollups), else its newest
+    optimization report's figure (a variant's own measurement on this machine); the source is named ("answers" or
+    "optimization report"). The same figures the registry's speed filter uses (catalog.search.measured_speeds)."""
     with db.session() as session:
-        rows = session.execute(
-            select(v.model_id, func.sum(u.tps_sum), func.sum(u.tps_count)).select_from(u)
-            .join(v, v.id == u.model_version_id)
-            .where(*([u.hour >= since] if since else [])).group_by(v.model_id)).all()
-        reports = session.execute(select(v.model_id, v.lineage_params)
-                                  .where(v.lineage == "optimize")).all()  # optimization.LINEAGE
-    speeds: dict[int, tuple[float, str]] = {}
-    for model_id, params in reports:
-        figure = ((params or {}).get("report") or {}).get("variant", {}).get("tokens_per_s")
-        if isinstance(figure, (int, float)) and figure > 0:
-            speeds[model_id] = (float(figure), "optimization report")
-    for model_id, tps_sum, tps_count in rows:
-        if tps_count:
-            speeds[model_id] = (float(tps_sum) / int(tps_count), "answers")
-    return speeds
+        return dict(search.measured_speeds(session, since=since))
 
 
 class Recommender:

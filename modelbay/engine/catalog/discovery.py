@@ -11,7 +11,7 @@ from typing import NamedTuple
 from modelbay.config import Settings
 from modelbay.engine.errors import ModelBayError
 from modelbay.engine.hardware import HardwareInfo, max_parameters
-from modelbay.engine.records import ModelQuery, ModelRecord, record_from_row
+from modelbay.engine.records import ModelQuery, ModelRecord, SpeedSource, record_from_row
 from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.catalog.sources.base import SOURCES, RemoteModel
 
@@ -37,6 +37,8 @@ class SearchHit:
     license: str | None
     installed: bool
     in_registry: bool
+    tokens_per_s: float | None = None  # measured here or the catalog's (speed_source says which); sources give none
+    speed_source: SpeedSource | None = None
 
     @classmethod
     def of(cls, m: ModelRecord) -> SearchHit:
@@ -67,10 +69,14 @@ class Discovery:
         self.hardware = hardware
 
     def search(self, text: str, *, source: str = "all", category: str | None = None, fits: bool = False,
-               limit: int = 15) -> SearchResults:
+               limit: int = 15, min_tokens_per_s: float | None = None) -> SearchResults:
         """Return up to limit hits (registry first, then each source's) and notices about what was left out.
 
+        A speed bound (`min_tokens_per_s`, or a `speed:` term in text) keeps to the registry, whose models carry
+        tokens/s measured here or stated by the catalog; the sources state none, so they are not asked.
+
         Raises:
+            SearchTermInvalid: a `speed:` term that is not a number of tokens/s.
             ModelStoreUnusable: fits is set and neither the GPU workers nor this machine's store can be measured.
             (A source that fails to answer becomes a notice, not an error.)
         """
@@ -80,7 +86,8 @@ class Discovery:
             hardware, notice = self.hardware.current()
             largest = max_parameters(hardware, "4bit")
             notices += [notice] if notice else []
-        query = ModelQuery.parse(text, category=category, max_parameters=largest, limit=limit)
+        query = ModelQuery.parse(text, category=category, max_parameters=largest, limit=limit,
+                                 min_tokens_per_s=min_tokens_per_s)
         hits: list[SearchHit] = []
         seen: set[str] = set()
         if source in ("all", "registry"):
@@ -88,6 +95,10 @@ class Discovery:
                 seen.add((m.repo_id or m.name).lower())
                 hits.append(SearchHit.of(m))
         names = [n for n in SOURCES if source in ("all", n) and (n != "local" or self.settings.local_models_dir)]
+        if query.min_tokens_per_s is not None and names:
+            notices.append(f"Only the registry was searched: models only on {', '.join(names)} have no tokens/s "
+                           "figure to compare with speed.")
+            names = []
         # Every source at once, with one deadline for all: the slowest source bounds the wait, not their sum.
         futures: dict[str, Future] = {
             name: _POOL.submit(SOURCES[name](self.settings).search, query.text, category=category, limit=limit)

@@ -28,8 +28,25 @@ def _version_record(row: ModelVersion) -> VersionRecord:
     return record_from_row(VersionRecord, row)
 
 
-def _model_record(row: Model, **computed: Any) -> ModelRecord:
-    return record_from_row(ModelRecord, row, versions=[_version_record(v) for v in row.versions], **computed)
+def _model_record(row: Model, speed: tuple[float, str] | None = None, **computed: Any) -> ModelRecord:
+    # speed: (tokens/s, source) from search.measured_speeds; without it, the catalog's figure (or none).
+    if speed is None and row.tokens_per_s is not None:
+        speed = (row.tokens_per_s, "catalog")
+    return record_from_row(ModelRecord, row, versions=[_version_record(v) for v in row.versions],
+                           tokens_per_s=speed[0] if speed else None, speed_source=speed[1] if speed else None,
+                           **computed)
+
+
+def _model_records(session: Session, rows: Iterable[Model]) -> list[ModelRecord]:
+    """Records of rows, each with its tokens/s measured here where there is one (search.measured_speeds)."""
+    rows = list(rows)
+    speeds = _measured(session, rows)
+    return [_model_record(r, speeds.get(r.id)) for r in rows]
+
+
+def _measured(session: Session, rows: Iterable[Model]) -> dict[int, tuple[float, str]]:
+    # Answers and reports hang off versions: a model without any (most of a Hub listing) is not looked up.
+    return _search.measured_speeds(session, [r.id for r in rows if r.versions])
 
 
 class Registry:
@@ -88,10 +105,11 @@ class Registry:
                     select(Model).options(selectinload(Model.versions)).where(Model.id.in_([p.id for p in page]))
                 )
             }
+            speeds = _measured(session, rows.values())
             records = []
             for hit in page:
                 computed = {k: v for k, v in hit._mapping.items() if k in ("rating", "last_used_at")}
-                records.append(_model_record(rows[hit.id], **computed))
+                records.append(_model_record(rows[hit.id], speeds.get(hit.id), **computed))
             return ModelPage(records, total)
 
     @idempotent  # a read: repeated once if its connection drops
@@ -117,7 +135,7 @@ class Registry:
                 .limit(limit)
                 .offset(offset)
             ).all()
-            return ModelPage([_model_record(r) for r in rows], total)
+            return ModelPage(_model_records(session, rows), total)
 
     @idempotent  # a read: repeated once if its connection drops
     def get(self, name: str) -> ModelRecord:
@@ -134,7 +152,7 @@ class Registry:
                 .where(or_(func.lower(Model.name) == key, func.lower(Model.repo_id) == key))
             ).first()
             if row is not None:
-                return _model_record(row)
+                return _model_records(session, [row])[0]
         raise ModelNotFound(name, self.suggest(name))
 
     def suggest(self, name: str, limit: int = 3) -> list[str]:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Subquery, case, false, func, literal, select
+from collections.abc import Iterable
+from datetime import datetime
+from functools import cache
+
+from sqlalchemy import ColumnElement, CompoundSelect, Select, Subquery, bindparam, case, false, func, literal, select
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import KeyedColumnElement
 
-from modelbay.engine.records import ModelQuery
-from modelbay.engine.db.schema.analytics import AnalyticsEvent
+from modelbay.engine.records import ModelQuery, SpeedSource
+from modelbay.engine.db.schema.analytics import AnalyticsEvent, UsageHourly
 from modelbay.engine.db.schema.catalog import Category, InstallState, Model, ModelVersion
 from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
 
-__all__ = ["DERIVED", "count_query", "derived_columns", "installed_condition", "page_query"]
+__all__ = ["DERIVED", "count_query", "derived_columns", "installed_condition", "measured_speeds", "page_query"]
 
 # Relevance points per word, best place first; a word that matches only elsewhere in search_text scores 1.
 _EXACT_NAME, _NAME_PREFIX, _IN_NAME, _TAG, _ELSEWHERE = 100, 30, 20, 10, 1
@@ -71,7 +76,8 @@ def installed_condition(installed: bool) -> ColumnElement[bool]:
     return exists if installed else ~exists
 
 
-def _conditions(query: ModelQuery) -> list[ColumnElement[bool]]:
+def _conditions(query: ModelQuery, speed: ColumnElement[float] | None = None) -> list[ColumnElement[bool]]:
+    # `speed`: the figure the speed bound compares, from _with_speeds (the catalog's when not given).
     conditions = [_like(Model.search_text, "%", word, "%") for word in query.words]
     conditions += [_like(Model.tags_text, "%,", tag.lower(), ",%") for tag in query.tags]
     if query.category:
@@ -89,7 +95,6 @@ def _conditions(query: ModelQuery) -> list[ColumnElement[bool]]:
         conditions.append(func.lower(Model.author) == query.author.lower())
     at_least = (
         (Model.parameter_count, query.min_parameters),
-        (Model.tokens_per_s, query.min_tokens_per_s),
         (Model.accuracy, query.min_accuracy),
     )
     at_most = (
@@ -97,6 +102,8 @@ def _conditions(query: ModelQuery) -> list[ColumnElement[bool]]:
         (Model.size_bytes, query.max_size_bytes),
         (Model.memory_bytes, query.max_memory_bytes),
     )
+    if query.min_tokens_per_s is not None:
+        conditions.append((Model.tokens_per_s if speed is None else speed) >= query.min_tokens_per_s)
     conditions += [column >= bound for column, bound in at_least if bound is not None]
     conditions += [column <= bound for column, bound in at_most if bound is not None]
     return conditions
@@ -150,14 +157,98 @@ def _last_used() -> ColumnElement[Any]:
     )
 
 
+# -- tokens/s measured here ------------------------------------------------------------------------------------------
+# A model's speed is what this deployment measured, first from its answers (the hourly rollups' per-answer tokens/s,
+# over all its versions and all time), else from its newest optimization report (the variant's decode tokens/s on
+# this machine), else the catalog's or Hub's figure (Model.tokens_per_s, from `performance`).
+
+_OPTIMIZE = "optimize"  # optimization.LINEAGE (the catalog sits below engine.optimization, so it is not imported)
+# The variant's decode tokens/s in an optimized version's report (measure.Measurement as JSON, in lineage_params).
+_REPORT_SPEED = ModelVersion.lineage_params[("report", "variant", "tokens_per_s")].as_float()
+
+
+def _answer_speeds(since: bool = False, some: bool = False) -> Subquery:
+    # (model_id, tokens_per_s): the mean per-answer tokens/s over the model's answers with a figure. With `since`,
+    # answers from the `since` parameter on; with `some`, only the models in the `ids` parameter (expanding).
+    u, v = UsageHourly, ModelVersion
+    where = [u.hour >= bindparam("since")] if since else []
+    where += [v.model_id.in_(bindparam("ids", expanding=True))] if some else []
+    return (
+        select(v.model_id, (func.sum(u.tps_sum) / func.sum(u.tps_count)).label("tokens_per_s"))
+        .select_from(u).join(v, v.id == u.model_version_id).where(*where)
+        .group_by(v.model_id).having(func.sum(u.tps_count) > 0)
+        .subquery("answer_speeds")
+    )
+
+
+def _report_speeds(some: bool = False) -> Subquery:
+    # (model_id, tokens_per_s): the figure of the model's newest optimized version whose report measured one.
+    v = ModelVersion
+    where = [v.lineage == _OPTIMIZE, _REPORT_SPEED > 0]
+    where += [v.model_id.in_(bindparam("ids", expanding=True))] if some else []
+    newest = select(v.model_id, func.max(v.id).label("id")).where(*where).group_by(v.model_id).subquery("newest")
+    return (
+        select(newest.c.model_id, _REPORT_SPEED.label("tokens_per_s"))
+        .select_from(newest).join(v, v.id == newest.c.id)
+        .subquery("report_speeds")
+    )
+
+
+def _with_speeds(stmt: Select[Any]) -> tuple[Select[Any], ColumnElement[float]]:
+    """stmt (over Model) outer-joined to the figures measured here, and the speed it compares: COALESCE(answers,
+    newest optimization report, catalog). Each grouped read is materialized once per statement."""
+    answers, reports = _answer_speeds(), _report_speeds()
+    stmt = (stmt.outerjoin(answers, answers.c.model_id == Model.id)
+            .outerjoin(reports, reports.c.model_id == Model.id))
+    return stmt, func.coalesce(answers.c.tokens_per_s, reports.c.tokens_per_s, Model.tokens_per_s)
+
+
+def measured_speeds(session: Session, model_ids: Iterable[int] | None = None, *,
+                    since: datetime | None = None) -> dict[int, tuple[float, SpeedSource]]:
+    """Tokens/s measured here per model id, and how: "answers" (the mean per-answer tokens/s of the hourly rollups
+    over all its versions, since `since` when given), else "optimization report" (its newest optimized version's
+    decode tokens/s, measured on this machine). Models with neither are left out: the catalog's figure is theirs.
+
+    `model_ids` limits the work to those models (a page of results); None reads every model. One statement, built
+    once per shape, of two grouped reads (no join to models): a page pays about a millisecond.
+    """
+    ids = None if model_ids is None else list(model_ids)
+    if ids is not None and not ids:
+        return {}
+    params: dict[str, Any] = {"since": since} if since is not None else {}
+    params.update({"ids": ids} if ids is not None else {})
+    found: dict[int, tuple[float, SpeedSource]] = {}
+    for model_id, figure, report in session.execute(_measured_statement(since is not None, ids is not None), params):
+        if figure is not None and not (report and model_id in found):  # answers first, whichever row comes first
+            found[model_id] = (float(figure), "optimization report" if report else "answers")
+    return found
+
+
+@cache
+def _measured_statement(since: bool, some: bool) -> CompoundSelect:
+    answers, reports = _answer_speeds(since, some), _report_speeds(some)
+    return select(answers.c.model_id, answers.c.tokens_per_s, literal(0).label("report")).union_all(
+        select(reports.c.model_id, reports.c.tokens_per_s, literal(1).label("report")))
+
+
+def _select_ids(query: ModelQuery) -> tuple[Select[Any], list[ColumnElement[bool]]]:
+    """select(Model.id) with what the filters need joined, and the conditions: a speed bound compares the figures
+    measured here (_with_speeds), so only then are they joined."""
+    stmt = select(Model.id)
+    if query.min_tokens_per_s is None:
+        return stmt, _conditions(query)
+    stmt, speed = _with_speeds(stmt)
+    return stmt, _conditions(query, speed)
+
+
 def page_query(query: ModelQuery) -> Select[Any]:
     """Return the query for one page of matching ids, with the rating or last use when sorted by it.
 
     A filtered query also returns the `total`: the scan that finds the page counts it too. An unfiltered one
     leaves counting to count_query, which reads an index, so its page can come straight off ix_models_downloads.
     """
-    conditions = _conditions(query)
-    stmt = select(Model.id).where(*conditions)
+    stmt, conditions = _select_ids(query)
+    stmt = stmt.where(*conditions)
     if conditions:
         stmt = stmt.add_columns(func.count().over().label("total"))
     order = query.order
@@ -188,4 +279,5 @@ def page_query(query: ModelQuery) -> Select[Any]:
 
 def count_query(query: ModelQuery) -> Select[Any]:
     """Return the query that counts every match."""
-    return select(func.count(Model.id)).where(*_conditions(query))
+    stmt, conditions = _select_ids(query)
+    return stmt.with_only_columns(func.count(Model.id)).where(*conditions)

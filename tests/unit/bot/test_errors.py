@@ -105,17 +105,17 @@ SAMPLES: list[E.ModelBayError] = [
     E.ArenaNeedsModels(1),
     E.BattleNotReady(12, "answering"),
     E.BattleNotReady(12, "failed"),
-    E.BattleNotReady(12, "expired"),
     E.AlreadyVoted(12),
     E.VoteCapReached(100),
     # experiments
     E.ExperimentNotFound("tone"),
     E.ExperimentInvalid("split", "give one weight per variant (2 variants, 3 weights)"),
-    E.ExperimentModelHidden("tone"),
     E.ExperimentNameTaken("tone"),
     E.ExperimentNameTaken("assistant", alias=True, by="tone"),
     E.ExperimentEnded("tone", "shipped"),
     E.NoWinnerYet("tone", "not enough data yet"),
+    # registry search
+    E.SearchTermInvalid("speed:fast", "give the least tokens/s as a number, like speed:40"),
 ]
 
 
