@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-__all__ = ["ago", "human_bytes", "human_bytes_apart", "human_count"]
+__all__ = ["ago", "human_bytes", "human_bytes_apart", "human_count", "number", "plural"]
 
 
 _BYTE_UNITS = (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3))
@@ -16,6 +16,21 @@ def _scaled(n: float, units: tuple[tuple[str, float], ...], sep: str) -> str | N
             value = n / size
             return f"{value:.1f}{sep}{unit}" if value < 10 else f"{value:.0f}{sep}{unit}"
     return None
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """A count with its noun agreeing: `1 vote`, `0 votes`, `1,204 answers`; `many` for irregular plurals
+    (`plural(2, "person", "people")`); the noun alone may be a phrase (`plural(1, "earlier hour")`)."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
+def number(value: float, decimals: int = 0, *, sign: bool = False) -> str:
+    """A figure with thousands separators and a real minus sign (U+2212), so a negative figure never reads as a
+    dash: `2,133`, `−133`, `+4.2` (sign=True); a figure that rounds to zero has no sign."""
+    shown = f"{abs(value):,.{decimals}f}"
+    if float(shown.replace(",", "")) == 0:
+        return shown
+    return ("−" if value < 0 else "+" if sign else "") + shown
 
 
 def human_count(n: int | None) -> str:
@@ -43,7 +58,8 @@ def human_bytes_apart(*sizes: int) -> list[str]:
     if unit != "B":
         for decimals in (1, 2, 3):
             shown = [f"{n / size:.{decimals}f} {unit}" for n in sizes]
-            if all((a == b) == (x == y) for a, x in zip(shown, sizes) for b, y in zip(shown, sizes)):
+            if all((a == b) == (x == y) for a, x in zip(shown, sizes, strict=True)
+                   for b, y in zip(shown, sizes, strict=True)):
                 return shown
     return [f"{n:,} B" for n in sizes]
 

@@ -36,6 +36,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from modelbay.engine.analytics.figures import figure, png
+from modelbay.engine.units import number, plural
 
 __all__ = ["MIN_BATTLES", "OUTCOMES", "BattleCounts", "Fit", "Leaderboard", "Standing", "battle_counts", "chart", "fit",
            "groups", "leaderboard", "rating", "standings_text"]
@@ -252,12 +253,12 @@ class Standing:
 
     @property
     def interval(self) -> str:
-        """The strength cell: "1032 (−25/+27)", "provisional (3 battles)", "won all 3 (provisional)", "lost all 40"."""
+        """The strength cell: "1,032 (−25/+27)", "provisional (3 battles)", "won all 3 (provisional)", "lost all 40"."""
         if self.separated is not None:
             return f"{self.separated} all {self.battles:,}" + (" (provisional)" if self.provisional else "")
         if self.provisional:
-            return f"provisional ({self.battles:,} battle{'' if self.battles == 1 else 's'})"
-        return f"{self.strength:.0f} (−{self.strength - self.low:.0f}/+{self.high - self.strength:.0f})"
+            return f"provisional ({plural(self.battles, 'battle')})"
+        return f"{number(self.strength)} (−{number(self.strength - self.low)}/+{number(self.high - self.strength)})"
 
 
 @dataclass(frozen=True)
@@ -381,6 +382,6 @@ def chart(board: Leaderboard) -> bytes:
     axes.set_xlabel(f"strength (Bradley-Terry, 95% interval from {board.rounds} bootstrap rounds)\n"
                     f"hollow, no bar: unranked (under {MIN_BATTLES} battles, or won/lost every battle)")
     title = "Arena leaderboard" + (f": {board.category}" if board.category else "")
-    axes.set_title(f"{title} ({board.votes:,} votes)")
+    axes.set_title(f"{title} ({plural(board.votes, 'vote')})")
     fig.tight_layout()
     return png(fig)

@@ -25,11 +25,14 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelbay.engine.analytics import figures
 
-__all__ = ["RunFiles", "draw_chart", "last_checkpoint", "read_jsonl", "trim_steps", "write_jsonl"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["RunFiles", "draw_chart", "last_checkpoint", "loss_figure", "read_jsonl", "trim_steps", "write_jsonl"]
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -170,12 +173,14 @@ def trim_steps(path: Path, last_step: int) -> None:
         write_jsonl(path, [row for row in read_jsonl(path) if int(row.get("step", 0)) <= last_step])
 
 
-def draw_chart(steps: list[dict[str, Any]], path: Path, title: str, *, before: float | None = None) -> Path | None:
-    """Draw training loss (and held-out loss, from the base model's `before` at step 0) by step as a PNG at `path`;
-    None when no step has a loss.
+def loss_figure(steps: list[dict[str, Any]], title: str, *, before: float | None = None) -> Figure | None:
+    """Training loss (markers while under 50 points) and held-out loss (from the base model's `before` at step 0) by
+    step, on whole-number steps with a step of room around a single one; None when no step has a loss.
 
     Drawn on `engine.analytics.figures` (matplotlib's Agg canvas: no display, no global figure state).
     """
+    from matplotlib.ticker import MaxNLocator
+
     train = [(row["step"], row["loss"]) for row in steps if row.get("loss") is not None]
     evals = [(row["step"], row["eval_loss"]) for row in steps if row.get("eval_loss") is not None]
     if before is not None:
@@ -184,15 +189,28 @@ def draw_chart(steps: list[dict[str, Any]], path: Path, title: str, *, before: f
         return None
     figure = figures.figure(6.4, 3.6)
     axes = figure.add_subplot()
-    if train:
-        axes.plot([s for s, _ in train], [v for _, v in train], label="training loss", linewidth=1.2)
+    if train:  # a run logged once is a single point: a line through it draws nothing
+        axes.plot([s for s, _ in train], [v for _, v in train], label="training loss", linewidth=1.2,
+                  marker="." if len(train) < 50 else None)
     if evals:
         axes.plot([s for s, _ in evals], [v for _, v in evals], "o-", label="held-out loss", linewidth=1.2)
+    drawn = [s for s, _ in train + evals]
+    if max(drawn) - min(drawn) < 2:  # one or two steps: a step of room either side, not a hair-thin float range
+        axes.set_xlim(min(drawn) - 1, max(drawn) + 1)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # steps are whole numbers
     axes.set_xlabel("step")
     axes.set_ylabel("loss (nats per token)")
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
+    return figure
+
+
+def draw_chart(steps: list[dict[str, Any]], path: Path, title: str, *, before: float | None = None) -> Path | None:
+    """Draw `loss_figure` as a PNG at `path` (written whole, then moved into place); None when no step has a loss."""
+    figure = loss_figure(steps, title, before=before)
+    if figure is None:
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp.png")
     temporary.write_bytes(figures.png(figure))

@@ -113,3 +113,13 @@ def test_a_launch_runs_the_rank_entry_point_with_no_modelbay_secrets(tmp_path: P
     assert "MODELBAY_DATABASE_URL" not in env and "HF_TOKEN" not in env
     assert env["OMP_NUM_THREADS"] == "4" and env["HF_HUB_OFFLINE"] == "1"
     assert rank_environment({})["OMP_NUM_THREADS"] == "1"
+
+
+def test_a_loss_chart_of_one_step_shows_a_marker_on_whole_steps() -> None:
+    from modelbay.engine.training.files import loss_figure
+
+    axes = loss_figure([{"step": 5, "loss": 2.5}], "one step").axes[0]
+    (train,) = axes.lines
+    assert train.get_marker() == "." and axes.get_xlim() == (4, 6)
+    assert all(float(t).is_integer() for t in axes.get_xticks())
+    assert loss_figure([{"step": 1}], "no loss") is None
