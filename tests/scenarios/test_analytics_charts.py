@@ -110,7 +110,7 @@ def test_compare_shows_each_models_arena_strength_with_its_interval(runtime: Run
     strengths = next(row[1:] for row in reply.table.rows if row[0] == "Arena strength (95% CI)")
     for cell, version in zip(strengths, (a, b), strict=True):
         s = board[version]
-        assert cell == f"{s.strength:.0f} ({s.low:.0f}–{s.high:.0f})"
+        assert cell == s.interval == f"{s.strength:,.0f} (−{s.strength - s.low:.0f}/+{s.high - s.strength:.0f})"
     assert board[a].strength > board[b].strength
 
 
@@ -119,6 +119,31 @@ def test_compare_refuses_an_unknown_model_in_one_line_and_says_when_nothing_was_
     assert missing.tone == "warning" and "no-such-model" in missing.text and "\n" not in missing.text
     quiet = _run(runtime, "/analytics compare tiny-chat tiny-two 1h")
     assert "No answers recorded" in quiet.text and not quiet.attachments
+
+
+def test_compare_names_the_periods_for_a_word_that_only_looks_like_one(runtime: Runtime) -> None:
+    for line in ("/analytics compare tiny-chat tiny-two 1y", "/analytics compare tiny-chat 12mo",
+                 "/analytics compare tiny-chat tiny-two alltime"):
+        refused = _run(runtime, line)
+        assert refused.tone == "warning" and "\n" not in refused.text, line
+        assert "`period` must be one of 1h, 24h, 7d, 30d, 90d, all" in refused.text and "No model" not in refused.text
+    alone = _run(runtime, "/analytics compare 7d")
+    assert "needs at least one model name before the period" in alone.text and "No model" not in alone.text
+    installed(runtime.registry, runtime.settings.home, "4o")  # a model whose name looks like a period is a model
+    assert _run(runtime, "/analytics compare tiny-chat 4o").title.startswith("Tiny")
+
+
+def test_one_answer_gives_charts_of_one_bucket_with_its_words_in_the_singular(runtime: Runtime) -> None:
+    version = runtime.registry.get("tiny-chat").versions[0].id
+    runtime.analytics.record_answers([AnswerEvent(version, "t:U1", None, None, "transformers", 12, 20, 30.0, 640.0,
+                                                  at=datetime.now(timezone.utc))])
+    with runtime.db.session() as session:
+        runtime.analytics.add_rating(session, version, datetime.now(timezone.utc), 1, 0)
+    reply = _run(runtime, "/analytics compare tiny-chat tiny-two 24h")
+    assert [a.filename for a in reply.attachments] == ["compare-response-time.png", "compare-satisfaction.png"]
+    assert "tiny-chat: 1 answer over 1 hour; p95 highest" in reply.text and "1 rating over 1 hour" in reply.text
+    dashboard = _run(runtime, "/analytics dashboard")
+    assert "tiny-chat: 1 answer · p50" in dashboard.text and dashboard.attachments[0].data.startswith(PNG)
 
 
 def test_the_dashboard_is_one_card_with_a_chart_and_its_text(runtime: Runtime) -> None:

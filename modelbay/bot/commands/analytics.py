@@ -3,13 +3,19 @@ period, side by side and as charts (PNG attachments, each with its text alternat
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 from modelbay.bot.context import Context
+from modelbay.bot.errors import ArgumentInvalid
 from modelbay.bot.reply import Attachment, Button, Field, Reply, Table
 from modelbay.bot.commands._args import MODEL, PERIOD
-from modelbay.bot.spec import Arg, command
+from modelbay.bot.spec import COMMANDS, Arg, command
 from modelbay.engine.analytics import charts
 from modelbay.engine.analytics.analytics import PERIODS, Metrics, parse_period
 from modelbay.engine.analytics.compare import Column, Strength, compare, dashboard
+from modelbay.engine.errors import ModelNotFound, shown
+from modelbay.engine.units import number, plural
 
 
 def _ms(value: float | None) -> str:
@@ -22,7 +28,7 @@ def _satisfaction(m: Metrics) -> str:
     if not m.ratings:
         return "no ratings yet"
     low, high = m.satisfaction_interval or (0.0, 1.0)
-    return f"{m.satisfaction:.0%} 👍 of {m.ratings} rating{'s' if m.ratings != 1 else ''} (95% CI {low:.0%}–{high:.0%})"
+    return f"{m.satisfaction:.0%} 👍 of {plural(m.ratings, 'rating')} (95% CI {low:.0%}–{high:.0%})"
 
 
 @command(
@@ -69,7 +75,9 @@ def _strength_cell(strength: Strength | None, arena: bool) -> str:
         return "no battles" if arena else "-"
     if strength.unranked:  # too few battles, or won/lost them all: the leaderboard's words, not a runaway figure
         return strength.unranked
-    return f"{strength.strength:.0f} ({strength.low:.0f}–{strength.high:.0f})"
+    # strength (−below/+above), as the arena leaderboard writes it; a real minus sign, never a dash
+    return (f"{number(strength.strength)} (−{number(strength.strength - strength.low)}/"
+            f"+{number(strength.high - strength.strength)})")
 
 
 def _arena(ctx: Context) -> object | None:
@@ -104,11 +112,38 @@ def chart_attachments(columns: list[Column], stem: str) -> tuple[list[Attachment
     return attachments, "\n".join(text)
 
 
-def _split_period(words: list[str]) -> tuple[list[str], str]:
-    """Model names and the period: a last word that is a period (`24h`, `7d`, ...) is the period, else a week."""
-    if len(words) > 1 and words[-1].lower() in PERIODS:
-        return words[:-1], words[-1].lower()
-    return words, "7d"
+# A word meant as a period: digits and a unit (`1y`, `12mo`, `3weeks`) or a way of saying all time.
+_PERIOD_LIKE = re.compile(r"\d+[a-z]{1,7}|al+|all[-_]?time|(for)?ever|lifetime", re.IGNORECASE)
+
+
+def _split_period(words: list[str], is_model: Callable[[str], bool]) -> tuple[list[str], str]:
+    """Model names and the period: a last word that is a period (`24h`, `7d`, ...) is the period, else a week.
+
+    Raises:
+        ArgumentInvalid: the last word looks like a period (`1y`, `alltime`) but is none of PERIODS and no model
+            has that name; or a period is given without a model before it.
+    """
+    command_ = COMMANDS.get(("analytics", "compare"))
+    assert command_ is not None
+    period = "7d"
+    if words and words[-1].lower() in PERIODS:
+        words, period = words[:-1], words[-1].lower()
+    elif words and _PERIOD_LIKE.fullmatch(words[-1]) and not is_model(words[-1]):
+        raise ArgumentInvalid(command_, "period", f"must be one of {', '.join(PERIODS)} (got '{shown(words[-1])}')")
+    if not words:
+        raise ArgumentInvalid(command_, "models", f"needs at least one model name before the period, e.g. "
+                                                  f"`/analytics compare <model> <model> {period}`")
+    return words, period
+
+
+def _is_model(ctx: Context) -> Callable[[str], bool]:
+    def known(name: str) -> bool:
+        try:
+            ctx.runtime.registry.get(name)
+        except ModelNotFound:
+            return False
+        return True
+    return known
 
 
 @command(
@@ -120,7 +155,7 @@ def _split_period(words: list[str]) -> tuple[list[str], str]:
 )
 async def compare_models(ctx: Context, models: str) -> Reply:
     """Lay the models' figures side by side from the rollups, with response-time and satisfaction charts."""
-    names, period = _split_period([w for w in models.replace(",", " ").split() if w])
+    names, period = await ctx.call(_split_period, [w for w in models.replace(",", " ").split() if w], _is_model(ctx))
     names = list(dict.fromkeys(names))
     arena = _arena(ctx)
     columns = await ctx.call(compare, ctx.runtime.db, ctx.runtime.registry, ctx.runtime.analytics, names,
@@ -150,7 +185,7 @@ def dashboard_reply(columns: list[Column], installed: int, period: str, png: byt
                     _share_cell(c.metrics)] for c in columns])
     text = ["**Chart, as text:**", charts.dashboard_text(columns)]
     if more > 0:
-        text.append(f"{more} more installed model{'s' if more != 1 else ''} not shown (fewest answers).")
+        text.append(f"{plural(more, 'more installed model')} not shown (fewest answers).")
     return Reply(title=title, table=table, text="\n".join(text),
                  attachments=[Attachment("dashboard.png", png, "image/png")] if png else [],
                  footer="`/analytics compare <model> <model>` for one comparison; `/analytics model <model>` for one.")
