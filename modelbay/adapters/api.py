@@ -1638,9 +1638,10 @@ class BattleIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, max_length=4000)
+    prompt: str = Field("", max_length=4000, description="Left out or blank: the category's sample prompt, as in chat.")
     category: Category | None = None
-    user: str | None = Field(None, max_length=100, description="Who asks (kept as `api:<user>`; default: the API).")
+    user: str | None = Field(None, max_length=100, description="Who asks (kept as `api:<user>`; default: the API "
+                                                              "caller). Only admins may name a user.")
 
 
 class SideOut(BaseModel):
@@ -1658,7 +1659,9 @@ class BattleOut(BaseModel):
     """A finished battle: both answers, anonymous until a vote."""
 
     id: int
-    category: str
+    category: str = Field(description="The category the pair was drawn from: `any` when none was asked or the one "
+                                      "asked had fewer than two models.")
+    prompt: str = Field(description="The prompt both answered (the sample prompt when none was given).")
     status: str = Field(description="ready (vote on it) or failed.")
     a: SideOut
     b: SideOut
@@ -1670,7 +1673,8 @@ class VoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcome: Literal["a", "b", "tie", "both_bad"]
-    user: str | None = Field(None, max_length=100, description="Who votes (one vote per person and battle).")
+    user: str | None = Field(None, max_length=100, description="Who votes (one vote per person and battle; kept as "
+                                                              "`api:<user>`). Only admins may name a user.")
 
 
 class ContenderOut(BaseModel):
@@ -1718,8 +1722,17 @@ class LeaderboardOut(BaseModel):
     standings: list[StandingOut]
 
 
-def _asker(ctx: Context, user: str | None) -> str:
-    return f"api:{user}" if user else ctx.actor.key
+def _asker(ctx: Context, user: str | None, action: str) -> str:
+    """Who acts: the caller, or for an admin caller the user it names (kept as `api:<user>`).
+
+    Raises:
+        NotAllowed: a caller below admin named a user (it may act only as itself).
+    """
+    if not user:
+        return ctx.actor.key
+    if not ctx.has_role("admin"):
+        raise NotAllowed(f"{action} as another user (the user field)", ctx.role, "admin")
+    return f"api:{user}"
 
 
 @arena_api.post("/api/arena/battles", status_code=201)
@@ -1727,11 +1740,12 @@ async def start_battle(ctx: User, body: BattleIn) -> BattleOut:
     """Two installed models drawn at random answer the prompt (both at once); returns when both are done."""
     arena = ctx.runtime.arena
     category = body.category.value if body.category else None
-    battle: BattleRecord = await ctx.call(arena.start, _asker(ctx, body.user), body.prompt, category)
+    battle: BattleRecord = await ctx.call(arena.start, _asker(ctx, body.user, "starting a battle"), body.prompt,
+                                          category)
 
     def both() -> dict[str, Any]:
         sides: dict[str, Any] = {side: {"text": ""} for side in ("a", "b")}
-        for item in arena.run(battle, body.prompt):
+        for item in arena.run(battle, battle.prompt):
             if isinstance(item, Piece):
                 sides[item.side]["text"] += item.text
             elif isinstance(item, SideDone):
@@ -1741,14 +1755,15 @@ async def start_battle(ctx: User, body: BattleIn) -> BattleOut:
 
     sides = await ctx.call(both)
     done = await ctx.call(arena.get, battle.id)
-    return BattleOut(id=done.id, category=done.category, status=done.status, a=SideOut(**sides["a"]),
+    return BattleOut(id=done.id, category=done.category, prompt=battle.prompt, status=done.status,
+                     a=SideOut(**sides["a"]),
                      b=SideOut(**sides["b"]))
 
 
 @arena_api.post("/api/arena/battles/{battle}/votes", status_code=201)
 async def vote_battle(ctx: User, battle: Annotated[int, Path(ge=1, le=2**53)], body: VoteIn) -> VoteOut:
     """Vote on a ready battle (one vote per person, a daily cap) and learn which models answered."""
-    voted = await ctx.call(ctx.runtime.arena.vote, battle, _asker(ctx, body.user), body.outcome)
+    voted = await ctx.call(ctx.runtime.arena.vote, battle, _asker(ctx, body.user, "voting"), body.outcome)
     b = voted.battle
     return VoteOut(battle=b.id, outcome=voted.outcome, a=ContenderOut(model=b.a.model, name=b.a.label),
                    b=ContenderOut(model=b.b.model, name=b.b.label), votes_left_today=voted.left_today)

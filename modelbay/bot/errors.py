@@ -79,6 +79,7 @@ from modelbay.engine.errors import (
 from modelbay.engine.errors import (  # experiments
     ExperimentEnded,
     ExperimentInvalid,
+    ExperimentModelHidden,
     ExperimentNameTaken,
     ExperimentNotFound,
     NoWinnerYet,
@@ -220,6 +221,7 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     ExperimentNotFound: ErrorStyle("Experiment not found"),
     ExperimentInvalid: ErrorStyle("Check the experiment", "warning"),
     ExperimentNameTaken: ErrorStyle("Name taken", "warning"),
+    ExperimentModelHidden: ErrorStyle("Model unavailable", "warning"),
     ExperimentEnded: ErrorStyle("Experiment ended"),
     NoWinnerYet: ErrorStyle("No winner yet"),
     # registry search

@@ -872,7 +872,10 @@ class BattleNotReady(Conflict):
     def __init__(self, battle_id: int, status: str) -> None:
         self.battle_id = battle_id
         self.status = status
-        if status == "failed":
+        if status == "expired":  # still answering long after any answer could take: its stream was left unread
+            text = (f"Battle #{battle_id} never finished answering (its answers were not read to the end); `/arena` "
+                    "starts a new battle.")
+        elif status == "failed":
             text = f"Battle #{battle_id} has no two answers to compare (a model failed); `/arena` starts another."
         else:
             text = f"Battle #{battle_id} is still answering; vote once both answers are in."
@@ -917,6 +920,16 @@ class ExperimentInvalid(Refused):
 
 class ExperimentNameTaken(Conflict):
     """The name is used by another experiment, or the alias by a running one."""
+
+class ExperimentModelHidden(Unavailable):
+    """A chat on a running experiment's variant cannot be answered; the model's own error would name it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"The model behind experiment `{shown(name)}` cannot answer right now (it stays hidden while "
+                         "the experiment runs); tell the experiment's owner, or `/chat end` and chat with another "
+                         "model.")
+
 
     def __init__(self, name: str, *, alias: bool = False, by: str | None = None) -> None:
         self.name = name

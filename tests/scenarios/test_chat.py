@@ -234,7 +234,8 @@ def test_opted_out_people_are_not_measured_and_delete_erases_them(runtime: Runti
     _, answer = _answer(runtime, session.id, ALICE, "Goodbye.")
     runtime.chats.rate(answer.message_id, ALICE, True)
     erased = runtime.chats.forget(ALICE)
-    assert erased == {"ratings": 1, "events": 2, "messages": 4, "chats": 1}
+    assert erased == {"ratings": 1, "events": 2, "messages": 4, "chats": 1, "experiment assignments": 0,
+                      "arena votes": 0, "arena battles made anonymous": 0}
     assert runtime.chats.current(HERE) is None and runtime.chats.history(session.id) == []
     with runtime.db.session() as db:
         assert db.scalars(select(Message).where(Message.user_key == ALICE)).all() == []

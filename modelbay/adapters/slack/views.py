@@ -235,6 +235,8 @@ def home_view(*, installed: Sequence[ModelRecord], jobs: Sequence[JobRecord], ch
     for chat in chats[:10]:
         where = f"<#{chat.place.channel_id}>" if not chat.place.channel_id.startswith("D") else "a direct message"
         state = "ended" if chat.closed else "open"
-        blocks.append(section(f"*{mrkdwn(chat.model_display_name)}* in {where} · {state} · "
+        # experiments: a running experiment's chat never names its model
+        name = f"experiment {chat.experiment}" if chat.experiment else chat.model_display_name
+        blocks.append(section(f"*{mrkdwn(name)}* in {where} · {state} · "
                                f"started {ago(chat.created_at)}"))
     return {"type": "home", "blocks": blocks[:VIEW_BLOCKS]}

@@ -12,20 +12,13 @@ from modelbay.bot.context import Context
 from modelbay.bot.reply import Attachment, Button, Progress, Reply, Table
 from modelbay.bot.spec import Arg, ArgType, command
 from modelbay.engine.analytics.leaderboard import MIN_BATTLES, Leaderboard, chart, standings_text
-from modelbay.engine.experiments.arena import BattleRecord, Piece, SideDone, VoteRecord
+from modelbay.engine.experiments.arena import ANY, BattleRecord, Piece, SideDone, VoteRecord
 from modelbay.engine.jobs.progress import ProgressEvent
 
 __all__ = ["battle", "board", "vote"]
 
 PROMPT_MAX = 4000  # characters of a prompt
 SHOWN_WHILE_WRITING = 1500  # characters of each answer shown while both are being written (the end shows all)
-# A prompt for a battle asked without one, per category.
-SAMPLE_PROMPTS = {
-    "code": "Write a Python function that checks whether a string is a palindrome.",
-    "creative": "Write a four-line poem about the sea at night.",
-    "analysis": "Which is larger, 9.11 or 9.9? Explain briefly.",
-}
-DEFAULT_PROMPT = "Explain in two sentences why the sky is blue."
 VOTES = (("A is better", "a", "primary"), ("B is better", "b", "primary"), ("Tie", "tie", "secondary"),
          ("Both bad", "bad", "danger"))
 _SAID = {"a": "Model A is better", "b": "Model B is better", "tie": "a tie", "both_bad": "both bad"}
@@ -40,8 +33,10 @@ class _Battle:
     text: dict[str, str] = field(default_factory=lambda: {"a": "", "b": ""})
     done: dict[str, SideDone] = field(default_factory=dict)
 
+    note: str = ""  # a line above the prompt in every view (e.g. that any two models answer)
     def body(self, *, writing: bool) -> str:
-        parts = [f"**Prompt:** {self.prompt}"]
+        parts = [self.note] if self.note else []
+        parts.append(f"**Prompt:** {self.prompt}")
         for side in ("a", "b"):
             text = self.text[side]
             ended = self.done.get(side)
@@ -92,25 +87,37 @@ async def _events(ctx: Context, state: _Battle) -> AsyncIterator[ProgressEvent]:
 @command(
     "arena",
     help="Two anonymous installed models answer your prompt side by side; vote for the better answer.",
-    args=(Arg("category", "Pit models of this category (first word works too).", choices=CATEGORIES, named=True),
-          Arg("prompt", "What to ask both models (a sample prompt when left out).", rest=True,
+    args=(Arg("category", "Pit models of this category (a first word that is a category works too; category:any "
+                          "reads the whole text as the prompt).", choices=(*CATEGORIES, ANY), named=True),
+          Arg("prompt", "What to ask both models (a sample prompt when left out or blank).", rest=True,
               max_length=PROMPT_MAX)),
     role="user",
     slow=True,  # the first battle loads both models
 )
 async def battle(ctx: Context, category: str | None, prompt: str | None) -> Reply:
-    """Start a battle and stream both answers into its card; the vote buttons come when both are done."""
+    """Start a battle and stream both answers into its card; the vote buttons come when both are done.
+
+    Without `category:`, a first word that is a category is read as the category (quotes cannot mark it as part of
+    the prompt: the line parser removes them), and the card says so and how to ask it literally (`category:any`).
+    """
     words = (prompt or "").split(maxsplit=1)
     if category is None and words and words[0].lower() in CATEGORIES:
-        category, prompt = words[0].lower(), (words[1] if len(words) > 1 else None)
-    prompt = (prompt or "").strip() or SAMPLE_PROMPTS.get(category or "", DEFAULT_PROMPT)
+    read = None  # the category taken from the prompt's first word
+        category, prompt, read = words[0].lower(), (words[1] if len(words) > 1 else None), words[0]
     record = await ctx.call(ctx.runtime.arena.start, ctx.actor.key, prompt, category)
-    state = _Battle(record, prompt)
+    notes = []
+    if read is not None:
+        notes.append(f"Read “{read}” as the category; to ask it as part of the prompt, write "
+                     f"`/arena category:any {read} …`.")
+    if record.fallback:
+        notes.append(f"Fewer than two {category} models are installed, so any two answer; this battle counts on "
+                     "the overall leaderboard only.")
+    # a blank prompt is the category's sample prompt (the engine's, as on every front end)
+    state = _Battle(record, record.prompt, note=" ".join(notes))
     label = f"Battle #{record.id}"
-    note = (f"Fewer than two {category} models are installed, so any two answer. " if record.fallback else "")
     progress = Progress(f"arena-{record.id}", label, status="started", view=state.view, finish=state.finish,
                         events=lambda: _events(ctx, state))
-    return Reply(title=f"Arena battle #{record.id}", text=note + state.body(writing=True), progress=progress,
+    return Reply(title=f"Arena battle #{record.id}", text=state.body(writing=True), progress=progress,
                  footer="Two anonymous models are answering; vote when both are done.")
 
 

@@ -79,6 +79,9 @@ async def start_chat(ctx: Context, model: str, system: str | None) -> Reply:
 async def end_chat(ctx: Context) -> Reply:
     """Close the session at this place."""
     session = await ctx.call(ctx.runtime.chats.close, ctx.where())
+    if session.experiment is not None:  # experiments: the model stays hidden while it runs
+        return Reply(text=f"Chat in experiment `{session.experiment}` ended. `/chat <model>` starts another.",
+                     tone="success")
     return Reply(text=f"Chat with `{session.model_name}` ended. `/chat <model>` starts another.", tone="success")
 
 

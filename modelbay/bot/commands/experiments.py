@@ -88,8 +88,8 @@ def parse_split(text: str | None, count: int) -> list[float]:
         Arg("split", "Traffic split, e.g. 50/50 (even unless given).", named=True, max_length=100),
         Arg("metric", "What decides: thumbs_up (👍 share) or response_time.", choices=METRICS, default="thumbs_up",
             named=True),
-        Arg("alias", "A name `/chat <alias>` opens while it runs (and the winner after ship).", named=True,
-            max_length=64),
+        Arg("alias", "A name `/chat <alias>` opens while it runs (and the winner after ship); not a model's name.",
+            named=True, max_length=64),
         Arg("p95", "Guardrail: highest p95 response time in ms.", type=ArgType.NUMBER, min=1, max=3_600_000,
             named=True),
         Arg("errors", "Guardrail: highest error rate, e.g. 0.05.", type=ArgType.NUMBER, min=0, max=0.99, named=True),
@@ -257,7 +257,9 @@ def _guardrail_fields(e: ExperimentRecord) -> list[Field]:
 async def stop(ctx: Context, name: str) -> Reply:
     """Stop it; chats already open keep their model but no longer count."""
     e = await ctx.call(ctx.runtime.experiments.stop, name)
-    alias = f" `/chat {e.alias}` opens the model of that name again, if there is one." if e.alias else ""
+    alias = ""
+    if e.alias:
+        alias = f" `/chat {e.alias}` now opens {await ctx.call(ctx.runtime.experiments.alias_opens, e.alias)}."
     return Reply(text=f"Experiment `{e.name}` stopped without a winner; its figures stay in "
                       f"`/experiments status {e.name}`.{alias}", tone="success")
 
@@ -273,8 +275,8 @@ async def ship(ctx: Context, name: str, variant: str | None) -> Reply:
     shipped = await ctx.call(ctx.runtime.experiments.ship, name, variant)
     e, v = shipped.experiment, shipped.variant
     if e.alias:
-        changed = (f"`/chat {e.alias}` now opens {v.describe()} (before: {shipped.before}). `/chat exp:{e.name}` "
-                   "opens it too.")
+        changed = (f"`/chat {e.alias}` now opens {shipped.after} (before: {shipped.before}). `/chat exp:{e.name}` "
+                   f"opens {v.describe()}.")
     else:
         changed = f"It has no alias: `/chat exp:{e.name}` now opens {v.describe()}."
     return Reply(title=f"Shipped {v.name} from {e.name}", tone="success",

@@ -33,11 +33,13 @@ async def opt_in(ctx: Context) -> Reply:
     return Reply(text="Done: your chats are measured again.", tone="success", ephemeral=True)
 
 
-@command("privacy", "delete", help="Erase your chats, messages, ratings, analytics events and datasets.")
+@command("privacy", "delete", help="Erase your chats, messages, ratings, analytics events, experiment "
+                                    "assignments, arena votes and battle text, and datasets.")
 async def delete_data(ctx: Context) -> Reply:
     """Erase everything stored under this person's identity."""
     counts = await ctx.call(ctx.runtime.chats.forget, ctx.actor.key)
     counts["datasets"] = await ctx.call(ctx.runtime.datasets.forget, ctx.actor.key)
     summary = ", ".join(f"{what}: {n}" for what, n in counts.items())
-    return Reply(text=f"Erased {summary}. Anonymous hourly totals (counts without who or what) remain.",
+    return Reply(text=f"Erased {summary}. Anonymous totals (counts without who or what) remain, and arena battles "
+                      "you started stay, without you or their text, for the votes others gave them.",
                  tone="success", ephemeral=True)

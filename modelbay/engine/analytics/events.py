@@ -20,7 +20,7 @@ from modelbay.engine.db.schema.analytics import AnalyticsEvent
 from modelbay.engine.db.schema.catalog import Model, ModelVersion
 from modelbay.engine.records import VersionRecord
 
-__all__ = ["EXPORT_FIELDS", "TrackedEvent", "csv_lines", "export_events", "jsonl_lines", "track"]
+__all__ = ["EXPORT_FIELDS", "TrackedEvent", "csv_cell", "csv_lines", "export_events", "jsonl_lines", "track"]
 
 # One row per event, in this order (the CSV header). Times are UTC ISO 8601; durations in milliseconds.
 EXPORT_FIELDS = ("id", "at", "event_type", "model", "revision", "model_version_id", "user_key", "session_id",
@@ -28,6 +28,8 @@ EXPORT_FIELDS = ("id", "at", "event_type", "model", "revision", "model_version_i
                  "failed", "source", "external_session")
 PAGE = 1000  # events read per query: each page is its own short transaction, so an export holds no long one
 TRACKED_BACKEND = "external"  # the backend of an answer given outside ModelBay
+# A CSV cell starting with one of these is a formula to a spreadsheet (OWASP "CSV Injection"): it gets a leading '.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def export_events(db: Database, since: datetime | None = None, version_ids: Iterable[int] | None = None,
@@ -65,13 +67,20 @@ def _exported(event: AnalyticsEvent, model: str | None, revision: str | None) ->
     }
 
 
+def csv_cell(value: Any) -> Any:
+    """A value made safe for a spreadsheet: text starting with = + - @, a tab or a carriage return gets a leading
+    `'` so that it is read as text, not run as a formula (OWASP, "CSV Injection"); other values are unchanged."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
-    """The rows as CSV (the csv module's quoting, a header line first), one string per line; None is empty."""
+    """The rows as CSV (the csv module's quoting, a header line first), one string per line; None is empty. Text
+    that a spreadsheet would run as a formula is neutralised (`csv_cell`); JSON Lines keeps values as they are."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(row)
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
         if buffer.tell() >= 64_000:
             yield buffer.getvalue()
             buffer.seek(0)

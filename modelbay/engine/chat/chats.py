@@ -47,6 +47,8 @@ from modelbay.engine.db.schema.analytics import AnalyticsEvent
 from modelbay.engine.db.schema.catalog import Model, ModelVersion
 from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
 from modelbay.engine.db.schema.experiments import (  # experiments: variant totals kept here, below the service
+    ArenaBattle,  # arena: a person's battles and votes are erased by forget
+    ArenaVote,
     Experiment,
     ExperimentExposure,
     ExperimentLatency,
@@ -56,6 +58,8 @@ from modelbay.engine.errors import (
     AnswerNotFound,
     BackendFailed,
     BaseModelMissing,
+    ExperimentModelHidden,
+    ModelBayError,
     NeedsInstall,
     NoChatHere,
     NotServed,
@@ -176,7 +180,8 @@ class Chats:
         backend = self.backend_for(record, version)  # say now, not at the first message, if it cannot be answered
         notices: tuple[str, ...] = ()
         if system_prompt and not backend.takes_system:  # found by rendering the template once, kept per version
-            notices = (no_system_notice(record.display_name),)
+            # experiments: a variant's chat never names its model
+            notices = (no_system_notice("This model" if variant_id is not None else record.display_name),)
         with self._db.session() as session:
             replaced = set()
             for row in session.scalars(select(ChatSession).where(*self._open_at(place))):
@@ -234,18 +239,20 @@ class Chats:
     def _select(self, *where: Any, limit: int) -> list[SessionRecord]:
         with self._db.session() as session:
             rows = session.execute(
-                select(ChatSession, Model, ExperimentVariant.params)
+                select(ChatSession, Model, ExperimentVariant.params, Experiment.name, Experiment.status)
                 .join(ModelVersion, ModelVersion.id == ChatSession.model_version_id)
                 .join(Model, Model.id == ModelVersion.model_id)
                 .outerjoin(ExperimentVariant, ExperimentVariant.id == ChatSession.variant_id)  # its serving params
+                .outerjoin(Experiment, Experiment.id == ExperimentVariant.experiment_id)  # blinded while it runs
                 .where(*where).order_by(ChatSession.id.desc()).limit(limit)
             ).all()
             return [
                 record_from_row(SessionRecord, row, place=Place(row.platform, row.channel_id, row.thread_id),
                                 model_name=model.name, model_display_name=model.display_name,
                                 closed=row.closed_at is not None, temperature=(params or {}).get("temperature"),
-                                max_tokens=(params or {}).get("max_tokens"))
-                for row, model, params in rows
+                                max_tokens=(params or {}).get("max_tokens"),
+                                experiment=experiment if status == "running" else None)
+                for row, model, params, experiment, status in rows
             ]
 
     def recent(self, user_key: str, limit: int = 5) -> list[SessionRecord]:
@@ -501,7 +508,13 @@ class Chats:
         # A lone surrogate (a JSON payload can carry one) is no character: no database, tokenizer or server takes it.
         text = text.encode("utf-8", "replace").decode("utf-8")
         session_id = chat.id
-        held = self._lease(chat)
+        try:
+            held = self._lease(chat)
+        except ModelBayError as exc:  # experiments: the model's own error would name it
+            if chat.experiment is None:
+                raise
+            log.warning("experiment %s: chat %s cannot be answered: %s", chat.experiment, chat.id, exc)
+            raise ExperimentModelHidden(chat.experiment) from exc
         backend = held.backend
         try:
             ticket, history = self._take_turn(session_id)
@@ -544,7 +557,8 @@ class Chats:
                         canceled = True
                         break
             except BackendFailed as exc:
-                note = f"The answer stopped early: {exc}" if pieces else f"No answer: {exc}"
+                why = str(exc) if chat.experiment is None else "the model failed"  # experiments: blinded
+                note = f"The answer stopped early: {why}" if pieces else f"No answer: {why}"
                 # Choose again at the next message: the server table says whether the server still runs (its
                 # supervisor owns that state and marks a dead server down within seconds).
                 self._forget_choice(chat.model_version_id, held)
@@ -737,7 +751,8 @@ class Chats:
             if before != after:
                 self.analytics.add_rating(session, chat.model_version_id, message.created_at,
                                           ups=(after == 1) - (before == 1), downs=(after == -1) - (before == -1))
-                if chat.variant_id is not None:  # experiments: re-rating moves the variant's totals too
+                # experiments: re-rating moves the variant's totals too; opted-out people are not counted there
+                if chat.variant_id is not None and not self.analytics.opted_out(user_key, session):
                     self._count_rating(session, chat.variant_id, ups=(after == 1) - (before == 1),
                                        downs=(after == -1) - (before == -1))
         return RatingRecord(message_id, up, reason, comment or None, changed=before not in (0, after))
@@ -774,7 +789,9 @@ class Chats:
 
     # -- privacy -------------------------------------------------------------------------------------------
     def forget(self, user_key: str) -> dict[str, int]:
-        """Erase a person's chats, messages, ratings and events; anonymous hourly totals stay."""
+        """Erase a person's chats, messages, ratings and events, experiment assignments (a running variant's people
+        count drops by one) and arena votes; the arena battles they started stay for other people's votes, with no
+        owner and no text. Anonymous totals stay. Returns how many of each were erased, by what."""
         with self._db.session() as session:
             sessions = list(session.scalars(select(ChatSession.id).where(ChatSession.user_key == user_key)))
             counts = {
@@ -784,12 +801,30 @@ class Chats:
                     (Message.user_key == user_key) | Message.session_id.in_(sessions))).rowcount,
                 "chats": session.execute(delete(ChatSession).where(ChatSession.user_key == user_key)).rowcount,
             }
-            # experiments: who was assigned where goes too; the variants' anonymous totals stay
-            session.execute(delete(ExperimentExposure).where(ExperimentExposure.user_key == user_key))
+            # experiments: who was assigned where goes too, and leaves the running variants' people counts, so that
+            # joining again counts them once; the other anonymous totals stay
+            exposed = session.execute(delete(ExperimentExposure).where(ExperimentExposure.user_key == user_key)
+                                      .returning(ExperimentExposure.variant_id)).scalars().all()
+            for variant_id in exposed:
+                v = ExperimentVariant
+                session.execute(update(v).where(v.id == variant_id, _running(v), v.exposures > 0)
+                                .values(exposures=v.exposures - 1).execution_options(synchronize_session=False))
+            counts["experiment assignments"] = len(exposed)
+            # arena: their votes go; the battles they started stay for the others' votes, anonymous and without text
+            counts["arena votes"] = session.execute(delete(ArenaVote).where(ArenaVote.user_key == user_key)).rowcount
+            battles = list(session.scalars(select(ArenaBattle).where(ArenaBattle.user_key == user_key)))
+            for battle in battles:
+                battle.user_key, battle.prompt = FORGOTTEN, None
+                battle.details = {side: {key: value for key, value in (kept or {}).items() if key != "text"}
+                                  for side, kept in (battle.details or {}).items()}
+            counts["arena battles made anonymous"] = len(battles)
         self._places.clear()
         for session_id in sessions:
             self.redis.delete(*(self._key(session_id, what) for what in ("history", "ticket", "turn")))
         return counts
+
+
+FORGOTTEN = "forgotten"  # arena: the user_key of battles whose asker erased their data
 
 
 def _running(v: type[ExperimentVariant]) -> Any:

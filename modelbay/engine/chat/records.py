@@ -44,6 +44,8 @@ class SessionRecord:
     variant_id: int | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    # experiments: the running experiment this chat is a variant of; while set, replies never name the model
+    experiment: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
 """The blind arena: two installed models answer one prompt side by side, people vote, a leaderboard ranks them.
 
 A battle picks two different installed models at random (of the asked category when two of it are installed, else
-of any), calls them Model A and Model B, and streams both answers at once (`run`, one thread per side through
-`Chats.generate`, merged in arrival order). Names are revealed only in the answer to a vote. One vote per person and
-battle (the table's key), at most MODELBAY_ARENA_DAILY_VOTES per person and UTC day. The leaderboard counts votes
-per (model A, model B, outcome) in SQL and fits Bradley-Terry to those counts (`engine/analytics/leaderboard.py`).
+of any: then it is stored under "any", so it counts on the overall leaderboard only), calls them Model A and Model
+B, and streams both answers at once (`run`, one thread per side through `Chats.generate`, merged in arrival order).
+Names are revealed only in the answer to a vote. One vote per person and battle (the table's key), at most
+MODELBAY_ARENA_DAILY_VOTES per person and UTC day. A blank prompt is the category's sample prompt on every front
+end (`battle_prompt`). A battle still answering `ANSWERING_MARGIN_S` after the longest an answer may take
+(MODELBAY_CHAT_TIMEOUT + MODELBAY_CHAT_IDLE_TIMEOUT) had its stream left unread: it reads as failed. Text (the
+prompt, the answers) is kept only with MODELBAY_STORE_TRANSCRIPTS and never for opted-out people. The leaderboard
+counts votes per (model A, model B, outcome) in SQL and fits Bradley-Terry to those counts
+(`engine/analytics/leaderboard.py`).
 """
 
 from __future__ import annotations
@@ -38,12 +43,31 @@ from modelbay.engine.errors import (
 )
 from modelbay.engine.inference.backends.base import Adjusted, Finished
 
-__all__ = ["SIDES", "Arena", "BattleRecord", "Contender", "Piece", "SideDone", "VoteRecord"]
+__all__ = ["ANY", "SIDES", "Arena", "BattleRecord", "Contender", "Piece", "SideDone", "VoteRecord", "battle_prompt",
+           "sample_prompt"]
 
 log = logging.getLogger(__name__)
 
 SIDES = ("a", "b")
-ANY = "any"  # the category stored for a battle asked without one
+ANY = "any"  # the category stored for a battle asked without one, or whose category had fewer than two models
+ANSWERING_MARGIN_S = 60.0  # seconds past the longest answer after which a battle still answering reads as failed
+# A prompt for a battle asked without one (or with a blank one), per category.
+SAMPLE_PROMPTS = {
+    "code": "Write a Python function that checks whether a string is a palindrome.",
+    "creative": "Write a four-line poem about the sea at night.",
+    "analysis": "Which is larger, 9.11 or 9.9? Explain briefly.",
+}
+DEFAULT_PROMPT = "Explain in two sentences why the sky is blue."
+
+
+def sample_prompt(category: str | None) -> str:
+    """The prompt a battle of this category gets when asked without one."""
+    return SAMPLE_PROMPTS.get(category or "", DEFAULT_PROMPT)
+
+
+def battle_prompt(prompt: str | None, category: str | None) -> str:
+    """The prompt both models answer: the one given, else (missing or blank) the category's sample prompt."""
+    return (prompt or "").strip() or sample_prompt(category)
 
 
 @dataclass(frozen=True)
@@ -68,7 +92,8 @@ class BattleRecord:
     status: str  # answering | ready | failed
     created_at: datetime
     details: dict[str, Any] = field(default_factory=dict)
-    fallback: bool = False  # the asked category had fewer than two installed models: any were used
+    fallback: bool = False  # the asked category had fewer than two installed models: any were used (stored as any)
+    prompt: str = ""  # the prompt both answer (set by `start`; `get` gives it only when it was stored)
 
     def side(self, which: str) -> Contender:
         """Model A or Model B."""
@@ -131,12 +156,17 @@ class Arena:
               rng: random.Random | None = None) -> BattleRecord:
         """Pick two different installed models at random and record a battle (status answering).
 
-        The prompt is stored only with MODELBAY_STORE_TRANSCRIPTS.
+        A missing or blank prompt is the category's sample prompt (`battle_prompt`); the record carries the prompt
+        used. The battle is stored under the category its pair was drawn from: "any" when none was asked (or "any"
+        was) and when the asked one had fewer than two models (then `fallback` is set). The prompt is stored only
+        with MODELBAY_STORE_TRANSCRIPTS, and never for a person who opted out.
 
         Raises:
             ArenaNeedsModels: fewer than two models are installed.
         """
         rng = rng or random.SystemRandom()
+        category = None if category == ANY else category
+        prompt = battle_prompt(prompt, category)
         pool = self.contenders(category) if category else []
         fallback = bool(category) and len(pool) < 2
         if len(pool) < 2:
@@ -145,17 +175,19 @@ class Arena:
             raise ArenaNeedsModels(len(pool))
         a, b = rng.sample(pool, 2)
         with self._db.session() as session:
-            row = ArenaBattle(category=category or ANY, user_key=user_key, model_a_version_id=a.version_id,
-                              model_b_version_id=b.version_id, status="answering", details={},
-                              prompt=prompt if self.settings.store_transcripts else None)
+            keep_text = self.settings.store_transcripts and not self.chats.analytics.opted_out(user_key, session)
+            row = ArenaBattle(category=ANY if fallback or not category else category, user_key=user_key,
+                              model_a_version_id=a.version_id, model_b_version_id=b.version_id, status="answering",
+                              details={}, prompt=prompt if keep_text else None)
             session.add(row)
             session.flush()
             battle_id = row.id
-        return _replace_fallback(self.get(battle_id), fallback)
+        return replace(self.get(battle_id), fallback=fallback, prompt=prompt)
 
     @idempotent  # a read: repeated once if its connection drops
     def get(self, battle_id: int) -> BattleRecord:
-        """One battle with both sides named.
+        """One battle with both sides named. One still answering `ANSWERING_MARGIN_S` seconds after the longest an
+        answer may take reads as failed, with `details["expired"]` set (its stream was never read to the end).
 
         Raises:
             BattleNotFound: no battle has that number.
@@ -166,8 +198,17 @@ class Arena:
                 raise BattleNotFound(battle_id)
             sides = {v: c for v, c in ((c.version_id, c) for c in self._named(
                 session, [row.model_a_version_id, row.model_b_version_id]))}
+            status, details = row.status, dict(row.details or {})
+            if status == "answering" and self._expired(row.created_at):
+                status, details = "failed", {**details, "expired": True}
             return BattleRecord(row.id, row.category, row.user_key, sides[row.model_a_version_id],
-                                sides[row.model_b_version_id], row.status, row.created_at, dict(row.details or {}))
+                                sides[row.model_b_version_id], status, row.created_at, details, prompt=row.prompt or "")
+
+    def _expired(self, created_at: datetime) -> bool:
+        """Whether a battle started then, if still answering, ran past any answer's time limit (and the margin)."""
+        started = created_at if created_at.tzinfo else created_at.replace(tzinfo=timezone.utc)
+        limit = self.settings.chat_timeout + self.settings.chat_idle_timeout + ANSWERING_MARGIN_S
+        return datetime.now(timezone.utc) - started > timedelta(seconds=limit)
 
     @staticmethod
     def _named(session: Any, version_ids: list[int]) -> list[Contender]:
@@ -238,11 +279,12 @@ class Arena:
         ready = len(done) == 2 and all(d.status == "ok" for d in done.values())
         details = {side: {"status": d.status, "note": d.note, "output_tokens": d.output_tokens,
                           "ttft_ms": d.ttft_ms, "total_ms": d.total_ms} for side, d in done.items()}
-        if self.settings.store_transcripts:
-            for side, text in answers.items():
-                details.setdefault(side, {})["text"] = text
         with self._db.session() as session:
             row = session.get(ArenaBattle, battle_id)
+            if row is not None and self.settings.store_transcripts and not self.chats.analytics.opted_out(
+                    row.user_key, session):  # never the text of an opted-out person's battle
+                for side, text in answers.items():
+                    details.setdefault(side, {})["text"] = text
             if row is not None:
                 row.status = "ready" if ready else "failed"
                 row.details = details
@@ -262,7 +304,7 @@ class Arena:
             raise ValueError(f"outcome is one of {', '.join(OUTCOMES)}")
         battle = self.get(battle_id)
         if battle.status != "ready":
-            raise BattleNotReady(battle_id, battle.status)
+            raise BattleNotReady(battle_id, "expired" if battle.details.get("expired") else battle.status)
         cap = self.settings.arena_daily_votes
         day = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
         try:
@@ -305,6 +347,3 @@ class Arena:
         rounds = self.settings.arena_bootstrap_rounds if rounds is None else rounds
         return leaderboard(counts, names, category=category, rounds=rounds, seed=seed)
 
-
-def _replace_fallback(battle: BattleRecord, fallback: bool) -> BattleRecord:
-    return replace(battle, fallback=True) if fallback else battle

@@ -105,11 +105,13 @@ SAMPLES: list[E.ModelBayError] = [
     E.ArenaNeedsModels(1),
     E.BattleNotReady(12, "answering"),
     E.BattleNotReady(12, "failed"),
+    E.BattleNotReady(12, "expired"),
     E.AlreadyVoted(12),
     E.VoteCapReached(100),
     # experiments
     E.ExperimentNotFound("tone"),
     E.ExperimentInvalid("split", "give one weight per variant (2 variants, 3 weights)"),
+    E.ExperimentModelHidden("tone"),
     E.ExperimentNameTaken("tone"),
     E.ExperimentNameTaken("assistant", alias=True, by="tone"),
     E.ExperimentEnded("tone", "shipped"),

@@ -38,3 +38,16 @@ def test_jsonl_is_one_object_per_line() -> None:
 def test_a_tracked_person_is_kept_apart_from_chat_people() -> None:
     event = TrackedEvent("tiny", "user123", "session456", "inference_complete", 50, 100, 1200.0)
     assert event.user_key == "external:user123"
+
+
+def test_csv_neutralises_cells_a_spreadsheet_would_run_but_jsonl_keeps_them() -> None:
+    """OWASP CSV injection: text starting with = + - @, a tab or a CR gets a leading ' in CSV only."""
+    starts = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd"]
+    rows = [{field: None for field in EXPORT_FIELDS} | {"id": i, "user_key": f"external:{text}",
+                                                         "external_session": text, "total_ms": -1.5}
+            for i, text in enumerate(starts)]
+    read = list(csv.DictReader(io.StringIO("".join(csv_lines(rows)), newline="")))
+    assert [r["external_session"] for r in read] == ["'" + text for text in starts]
+    assert [r["user_key"] for r in read] == [f"external:{text}" for text in starts]  # only a cell's first character
+    assert {r["total_ms"] for r in read} == {"-1.5"}  # numbers are numbers, not formulas
+    assert [json.loads(line)["external_session"] for line in jsonl_lines(rows)] == starts
