@@ -872,10 +872,7 @@ class BattleNotReady(Conflict):
     def __init__(self, battle_id: int, status: str) -> None:
         self.battle_id = battle_id
         self.status = status
-        if status == "expired":  # still answering long after any answer could take: its stream was left unread
-            text = (f"Battle #{battle_id} never finished answering (its answers were not read to the end); `/arena` "
-                    "starts a new battle.")
-        elif status == "failed":
+        if status == "failed":
             text = f"Battle #{battle_id} has no two answers to compare (a model failed); `/arena` starts another."
         else:
             text = f"Battle #{battle_id} is still answering; vote once both answers are in."
@@ -906,7 +903,10 @@ class ExperimentNotFound(NotFound):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"No experiment `{shown(name)}`. `/experiments list` shows them.")
+        if not name.strip():  # `/chat exp:` with nothing after it
+            super().__init__("Give the experiment's name, e.g. `/chat exp:<name>`. `/experiments list` shows them.")
+        else:
+            super().__init__(f"No experiment `{shown(name)}`. `/experiments list` shows them.")
 
 
 class ExperimentInvalid(Refused):
@@ -920,16 +920,6 @@ class ExperimentInvalid(Refused):
 
 class ExperimentNameTaken(Conflict):
     """The name is used by another experiment, or the alias by a running one."""
-
-class ExperimentModelHidden(Unavailable):
-    """A chat on a running experiment's variant cannot be answered; the model's own error would name it."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"The model behind experiment `{shown(name)}` cannot answer right now (it stays hidden while "
-                         "the experiment runs); tell the experiment's owner, or `/chat end` and chat with another "
-                         "model.")
-
 
     def __init__(self, name: str, *, alias: bool = False, by: str | None = None) -> None:
         self.name = name
@@ -952,13 +942,20 @@ class ExperimentEnded(Conflict):
 
 
 class NoWinnerYet(Conflict):
-    """`ship` without a variant while the statistics name no winner."""
+    """`ship` without a variant while the statistics name no winner, or after the experiment was stopped."""
 
-    def __init__(self, name: str, reason: str) -> None:
+    def __init__(self, name: str, reason: str, *, stopped: bool = False, variants: tuple[str, ...] = ()) -> None:
         self.name = name
         self.reason = reason
-        super().__init__(f"Experiment `{shown(name)}` has no winner yet ({reason}); keep it running, or name the "
-                         f"variant to ship anyway: `/experiments ship {shown(name)} <variant>`.")
+        self.stopped = stopped
+        named = f" (one of {', '.join(shown(v) for v in variants)})" if variants else ""
+        ship = f"`/experiments ship {shown(name)} <variant>`{named}"
+        if stopped:
+            super().__init__(f"Experiment `{shown(name)}` was stopped without a winner; ship a variant by name with "
+                             f"{ship}, or start a new experiment with `/experiments start`.")
+        else:
+            super().__init__(f"Experiment `{shown(name)}` has no winner yet ({reason}); keep it running, or name the "
+                             f"variant to ship anyway: {ship}.")
 
 
 # -- registry search: measured speed (refused) -----------------------------------------------------------------------
