@@ -220,8 +220,8 @@ ERRORS: dict[type[BaseException], ErrorStyle] = {
     # experiments: A/B tests
     ExperimentNotFound: ErrorStyle("Experiment not found"),
     ExperimentInvalid: ErrorStyle("Check the experiment", "warning"),
-    ExperimentNameTaken: ErrorStyle("Name taken", "warning"),
     ExperimentModelHidden: ErrorStyle("Model unavailable", "warning"),
+    ExperimentNameTaken: ErrorStyle("Name taken", "warning"),
     ExperimentEnded: ErrorStyle("Experiment ended"),
     NoWinnerYet: ErrorStyle("No winner yet"),
     # registry search

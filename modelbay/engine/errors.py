@@ -872,7 +872,10 @@ class BattleNotReady(Conflict):
     def __init__(self, battle_id: int, status: str) -> None:
         self.battle_id = battle_id
         self.status = status
-        if status == "failed":
+        if status == "expired":  # still answering long after any answer could take: its stream was left unread
+            text = (f"Battle #{battle_id} never finished answering (its answers were not read to the end); `/arena` "
+                    "starts a new battle.")
+        elif status == "failed":
             text = f"Battle #{battle_id} has no two answers to compare (a model failed); `/arena` starts another."
         else:
             text = f"Battle #{battle_id} is still answering; vote once both answers are in."
@@ -903,10 +906,7 @@ class ExperimentNotFound(NotFound):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        if not name.strip():  # `/chat exp:` with nothing after it
-            super().__init__("Give the experiment's name, e.g. `/chat exp:<name>`. `/experiments list` shows them.")
-        else:
-            super().__init__(f"No experiment `{shown(name)}`. `/experiments list` shows them.")
+        super().__init__(f"No experiment `{shown(name)}`. `/experiments list` shows them.")
 
 
 class ExperimentInvalid(Refused):
@@ -916,6 +916,16 @@ class ExperimentInvalid(Refused):
         self.field = field
         self.reason = reason
         super().__init__(f"Check the experiment's {field}: {reason}.")
+
+
+class ExperimentModelHidden(Unavailable):
+    """A chat on a running experiment's variant cannot be answered; the model's own error would name it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"The model behind experiment `{shown(name)}` cannot answer right now (it stays hidden while "
+                         "the experiment runs); tell the experiment's owner, or `/chat end` and chat with another "
+                         "model.")
 
 
 class ExperimentNameTaken(Conflict):
@@ -942,20 +952,13 @@ class ExperimentEnded(Conflict):
 
 
 class NoWinnerYet(Conflict):
-    """`ship` without a variant while the statistics name no winner, or after the experiment was stopped."""
+    """`ship` without a variant while the statistics name no winner."""
 
-    def __init__(self, name: str, reason: str, *, stopped: bool = False, variants: tuple[str, ...] = ()) -> None:
+    def __init__(self, name: str, reason: str) -> None:
         self.name = name
         self.reason = reason
-        self.stopped = stopped
-        named = f" (one of {', '.join(shown(v) for v in variants)})" if variants else ""
-        ship = f"`/experiments ship {shown(name)} <variant>`{named}"
-        if stopped:
-            super().__init__(f"Experiment `{shown(name)}` was stopped without a winner; ship a variant by name with "
-                             f"{ship}, or start a new experiment with `/experiments start`.")
-        else:
-            super().__init__(f"Experiment `{shown(name)}` has no winner yet ({reason}); keep it running, or name the "
-                             f"variant to ship anyway: {ship}.")
+        super().__init__(f"Experiment `{shown(name)}` has no winner yet ({reason}); keep it running, or name the "
+                         f"variant to ship anyway: `/experiments ship {shown(name)} <variant>`.")
 
 
 # -- registry search: measured speed (refused) -----------------------------------------------------------------------

@@ -61,19 +61,21 @@ def test_an_experiment_assigns_people_stably_counts_their_ratings_and_ships(lab)
     assert lab("/experiments start tone tiny-chat").title == "Check the experiment"  # one variant
     assert lab("/experiments start tone tiny-chat | nothing-here").title == "Model not found"
     assert lab("/experiments start tone tiny-chat | tiny-base split:1/2/3").title == "Check the experiment"
+    taken = lab("/experiments start tone tiny-chat | tiny-base alias:tiny-base")  # a model's name is no alias
+    assert taken.title == "Check the experiment" and "choose another alias" in taken.text, taken.plain()
     started = lab("/experiments start tone tiny-chat | tiny-chat temperature=0.5 system=Answer briefly. "
-                  "alias:tiny-base p95:600000")
+                  "alias:assistant p95:600000")
     assert started.title == "Experiment tone started", started.plain()
-    assert "`/chat exp:tone` or `/chat tiny-base`" in started.text
+    assert "`/chat exp:tone` or `/chat assistant`" in started.text
     assert started.table.rows[1][1] == "`tiny-chat`, temperature 0.5, system prompt “Answer briefly.”"
-    assert lab("/experiments start other tiny-chat | tiny-base alias:tiny-base").title == "Name taken"
+    assert lab("/experiments start other tiny-chat | tiny-base alias:assistant").title == "Name taken"
     assert lab("/experiments start tone tiny-chat | tiny-base").title == "Name taken"
     experiment = runtime.experiments.get("tone")
 
     people = [f"console:p{i}" for i in range(8)]
     seen: dict[str, int] = {}
     for i, person in enumerate(people):
-        opened = runtime.experiments.open(Place("console", f"room{i}"), person, "exp:tone" if i % 2 else "tiny-base")
+        opened = runtime.experiments.open(Place("console", f"room{i}"), person, "exp:tone" if i % 2 else "assistant")
         assert opened.experiment.name == "tone" and opened.session.variant_id == opened.variant.id
         expected = experiment.variants[choose([v.weight for v in experiment.variants], position("tone", person))]
         assert opened.variant.id == expected.id
@@ -109,15 +111,16 @@ def test_an_experiment_assigns_people_stably_counts_their_ratings_and_ships(lab)
 
     shipped = lab("/experiments ship tone b")
     assert shipped.title == "Shipped b from tone", shipped.plain()
-    assert "`/chat tiny-base` now opens `tiny-chat`, temperature 0.5" in shipped.text
-    assert "before: the model `tiny-base`" in shipped.text
-    after = runtime.experiments.open(Place("console", "after"), "console:new", "tiny-base")
+    assert ("`/chat assistant` now opens experiment `tone`'s shipped variant b (`tiny-chat`, temperature 0.5"
+            in shipped.text), shipped.text
+    assert "(before: the running experiment `tone` (each person's variant))" in shipped.text
+    after = runtime.experiments.open(Place("console", "after"), "console:new", "assistant")
     assert after.session.model_name == "tiny-chat" and after.session.system_prompt == "Answer briefly."
     b = runtime.experiments.get("tone").variant("b")
     _ask(runtime, after.session.id, "console:new", "Hi")
     assert runtime.experiments.get("tone").variant("b").answers == b.answers  # ended: no longer counted
-    chat = lab("/chat tiny-base")
-    assert chat.title == "Chatting with Tiny Chat" or chat.title.startswith("Chatting with"), chat.plain()
+    chat = lab("/chat tiny-base")  # a model's name opens that model, never an experiment's variant
+    assert chat.title == "Chatting with Tiny Base", chat.plain()
     listed = lab("/experiments list")
     assert listed.table.rows[0][:2] == ["tone", "shipped"]
     assert lab("/experiments stop tone").title == "Experiment ended"
@@ -177,16 +180,3 @@ def test_rest_creates_reports_and_ships(lab) -> None:
     shipped = client.post("/api/experiments/rest/ship", json={"variant": "a"}, headers=headers)
     assert shipped.status_code == 200 and shipped.json()["status"] == "shipped"
     assert client.get("/api/experiments/none", headers=headers).status_code == 404
-
-
-def test_a_stopped_experiment_ships_only_a_named_variant_and_an_empty_name_asks_for_one(lab) -> None:
-    assert lab("/experiments start halt tiny-chat | tiny-base").title == "Experiment halt started"
-    assert lab("/experiments stop halt").tone == "success"
-    refused = lab("/experiments ship halt")
-    assert refused.title == "No winner yet"
-    assert "was stopped without a winner" in refused.text and "keep it running" not in refused.text
-    assert "`/experiments ship halt <variant>` (one of a, b)" in refused.text and "/experiments start" in refused.text
-    assert lab("/experiments ship halt b").title == "Shipped b from halt"
-    blank = lab("/chat exp:")
-    assert blank.title == "Experiment not found" and "Give the experiment's name" in blank.text
-    assert "``" not in blank.text

@@ -12,21 +12,13 @@ from modelbay.bot.context import Context
 from modelbay.bot.reply import Attachment, Button, Progress, Reply, Table
 from modelbay.bot.spec import Arg, ArgType, command
 from modelbay.engine.analytics.leaderboard import MIN_BATTLES, Leaderboard, chart, standings_text
-from modelbay.engine.experiments.arena import BattleRecord, Piece, SideDone, VoteRecord
+from modelbay.engine.experiments.arena import ANY, BattleRecord, Piece, SideDone, VoteRecord
 from modelbay.engine.jobs.progress import ProgressEvent
-from modelbay.engine.units import plural
 
 __all__ = ["battle", "board", "vote"]
 
 PROMPT_MAX = 4000  # characters of a prompt
 SHOWN_WHILE_WRITING = 1500  # characters of each answer shown while both are being written (the end shows all)
-# A prompt for a battle asked without one, per category.
-SAMPLE_PROMPTS = {
-    "code": "Write a Python function that checks whether a string is a palindrome.",
-    "creative": "Write a four-line poem about the sea at night.",
-    "analysis": "Which is larger, 9.11 or 9.9? Explain briefly.",
-}
-DEFAULT_PROMPT = "Explain in two sentences why the sky is blue."
 VOTES = (("A is better", "a", "primary"), ("B is better", "b", "primary"), ("Tie", "tie", "secondary"),
          ("Both bad", "bad", "danger"))
 _SAID = {"a": "Model A is better", "b": "Model B is better", "tie": "a tie", "both_bad": "both bad"}
@@ -95,21 +87,33 @@ async def _events(ctx: Context, state: _Battle) -> AsyncIterator[ProgressEvent]:
 @command(
     "arena",
     help="Two anonymous installed models answer your prompt side by side; vote for the better answer.",
-    args=(Arg("category", "Pit models of this category (first word works too).", choices=CATEGORIES, named=True),
-          Arg("prompt", "What to ask both models (a sample prompt when left out).", rest=True,
+    args=(Arg("category", "Pit models of this category (a first word that is a category works too; category:any "
+                          "reads the whole text as the prompt).", choices=(*CATEGORIES, ANY), named=True),
+          Arg("prompt", "What to ask both models (a sample prompt when left out or blank).", rest=True,
               max_length=PROMPT_MAX)),
     role="user",
     slow=True,  # the first battle loads both models
 )
 async def battle(ctx: Context, category: str | None, prompt: str | None) -> Reply:
-    """Start a battle and stream both answers into its card; the vote buttons come when both are done."""
+    """Start a battle and stream both answers into its card; the vote buttons come when both are done.
+
+    Without `category:`, a first word that is a category is read as the category (quotes cannot mark it as part of
+    the prompt: the line parser removes them), and the card says so and how to ask it literally (`category:any`).
+    """
     words = (prompt or "").split(maxsplit=1)
+    read = None  # the category taken from the prompt's first word
     if category is None and words and words[0].lower() in CATEGORIES:
-        category, prompt = words[0].lower(), (words[1] if len(words) > 1 else None)
-    prompt = (prompt or "").strip() or SAMPLE_PROMPTS.get(category or "", DEFAULT_PROMPT)
+        category, prompt, read = words[0].lower(), (words[1] if len(words) > 1 else None), words[0]
     record = await ctx.call(ctx.runtime.arena.start, ctx.actor.key, prompt, category)
-    note = f"Fewer than two {category} models are installed, so any two answer." if record.fallback else ""
-    state = _Battle(record, prompt, note=note)
+    notes = []
+    if read is not None:
+        notes.append(f"Read “{read}” as the category; to ask it as part of the prompt, write "
+                     f"`/arena category:any {read} …`.")
+    if record.fallback:
+        notes.append(f"Fewer than two {category} models are installed, so any two answer; this battle counts on "
+                     "the overall leaderboard only.")
+    # a blank prompt is the category's sample prompt (the engine's, as on every front end)
+    state = _Battle(record, record.prompt, note=" ".join(notes))
     label = f"Battle #{record.id}"
     progress = Progress(f"arena-{record.id}", label, status="started", view=state.view, finish=state.finish,
                         events=lambda: _events(ctx, state))
@@ -133,7 +137,7 @@ async def vote(ctx: Context, battle: int, outcome: str) -> Reply:
             f"Model A was **{b.a.label}** (`{b.a.model}`); Model B was **{b.b.label}** (`{b.b.model}`).")
     category = "" if b.category == "any" else f" {b.category}"
     return Reply(title="Thanks for your vote", text=text, tone="success", ephemeral=True,
-                 footer=f"{plural(voted.left_today, 'vote')} left today · `/arena leaderboard{category}`",
+                 footer=f"{voted.left_today} votes left today · `/arena leaderboard{category}`",
                  buttons=[Button("Leaderboard", f"/arena leaderboard{category}")])
 
 
@@ -142,10 +146,10 @@ def leaderboard_reply(board: Leaderboard) -> Reply:
     where = f" · {board.category}" if board.category else ""
     if not board.standings:
         return Reply(title=f"Arena leaderboard{where}",
-                     text=f"Not enough votes yet ({board.votes:,} so far, none between two models that count). "
+                     text=f"Not enough votes yet ({board.votes} so far, none between two models that count). "
                           "`/arena <prompt>` starts a battle.")
     table = Table(["Rank", "Model", "Strength (95% CI)", "Battles", "Win %", "Both bad"], standings_text(board))
-    text = f"{plural(board.votes, 'vote')}. Rank 1 + the ranked models whose whole interval is above this one's."
+    text = f"{board.votes:,} votes. Rank 1 + the ranked models whose whole interval is above this one's."
     if any(not s.settled for s in board.standings):
         text += (f" Unranked (–), listed last: models with fewer than {MIN_BATTLES} battles (provisional: too few "
                  "votes for an interval) and models that won or lost every battle (their strength has no bound).")

@@ -25,7 +25,7 @@ from modelbay.engine.experiments.experiments import (
     VariantSpec,
 )
 from modelbay.engine.experiments.stats import METRICS, THUMBS_UP, Analysis
-from modelbay.engine.units import ago, number, plural
+from modelbay.engine.units import ago
 
 __all__ = ["parse_split", "parse_variants", "status_card"]
 
@@ -71,8 +71,7 @@ def parse_split(text: str | None, count: int) -> list[float]:
     except ValueError:
         raise ExperimentInvalid("split", f"`{shown(text)}` is not numbers like 50/50") from None
     if len(weights) != count:
-        raise ExperimentInvalid("split", f"give one weight per variant ({plural(count, 'variant')}, "
-                                         f"{plural(len(weights), 'weight')})")
+        raise ExperimentInvalid("split", f"give one weight per variant ({count} variants, {len(weights)} weights)")
     if not all(math.isfinite(w) and w > 0 for w in weights):
         raise ExperimentInvalid("split", "every weight must be a number above 0")
     return weights
@@ -89,8 +88,8 @@ def parse_split(text: str | None, count: int) -> list[float]:
         Arg("split", "Traffic split, e.g. 50/50 (even unless given).", named=True, max_length=100),
         Arg("metric", "What decides: thumbs_up (👍 share) or response_time.", choices=METRICS, default="thumbs_up",
             named=True),
-        Arg("alias", "A name `/chat <alias>` opens while it runs (and the winner after ship).", named=True,
-            max_length=64),
+        Arg("alias", "A name `/chat <alias>` opens while it runs (and the winner after ship); not a model's name.",
+            named=True, max_length=64),
         Arg("p95", "Guardrail: highest p95 response time in ms.", type=ArgType.NUMBER, min=1, max=3_600_000,
             named=True),
         Arg("errors", "Guardrail: highest error rate, e.g. 0.05.", type=ArgType.NUMBER, min=0, max=0.99, named=True),
@@ -188,14 +187,12 @@ def _explain(e: ExperimentRecord, a: Analysis) -> list[str]:
             continue
         s = c.sequential
         text = (f"{c.variant} vs {c.control}: {_plain(a.metric, f.value)} vs {_plain(a.metric, f0.value)}, "
-                f"{number(c.difference * scale, 1, sign=True)}{unit}")
+                f"{c.difference * scale:+.1f}{unit}")
         if c.interval is not None:
-            text += (f" (95% interval {number(c.interval.low * scale, 1, sign=True)} to "
-                     f"{number(c.interval.high * scale, 1, sign=True)}{unit}, "
+            text += (f" (95% interval {c.interval.low * scale:+.1f} to {c.interval.high * scale:+.1f}{unit}, "
                      f"p = {c.p_value:.2g} — a fixed-sample test, right only if this were the one look)")
         if s.looks:
-            band = (f"; at any look the difference lies between {number(s.low * scale, 1, sign=True)} and "
-                    f"{number(s.high * scale, 1, sign=True)}{unit}"
+            band = (f"; at any look the difference lies between {s.low * scale:+.1f} and {s.high * scale:+.1f}{unit}"
                     if math.isfinite(s.low) and math.isfinite(s.high) else "")
             text += (f". Sequential test: always-valid p = {s.p_value:.3g} against alpha {c.alpha:.3g}{band}.")
         else:
@@ -226,7 +223,7 @@ def _value(metric: str, value: float | None, interval) -> str:
         return "–"
     if metric == THUMBS_UP:
         return f"{value:.0%} ({interval.low:.0%}–{interval.high:.0%})" if interval else f"{value:.0%}"
-    return f"{number(value)} ({number(interval.low)} to {number(interval.high)})" if interval else number(value)
+    return f"{value:,.0f} ({interval.low:,.0f}–{interval.high:,.0f})" if interval else f"{value:,.0f}"
 
 
 def _metric_column(metric: str) -> str:
@@ -260,7 +257,9 @@ def _guardrail_fields(e: ExperimentRecord) -> list[Field]:
 async def stop(ctx: Context, name: str) -> Reply:
     """Stop it; chats already open keep their model but no longer count."""
     e = await ctx.call(ctx.runtime.experiments.stop, name)
-    alias = f" `/chat {e.alias}` opens the model of that name again, if there is one." if e.alias else ""
+    alias = ""
+    if e.alias:
+        alias = f" `/chat {e.alias}` now opens {await ctx.call(ctx.runtime.experiments.alias_opens, e.alias)}."
     return Reply(text=f"Experiment `{e.name}` stopped without a winner; its figures stay in "
                       f"`/experiments status {e.name}`.{alias}", tone="success")
 
@@ -276,8 +275,8 @@ async def ship(ctx: Context, name: str, variant: str | None) -> Reply:
     shipped = await ctx.call(ctx.runtime.experiments.ship, name, variant)
     e, v = shipped.experiment, shipped.variant
     if e.alias:
-        changed = (f"`/chat {e.alias}` now opens {v.describe()} (before: {shipped.before}). `/chat exp:{e.name}` "
-                   "opens it too.")
+        changed = (f"`/chat {e.alias}` now opens {shipped.after} (before: {shipped.before}). `/chat exp:{e.name}` "
+                   f"opens {v.describe()}.")
     else:
         changed = f"It has no alias: `/chat exp:{e.name}` now opens {v.describe()}."
     return Reply(title=f"Shipped {v.name} from {e.name}", tone="success",

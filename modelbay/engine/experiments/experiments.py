@@ -57,6 +57,7 @@ VARIANT_NAMES = "abcdefghij"  # variants without a name are a, b, c... in the or
 MAX_VARIANTS = len(VARIANT_NAMES)
 SYSTEM_MAX = 4000
 HISTORY_LOOKS = 100  # looks kept in details for the progress chart (the test's state needs only the last)
+MIN_SHARE = 0.01  # the least share of traffic a variant may get: below it, it barely gets any and the SRM check is off
 RUNNING, STOPPED, SHIPPED = "running", "stopped", "shipped"
 
 
@@ -161,6 +162,7 @@ class Shipped:
     experiment: ExperimentRecord
     variant: VariantRecord
     before: str | None  # what `/chat <alias>` opened before (None without an alias)
+    after: str | None = None  # what `/chat <alias>` opens now, in words (None without an alias)
 
 
 def status_from_totals(metric: str, totals: Sequence[Totals], *, alpha: float = 0.05,
@@ -199,6 +201,9 @@ class Experiments:
         """
         name = _check_name("name", name)
         alias = _check_name("alias", alias) if alias else None
+        if alias and self._is_model(alias):  # an alias never hides a model: `/chat <model>` always opens that model
+            raise ExperimentInvalid("alias", f"`{alias}` is the name of a model, and `/chat {alias}` must keep "
+                                             "opening it: choose another alias")
         if metric not in METRICS:
             raise ExperimentInvalid("metric", f"`{shown(metric)}` is none of {', '.join(METRICS)}")
         if not (0 < alpha <= 0.2):
@@ -217,6 +222,9 @@ class Experiments:
         if not all(math.isfinite(w) and w > 0 for w in weights):
             raise ExperimentInvalid("split", "every weight must be a number above 0 (50/50, 20/80, 1/1/1)")
         total = sum(weights)
+        if min(weights) / total < MIN_SHARE:
+            raise ExperimentInvalid("split", f"give every variant at least {MIN_SHARE:.0%} of the traffic "
+                                             "(like 99/1), or leave that variant out")
         guardrails = {k: v for k, v in (("p95_ms", p95_ms), ("error_rate", error_rate)) if v is not None}
         with self._db.session() as session:
             if session.scalar(select(Experiment.id).where(func.lower(Experiment.name) == name)) is not None:
@@ -368,7 +376,8 @@ class Experiments:
             if experiment.status == STOPPED:
                 raise ExperimentEnded(experiment.name, experiment.status)
         else:
-            experiment = self.owner(ref)
+            # A model's own name always opens that model (a model registered after an alias was taken wins too).
+            experiment = None if self._is_model(ref) else self.owner(ref)
             if experiment is None:
                 return Opened(self.chats.open(place, user_key, ref, system_prompt))
         variant = self._assign(experiment, user_key) if experiment.status == RUNNING else experiment.winner
@@ -433,35 +442,43 @@ class Experiments:
             ExperimentNotFound: no experiment has that name.
             ExperimentEnded: it was already shipped.
             ExperimentInvalid: the variant named is not one of it.
-            NoWinnerYet: no variant named and the statistics show no winner, or it was stopped.
+            NoWinnerYet: no variant named and the statistics show no winner.
         """
         experiment = self.get(name)
         if experiment.status == SHIPPED:
             raise ExperimentEnded(experiment.name, experiment.status)
         if variant is not None:
             chosen = experiment.variant(variant)
-        elif experiment.status == STOPPED:  # its figures no longer move: only a variant named can be shipped
-            raise NoWinnerYet(experiment.name, "stopped", stopped=True,
-                              variants=tuple(v.name for v in experiment.variants))
         else:
             verdict = self.status(name).analysis.verdict
             if verdict.winner is None:
-                raise NoWinnerYet(experiment.name, verdict.reason.split(":")[0],
-                                  variants=tuple(v.name for v in experiment.variants))
+                raise NoWinnerYet(experiment.name, verdict.reason.split(":")[0])
             chosen = experiment.variant(verdict.winner)
-        before = self._alias_target(experiment.alias) if experiment.alias else None
+        before = self.alias_opens(experiment.alias) if experiment.alias else None
         self._end(experiment, SHIPPED, chosen.id)
-        return Shipped(self.get(name), chosen, before)
+        return Shipped(self.get(name), chosen, before, self.alias_opens(experiment.alias) if experiment.alias else None)
 
-    def _alias_target(self, alias: str) -> str:
-        """What `/chat <alias>` opens when no running experiment owns it, in words."""
-        shipped = self._select(func.lower(Experiment.alias) == alias.lower(), Experiment.status == SHIPPED, limit=1)
-        if shipped and shipped[0].winner is not None:
-            return f"experiment `{shipped[0].name}`'s variant {shipped[0].winner.name} ({shipped[0].winner.describe()})"
+    def alias_opens(self, alias: str) -> str:
+        """What `/chat <alias>` opens now, in words: a model of that name, else the running experiment that owns it,
+        else the winner shipped last under it, else nothing (the same order as `open`)."""
+        if self._is_model(alias):
+            return f"the model `{alias.strip().lower()}`"
+        owner = self.owner(alias)
+        if owner is None:
+            return "nothing: no model or experiment has that name, so it says the model is not found"
+        if owner.status == RUNNING:
+            return f"the running experiment `{owner.name}` (each person's variant)"
+        winner = owner.winner
+        return (f"experiment `{owner.name}`'s shipped variant {winner.name} ({winner.describe()})" if winner
+                else "nothing")
+
+    def _is_model(self, name: str) -> bool:
+        """Whether a registered model has this name (or repo id), as `/chat <name>` looks it up."""
         try:
-            return f"the model `{self.registry.get(alias).name}`"
+            self.registry.get(name)
         except ModelNotFound:
-            return "nothing (no model has that name)"
+            return False
+        return True
 
     def _end(self, experiment: ExperimentRecord, status: str, winner: int | None) -> None:
         with self._db.session() as session:
