@@ -906,7 +906,10 @@ class ExperimentNotFound(NotFound):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"No experiment `{shown(name)}`. `/experiments list` shows them.")
+        if not name.strip():  # `/chat exp:` with nothing after it
+            super().__init__("Give the experiment's name, e.g. `/chat exp:<name>`. `/experiments list` shows them.")
+        else:
+            super().__init__(f"No experiment `{shown(name)}`. `/experiments list` shows them.")
 
 
 class ExperimentInvalid(Refused):
@@ -952,13 +955,20 @@ class ExperimentEnded(Conflict):
 
 
 class NoWinnerYet(Conflict):
-    """`ship` without a variant while the statistics name no winner."""
+    """`ship` without a variant while the statistics name no winner, or after the experiment was stopped."""
 
-    def __init__(self, name: str, reason: str) -> None:
+    def __init__(self, name: str, reason: str, *, stopped: bool = False, variants: tuple[str, ...] = ()) -> None:
         self.name = name
         self.reason = reason
-        super().__init__(f"Experiment `{shown(name)}` has no winner yet ({reason}); keep it running, or name the "
-                         f"variant to ship anyway: `/experiments ship {shown(name)} <variant>`.")
+        self.stopped = stopped
+        named = f" (one of {', '.join(shown(v) for v in variants)})" if variants else ""
+        ship = f"`/experiments ship {shown(name)} <variant>`{named}"
+        if stopped:
+            super().__init__(f"Experiment `{shown(name)}` was stopped without a winner; ship a variant by name with "
+                             f"{ship}, or start a new experiment with `/experiments start`.")
+        else:
+            super().__init__(f"Experiment `{shown(name)}` has no winner yet ({reason}); keep it running, or name the "
+                             f"variant to ship anyway: {ship}.")
 
 
 # -- registry search: measured speed (refused) -----------------------------------------------------------------------

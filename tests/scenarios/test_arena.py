@@ -78,7 +78,7 @@ def test_a_battle_streams_both_answers_then_votes_reveal_names_and_the_leaderboa
     assert revealed.ephemeral and revealed.title == "Thanks for your vote"
     assert {stored.a.model, stored.b.model} == {"tiny-chat", "tiny-base"}
     assert f"Model A was **{stored.a.label}** (`{stored.a.model}`)" in revealed.text
-    assert revealed.footer.startswith("1 votes left today")
+    assert revealed.footer.startswith("1 vote left today")
     again = arena(f"/arena vote {battle} b")
     assert again.title == "Already voted" and f"battle #{battle}" in again.text
     assert arena(f"/arena vote {battle} tie", BOB).title == "Thanks for your vote"
@@ -131,3 +131,13 @@ def test_the_console_prints_a_battle_when_both_answers_are_in_and_takes_the_vote
     assert "Battle #1 arena-1: finished - both answered" in shown and "/arena vote 1 bad" in shown
     assert "Model A was Tiny Chat (tiny-chat)" in shown or "Model A was Tiny Base (tiny-base)" in shown
     assert "arena-leaderboard.png" in shown and "Strength (95% CI)" in shown
+
+
+def test_a_fallback_battle_says_so_above_the_prompt_in_every_view(arena) -> None:
+    installed(arena.runtime.registry, arena.models[0], name="tiny-chat")
+    installed(arena.runtime.registry, arena.models[1], name="tiny-base")
+    first, views, final = arena.battle("/arena category:code Say hi.")  # both tiny models are chat models
+    for reply in (first, *views, final):
+        above, prompt = reply.text.split("\n\n**Prompt:** ", 1)  # its own paragraph, never run into the prompt
+        assert above.startswith("Fewer than two code models are installed, so any two answer")
+        assert prompt.startswith("Say hi.")

@@ -180,3 +180,16 @@ def test_rest_creates_reports_and_ships(lab) -> None:
     shipped = client.post("/api/experiments/rest/ship", json={"variant": "a"}, headers=headers)
     assert shipped.status_code == 200 and shipped.json()["status"] == "shipped"
     assert client.get("/api/experiments/none", headers=headers).status_code == 404
+
+
+def test_a_stopped_experiment_ships_only_a_named_variant_and_an_empty_name_asks_for_one(lab) -> None:
+    assert lab("/experiments start halt tiny-chat | tiny-base").title == "Experiment halt started"
+    assert lab("/experiments stop halt").tone == "success"
+    refused = lab("/experiments ship halt")
+    assert refused.title == "No winner yet"
+    assert "was stopped without a winner" in refused.text and "keep it running" not in refused.text
+    assert "`/experiments ship halt <variant>` (one of a, b)" in refused.text and "/experiments start" in refused.text
+    assert lab("/experiments ship halt b").title == "Shipped b from halt"
+    blank = lab("/chat exp:")
+    assert blank.title == "Experiment not found" and "Give the experiment's name" in blank.text
+    assert "``" not in blank.text

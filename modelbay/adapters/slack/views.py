@@ -15,7 +15,7 @@ from modelbay.engine.analytics.compare import Column
 from modelbay.engine.chat.records import SessionRecord
 from modelbay.engine.catalog.discovery import SearchHit
 from modelbay.engine.records import JobRecord, ModelRecord
-from modelbay.engine.units import ago, human_bytes, human_count
+from modelbay.engine.units import ago, human_bytes, human_count, plural
 from modelbay.engine.datasets.readers import SUFFIXES
 
 __all__ = [
@@ -182,7 +182,7 @@ def _figures_line(c: Column) -> str:
         return f"*{mrkdwn(c.display_name)}* · no answers"
     low, high = m.satisfaction_interval or (0.0, 1.0)
     rated = f"👍 {m.satisfaction:.0%} of {m.ratings} ({low:.0%}–{high:.0%})" if m.ratings else "no ratings"
-    return (f"*{mrkdwn(c.display_name)}* · {m.requests:,} answers · p95 {ms_text(m.p95_ms)} · {rated}")
+    return (f"*{mrkdwn(c.display_name)}* · {plural(m.requests, 'answer')} · p95 {ms_text(m.p95_ms)} · {rated}")
 
 
 def _last_day(figures: Sequence[Column], chart: HomeChart | None) -> list[dict[str, Any]]:

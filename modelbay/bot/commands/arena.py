@@ -14,6 +14,7 @@ from modelbay.bot.spec import Arg, ArgType, command
 from modelbay.engine.analytics.leaderboard import MIN_BATTLES, Leaderboard, chart, standings_text
 from modelbay.engine.experiments.arena import ANY, BattleRecord, Piece, SideDone, VoteRecord
 from modelbay.engine.jobs.progress import ProgressEvent
+from modelbay.engine.units import plural
 
 __all__ = ["battle", "board", "vote"]
 
@@ -137,7 +138,7 @@ async def vote(ctx: Context, battle: int, outcome: str) -> Reply:
             f"Model A was **{b.a.label}** (`{b.a.model}`); Model B was **{b.b.label}** (`{b.b.model}`).")
     category = "" if b.category == "any" else f" {b.category}"
     return Reply(title="Thanks for your vote", text=text, tone="success", ephemeral=True,
-                 footer=f"{voted.left_today} votes left today · `/arena leaderboard{category}`",
+                 footer=f"{plural(voted.left_today, 'vote')} left today · `/arena leaderboard{category}`",
                  buttons=[Button("Leaderboard", f"/arena leaderboard{category}")])
 
 
@@ -146,10 +147,10 @@ def leaderboard_reply(board: Leaderboard) -> Reply:
     where = f" · {board.category}" if board.category else ""
     if not board.standings:
         return Reply(title=f"Arena leaderboard{where}",
-                     text=f"Not enough votes yet ({board.votes} so far, none between two models that count). "
+                     text=f"Not enough votes yet ({board.votes:,} so far, none between two models that count). "
                           "`/arena <prompt>` starts a battle.")
     table = Table(["Rank", "Model", "Strength (95% CI)", "Battles", "Win %", "Both bad"], standings_text(board))
-    text = f"{board.votes:,} votes. Rank 1 + the ranked models whose whole interval is above this one's."
+    text = f"{plural(board.votes, 'vote')}. Rank 1 + the ranked models whose whole interval is above this one's."
     if any(not s.settled for s in board.standings):
         text += (f" Unranked (–), listed last: models with fewer than {MIN_BATTLES} battles (provisional: too few "
                  "votes for an interval) and models that won or lost every battle (their strength has no bound).")

@@ -25,7 +25,7 @@ from modelbay.engine.experiments.experiments import (
     VariantSpec,
 )
 from modelbay.engine.experiments.stats import METRICS, THUMBS_UP, Analysis
-from modelbay.engine.units import ago
+from modelbay.engine.units import ago, number
 
 __all__ = ["parse_split", "parse_variants", "status_card"]
 
@@ -187,12 +187,14 @@ def _explain(e: ExperimentRecord, a: Analysis) -> list[str]:
             continue
         s = c.sequential
         text = (f"{c.variant} vs {c.control}: {_plain(a.metric, f.value)} vs {_plain(a.metric, f0.value)}, "
-                f"{c.difference * scale:+.1f}{unit}")
+                f"{number(c.difference * scale, 1, sign=True)}{unit}")
         if c.interval is not None:
-            text += (f" (95% interval {c.interval.low * scale:+.1f} to {c.interval.high * scale:+.1f}{unit}, "
+            text += (f" (95% interval {number(c.interval.low * scale, 1, sign=True)} to "
+                     f"{number(c.interval.high * scale, 1, sign=True)}{unit}, "
                      f"p = {c.p_value:.2g} — a fixed-sample test, right only if this were the one look)")
         if s.looks:
-            band = (f"; at any look the difference lies between {s.low * scale:+.1f} and {s.high * scale:+.1f}{unit}"
+            band = (f"; at any look the difference lies between {number(s.low * scale, 1, sign=True)} and "
+                    f"{number(s.high * scale, 1, sign=True)}{unit}"
                     if math.isfinite(s.low) and math.isfinite(s.high) else "")
             text += (f". Sequential test: always-valid p = {s.p_value:.3g} against alpha {c.alpha:.3g}{band}.")
         else:
@@ -223,7 +225,7 @@ def _value(metric: str, value: float | None, interval) -> str:
         return "–"
     if metric == THUMBS_UP:
         return f"{value:.0%} ({interval.low:.0%}–{interval.high:.0%})" if interval else f"{value:.0%}"
-    return f"{value:,.0f} ({interval.low:,.0f}–{interval.high:,.0f})" if interval else f"{value:,.0f}"
+    return f"{number(value)} ({number(interval.low)} to {number(interval.high)})" if interval else number(value)
 
 
 def _metric_column(metric: str) -> str:

@@ -25,6 +25,7 @@ from modelbay.engine.db.database import Database
 from modelbay.engine.db.schema.analytics import AnalyticsEvent, UsageHourly
 from modelbay.engine.db.schema.catalog import Category, InstallState, Model, ModelVersion
 from modelbay.engine.db.schema.chat import ChatSession, Feedback, Message
+from modelbay.engine.units import number, plural
 
 __all__ = ["Evidence", "Recommender", "Suggestion", "measured_speeds", "rank"]
 
@@ -76,16 +77,18 @@ def _parts(e: Evidence, most_answers: int) -> dict[str, float]:
 
 
 def reason(e: Evidence, task: str | None = None) -> str:
-    """The evidence in one line: "👍 87% of 40 code answers here; arena 1,032 (±25, 120 battles); 45 tokens/s
-    measured; fits the GPU at int8"."""
+    """The evidence in one line: "👍 87% of 40 rated code answers here; arena 1,032 (lower bound 1,007, 120
+    battles); 45 tokens/s measured; fits at int8"; counts agree with their nouns ("1 answer")."""
     bits = []
     ratings = e.ups + e.downs
     if ratings:
-        bits.append(f"👍 {e.ups / ratings:.0%} of {ratings} rated{f' {task}' if task else ''} answers here")
+        bits.append(f"👍 {e.ups / ratings:.0%} of {plural(ratings, f'rated {task} answer' if task else 'rated answer')}"
+                    " here")
     elif e.answers:
-        bits.append(f"{e.answers} answers here, none rated yet")
+        bits.append(f"{plural(e.answers, 'answer')} here, none rated yet")
     if e.arena_strength is not None:
-        bits.append(f"arena {e.arena_strength:,.0f} (from {e.arena_low:,.0f}, {e.arena_battles} battles)")
+        low = f"lower bound {number(e.arena_low)}, " if e.arena_low is not None else ""
+        bits.append(f"arena {number(e.arena_strength)} ({low}{plural(e.arena_battles, 'battle')})")
     if e.tokens_per_s:
         source = " (optimization report)" if e.speed_source == "optimization report" else ""
         bits.append(f"{e.tokens_per_s:.0f} tokens/s measured{source}")

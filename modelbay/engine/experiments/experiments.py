@@ -442,17 +442,21 @@ class Experiments:
             ExperimentNotFound: no experiment has that name.
             ExperimentEnded: it was already shipped.
             ExperimentInvalid: the variant named is not one of it.
-            NoWinnerYet: no variant named and the statistics show no winner.
+            NoWinnerYet: no variant named and the statistics show no winner, or it was stopped.
         """
         experiment = self.get(name)
         if experiment.status == SHIPPED:
             raise ExperimentEnded(experiment.name, experiment.status)
         if variant is not None:
             chosen = experiment.variant(variant)
+        elif experiment.status == STOPPED:  # its figures no longer move: only a variant named can be shipped
+            raise NoWinnerYet(experiment.name, "stopped", stopped=True,
+                              variants=tuple(v.name for v in experiment.variants))
         else:
             verdict = self.status(name).analysis.verdict
             if verdict.winner is None:
-                raise NoWinnerYet(experiment.name, verdict.reason.split(":")[0])
+                raise NoWinnerYet(experiment.name, verdict.reason.split(":")[0],
+                                  variants=tuple(v.name for v in experiment.variants))
             chosen = experiment.variant(verdict.winner)
         before = self.alias_opens(experiment.alias) if experiment.alias else None
         self._end(experiment, SHIPPED, chosen.id)

@@ -62,6 +62,7 @@ TIME_MIXTURE_FRACTION = 0.20  # tau over a response-time difference: 20% of the 
 SRM_P = 0.001  # a split this unlikely under the configured weights is a sample ratio mismatch
 POSTERIOR_DRAWS = 20_000
 POSTERIOR_SEED = 16  # fixed: the same totals always give the same P(best)
+LEVEL = 0.10  # variants whose P(best) is within this of the leader's are level, not behind (ties read ~50/50)
 
 
 @dataclass(frozen=True)
@@ -429,12 +430,25 @@ def _verdict(a: Analysis) -> Verdict:
         unit = "ratings" if a.metric == THUMBS_UP else "answers"
         have = ", ".join(f"{name} has {n}" for name, n in short)
         return Verdict(False, f"not enough data yet: each variant needs at least {MIN_SAMPLE} {unit} ({have})")
-    leader = max(a.variants, key=lambda f: f.p_best or 0.0)
-    chance = (f"; {leader.totals.name} is ahead with P(best) {leader.p_best:.0%}" if leader.p_best is not None
-              else "")
+    chance = _standing(a)
     return Verdict(False, f"no difference shown yet: the always-valid p-value ({p_text}) is not below alpha "
                           f"({a.comparisons[0].alpha:.3g}){chance}. Keep it running; looking again does not spoil "
                           "the test")
+
+
+def _standing(a: Analysis) -> str:
+    """"; b is ahead with P(best) 81%", or "; a and b are level (P(best) a 51%, b 49%)" when none leads clearly."""
+    ranked = sorted((f for f in a.variants if f.p_best is not None), key=lambda f: -(f.p_best or 0.0))
+    if not ranked:
+        return ""
+    top = ranked[0].p_best or 0.0
+    level = [f for f in a.variants if f.p_best is not None and top - f.p_best < LEVEL]  # in the variants' order
+    if len(level) == 1:
+        return f"; {ranked[0].totals.name} is ahead with P(best) {top:.0%}"
+    names = [f.totals.name for f in level]
+    together = f"{', '.join(names[:-1])} and {names[-1]}"
+    chances = ", ".join(f"{f.totals.name} {f.p_best:.0%}" for f in level)
+    return f"; {'all variants' if len(level) == len(a.variants) else together} are level (P(best) {chances})"
 
 
 def _improves(metric: str, difference: float | None) -> bool:

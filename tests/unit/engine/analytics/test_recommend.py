@@ -24,7 +24,7 @@ def test_arena_speed_and_fit_count_and_are_said() -> None:
     plain = _e("plain", answers=10, ups=5, downs=5)
     ranked = rank([plain, fast, strong])
     assert [s.model for s in ranked] == ["strong", "fast", "plain"]
-    assert "arena 1,150 (from 1,100, 120 battles)" in ranked[0].reason
+    assert "arena 1,150 (lower bound 1,100, 120 battles)" in ranked[0].reason
     assert "55 tokens/s measured" in ranked[1].reason and "fits at int8" in ranked[1].reason
 
 
@@ -38,3 +38,10 @@ def test_fits_only_leaves_out_what_does_not_fit() -> None:
 def test_a_report_speed_is_named_as_such() -> None:
     text = reason(_e("variant", tokens_per_s=41.6, speed_source="optimization report"))
     assert text == "42 tokens/s measured (optimization report)"
+
+
+def test_counts_agree_with_their_nouns_and_negative_figures_keep_their_minus() -> None:
+    assert reason(_e("one", answers=1, ups=1), task="code").startswith("👍 100% of 1 rated code answer here")
+    assert reason(_e("unrated", answers=1)).startswith("1 answer here, none rated yet")
+    weak = reason(_e("weak", arena_strength=-133.0, arena_low=-250.0, arena_battles=1))
+    assert "arena −133 (lower bound −250, 1 battle)" in weak

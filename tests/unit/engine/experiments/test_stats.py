@@ -180,3 +180,12 @@ def test_analyse_refuses_nonsense() -> None:
         analyse("clicks", [_thumbs("a", 1, 1), _thumbs("b", 1, 1)])
     with pytest.raises(ValueError):
         analyse("thumbs_up", [_thumbs("a", 1, 1)])
+
+
+def test_a_tie_reads_as_level_and_a_clear_lead_as_ahead() -> None:
+    tied = analyse("thumbs_up", [_thumbs("a", 30, 30), _thumbs("b", 30, 30)]).verdict.reason
+    assert "all variants are level (P(best) " in tied and "ahead" not in tied
+    three = analyse("thumbs_up", [_thumbs("a", 30, 30), _thumbs("b", 30, 30), _thumbs("c", 20, 40)]).verdict.reason
+    assert "a and b are level" in three and "ahead" not in three
+    leading = analyse("thumbs_up", [_thumbs("a", 50, 50), _thumbs("b", 60, 40)]).verdict.reason
+    assert "no difference shown yet" in leading and "b is ahead with P(best) 9" in leading
