@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import shlex
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -58,6 +59,9 @@ class Arg:
     autocomplete: Literal["model", "job"] | None = None
     rest: bool = False  # takes the rest of the line (free text such as a system prompt)
     named: bool = False  # given only as name:value, never by position (a number after free words is ambiguous)
+    # A rest argument whose words that held spaces or quotes come back shell-quoted, so its handler can tell a quoted
+    # `"a | b"` from `a | b` (the line parser removes quotes; platform options keep them as typed).
+    keep_quotes: bool = False
 
     def expected(self) -> str:
         """Describe the accepted form in a few words."""
@@ -145,7 +149,7 @@ class Command:
             if arg.name in named:
                 raw = named[arg.name]
             elif queue and arg.type is not ArgType.BOOLEAN and not arg.named:  # flags are named (--installed)
-                raw = " ".join(queue) if arg.rest else queue.pop(0)
+                raw = _rest(queue, arg.keep_quotes) if arg.rest else queue.pop(0)
                 if arg.rest:
                     queue = []
             elif arg.required:
@@ -251,6 +255,14 @@ def _split_args(cmd: Command, tokens: list[str]) -> tuple[list[str], dict[str, s
             positional.append(token)
         i += 1
     return positional, named
+
+
+def _rest(words: list[str], keep_quotes: bool) -> str:
+    """The words of a rest argument as one text; with keep_quotes, a word with whitespace or a quote in it (it was
+    quoted or escaped on the line) is quoted again with shlex.quote."""
+    if not keep_quotes:
+        return " ".join(words)
+    return " ".join(shlex.quote(w) if re.search(r"[\s'\"]", w) else w for w in words)
 
 
 def _number(value: float) -> str:

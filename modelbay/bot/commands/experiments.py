@@ -1,16 +1,19 @@
 """/experiments start, status, stop, ship and list: A/B tests of model variants, decided from chat.
 
 `start` takes the variants as one list separated by `|`, each a model and optional `temperature=`, `max_tokens=`
-and `system=` (the rest of that variant's text up to the next option): `/experiments start tone tiny-chat |
-tiny-chat temperature=0.2 system=Answer in one sentence. split:50/50 alias:assistant`. People then chat with
+and `system=` (`key:value` works too), read shell-style: a quoted value keeps its `|` and spaces
+(`system:"You are | terse"`), an unquoted system prompt runs to the next option or `|`: `/experiments start tone
+tiny-chat | tiny-chat temperature=0.2 system=Answer in one sentence. split:50/50 alias:assistant`. People then chat with
 `/chat exp:tone` (or `/chat assistant` while it runs) and rate the answers; `status` is the card that says, in plain
 words, whether it may stop and why.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
+import shlex
 
 from modelbay.bot.commands._args import limit
 from modelbay.bot.context import Context
@@ -30,61 +33,106 @@ from modelbay.engine.units import ago, number
 __all__ = ["parse_split", "parse_variants", "status_card"]
 
 NAME = Arg("name", "The experiment's name.", required=True, max_length=64)
-_OPTION = re.compile(r"(?:^|\s)(temperature|max_tokens|system)=")
+OPTIONS = ("temperature", "max_tokens", "system")  # what a variant may set after its model
+_SYNTAX = 'e.g. `tiny-chat | tiny-chat temperature=0.2 system:"Answer | briefly"`'
 
 
 def parse_variants(text: str) -> list[VariantSpec]:
-    """`model [temperature=T] [max_tokens=N] [system=text...] | model ...` into variant specs.
+    """`model [temperature=T] [max_tokens=N] [system=text] | model ...` into variant specs.
+
+    Read shell-style (`shlex`): a `|` outside quotes ends a variant (`a|b` too), one inside quotes is text, so a
+    system prompt holding a `|` is quoted: `system:"You are | terse"` (`key:value` and `key=value` both work). An
+    unquoted system prompt runs to the next option or `|`, as before: `system=Answer in one sentence.`
 
     Raises:
-        ExperimentInvalid: a variant without a model, or a value that is not a number.
+        ExperimentInvalid: one line naming the variant, the problem and the fix: an unclosed quote, an empty variant
+            (`a | | b`), a variant without a model, an unknown option, an option given twice, a word that is no
+            option, or a temperature / max_tokens that is not a number.
     """
-    specs = []
-    for i, part in enumerate(p.strip() for p in text.split("|")):
-        cuts = list(_OPTION.finditer(part))
-        model = (part[:cuts[0].start()] if cuts else part).strip()
-        if not model or " " in model:
-            raise ExperimentInvalid(f"variant {i + 1}", "start each variant with one model name, then options like "
-                                                        "temperature=0.2 max_tokens=128 system=...")
-        values = {m.group(1): part[m.end():(cuts[k + 1].start() if k + 1 < len(cuts) else len(part))].strip()
-                  for k, m in enumerate(cuts)}
-        try:
-            temperature = float(values["temperature"]) if "temperature" in values else None
-            max_tokens = int(values["max_tokens"]) if "max_tokens" in values else None
-        except ValueError:
-            raise ExperimentInvalid(f"variant {i + 1}", "temperature and max_tokens take numbers") from None
-        specs.append(VariantSpec(model=model, temperature=temperature, max_tokens=max_tokens,
-                                 system_prompt=values.get("system") or None))
-    return specs
+    lexer = shlex.shlex(text, posix=True, punctuation_chars="|")
+    lexer.whitespace_split = True
+    try:
+        tokens = list(lexer)
+    except ValueError:
+        raise ExperimentInvalid("variants", "a quote is not closed; close it, " + _SYNTAX) from None
+    groups: list[list[str]] = [[]]
+    for token in tokens:
+        if set(token) == {"|"}:  # `||` is two separators around an empty variant
+            groups.extend([] for _ in token)
+        else:
+            groups[-1].append(token)
+    return [_variant(i + 1, group, len(groups)) for i, group in enumerate(groups)]
+
+
+def _variant(index: int, tokens: list[str], count: int) -> VariantSpec:
+    where = f"variant {index}"
+    if not tokens:
+        fix = ("give at least two variants separated by |" if count == 1
+               else "remove the extra | or put a model between them")
+        raise ExperimentInvalid(where, f"it is empty; {fix}, {_SYNTAX}")
+    model, values, current = tokens[0], {}, None
+    if _option(model) is not None:
+        raise ExperimentInvalid(where, f"start it with a model name, then options, {_SYNTAX}")
+    for token in tokens[1:]:
+        found = _option(token)
+        if found is None or (found[0] not in OPTIONS and current == "system"):
+            if current != "system":
+                raise ExperimentInvalid(where, f"`{shown(token)}` is not an option; options are "
+                                               f"{', '.join(OPTIONS)}, and a system prompt with spaces or | goes "
+                                               'in quotes: system:"..."')
+            values["system"] += " " + token  # an unquoted system prompt runs on
+            continue
+        key, value = found
+        if key not in OPTIONS:
+            close = [o for o in OPTIONS if o.startswith(key)] or difflib.get_close_matches(key, OPTIONS, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ExperimentInvalid(where, f"`{shown(key)}` is not an option; {hint}options are {', '.join(OPTIONS)}")
+        if key in values:
+            raise ExperimentInvalid(where, f"{key} is given twice; give it once")
+        values[key], current = value, key
+    try:
+        temperature = float(values["temperature"]) if "temperature" in values else None
+        max_tokens = int(values["max_tokens"]) if "max_tokens" in values else None
+    except ValueError:
+        raise ExperimentInvalid(where, "temperature takes a number (0.2) and max_tokens a whole number (128)") from None
+    return VariantSpec(model=model, temperature=temperature, max_tokens=max_tokens,
+                       system_prompt=(values.get("system") or "").strip() or None)
+
+
+def _option(token: str) -> tuple[str, str] | None:
+    """(key, value) of a `key=value` or `key:value` token whose key is a word, else None (a model, a word)."""
+    match = re.match(r"([A-Za-z_]+)[=:](.*)\Z", token, re.DOTALL)
+    return (match.group(1).lower(), match.group(2)) if match else None
 
 
 def parse_split(text: str | None, count: int) -> list[float]:
-    """`50/50`, `20,80` or `1:1:1` into one weight per variant (an even split when not given).
+    """`50/50`, `20,80`, `1:1:1` or `60%/40%` into one weight per variant (an even split when not given).
 
     Raises:
-        ExperimentInvalid: not one positive number per variant.
+        ExperimentInvalid: not one positive, finite number per variant.
     """
-    if not text:
+    if text is None or not text.strip():
         return [1.0] * count
     try:
-        weights = [float(w) for w in re.split(r"[/,:]", text)]
+        weights = [float(w.strip().removesuffix("%")) for w in re.split(r"[/,:]", text)]
     except ValueError:
-        raise ExperimentInvalid("split", f"`{shown(text)}` is not numbers like 50/50") from None
+        raise ExperimentInvalid("split", f"`{shown(text)}` is not numbers like 50/50 or 1/1/1") from None
     if len(weights) != count:
-        raise ExperimentInvalid("split", f"give one weight per variant ({count} variants, {len(weights)} weights)")
+        raise ExperimentInvalid("split", f"give one weight per variant ({count} variants, {len(weights)} weights), "
+                                         f"like {'/'.join(['1'] * min(count, 10))}{'/…' if count > 10 else ''}")
     if not all(math.isfinite(w) and w > 0 for w in weights):
-        raise ExperimentInvalid("split", "every weight must be a number above 0")
+        raise ExperimentInvalid("split", "every weight must be a number above 0, like 50/50 or 1/1/1")
     return weights
 
 
 @command(
     "experiments", "start",
     help="Start an A/B experiment: variants separated by |, each a model with optional temperature=, max_tokens=, "
-         "system=.",
+         'system= (quote a prompt holding a |: system:"You are | terse").',
     args=(
         NAME,
-        Arg("variants", "model [temperature=T] [max_tokens=N] [system=...] | model ...", required=True, rest=True,
-            max_length=9000),
+        Arg("variants", 'model [temperature=T] [max_tokens=N] [system:"..."] | model ...', required=True, rest=True,
+            max_length=9000, keep_quotes=True),
         Arg("split", "Traffic split, e.g. 50/50 (even unless given).", named=True, max_length=100),
         Arg("metric", "What decides: thumbs_up (👍 share) or response_time.", choices=METRICS, default="thumbs_up",
             named=True),
