@@ -692,7 +692,7 @@ class CompareOut(BaseModel):
 
 
 Period = Literal[PERIODS]  # type: ignore[valid-type]
-ModelNames = Annotated[list[Text], Query(max_length=20, description="Model names (repeat, or comma-separated).")]
+ModelNames = Annotated[list[Annotated[Text, Field(max_length=200)]], Query(max_length=20, description="Model names (repeat, or comma-separated).")]
 _CHART = re.compile(rf"({'|'.join(analytics_charts.CHARTS)})\.(png|txt)")
 
 
@@ -723,8 +723,8 @@ async def compare_models(ctx: Viewer, models: ModelNames, period: Period = "7d")
                                 "description": "The chart as PNG (`.png`) or its text alternative (`.txt`)."}})
 async def analytics_chart(
     ctx: Viewer,
-    chart: Annotated[str, Path(description=f"One of {', '.join(analytics_charts.CHARTS)}, then .png or .txt.")],
-    models: Annotated[list[Text] | None, Query(max_length=20, description="Model names (the dashboard: the "
+    chart: Annotated[str, Path(max_length=64, description=f"One of {', '.join(analytics_charts.CHARTS)}, then .png or .txt.")],
+    models: Annotated[list[Annotated[Text, Field(max_length=200)]] | None, Query(max_length=20, description="Model names (the dashboard: the "
                                                                           "installed ones when left out).")] = None,
     period: Period = "24h",
 ) -> Response:
@@ -1456,12 +1456,12 @@ class VariantIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(max_length=200)
-    name: str | None = Field(None, max_length=32, description="a, b, c... in order when left out.")
-    weight: float = Field(1.0, gt=0, description="Share of traffic, relative to the others.")
-    system_prompt: str | None = Field(None, max_length=4000)
+    model: Text = Field(max_length=200)
+    name: Text | None = Field(None, max_length=32, description="a, b, c... in order when left out.")
+    weight: float = Field(1.0, ge=0, le=1e6, description="Share of traffic, relative to the others.")
+    system_prompt: Text | None = Field(None, max_length=4000)
     temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=2**31)
 
 
 class ExperimentIn(BaseModel):
@@ -1469,13 +1469,13 @@ class ExperimentIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(max_length=64)
+    name: Text = Field(max_length=64)
     variants: list[VariantIn] = Field(max_length=10)
     metric: Literal["thumbs_up", "response_time"] = "thumbs_up"
-    alias: str | None = Field(None, max_length=64, description="`/chat <alias>` opens it while it runs.")
-    alpha: float = Field(0.05, gt=0, le=0.2)
-    p95_ms: float | None = Field(None, gt=0, description="Guardrail: highest p95 response time (ms).")
-    error_rate: float | None = Field(None, ge=0, lt=1, description="Guardrail: highest share of failed answers.")
+    alias: Text | None = Field(None, max_length=64, description="`/chat <alias>` opens it while it runs.")
+    alpha: float = Field(0.05, ge=1e-6, le=0.2)
+    p95_ms: float | None = Field(None, ge=1, le=1e9, description="Guardrail: highest p95 response time (ms).")
+    error_rate: float | None = Field(None, ge=0, le=0.99, description="Guardrail: highest share of failed answers.")
 
 
 class VariantOut(_Record):
@@ -1585,12 +1585,15 @@ def _status_out(found: ExperimentStatus) -> ExperimentStatusOut:
         srm_p=a.srm_p, srm=a.srm, verdict=VerdictOut(**vars(a.verdict)))
 
 
+ExperimentName = Annotated[Text, Path(max_length=64)]
+
+
 class ShipIn(BaseModel):
     """Which variant to ship (the statistics' winner when left out)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    variant: str | None = Field(None, max_length=32)
+    variant: Text | None = Field(None, max_length=32)
 
 
 @experiments_api.get("/api/experiments")
@@ -1610,19 +1613,19 @@ async def create_experiment(ctx: Trainer, body: ExperimentIn) -> ExperimentOut:
 
 
 @experiments_api.get("/api/experiments/{name}")
-async def experiment_status(ctx: Viewer, name: str) -> ExperimentStatusOut:
+async def experiment_status(ctx: Viewer, name: ExperimentName) -> ExperimentStatusOut:
     """Figures, comparisons with the control, SRM check and whether it may stop (each look is a look)."""
     return _status_out(await ctx.call(ctx.runtime.experiments.status, name))
 
 
 @experiments_api.post("/api/experiments/{name}/stop")
-async def stop_experiment(ctx: Admin, name: str) -> ExperimentOut:
+async def stop_experiment(ctx: Admin, name: ExperimentName) -> ExperimentOut:
     """End it without a winner."""
     return ExperimentOut.of(await ctx.call(ctx.runtime.experiments.stop, name))
 
 
 @experiments_api.post("/api/experiments/{name}/ship")
-async def ship_experiment(ctx: Admin, name: str, body: ShipIn | None = None) -> ExperimentOut:
+async def ship_experiment(ctx: Admin, name: ExperimentName, body: ShipIn | None = None) -> ExperimentOut:
     """Record the winner (or the variant named) and end it; its alias opens the winner from now on."""
     shipped = await ctx.call(ctx.runtime.experiments.ship, name, body.variant if body else None)
     return ExperimentOut.of(shipped.experiment)
@@ -1638,9 +1641,9 @@ class BattleIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field("", max_length=4000, description="Left out or blank: the category's sample prompt, as in chat.")
+    prompt: Text = Field("", max_length=4000, description="Left out or blank: the category's sample prompt, as in chat.")
     category: Category | None = None
-    user: str | None = Field(None, max_length=100, description="Who asks (kept as `api:<user>`; default: the API "
+    user: Text | None = Field(None, max_length=100, description="Who asks (kept as `api:<user>`; default: the API "
                                                               "caller). Only admins may name a user.")
 
 
@@ -1673,7 +1676,7 @@ class VoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcome: Literal["a", "b", "tie", "both_bad"]
-    user: str | None = Field(None, max_length=100, description="Who votes (one vote per person and battle; kept as "
+    user: Text | None = Field(None, max_length=100, description="Who votes (one vote per person and battle; kept as "
                                                               "`api:<user>`). Only admins may name a user.")
 
 
@@ -1761,7 +1764,7 @@ async def start_battle(ctx: User, body: BattleIn) -> BattleOut:
 
 
 @arena_api.post("/api/arena/battles/{battle}/votes", status_code=201)
-async def vote_battle(ctx: User, battle: Annotated[int, Path(ge=1, le=2**53)], body: VoteIn) -> VoteOut:
+async def vote_battle(ctx: User, battle: Annotated[int, Path(ge=1, le=2**31 - 1)], body: VoteIn) -> VoteOut:
     """Vote on a ready battle (one vote per person, a daily cap) and learn which models answered."""
     voted = await ctx.call(ctx.runtime.arena.vote, battle, _asker(ctx, body.user, "voting"), body.outcome)
     b = voted.battle

@@ -23,8 +23,10 @@ from tests.support.slack import BOT_TOKEN, SIGNING_SECRET, SignedRequests, Slack
 
 TOKEN = "test-token"
 MODEL = "qwen2.5-0.5b-instruct"
-SAMPLES = {"model_id": MODEL, "job_id": "no-such-job"}  # path values that exist (or are well formed)
+SAMPLES = {"model_id": MODEL, "job_id": "no-such-job", "battle": "1", "name": "no-such-experiment",
+           "chart": "dashboard.txt"}  # path values that exist (or are well formed)
 LOCAL_ONLY = {"/api/marketplace/search": {"source": "registry"}}  # the hub's retries would only add waiting
+BODIES = {"/api/arena/battles/{battle}/votes": {"outcome": "a"}}  # a valid body where one is required
 
 
 def _schema(settings: Settings) -> dict[str, Any]:
@@ -117,7 +119,8 @@ def _request(api: httpx.Client, method: str, path: str, name: str, where: str, v
         content = json.dumps({name: value}).encode()
         return api.request(method.upper(), url, content=content, headers={"Content-Type": "application/json"})
     query = {**LOCAL_ONLY.get(path, {}), **({name: value} if where == "query" else {})}
-    return api.request(method.upper(), url + "?" + "&".join(f"{k}={raw(v)}" for k, v in query.items()))
+    return api.request(method.upper(), url + "?" + "&".join(f"{k}={raw(v)}" for k, v in query.items()),
+                       **({"json": BODIES[path]} if path in BODIES else {}))
 
 
 def _one_line_error(response: httpx.Response) -> str:

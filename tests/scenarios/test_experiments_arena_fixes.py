@@ -214,3 +214,13 @@ def test_rest_only_admins_name_a_user_and_a_blank_prompt_is_the_sample(lab) -> N
     assert own.status_code == 201, own.text
     with runtime.db.session() as session:
         assert {v.user_key for v in session.scalars(select(ArenaVote))} == {"api:ann", "api:token"}
+
+
+def test_numbers_past_the_id_columns_are_refused_in_one_line_not_a_database_error(lab) -> None:
+    # Answers and battles have INTEGER ids: PostgreSQL refuses a larger number in a lookup (a 500, not "not found").
+    for line in ("/arena vote 2147483648 a", "/rate up message:2147483648"):
+        reply = lab(line)
+        assert reply.tone == "warning" and "2,147,483,647" in reply.text, (line, reply.text)
+    missing = lab("/arena vote 2147483647 a")
+    assert missing.title == "Battle not found", missing.text
+    assert lab("/rate up message:2147483647").title != "Unexpected error"

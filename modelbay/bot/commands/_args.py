@@ -8,7 +8,7 @@ from modelbay.bot.spec import Arg, ArgType
 from modelbay.engine.analytics.analytics import PERIODS
 from modelbay.engine.catalog.curated import CATEGORIES
 
-__all__ = ["CATEGORIES", "CATEGORY", "JOB", "MODEL", "MODEL_OR_REPO", "PERIOD", "limit", "revision"]
+__all__ = ["CATEGORIES", "CATEGORY", "JOB", "MODEL", "MODEL_OR_REPO", "PERIOD", "ROW_ID_MAX", "limit", "revision"]
 
 MODEL = Arg("model", "Model name.", required=True, autocomplete="model")
 """An installed or registered model, by its registry name (autocompleted from the registry)."""
@@ -21,6 +21,10 @@ JOB = Arg("job", "The job id from /jobs.", required=True, autocomplete="job", ma
 
 CATEGORY = Arg("category", "Only this category.", choices=CATEGORIES)
 """An optional filter by model category."""
+
+ROW_ID_MAX = 2**31 - 1
+"""The largest number an answer or a battle can have: their ids are the database's INTEGER (PostgreSQL refuses a
+larger one in a lookup, which would be a 500 rather than "not found")."""
 
 PERIOD = Arg("period", "How far back.", choices=PERIODS, default="7d")
 """How far back analytics look: one of `PERIODS`, a week unless given."""

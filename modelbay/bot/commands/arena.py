@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from modelbay.bot.bridge import in_thread
-from modelbay.bot.commands._args import CATEGORIES, CATEGORY
+from modelbay.bot.commands._args import CATEGORIES, CATEGORY, ROW_ID_MAX
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Attachment, Button, Progress, Reply, Table
 from modelbay.bot.spec import Arg, ArgType, command
@@ -125,7 +125,7 @@ async def battle(ctx: Context, category: str | None, prompt: str | None) -> Repl
 @command(
     "arena", "vote",
     help="Vote on an arena battle: a, b, tie or bad (both bad). The models are named after your vote.",
-    args=(Arg("battle", "The battle's number.", type=ArgType.INTEGER, required=True, min=1, max=2**53),
+    args=(Arg("battle", "The battle's number.", type=ArgType.INTEGER, required=True, min=1, max=ROW_ID_MAX),
           Arg("outcome", "a, b, tie or bad.", required=True, choices=("a", "b", "tie", "bad"))),
     role="user",
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from modelbay.bot.commands._args import MODEL
+from modelbay.bot.commands._args import MODEL, ROW_ID_MAX
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Ask, Button, Field, Reply, form
 from modelbay.bot.spec import Arg, ArgType, command
@@ -91,7 +91,7 @@ async def end_chat(ctx: Context) -> Reply:
     args=(
         Arg("rating", "up or down.", required=True, choices=("up", "down")),
         Arg("reason", "Why.", choices=UP_REASONS + DOWN_REASONS),
-        Arg("message", "The answer's number (shown under it).", type=ArgType.INTEGER, min=1, max=2**53, named=True),
+        Arg("message", "The answer's number (shown under it).", type=ArgType.INTEGER, min=1, max=ROW_ID_MAX, named=True),
         Arg("comment", "Anything else to say about it.", rest=True, max_length=COMMENT_MAX),
     ),
     role="user",
