@@ -705,7 +705,7 @@ async def compare_models(ctx: Viewer, models: ModelNames, period: Period = "7d")
     """Requests, p50/p95 response time, first-token time, tokens/s, 👍 share and arena strength of models."""
     runtime = ctx.runtime
     columns = await ctx.call(analytics_compare.compare, runtime.db, runtime.registry, runtime.analytics,
-                             _names(models), parse_period(period), getattr(runtime, "arena", None))
+                             _names(models), parse_period(period), runtime.arena)
     out = []
     for c in columns:
         m = c.metrics

@@ -70,9 +70,9 @@ def _share_cell(m: Metrics) -> str:
     return f"{m.satisfaction:.0%} of {m.ratings} ({low:.0%}–{high:.0%})"
 
 
-def _strength_cell(strength: Strength | None, arena: bool) -> str:
+def _strength_cell(strength: Strength | None) -> str:
     if strength is None:
-        return "no battles" if arena else "-"
+        return "no battles"
     if strength.unranked:  # too few battles, or won/lost them all: the leaderboard's words, not a runaway figure
         return strength.unranked
     # strength (−below/+above), as the arena leaderboard writes it; a real minus sign, never a dash
@@ -80,13 +80,9 @@ def _strength_cell(strength: Strength | None, arena: bool) -> str:
             f"+{number(strength.high - strength.strength)})")
 
 
-def _arena(ctx: Context) -> object | None:
-    # Integration point with the arena (engine/experiments/arena.py): `runtime.arena.leaderboard(category=None)`.
-    # A runtime without one (a build without the arena) shows no strengths instead of failing.
-    return getattr(ctx.runtime, "arena", None)
 
 
-def compare_table(columns: list[Column], *, arena: bool) -> Table:
+def compare_table(columns: list[Column]) -> Table:
     """The compared models as columns, one figure per row."""
     rows = [
         ["Requests"] + [f"{c.metrics.requests:,}" + (f" ({c.metrics.failures:,} failed)" if c.metrics.failures
@@ -96,7 +92,7 @@ def compare_table(columns: list[Column], *, arena: bool) -> Table:
         ["First token (mean)"] + [_ms(c.metrics.mean_ttft_ms) for c in columns],
         ["Tokens/s"] + [f"{c.metrics.tokens_per_s:.1f}" if c.metrics.tokens_per_s else "-" for c in columns],
         ["👍 share (95% CI)"] + [_share_cell(c.metrics) for c in columns],
-        ["Arena strength (95% CI)"] + [_strength_cell(c.strength, arena) for c in columns],
+        ["Arena strength (95% CI)"] + [_strength_cell(c.strength) for c in columns],
     ]
     return Table(["", *(c.name for c in columns)], rows)
 
@@ -157,16 +153,15 @@ async def compare_models(ctx: Context, models: str) -> Reply:
     """Lay the models' figures side by side from the rollups, with response-time and satisfaction charts."""
     names, period = await ctx.call(_split_period, [w for w in models.replace(",", " ").split() if w], _is_model(ctx))
     names = list(dict.fromkeys(names))
-    arena = _arena(ctx)
     columns = await ctx.call(compare, ctx.runtime.db, ctx.runtime.registry, ctx.runtime.analytics, names,
-                             parse_period(period), arena)
+                             parse_period(period), ctx.runtime.arena)
     title = f"{' vs '.join(c.display_name for c in columns)} · {_span(period)}"
     if not any(c.metrics.requests or c.metrics.ratings for c in columns):
-        return Reply(title=title, table=compare_table(columns, arena=arena is not None),
+        return Reply(title=title, table=compare_table(columns),
                      text="No answers recorded for these models in this period. "
                           f"`/chat {columns[0].name}` to try one, or a longer period (e.g. 30d).")
     attachments, text = await ctx.call(chart_attachments, columns, "compare")
-    return Reply(title=title, table=compare_table(columns, arena=arena is not None), text=text,
+    return Reply(title=title, table=compare_table(columns), text=text,
                  attachments=attachments, buttons=[Button(f"Chat with {c.name}", f"/chat {c.name}")
                                                    for c in columns[:3]],
                  footer="Percentiles from 5%-wide response-time buckets; 👍 intervals are Wilson 95%; arena "

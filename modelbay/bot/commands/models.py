@@ -411,8 +411,7 @@ async def recommend_models(ctx: Context, task: str | None, fits: bool) -> Reply:
     from modelbay.engine.analytics.recommend import Recommender
 
     hardware, notice = await ctx.call(ctx.runtime.hardware.current, wait=3.0)
-    arena = getattr(ctx.runtime, "arena", None)  # the blind arena's leaderboard, where this build has one
-    recommender = Recommender(ctx.runtime.db, arena.leaderboard if arena is not None else None)
+    recommender = Recommender(ctx.runtime.db, ctx.runtime.arena.leaderboard)
     team = await ctx.call(recommender.recommend, task, hardware=hardware, fits_only=fits)
     mine = await ctx.call(recommender.recommend, task, hardware=hardware, fits_only=fits, user_key=ctx.actor.key,
                           limit=3)

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from modelbay.engine.analytics.analytics import Analytics, Metrics
+from modelbay.engine.analytics.leaderboard import Leaderboard
 from modelbay.engine.analytics.series import Series, series
 from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.db.database import Database
@@ -46,7 +47,9 @@ class Column:
 
 
 class _Arena(Protocol):
-    def leaderboard(self, category: str | None = None) -> Any: ...
+    """What a comparison needs of the arena (engine/experiments/arena.py sits above analytics)."""
+
+    def leaderboard(self, category: str | None = None) -> Leaderboard: ...
 
 
 def strengths(arena: _Arena | None) -> dict[int, Strength]:
@@ -54,10 +57,8 @@ def strengths(arena: _Arena | None) -> dict[int, Strength]:
     an arena or votes."""
     if arena is None:
         return {}
-    board = arena.leaderboard(None)
-    return {s.version_id: Strength(float(s.strength), float(s.low), float(s.high), getattr(s, "battles", None),
-                                   None if getattr(s, "settled", True) else s.interval)
-            for s in getattr(board, "standings", ())}
+    return {s.version_id: Strength(s.strength, s.low, s.high, s.battles, None if s.settled else s.interval)
+            for s in arena.leaderboard(None).standings}
 
 
 def compare(db: Database, registry: Registry, analytics: Analytics, names: Sequence[str], since: datetime | None,

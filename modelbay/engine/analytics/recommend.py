@@ -192,8 +192,7 @@ class Recommender:
             return {}
         board = self._arena_board(task)
         # A provisional or separated model's figure is no evidence (engine/analytics/leaderboard.py, MIN_BATTLES).
-        return {s.model: (s.strength, s.low, s.battles) for s in getattr(board, "standings", [])
-                if getattr(s, "settled", True)}
+        return {s.model: (s.strength, s.low, s.battles) for s in board.standings if s.settled}
 
     def recommend(self, task: str | None = None, *, hardware: hw.Hardware | None = None, fits_only: bool = False,
                   user_key: str | None = None, limit: int = 5) -> list[Suggestion]:
