@@ -4,7 +4,6 @@ tests/unit/engine/analytics/test_analytics.py)."""
 from __future__ import annotations
 
 import math
-import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -18,27 +17,17 @@ from modelbay.engine.analytics.analytics import (
     wilson,
 )
 from modelbay.engine.db.database import Database
-from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.db.schema.analytics import AnalyticsEvent
+from tests.support.measured import random_events, two_versions
 
 
 @pytest.fixture
 def versions(database: Database) -> list[int]:
-    registry = Registry(database)
-    model = registry.upsert({"name": "m", "display_name": "M", "category": "chat"}, source="local")
-    return [registry.add_version(model.id, rev).id for rev in ("main", "v2")]
+    return two_versions(database)
 
 
 def _events(version_ids: list[int], now: datetime, count: int, days: float) -> list[AnswerEvent]:
-    rng = random.Random(7)
-    return [
-        AnswerEvent(model_version_id=rng.choice(version_ids), user_key=f"t:U{rng.randrange(9)}", session_id=None,
-                    message_id=None, backend="vllm", input_tokens=rng.randrange(10, 90),
-                    output_tokens=rng.randrange(1, 60), ttft_ms=rng.uniform(5, 50),
-                    total_ms=rng.lognormvariate(6, 0.8), failed=rng.random() < 0.05,
-                    at=now - timedelta(seconds=rng.uniform(0, days * 86400)))
-        for _ in range(count)
-    ]
+    return random_events(version_ids, now, count, days, seed=7)
 
 
 def _exact_percentile(values: list[float], q: float) -> float:

@@ -11,27 +11,17 @@ import pytest
 
 from modelbay.engine.analytics.analytics import Analytics, AnswerEvent, wilson
 from modelbay.engine.analytics.series import grain_for, series
-from modelbay.engine.catalog.registry import Registry
 from modelbay.engine.db.database import Database
+from tests.support.measured import random_events, two_versions
 
 
 @pytest.fixture
 def versions(database: Database) -> list[int]:
-    registry = Registry(database)
-    model = registry.upsert({"name": "m", "display_name": "M", "category": "chat"}, source="local")
-    return [registry.add_version(model.id, rev).id for rev in ("main", "v2")]
+    return two_versions(database)
 
 
 def _events(version_ids: list[int], now: datetime, count: int, days: float) -> list[AnswerEvent]:
-    rng = random.Random(11)
-    return [
-        AnswerEvent(model_version_id=rng.choice(version_ids), user_key=f"t:U{rng.randrange(9)}", session_id=None,
-                    message_id=None, backend="vllm", input_tokens=rng.randrange(10, 90),
-                    output_tokens=rng.randrange(1, 60), ttft_ms=rng.uniform(5, 50),
-                    total_ms=rng.lognormvariate(6, 0.8), failed=rng.random() < 0.05,
-                    at=now - timedelta(seconds=rng.uniform(0, days * 86400)))
-        for _ in range(count)
-    ]
+    return random_events(version_ids, now, count, days, seed=11)
 
 
 def _floor(at: datetime, grain: str) -> datetime:
