@@ -12,7 +12,7 @@ from modelbay.bot.context import Context
 from modelbay.bot.reply import Attachment, Button, Progress, Reply, Table
 from modelbay.bot.spec import Arg, ArgType, command
 from modelbay.engine.analytics.leaderboard import MIN_BATTLES, Leaderboard, chart, standings_text
-from modelbay.engine.experiments.arena import ANY, BattleRecord, Piece, SideDone, VoteRecord
+from modelbay.engine.experiments.arena import ANY, BattleRecord, Contender, Piece, SideDone, VoteRecord
 from modelbay.engine.jobs.progress import ProgressEvent
 from modelbay.engine.units import plural
 
@@ -135,11 +135,16 @@ async def vote(ctx: Context, battle: int, outcome: str) -> Reply:
                                        "both_bad" if outcome == "bad" else outcome)
     b = voted.battle
     text = (f"You voted {_SAID[voted.outcome]} in battle #{b.id}.\n"
-            f"Model A was **{b.a.label}** (`{b.a.model}`); Model B was **{b.b.label}** (`{b.b.model}`).")
+            f"Model A was {_named(b.a)}; Model B was {_named(b.b)}.")
     category = "" if b.category == "any" else f" {b.category}"
     return Reply(title="Thanks for your vote", text=text, tone="success", ephemeral=True,
                  footer=f"{plural(voted.left_today, 'vote')} left today · `/arena leaderboard{category}`",
                  buttons=[Button("Leaderboard", f"/arena leaderboard{category}")])
+
+
+def _named(side: Contender) -> str:
+    """A revealed model: its display name, and the name `/chat` takes when that differs."""
+    return f"**{side.label}**" + (f" (`{side.model}`)" if side.label != side.model else "")
 
 
 def leaderboard_reply(board: Leaderboard) -> Reply:
