@@ -80,7 +80,9 @@ def test_nul_bytes_and_overlong_text_are_refused() -> None:
 
 def test_help_lists_what_the_caller_may_run(run) -> None:
     everything = run("/help", ADMIN)
-    assert [row[0].split()[0:2] for row in everything.table.rows][:2] == [["/analytics", "model"], ["/chat", "<model>"]]
+    assert [row[0].split()[0:2] for row in everything.table.rows][:3] == [["/analytics", "compare"],
+                                                                          ["/analytics", "dashboard"],
+                                                                          ["/analytics", "model"]]
     viewer = run("/help", VIEWER)
     assert not any(row[0].startswith("/jobs cancel") for row in viewer.table.rows)
     assert "Your role: viewer" in viewer.footer
@@ -227,7 +229,7 @@ def test_rate_takes_a_comment_after_the_reason_and_the_answer_only_by_name() -> 
     assert rate.usage == "/rate <rating> [reason] [message:N] [comment]"
     with pytest.raises(ArgumentInvalid, match="`reason` must be one of"):
         COMMANDS.parse("/rate down 3")
-    with pytest.raises(ArgumentInvalid, match="from 1 to 9,007,199,254,740,992 \\(got 0\\)"):
+    with pytest.raises(ArgumentInvalid, match="from 1 to 2,147,483,647 \\(got 0\\)"):
         COMMANDS.parse("/rate up message:0")
 
 

@@ -342,7 +342,8 @@ def test_install_and_search_from_the_bot_in_embedded_mode(settings, repos: HubSt
 
         found = asyncio.run(dispatcher.dispatch_line("/models search tiny", ADMIN))
         rows = {row[0]: row for row in found.table.rows}
-        assert rows["tiny-llama"][5] == "yes"  # the registry's entry, marked installed
+        installed_column = found.table.columns.index("Installed")
+        assert rows["tiny-llama"][installed_column] == "yes"  # the registry's entry, marked installed
         assert "tiny-org/big-weights" in rows and "tiny-org/tiny-llama" not in rows  # hub duplicate folded
         assert "tiny-llama" in asyncio.run(dispatcher.dispatch_line("/models list installed:true", ADMIN)).plain()
 

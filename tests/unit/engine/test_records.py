@@ -54,4 +54,6 @@ def test_a_required_field_the_row_lacks_is_an_error() -> None:
 
 def test_the_settable_fields_are_the_record_fields_less_what_the_registry_keeps() -> None:
     assert VERSION_FIELDS == record_fields(VersionRecord) - {"id", "revision", "model_id"}
-    assert MODEL_FIELDS == record_fields(ModelRecord) - {"id", "source", "versions", "rating", "last_used_at"} - DERIVED
+    # speed_source says where tokens_per_s came from when it was read (measured here or the catalog's): not stored.
+    assert MODEL_FIELDS == record_fields(ModelRecord) - {"id", "source", "versions", "rating", "last_used_at",
+                                                         "speed_source"} - DERIVED
