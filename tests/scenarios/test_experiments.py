@@ -5,25 +5,22 @@ alias open the winner; REST create, status and ship. The assignment split over 1
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 from sqlalchemy import select
 
-from modelbay.bot import Actor, Dispatcher, Reply
+from modelbay.bot import Actor
 from modelbay.config import Settings
-from modelbay.engine.chat.records import Answered, Place
+from modelbay.engine.chat.records import Place
 from modelbay.engine.db.database import Database
 from modelbay.engine.db.schema.experiments import ExperimentExposure
 from modelbay.engine.experiments.assignment import choose, position
 from modelbay.engine.experiments.experiments import VariantSpec
-from modelbay.runtime import Runtime
-from tests.support.chat import installed
+from tests.support.lab import Lab, ask, two_model_lab
 
 ADMIN = Actor("console", "admin")
 TOKEN = "experiments-token"
@@ -31,29 +28,9 @@ TOKEN = "experiments-token"
 
 @pytest.fixture
 def lab(settings: Settings, database_url: str, database: Database, tiny_chat_model: Path,
-        tiny_model: Path) -> Iterator:
-    settings.database_url = database_url
-    settings.chat_temperature = 0.0
-    settings.chat_max_tokens = 8
-    settings.roles = {"admin": ["console:admin", "api:*"]}
-    settings.api_token = SecretStr(TOKEN)
-    runtime = Runtime(settings)
-    runtime.prepare()
-    installed(runtime.registry, tiny_chat_model, name="tiny-chat")
-    installed(runtime.registry, tiny_model, name="tiny-base")
-    dispatcher = Dispatcher(runtime, reraise_unknown=True)
-
-    def run(line: str, actor: Actor = ADMIN) -> Reply:
-        return asyncio.run(dispatcher.dispatch_line(line, actor, Place("console", "lab")))
-
-    run.runtime = runtime  # type: ignore[attr-defined]
-    yield run
-    runtime.close()
-
-
-def _ask(runtime: Runtime, session_id: int, user: str, text: str) -> int:
-    answered = [e for e in runtime.chats.answer(session_id, user, text) if isinstance(e, Answered)]
-    return answered[0].answer.message_id
+        tiny_model: Path) -> Iterator[Lab]:
+    with two_model_lab(settings, database_url, tiny_chat_model, tiny_model, token=TOKEN) as run:
+        yield run
 
 
 def test_an_experiment_assigns_people_stably_counts_their_ratings_and_ships(lab) -> None:
@@ -82,7 +59,7 @@ def test_an_experiment_assigns_people_stably_counts_their_ratings_and_ships(lab)
         if opened.variant.name == "b":
             assert opened.session.system_prompt == "Answer briefly." and opened.session.temperature == 0.5
         seen[person] = opened.variant.id
-        message = _ask(runtime, opened.session.id, person, "Hello there")
+        message = ask(runtime, opened.session.id, person, "Hello there")
         runtime.chats.rate(message, person, up=opened.variant.name == "b")
         if i == 0:  # re-rating moves the totals, not adds to them
             runtime.chats.rate(message, person, up=True)
@@ -117,7 +94,7 @@ def test_an_experiment_assigns_people_stably_counts_their_ratings_and_ships(lab)
     after = runtime.experiments.open(Place("console", "after"), "console:new", "assistant")
     assert after.session.model_name == "tiny-chat" and after.session.system_prompt == "Answer briefly."
     b = runtime.experiments.get("tone").variant("b")
-    _ask(runtime, after.session.id, "console:new", "Hi")
+    ask(runtime, after.session.id, "console:new", "Hi")
     assert runtime.experiments.get("tone").variant("b").answers == b.answers  # ended: no longer counted
     chat = lab("/chat tiny-base")  # a model's name opens that model, never an experiment's variant
     assert chat.title == "Chatting with Tiny Base", chat.plain()

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 from sqlalchemy import select, update
 
-from modelbay.bot import Actor, Dispatcher, Reply
+from modelbay.bot import Actor
 from modelbay.bot.context import Context
 from modelbay.bot.conversation import converse
 from modelbay.config import Settings
-from modelbay.engine.chat.records import Answered, Place
+from modelbay.engine.chat.records import Place
 from modelbay.engine.db.database import Database
 from modelbay.engine.db.schema.experiments import ArenaBattle, ArenaVote
 from modelbay.engine.errors import ExperimentModelHidden, NeedsInstall
@@ -29,6 +28,7 @@ from modelbay.engine.experiments.arena import DEFAULT_PROMPT, SideDone, sample_p
 from modelbay.engine.experiments.experiments import VariantSpec
 from modelbay.runtime import Runtime
 from tests.support.chat import installed
+from tests.support.lab import Lab, ask, two_model_lab
 
 ADMIN, ANN, BOB = Actor("console", "admin"), Actor("console", "ann"), Actor("console", "bob")
 TOKEN = "fixes-token"
@@ -36,31 +36,10 @@ TOKEN = "fixes-token"
 
 @pytest.fixture
 def lab(settings: Settings, database_url: str, database: Database, tiny_chat_model: Path,
-        tiny_model: Path) -> Iterator:
-    settings.database_url = database_url
-    settings.chat_temperature = 0.0
-    settings.chat_max_tokens = 6
-    settings.store_transcripts = True
-    settings.arena_bootstrap_rounds = 10
-    settings.roles = {"admin": ["console:admin", "api:*"]}
-    settings.api_token = SecretStr(TOKEN)
-    runtime = Runtime(settings)
-    runtime.prepare()
-    installed(runtime.registry, tiny_chat_model, name="tiny-chat")
-    installed(runtime.registry, tiny_model, name="tiny-base")
-    dispatcher = Dispatcher(runtime, reraise_unknown=True)
-
-    def run(line: str, actor: Actor = ADMIN, room: str = "lab") -> Reply:
-        return asyncio.run(dispatcher.dispatch_line(line, actor, Place("console", room)))
-
-    run.runtime = runtime  # type: ignore[attr-defined]
-    yield run
-    runtime.close()
-
-
-def _ask(runtime: Runtime, session_id: int, user: str, text: str) -> int:
-    answered = [e for e in runtime.chats.answer(session_id, user, text) if isinstance(e, Answered)]
-    return answered[0].answer.message_id
+        tiny_model: Path) -> Iterator[Lab]:
+    with two_model_lab(settings, database_url, tiny_chat_model, tiny_model, token=TOKEN, chat_max_tokens=6,
+                       store_transcripts=True, arena_bootstrap_rounds=10) as run:
+        yield run
 
 
 def _battle(runtime: Runtime, user: str, prompt: str = "Hi") -> int:
@@ -108,7 +87,7 @@ def test_privacy_delete_erases_assignments_votes_and_battle_text_and_opt_outs_ke
         row = session.get(ArenaBattle, quiet)
         assert row.prompt is None and all("text" not in side for side in row.details.values())
     opened = runtime.experiments.open(Place("console", "bob"), BOB.key, "exp:blind")
-    message = _ask(runtime, opened.session.id, BOB.key, "Hello")
+    message = ask(runtime, opened.session.id, BOB.key, "Hello")
     runtime.chats.rate(message, BOB.key, up=True)
     variants = runtime.experiments.get("blind").variants
     assert sum(v.ups + v.downs + v.answers for v in variants) == 0 and _people(runtime, "blind") == 1
@@ -143,7 +122,7 @@ def test_an_experiment_chat_never_names_its_model(lab) -> None:
     assert card.title == "Chatting in experiment hide" and "tiny" not in card.plain().lower(), card.plain()
     session = runtime.chats.current(Place("console", "hide"))
     assert session.experiment == "hide"
-    message = _ask(runtime, session.id, ANN.key, "Hello")
+    message = ask(runtime, session.id, ANN.key, "Hello")
     assert "tiny" not in lab(f"/rate up message:{message}", ANN, room="hide").plain().lower()
 
     def fails(chat):  # the model's own error names it
