@@ -14,7 +14,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from http import HTTPStatus
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
@@ -34,7 +34,7 @@ from modelbay.bot.errors import render_error, style_of, user_error
 from modelbay.bot.progress import watch
 from modelbay.config import Settings
 from modelbay.engine import hardware as hw
-from modelbay.engine.analytics.analytics import PERIODS, parse_period
+from modelbay.engine.analytics.analytics import PERIODS, Metrics, parse_period
 from modelbay.engine.analytics import charts as analytics_charts
 from modelbay.engine.analytics import compare as analytics_compare
 from modelbay.engine.analytics.events import TrackedEvent, csv_lines, export_events, jsonl_lines, track
@@ -294,11 +294,9 @@ class JobOut(_Record):
     ended_at: datetime | None
 
 
-class MetricsOut(_Record):
+class FiguresOut(_Record):
     """A model's answers over a period: volume, response times, speed and satisfaction."""
 
-    model: str
-    period: str
     requests: int
     failures: int
     p50_ms: float | None
@@ -310,6 +308,19 @@ class MetricsOut(_Record):
     satisfaction: float | None
     satisfaction_low: float | None = Field(description="Wilson 95% interval, lower end.")
     satisfaction_high: float | None = Field(description="Wilson 95% interval, upper end.")
+
+    @classmethod
+    def of(cls, m: Metrics, **extra: Any) -> Self:
+        """From the engine's metrics, with the Wilson interval's ends and the subclass's own fields."""
+        low, high = m.satisfaction_interval or (None, None)
+        return cls.model_validate(_With(m, satisfaction_low=low, satisfaction_high=high, **extra))
+
+
+class MetricsOut(FiguresOut):
+    """A model's answers over a period."""
+
+    model: str
+    period: str
 
 
 class DatasetOut(_Record):
@@ -649,9 +660,7 @@ async def model_metrics(ctx: Viewer, model_id: ModelId, period: Literal[PERIODS]
     """Requests, p50/p95 response time, first-token time, tokens/s and satisfaction of a model's answers."""
     record = await ctx.call(ctx.runtime.registry.get, model_id)
     m = await ctx.call(ctx.runtime.analytics.metrics, [v.id for v in record.versions], parse_period(period))
-    low, high = m.satisfaction_interval or (None, None)
-    return MetricsOut.model_validate(_With(m, model=record.name, period=period, satisfaction_low=low,
-                                           satisfaction_high=high))
+    return MetricsOut.of(m, model=record.name, period=period)
 
 
 # -- compare and charts: models side by side, and the analytics charts as PNG (or their text alternative) -------
@@ -665,22 +674,11 @@ class StrengthOut(BaseModel):
     battles: int | None
 
 
-class CompareModelOut(BaseModel):
+class CompareModelOut(FiguresOut):
     """One model of a comparison: its answers over the period and its arena strength."""
 
     model: str
     name: str = Field(description="Display name.")
-    requests: int
-    failures: int
-    p50_ms: float | None
-    p95_ms: float | None
-    mean_ttft_ms: float | None
-    tokens_per_s: float | None
-    ups: int
-    downs: int
-    satisfaction: float | None
-    satisfaction_low: float | None = Field(description="Wilson 95% interval, lower end.")
-    satisfaction_high: float | None = Field(description="Wilson 95% interval, upper end.")
     arena: StrengthOut | None = Field(description="Null without arena votes for it.")
 
 
@@ -706,16 +704,9 @@ async def compare_models(ctx: Viewer, models: ModelNames, period: Period = "7d")
     runtime = ctx.runtime
     columns = await ctx.call(analytics_compare.compare, runtime.db, runtime.registry, runtime.analytics,
                              _names(models), parse_period(period), runtime.arena)
-    out = []
-    for c in columns:
-        m = c.metrics
-        low, high = m.satisfaction_interval or (None, None)
-        out.append(CompareModelOut(
-            model=c.name, name=c.display_name, requests=m.requests, failures=m.failures, p50_ms=m.p50_ms,
-            p95_ms=m.p95_ms, mean_ttft_ms=m.mean_ttft_ms, tokens_per_s=m.tokens_per_s, ups=m.ups, downs=m.downs,
-            satisfaction=m.satisfaction, satisfaction_low=low, satisfaction_high=high,
-            arena=StrengthOut(**vars(c.strength)) if c.strength else None))
-    return CompareOut(period=period, models=out)
+    return CompareOut(period=period, models=[
+        CompareModelOut.of(c.metrics, model=c.name, name=c.display_name,
+                           arena=StrengthOut(**vars(c.strength)) if c.strength else None) for c in columns])
 
 
 @analytics.get("/api/analytics/charts/{chart}", response_class=Response,
