@@ -141,3 +141,38 @@ def test_a_fallback_battle_says_so_above_the_prompt_in_every_view(arena) -> None
         above, prompt = reply.text.split("\n\n**Prompt:** ", 1)  # its own paragraph, never run into the prompt
         assert above.startswith("Fewer than two code models are installed, so any two answer")
         assert prompt.startswith("Say hi.")
+
+
+def test_each_side_of_a_battle_is_counted_in_analytics_and_metrics_unless_the_asker_opted_out(arena) -> None:
+    from sqlalchemy import select
+
+    from modelbay.engine.db.schema.analytics import AnalyticsEvent
+
+    runtime = arena.runtime
+    installed(runtime.registry, arena.models[0], name="tiny-chat")
+    installed(runtime.registry, arena.models[1], name="tiny-base")
+    card, _, _ = arena.battle("/arena Hello, how are you?")
+    battle = runtime.arena.get(int(card.title.rsplit("#", 1)[1]))
+    with runtime.db.session() as session:
+        events = session.scalars(select(AnalyticsEvent).where(AnalyticsEvent.event_type == "answer")).all()
+        seen = {e.model_version_id: (e.user_key, e.backend, e.output_tokens, e.ttft_ms, e.total_ms, e.details)
+                for e in events}
+    assert set(seen) == {battle.a.version_id, battle.b.version_id} and len(events) == 2
+    for side in ("a", "b"):
+        user_key, backend, output_tokens, ttft_ms, total_ms, details = seen[battle.side(side).version_id]
+        assert user_key == battle.user_key and backend
+        assert output_tokens == battle.details[side]["output_tokens"] and ttft_ms is not None and total_ms > 0
+        assert details == {"source": "arena", "battle_id": battle.id, "side": side}
+    registry = runtime.telemetry.registry
+    for model in ("tiny-chat", "tiny-base"):
+        assert registry.get_sample_value("modelbay_answers_total", {"model": model, "status": "ok"}) == 1
+        assert registry.get_sample_value("modelbay_response_seconds_count", {"model": model}) == 1
+    for side in ("a", "b"):  # the rollups /analytics, compare and the dashboard read
+        figures = runtime.analytics.metrics([battle.side(side).version_id], None)
+        assert figures.requests == 1 and figures.failures == 0 and figures.p50_ms is not None
+
+    runtime.analytics.set_opt_out(BOB.key, True)  # an opted-out asker's battle is counted nowhere
+    arena.battle("/arena Say something nice.", BOB)
+    with runtime.db.session() as session:
+        assert len(session.scalars(select(AnalyticsEvent).where(AnalyticsEvent.event_type == "answer")).all()) == 2
+    assert registry.get_sample_value("modelbay_answers_total", {"model": "tiny-chat", "status": "ok"}) == 1

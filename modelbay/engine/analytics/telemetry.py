@@ -1,10 +1,11 @@
 """Prometheus metrics (prometheus-client): answers, tokens, response times, jobs and queues, for scraping.
 
-Each process keeps its metrics in its own `CollectorRegistry` (held by the runtime, never the library's global
-one, so two runtimes in one process count apart). Answers are counted where they are stored (`Chats._store`,
-only for people who did not opt out), job runs where the worker wraps them (`workers/runner.py`). Jobs by kind
-and state and the depth of each RQ queue are not counted as things happen: a custom collector reads them from
-the jobs table and Redis at each scrape, so every process that exposes them shows the same truth.
+Each process keeps its metrics in its own `CollectorRegistry` (held by the runtime, never the library's global one, so
+two runtimes in one process count apart). Answers are counted where they are stored (`Chats._store`, and
+`Arena._finish` for each side of a battle; only for people who did not opt out), job runs where the worker wraps them
+(`workers/runner.py`). Jobs by kind and state and the depth of each RQ queue are not counted as things happen: a
+custom collector reads them from the jobs table and Redis at each scrape, so every process that exposes them shows the
+same truth.
 
 The RQ worker forks a work horse per job; its job metrics reach the parent's `/metrics` port through
 prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set by `modelbay worker` before the library

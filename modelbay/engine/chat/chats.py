@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -585,10 +585,11 @@ class Chats:
             self._unlease(held)
 
     # -- arena: one generation outside any chat session --------------------------------------------------------
-    def generate(self, version_id: int, messages: list[dict[str, str]],
-                 stop: threading.Event | None = None) -> Iterator[str | Adjusted | Finished]:
+    def generate(self, version_id: int, messages: list[dict[str, str]], stop: threading.Event | None = None,
+                 on_backend: Callable[[str], None] | None = None) -> Iterator[str | Adjusted | Finished]:
         """Stream one answer of a model version to `messages` (OpenAI-style dicts): text pieces, any `Adjusted`
-        notice, then `Finished`. The version's backend is chosen as for a chat and leased while it streams.
+        notice, then `Finished`. The version's backend is chosen as for a chat and leased while it streams;
+        `on_backend` is told its name (BACKENDS) once chosen, before the first piece.
 
         Nothing is stored (the arena keeps its own record). Setting `stop` ends it after the current piece.
 
@@ -602,6 +603,8 @@ class Chats:
         if held is None:
             held = self._choose(self.registry.get(self._model_name(version.model_id) or ""), version, lease=True)
         try:
+            if on_backend is not None:
+                on_backend(held.backend.name)
             params = self.generation()
             prompt = held.backend.prompt(messages, params)
             for notice in prompt.notices:

@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from modelbay.config import Settings
+from modelbay.engine.analytics.analytics import AnswerEvent
 from modelbay.engine.analytics.leaderboard import OUTCOMES, BattleCounts, Leaderboard, leaderboard
 from modelbay.engine.chat.chats import Chats
 from modelbay.engine.db.database import Database, idempotent
@@ -118,6 +119,10 @@ class SideDone:
     output_tokens: int | None = None
     ttft_ms: float | None = None
     total_ms: float | None = None
+    input_tokens: int | None = None
+    backend: str | None = None  # the backend that answered (BACKENDS); None when none could be chosen
+    partial: bool = False  # failed after writing some text
+    canceled: bool = False  # stopped (the reader left) before the model finished
 
 
 @dataclass(frozen=True)
@@ -229,12 +234,14 @@ class Arena:
         messages = [{"role": "user", "content": prompt.encode("utf-8", "replace").decode("utf-8")}]
 
         def answer(side: str, version_id: int) -> None:
-            started, first, pieces, tokens = time.monotonic(), None, 0, None
+            started, first, pieces, tokens, tokens_in = time.monotonic(), None, 0, None, None
             text: list[str] = []
+            backend: list[str] = []  # told by Chats.generate once a backend is chosen
+            finished = False
             try:
-                for item in self.chats.generate(version_id, messages, stop):
+                for item in self.chats.generate(version_id, messages, stop, on_backend=backend.append):
                     if isinstance(item, Finished):
-                        tokens = item.output_tokens
+                        tokens, tokens_in, finished = item.output_tokens, item.input_tokens, True
                     elif isinstance(item, Adjusted):
                         continue  # e.g. a system prompt folded: nothing the voter needs to weigh
                     elif item:
@@ -247,9 +254,14 @@ class Arena:
                 arrivals.put(SideDone(side, "ok" if ok else "failed", None if ok else "The model wrote nothing.",
                                       tokens or pieces or None,
                                       (first - started) * 1000 if first is not None else None,
-                                      (ended - started) * 1000))
+                                      (ended - started) * 1000, input_tokens=tokens_in,
+                                      backend=backend[0] if backend else None,
+                                      canceled=not finished and stop.is_set()))
             except ModelBayError as exc:
-                arrivals.put(SideDone(side, "failed", str(exc), total_ms=(time.monotonic() - started) * 1000))
+                arrivals.put(SideDone(side, "failed", str(exc), pieces or None,
+                                      (first - started) * 1000 if first is not None else None,
+                                      (time.monotonic() - started) * 1000, backend=backend[0] if backend else None,
+                                      partial=bool(text)))
             except BaseException as exc:  # noqa: BLE001 - raised again on the reading side
                 arrivals.put(exc)
             finally:
@@ -273,21 +285,43 @@ class Arena:
             stop.set()
             for thread in threads:
                 thread.join(timeout=self.settings.chat_timeout + self.settings.chat_idle_timeout)
-            self._finish(battle.id, done, answers)
+            self._finish(battle, done, answers)
 
-    def _finish(self, battle_id: int, done: dict[str, SideDone], answers: dict[str, str]) -> None:
+    def _finish(self, battle: BattleRecord, done: dict[str, SideDone], answers: dict[str, str]) -> None:
+        """Store the battle's outcome and count each side's answer as chats count theirs: an answer event
+        (`Analytics.record_answers`, in the same transaction) and the Prometheus observation once stored, both only
+        when the asker did not opt out and only for a side a backend answered (as a chat stores no answer whose
+        backend could not be chosen)."""
         ready = len(done) == 2 and all(d.status == "ok" for d in done.values())
         details = {side: {"status": d.status, "note": d.note, "output_tokens": d.output_tokens,
                           "ttft_ms": d.ttft_ms, "total_ms": d.total_ms} for side, d in done.items()}
+        counted: list[tuple[str, SideDone]] = []
         with self._db.session() as session:
-            row = session.get(ArenaBattle, battle_id)
-            if row is not None and self.settings.store_transcripts and not self.chats.analytics.opted_out(
-                    row.user_key, session):  # never the text of an opted-out person's battle
+            row = session.get(ArenaBattle, battle.id)
+            if row is None:
+                return
+            measured = not self.chats.analytics.opted_out(row.user_key, session)
+            if self.settings.store_transcripts and measured:  # never the text of an opted-out person's battle
                 for side, text in answers.items():
                     details.setdefault(side, {})["text"] = text
-            if row is not None:
-                row.status = "ready" if ready else "failed"
-                row.details = details
+            row.status = "ready" if ready else "failed"
+            row.details = details
+            if measured:  # analytics: each side's answer, as Chats._store records a chat's
+                sides = [(side, d) for side, d in sorted(done.items()) if d.backend is not None]
+                self.chats.analytics.record_answers([AnswerEvent(
+                    model_version_id=battle.side(side).version_id, user_key=row.user_key, session_id=None,
+                    message_id=None, backend=d.backend or "", input_tokens=d.input_tokens,
+                    output_tokens=d.output_tokens, ttft_ms=d.ttft_ms, total_ms=d.total_ms or 0.0,
+                    failed=_answer_status(d) == "failed",
+                    details={"source": "arena", "battle_id": battle.id, "side": side},
+                ) for side, d in sides], session=session) if sides else None
+                counted = sides
+        telemetry = self.chats.telemetry
+        if telemetry is not None and counted:  # telemetry: counted once the answers are stored
+            for side, d in counted:
+                telemetry.observe_answer(battle.side(side).model, _answer_status(d),
+                                         input_tokens=d.input_tokens, output_tokens=d.output_tokens,
+                                         ttft_ms=d.ttft_ms, total_ms=d.total_ms or 0.0)
 
     # -- votes ---------------------------------------------------------------------------------------------
     def vote(self, battle_id: int, user_key: str, outcome: str) -> VoteRecord:
@@ -347,3 +381,11 @@ class Arena:
         rounds = self.settings.arena_bootstrap_rounds if rounds is None else rounds
         return leaderboard(counts, names, category=category, rounds=rounds, seed=seed)
 
+
+def _answer_status(done: SideDone) -> str:
+    """A side's answer in a chat answer's words (ok, partial, failed, canceled), for the metrics' status label."""
+    if done.canceled:
+        return "canceled"
+    if done.status == "ok":
+        return "ok"
+    return "partial" if done.partial else "failed"
