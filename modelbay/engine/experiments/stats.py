@@ -420,20 +420,45 @@ def _verdict(a: Analysis) -> Verdict:
                                  f"shipping it")
         kept = " and the guardrails hold" if a.guardrails else ""
         return Verdict(True, f"{winner} has the better {what}: {evidence}{kept}", winner)
+    control = a.variants[0]
+    # A guardrail the control breaches too is worth saying, but it tells nothing against the treatments.
+    control_note = (f"; note that the control {control.totals.name}'s {control.breaches[0]} too, so the guardrail "
+                    "is breached by what runs today as well" if control.breaches else "")
     broken = [f for f in a.variants[1:] if f.breaches]
     if broken:
         return Verdict(True, f"{broken[0].totals.name}'s {broken[0].breaches[0]}: stop it rather than wait for the "
-                             f"{what} result")
+                             f"{what} result{control_note}")
+    alpha = a.comparisons[0].alpha
     sample = [(f.totals.name, f.totals.ratings if a.metric == THUMBS_UP else f.totals.timed) for f in a.variants]
     short = [(name, n) for name, n in sample if n < MIN_SAMPLE]
+    unit = "ratings" if a.metric == THUMBS_UP else "answers"
+    if worse:  # 3+ variants: some treatments are significantly worse, the others undecided
+        dropped = [c.variant for c in worse]
+        undecided = [c for c in a.comparisons if not c.significant]
+        short_text = (f"; {_listed([f'{name} has {n} {unit}' for name, n in short])} of the {MIN_SAMPLE} needed"
+                      if short else "")
+        return Verdict(False, f"{_listed(dropped)} {'is' if len(dropped) == 1 else 'are'} significantly worse than "
+                              f"the control {names[0]} on {what} (always-valid p-value "
+                              f"{', '.join(f'{c.variant} {c.sequential.p_value:.3g}' for c in worse)}, below alpha "
+                              f"{alpha:.3g}): {'it' if len(dropped) == 1 else 'they'} may be dropped; "
+                              f"{_listed([c.variant for c in undecided])} "
+                              f"{'is' if len(undecided) == 1 else 'are'} undecided (always-valid p-value "
+                              f"{', '.join(f'{c.variant} {c.sequential.p_value:.3g}' for c in undecided)}, not "
+                              f"below alpha){short_text}{control_note}. Keep it running for the undecided; looking "
+                              "again does not spoil the test")
     if short:
-        unit = "ratings" if a.metric == THUMBS_UP else "answers"
         have = ", ".join(f"{name} has {n}" for name, n in short)
-        return Verdict(False, f"not enough data yet: each variant needs at least {MIN_SAMPLE} {unit} ({have})")
+        return Verdict(False, f"not enough data yet: each variant needs at least {MIN_SAMPLE} {unit} ({have})"
+                              f"{control_note}")
     chance = _standing(a)
     return Verdict(False, f"no difference shown yet: the always-valid p-value ({p_text}) is not below alpha "
-                          f"({a.comparisons[0].alpha:.3g}){chance}. Keep it running; looking again does not spoil "
+                          f"({alpha:.3g}){chance}{control_note}. Keep it running; looking again does not spoil "
                           "the test")
+
+
+def _listed(names: list[str]) -> str:
+    """"b", "b and c", "b, c and d"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _standing(a: Analysis) -> str:

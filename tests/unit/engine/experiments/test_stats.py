@@ -189,3 +189,26 @@ def test_a_tie_reads_as_level_and_a_clear_lead_as_ahead() -> None:
     assert "a and b are level" in three and "ahead" not in three
     leading = analyse("thumbs_up", [_thumbs("a", 50, 50), _thumbs("b", 60, 40)]).verdict.reason
     assert "no difference shown yet" in leading and "b is ahead with P(best) 9" in leading
+
+
+def test_a_significantly_worse_treatment_among_three_is_named_while_the_other_is_undecided() -> None:
+    result = analyse("thumbs_up", [_thumbs("a", 100, 100), _thumbs("b", 101, 99), _thumbs("c", 30, 170)])
+    b, c = result.comparisons
+    assert c.significant and not b.significant
+    verdict = result.verdict
+    assert not verdict.may_stop and verdict.winner is None and "no difference shown yet" not in verdict.reason
+    assert verdict.reason.startswith("c is significantly worse than the control a on 👍 share")
+    assert "may be dropped" in verdict.reason and "b is undecided" in verdict.reason
+    assert f"b {b.sequential.p_value:.3g}" in verdict.reason and f"c {c.sequential.p_value:.3g}" in verdict.reason
+
+
+def test_a_guardrail_the_control_breaches_is_reported() -> None:
+    totals = [_thumbs("a", 100, 100, failures=40), _thumbs("b", 104, 96)]
+    result = analyse("thumbs_up", totals, guardrails={"error_rate": 0.05})
+    assert result.variants[0].breaches and not result.variants[1].breaches
+    assert not result.verdict.may_stop and "no difference shown yet" in result.verdict.reason
+    assert "the control a's error rate" in result.verdict.reason and "guardrail" in result.verdict.reason
+    both = analyse("thumbs_up", [_thumbs("a", 100, 100, failures=40), _thumbs("b", 104, 96, failures=40)],
+                   guardrails={"error_rate": 0.05})
+    assert both.verdict.may_stop and both.verdict.reason.startswith("b's error rate")
+    assert "the control a's error rate" in both.verdict.reason
