@@ -170,3 +170,16 @@ def test_a_stopped_experiment_ships_only_a_named_variant_and_an_empty_name_asks_
     blank = lab("/chat exp:")
     assert blank.title == "Experiment not found" and "Give the experiment's name" in blank.text
     assert "``" not in blank.text
+
+
+def test_a_response_time_card_names_normal_posteriors_and_shows_the_mean_once(lab) -> None:
+    runtime = lab.runtime
+    assert lab("/experiments start speed tiny-chat | tiny-base metric:response_time").title.startswith("Experiment")
+    for i in range(6):
+        person = f"console:s{i}"
+        opened = runtime.experiments.open(Place("console", f"speed{i}"), person, "exp:speed")
+        for _ in range(2):
+            ask(runtime, opened.session.id, person, "Hello there")
+    card = lab("/experiments status speed")
+    assert card.table.columns.count("Mean ms (95%)") == 1 and "Mean ms" not in card.table.columns
+    assert "normal posteriors of the mean response time" in card.text and "Beta" not in card.text

@@ -200,10 +200,11 @@ def status_card(found: ExperimentStatus, png: bytes | None = None) -> Reply:
     by_name = {v.name: v for v in e.variants}
     for f in a.variants:
         t, v = f.totals, by_name[f.totals.name]
+        mean = [f"{t.mean_ms:,.0f}" if t.mean_ms is not None else "–"] if a.metric == THUMBS_UP else []
         rows.append([
             t.name + (" (control)" if v is e.variants[0] else ""), v.describe(), f"{t.exposures:,}", f"{t.answers:,}",
             f"{t.ups}/{t.downs}", _value(a.metric, f.value, f.interval),
-            f"{t.mean_ms:,.0f}" if t.mean_ms is not None else "–", f"{t.p95_ms:,.0f}" if t.p95_ms else "–",
+            *mean, f"{t.p95_ms:,.0f}" if t.p95_ms else "–",
             f"{t.error_rate:.1%}" if t.error_rate is not None else "–",
             f"{f.p_best:.0%}" if f.p_best is not None else "–",
         ])
@@ -215,8 +216,9 @@ def status_card(found: ExperimentStatus, png: bytes | None = None) -> Reply:
     return Reply(
         title=f"Experiment {e.name} · {e.status}", tone="success" if verdict.may_stop else "info",
         text="\n".join(lines),
-        table=Table(["Variant", "What", "People", "Answers", "👍/👎", _metric_column(a.metric), "Mean ms", "p95 ms",
-                     "Errors", "P(best)"], rows),
+        # The response-time metric column is the mean (with its interval): the mean is shown once.
+        table=Table(["Variant", "What", "People", "Answers", "👍/👎", _metric_column(a.metric),
+                     *(["Mean ms"] if a.metric == THUMBS_UP else []), "p95 ms", "Errors", "P(best)"], rows),
         fields=_guardrail_fields(e),
         attachments=[Attachment(f"experiment-{e.name}.png", png, "image/png")] if png else [],
         buttons=buttons,
@@ -254,7 +256,9 @@ def _explain(e: ExperimentRecord, a: Analysis) -> list[str]:
         loss = min(best, key=lambda f: f.expected_loss)
         size = (f"{loss.expected_loss * 100:.1f} points of 👍 share" if a.metric == THUMBS_UP
                 else f"{loss.expected_loss:,.0f} ms")
-        lines.append(f"Chance each is best (Bayesian, Beta posteriors): {worded}. Choosing {loss.totals.name} now "
+        posteriors = ("Beta posteriors of the 👍 share" if a.metric == THUMBS_UP
+                      else "normal posteriors of the mean response time")
+        lines.append(f"Chance each is best (Bayesian, {posteriors}): {worded}. Choosing {loss.totals.name} now "
                      f"risks losing {size} on average if it is not the best.")
     for f in a.variants:
         for breach in f.breaches:
