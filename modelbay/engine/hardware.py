@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from modelbay.config import Settings
 
 __all__ = [
+    "AS_STORED",
     "CACHE_KEY",
     "FRESH_FOR",
     "PRECISIONS",
@@ -38,6 +39,7 @@ __all__ = [
     "ModelStoreUnusable",
     "UnknownPrecision",
     "fits",
+    "fits_model",
     "max_parameters",
     "memory_needed",
     "parse_nvidia_smi",
@@ -59,6 +61,7 @@ PRECISIONS: dict[str, float] = {"fp16": 2.0, "int8": 1.0, "4bit": 0.5}
 # allocator slack: 300-500 MiB). Fractions keep memory_needed and max_parameters exact inverses.
 WEIGHTS_FACTOR = Fraction(6, 5)
 RUNTIME_OVERHEAD = 512 * 2**20
+AS_STORED = "as stored"  # the precision of a fit estimated from the weights' size when the parameter count is unknown
 
 
 @dataclass(frozen=True)
@@ -208,21 +211,33 @@ def memory_needed(parameter_count: int, precision: str) -> int:
     return ceil(parameter_count * _bytes_per_parameter(precision)) + RUNTIME_OVERHEAD
 
 
+def _where(needed: int, hw: Hardware) -> Literal["gpu", "cpu"] | None:
+    # Total rather than free GPU memory: what other jobs hold now is released when they end.
+    if needed <= hw.largest_gpu_memory:
+        return "gpu"
+    if needed <= hw.ram_available:
+        return "cpu"
+    return None
+
+
 def fits(parameter_count: int | None, hw: Hardware) -> list[Fit]:
     """Say for each precision whether a model fits the largest GPU, else available RAM, else nowhere."""
     if parameter_count is None:
         return []
-    result = []
-    for precision in PRECISIONS:
-        needed = memory_needed(parameter_count, precision)
-        # Total rather than free GPU memory: what other jobs hold now is released when they end.
-        where: Literal["gpu", "cpu"] | None = None
-        if needed <= hw.largest_gpu_memory:
-            where = "gpu"
-        elif needed <= hw.ram_available:
-            where = "cpu"
-        result.append(Fit(precision, needed, where))
-    return result
+    return [Fit(precision, needed, _where(needed, hw))
+            for precision in PRECISIONS for needed in (memory_needed(parameter_count, precision),)]
+
+
+def fits_model(parameter_count: int | None, size_bytes: int | None, hw: Hardware) -> list[Fit]:
+    """`fits` by parameter count; without one, a single estimate (precision `AS_STORED`) from the weights' size
+    in bytes at their own precision, with the same overhead (`WEIGHTS_FACTOR`, `RUNTIME_OVERHEAD`); [] when
+    neither is known: unknown, never "does not fit"."""
+    if parameter_count:
+        return fits(parameter_count, hw)
+    if not size_bytes:
+        return []
+    needed = ceil(size_bytes * WEIGHTS_FACTOR) + RUNTIME_OVERHEAD
+    return [Fit(AS_STORED, needed, _where(needed, hw))]
 
 
 def max_parameters(hw: Hardware, precision: str) -> int:

@@ -107,6 +107,21 @@ def test_mean_time_to_first_token_counts_only_answers_that_had_one(database: Dat
     assert analytics.metrics(versions[1:], None).mean_ttft_ms is None  # no answer had a first token
 
 
+def test_reported_answers_count_but_leave_the_speed_out(database: Database, versions: list[int]) -> None:
+    analytics = Analytics(database)
+    at = datetime.now(timezone.utc)
+    analytics.record_answers([
+        AnswerEvent(versions[0], "t:U1", None, None, "vllm", 10, 100, 50.0, 1000.0, at=at),  # 100 tokens/s here
+        AnswerEvent(versions[0], "external:u", None, None, "external", 10, 100, None, 10.0, at=at, measured=False),
+    ])
+    metrics = analytics.metrics(versions[:1], None)
+    assert metrics.requests == 2 and metrics.output_tokens == 200
+    assert metrics.tokens_per_s == pytest.approx(100.0)  # the reported 10,000 tokens/s is not averaged in
+    with database.session() as session:
+        speeds = session.scalars(select(AnalyticsEvent.tokens_per_s).order_by(AnalyticsEvent.id)).all()
+    assert speeds[0] == pytest.approx(100.0) and speeds[1] is None
+
+
 def test_migration_counts_the_first_tokens_of_existing_rollups(database: Database, versions: list[int]) -> None:
     database.downgrade("0003")
     hour = datetime(2026, 11, 20, 9, tzinfo=timezone.utc)

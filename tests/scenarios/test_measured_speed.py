@@ -170,6 +170,14 @@ def test_models_search_by_speed_shows_measured_figures(runtime: Runtime) -> None
     faster = run(f"/models search tiny speed:{answer.tokens_per_s / 2:.3f}")
     assert [row[0] for row in faster.table.rows] == ["tiny-chat"]
     assert "Only the registry was searched" in faster.footer  # the sources state no speed
+    assert "huggingface, local" not in faster.footer and "the Hugging Face Hub" in faster.footer
+    alone = run(f"/models search speed:{answer.tokens_per_s / 2:.3f}")  # a speed bound alone is a search
+    assert [row[0] for row in alone.table.rows] == ["tiny-chat"] and alone.title.endswith("tokens/s")
+    none = run("/models search speed:50000")
+    assert none.text == "Nothing matches that speed. Try a lower speed: or fewer words."
+    assert run("/models search").title == "Check the command"  # neither words nor a speed
+    plain = run("/models search no-such-words-anywhere source:registry")
+    assert plain.text.endswith("Try fewer words or another source.")
     assert run("/models search tiny speed:fast").title == "Check the command"
     info = run("/models info tiny-chat")
     speed = next(f.value for f in info.fields if f.name == "Speed")

@@ -110,7 +110,13 @@ def test_track_event_is_counted_in_analytics_and_exported(runtime: Runtime, clie
     assert _track(client, responseTime=800).status_code == 201
 
     metrics = client.get("/api/analytics/models/tiny-chat").json()
-    assert metrics["requests"] == 2 and metrics["tokens_per_s"] == pytest.approx((100 / 1.2 + 100 / 0.8) / 2)
+    # Reported answers count (requests, tokens, times) but their speed was not measured here: no tokens/s, so an
+    # outside caller cannot set the "measured here" speed that search's speed:, /models info and recommend use.
+    assert metrics["requests"] == 2 and metrics["tokens_per_s"] is None
+    assert runtime.registry.get("tiny-chat").speed_source != "answers"
+    fast = asyncio.run(Dispatcher(runtime, reraise_unknown=True).dispatch_line(
+        "/models search speed:1", Actor("slack", "UALICE"), HERE))
+    assert "tiny-chat" not in fast.plain()
     reply = asyncio.run(Dispatcher(runtime, reraise_unknown=True).dispatch_line(
         "/analytics model tiny-chat", Actor("slack", "UALICE"), HERE))
     assert "2" in reply.plain() and "No answers recorded yet" not in reply.plain()
@@ -124,6 +130,7 @@ def test_track_event_is_counted_in_analytics_and_exported(runtime: Runtime, clie
     assert [r["source"] for r in rows] == ["trackEvent", "trackEvent", "modelbay"]
     assert rows[0]["user_key"] == "external:user123" and rows[0]["external_session"] == "session456"
     assert rows[0]["total_ms"] == 1200 and rows[0]["output_tokens"] == 100 and rows[0]["backend"] == "external"
+    assert rows[0]["tokens_per_s"] is None and rows[2]["tokens_per_s"] is not None  # ours is measured here
     assert rows[2]["message_id"] == answer.message_id and rows[2]["model"] == "tiny-chat"
 
     csv_response = client.get("/api/analytics/events", params={"format": "csv", "model": "tiny-chat"})

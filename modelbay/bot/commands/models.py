@@ -8,10 +8,11 @@ from modelbay.bot.commands._args import CATEGORIES, CATEGORY, MODEL, MODEL_OR_RE
 from modelbay.bot.commands.optimize import key_figures, verdict_reason
 from modelbay.bot.context import Context
 from modelbay.bot.reply import Button, Field, Progress, Reply, Table
-from modelbay.bot.spec import Arg, ArgType, command
+from modelbay.bot.errors import ArgumentInvalid
+from modelbay.bot.spec import COMMANDS, Arg, ArgType, command
 from modelbay.engine.catalog.sources.base import SOURCES
 from modelbay.engine.errors import one_line, shown
-from modelbay.engine.hardware import fits
+from modelbay.engine.hardware import fits_model
 from modelbay.engine.optimization.optimization import LINEAGE as OPTIMIZE
 from modelbay.engine.records import MAX_TOKENS_PER_S, ModelRecord, VersionRecord
 from modelbay.engine.training.versions import FINETUNE, public_lineage
@@ -67,7 +68,8 @@ async def model_info(ctx: Context, model: str) -> Reply:
     record = await ctx.call(ctx.runtime.registry.get, model)
     hardware, notice = await ctx.call(ctx.runtime.hardware.current, wait=3.0)
     fit = Field("Fits", ", ".join(f"{f.precision} {f.where.upper() if f.where else 'no'} ({human_bytes(f.needed)})"
-                                  for f in fits(record.parameter_count, hardware)) or "unknown size", inline=False)
+                                  for f in fits_model(record.parameter_count, record.size_bytes, hardware))
+                or "unknown size", inline=False)
     footer = " · ".join(x for x in (f"`{record.name}`", f"source: {record.source}", notice) if x)
     buttons = [Button("Try it", f"/chat {record.name}", "primary") if record.installed
                else Button("Install", f"/models install {record.name}", "primary")]
@@ -268,7 +270,8 @@ def _lineage_cell(v: VersionRecord) -> str:
     "models", "search",
     help="Search the registry and the Hugging Face Hub (`tag:code`, `license:mit` terms work too).",
     args=(
-        Arg("query", "Words to look for, with optional tag:/license:/author: terms.", required=True, rest=True),
+        Arg("query", "Words to look for, with optional tag:/license:/author: terms (none with speed:).", default="",
+            rest=True),
         Arg("source", "Where to look.", choices=("all", "registry", *SOURCES), default="all"),
         CATEGORY,
         Arg("fits", "Only models that fit this machine (at 4-bit or better).", type=ArgType.BOOLEAN, default=False),
@@ -282,16 +285,21 @@ async def search_models(ctx: Context, query: str, source: str, category: str | N
                         speed: float | None, limit: int) -> Reply:
     """Merge registry and source results, de-duplicated by repo id, marking what is installed and each one's
     tokens/s, measured here or the catalog's."""
+    by_speed = speed is not None or "speed:" in query.lower()
+    if not query.strip() and not by_speed:  # a speed bound alone is a search: the registry's models that fast
+        command_ = COMMANDS.get(("models", "search"))
+        assert command_ is not None
+        raise ArgumentInvalid(command_, "query", "is missing (words to look for, or a speed: of at least N tokens/s)")
     hits, notices = await ctx.call(ctx.runtime.discovery.search, query, source=source, category=category, fits=fits,
                                    limit=limit, min_tokens_per_s=speed)
     if not hits:
-        fewer = " or a lower speed:" if speed is not None or "speed:" in query.lower() else ""
-        return Reply(text=f"Nothing matches `{shown(query)}`. Try fewer words{fewer} or another source.",
-                     footer=" ".join(notices) or None)
+        what = f"`{shown(query)}`" if query.strip() else "that speed"
+        tries = "a lower speed: or fewer words" if by_speed else "fewer words or another source"
+        return Reply(text=f"Nothing matches {what}. Try {tries}.", footer=" ".join(notices) or None)
     rows = [[h.name, h.source, h.category, human_count(h.parameter_count), human_bytes(h.size_bytes),
              speed_text(h.tokens_per_s, h.speed_source, short=True), "yes" if h.installed else ""] for h in hits]
     return Reply(
-        title=f"Search: {shown(query)}",
+        title=f"Search: {shown(query)}" if query.strip() else f"Search: at least {speed:g} tokens/s",
         table=Table(["Name", "Source", "Category", "Params", "Size", "Tokens/s", "Installed"], rows),
         footer=" ".join([*notices, "`/models install <name>` installs one; `/models info <name>` tells more."]),
     )

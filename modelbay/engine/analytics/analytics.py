@@ -123,11 +123,15 @@ class AnswerEvent:
     failed: bool = False
     at: datetime | None = None
     details: dict[str, Any] | None = None  # more about the event, kept with it (a tracked event's source, session)
+    # Whether ModelBay timed this answer itself. False for answers reported from outside (trackEvent): their
+    # requests, response times and tokens count, but they have no tokens/s, so a caller cannot set the speed
+    # shown as "measured here" (search's speed:, /models info, recommend).
+    measured: bool = True
 
     @property
     def tokens_per_s(self) -> float | None:
-        """Generation speed of this answer."""
-        return tokens_per_second(self.output_tokens, self.total_ms)
+        """Generation speed of this answer; None for an answer not measured here (`measured`)."""
+        return tokens_per_second(self.output_tokens, self.total_ms) if self.measured else None
 
 
 class Rated:

@@ -128,7 +128,7 @@ def track(analytics: Analytics, registry: Registry, event: TrackedEvent) -> Vers
     analytics.record_answers([AnswerEvent(
         model_version_id=version.id, user_key=event.user_key, session_id=None, message_id=None,
         backend=TRACKED_BACKEND, input_tokens=event.input_tokens, output_tokens=event.output_tokens, ttft_ms=None,
-        total_ms=event.response_ms, failed=event.event_type == "inference_error",
+        total_ms=event.response_ms, failed=event.event_type == "inference_error", measured=False,
         details={"source": "trackEvent", **({"session": event.session_id} if event.session_id else {})},
     )])
     return version

@@ -50,7 +50,9 @@ class Evidence:
     arena_strength: float | None = None
     arena_low: float | None = None
     arena_battles: int = 0
-    fit: str | None = None  # the best precision it fits at ("fp16", "int8", "4bit"), None: nowhere or unknown
+    # The best precision it fits at ("fp16", "int8", "4bit", or hw.AS_STORED when only the weights' size is known),
+    # None: nowhere or unknown; fit_known says which (a model of unknown size is never said not to fit).
+    fit: str | None = None
     fit_known: bool = False
 
 
@@ -93,7 +95,8 @@ def reason(e: Evidence, task: str | None = None) -> str:
         source = " (optimization report)" if e.speed_source == "optimization report" else ""
         bits.append(f"{e.tokens_per_s:.0f} tokens/s measured{source}")
     if e.fit_known:
-        bits.append(f"fits at {e.fit}" if e.fit else "does not fit this hardware")
+        bits.append(("fits as stored" if e.fit == hw.AS_STORED else f"fits at {e.fit}") if e.fit
+                    else "does not fit this hardware")
     if not e.installed:
         bits.append("not installed")
     return "; ".join(bits) if bits else "no answers, ratings or battles here yet"
@@ -101,8 +104,9 @@ def reason(e: Evidence, task: str | None = None) -> str:
 
 def rank(evidence: Iterable[Evidence], *, task: str | None = None, fits_only: bool = False,
          limit: int = 5) -> list[Suggestion]:
-    """Rank models by the weighted evidence score (module docstring), best first; ties by name."""
-    items = [e for e in evidence if not fits_only or e.fit]
+    """Rank models by the weighted evidence score (module docstring), best first; ties by name. `fits_only` leaves
+    out the models known not to fit; one whose size is unknown stays (its fit is unknown, not "no")."""
+    items = [e for e in evidence if not fits_only or e.fit or not e.fit_known]
     most = max((e.answers for e in items), default=0)
     scored = [Suggestion(e.model, e.display_name,
                          sum(WEIGHTS[k] * v for k, v in _parts(e, most).items()), reason(e, task), e) for e in items]
@@ -137,29 +141,28 @@ class Recommender:
         category = Category(task) if task else None
         m, v = Model, ModelVersion
         with self._db.session() as session:
-            models = session.execute(select(m.id, m.name, m.display_name, m.category, m.parameter_count)
+            models = session.execute(select(m.id, m.name, m.display_name, m.category, m.parameter_count, m.size_bytes)
                                      .where(*([m.category == category] if category else []))).all()
             installed = set(session.scalars(select(v.model_id).where(v.install_state == InstallState.INSTALLED)))
             usage = self._usage(session, since, user_key)
         speeds = measured_speeds(self._db, since)
         board = self._board(task)
         found = []
-        for model_id, name, display, cat, parameters in models:
+        for model_id, name, display, cat, parameters, size in models:
             answers, ups, downs = usage.get(model_id, (0, 0, 0))
             if model_id not in installed and not (answers or ups or downs):
                 continue
             speed = speeds.get(model_id)
             strength = board.get(name)
-            fit = None
-            if hardware is not None and parameters:
-                fit = next((f.precision for f in hw.fits(parameters, hardware) if f.where), None)
+            options = hw.fits_model(parameters, size, hardware) if hardware is not None else []
+            fit = next((f.precision for f in options if f.where), None)
             found.append(Evidence(
                 model=name, display_name=display, category=getattr(cat, "value", cat), installed=model_id in installed,
                 answers=answers, ups=ups, downs=downs, tokens_per_s=speed[0] if speed else None,
                 speed_source=speed[1] if speed else None,
                 arena_strength=strength[0] if strength else None, arena_low=strength[1] if strength else None,
                 arena_battles=strength[2] if strength else 0, fit=fit,
-                fit_known=hardware is not None and bool(parameters)))
+                fit_known=bool(options)))
         return found
 
     @staticmethod
@@ -188,11 +191,19 @@ class Recommender:
         return usage
 
     def _board(self, task: str | None) -> dict[str, tuple[float, float, int]]:
+        """(strength, lower bound, battles) per settled model: from the task's own battles where the model is
+        settled there, else from the overall board (battles of every category, those started without one too,
+        which are stored under `any`); `evidence` keeps to the task's models."""
         if self._arena_board is None:
             return {}
-        board = self._arena_board(task)
-        # A provisional or separated model's figure is no evidence (engine/analytics/leaderboard.py, MIN_BATTLES).
-        return {s.model: (s.strength, s.low, s.battles) for s in board.standings if s.settled}
+
+        def settled(category: str | None) -> dict[str, tuple[float, float, int]]:
+            board = self._arena_board(category)
+            # A provisional or separated model's figure is no evidence (engine/analytics/leaderboard.py, MIN_BATTLES).
+            return {s.model: (s.strength, s.low, s.battles) for s in board.standings if s.settled}
+
+        own = settled(task)
+        return own if task is None else {**settled(None), **own}
 
     def recommend(self, task: str | None = None, *, hardware: hw.Hardware | None = None, fits_only: bool = False,
                   user_key: str | None = None, limit: int = 5) -> list[Suggestion]:

@@ -60,6 +60,20 @@ class SearchResults(NamedTuple):
     notices: list[str]
 
 
+# How a notice names a source that is not the registry.
+SOURCE_LABELS = {"huggingface": "the Hugging Face Hub", "local": "the local models folder"}
+
+
+def _speed_notice(names: list[str]) -> str:
+    """The notice of a speed search, which asks only the registry: "Only the registry was searched (the models
+    installed or catalogued here): the Hugging Face Hub and the local models folder state no tokens/s, so their
+    other models are left out."."""
+    labels = [SOURCE_LABELS.get(n, n) for n in names]
+    states = "states" if len(labels) == 1 else "state"
+    return (f"Only the registry was searched (the models installed or catalogued here): {' and '.join(labels)} "
+            f"{states} no tokens/s, so their other models are left out.")
+
+
 class Discovery:
     """Searches the registry and the sources; a source that fails becomes a notice, not an error."""
 
@@ -96,8 +110,7 @@ class Discovery:
                 hits.append(SearchHit.of(m))
         names = [n for n in SOURCES if source in ("all", n) and (n != "local" or self.settings.local_models_dir)]
         if query.min_tokens_per_s is not None and names:
-            notices.append(f"Only the registry was searched: models only on {', '.join(names)} have no tokens/s "
-                           "figure to compare with speed.")
+            notices.append(_speed_notice(names))
             names = []
         # Every source at once, with one deadline for all: the slowest source bounds the wait, not their sum.
         futures: dict[str, Future] = {

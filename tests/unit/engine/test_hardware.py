@@ -3,11 +3,13 @@ max_parameters) on made-up machines."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 
 from modelbay.engine.hardware import (
+    AS_STORED,
     PRECISIONS,
     RUNTIME_OVERHEAD,
     Fit,
@@ -15,6 +17,7 @@ from modelbay.engine.hardware import (
     Hardware,
     UnknownPrecision,
     fits,
+    fits_model,
     max_parameters,
     memory_needed,
     parse_nvidia_smi,
@@ -116,3 +119,13 @@ def test_a_machine_round_trips_through_its_plain_data_and_json() -> None:
     hw = machine(parse_nvidia_smi(TWO_MIXED), ram=64 * GB)
     assert Hardware.from_dict(hw.to_dict()) == hw and Hardware.from_json(hw.to_json()) == hw
     assert hw.largest_gpu_memory == 40960 * MiB and machine().largest_gpu_memory == 0
+
+
+def test_without_a_parameter_count_the_fit_is_estimated_from_the_weights_size() -> None:
+    laptop = machine(ram=24 * GB)
+    tiny = fits_model(None, 2_400_000, laptop)
+    assert [(f.precision, f.where) for f in tiny] == [(AS_STORED, "cpu")]
+    assert tiny[0].needed == math.ceil(2_400_000 * 6 / 5) + 512 * 2**20
+    assert [f.where for f in fits_model(None, 200 * GB, laptop)] == [None]
+    assert fits_model(None, None, laptop) == [] and fits_model(None, 0, laptop) == []  # unknown, not "no"
+    assert fits_model(7_600_000_000, 1, laptop) == fits(7_600_000_000, laptop)  # a parameter count decides

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from modelbay.engine.analytics.analytics import (
+    AnswerEvent,
     _percentiles,
     bucket_bounds,
     latency_bucket,
@@ -90,3 +91,9 @@ def test_a_period_is_counted_back_from_now_in_hours_days_or_weeks() -> None:
     for bad in ("7", "d", "-1d", "1.5h", "10000d", "7m"):
         with pytest.raises(ValueError, match=f"got {bad!r}"):
             parse_period(bad, now)
+
+
+def test_an_answer_reported_from_outside_has_no_speed_measured_here() -> None:
+    ours = AnswerEvent(1, "t:U1", None, None, "vllm", 10, 100, 50.0, 1000.0)
+    reported = AnswerEvent(1, "external:u", None, None, "external", 10, 100, None, 1000.0, measured=False)
+    assert ours.tokens_per_s == pytest.approx(100.0) and reported.tokens_per_s is None

@@ -45,3 +45,10 @@ def test_counts_agree_with_their_nouns_and_negative_figures_keep_their_minus() -
     assert reason(_e("unrated", answers=1)).startswith("1 answer here, none rated yet")
     weak = reason(_e("weak", arena_strength=-133.0, arena_low=-250.0, arena_battles=1))
     assert "arena −133 (lower bound −250, 1 battle)" in weak
+
+
+def test_fits_only_keeps_a_model_of_unknown_size_and_says_nothing_of_its_fit() -> None:
+    unknown = _e("unknown", answers=5, ups=5)  # no parameter count and no size: fit_known False
+    stored = _e("stored", answers=1, ups=1, fit="as stored", fit_known=True)
+    assert [s.model for s in rank([unknown, stored], fits_only=True)] == ["unknown", "stored"]
+    assert "fit" not in reason(unknown) and "fits as stored" in reason(stored)
