@@ -32,8 +32,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from modelbay.engine.analytics.figures import figure, png
 from modelbay.engine.units import number, plural
@@ -338,6 +336,10 @@ def groups(counts: BattleCounts) -> int:
     src = np.concatenate([counts.i[beat_j], counts.j[beat_i]])
     dst = np.concatenate([counts.j[beat_j], counts.i[beat_i]])
     m = len(counts.models)
+    # scipy's sparse graphs only here: a board is read far less often than this module is imported (every process).
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix((np.ones(src.size), (src, dst)), shape=(m, m)).tocsr()
     _, label = connected_components(graph, directed=True, connection="strong")
     return int(np.unique(label[played]).size)

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
-from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from modelbay.engine.analytics.analytics import Interval, bucket_bounds, wilson
 
@@ -329,6 +327,8 @@ def _figures(metric: str, totals: list[Totals], guardrails: dict[str, float]) ->
 
 
 def _t_interval(t: Totals) -> Interval | None:
+    from scipy import stats as sps  # scipy.stats and statsmodels load when a status is read, not at start-up
+
     if t.timed < 2:
         return None
     half = sps.t.ppf(0.975, t.timed - 1) * math.sqrt(t.var_ms / t.timed)
@@ -347,6 +347,9 @@ def _breaches(t: Totals, guardrails: dict[str, float]) -> tuple[str, ...]:
 
 
 def _compare(metric: str, t: Totals, control: Totals, alpha: float, before: Sequential) -> Comparison:
+    from scipy import stats as sps
+    from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+
     if metric == THUMBS_UP:
         if t.ratings == 0 or control.ratings == 0:
             return Comparison(t.name, control.name, None, None, None, before, alpha)
@@ -386,6 +389,8 @@ def _welch_df(t: Totals, c: Totals) -> float:
 
 def _srm(totals: list[Totals]) -> float | None:
     """p-value of the chi-square goodness-of-fit of exposures to the split (None below 5 expected per variant)."""
+    from scipy import stats as sps
+
     observed = np.array([t.exposures for t in totals], dtype=float)
     weights = np.array([t.weight for t in totals], dtype=float)
     expected = observed.sum() * weights / weights.sum()
