@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -25,6 +24,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import median_ms  # noqa: E402 - after the path is set
 
 EVENTS = 1_000_000
 CHUNK = 20_000
@@ -83,15 +84,6 @@ def _exact(db, version_ids: list[int], since: datetime | None) -> dict:  # noqa:
     return result
 
 
-def _time(fn, repeats: int = REPEATS) -> tuple[float, object]:  # noqa: ANN001
-    times, value = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value = fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times), value
-
-
 def run(url: str, label: str) -> dict:
     from modelbay.engine.analytics.analytics import Analytics, parse_period
     from modelbay.engine.db.database import Database
@@ -109,10 +101,10 @@ def run(url: str, label: str) -> dict:
     out: dict = {"backend": label, "events": EVENTS, "fill_s": round(fill_s, 1), "periods": {}}
     for period in ("24h", "7d", "30d", "all"):
         since = parse_period(period, now)
-        ours_ms, ours = _time(lambda: analytics.metrics(version_ids, since))
+        ours_ms, ours = median_ms(lambda: analytics.metrics(version_ids, since), REPEATS)
         # Periods count whole hours; the baseline starts at the same hour so both count the same answers.
         hour = since.replace(minute=0, second=0, microsecond=0) if since else None
-        base_ms, exact = _time(lambda: _exact(db, version_ids, hour), repeats=3)
+        base_ms, exact = median_ms(lambda: _exact(db, version_ids, hour), 3)
         err = max(abs(ours.p50_ms - exact["p50_ms"]) / exact["p50_ms"], abs(ours.p95_ms - exact["p95_ms"]) / exact["p95_ms"])
         out["periods"][period] = {
             "requests": ours.requests, "metrics_ms": round(ours_ms, 2), "exact_baseline_ms": round(base_ms, 1),

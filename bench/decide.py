@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import median_ms  # noqa: E402 - after the path is set
 
 MODELS = 20
 VOTES = 100_000
@@ -211,15 +212,6 @@ def _naive_status(db, experiments, name: str) -> object:  # noqa: ANN001
     return status_from_totals(record.metric, totals, alpha=record.alpha)
 
 
-def _time(fn, repeats: int = REPEATS) -> tuple[float, object]:  # noqa: ANN001
-    times, value = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value = fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times), value
-
-
 def experiment_part(url: str, label: str) -> dict:
     from modelbay.config import Settings
     from modelbay.engine.analytics.analytics import Analytics
@@ -235,8 +227,8 @@ def experiment_part(url: str, label: str) -> dict:
     fill_s = time.perf_counter() - start
     # Status reads only the database (the chat service is for opening chats on the experiment).
     experiments = Experiments(Settings(), db, registry, None, Analytics(db))  # type: ignore[arg-type]
-    ours_ms, ours = _time(lambda: experiments.status(name))
-    naive_ms, naive = _time(lambda: _naive_status(db, experiments, name), repeats=3)
+    ours_ms, ours = median_ms(lambda: experiments.status(name), REPEATS)
+    naive_ms, naive = median_ms(lambda: _naive_status(db, experiments, name), 3)
     same = [(f.totals.exposures, f.totals.ups, f.totals.downs, round(f.value, 12)) for f in ours.analysis.variants] == [
         (f.totals.exposures, f.totals.ups, f.totals.downs, round(f.value, 12)) for f in naive.variants]
     db.dispose()
